@@ -1,0 +1,3 @@
+module github.com/ringkv/ringkv
+
+go 1.26.8

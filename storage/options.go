@@ -1,0 +1,182 @@
+package storage
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/ringkv/ringkv/storage/vfs"
+)
+
+// Limits on what one write may carry. The cluster layer enforces its own,
+// smaller limits on top of these.
+const (
+	MaxKeySize   = 64 << 10
+	MaxValueSize = 64 << 20
+)
+
+// SyncMode says when the commit log is fsynced.
+type SyncMode int
+
+const (
+	// SyncBatch acknowledges a write only after the commit-log fsync that
+	// covers it; concurrent writers share one write and one fsync (group
+	// commit). The default.
+	SyncBatch SyncMode = iota
+	// SyncPeriodic acknowledges a write once it is in the operating system's
+	// page cache and fsyncs the log every SyncInterval. A machine crash may
+	// lose up to one interval of acknowledged writes; a process crash loses
+	// none.
+	SyncPeriodic
+	// SyncNone never fsyncs the log on its own (tables and the manifest are
+	// still fsynced). A process crash loses nothing written; a machine crash
+	// may lose everything since the last flush.
+	SyncNone
+)
+
+func (m SyncMode) String() string {
+	switch m {
+	case SyncBatch:
+		return "batch"
+	case SyncPeriodic:
+		return "periodic"
+	case SyncNone:
+		return "none"
+	}
+	return fmt.Sprintf("SyncMode(%d)", int(m))
+}
+
+// ParseSyncMode parses "batch", "periodic" or "none".
+func ParseSyncMode(s string) (SyncMode, error) {
+	switch s {
+	case "batch", "":
+		return SyncBatch, nil
+	case "periodic":
+		return SyncPeriodic, nil
+	case "none":
+		return SyncNone, nil
+	}
+	return 0, fmt.Errorf("unknown sync mode %q (want batch, periodic or none)", s)
+}
+
+// Compression names a block compression algorithm.
+type Compression uint8
+
+const (
+	// SnappyCompression compresses each block with Snappy when that saves at
+	// least 1/8 of its size. The default.
+	SnappyCompression Compression = iota
+	// NoCompression stores blocks as they are.
+	NoCompression
+)
+
+// Options configure an engine. The zero value of every field means its
+// documented default; EnsureDefaults fills them in.
+type Options struct {
+	// FS is the filesystem. Default: the operating system's.
+	FS vfs.FS
+	// Sync is the commit-log sync mode. Default: SyncBatch.
+	Sync SyncMode
+	// SyncInterval is the fsync period for SyncPeriodic. Default: 100ms.
+	SyncInterval time.Duration
+	// MemTableSize is the size at which the memtable is rotated and flushed.
+	// Default: 8 MiB.
+	MemTableSize int
+	// MaxImmutableMemTables is how many full memtables may wait for their
+	// flush before writers stop. Default: 2.
+	MaxImmutableMemTables int
+	// BlockSize is the target uncompressed size of a data block. Default: 4 KiB.
+	BlockSize int
+	// BlockRestartInterval is the number of keys between restart points in a
+	// block. Default: 16.
+	BlockRestartInterval int
+	// BloomBitsPerKey sizes each table's bloom filter. Default: 10. A negative
+	// value disables bloom filters.
+	BloomBitsPerKey int
+	// Compression is the block compression. Default: SnappyCompression.
+	Compression Compression
+	// BlockCacheSize bounds the block cache shared by all tables, in bytes.
+	// Default: 8 MiB.
+	BlockCacheSize int64
+	// L0CompactionTrigger is the number of L0 tables that starts a
+	// compaction into L1. Default: 4.
+	L0CompactionTrigger int
+	// L0SlowdownTrigger is the number of L0 tables at which each write is
+	// delayed a little so compaction can catch up. Default: 12.
+	L0SlowdownTrigger int
+	// L0StopTrigger is the number of L0 tables at which writes wait for
+	// compaction. Default: 20.
+	L0StopTrigger int
+	// LBaseMaxBytes is the target size of L1. Default: 64 MiB.
+	LBaseMaxBytes int64
+	// LevelMultiplier is the size ratio between adjacent levels. Default: 10.
+	LevelMultiplier int
+	// TargetFileSize is the size at which a compaction output table is cut.
+	// Default: 4 MiB.
+	TargetFileSize int64
+	// MaxOpenTables bounds the table-reader cache. Default: 1000.
+	MaxOpenTables int
+	// Logf receives human-readable events (flushes, compactions, recovery).
+	// Default: discard.
+	Logf func(format string, args ...any)
+}
+
+// NumLevels is the number of levels of the LSM tree.
+const NumLevels = 7
+
+// EnsureDefaults returns a copy of o with every zero field set to its default.
+// A nil o gives all defaults.
+func (o *Options) EnsureDefaults() *Options {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.SyncInterval <= 0 {
+		c.SyncInterval = 100 * time.Millisecond
+	}
+	if c.MemTableSize <= 0 {
+		c.MemTableSize = 8 << 20
+	}
+	if c.MaxImmutableMemTables <= 0 {
+		c.MaxImmutableMemTables = 2
+	}
+	if c.BlockSize <= 0 {
+		c.BlockSize = 4 << 10
+	}
+	if c.BlockRestartInterval <= 0 {
+		c.BlockRestartInterval = 16
+	}
+	if c.BloomBitsPerKey == 0 {
+		c.BloomBitsPerKey = 10
+	}
+	if c.BlockCacheSize <= 0 {
+		c.BlockCacheSize = 8 << 20
+	}
+	if c.L0CompactionTrigger <= 0 {
+		c.L0CompactionTrigger = 4
+	}
+	if c.L0SlowdownTrigger <= 0 {
+		c.L0SlowdownTrigger = 12
+	}
+	if c.L0StopTrigger <= 0 {
+		c.L0StopTrigger = 20
+	}
+	if c.LBaseMaxBytes <= 0 {
+		c.LBaseMaxBytes = 64 << 20
+	}
+	if c.LevelMultiplier <= 1 {
+		c.LevelMultiplier = 10
+	}
+	if c.TargetFileSize <= 0 {
+		c.TargetFileSize = 4 << 20
+	}
+	if c.MaxOpenTables <= 0 {
+		c.MaxOpenTables = 1000
+	}
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+	return &c
+}
