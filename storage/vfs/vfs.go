@@ -91,11 +91,11 @@ func (osFS) OpenDir(name string) (File, error) {
 	return osFile{f}, nil
 }
 
-func (osFS) Remove(name string) error              { return os.Remove(name) }
-func (osFS) Rename(oldname, newname string) error  { return os.Rename(oldname, newname) }
+func (osFS) Remove(name string) error                 { return os.Remove(name) }
+func (osFS) Rename(oldname, newname string) error     { return os.Rename(oldname, newname) }
 func (osFS) MkdirAll(dir string, p os.FileMode) error { return os.MkdirAll(dir, p) }
-func (osFS) Stat(name string) (os.FileInfo, error) { return os.Stat(name) }
-func (osFS) PathJoin(elem ...string) string        { return filepath.Join(elem...) }
+func (osFS) Stat(name string) (os.FileInfo, error)    { return os.Stat(name) }
+func (osFS) PathJoin(elem ...string) string           { return filepath.Join(elem...) }
 
 func (osFS) List(dir string) ([]string, error) {
 	f, err := os.Open(dir)
