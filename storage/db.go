@@ -1,0 +1,402 @@
+// Package storage is ringkv's per-node storage engine: a log-structured
+// merge tree with a checksummed commit log (group commit), an arena skiplist
+// memtable, immutable SSTables with bloom filters, a shared block cache, a
+// manifest changed atomically, and leveled compaction in the background.
+// It knows nothing of clusters: keys and values are opaque bytes.
+//
+// The engine's files live in one directory:
+//
+//	CURRENT           names the live manifest
+//	MANIFEST-NNNNNN   a log of version edits: which tables make up each level
+//	NNNNNN.log        commit logs, one per memtable
+//	NNNNNN.sst        tables
+//	LOCK              keeps a second engine out of the directory
+package storage
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ringkv/ringkv/storage/base"
+	"github.com/ringkv/ringkv/storage/cache"
+	"github.com/ringkv/ringkv/storage/memtable"
+	"github.com/ringkv/ringkv/storage/vfs"
+	"github.com/ringkv/ringkv/storage/wal"
+)
+
+// Errors returned by the engine. Test them with errors.Is.
+var (
+	// ErrNotFound: the key has no value.
+	ErrNotFound = errors.New("ringkv/storage: not found")
+	// ErrClosed: the engine was closed.
+	ErrClosed = errors.New("ringkv/storage: closed")
+	// ErrFailed: a write or fsync of the commit log, a table or the manifest
+	// failed. The engine acknowledges no further write; reopen it to recover
+	// from what is durable.
+	ErrFailed = errors.New("ringkv/storage: engine failed, no further writes are accepted; reopen it")
+	// ErrKeyTooLarge: a key is longer than MaxKeySize.
+	ErrKeyTooLarge = errors.New("ringkv/storage: key too large")
+	// ErrValueTooLarge: a value is longer than MaxValueSize.
+	ErrValueTooLarge = errors.New("ringkv/storage: value too large")
+	// ErrEmptyKey: keys must not be empty.
+	ErrEmptyKey = errors.New("ringkv/storage: empty key")
+	// ErrCorruption is wrapped by every error that reports damaged files.
+	ErrCorruption = base.ErrCorruption
+)
+
+// WriteOptions change how one write is committed.
+type WriteOptions struct {
+	// Sync forces an fsync of the commit log before the write is
+	// acknowledged, whatever the engine's sync mode.
+	Sync bool
+}
+
+// memTable is a memtable and the commit log that holds its writes.
+type memTable struct {
+	mt     *memtable.MemTable
+	logNum uint64
+	// maxSeq is the largest sequence number added (written by the commit
+	// leader only, read after the memtable became immutable).
+	maxSeq base.SeqNum
+}
+
+// readState is what a read needs: the memtables and the table version, taken
+// together so that a flush never hides data from a reader.
+type readState struct {
+	mem  *memTable
+	imm  []*memTable // newest first
+	v    *version
+	refs atomic.Int32
+}
+
+func (rs *readState) unref() {
+	if rs.refs.Add(-1) == 0 {
+		rs.v.unref()
+	}
+}
+
+// DB is an open engine. All methods are safe for concurrent use.
+type DB struct {
+	dirname string
+	opts    *Options
+	fs      vfs.FS
+	dirLock io.Closer
+	cache   *cache.Cache
+
+	// visibleSeq is the sequence number of the last write whose whole group
+	// is in the memtable; reads see writes up to it.
+	visibleSeq atomic.Uint64
+
+	// The commit queue: the writer at its head is the leader and commits
+	// every queued batch in one log write and one fsync.
+	qmu   sync.Mutex
+	qcond *sync.Cond
+	queue []*pendingWrite
+
+	// logMu guards the commit log writer (the leader writes, the periodic
+	// syncer syncs, rotation swaps it).
+	logMu      sync.Mutex
+	logFile    vfs.File
+	log        *wal.Writer
+	lastSynced time.Time
+
+	// lastSeq is the last sequence number assigned; only the leader touches it.
+	lastSeq base.SeqNum
+
+	// manifestMu serializes version edits (flushes and compactions).
+	manifestMu     sync.Mutex
+	manifestNum    uint64
+	manifestFile   vfs.File
+	manifestWriter *wal.Writer
+
+	rsMu sync.RWMutex
+	rs   *readState
+
+	mu          sync.Mutex
+	cond        *sync.Cond // broadcast when a flush or compaction ends, or on failure
+	mem         *memTable
+	imm         []*memTable // oldest first
+	current     *version
+	nextFileNum uint64
+	logNumber   uint64 // logs below this number are flushed and deleted
+	snapshots   map[*Snapshot]struct{}
+	bgErr       error
+	closing     bool
+	flushing    bool
+	compacting  bool
+	compactPtr  [NumLevels][]byte
+	flushReq    bool
+
+	bg sync.WaitGroup
+	// keepFiles stops obsolete-table deletion once Close starts: versions
+	// released then still list live tables.
+	keepFiles atomic.Bool
+
+	m metricsCounters
+}
+
+// Open opens (creating if needed) the engine in dirname. It replays the
+// commit logs of writes that were not yet in tables, writes them to a table
+// and starts a fresh log.
+func Open(dirname string, opts *Options) (*DB, error) {
+	o := opts.EnsureDefaults()
+	db := &DB{
+		dirname:   dirname,
+		opts:      o,
+		fs:        o.FS,
+		cache:     cache.New(o.BlockCacheSize),
+		snapshots: make(map[*Snapshot]struct{}),
+	}
+	db.qcond = sync.NewCond(&db.qmu)
+	db.cond = sync.NewCond(&db.mu)
+	if err := db.fs.MkdirAll(dirname, 0o755); err != nil {
+		return nil, fmt.Errorf("open %s: create directory: %w", dirname, err)
+	}
+	lock, err := db.fs.Lock(db.path(lockName))
+	if err != nil {
+		return nil, fmt.Errorf("open %s: lock (is another engine using it?): %w", dirname, err)
+	}
+	db.dirLock = lock
+	if err := db.recover(); err != nil {
+		db.closeFiles()
+		lock.Close()
+		return nil, fmt.Errorf("open %s: %w", dirname, err)
+	}
+	db.bg.Add(2)
+	go db.flushLoop()
+	go db.compactionLoop()
+	if o.Sync == SyncPeriodic {
+		db.bg.Add(1)
+		go db.periodicSyncLoop()
+	}
+	db.mu.Lock()
+	db.maybeScheduleCompactionLocked()
+	db.mu.Unlock()
+	return db, nil
+}
+
+func (db *DB) path(name string) string { return db.fs.PathJoin(db.dirname, name) }
+
+func (db *DB) syncDir() error {
+	d, err := db.fs.OpenDir(db.dirname)
+	if err != nil {
+		return fmt.Errorf("open directory %s for sync: %w", db.dirname, err)
+	}
+	if err := d.Sync(); err != nil {
+		d.Close()
+		return fmt.Errorf("sync directory %s: %w", db.dirname, err)
+	}
+	return d.Close()
+}
+
+// Close waits for background work to stop, syncs the commit log and
+// releases the directory. Writes acknowledged before Close survive it.
+func (db *DB) Close() error {
+	db.mu.Lock()
+	if db.closing {
+		db.mu.Unlock()
+		return ErrClosed
+	}
+	db.closing = true
+	db.cond.Broadcast()
+	db.mu.Unlock()
+
+	// Let the commit queue drain: a write that raced with Close either
+	// finished or sees closing.
+	db.qmu.Lock()
+	for len(db.queue) > 0 {
+		db.qcond.Wait()
+	}
+	db.qmu.Unlock()
+
+	db.bg.Wait()
+
+	var firstErr error
+	db.logMu.Lock()
+	if db.log != nil && db.bgError() == nil {
+		if err := db.log.Sync(); err != nil {
+			firstErr = fmt.Errorf("close: sync commit log: %w", err)
+		}
+	}
+	db.logMu.Unlock()
+	db.closeFiles()
+
+	db.keepFiles.Store(true)
+	db.rsMu.Lock()
+	rs := db.rs
+	db.rs = nil
+	db.rsMu.Unlock()
+	if rs != nil {
+		rs.unref()
+	}
+	db.mu.Lock()
+	cur := db.current
+	db.current = nil
+	db.mu.Unlock()
+	if cur != nil {
+		cur.unref()
+	}
+	if err := db.dirLock.Close(); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	return firstErr
+}
+
+func (db *DB) closeFiles() {
+	if db.log != nil {
+		db.log.Close()
+		db.log = nil
+		db.logFile = nil
+	}
+	if db.manifestWriter != nil {
+		db.manifestWriter.Close()
+		db.manifestWriter = nil
+		db.manifestFile = nil
+	}
+}
+
+// bgError returns the error that failed the engine, if any.
+func (db *DB) bgError() error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.bgErr
+}
+
+// fail puts the engine in the failed state: it acknowledges no further write.
+func (db *DB) fail(err error) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.failLocked(err)
+}
+
+func (db *DB) failLocked(err error) error {
+	if db.bgErr == nil {
+		db.bgErr = fmt.Errorf("%w: %w", ErrFailed, err)
+		db.opts.Logf("storage: engine failed: %v", err)
+	}
+	db.cond.Broadcast()
+	return db.bgErr
+}
+
+// loadReadState returns the current read state with a reference taken.
+func (db *DB) loadReadState() (*readState, error) {
+	db.rsMu.RLock()
+	rs := db.rs
+	if rs == nil {
+		db.rsMu.RUnlock()
+		return nil, ErrClosed
+	}
+	rs.refs.Add(1)
+	db.rsMu.RUnlock()
+	return rs, nil
+}
+
+// updateReadStateLocked publishes the current memtables and version. db.mu
+// must be held.
+func (db *DB) updateReadStateLocked() {
+	rs := &readState{mem: db.mem, v: db.current}
+	rs.refs.Store(1)
+	db.current.ref()
+	for i := len(db.imm) - 1; i >= 0; i-- {
+		rs.imm = append(rs.imm, db.imm[i])
+	}
+	db.rsMu.Lock()
+	old := db.rs
+	db.rs = rs
+	db.rsMu.Unlock()
+	if old != nil {
+		old.unref()
+	}
+}
+
+// Get returns a copy of the value of key, or ErrNotFound.
+func (db *DB) Get(key []byte) ([]byte, error) {
+	return db.getAt(key, base.SeqNum(db.visibleSeq.Load()))
+}
+
+func (db *DB) getAt(key []byte, seq base.SeqNum) ([]byte, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	rs, err := db.loadReadState()
+	if err != nil {
+		return nil, err
+	}
+	defer rs.unref()
+	value, kind, found, err := rs.get(key, seq)
+	if err != nil {
+		return nil, fmt.Errorf("get %q: %w", key, err)
+	}
+	if !found || kind == base.KindDelete {
+		return nil, ErrNotFound
+	}
+	return bytes.Clone(value), nil
+}
+
+// get searches newest to oldest: memtable, immutable memtables, L0 tables
+// (newest first), then one table per deeper level. The first version found
+// at or below seq is the answer.
+func (rs *readState) get(key []byte, seq base.SeqNum) ([]byte, base.Kind, bool, error) {
+	if v, k, ok := rs.mem.mt.Get(key, seq); ok {
+		return v, k, true, nil
+	}
+	for _, m := range rs.imm {
+		if v, k, ok := m.mt.Get(key, seq); ok {
+			return v, k, true, nil
+		}
+	}
+	for _, f := range rs.v.levels[0] {
+		if bytes.Compare(key, f.smallestUser()) < 0 || bytes.Compare(key, f.largestUser()) > 0 {
+			continue
+		}
+		if v, k, ok, err := f.get(key, seq); err != nil || ok {
+			return v, k, ok, err
+		}
+	}
+	for level := 1; level < NumLevels; level++ {
+		files := rs.v.levels[level]
+		i := findFile(files, key)
+		if i == len(files) || bytes.Compare(key, files[i].smallestUser()) < 0 {
+			continue
+		}
+		if v, k, ok, err := files[i].get(key, seq); err != nil || ok {
+			return v, k, ok, err
+		}
+	}
+	return nil, 0, false, nil
+}
+
+// Set writes key = value.
+func (db *DB) Set(key, value []byte) error {
+	b := getBatch()
+	b.Set(key, value)
+	err := db.Apply(b, nil)
+	putBatch(b)
+	return err
+}
+
+// Delete removes key.
+func (db *DB) Delete(key []byte) error {
+	b := getBatch()
+	b.Delete(key)
+	err := db.Apply(b, nil)
+	putBatch(b)
+	return err
+}
+
+var batchPool = sync.Pool{New: func() any { return newBatch() }}
+
+func getBatch() *Batch { return batchPool.Get().(*Batch) }
+
+func putBatch(b *Batch) {
+	if cap(b.data) > 1<<20 {
+		return
+	}
+	b.Reset()
+	batchPool.Put(b)
+}

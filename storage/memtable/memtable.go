@@ -1,0 +1,475 @@
+// Package memtable is the storage engine's in-memory write buffer: a skiplist
+// of internal keys (see package base) whose nodes, keys and values all live in
+// one byte arena allocated up front.
+//
+// # Why an arena
+//
+// Every node, key and value is carved out of a single []byte whose size is
+// fixed by New, and nodes point at each other with uint32 offsets rather than
+// Go pointers. Inserting therefore does no Go heap allocation, the garbage
+// collector never scans the memtable (the arena holds no pointers), and the
+// whole structure is released at once when the engine drops the memtable
+// after flushing it. Memory is never reused or compacted inside an arena:
+// an entry, once added, stays at the same address for the memtable's life,
+// which is why Get and iterators can hand out slices that alias the arena
+// without copying.
+//
+// When an entry does not fit, Add returns ErrArenaFull and the engine rotates
+// to a fresh memtable. An entry that could not fit even in an empty memtable
+// of this size gets ErrEntryTooLarge instead, so that rotation does not loop;
+// ArenaSizeFor tells the engine how large a dedicated memtable must be.
+//
+// # Concurrency contract
+//
+//   - Writers: exactly one goroutine may call Add at a time. The memtable does
+//     not lock; the engine already serializes writes under its commit lock, and
+//     a single writer lets the insert path use plain loads of its own state,
+//     a non-atomic RNG and no CAS retry loops.
+//   - Readers: Get, NewIter and all iterator methods, Len, Empty and
+//     ApproximateSize may run from any number of goroutines concurrently with
+//     each other and with the single writer, without locks.
+//
+// This works because a node is written completely (header, tower, key,
+// value) before it becomes reachable, and it is published by atomic stores
+// of its predecessors' next pointers from level 0 upwards. A reader that
+// atomically loads a next pointer and finds the new node is therefore
+// guaranteed (by the Go memory model's synchronized-before edge on atomics)
+// to see all of its bytes. Publishing level 0 first means that once a node
+// is in any upper-level list it is already in the base list, so a reader
+// descending the towers can never skip past it into inconsistency; at worst
+// a reader does not yet see an entry being inserted, which the engine
+// tolerates because it filters by snapshot sequence number anyway.
+//
+// An individual iterator is not safe for concurrent use by several
+// goroutines; create one iterator per goroutine.
+package memtable
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"math/rand/v2"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/ringkv/ringkv/storage/base"
+)
+
+// Errors returned by Add.
+var (
+	// ErrArenaFull means the entry does not fit in the space left in the
+	// arena. The memtable is unchanged; the engine should rotate to a new
+	// memtable and retry there.
+	ErrArenaFull = errors.New("ringkv/memtable: arena full")
+	// ErrEntryTooLarge means the entry would not fit even in an empty
+	// memtable of this arena size, so rotating to another memtable of the
+	// same size cannot help. Size a dedicated memtable with ArenaSizeFor.
+	ErrEntryTooLarge = errors.New("ringkv/memtable: entry larger than memtable arena")
+	// ErrDuplicateKey means an entry with the same internal key (user key,
+	// sequence number and kind) is already present. The engine assigns unique
+	// sequence numbers so this indicates a bug; the memtable is unchanged and
+	// the existing entry wins.
+	ErrDuplicateKey = errors.New("ringkv/memtable: internal key already present")
+)
+
+const (
+	// maxHeight bounds tower height. With p = 1/4 a list of 4^15 (~10^9)
+	// entries is still well balanced, far more than any memtable holds, and
+	// the head node's tower costs only 4*maxHeight bytes.
+	maxHeight = 16
+
+	// Node layout, 4-byte aligned so tower slots can be accessed atomically:
+	//
+	//	+0  keyOff uint32  absolute arena offset of the internal key
+	//	+4  keyLen uint32  internal key length (user key + 8-byte trailer)
+	//	+8  valLen uint32  value length; the value follows the key
+	//	+12 tower  [height]uint32 next-node offsets, level 0 first
+	//	    key bytes, then value bytes
+	//
+	// The header and tower come first so a comparison touches the header, then
+	// the key right after the tower, usually within one or two cache lines.
+	nodeHeaderSize = 12
+	towerSlotSize  = 4
+	nodeAlign      = 4
+	cacheLine      = 64
+
+	// Offset 0 is the nil node, so the head node starts just past it.
+	headOffset = nodeAlign
+	headSize   = nodeHeaderSize + maxHeight*towerSlotSize
+	// minArenaSize holds just the head node: an empty memtable.
+	minArenaSize = headOffset + headSize
+)
+
+// MemTable is an arena-backed skiplist of internal keys. See the package
+// documentation for the concurrency contract: one writer, many readers.
+type MemTable struct {
+	arena []byte
+	head  uint32
+	// capacity is the number of bytes an empty memtable of this size offers
+	// to entries; an entry whose worst-case size exceeds it can never fit.
+	capacity uint64
+
+	// used is the arena high-water mark. Only the writer changes it, but it
+	// is atomic because ApproximateSize may be called from any goroutine.
+	used atomic.Uint64
+	// height is the number of levels currently in use, so searches need not
+	// start at maxHeight. It only grows.
+	height atomic.Uint32
+	count  atomic.Int64
+
+	// rng is the writer's private tower-height generator; it needs no
+	// synchronisation because there is only one writer.
+	rng uint64
+	// baseMod is the arena's address modulo the cache-line size.
+	baseMod uint64
+}
+
+// New returns an empty memtable whose arena holds arenaSize bytes in total,
+// including a small fixed overhead for the list head. Sizes below that
+// overhead are rounded up. New panics if arenaSize is negative or does not
+// fit the 32-bit node offsets.
+func New(arenaSize int) *MemTable {
+	if arenaSize < 0 || uint64(arenaSize) > math.MaxUint32 {
+		panic(fmt.Sprintf("memtable: arena size %d out of range", arenaSize))
+	}
+	if arenaSize < minArenaSize {
+		arenaSize = minArenaSize
+	}
+	// Allocate as []uint64 so the base is 8-byte aligned; the atomic tower
+	// accesses need (at least) 4-byte alignment, which a []byte does not
+	// promise.
+	words := make([]uint64, (arenaSize+7)/8)
+	arena := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(words))), arenaSize)
+
+	m := &MemTable{arena: arena, rng: rand.Uint64()}
+	m.used.Store(headOffset)
+	m.baseMod = uint64(uintptr(unsafe.Pointer(unsafe.SliceData(arena))) % cacheLine)
+	head, ok := m.alloc(headSize, 0)
+	if !ok {
+		panic("memtable: arena cannot hold head node") // excluded above
+	}
+	// The head has an empty key; it is never compared, but keeping its
+	// header well-formed makes keyOf safe on it.
+	m.putHeader(head, head+headSize, 0, 0)
+	m.head = head
+	m.height.Store(1)
+	m.capacity = uint64(arenaSize) - m.used.Load()
+	return m
+}
+
+// entrySize is the worst-case number of arena bytes an entry takes: a
+// maximum-height tower plus alignment padding.
+func entrySize(keyLen, valueLen uint64) uint64 {
+	return nodeHeaderSize + maxHeight*towerSlotSize + keyLen + base.TrailerLen + valueLen + cacheLine - 1
+}
+
+// EntrySize returns an upper bound on the arena bytes Add may consume for a
+// user key of keyLen bytes and a value of valueLen bytes. An entry for which
+// EntrySize exceeds what an empty memtable offers gets ErrEntryTooLarge.
+func (m *MemTable) EntrySize(keyLen, valueLen int) int {
+	return int(entrySize(uint64(keyLen), uint64(valueLen)))
+}
+
+// ArenaSizeFor returns the smallest arenaSize for which New returns a
+// memtable guaranteed to accept one entry with the given key and value
+// lengths. The engine uses it to build a dedicated memtable for an entry
+// too large for its normal memtable size.
+func ArenaSizeFor(keyLen, valueLen int) int {
+	return minArenaSize + int(entrySize(uint64(keyLen), uint64(valueLen)))
+}
+
+// alloc reserves size bytes, 4-byte aligned. If the first hot bytes (the
+// part a search reads) would straddle a cache-line boundary but fit in one
+// line, the node is moved to the next line. Writer only.
+func (m *MemTable) alloc(size, hot uint64) (uint32, bool) {
+	off := (m.used.Load() + nodeAlign - 1) &^ (nodeAlign - 1)
+	if hot > cacheLine {
+		hot = cacheLine
+	}
+	if in := (m.baseMod + off) % cacheLine; in+hot > cacheLine {
+		off += cacheLine - in
+	}
+	end := off + size
+	if end > uint64(len(m.arena)) {
+		return 0, false
+	}
+	m.used.Store(end)
+	return uint32(off), true
+}
+
+func (m *MemTable) putHeader(nd, keyOff, keyLen, valLen uint32) {
+	h := m.arena[nd : nd+nodeHeaderSize]
+	binary.LittleEndian.PutUint32(h[0:], keyOff)
+	binary.LittleEndian.PutUint32(h[4:], keyLen)
+	binary.LittleEndian.PutUint32(h[8:], valLen)
+}
+
+// next returns the tower slot of node nd at level. The header is written
+// with plain stores before publication; tower slots are always accessed
+// atomically because the writer updates them while readers traverse.
+func (m *MemTable) next(nd uint32, level int) *atomic.Uint32 {
+	p := &m.arena[nd+nodeHeaderSize+uint32(level)*towerSlotSize]
+	return (*atomic.Uint32)(unsafe.Pointer(p))
+}
+
+// keyOf returns node nd's encoded internal key. The slice is capped so that
+// a caller appending to it cannot overwrite the arena.
+func (m *MemTable) keyOf(nd uint32) []byte {
+	h := m.arena[nd : nd+nodeHeaderSize]
+	ko := binary.LittleEndian.Uint32(h[0:])
+	kl := binary.LittleEndian.Uint32(h[4:])
+	return m.arena[ko : ko+kl : ko+kl]
+}
+
+// valueOf returns node nd's value, capped like keyOf.
+func (m *MemTable) valueOf(nd uint32) []byte {
+	h := m.arena[nd : nd+nodeHeaderSize]
+	vo := binary.LittleEndian.Uint32(h[0:]) + binary.LittleEndian.Uint32(h[4:])
+	vl := binary.LittleEndian.Uint32(h[8:])
+	return m.arena[vo : vo+vl : vo+vl]
+}
+
+// compareAt orders node nd's key against (userKey, trailer) as base.Compare
+// would, without building an encoded search key: user keys with
+// bytes.Compare, then trailers as integers, descending.
+func (m *MemTable) compareAt(nd uint32, userKey []byte, trailer uint64) int {
+	k := m.keyOf(nd)
+	n := len(k) - base.TrailerLen
+	if c := bytes.Compare(k[:n], userKey); c != 0 {
+		return c
+	}
+	t := binary.LittleEndian.Uint64(k[n:])
+	switch {
+	case t > trailer:
+		return -1
+	case t < trailer:
+		return 1
+	}
+	return 0
+}
+
+// randomHeight draws a tower height with P(height > k) = 4^-k. One
+// splitmix64 step yields 64 random bits; each pair of trailing zero bits is
+// one more level.
+func (m *MemTable) randomHeight() int {
+	m.rng += 0x9e3779b97f4a7c15
+	z := m.rng
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	z ^= z >> 31
+	h := 1 + bits.TrailingZeros64(z)/2
+	if h > maxHeight {
+		h = maxHeight
+	}
+	return h
+}
+
+// Add inserts an entry. It must not be called concurrently with another Add
+// (see the package documentation); it may run concurrently with readers.
+//
+// It returns ErrArenaFull if the entry does not fit in the remaining space,
+// ErrEntryTooLarge if it could not fit in an empty memtable of this size,
+// and ErrDuplicateKey if the same internal key is already present. On any
+// error the memtable is unchanged. Add copies userKey and value.
+func (m *MemTable) Add(seq base.SeqNum, kind base.Kind, userKey, value []byte) error {
+	if seq > base.SeqNumMax {
+		return fmt.Errorf("ringkv/memtable: sequence number %d exceeds maximum", seq)
+	}
+	keyLen := uint64(len(userKey)) + base.TrailerLen
+	valLen := uint64(len(value))
+	if entrySize(uint64(len(userKey)), valLen) > m.capacity {
+		return ErrEntryTooLarge
+	}
+	trailer := base.MakeTrailer(seq, kind)
+
+	// Find, at every level, the last node before the new key (prev) and the
+	// first node after it (next). Levels above the current list height are
+	// empty: their splice is (head, nil), which the zero values below encode
+	// once prev is filled in.
+	var prev, next [maxHeight]uint32
+	listHeight := int(m.height.Load())
+	x := m.head
+	// stop is the node that ended the search on the level above; it is known
+	// to sort after the key, so meeting it again below needs no comparison.
+	var stop uint32
+	for level := listHeight - 1; level >= 0; level-- {
+		for {
+			nx := m.next(x, level).Load()
+			if nx == 0 || nx == stop {
+				stop = nx
+				break
+			}
+			c := m.compareAt(nx, userKey, trailer)
+			if c < 0 {
+				x = nx
+				continue
+			}
+			if c == 0 {
+				return ErrDuplicateKey
+			}
+			stop = nx
+			break
+		}
+		prev[level], next[level] = x, stop
+	}
+
+	height := m.randomHeight()
+	for level := listHeight; level < height; level++ {
+		prev[level] = m.head
+	}
+
+	towerLen := uint64(height) * towerSlotSize
+	nd, ok := m.alloc(nodeHeaderSize+towerLen+keyLen+valLen, nodeHeaderSize+towerLen+keyLen)
+	if !ok {
+		return ErrArenaFull
+	}
+
+	// Write the whole node before anything points at it.
+	keyOff := nd + nodeHeaderSize + uint32(towerLen)
+	m.putHeader(nd, keyOff, uint32(keyLen), uint32(valLen))
+	k := m.arena[keyOff : uint64(keyOff)+keyLen]
+	n := copy(k, userKey)
+	binary.LittleEndian.PutUint64(k[n:], trailer)
+	copy(m.arena[uint64(keyOff)+keyLen:uint64(keyOff)+keyLen+valLen], value)
+	for level := 0; level < height; level++ {
+		m.next(nd, level).Store(next[level])
+	}
+
+	// Publish bottom-up: the atomic store into the predecessor's tower is
+	// the release that makes the fully written node visible to readers.
+	for level := 0; level < height; level++ {
+		m.next(prev[level], level).Store(nd)
+	}
+	if height > listHeight {
+		m.height.Store(uint32(height))
+	}
+	m.count.Add(1)
+	return nil
+}
+
+// seekGE returns the first node whose key is >= (userKey, trailer), or 0.
+// It is one descent from the top of the list.
+func (m *MemTable) seekGE(userKey []byte, trailer uint64) uint32 {
+	x := m.head
+	var stop uint32
+	for level := int(m.height.Load()) - 1; level >= 0; level-- {
+		for {
+			nx := m.next(x, level).Load()
+			if nx == 0 || nx == stop {
+				stop = nx
+				break
+			}
+			if m.compareAt(nx, userKey, trailer) < 0 {
+				x = nx
+				continue
+			}
+			stop = nx
+			break
+		}
+	}
+	return stop
+}
+
+// Get returns the newest entry for userKey whose sequence number is <= seq.
+// found is false if there is none. For a tombstone it returns kind
+// base.KindDelete and found == true; the caller interprets kinds.
+//
+// value aliases the arena: it stays valid and unchanged for as long as the
+// memtable is reachable (arena space is never reused), but the caller must
+// not modify it.
+func (m *MemTable) Get(userKey []byte, seq base.SeqNum) (value []byte, kind base.Kind, found bool) {
+	if seq > base.SeqNumMax {
+		seq = base.SeqNumMax
+	}
+	nd := m.seekGE(userKey, base.MakeTrailer(seq, base.KindMax))
+	if nd == 0 {
+		return nil, 0, false
+	}
+	k := m.keyOf(nd)
+	n := len(k) - base.TrailerLen
+	if !bytes.Equal(k[:n], userKey) {
+		return nil, 0, false
+	}
+	return m.valueOf(nd), base.Kind(binary.LittleEndian.Uint64(k[n:]) & 0xff), true
+}
+
+// ApproximateSize returns the number of arena bytes in use, including the
+// fixed head-node overhead.
+func (m *MemTable) ApproximateSize() int { return int(m.used.Load()) }
+
+// Len returns the number of entries.
+func (m *MemTable) Len() int { return int(m.count.Load()) }
+
+// Empty reports whether the memtable has no entries.
+func (m *MemTable) Empty() bool { return m.count.Load() == 0 }
+
+// NewIter returns an iterator over the memtable's entries in base.Compare
+// order. It may be used while the writer adds entries: entries added after
+// the iterator was created, or ahead of its position, may or may not be
+// seen, but every entry present when the iterator was created is seen, in
+// order, and nothing is ever seen half-written.
+//
+// Key and Value alias the arena and, unlike the general
+// base.InternalIterator contract, stay valid for the memtable's life.
+func (m *MemTable) NewIter() base.InternalIterator {
+	return &iterator{m: m}
+}
+
+// iterator walks level 0 of the skiplist. Positioning costs no allocation:
+// the position is a single arena offset.
+type iterator struct {
+	m   *MemTable
+	nd  uint32 // current node; 0 when not positioned
+	err error
+}
+
+var errInvalidSeekKey = errors.New("ringkv/memtable: seek key shorter than an internal-key trailer")
+
+func (it *iterator) SeekGE(ikey []byte) bool {
+	if !base.Valid(ikey) {
+		it.err = errInvalidSeekKey
+		it.nd = 0
+		return false
+	}
+	it.nd = it.m.seekGE(base.UserKey(ikey), base.Trailer(ikey))
+	return it.nd != 0
+}
+
+func (it *iterator) First() bool {
+	it.nd = it.m.next(it.m.head, 0).Load()
+	return it.nd != 0
+}
+
+func (it *iterator) Next() bool {
+	if it.nd == 0 {
+		return false
+	}
+	it.nd = it.m.next(it.nd, 0).Load()
+	return it.nd != 0
+}
+
+func (it *iterator) Valid() bool { return it.nd != 0 }
+
+func (it *iterator) Key() []byte {
+	if it.nd == 0 {
+		return nil
+	}
+	return it.m.keyOf(it.nd)
+}
+
+func (it *iterator) Value() []byte {
+	if it.nd == 0 {
+		return nil
+	}
+	return it.m.valueOf(it.nd)
+}
+
+func (it *iterator) Error() error { return it.err }
+
+func (it *iterator) Close() error {
+	it.nd = 0
+	return it.err
+}

@@ -1,0 +1,407 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ringkv/ringkv/storage/base"
+	"github.com/ringkv/ringkv/storage/manifest"
+	"github.com/ringkv/ringkv/storage/memtable"
+	"github.com/ringkv/ringkv/storage/wal"
+)
+
+// manifestMagic is the first record of every manifest: it names the format
+// and its version so that a future format change is refused clearly.
+const manifestMagic = "ringkv-manifest-v1"
+
+// recover rebuilds the engine's state from its directory: the manifest's
+// version, then every commit log not yet flushed, replayed into L0 tables.
+// It ends by writing a fresh manifest and starting a fresh log, so that
+// every open starts from a clean, fully synced state.
+func (db *DB) recover() error {
+	env := &tableEnv{fs: db.fs, dirname: db.dirname, cache: db.cache, obsolete: db.deleteObsoleteTable}
+	v := &version{env: env}
+	v.refs.Store(1)
+	db.current = v
+	db.nextFileNum = 1
+
+	names, err := db.fs.List(db.dirname)
+	if err != nil {
+		return fmt.Errorf("list directory: %w", err)
+	}
+	hasCurrent := false
+	var logs []uint64
+	maxNum := uint64(0)
+	for _, name := range names {
+		if name == currentName {
+			hasCurrent = true
+		}
+		if kind, num, ok := parseFileName(name); ok {
+			maxNum = max(maxNum, num)
+			if kind == "log" {
+				logs = append(logs, num)
+			}
+		}
+	}
+
+	var flushedSeq base.SeqNum
+	if hasCurrent {
+		if err := db.replayManifest(&flushedSeq); err != nil {
+			return err
+		}
+	} else {
+		for _, name := range names {
+			if _, _, ok := parseFileName(name); ok {
+				return base.CorruptionErrorf("directory holds engine file %s but no %s; refusing to start empty over it", name, currentName)
+			}
+		}
+	}
+	db.nextFileNum = max(db.nextFileNum, maxNum+1)
+	db.lastSeq = flushedSeq
+	for level := range db.current.levels {
+		for _, f := range db.current.levels[level] {
+			if err := db.checkTable(f); err != nil {
+				return err
+			}
+			db.lastSeq = max(db.lastSeq, f.meta.LargestSeq)
+		}
+	}
+
+	// Replay the logs not yet flushed, oldest first.
+	sort.Slice(logs, func(i, j int) bool { return logs[i] < logs[j] })
+	var live []uint64
+	for _, n := range logs {
+		if n >= db.logNumber {
+			live = append(live, n)
+		}
+	}
+	mem := memtable.New(db.opts.MemTableSize)
+	var replayed int
+	tornIn := -1
+	for i, n := range live {
+		count, torn, err := db.replayLog(n, flushedSeq, &mem)
+		if err != nil {
+			return err
+		}
+		if tornIn >= 0 && count > 0 {
+			return base.CorruptionErrorf("commit log %s is torn but the later log %s holds writes", logName(live[tornIn]), logName(n))
+		}
+		if torn {
+			tornIn = i
+		}
+		replayed += count
+	}
+	if !mem.Empty() {
+		if err := db.flushRecovered(mem); err != nil {
+			return err
+		}
+	}
+
+	// Start a fresh log and a fresh manifest holding the whole version.
+	logNum := db.nextFileNum
+	db.nextFileNum++
+	logFile, err := db.fs.Create(db.path(logName(logNum)))
+	if err != nil {
+		return fmt.Errorf("create commit log: %w", err)
+	}
+	db.logFile = logFile
+	db.log = wal.NewWriter(logFile)
+	db.lastSynced = time.Now()
+	db.logNumber = logNum
+	if err := db.writeNewManifest(); err != nil {
+		return err
+	}
+	db.mem = &memTable{mt: memtable.New(db.opts.MemTableSize), logNum: logNum}
+	db.visibleSeq.Store(uint64(db.lastSeq))
+	db.updateReadStateLocked()
+	db.removeObsoleteFiles()
+	if replayed > 0 {
+		db.opts.Logf("storage: recovered %d writes from %d commit log(s)", replayed, len(live))
+	}
+	return nil
+}
+
+// checkTable makes sure a table the manifest lists exists with its size.
+func (db *DB) checkTable(f *tableFile) error {
+	fi, err := db.fs.Stat(db.path(tableName(f.meta.Num)))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return base.CorruptionErrorf("table %s listed in the manifest is missing", tableName(f.meta.Num))
+		}
+		return fmt.Errorf("stat table %s: %w", tableName(f.meta.Num), err)
+	}
+	if uint64(fi.Size()) != f.meta.Size {
+		return base.CorruptionErrorf("table %s is %d bytes, the manifest says %d", tableName(f.meta.Num), fi.Size(), f.meta.Size)
+	}
+	return nil
+}
+
+// replayManifest reads CURRENT and applies every edit of the manifest it
+// names. A torn last record is an edit that was never acknowledged (its
+// fsync did not finish) and is ignored; damage before it is an error.
+func (db *DB) replayManifest(flushedSeq *base.SeqNum) error {
+	cur, err := readAll(db, currentName)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", currentName, err)
+	}
+	name := strings.TrimSuffix(string(cur), "\n")
+	kind, num, ok := parseFileName(name)
+	if !ok || kind != "manifest" || !strings.HasSuffix(string(cur), "\n") {
+		return base.CorruptionErrorf("%s holds %q, not a manifest name", currentName, cur)
+	}
+	db.manifestNum = num
+	f, err := db.fs.Open(db.path(name))
+	if err != nil {
+		return fmt.Errorf("open manifest %s: %w", name, err)
+	}
+	defer f.Close()
+	r := wal.NewReader(f)
+	first := true
+	for {
+		rec, err := r.Next()
+		if err == io.EOF || errors.Is(err, wal.ErrTornTail) {
+			if first {
+				return base.CorruptionErrorf("manifest %s is empty or torn before its header", name)
+			}
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read manifest %s: %w", name, err)
+		}
+		if first {
+			if string(rec) != manifestMagic {
+				return base.CorruptionErrorf("manifest %s does not start with %q (unknown format or damaged)", name, manifestMagic)
+			}
+			first = false
+			continue
+		}
+		var edit manifest.VersionEdit
+		if err := edit.Decode(rec); err != nil {
+			return fmt.Errorf("manifest %s: %w", name, err)
+		}
+		nv, err := db.current.applyEdit(&edit)
+		if err != nil {
+			return fmt.Errorf("manifest %s: %w", name, err)
+		}
+		db.current.unrefNoDelete()
+		db.current = nv
+		if edit.HasLogNumber {
+			db.logNumber = edit.LogNumber
+		}
+		if edit.HasNextFileNumber {
+			db.nextFileNum = max(db.nextFileNum, edit.NextFileNumber)
+		}
+		if edit.HasLastSeq {
+			*flushedSeq = max(*flushedSeq, edit.LastSeq)
+		}
+	}
+}
+
+// unrefNoDelete drops a version during recovery, where tables that leave
+// it are not deleted (removeObsoleteFiles decides at the end).
+func (v *version) unrefNoDelete() {
+	if v.refs.Add(-1) == 0 {
+		for level := range v.levels {
+			for _, f := range v.levels[level] {
+				f.refs.Add(-1)
+			}
+		}
+	}
+}
+
+func readAll(db *DB, name string) ([]byte, error) {
+	f, err := db.fs.Open(db.path(name))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// replayLog applies one commit log's batches with sequence numbers above
+// flushedSeq to *mem, flushing *mem to L0 when it fills. It reports how many
+// writes it applied and whether the log ended in a torn record.
+func (db *DB) replayLog(num uint64, flushedSeq base.SeqNum, mem **memtable.MemTable) (count int, torn bool, err error) {
+	name := logName(num)
+	f, err := db.fs.Open(db.path(name))
+	if err != nil {
+		return 0, false, fmt.Errorf("open commit log %s: %w", name, err)
+	}
+	defer f.Close()
+	r := wal.NewReader(f)
+	for {
+		rec, err := r.Next()
+		if err == io.EOF {
+			return count, false, nil
+		}
+		if errors.Is(err, wal.ErrTornTail) {
+			db.opts.Logf("storage: commit log %s has a torn tail after %d bytes; dropping it", name, r.Offset())
+			return count, true, nil
+		}
+		if err != nil {
+			return count, false, fmt.Errorf("commit log %s: %w", name, err)
+		}
+		br, err := newBatchReader(rec)
+		if err != nil {
+			return count, false, fmt.Errorf("commit log %s: %w", name, err)
+		}
+		seq := br.seq
+		for {
+			op, ok, err := br.next()
+			if err != nil {
+				return count, false, fmt.Errorf("commit log %s: %w", name, err)
+			}
+			if !ok {
+				break
+			}
+			if seq > flushedSeq {
+				err := (*mem).Add(seq, op.kind, op.key, op.value)
+				if errors.Is(err, memtable.ErrArenaFull) || errors.Is(err, memtable.ErrEntryTooLarge) {
+					if err := db.flushRecovered(*mem); err != nil {
+						return count, false, err
+					}
+					size := max(db.opts.MemTableSize, memtable.ArenaSizeFor(len(op.key), len(op.value)))
+					*mem = memtable.New(size)
+					err = (*mem).Add(seq, op.kind, op.key, op.value)
+				}
+				if err != nil {
+					return count, false, fmt.Errorf("commit log %s: replay %q: %w", name, op.key, err)
+				}
+				count++
+			}
+			db.lastSeq = max(db.lastSeq, seq)
+			seq++
+		}
+	}
+}
+
+// flushRecovered writes a memtable rebuilt from the logs to L0 and adds the
+// tables to the in-memory version; the new manifest written at the end of
+// recovery records them.
+func (db *DB) flushRecovered(mem *memtable.MemTable) error {
+	it := mem.NewIter()
+	metas, err := db.writeTables(it, nil, 0)
+	if cerr := it.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("flush recovered writes: %w", err)
+	}
+	edit := &manifest.VersionEdit{}
+	for _, m := range metas {
+		edit.Added = append(edit.Added, manifest.NewFile{Level: 0, Meta: m})
+	}
+	nv, err := db.current.applyEdit(edit)
+	if err != nil {
+		return err
+	}
+	db.current.unrefNoDelete()
+	db.current = nv
+	return nil
+}
+
+// writeNewManifest writes the whole current version to a new manifest,
+// fsyncs it and points CURRENT at it (temporary name, fsync, rename,
+// directory fsync).
+func (db *DB) writeNewManifest() error {
+	num := db.nextFileNum
+	db.nextFileNum++
+	name := manifestName(num)
+	f, err := db.fs.Create(db.path(name))
+	if err != nil {
+		return fmt.Errorf("create manifest %s: %w", name, err)
+	}
+	w := wal.NewWriter(f)
+	edit := db.current.snapshotEdit()
+	edit.LogNumber, edit.HasLogNumber = db.logNumber, true
+	edit.NextFileNumber, edit.HasNextFileNumber = db.nextFileNum, true
+	edit.LastSeq, edit.HasLastSeq = db.lastSeq, true
+	err = w.WriteRecords([]byte(manifestMagic), edit.Encode(nil))
+	if err == nil {
+		err = w.Sync()
+	}
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("write manifest %s: %w", name, err)
+	}
+	if err := db.setCurrent(name); err != nil {
+		w.Close()
+		return err
+	}
+	db.manifestNum = num
+	db.manifestFile = f
+	db.manifestWriter = w
+	return nil
+}
+
+func (db *DB) setCurrent(manifest string) error {
+	tmp := db.path(currentName + tmpSuffix)
+	f, err := db.fs.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", tmp, err)
+	}
+	_, err = f.Write([]byte(manifest + "\n"))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := db.fs.Rename(tmp, db.path(currentName)); err != nil {
+		return fmt.Errorf("rename %s: %w", tmp, err)
+	}
+	return db.syncDir()
+}
+
+// removeObsoleteFiles deletes what recovery left behind: old manifests,
+// flushed logs, tables no version lists and temporary files.
+func (db *DB) removeObsoleteFiles() {
+	names, err := db.fs.List(db.dirname)
+	if err != nil {
+		return
+	}
+	live := make(map[uint64]bool)
+	for level := range db.current.levels {
+		for _, f := range db.current.levels[level] {
+			live[f.meta.Num] = true
+		}
+	}
+	for _, name := range names {
+		remove := strings.HasSuffix(name, tmpSuffix)
+		if kind, num, ok := parseFileName(name); ok {
+			switch kind {
+			case "manifest":
+				remove = num != db.manifestNum
+			case "log":
+				remove = num < db.logNumber
+			case "table":
+				remove = !live[num]
+			}
+		}
+		if remove {
+			if err := db.fs.Remove(db.path(name)); err != nil {
+				db.opts.Logf("storage: remove obsolete %s: %v", name, err)
+			}
+		}
+	}
+}
+
+// deleteObsoleteTable runs when no version lists f any more.
+func (db *DB) deleteObsoleteTable(f *tableFile) {
+	f.close()
+	db.cache.EvictFile(f.meta.Num)
+	if db.keepFiles.Load() {
+		return
+	}
+	if err := db.fs.Remove(db.path(tableName(f.meta.Num))); err != nil {
+		db.opts.Logf("storage: remove obsolete table %s: %v", tableName(f.meta.Num), err)
+	}
+}

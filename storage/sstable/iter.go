@@ -1,0 +1,144 @@
+package sstable
+
+import (
+	"github.com/ringkv/ringkv/storage/base"
+)
+
+// tableIter iterates over every entry of a table. It implements
+// base.InternalIterator.
+type tableIter struct {
+	r     *Reader
+	fill  bool // insert blocks read from the file into the cache
+	block int  // index of the current data block
+	data  BlockIter
+	valid bool
+	err   error
+}
+
+// NewIter returns an iterator over the whole table. Blocks are read through
+// the block cache, and blocks read from the file are added to it. Key and
+// Value are valid until the next positioning call (Value aliases the block).
+func (r *Reader) NewIter() base.InternalIterator {
+	return &tableIter{r: r, fill: true}
+}
+
+// NewCompactionIter is NewIter for a one-pass scan such as a compaction: it
+// uses blocks already in the cache but does not add the blocks it reads, so
+// the scan does not evict the working set.
+func (r *Reader) NewCompactionIter() base.InternalIterator {
+	return &tableIter{r: r, fill: false}
+}
+
+func (it *tableIter) fail(err error) bool {
+	if it.err == nil {
+		it.err = err
+	}
+	it.valid = false
+	return false
+}
+
+// loadBlock positions it.data over data block i (unpositioned).
+func (it *tableIter) loadBlock(i int) bool {
+	it.block = i
+	h := it.r.index.handles[i]
+	b, err := it.r.dataBlock(h, it.fill)
+	if err != nil {
+		return it.fail(err)
+	}
+	if err := it.data.Init(b); err != nil {
+		return it.fail(it.r.wrapf(err, "data %v", h))
+	}
+	return true
+}
+
+// settle makes the iterator valid at the current entry of it.data, or
+// moves on to the first entry of the following blocks. ok is the result of
+// the last positioning call on it.data.
+func (it *tableIter) settle(ok bool) bool {
+	for {
+		if ok {
+			k := it.data.Key()
+			if !base.Valid(k) {
+				return it.fail(it.r.corruptf("key %q in data %v is too short for an internal key", k, it.r.index.handles[it.block]))
+			}
+			if kind := base.KindOf(k); kind != base.KindSet && kind != base.KindDelete {
+				return it.fail(it.r.corruptf("key %s in data %v has unknown kind", base.Format(k), it.r.index.handles[it.block]))
+			}
+			it.valid = true
+			return true
+		}
+		if err := it.data.Error(); err != nil {
+			return it.fail(it.r.wrapf(err, "data %v", it.r.index.handles[it.block]))
+		}
+		if it.block+1 >= it.r.index.Len() {
+			it.valid = false
+			return false
+		}
+		if !it.loadBlock(it.block + 1) {
+			return false
+		}
+		ok = it.data.First()
+	}
+}
+
+func (it *tableIter) SeekGE(ikey []byte) bool {
+	if it.err != nil {
+		return false
+	}
+	uk, tr := splitTarget(ikey)
+	i := it.r.index.search(uk, tr)
+	if i >= it.r.index.Len() {
+		it.valid = false
+		return false
+	}
+	if !it.loadBlock(i) {
+		return false
+	}
+	return it.settle(it.data.seekGE(uk, tr))
+}
+
+func (it *tableIter) First() bool {
+	if it.err != nil {
+		return false
+	}
+	if it.r.index.Len() == 0 {
+		it.valid = false
+		return false
+	}
+	if !it.loadBlock(0) {
+		return false
+	}
+	return it.settle(it.data.First())
+}
+
+func (it *tableIter) Next() bool {
+	if it.err != nil || !it.valid {
+		it.valid = false
+		return false
+	}
+	return it.settle(it.data.Next())
+}
+
+func (it *tableIter) Valid() bool { return it.valid }
+
+func (it *tableIter) Key() []byte {
+	if !it.valid {
+		return nil
+	}
+	return it.data.Key()
+}
+
+func (it *tableIter) Value() []byte {
+	if !it.valid {
+		return nil
+	}
+	return it.data.Value()
+}
+
+func (it *tableIter) Error() error { return it.err }
+
+func (it *tableIter) Close() error {
+	it.valid = false
+	it.data = BlockIter{}
+	return it.err
+}
