@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,8 +155,18 @@ func Open(dirname string, opts *Options) (*DB, error) {
 	}
 	db.qcond = sync.NewCond(&db.qmu)
 	db.cond = sync.NewCond(&db.mu)
-	if err := db.fs.MkdirAll(dirname, 0o755); err != nil {
-		return nil, fmt.Errorf("open %s: create directory: %w", dirname, err)
+	if _, err := db.fs.Stat(dirname); err != nil {
+		if err := db.fs.MkdirAll(dirname, 0o755); err != nil {
+			return nil, fmt.Errorf("open %s: create directory: %w", dirname, err)
+		}
+		// The new directory's entry is durable only once its parent is synced.
+		if d, err := db.fs.OpenDir(filepath.Dir(dirname)); err == nil {
+			err = d.Sync()
+			d.Close()
+			if err != nil {
+				return nil, fmt.Errorf("open %s: sync parent directory: %w", dirname, err)
+			}
+		}
 	}
 	lock, err := db.fs.Lock(db.path(lockName))
 	if err != nil {

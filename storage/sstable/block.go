@@ -114,23 +114,23 @@ func NewBlockIter(block []byte) (*BlockIter, error) {
 func (it *BlockIter) Init(block []byte) error {
 	*it = BlockIter{keyBuf: it.keyBuf[:0]}
 	if len(block) < 4 {
-		it.err = base.CorruptionErrorf("sstable: block of %d bytes is too short for a restart count", len(block))
+		it.err = corruptf("sstable: block of %d bytes is too short for a restart count", len(block))
 		return it.err
 	}
 	n := uint64(binary.LittleEndian.Uint32(block[len(block)-4:]))
 	if 4+4*n > uint64(len(block)) {
-		it.err = base.CorruptionErrorf("sstable: block of %d bytes claims %d restart points", len(block), n)
+		it.err = corruptf("sstable: block of %d bytes claims %d restart points", len(block), n)
 		return it.err
 	}
 	it.data = block
 	it.numRestarts = int(n)
 	it.restartsOff = len(block) - 4 - 4*int(n)
 	if n == 0 && it.restartsOff != 0 {
-		it.err = base.CorruptionErrorf("sstable: block has %d bytes of entries but no restart point", it.restartsOff)
+		it.err = corruptf("sstable: block has %d bytes of entries but no restart point", it.restartsOff)
 		return it.err
 	}
 	if n > 0 && binary.LittleEndian.Uint32(block[it.restartsOff:]) != 0 {
-		it.err = base.CorruptionErrorf("sstable: block's first restart point is %d, want 0", binary.LittleEndian.Uint32(block[it.restartsOff:]))
+		it.err = corruptf("sstable: block's first restart point is %d, want 0", binary.LittleEndian.Uint32(block[it.restartsOff:]))
 		return it.err
 	}
 	it.nextOffset = 0
@@ -188,20 +188,20 @@ func (it *BlockIter) decodeAt(off int) bool {
 	p := it.data[off:it.restartsOff]
 	shared, n1 := binary.Uvarint(p)
 	if n1 <= 0 {
-		return it.fail(base.CorruptionErrorf("sstable: bad entry header at block offset %d", off))
+		return it.fail(corruptf("sstable: bad entry header at block offset %d", off))
 	}
 	unshared, n2 := binary.Uvarint(p[n1:])
 	if n2 <= 0 {
-		return it.fail(base.CorruptionErrorf("sstable: bad entry header at block offset %d", off))
+		return it.fail(corruptf("sstable: bad entry header at block offset %d", off))
 	}
 	vlen, n3 := binary.Uvarint(p[n1+n2:])
 	if n3 <= 0 {
-		return it.fail(base.CorruptionErrorf("sstable: bad entry header at block offset %d", off))
+		return it.fail(corruptf("sstable: bad entry header at block offset %d", off))
 	}
 	h := n1 + n2 + n3
 	rest := uint64(len(p) - h)
 	if shared > uint64(len(it.key)) || unshared > rest || vlen > rest-unshared {
-		return it.fail(base.CorruptionErrorf("sstable: entry at block offset %d overruns (shared %d of %d, unshared %d, value %d, %d bytes left)",
+		return it.fail(corruptf("sstable: entry at block offset %d overruns (shared %d of %d, unshared %d, value %d, %d bytes left)",
 			off, shared, len(it.key), unshared, vlen, rest))
 	}
 	suffix := p[h : h+int(unshared)]
@@ -230,24 +230,24 @@ func (it *BlockIter) decodeAt(off int) bool {
 func (it *BlockIter) restartKey(i int) ([]byte, error) {
 	off := int(binary.LittleEndian.Uint32(it.data[it.restartsOff+4*i:]))
 	if off >= it.restartsOff {
-		return nil, base.CorruptionErrorf("sstable: restart point %d at block offset %d is past the entries (%d bytes)", i, off, it.restartsOff)
+		return nil, corruptf("sstable: restart point %d at block offset %d is past the entries (%d bytes)", i, off, it.restartsOff)
 	}
 	p := it.data[off:it.restartsOff]
 	shared, n1 := binary.Uvarint(p)
 	if n1 <= 0 || shared != 0 {
-		return nil, base.CorruptionErrorf("sstable: restart point %d at block offset %d does not hold a full key", i, off)
+		return nil, corruptf("sstable: restart point %d at block offset %d does not hold a full key", i, off)
 	}
 	unshared, n2 := binary.Uvarint(p[n1:])
 	if n2 <= 0 {
-		return nil, base.CorruptionErrorf("sstable: bad entry header at block offset %d", off)
+		return nil, corruptf("sstable: bad entry header at block offset %d", off)
 	}
 	_, n3 := binary.Uvarint(p[n1+n2:])
 	if n3 <= 0 {
-		return nil, base.CorruptionErrorf("sstable: bad entry header at block offset %d", off)
+		return nil, corruptf("sstable: bad entry header at block offset %d", off)
 	}
 	h := n1 + n2 + n3
 	if unshared > uint64(len(p)-h) {
-		return nil, base.CorruptionErrorf("sstable: key at block offset %d overruns the block", off)
+		return nil, corruptf("sstable: key at block offset %d overruns the block", off)
 	}
 	return p[h : h+int(unshared)], nil
 }
@@ -290,7 +290,7 @@ func (it *BlockIter) SeekGE(ikey []byte) bool {
 }
 
 func (it *BlockIter) badKey() bool {
-	return it.fail(base.CorruptionErrorf("sstable: key %q at block offset %d is too short for an internal key", it.key, it.offset))
+	return it.fail(corruptf("sstable: key %q at block offset %d is too short for an internal key", it.key, it.offset))
 }
 
 func (it *BlockIter) seekGE(userKey []byte, trailer uint64) bool {
@@ -308,7 +308,7 @@ func (it *BlockIter) seekGE(userKey []byte, trailer uint64) bool {
 		}
 		c, ok := compareTarget(k, userKey, trailer)
 		if !ok {
-			return it.fail(base.CorruptionErrorf("sstable: restart key %q is too short for an internal key", k))
+			return it.fail(corruptf("sstable: restart key %q is too short for an internal key", k))
 		}
 		if c < 0 {
 			lo = mid + 1

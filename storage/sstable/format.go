@@ -56,7 +56,7 @@ func (h BlockHandle) end() (uint64, bool) {
 }
 
 func (h BlockHandle) String() string {
-	return fmt.Sprintf("block(offset=%d, length=%d)", h.Offset, h.Length)
+	return fmt.Sprintf("{offset %d, length %d}", h.Offset, h.Length)
 }
 
 // appendHandle encodes h as two uvarints (the index-block value format).
@@ -70,11 +70,11 @@ func appendHandle(dst []byte, h BlockHandle) []byte {
 func DecodeHandle(b []byte) (BlockHandle, error) {
 	off, n := binary.Uvarint(b)
 	if n <= 0 {
-		return BlockHandle{}, base.CorruptionErrorf("sstable: bad block handle offset %x", b)
+		return BlockHandle{}, corruptf("sstable: bad block handle offset %x", b)
 	}
 	length, m := binary.Uvarint(b[n:])
 	if m <= 0 || n+m != len(b) {
-		return BlockHandle{}, base.CorruptionErrorf("sstable: bad block handle %x", b)
+		return BlockHandle{}, corruptf("sstable: bad block handle %x", b)
 	}
 	return BlockHandle{Offset: off, Length: length}, nil
 }
@@ -108,10 +108,10 @@ func (f Footer) encode() []byte {
 // offsets relative to the start of b.
 func DecodeFooter(b []byte) (Footer, error) {
 	if len(b) != FooterLen {
-		return Footer{}, base.CorruptionErrorf("sstable: footer is %d bytes, want %d", len(b), FooterLen)
+		return Footer{}, corruptf("sstable: footer is %d bytes, want %d", len(b), FooterLen)
 	}
 	if string(b[56:]) != Magic {
-		return Footer{}, base.CorruptionErrorf("sstable: bad magic %q at footer offset 56 (not a ringkv table)", b[56:])
+		return Footer{}, corruptf("sstable: bad magic %q at footer offset 56 (not a ringkv table)", b[56:])
 	}
 	le := binary.LittleEndian
 	f := Footer{
@@ -121,10 +121,10 @@ func DecodeFooter(b []byte) (Footer, error) {
 		Version:    le.Uint32(b[48:]),
 	}
 	if f.Version != FormatVersion {
-		return Footer{}, base.CorruptionErrorf("sstable: unknown format version %d at footer offset 48 (want %d)", f.Version, FormatVersion)
+		return Footer{}, corruptf("sstable: unknown format version %d at footer offset 48 (want %d)", f.Version, FormatVersion)
 	}
 	if got, want := crc32.Checksum(b[:52], crcTable), le.Uint32(b[52:]); got != want {
-		return Footer{}, base.CorruptionErrorf("sstable: footer checksum mismatch at footer offset 52 (stored %#08x, computed %#08x)", want, got)
+		return Footer{}, corruptf("sstable: footer checksum mismatch at footer offset 52 (stored %#08x, computed %#08x)", want, got)
 	}
 	return f, nil
 }
@@ -140,13 +140,13 @@ func UnwrapBlock(raw []byte) ([]byte, error) {
 // unwrapBlock is UnwrapBlock decompressing into dst when it is big enough.
 func unwrapBlock(raw, dst []byte) ([]byte, error) {
 	if len(raw) < BlockTrailerLen {
-		return nil, base.CorruptionErrorf("sstable: block of %d bytes is shorter than its trailer", len(raw))
+		return nil, corruptf("sstable: block of %d bytes is shorter than its trailer", len(raw))
 	}
 	n := len(raw) - BlockTrailerLen
 	stored, typ := raw[:n], raw[n]
 	want := binary.LittleEndian.Uint32(raw[n+1:])
 	if got := blockChecksum(stored, typ); got != want {
-		return nil, base.CorruptionErrorf("sstable: block checksum mismatch (stored %#08x, computed %#08x)", want, got)
+		return nil, corruptf("sstable: block checksum mismatch (stored %#08x, computed %#08x)", want, got)
 	}
 	switch typ {
 	case blockTypeNone:
@@ -154,21 +154,33 @@ func unwrapBlock(raw, dst []byte) ([]byte, error) {
 	case blockTypeSnappy:
 		dlen, err := snappy.DecodedLen(stored)
 		if err != nil {
-			return nil, base.CorruptionErrorf("sstable: bad snappy block header: %v", err)
+			return nil, corruptf("sstable: bad snappy block header: %v", err)
 		}
 		// Snappy expands at most ~21x (a 3-byte copy yields 64 bytes).
 		if dlen > maxBlockSize || dlen > 24*len(stored)+64 {
-			return nil, base.CorruptionErrorf("sstable: snappy block claims %d bytes from %d", dlen, len(stored))
+			return nil, corruptf("sstable: snappy block claims %d bytes from %d", dlen, len(stored))
 		}
 		if cap(dst) < dlen {
 			dst = make([]byte, dlen)
 		}
 		out, err := snappy.Decode(dst[:cap(dst)], stored)
 		if err != nil {
-			return nil, base.CorruptionErrorf("sstable: bad snappy block: %v", err)
+			return nil, corruptf("sstable: bad snappy block: %v", err)
 		}
 		return out, nil
 	default:
-		return nil, base.CorruptionErrorf("sstable: unknown block compression type %d", typ)
+		return nil, corruptf("sstable: unknown block compression type %d", typ)
 	}
+}
+
+// corruptError reports damaged table data. It wraps base.ErrCorruption and
+// reads "ringkv/storage: corruption: sstable: <context>: <what>".
+type corruptError struct{ msg string }
+
+func (e *corruptError) Error() string { return base.ErrCorruption.Error() + ": " + e.msg }
+func (e *corruptError) Unwrap() error { return base.ErrCorruption }
+
+// corruptf returns a corruption error; format should start with "sstable: ".
+func corruptf(format string, args ...any) error {
+	return &corruptError{msg: fmt.Sprintf(format, args...)}
 }

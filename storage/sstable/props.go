@@ -70,7 +70,7 @@ func DecodeProperties(block []byte) (Properties, error) {
 			}
 			v, n := binary.Uvarint(it.Value())
 			if n <= 0 || n != len(it.Value()) {
-				return Properties{}, base.CorruptionErrorf("sstable: bad value %x for property %q", it.Value(), f.name)
+				return Properties{}, corruptf("sstable: bad value %x for property %q", it.Value(), f.name)
 			}
 			*f.v = v
 		}

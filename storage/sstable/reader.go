@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/ringkv/ringkv/storage/base"
@@ -107,11 +108,15 @@ func Open(f vfs.File, size int64, o ReaderOptions) (*Reader, error) {
 }
 
 func (r *Reader) corruptf(format string, args ...any) error {
-	return base.CorruptionErrorf("sstable: table %d: %s", r.fileNum, fmt.Sprintf(format, args...))
+	return corruptf("sstable: table %d: %s", r.fileNum, fmt.Sprintf(format, args...))
 }
 
-// wrapf adds context to an error that already wraps base.ErrCorruption.
+// wrapf adds the table and a context to an error from a decoder.
 func (r *Reader) wrapf(err error, format string, args ...any) error {
+	var ce *corruptError
+	if errors.As(err, &ce) {
+		return corruptf("sstable: table %d: %s: %s", r.fileNum, fmt.Sprintf(format, args...), strings.TrimPrefix(ce.msg, "sstable: "))
+	}
 	return fmt.Errorf("sstable: table %d: %s: %w", r.fileNum, fmt.Sprintf(format, args...), err)
 }
 
@@ -255,23 +260,23 @@ func DecodeIndex(block []byte, dataEnd uint64) (*Index, error) {
 	for ok := it.First(); ok; ok = it.Next() {
 		n := len(x.handles)
 		if !base.Valid(it.Key()) {
-			return nil, base.CorruptionErrorf("sstable: index entry %d: separator %q is not an internal key", n, it.Key())
+			return nil, corruptf("sstable: index entry %d: separator %q is not an internal key", n, it.Key())
 		}
 		h, err := DecodeHandle(it.Value())
 		if err != nil {
-			return nil, fmt.Errorf("index entry %d: %w", n, err)
+			return nil, corruptf("sstable: index entry %d: bad block handle %x", n, it.Value())
 		}
 		end, ok := h.end()
 		if !ok || h.Offset < prevEnd || end > dataEnd {
-			return nil, base.CorruptionErrorf("sstable: index entry %d: %v overlaps the previous block (ending at %d) or lies past the data blocks (ending at %d)", n, h, prevEnd, dataEnd)
+			return nil, corruptf("sstable: index entry %d: %v overlaps the previous block (ending at %d) or lies past the data blocks (ending at %d)", n, h, prevEnd, dataEnd)
 		}
 		if n > 0 && base.Compare(x.key(n-1), it.Key()) >= 0 {
-			return nil, base.CorruptionErrorf("sstable: index entry %d: separator %s not after %s", n, base.Format(it.Key()), base.Format(x.key(n-1)))
+			return nil, corruptf("sstable: index entry %d: separator %s not after %s", n, base.Format(it.Key()), base.Format(x.key(n-1)))
 		}
 		prevEnd = end
 		x.keys = append(x.keys, it.Key()...)
 		if uint64(len(x.keys)) > 1<<32-1 {
-			return nil, base.CorruptionErrorf("sstable: index keys too large")
+			return nil, corruptf("sstable: index keys too large")
 		}
 		x.ends = append(x.ends, uint32(len(x.keys)))
 		x.handles = append(x.handles, h)
