@@ -203,6 +203,9 @@ func (db *DB) logAndApply(edit *manifest.VersionEdit, also func()) error {
 	edit.HasNextFileNumber = true
 	db.mu.Unlock()
 
+	if err := edit.Validate(); err != nil {
+		return db.fail(fmt.Errorf("invalid version edit: %w", err))
+	}
 	nv, err := cur.applyEdit(edit)
 	if err != nil {
 		return db.fail(fmt.Errorf("apply version edit: %w", err))

@@ -50,6 +50,7 @@ type Reader struct {
 	lo, hi int
 	off    int64
 	eof    bool
+	crc    crcScratch
 	// clean is the end of the last valid record returned.
 	clean int64
 	// err is sticky: once set, Next returns it forever.
@@ -89,7 +90,7 @@ func (r *Reader) Next() ([]byte, error) {
 		return nil, r.damaged(1, "zeroed header")
 	case length == 0 || length > MaxRecordSize:
 		return nil, r.damaged(1, fmt.Sprintf("invalid record length %d", length))
-	case binary.LittleEndian.Uint32(h[0:4]) != headerCRC(r.off, h[4:12]):
+	case binary.LittleEndian.Uint32(h[0:4]) != headerCRC(&r.crc, r.off, h[4:12]):
 		return nil, r.damaged(1, "header checksum mismatch")
 	}
 	total := HeaderSize + int(length)
@@ -151,7 +152,7 @@ func (r *Reader) scan() (found bool, at int64, err error) {
 			h := r.buf[r.lo : r.lo+HeaderSize]
 			length := binary.LittleEndian.Uint32(h[4:8])
 			if length != 0 && length <= MaxRecordSize &&
-				binary.LittleEndian.Uint32(h[0:4]) == headerCRC(r.off, h[4:12]) {
+				binary.LittleEndian.Uint32(h[0:4]) == headerCRC(&r.crc, r.off, h[4:12]) {
 				total := HeaderSize + int(length)
 				avail, err := r.fill(total)
 				if err != nil {

@@ -73,22 +73,27 @@ var (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// crcScratch is room to assemble the input of headerCRC. Callers keep one in
+// a long-lived struct: a local array would escape to the heap through the
+// checksum call on every record.
+type crcScratch [8 + HeaderSize - 4]byte
+
 // headerCRC returns the checksum of a header at file offset pos; rest is
 // bytes 4..12 of the header (length and payload checksum).
-func headerCRC(pos int64, rest []byte) uint32 {
-	var b [16]byte
-	binary.LittleEndian.PutUint64(b[0:8], uint64(pos))
-	copy(b[8:16], rest)
-	return crc32.Checksum(b[:], castagnoli)
+func headerCRC(s *crcScratch, pos int64, rest []byte) uint32 {
+	binary.LittleEndian.PutUint64(s[0:8], uint64(pos))
+	copy(s[8:], rest)
+	return crc32.Checksum(s[:], castagnoli)
 }
 
 // appendRecord appends the encoding of a record at file offset pos to dst.
-func appendRecord(dst []byte, pos int64, payload []byte) []byte {
-	var h [HeaderSize]byte
+func appendRecord(s *crcScratch, dst []byte, pos int64, payload []byte) []byte {
+	n := len(dst)
+	dst = append(dst, make([]byte, HeaderSize)...)
+	h := dst[n : n+HeaderSize]
 	binary.LittleEndian.PutUint32(h[4:8], uint32(len(payload)))
 	binary.LittleEndian.PutUint32(h[8:12], crc32.Checksum(payload, castagnoli))
-	binary.LittleEndian.PutUint32(h[0:4], headerCRC(pos, h[4:12]))
-	dst = append(dst, h[:]...)
+	binary.LittleEndian.PutUint32(h[0:4], headerCRC(s, pos, h[4:12]))
 	return append(dst, payload...)
 }
 
@@ -107,6 +112,7 @@ type Writer struct {
 	mu     sync.Mutex
 	f      vfs.File
 	buf    []byte
+	crc    crcScratch
 	size   int64
 	err    error // sticky failure
 	closed bool
@@ -146,7 +152,7 @@ func (w *Writer) WriteRecords(recs ...[]byte) error {
 	}
 	pos := w.size
 	for _, r := range recs {
-		buf = appendRecord(buf, pos, r)
+		buf = appendRecord(&w.crc, buf, pos, r)
 		pos += int64(HeaderSize + len(r))
 	}
 	n, err := w.f.Write(buf)

@@ -43,6 +43,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -73,6 +74,7 @@ func main() {
 		out        = flag.String("out", "", "also write the markdown report to this file")
 		child      = flag.Bool("child", false, "internal: run one engine in this process and print JSON results")
 		engineName = flag.String("engine", "", "internal: the engine a -child runs")
+		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile per engine to DIR/<engine>.pprof")
 	)
 	flag.Parse()
 
@@ -109,6 +111,12 @@ func main() {
 	}
 
 	if *child {
+		if *cpuProfile != "" {
+			f, err := os.Create(filepath.Join(*cpuProfile, *engineName+".pprof"))
+			check(err)
+			check(pprof.StartCPUProfile(f))
+			defer pprof.StopCPUProfile()
+		}
 		runChild(*engineName, *dirFlag, cfg, p)
 		return
 	}
@@ -138,7 +146,7 @@ func main() {
 	check(err)
 	rep := report{Cfg: cfg, P: p, Started: time.Now()}
 	for _, name := range names {
-		er := runEngine(ctx, exe, name, filepath.Join(base, name), cfg, p)
+		er := runEngine(ctx, exe, name, filepath.Join(base, name), *cpuProfile, cfg, p)
 		rep.Engines = append(rep.Engines, er)
 		if ctx.Err() != nil {
 			break
@@ -158,7 +166,7 @@ type engineRun struct {
 	Elapsed time.Duration
 }
 
-func runEngine(ctx context.Context, exe, name, dir string, cfg engines.Config, p params) engineRun {
+func runEngine(ctx context.Context, exe, name, dir, cpuProfile string, cfg engines.Config, p params) engineRun {
 	args := []string{
 		"-child", "-engine", name, "-dir", dir,
 		"-num", strconv.Itoa(p.Num),
@@ -173,6 +181,9 @@ func runEngine(ctx context.Context, exe, name, dir string, cfg engines.Config, p
 		"-scanlen", strconv.Itoa(p.ScanLen),
 		"-threads", strconv.Itoa(p.Threads),
 		"-seed", strconv.FormatUint(p.Seed, 10),
+	}
+	if cpuProfile != "" {
+		args = append(args, "-cpuprofile", cpuProfile)
 	}
 	er := engineRun{childReport: childReport{Engine: name}}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
