@@ -19,11 +19,12 @@ func TestDbgPebble(t *testing.T) {
 	db.Close()
 	db, _ = openPebble(dir, cfg)
 	p := db.(*pebbleDB).db
+	t.Logf("opts cache %+v", p)
 	for range 20000 {
 		db.Get([]byte(fmt.Sprintf("%016d", rand.IntN(50000))))
 	}
 	m := p.Metrics()
-	t.Logf("%s", m.String())
+	t.Logf("bc %+v filter %+v", m.BlockCache, m.Filter)
 	db.Close()
 	_ = pebble.Sync
 }
