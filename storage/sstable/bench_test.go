@@ -105,6 +105,7 @@ func BenchmarkGet(b *testing.B) {
 		uk := make([]byte, 16)
 		copy(uk, "bench-")
 		b.ReportAllocs()
+		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			binary.BigEndian.PutUint64(uk[8:], uint64(i)*7+3)
 			if _, _, ok, err := r.Get(uk, base.SeqNumMax); ok || err != nil {
@@ -123,6 +124,7 @@ func BenchmarkIter(b *testing.B) {
 			r, es := benchReader(b, bc.cache)
 			b.SetBytes(int64(len(es) * (16 + 8 + 100)))
 			b.ReportAllocs()
+			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				it := r.NewIter()
 				n := 0

@@ -186,19 +186,10 @@ func (it *BlockIter) decodeAt(off int) bool {
 		return false
 	}
 	p := it.data[off:it.restartsOff]
-	shared, n1 := binary.Uvarint(p)
-	if n1 <= 0 {
+	shared, unshared, vlen, h := decodeHeader(p)
+	if h == 0 {
 		return it.fail(corruptf("sstable: bad entry header at block offset %d", off))
 	}
-	unshared, n2 := binary.Uvarint(p[n1:])
-	if n2 <= 0 {
-		return it.fail(corruptf("sstable: bad entry header at block offset %d", off))
-	}
-	vlen, n3 := binary.Uvarint(p[n1+n2:])
-	if n3 <= 0 {
-		return it.fail(corruptf("sstable: bad entry header at block offset %d", off))
-	}
-	h := n1 + n2 + n3
 	rest := uint64(len(p) - h)
 	if shared > uint64(len(it.key)) || unshared > rest || vlen > rest-unshared {
 		return it.fail(corruptf("sstable: entry at block offset %d overruns (shared %d of %d, unshared %d, value %d, %d bytes left)",
@@ -226,6 +217,28 @@ func (it *BlockIter) decodeAt(off int) bool {
 	return true
 }
 
+// decodeHeader decodes an entry header (shared, unshared and value lengths)
+// from p, returning its length h, or h = 0 if it is malformed.
+func decodeHeader(p []byte) (shared, unshared, vlen uint64, h int) {
+	if len(p) >= 3 && p[0]|p[1]|p[2] < 0x80 {
+		// Fast path: all three lengths fit in one byte.
+		return uint64(p[0]), uint64(p[1]), uint64(p[2]), 3
+	}
+	shared, n1 := binary.Uvarint(p)
+	if n1 <= 0 {
+		return 0, 0, 0, 0
+	}
+	unshared, n2 := binary.Uvarint(p[n1:])
+	if n2 <= 0 {
+		return 0, 0, 0, 0
+	}
+	vlen, n3 := binary.Uvarint(p[n1+n2:])
+	if n3 <= 0 {
+		return 0, 0, 0, 0
+	}
+	return shared, unshared, vlen, n1 + n2 + n3
+}
+
 // restartKey returns the (full) key of restart point i.
 func (it *BlockIter) restartKey(i int) ([]byte, error) {
 	off := int(binary.LittleEndian.Uint32(it.data[it.restartsOff+4*i:]))
@@ -233,19 +246,13 @@ func (it *BlockIter) restartKey(i int) ([]byte, error) {
 		return nil, corruptf("sstable: restart point %d at block offset %d is past the entries (%d bytes)", i, off, it.restartsOff)
 	}
 	p := it.data[off:it.restartsOff]
-	shared, n1 := binary.Uvarint(p)
-	if n1 <= 0 || shared != 0 {
+	shared, unshared, _, h := decodeHeader(p)
+	if h == 0 {
+		return nil, corruptf("sstable: bad entry header at block offset %d", off)
+	}
+	if shared != 0 {
 		return nil, corruptf("sstable: restart point %d at block offset %d does not hold a full key", i, off)
 	}
-	unshared, n2 := binary.Uvarint(p[n1:])
-	if n2 <= 0 {
-		return nil, corruptf("sstable: bad entry header at block offset %d", off)
-	}
-	_, n3 := binary.Uvarint(p[n1+n2:])
-	if n3 <= 0 {
-		return nil, corruptf("sstable: bad entry header at block offset %d", off)
-	}
-	h := n1 + n2 + n3
 	if unshared > uint64(len(p)-h) {
 		return nil, corruptf("sstable: key at block offset %d overruns the block", off)
 	}

@@ -36,8 +36,16 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // compression-type byte.
 func blockChecksum(stored []byte, typ byte) uint32 {
 	c := crc32.Update(0, crcTable, stored)
-	return crc32.Update(c, crcTable, []byte{typ})
+	return crc32.Update(c, crcTable, byteValues[typ:int(typ)+1])
 }
+
+// byteValues[i] == i: one-byte slices without allocating.
+var byteValues = func() (b [256]byte) {
+	for i := range b {
+		b[i] = byte(i)
+	}
+	return b
+}()
 
 // BlockHandle locates a block: its file offset and the length of its stored
 // bytes, not counting the block trailer.

@@ -172,7 +172,8 @@ func (r *Reader) Props() Properties { return r.props }
 // Footer returns the table's decoded footer.
 func (r *Reader) Footer() Footer { return r.footer }
 
-// Close closes the file.
+// Close closes the file. The Reader and its iterators must not be used
+// afterwards.
 func (r *Reader) Close() error {
 	if r.f == nil {
 		return errors.New("sstable: reader already closed")
@@ -192,7 +193,7 @@ func (r *Reader) Get(userKey []byte, seq base.SeqNum) (value []byte, kind base.K
 	if r.filter != nil && !bloom.MayContain(r.filter, bloom.Hash(userKey)) {
 		return nil, 0, false, nil
 	}
-	trailer := base.MakeTrailer(seq, base.KindMax)
+	trailer := base.MakeTrailer(min(seq, base.SeqNumMax), base.KindMax)
 	i := r.index.search(userKey, trailer)
 	if i >= r.index.Len() {
 		return nil, 0, false, nil

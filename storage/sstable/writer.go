@@ -77,6 +77,9 @@ type Writer struct {
 	handleBuf []byte
 	sepBuf    []byte
 	compBuf   []byte
+	// trailerBuf is a field so that handing it to the bufio.Writer does
+	// not allocate.
+	trailerBuf [BlockTrailerLen]byte
 
 	meta     Meta
 	props    Properties
@@ -201,7 +204,7 @@ func (w *Writer) writeBlock(block []byte, compress bool) (BlockHandle, error) {
 			stored, typ = w.compBuf, blockTypeSnappy
 		}
 	}
-	var trailer [BlockTrailerLen]byte
+	trailer := &w.trailerBuf
 	trailer[0] = typ
 	binary.LittleEndian.PutUint32(trailer[1:], blockChecksum(stored, typ))
 	h := BlockHandle{Offset: w.offset, Length: uint64(len(stored))}
