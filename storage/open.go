@@ -55,8 +55,11 @@ func (db *DB) recover() error {
 			return err
 		}
 	} else {
+		// Without CURRENT no manifest was ever installed, so a leftover
+		// manifest is from a first Open that crashed; it is removed below.
+		// Logs or tables without CURRENT mean CURRENT was lost.
 		for _, name := range names {
-			if _, _, ok := parseFileName(name); ok {
+			if kind, _, ok := parseFileName(name); ok && kind != "manifest" {
 				return base.CorruptionErrorf("directory holds engine file %s but no %s; refusing to start empty over it", name, currentName)
 			}
 		}
@@ -102,20 +105,25 @@ func (db *DB) recover() error {
 		}
 	}
 
-	// Start a fresh log and a fresh manifest holding the whole version.
+	// Write a fresh manifest holding the whole version, then start a fresh
+	// log. The log is created only after CURRENT names the new manifest: a
+	// crash in between leaves no log the manifest does not expect.
 	logNum := db.nextFileNum
 	db.nextFileNum++
+	db.logNumber = logNum
+	if err := db.writeNewManifest(); err != nil {
+		return err
+	}
 	logFile, err := db.fs.Create(db.path(logName(logNum)))
+	if err == nil {
+		err = db.syncDir()
+	}
 	if err != nil {
 		return fmt.Errorf("create commit log: %w", err)
 	}
 	db.logFile = logFile
 	db.log = wal.NewWriter(logFile)
 	db.lastSynced = time.Now()
-	db.logNumber = logNum
-	if err := db.writeNewManifest(); err != nil {
-		return err
-	}
 	db.mem = &memTable{mt: memtable.New(db.opts.MemTableSize), logNum: logNum}
 	db.visibleSeq.Store(uint64(db.lastSeq))
 	db.updateReadStateLocked()
