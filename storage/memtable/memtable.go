@@ -94,7 +94,6 @@ const (
 	nodeHeaderSize = 12
 	towerSlotSize  = 4
 	nodeAlign      = 4
-	cacheLine      = 64
 
 	// Offset 0 is the nil node, so the head node starts just past it.
 	headOffset = nodeAlign
@@ -123,8 +122,6 @@ type MemTable struct {
 	// rng is the writer's private tower-height generator; it needs no
 	// synchronisation because there is only one writer.
 	rng uint64
-	// baseMod is the arena's address modulo the cache-line size.
-	baseMod uint64
 }
 
 // New returns an empty memtable whose arena holds arenaSize bytes in total,
@@ -146,8 +143,7 @@ func New(arenaSize int) *MemTable {
 
 	m := &MemTable{arena: arena, rng: rand.Uint64()}
 	m.used.Store(headOffset)
-	m.baseMod = uint64(uintptr(unsafe.Pointer(unsafe.SliceData(arena))) % cacheLine)
-	head, ok := m.alloc(headSize, 0)
+	head, ok := m.alloc(headSize)
 	if !ok {
 		panic("memtable: arena cannot hold head node") // excluded above
 	}
@@ -163,7 +159,7 @@ func New(arenaSize int) *MemTable {
 // entrySize is the worst-case number of arena bytes an entry takes: a
 // maximum-height tower plus alignment padding.
 func entrySize(keyLen, valueLen uint64) uint64 {
-	return nodeHeaderSize + maxHeight*towerSlotSize + keyLen + base.TrailerLen + valueLen + cacheLine - 1
+	return nodeHeaderSize + maxHeight*towerSlotSize + keyLen + base.TrailerLen + valueLen + nodeAlign - 1
 }
 
 // EntrySize returns an upper bound on the arena bytes Add may consume for a
@@ -181,17 +177,9 @@ func ArenaSizeFor(keyLen, valueLen int) int {
 	return minArenaSize + int(entrySize(uint64(keyLen), uint64(valueLen)))
 }
 
-// alloc reserves size bytes, 4-byte aligned. If the first hot bytes (the
-// part a search reads) would straddle a cache-line boundary but fit in one
-// line, the node is moved to the next line. Writer only.
-func (m *MemTable) alloc(size, hot uint64) (uint32, bool) {
+// alloc reserves size bytes, 4-byte aligned. Writer only.
+func (m *MemTable) alloc(size uint64) (uint32, bool) {
 	off := (m.used.Load() + nodeAlign - 1) &^ (nodeAlign - 1)
-	if hot > cacheLine {
-		hot = cacheLine
-	}
-	if in := (m.baseMod + off) % cacheLine; in+hot > cacheLine {
-		off += cacheLine - in
-	}
 	end := off + size
 	if end > uint64(len(m.arena)) {
 		return 0, false
@@ -322,7 +310,7 @@ func (m *MemTable) Add(seq base.SeqNum, kind base.Kind, userKey, value []byte) e
 	}
 
 	towerLen := uint64(height) * towerSlotSize
-	nd, ok := m.alloc(nodeHeaderSize+towerLen+keyLen+valLen, nodeHeaderSize+towerLen+keyLen)
+	nd, ok := m.alloc(nodeHeaderSize + towerLen + keyLen + valLen)
 	if !ok {
 		return ErrArenaFull
 	}
