@@ -162,8 +162,16 @@ func main() {
 // engineRun is one child's report plus what the parent observed of it.
 type engineRun struct {
 	childReport
-	MaxRSS  int64 // bytes, from the child's rusage
+	// MaxRSS is the child's peak RSS in bytes: the largest of its
+	// per-workload VmHWM readings and its rusage maxrss. (The child resets
+	// VmHWM at each workload, and the kernel derives ru_maxrss from the same
+	// high-water mark, so rusage alone would only cover the last workload.)
+	MaxRSS  int64
+	CPU     time.Duration // user + system time of the child
 	Elapsed time.Duration
+	// LoadBefore and LoadAfter are the 1-minute load averages when the child
+	// started and ended: a busy machine makes the numbers unreliable.
+	LoadBefore, LoadAfter string
 }
 
 func runEngine(ctx context.Context, exe, name, dir, cpuProfile string, cfg engines.Config, p params) engineRun {
@@ -195,17 +203,25 @@ func runEngine(ctx context.Context, exe, name, dir, cpuProfile string, cfg engin
 	cmd.Stderr = os.Stderr
 	var stdout strings.Builder
 	cmd.Stdout = &stdout
+	er.LoadBefore = loadAvg()
 	start := time.Now()
 	runErr := cmd.Run()
 	er.Elapsed = time.Since(start)
+	er.LoadAfter = loadAvg()
 	if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			er.MaxRSS = ru.Maxrss << 10 // KiB on Linux
 		}
+		er.CPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	}
 	var cr childReport
 	if err := json.Unmarshal([]byte(stdout.String()), &cr); err == nil {
 		er.childReport = cr
+	}
+	for _, res := range er.Results {
+		if res.HasPeakRSS {
+			er.MaxRSS = max(er.MaxRSS, res.PeakRSS)
+		}
 	}
 	if runErr != nil && er.Error == "" {
 		er.Error = "child process: " + runErr.Error()

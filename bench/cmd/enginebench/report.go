@@ -42,7 +42,7 @@ func (r *report) markdown() string {
 		"(log-linear histogram, ≤3%% bucket error; for scan one op is a whole 100-entry scan); " +
 		"WA (io) = /proc/self/io write_bytes during the fill and the Close after it ÷ (key+value bytes); " +
 		"WA (engine) = the engine's own counter (see docs/benchmarks.md); disk = allocated bytes of the DB " +
-		"directory after Close; peak RSS = VmHWM of the engine's process, reset at the start of the workload.\n")
+		"directory after Close (file sizes = sum of apparent file sizes); peak RSS = VmHWM of the engine's process, reset at the start of the workload.\n")
 	return b.String()
 }
 
@@ -50,8 +50,8 @@ func (r *report) workloadTable(b *strings.Builder, w string) {
 	fill := strings.HasPrefix(w, "fill")
 	fmt.Fprintf(b, "## %s\n\n", w)
 	if fill {
-		b.WriteString("| engine | ops | ops/s | p50 | p99 | WA (io) | WA (engine) | disk | peak RSS |\n")
-		b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		b.WriteString("| engine | ops | ops/s | p50 | p99 | WA (io) | WA (engine) | disk | file sizes | peak RSS |\n")
+		b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	} else {
 		b.WriteString("| engine | ops | ops/s | p50 | p99 | peak RSS |\n")
 		b.WriteString("|---|--:|--:|--:|--:|--:|\n")
@@ -61,7 +61,7 @@ func (r *report) workloadTable(b *strings.Builder, w string) {
 		res, ok := e.result(w)
 		if !ok {
 			if fill {
-				fmt.Fprintf(b, "| %s | – | – | – | – | – | – | – | – |\n", e.Engine)
+				fmt.Fprintf(b, "| %s | – | – | – | – | – | – | – | – | – |\n", e.Engine)
 			} else {
 				fmt.Fprintf(b, "| %s | – | – | – | – | – |\n", e.Engine)
 			}
@@ -77,7 +77,7 @@ func (r *report) workloadTable(b *strings.Builder, w string) {
 		}
 		row := fmt.Sprintf("| %s | %d | %s | %s | %s |", e.Engine, res.Ops, rateStr(res), p50, p99)
 		if fill {
-			waIO, waEng, disk := "–", "–", "–"
+			waIO, waEng, disk, files := "–", "–", "–", "–"
 			if res.HasIOWrite && res.LogicalBytes > 0 {
 				waIO = fmt.Sprintf("%.2f", float64(res.IOWriteBytes)/float64(res.LogicalBytes))
 			}
@@ -85,9 +85,9 @@ func (r *report) workloadTable(b *strings.Builder, w string) {
 				waEng = fmt.Sprintf("%.2f", res.EngineWA)
 			}
 			if res.HasDisk {
-				disk = sizeStr(res.DiskAllocated)
+				disk, files = sizeStr(res.DiskAllocated), sizeStr(res.DiskApparent)
 			}
-			row += fmt.Sprintf(" %s | %s | %s |", waIO, waEng, disk)
+			row += fmt.Sprintf(" %s | %s | %s | %s |", waIO, waEng, disk, files)
 		}
 		b.WriteString(row + fmt.Sprintf(" %s |\n", rss))
 		if res.WrongResults > 0 {
@@ -154,7 +154,8 @@ func (r *report) ratioTable(b *strings.Builder) {
 }
 
 func (r *report) engineTable(b *strings.Builder) {
-	b.WriteString("## per engine\n\n| engine | process peak RSS | reopen | wall time | error |\n|---|--:|--:|--:|---|\n")
+	b.WriteString("## per engine\n\n| engine | process peak RSS | reopen | wall time | CPU time | load avg before → after | error |\n" +
+		"|---|--:|--:|--:|--:|--:|---|\n")
 	for _, e := range r.Engines {
 		reopen := "–"
 		for _, res := range e.Results {
@@ -162,8 +163,9 @@ func (r *report) engineTable(b *strings.Builder) {
 				reopen = durStr(int64(res.ReopenSeconds * 1e9))
 			}
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", e.Engine, sizeStr(e.MaxRSS), reopen,
-			e.Elapsed.Round(time.Second), strings.ReplaceAll(e.Error, "|", "\\|"))
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s → %s | %s |\n", e.Engine, sizeStr(e.MaxRSS), reopen,
+			e.Elapsed.Round(time.Second), e.CPU.Round(100*time.Millisecond), e.LoadBefore, e.LoadAfter,
+			strings.ReplaceAll(e.Error, "|", "\\|"))
 	}
 	b.WriteString("\nSettings:\n\n")
 	for _, e := range r.Engines {

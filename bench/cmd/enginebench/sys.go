@@ -73,3 +73,12 @@ func dirSize(dir string) (allocated, apparent int64, err error) {
 	})
 	return allocated, apparent, err
 }
+
+// loadAvg returns the 1-minute load average from /proc/loadavg, or "?".
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}

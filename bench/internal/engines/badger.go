@@ -39,6 +39,12 @@ func openBadger(dir string, cfg Config) (DB, error) {
 		WithCompression(options.Snappy).
 		WithSyncWrites(cfg.Sync).
 		WithLogger(nil)
+	// Badger refuses a ValueThreshold above its maximum batch size (15% of
+	// the memtable); lower it for small memtables. Values of a few hundred
+	// bytes still stay in the LSM tree.
+	if maxBatch := opts.MemTableSize * 15 / 100; opts.ValueThreshold >= maxBatch {
+		opts = opts.WithValueThreshold(maxBatch - 1)
+	}
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, err

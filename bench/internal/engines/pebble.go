@@ -3,6 +3,7 @@ package engines
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -13,10 +14,31 @@ func init() {
 	register(Engine{Name: "pebble", Open: openPebble, Settings: pebbleSettings})
 }
 
+// pebbleCacheSize is the size given to Pebble's cache. Pebble charges its
+// memtables against the block cache (Cache.Reserve for every live memtable),
+// so with a cache no larger than a memtable it caches no blocks at all. To
+// leave Pebble the same block-cache capacity as the other engines, its cache
+// also gets room for two memtables: the active one and one being flushed.
+func pebbleCacheSize(cfg Config) int64 { return cfg.CacheSize + 2*int64(cfg.MemTableSize) }
+
 func pebbleSettings(cfg Config) string {
-	return fmt.Sprintf("Cache=NewCache(%d), MemTableSize=%d, all levels: BlockSize=%d, "+
-		"FilterPolicy=bloom.FilterPolicy(%d), Compression=Snappy; writes use %s; other options default",
-		cfg.CacheSize, cfg.MemTableSize, cfg.BlockSize, cfg.BloomBitsPerKey, pebbleSyncName(cfg.Sync))
+	return fmt.Sprintf("Cache=NewCache(%d) (block cache + 2×memtable, because Pebble reserves its memtables "+
+		"in the block cache), MemTableSize=%d, all levels: BlockSize=%d, FilterPolicy=bloom.FilterPolicy(%d), "+
+		"Compression=Snappy; writes use %s; Logger silenced; other options default",
+		pebbleCacheSize(cfg), cfg.MemTableSize, cfg.BlockSize, cfg.BloomBitsPerKey, pebbleSyncName(cfg.Sync))
+}
+
+// quietLogger discards Pebble's informational log lines (WAL replay and the
+// like) but still reports errors.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any) {}
+func (quietLogger) Errorf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "pebble: "+format+"\n", args...)
+}
+func (quietLogger) Fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "pebble: "+format+"\n", args...)
+	os.Exit(1)
 }
 
 func pebbleSyncName(sync bool) string {
@@ -32,11 +54,12 @@ type pebbleDB struct {
 }
 
 func openPebble(dir string, cfg Config) (DB, error) {
-	cache := pebble.NewCache(cfg.CacheSize)
+	cache := pebble.NewCache(pebbleCacheSize(cfg))
 	defer cache.Unref() // the DB holds its own reference
 	opts := &pebble.Options{
 		Cache:        cache,
 		MemTableSize: uint64(cfg.MemTableSize),
+		Logger:       quietLogger{},
 	}
 	for i := range opts.Levels {
 		opts.Levels[i] = pebble.LevelOptions{
