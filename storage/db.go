@@ -155,18 +155,20 @@ func Open(dirname string, opts *Options) (*DB, error) {
 	}
 	db.qcond = sync.NewCond(&db.qmu)
 	db.cond = sync.NewCond(&db.mu)
-	if _, err := db.fs.Stat(dirname); err != nil {
-		if err := db.fs.MkdirAll(dirname, 0o755); err != nil {
-			return nil, fmt.Errorf("open %s: create directory: %w", dirname, err)
-		}
-		// The new directory's entry is durable only once its parent is synced.
-		if d, err := db.fs.OpenDir(filepath.Dir(dirname)); err == nil {
-			err = d.Sync()
-			d.Close()
-			if err != nil {
-				return nil, fmt.Errorf("open %s: sync parent directory: %w", dirname, err)
-			}
-		}
+	if err := db.fs.MkdirAll(dirname, 0o755); err != nil {
+		return nil, fmt.Errorf("open %s: create directory: %w", dirname, err)
+	}
+	// The directory's entry is durable only once its parent is synced. Sync
+	// it on every open: an earlier open may have created it and failed
+	// before syncing.
+	parent, err := db.fs.OpenDir(filepath.Dir(dirname))
+	if err != nil {
+		return nil, fmt.Errorf("open %s: open parent directory: %w", dirname, err)
+	}
+	err = parent.Sync()
+	parent.Close()
+	if err != nil {
+		return nil, fmt.Errorf("open %s: sync parent directory: %w", dirname, err)
 	}
 	lock, err := db.fs.Lock(db.path(lockName))
 	if err != nil {

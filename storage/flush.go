@@ -211,12 +211,15 @@ func (db *DB) logAndApply(edit *manifest.VersionEdit, also func()) error {
 		return db.fail(fmt.Errorf("apply version edit: %w", err))
 	}
 	rec := edit.Encode(nil)
+	// On failure the edit may be in the manifest file without its fsync
+	// having finished, so its tables must stay on disk: the next Open
+	// decides (unlisted tables are removed there).
 	if err := db.manifestWriter.WriteRecords(rec); err != nil {
-		nv.unref()
+		nv.unrefNoDelete()
 		return db.fail(fmt.Errorf("write manifest: %w", err))
 	}
 	if err := db.manifestWriter.Sync(); err != nil {
-		nv.unref()
+		nv.unrefNoDelete()
 		return db.fail(fmt.Errorf("sync manifest: %w", err))
 	}
 	db.mu.Lock()

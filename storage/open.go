@@ -51,8 +51,18 @@ func (db *DB) recover() error {
 
 	var flushedSeq base.SeqNum
 	if hasCurrent {
-		if err := db.replayManifest(&flushedSeq); err != nil {
+		torn, err := db.replayManifest(&flushedSeq)
+		if err != nil {
 			return err
+		}
+		// A torn last edit was never acknowledged, and logs are deleted only
+		// after a later edit is durable, so the log the surviving edits name
+		// must still be there. If it is not, the damaged record was a durable
+		// edit (a flush whose log is gone): refuse rather than lose it.
+		if torn && db.logNumber != 0 {
+			if _, err := db.fs.Stat(db.path(logName(db.logNumber))); err != nil {
+				return base.CorruptionErrorf("manifest ends in a damaged record and commit log %s it needs is missing", logName(db.logNumber))
+			}
 		}
 	} else {
 		// Without CURRENT no manifest was ever installed, so a leftover
@@ -152,49 +162,55 @@ func (db *DB) checkTable(f *tableFile) error {
 // replayManifest reads CURRENT and applies every edit of the manifest it
 // names. A torn last record is an edit that was never acknowledged (its
 // fsync did not finish) and is ignored; damage before it is an error.
-func (db *DB) replayManifest(flushedSeq *base.SeqNum) error {
+func (db *DB) replayManifest(flushedSeq *base.SeqNum) (torn bool, err error) {
 	cur, err := readAll(db, currentName)
 	if err != nil {
-		return fmt.Errorf("read %s: %w", currentName, err)
+		return false, fmt.Errorf("read %s: %w", currentName, err)
 	}
 	name := strings.TrimSuffix(string(cur), "\n")
 	kind, num, ok := parseFileName(name)
 	if !ok || kind != "manifest" || !strings.HasSuffix(string(cur), "\n") {
-		return base.CorruptionErrorf("%s holds %q, not a manifest name", currentName, cur)
+		return false, base.CorruptionErrorf("%s holds %q, not a manifest name", currentName, cur)
 	}
 	db.manifestNum = num
 	f, err := db.fs.Open(db.path(name))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, base.CorruptionErrorf("%s names manifest %s, which is missing", currentName, name)
+	}
 	if err != nil {
-		return fmt.Errorf("open manifest %s: %w", name, err)
+		return false, fmt.Errorf("open manifest %s: %w", name, err)
 	}
 	defer f.Close()
 	r := wal.NewReader(f)
-	first := true
+	// The header and the first edit (the whole version, written with the
+	// header in one synced write) must be whole: a manifest is installed
+	// only after both are durable.
+	records := 0
 	for {
 		rec, err := r.Next()
 		if err == io.EOF || errors.Is(err, wal.ErrTornTail) {
-			if first {
-				return base.CorruptionErrorf("manifest %s is empty or torn before its header", name)
+			if records < 2 {
+				return false, base.CorruptionErrorf("manifest %s is empty or damaged in its first records", name)
 			}
-			return nil
+			return err != io.EOF, nil
 		}
 		if err != nil {
-			return fmt.Errorf("read manifest %s: %w", name, err)
+			return false, fmt.Errorf("read manifest %s: %w", name, err)
 		}
-		if first {
+		records++
+		if records == 1 {
 			if string(rec) != manifestMagic {
-				return base.CorruptionErrorf("manifest %s does not start with %q (unknown format or damaged)", name, manifestMagic)
+				return false, base.CorruptionErrorf("manifest %s does not start with %q (unknown format or damaged)", name, manifestMagic)
 			}
-			first = false
 			continue
 		}
 		var edit manifest.VersionEdit
 		if err := edit.Decode(rec); err != nil {
-			return fmt.Errorf("manifest %s: %w", name, err)
+			return false, fmt.Errorf("manifest %s: %w", name, err)
 		}
 		nv, err := db.current.applyEdit(&edit)
 		if err != nil {
-			return fmt.Errorf("manifest %s: %w", name, err)
+			return false, fmt.Errorf("manifest %s: %w", name, err)
 		}
 		db.current.unrefNoDelete()
 		db.current = nv
