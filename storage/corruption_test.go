@@ -433,21 +433,6 @@ func currentManifest(t *testing.T, fs vfs.FS) string {
 	return "db/" + strings.TrimSuffix(string(cur), "\n")
 }
 
-// Engine bug the manifest bit-flip test runs into (see its skip message).
-const knownBugManifestTail = false
-
-const bugManifestTail = "ENGINE BUG: replayManifest (open.go) accepts any damaged last manifest record as a " +
-	"torn write and rolls back to the edits before it. But the last record may have been fully synced: " +
-	"(1) if it is the snapshot edit (a manifest fresh from Open has only the header and the snapshot, both " +
-	"synced before CURRENT names it), Open starts EMPTY and removeObsoleteFiles deletes every table; " +
-	"(2) if it is a flush edit, the flushed log was deleted after it, so the rolled-back LogNumber names a " +
-	"missing log, the flushed writes are lost and the new table is deleted as obsolete. Fix in open.go: " +
-	"(a) in replayManifest, a torn tail before the first edit (only the header read) is corruption, not " +
-	"an empty version; (b) in recover, when the manifest ended in a torn tail, require the commit log " +
-	"numbered db.logNumber to exist (it always does after a real torn write: logs are deleted only after " +
-	"a later edit is synced) and otherwise return a CorruptionErrorf naming the manifest, before anything " +
-	"is deleted."
-
 // TestCorruptManifestBitFlip flips bits of the manifest. Damage in any
 // record but the last must fail Open with ErrCorruption. Damage in the last
 // record looks like a torn write: Open may then roll back to the earlier
@@ -506,9 +491,6 @@ func checkManifestFlips(t *testing.T, img *vfs.MemFS, want map[string]string, ke
 			continue
 		}
 		if !maps.Equal(state, want) {
-			if knownBugManifestTail {
-				t.Skipf("%s: acknowledged writes lost:\n%s\n%s", what, ftDiff(state, want), bugManifestTail)
-			}
 			t.Fatalf("%s: opened with a different state (acknowledged writes lost):\n%s", what, ftDiff(state, want))
 		}
 	}

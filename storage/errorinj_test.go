@@ -271,45 +271,9 @@ func verifyInj(t *testing.T, fs vfs.FS, res injResult, what string) {
 	}
 }
 
-// Engine bugs this file's sweep runs into. Each has a targeted test below
-// that is skipped while the bug is open; the sweep skips only the check the
-// bug breaks, in the runs where its precondition holds. Set a flag to false
-// once the bug is fixed.
-const (
-	knownBugParentDirSync = false // see TestOpenParentDirSyncFailure
-	knownBugManifestSync  = false // see TestManifestSyncFailureKeepsTables
-)
-
-const (
-	bugParentDirSync = "ENGINE BUG: Open (db.go) ignores an error from OpenDir of the parent directory " +
-		"(`if d, err := db.fs.OpenDir(...); err == nil`) and syncs the parent only when it creates the " +
-		"directory, so the directory entry may never become durable: after a crash the whole database, " +
-		"acknowledged writes included, is gone. Fix: in Open, always open and sync the parent directory " +
-		"and return any error."
-	bugManifestSync = "ENGINE BUG: logAndApply (flush.go) calls nv.unref() when the manifest write or sync " +
-		"fails; that drops the last reference to the tables the edit adds and deleteObsoleteTable removes " +
-		"them from disk, although the edit may already be in the manifest file (written, not synced). After " +
-		"a restart the manifest lists a missing table and Open fails (\"table NNNNNN.sst listed in the manifest " +
-		"is missing\"). Fix: on those two failure paths release nv without deleting files (nv.unrefNoDelete(), " +
-		"from open.go); the next Open's removeObsoleteFiles deletes them if the manifest does not list them."
-)
-
-// hasFailed reports whether an operation matching pred was failed.
-func (r *recordingInjector) hasFailed(pred func(op errorfs.Op) bool) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, op := range r.failed {
-		if pred(op) {
-			return true
-		}
-	}
-	return false
-}
-
 // injRun runs the workload with inj and verifies the result twice: on the
 // disk a machine crash would leave, and on the disk as it is (a process
-// restart). It is meant to run as its own subtest: it may skip a check a
-// known engine bug breaks.
+// restart). It is meant to run as its own subtest.
 func injRun(t *testing.T, inj errorfs.Injector, partial bool) injResult {
 	t.Helper()
 	strict := vfs.NewStrictMem()
@@ -324,33 +288,8 @@ func injRun(t *testing.T, inj errorfs.Injector, partial bool) injResult {
 		res.dbOpen.Close() // may fail: the disk may be dead
 	}
 
-	// Preconditions of known bugs.
-	parentDirSyncFailed := rec.hasFailed(func(op errorfs.Op) bool {
-		return op.Kind == errorfs.OpOpen && op.Dir && op.Path != "db"
-	})
-	manifestSyncFailed := (strings.HasPrefix(res.stoppedBy, "flush") || strings.HasPrefix(res.stoppedBy, "compact")) &&
-		rec.hasFailed(func(op errorfs.Op) bool {
-			return op.Kind == errorfs.OpSync && strings.Contains(op.Path, "MANIFEST-")
-		}) &&
-		// (If removing the new tables failed too, they are still there.)
-		!rec.hasFailed(func(op errorfs.Op) bool {
-			return op.Kind == errorfs.OpRemove && strings.HasSuffix(op.Path, ".sst")
-		})
-
-	crashSkip := knownBugParentDirSync && parentDirSyncFailed
-	restartSkip := knownBugManifestSync && manifestSyncFailed
-	if !crashSkip {
-		verifyInj(t, crashed, res, "after a crash")
-	}
-	if !restartSkip {
-		verifyInj(t, strict, res, "after a restart")
-	}
-	switch {
-	case crashSkip:
-		t.Skip(bugParentDirSync)
-	case restartSkip:
-		t.Skip(bugManifestSync)
-	}
+	verifyInj(t, crashed, res, "after a crash")
+	verifyInj(t, strict, res, "after a restart")
 	return res
 }
 
@@ -498,9 +437,6 @@ func (o *onceInjector) MaybeError(op errorfs.Op) error {
 // holds the engine's directory, it must fail (and a retry must sync it), or
 // else writes it acknowledges vanish with the directory in a crash.
 func TestOpenParentDirSyncFailure(t *testing.T) {
-	if knownBugParentDirSync {
-		t.Skip(bugParentDirSync)
-	}
 	for _, kind := range []errorfs.OpKind{errorfs.OpOpen, errorfs.OpSync} {
 		t.Run(kind.String(), func(t *testing.T) {
 			strict := vfs.NewStrictMem()
@@ -565,9 +501,6 @@ func TestFailedFirstOpenCanBeRetried(t *testing.T) {
 // sync fails fails the engine; the edit may still be in the manifest file
 // (written, not synced), so a restart must find every table it names.
 func TestManifestSyncFailureKeepsTables(t *testing.T) {
-	if knownBugManifestSync {
-		t.Skip(bugManifestSync)
-	}
 	for _, step := range []string{"flush", "compact"} {
 		t.Run(step, func(t *testing.T) {
 			strict := vfs.NewStrictMem()
