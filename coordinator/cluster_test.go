@@ -1,0 +1,236 @@
+package coordinator_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/internal/testcluster"
+	"github.com/ringkv/ringkv/version"
+)
+
+func liveValues(obj *version.Object) []string {
+	var out []string
+	if obj == nil {
+		return nil
+	}
+	for _, s := range obj.Live() {
+		out = append(out, string(s.Value))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// With R + W > N, a read that starts after a write was acknowledged returns
+// that write (or a later one), even while a minority of each key's replicas
+// is cut off from everyone.
+func TestReadYourWritesWithMinorityCutOff(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 5, Replicas: 3, Seed: 1})
+	rng := rand.New(rand.NewPCG(1, 2))
+	ctx := ctxT(t)
+	for i := 0; i < 40; i++ {
+		key := []byte(fmt.Sprintf("key-%d", i))
+		replicas := c.Replicas(key)
+		cut := replicas[rng.IntN(len(replicas))]
+		c.Net.Isolate(cut.ID)
+		c.View.SetAlive(cut.ID, false)
+		var ctxClock version.Clock
+		for v := 0; v < 3; v++ {
+			writer := c.Nodes[rng.IntN(len(c.Nodes))]
+			for writer == cut {
+				writer = c.Nodes[rng.IntN(len(c.Nodes))]
+			}
+			val := fmt.Sprintf("v%d-%d", i, v)
+			if _, err := writer.Coord.Put(ctx, key, []byte(val), ctxClock, 2); err != nil {
+				t.Fatalf("put %s via %s (cut %s): %v", key, writer.ID, cut.ID, err)
+			}
+			reader := c.Nodes[rng.IntN(len(c.Nodes))]
+			for reader == cut {
+				reader = c.Nodes[rng.IntN(len(c.Nodes))]
+			}
+			obj, err := reader.Coord.Get(ctx, key, 2)
+			if err != nil {
+				t.Fatalf("get %s via %s (cut %s): %v", key, reader.ID, cut.ID, err)
+			}
+			if got := liveValues(obj); len(got) != 1 || got[0] != val {
+				t.Fatalf("get %s via %s after writing %q: got %q", key, reader.ID, val, got)
+			}
+			ctxClock = obj.Context
+		}
+		c.Net.Heal()
+		c.View.SetAlive(cut.ID, true)
+	}
+}
+
+// Concurrent writers produce siblings and none is lost; a write with the
+// context of a read collapses them.
+func TestConcurrentWritersKeepSiblings(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 5, Replicas: 3, Seed: 2})
+	ctx := ctxT(t)
+	key := []byte("contended")
+	var wg sync.WaitGroup
+	want := []string{}
+	for i, n := range c.Nodes {
+		val := fmt.Sprintf("from-%s", n.ID)
+		want = append(want, val)
+		wg.Add(1)
+		go func(i int, n *testcluster.Node) {
+			defer wg.Done()
+			// An empty context: the writer has seen nothing.
+			if _, err := n.Coord.Put(ctx, key, []byte(val), version.Clock{}, 2); err != nil {
+				t.Errorf("put via %s: %v", n.ID, err)
+			}
+		}(i, n)
+	}
+	wg.Wait()
+	sort.Strings(want)
+	obj, err := c.Nodes[0].Coord.Get(ctx, key, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := liveValues(obj); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("siblings after concurrent writes: got %q, want %q", got, want)
+	}
+	if _, err := c.Nodes[1].Coord.Put(ctx, key, []byte("resolved"), obj.Context, 2); err != nil {
+		t.Fatal(err)
+	}
+	obj, err = c.Nodes[2].Coord.Get(ctx, key, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := liveValues(obj); len(got) != 1 || got[0] != "resolved" {
+		t.Fatalf("after a write with the read's context: got %q, want [resolved]", got)
+	}
+}
+
+// Blind writes on the two sides of a partition are both kept once it heals.
+func TestPartitionedBlindWritesBecomeSiblings(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 3})
+	ctx := ctxT(t)
+	key := []byte("split")
+	a, b := c.Nodes[0], c.Nodes[1]
+	if _, err := a.Coord.Put(ctx, key, []byte("base"), nil, coordinator.All); err != nil {
+		t.Fatal(err)
+	}
+	c.Net.Partition([]string{a.ID}, []string{b.ID, c.Nodes[2].ID})
+	if _, err := a.Coord.Put(ctx, key, []byte("left"), nil, coordinator.One); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Coord.Put(ctx, key, []byte("right"), nil, coordinator.One); err != nil {
+		t.Fatal(err)
+	}
+	c.Net.Heal()
+	obj, err := c.Nodes[2].Coord.Get(ctx, key, coordinator.All)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := liveValues(obj); fmt.Sprint(got) != "[left right]" {
+		t.Fatalf("after healing: got %q, want [left right] (base superseded on both sides)", got)
+	}
+}
+
+// A read repairs a replica that missed a write.
+func TestReadRepairUpdatesStaleReplica(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 4, Replicas: 3, Seed: 4})
+	ctx := ctxT(t)
+	key := []byte("repair-me")
+	replicas := c.Replicas(key)
+	stale := replicas[2]
+	c.Net.Isolate(stale.ID)
+	c.View.SetAlive(stale.ID, false)
+	if _, err := replicas[0].Coord.Put(ctx, key, []byte("fresh"), nil, 2); err != nil {
+		t.Fatal(err)
+	}
+	if obj, _ := stale.Store.Get(key); obj != nil {
+		t.Fatalf("isolated replica got the write: %v", obj)
+	}
+	c.Net.Heal()
+	c.View.SetAlive(stale.ID, true)
+	if _, err := replicas[1].Coord.Get(ctx, key, 2); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		obj, err := stale.Store.Get(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := liveValues(obj); len(got) == 1 && got[0] == "fresh" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read repair did not reach %s: it holds %v", stale.ID, obj)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A write through a node that is not a replica is coordinated by a replica:
+// every dot names a replica.
+func TestForwardedWritesAreStampedByReplicas(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 5, Replicas: 3, Seed: 5})
+	ctx := ctxT(t)
+	for i := 0; i < 20; i++ {
+		key := []byte(fmt.Sprintf("fwd-%d", i))
+		via := c.NonReplica(key)
+		obj, err := via.Coord.Put(ctx, key, []byte("v"), nil, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		isReplica := map[string]bool{}
+		for _, r := range c.Replicas(key) {
+			isReplica[r.ID] = true
+		}
+		for node := range obj.Context {
+			if !isReplica[node] {
+				t.Fatalf("key %s written via %s: clock names non-replica %s (%v)", key, via.ID, node, obj.Context)
+			}
+		}
+	}
+}
+
+// When too few replicas answer, the error says how many did.
+func TestQuorumErrorCountsReplicas(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 6,
+		Coordinator: coordinator.Options{Timeout: 200 * time.Millisecond}})
+	ctx := ctxT(t)
+	key := []byte("lonely")
+	replicas := c.Replicas(key)
+	c.Net.Isolate(replicas[1].ID)
+	c.Net.Isolate(replicas[2].ID)
+	_, err := replicas[0].Coord.Put(ctx, key, []byte("v"), nil, 2)
+	var qe *coordinator.QuorumError
+	if !errors.As(err, &qe) || qe.Answered != 1 || qe.Needed != 2 || qe.Replicas != 3 {
+		t.Fatalf("write with 2 of 3 replicas cut off: got %v, want a QuorumError 1 of 2 (3 replicas)", err)
+	}
+	_, err = replicas[0].Coord.Get(ctx, key, 2)
+	if !errors.As(err, &qe) || qe.Answered != 1 || qe.Needed != 2 {
+		t.Fatalf("read with 2 of 3 replicas cut off: got %v", err)
+	}
+}
+
+func TestParseLevel(t *testing.T) {
+	for in, want := range map[string]int{"": coordinator.Default, "one": coordinator.One, "QUORUM": coordinator.Quorum, "All": coordinator.All, "2": 2} {
+		got, err := coordinator.ParseLevel(in)
+		if err != nil || got != want {
+			t.Errorf("ParseLevel(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"0", "-1", "most", "2.5"} {
+		if _, err := coordinator.ParseLevel(bad); err == nil {
+			t.Errorf("ParseLevel(%q) accepted", bad)
+		}
+	}
+}

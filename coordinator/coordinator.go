@@ -1,0 +1,187 @@
+// Package coordinator runs a key's quorum reads and writes. Any node can
+// take a request: a write is forwarded to a replica of the key (so only
+// replicas stamp versions and clock entries stay bounded by the replica
+// count), which stamps it, stores it and sends it to the other replicas,
+// answering after W acknowledgements; a read asks every replica, answers
+// with the merge of the first R answers, and repairs the replicas that
+// answered with an older state (read repair).
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/ring"
+	"github.com/ringkv/ringkv/transport"
+)
+
+// Cluster is what the coordinator needs to know about the cluster: the
+// current ring, where each node listens for peer RPCs, and which nodes the
+// failure detector thinks are alive.
+type Cluster interface {
+	Ring() *ring.Ring
+	Addr(nodeID string) (string, bool)
+	Alive(nodeID string) bool
+}
+
+// Options configure a coordinator. Zero fields take their defaults.
+type Options struct {
+	// R and W are the default read and write quorums. Default: a majority
+	// of the key's replicas (QUORUM).
+	R, W int
+	// Timeout bounds one request, including waiting for replicas.
+	// Default: 2s.
+	Timeout time.Duration
+	// RepairTimeout bounds the background wait for the replicas that did
+	// not answer before the read returned. Default: Timeout.
+	RepairTimeout time.Duration
+	// Now is the clock stamped into siblings. Default: time.Now.
+	Now func() time.Time
+	// Logf receives notable events. Default: discard.
+	Logf func(format string, args ...any)
+}
+
+// Consistency levels accepted wherever a quorum number is.
+const (
+	// Default (0) means the coordinator's configured default.
+	Default = 0
+	// One needs a single replica.
+	One = -1
+	// Quorum needs a majority of the replicas.
+	Quorum = -2
+	// All needs every replica.
+	All = -3
+)
+
+// ParseLevel parses a quorum: a positive number, or ONE, QUORUM or ALL
+// (case-insensitive). The empty string is Default.
+func ParseLevel(s string) (int, error) {
+	switch strings.ToUpper(strings.TrimSpace(s)) {
+	case "":
+		return Default, nil
+	case "ONE":
+		return One, nil
+	case "QUORUM":
+		return Quorum, nil
+	case "ALL":
+		return All, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("bad consistency level %q: want a positive number, ONE, QUORUM or ALL", s)
+	}
+	return n, nil
+}
+
+// resolve turns a level into a replica count for n replicas.
+func resolve(level, def, n int) (int, error) {
+	if level == Default {
+		level = def
+	}
+	switch level {
+	case Default, Quorum:
+		return n/2 + 1, nil
+	case One:
+		return 1, nil
+	case All:
+		return n, nil
+	}
+	if level > n {
+		return 0, fmt.Errorf("%w: asked for %d replicas but keys have %d", ErrBadLevel, level, n)
+	}
+	return level, nil
+}
+
+var (
+	// ErrBadLevel: a quorum larger than the replica count.
+	ErrBadLevel = errors.New("bad consistency level")
+	// ErrNoReplicas: the ring has no node that can own the key.
+	ErrNoReplicas = errors.New("no replicas: the ring has no eligible nodes")
+)
+
+// QuorumError says that too few replicas answered in time.
+type QuorumError struct {
+	Op       string // "read" or "write"
+	Needed   int    // R or W
+	Answered int    // how many answered successfully
+	Replicas int    // N for this key
+	Last     error  // one of the errors met, for context
+}
+
+func (e *QuorumError) Error() string {
+	s := fmt.Sprintf("%s quorum not reached: %d of %d required replicas answered (%d replicas)",
+		e.Op, e.Answered, e.Needed, e.Replicas)
+	if e.Last != nil {
+		s += ": " + e.Last.Error()
+	}
+	return s
+}
+
+func (e *QuorumError) Unwrap() error { return e.Last }
+
+// Coordinator serves reads and writes for the node self.
+type Coordinator struct {
+	self    string
+	cluster Cluster
+	store   *replica.Store
+	tr      transport.Transport
+	o       Options
+}
+
+// New returns a coordinator for node self.
+func New(self string, cluster Cluster, store *replica.Store, tr transport.Transport, o Options) *Coordinator {
+	if o.Timeout <= 0 {
+		o.Timeout = 2 * time.Second
+	}
+	if o.RepairTimeout <= 0 {
+		o.RepairTimeout = o.Timeout
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	return &Coordinator{self: self, cluster: cluster, store: store, tr: tr, o: o}
+}
+
+// Self returns this node's ID.
+func (c *Coordinator) Self() string { return c.self }
+
+// Defaults returns the default R and W for n replicas.
+func (c *Coordinator) Defaults(n int) (r, w int) {
+	r, _ = resolve(c.o.R, Quorum, n)
+	w, _ = resolve(c.o.W, Quorum, n)
+	return r, w
+}
+
+func (c *Coordinator) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, c.o.Timeout)
+}
+
+// preference returns the key's replicas, alive ones first (in preference
+// order within each group), so requests go to nodes likely to answer.
+func (c *Coordinator) preference(key []byte) ([]string, error) {
+	pref := c.cluster.Ring().PreferenceForKey(key)
+	if len(pref) == 0 {
+		return nil, ErrNoReplicas
+	}
+	return pref, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

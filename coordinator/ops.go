@@ -1,0 +1,253 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ringkv/ringkv/transport"
+	"github.com/ringkv/ringkv/version"
+)
+
+// Put writes value under key. ctx is the causal context the client read
+// (nil for a blind write that supersedes what the coordinating replica
+// holds). w is the write quorum (a number or One/Quorum/All; Default for the
+// configured default). It returns the object as stored by the coordinating
+// replica.
+func (c *Coordinator) Put(ctx context.Context, key, value []byte, causal version.Clock, w int) (*version.Object, error) {
+	return c.write(ctx, writeRequest{key: key, value: value, hasCtx: causal != nil, ctx: causal, w: w})
+}
+
+// Delete writes a tombstone for key, with the same rules as Put.
+func (c *Coordinator) Delete(ctx context.Context, key []byte, causal version.Clock, w int) (*version.Object, error) {
+	return c.write(ctx, writeRequest{key: key, deleted: true, hasCtx: causal != nil, ctx: causal, w: w})
+}
+
+func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Object, error) {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	pref, err := c.preference(req.key)
+	if err != nil {
+		return nil, err
+	}
+	if contains(pref, c.self) {
+		return c.coordinateWrite(ctx, req)
+	}
+	// Not a replica: forward to one, alive ones first.
+	var last error
+	for _, alive := range []bool{true, false} {
+		for _, node := range pref {
+			if c.cluster.Alive(node) != alive {
+				continue
+			}
+			addr, ok := c.cluster.Addr(node)
+			if !ok {
+				continue
+			}
+			reply, err := c.tr.Call(ctx, addr, kindCoordinate, encodeWrite(req))
+			if err == nil {
+				return version.DecodeObject(reply)
+			}
+			last = err
+			if ctx.Err() != nil || isRemote(err) {
+				// A replica answered with an error (a quorum failure, say):
+				// retrying elsewhere could apply the write twice.
+				return nil, err
+			}
+		}
+	}
+	return nil, fmt.Errorf("forward write of %q: no replica reachable: %w", req.key, last)
+}
+
+// coordinateWrite runs on a replica of the key: stamp, store locally, send
+// to the other replicas and wait for W acknowledgements (this one counts).
+func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest) (*version.Object, error) {
+	pref, err := c.preference(req.key)
+	if err != nil {
+		return nil, err
+	}
+	if !contains(pref, c.self) {
+		return nil, fmt.Errorf("node %s is not a replica of %q", c.self, req.key)
+	}
+	w, err := resolve(req.w, c.o.W, len(pref))
+	if err != nil {
+		return nil, err
+	}
+	var causal version.Clock
+	if req.hasCtx {
+		causal = req.ctx
+		if causal == nil {
+			causal = version.Clock{}
+		}
+	}
+	obj, err := c.store.Coordinate(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano())
+	if err != nil {
+		return nil, &QuorumError{Op: "write", Needed: w, Answered: 0, Replicas: len(pref), Last: err}
+	}
+	acks := 1
+	if acks >= w && len(pref) == 1 {
+		return obj, nil
+	}
+	payload := encodeReplicate(req.key, obj)
+	results := make(chan error, len(pref))
+	sent := 0
+	for _, node := range pref {
+		if node == c.self {
+			continue
+		}
+		sent++
+		// Replication outlives the request when W is reached early, so
+		// it runs under its own deadline, not the client's.
+		go func(node string) {
+			sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
+			defer cancel()
+			results <- c.send(sctx, node, kindReplicate, payload)
+		}(node)
+	}
+	var last error
+	failed := 0
+	for acks < w && acks+(sent-failed-(acks-1)) >= w {
+		select {
+		case err := <-results:
+			if err == nil {
+				acks++
+			} else {
+				failed++
+				last = err
+			}
+		case <-ctx.Done():
+			last = ctx.Err()
+			return nil, &QuorumError{Op: "write", Needed: w, Answered: acks, Replicas: len(pref), Last: last}
+		}
+	}
+	if acks < w {
+		return nil, &QuorumError{Op: "write", Needed: w, Answered: acks, Replicas: len(pref), Last: last}
+	}
+	return obj, nil
+}
+
+// send calls node with a peer message, failing fast for unknown nodes.
+func (c *Coordinator) send(ctx context.Context, node string, kind uint8, payload []byte) error {
+	_, err := c.call(ctx, node, kind, payload)
+	return err
+}
+
+func (c *Coordinator) call(ctx context.Context, node string, kind uint8, payload []byte) ([]byte, error) {
+	addr, ok := c.cluster.Addr(node)
+	if !ok {
+		return nil, fmt.Errorf("node %s has no known address", node)
+	}
+	return c.tr.Call(ctx, addr, kind, payload)
+}
+
+func isRemote(err error) bool { return errors.Is(err, transport.ErrRemote) }
+
+// readReply is one replica's answer to a read.
+type readReply struct {
+	node string
+	obj  *version.Object
+	err  error
+}
+
+// Get reads key with read quorum r. It returns the merge of the first r
+// answers (nil when no replica has the key), then repairs in the background
+// every replica whose state is older than the merge of all answers.
+func (c *Coordinator) Get(ctx context.Context, key []byte, r int) (*version.Object, error) {
+	pref, err := c.preference(key)
+	if err != nil {
+		return nil, err
+	}
+	r, err = resolve(r, c.o.R, len(pref))
+	if err != nil {
+		return nil, err
+	}
+	// The replicas' answers outlive the request (read repair waits for
+	// the slow ones), so they run under their own deadline.
+	rctx, cancel := context.WithTimeout(context.Background(), c.o.RepairTimeout)
+	replies := make(chan readReply, len(pref))
+	for _, node := range pref {
+		go func(node string) { replies <- c.readOne(rctx, node, key) }(node)
+	}
+	ctx, cancelReq := c.withTimeout(ctx)
+	defer cancelReq()
+
+	var got []readReply
+	var merged *version.Object
+	ok, failed := 0, 0
+	var last error
+	for ok < r && len(pref)-failed >= r {
+		select {
+		case rep := <-replies:
+			got = append(got, rep)
+			if rep.err != nil {
+				failed++
+				last = rep.err
+				continue
+			}
+			ok++
+			merged = version.Merge(merged, rep.obj)
+		case <-ctx.Done():
+			go c.repair(key, pref, got, replies, cancel)
+			return nil, &QuorumError{Op: "read", Needed: r, Answered: ok, Replicas: len(pref), Last: ctx.Err()}
+		}
+	}
+	go c.repair(key, pref, got, replies, cancel)
+	if ok < r {
+		return nil, &QuorumError{Op: "read", Needed: r, Answered: ok, Replicas: len(pref), Last: last}
+	}
+	if merged != nil && merged.Empty() {
+		merged = nil
+	}
+	return merged, nil
+}
+
+func (c *Coordinator) readOne(ctx context.Context, node string, key []byte) readReply {
+	if node == c.self {
+		obj, err := c.store.Get(key)
+		return readReply{node: node, obj: obj, err: err}
+	}
+	reply, err := c.call(ctx, node, kindRead, key)
+	if err != nil {
+		return readReply{node: node, err: err}
+	}
+	if len(reply) == 0 {
+		return readReply{node: node}
+	}
+	obj, err := version.DecodeObject(reply)
+	return readReply{node: node, obj: obj, err: err}
+}
+
+// repair waits (bounded) for the answers not yet in, merges everything, and
+// sends the merge to each replica that answered with an older state.
+func (c *Coordinator) repair(key []byte, pref []string, got []readReply, replies <-chan readReply, cancel context.CancelFunc) {
+	defer cancel()
+	for len(got) < len(pref) {
+		got = append(got, <-replies)
+	}
+	var merged *version.Object
+	for _, rep := range got {
+		if rep.err == nil {
+			merged = version.Merge(merged, rep.obj)
+		}
+	}
+	if merged == nil {
+		return
+	}
+	payload := encodeReplicate(key, merged)
+	ctx, done := context.WithTimeout(context.Background(), c.o.RepairTimeout)
+	defer done()
+	for _, rep := range got {
+		if rep.err != nil || (rep.obj != nil && rep.obj.Descends(merged)) {
+			continue
+		}
+		var err error
+		if rep.node == c.self {
+			_, _, err = c.store.Apply(key, merged)
+		} else {
+			err = c.send(ctx, rep.node, kindReplicate, payload)
+		}
+		if err != nil {
+			c.o.Logf("read repair of %q on %s: %v", key, rep.node, err)
+		}
+	}
+}

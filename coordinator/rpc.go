@@ -1,0 +1,135 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/ringkv/ringkv/version"
+)
+
+// Peer message kinds.
+const (
+	// kindRead asks a replica for its object of a key.
+	// Request: key. Reply: encoded object, or empty when absent.
+	kindRead uint8 = 1
+	// kindReplicate sends a version to a replica, which merges it.
+	// Request: uvarint len(key) | key | encoded object. Reply: empty.
+	kindReplicate uint8 = 2
+	// kindCoordinate asks a replica to coordinate a client write.
+	// Request: see encodeWrite. Reply: the new encoded object.
+	kindCoordinate uint8 = 3
+)
+
+// writeRequest is a client write forwarded to a replica.
+type writeRequest struct {
+	key     []byte
+	value   []byte
+	deleted bool
+	hasCtx  bool
+	ctx     version.Clock
+	w       int
+}
+
+// encodeWrite: flags byte (1 deleted, 2 has context) | uvarint w+3 (levels
+// are negative) | uvarint len(key) | key | uvarint len(ctx) | ctx | value.
+func encodeWrite(r writeRequest) []byte {
+	var flags byte
+	if r.deleted {
+		flags |= 1
+	}
+	var ctxBytes []byte
+	if r.hasCtx {
+		flags |= 2
+		ctxBytes = version.EncodeClock(r.ctx)
+	}
+	b := []byte{flags}
+	b = binary.AppendUvarint(b, uint64(r.w+3))
+	b = binary.AppendUvarint(b, uint64(len(r.key)))
+	b = append(b, r.key...)
+	b = binary.AppendUvarint(b, uint64(len(ctxBytes)))
+	b = append(b, ctxBytes...)
+	return append(b, r.value...)
+}
+
+var errMalformed = errors.New("malformed peer message")
+
+func decodeWrite(b []byte) (writeRequest, error) {
+	var r writeRequest
+	if len(b) < 1 {
+		return r, errMalformed
+	}
+	r.deleted = b[0]&1 != 0
+	r.hasCtx = b[0]&2 != 0
+	b = b[1:]
+	w, n := binary.Uvarint(b)
+	if n <= 0 || w > 1<<20 {
+		return r, errMalformed
+	}
+	r.w = int(w) - 3
+	b = b[n:]
+	var err error
+	if r.key, b, err = readBytes(b); err != nil {
+		return r, err
+	}
+	var ctxBytes []byte
+	if ctxBytes, b, err = readBytes(b); err != nil {
+		return r, err
+	}
+	if r.hasCtx {
+		if r.ctx, err = version.DecodeClock(ctxBytes); err != nil {
+			return r, fmt.Errorf("%w: context: %v", errMalformed, err)
+		}
+	}
+	r.value = b
+	return r, nil
+}
+
+func readBytes(b []byte) (field, rest []byte, err error) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n > uint64(len(b)-w) {
+		return nil, nil, errMalformed
+	}
+	return b[w : w+int(n)], b[w+int(n):], nil
+}
+
+func encodeReplicate(key []byte, obj *version.Object) []byte {
+	b := binary.AppendUvarint(nil, uint64(len(key)))
+	b = append(b, key...)
+	return obj.Encode(b)
+}
+
+// Handle serves peer requests; the node's transport server calls it.
+func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
+	switch kind {
+	case kindRead:
+		obj, err := c.store.Get(payload)
+		if err != nil || obj == nil {
+			return nil, err
+		}
+		return obj.Encode(nil), nil
+	case kindReplicate:
+		key, rest, err := readBytes(payload)
+		if err != nil {
+			return nil, err
+		}
+		obj, err := version.DecodeObject(rest)
+		if err != nil {
+			return nil, fmt.Errorf("replicate %q: %w", key, err)
+		}
+		_, _, err = c.store.Apply(key, obj)
+		return nil, err
+	case kindCoordinate:
+		req, err := decodeWrite(payload)
+		if err != nil {
+			return nil, err
+		}
+		obj, err := c.coordinateWrite(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return obj.Encode(nil), nil
+	}
+	return nil, fmt.Errorf("unknown peer message kind %d", kind)
+}

@@ -1,0 +1,193 @@
+// Package replica is a node's versioned store on top of the storage engine.
+// Each key holds a version.Object: its causal context and its siblings
+// (tombstones included). A write coordinated here stamps a new dot; a
+// version received from another replica is merged, never overwritten, so
+// concurrent writes survive as siblings.
+//
+// On disk a key is stored as
+//
+//	'd' | token (8 bytes, big-endian) | user key
+//
+// where token is ring.Token(key), so the keys of one ring partition form one
+// contiguous range of the engine and streaming or Merkle sync of a partition
+// is a range scan.
+package replica
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"sync"
+
+	"github.com/ringkv/ringkv/ring"
+	"github.com/ringkv/ringkv/storage"
+	"github.com/ringkv/ringkv/version"
+)
+
+// dataPrefix marks user data in the engine; other prefixes (hints, Merkle
+// state, ring state) share the engine without colliding.
+const dataPrefix = 'd'
+
+// lockStripes is the number of per-key lock stripes serialising
+// read-modify-write cycles on the same key.
+const lockStripes = 256
+
+// Store is a node's versioned store.
+type Store struct {
+	db    *storage.DB
+	node  string
+	seed  maphash.Seed
+	locks [lockStripes]sync.Mutex
+}
+
+// New wraps an open engine. node is this node's ID, the name its dots carry.
+func New(db *storage.DB, node string) *Store {
+	return &Store{db: db, node: node, seed: maphash.MakeSeed()}
+}
+
+// Node returns the ID this store stamps its writes with.
+func (s *Store) Node() string { return s.node }
+
+// DB returns the underlying engine.
+func (s *Store) DB() *storage.DB { return s.db }
+
+// EncodeKey returns the engine key of a user key.
+func EncodeKey(dst, key []byte) []byte {
+	dst = append(dst, dataPrefix)
+	dst = binary.BigEndian.AppendUint64(dst, ring.Token(key))
+	return append(dst, key...)
+}
+
+// DecodeKey returns the user key and token of an engine key.
+func DecodeKey(ekey []byte) (key []byte, token uint64, err error) {
+	if len(ekey) < 9 || ekey[0] != dataPrefix {
+		return nil, 0, fmt.Errorf("replica: %q is not a data key", ekey)
+	}
+	return ekey[9:], binary.BigEndian.Uint64(ekey[1:9]), nil
+}
+
+func (s *Store) lock(key []byte) *sync.Mutex {
+	return &s.locks[maphash.Bytes(s.seed, key)%lockStripes]
+}
+
+// Get returns the stored object of key, or nil if the key was never written
+// (or its tombstones were collected).
+func (s *Store) Get(key []byte) (*version.Object, error) {
+	return s.get(EncodeKey(nil, key))
+}
+
+func (s *Store) get(ekey []byte) (*version.Object, error) {
+	raw, err := s.db.Get(ekey)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("replica get: %w", err)
+	}
+	obj, err := version.DecodeObject(raw)
+	if err != nil {
+		return nil, fmt.Errorf("replica get %q: %w", ekey[9:], err)
+	}
+	return obj, nil
+}
+
+func (s *Store) put(ekey []byte, obj *version.Object, sync bool) error {
+	var wo *storage.WriteOptions
+	if sync {
+		wo = &storage.WriteOptions{Sync: true}
+	}
+	b := s.db.NewBatch()
+	b.Set(ekey, obj.Encode(nil))
+	if err := s.db.Apply(b, wo); err != nil {
+		return fmt.Errorf("replica put %q: %w", ekey[9:], err)
+	}
+	return nil
+}
+
+// Coordinate applies a client write on this replica: it stamps a new dot
+// for this node and stores the result. With a nil context the write
+// supersedes everything this replica holds for the key (a blind write, as
+// Redis SET); otherwise it supersedes exactly the versions ctx covers.
+// It returns the whole new object, which the coordinator sends to the other
+// replicas.
+func (s *Store) Coordinate(key []byte, ctx version.Clock, value []byte, deleted bool, ts int64) (*version.Object, error) {
+	ekey := EncodeKey(nil, key)
+	mu := s.lock(key)
+	mu.Lock()
+	defer mu.Unlock()
+	obj, err := s.get(ekey)
+	if err != nil {
+		return nil, err
+	}
+	if obj == nil {
+		obj = &version.Object{}
+	}
+	if ctx == nil {
+		obj.WriteBlind(s.node, value, deleted, ts)
+	} else {
+		obj.Write(s.node, ctx, value, deleted, ts)
+	}
+	if err := s.put(ekey, obj, false); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// Apply merges a version received from another replica into the stored one.
+// It reports the merged object and whether anything changed.
+func (s *Store) Apply(key []byte, incoming *version.Object) (*version.Object, bool, error) {
+	ekey := EncodeKey(nil, key)
+	mu := s.lock(key)
+	mu.Lock()
+	defer mu.Unlock()
+	cur, err := s.get(ekey)
+	if err != nil {
+		return nil, false, err
+	}
+	merged := version.Merge(cur, incoming)
+	if cur != nil && merged.Equal(cur) {
+		return cur, false, nil
+	}
+	if err := s.put(ekey, merged, false); err != nil {
+		return nil, false, err
+	}
+	return merged, true, nil
+}
+
+// Entry is one key of a range scan.
+type Entry struct {
+	Key    []byte
+	Token  uint64
+	Object *version.Object
+}
+
+// Scan calls fn for every key whose token is in [start, end] (inclusive, so
+// the last partition can end at 2^64-1), in token order, until fn returns
+// false.
+func (s *Store) Scan(start, end uint64, fn func(Entry) bool) error {
+	lower := binary.BigEndian.AppendUint64([]byte{dataPrefix}, start)
+	var upper []byte
+	if end == ^uint64(0) {
+		upper = []byte{dataPrefix + 1}
+	} else {
+		upper = binary.BigEndian.AppendUint64([]byte{dataPrefix}, end+1)
+	}
+	it := s.db.NewIter(&storage.IterOptions{LowerBound: lower, UpperBound: upper})
+	for ok := it.First(); ok; ok = it.Next() {
+		key, token, err := DecodeKey(it.Key())
+		if err != nil {
+			it.Close()
+			return err
+		}
+		obj, err := version.DecodeObject(it.Value())
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("replica scan %q: %w", key, err)
+		}
+		if !fn(Entry{Key: append([]byte(nil), key...), Token: token, Object: obj}) {
+			break
+		}
+	}
+	return it.Close()
+}

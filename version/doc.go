@@ -1,0 +1,71 @@
+// Package version tracks causality for ringkv's values with dotted version
+// vector sets (DVV sets, after Almeida et al., "Scalable and Accurate
+// Causality Tracking for Eventually Consistent Stores"). It is pure code: no
+// I/O, no clocks, no goroutines.
+//
+// # Model
+//
+// A replica stores, per key, an [Object]: a causal context (a version
+// vector [Clock]: node → number of that node's write events seen) and a set
+// of siblings. Each [Sibling] is tagged with the [Dot] (node, counter) of the
+// write that produced it. Each dot is minted by the coordinating replica, so
+// the clock has one entry per replica that ever coordinated a write of the
+// key: bounded by the replica count, not by the number of clients. That is
+// why ringkv forwards writes to a replica instead of coordinating them
+// anywhere.
+//
+// A client reads the live siblings plus the context (as an opaque token,
+// [ClockToString]) and sends the token back with its next write. The
+// coordinating replica ([Object.Write]) drops exactly the siblings that
+// context covers (the client saw them), keeps the rest (concurrent writes
+// become siblings, never silently lost), adds the new sibling under a fresh
+// dot and merges the client's context into its own. A write without a
+// context (Redis SET, [Object.WriteBlind]) supersedes what the coordinating
+// replica holds, but stays concurrent with writes that replica has not seen
+// yet. Deletes are tombstone siblings that take part in causality like any
+// write; an object whose siblings are all tombstones reads as not found
+// ([Object.IsDeleted]).
+//
+// Replicas exchange whole objects and combine them with [Merge]: a sibling
+// survives if the other side has it too or has not seen its dot; contexts
+// take the pointwise max. Per dot, a state is "unseen" < "live" < "overwritten"
+// and Merge takes the maximum, which is why it is commutative, associative
+// and idempotent, and why replaying an old state never resurrects an
+// overwritten value. [Object.Descends] tells whether one state already
+// includes another (read repair skips such replicas).
+//
+// Last-write-wins is available only explicitly, through [LWW].
+//
+// # Bounds
+//
+// Siblings are bounded in normal operation because a write drops every
+// sibling its context covers. For pathological clients that keep writing
+// with stale or empty contexts, [MaxSiblings] (64) caps them: the oldest by
+// timestamp are dropped and stay recorded in the context, so the drop acts as
+// an overwrite everywhere. Clock entries are bounded by the number of
+// replicas that ever coordinated a write of the key. Clock entries are never
+// pruned: dropping an entry could make an overwritten value reappear, and
+// the replica-only coordinator rule already keeps clocks small.
+//
+// # Example
+//
+// Two clients write "x" concurrently through replicas a and b; once the
+// replicas exchange state, both values are siblings. A client that read both
+// and writes with that read's context replaces both:
+//
+//	var a, b version.Object
+//	a.Write("a", nil, []byte("v1"), false, ts)   // context {a:1}, siblings [a:1]
+//	b.Write("b", nil, []byte("v2"), false, ts)   // context {b:1}, siblings [b:1]
+//	m := version.Merge(&a, &b)                   // context {a:1, b:1}, siblings [a:1 b:1]
+//	ctx := m.Context                             // what a reader gets (as a token)
+//	m.Write("a", ctx, []byte("v3"), false, ts)   // context {a:2, b:1}, siblings [a:2]
+//
+// # Encodings
+//
+// [Object.Encode] / [DecodeObject] give a compact, canonical, versioned
+// binary form (first byte = format version); [EncodeClock] / [DecodeClock]
+// do the same for clocks, and [ClockToString] / [ParseClock] wrap that in
+// URL-safe base64 for the client-visible token. Decoders accept only
+// canonical bytes, report errors wrapping [ErrMalformed] or
+// [ErrUnknownFormat], and never panic.
+package version

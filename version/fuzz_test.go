@@ -1,0 +1,43 @@
+package version
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+// FuzzDecodeObject checks that DecodeObject never panics, fails only with
+// the documented errors, and accepts only canonical encodings: whatever it
+// accepts is a valid object that re-encodes to the same bytes.
+// Seeds: testdata/fuzz/FuzzDecodeObject plus the ones added below.
+func FuzzDecodeObject(f *testing.F) {
+	var a, b Object
+	a.Write("a", nil, []byte("hello"), false, 1)
+	b.Write("b", nil, nil, true, -1)
+	f.Add(Merge(&a, &b).Encode(nil))
+	f.Add((*Object)(nil).Encode(nil))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		o, err := DecodeObject(data)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnknownFormat) {
+				t.Fatalf("undocumented error: %v", err)
+			}
+			return
+		}
+		if err := o.Validate(); err != nil {
+			t.Fatalf("decoded invalid object %v: %v", o, err)
+		}
+		if enc := o.Encode(nil); !bytes.Equal(enc, data) {
+			t.Fatalf("not canonical: %x re-encodes to %x", data, enc)
+		}
+		// Decoded objects are usable: merging and writing keep them valid.
+		m := Merge(o, o)
+		if !m.Equal(o) {
+			t.Fatalf("merge with itself changed %v to %v", o, m)
+		}
+		o.WriteBlind("fuzz", []byte("v"), false, 0)
+		if err := o.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
