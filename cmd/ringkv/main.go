@@ -1,6 +1,6 @@
-// Command ringkv is the one ringkv binary. Today it drives the storage
-// engine (`ringkv bench engine`); the cluster commands (server, demo, get,
-// put, status) build on it.
+// Command ringkv is the one ringkv binary: `ringkv server` runs a node,
+// `ringkv demo` a local cluster, `ringkv bench engine` the storage engine's
+// benchmark.
 package main
 
 import (
@@ -26,6 +26,6 @@ func newRootCmd() *cobra.Command {
 	}
 	bench := &cobra.Command{Use: "bench", Short: "Benchmarks"}
 	bench.AddCommand(newBenchEngineCmd())
-	root.AddCommand(bench)
+	root.AddCommand(bench, newServerCmd(), newDemoCmd())
 	return root
 }

@@ -1,0 +1,83 @@
+// Package httpapi serves ringkv over HTTP with JSON bodies. It is a thin
+// layer: it decodes a request, calls a [Store] (the node's
+// coordinator.Coordinator in production, [MemoryStore] in tests) and encodes
+// the answer. It knows nothing of rings or replicas beyond the JSON shape of
+// [ClusterStatus], which the server fills in through a [ClusterView].
+//
+// # Routes
+//
+//	GET    /v1/kv/{key}[?r=LEVEL]   read a key
+//	HEAD   /v1/kv/{key}[?r=LEVEL]   same, without a body
+//	PUT    /v1/kv/{key}[?w=LEVEL]   write the request body as the value
+//	DELETE /v1/kv/{key}[?w=LEVEL]   delete (write a tombstone)
+//	GET    /v1/cluster              membership and partition ownership
+//	GET    /healthz                 "ok"
+//
+// {key} is the key's bytes, percent-encoded: any byte may appear, "/"
+// included (as %2F; an unescaped "/" is part of the key too). Keys are 1 to
+// [Options.MaxKeySize] bytes. LEVEL is a positive replica count or ONE,
+// QUORUM or ALL (case-insensitive); absent means the coordinator's default.
+//
+// # Causal context and siblings
+//
+// Every version of a key is tagged by the replica that coordinated its
+// write. A read returns all live versions the replicas hold that no other
+// version supersedes — usually one, several ("siblings") when writes were
+// concurrent — plus an opaque causal-context token, in the
+// X-Ringkv-Context header and the "context" field, that names exactly what
+// the read saw.
+//
+// A write carrying that token in its X-Ringkv-Context header replaces
+// exactly the versions the token covers: a client that read two siblings,
+// merged them and writes with the read's context collapses them into one
+// value. Versions the client did not see stay as siblings of the new value;
+// no concurrent write is silently lost.
+//
+// A write without a token (header absent or empty) is a blind write: it
+// replaces whatever the coordinating replica holds for the key, but stays
+// concurrent with writes that replica has not seen yet. A malformed token is
+// rejected with 400.
+//
+// Deletes are writes of a tombstone under the same rules. A deleted key
+// reads as 404, but the 404 still carries the context header (and "context"
+// in the JSON body) so that a client can write "after" the delete.
+//
+// # Reads
+//
+// GET answers 200 with
+//
+//	{"key": "k", "context": "TOKEN",
+//	 "siblings": [{"value": "<base64>", "value_text": "v",
+//	               "timestamp": "2024-01-02T03:04:05.123456789Z",
+//	               "dot": {"node": "n1", "counter": 3}}]}
+//
+// value is the standard base64 of the bytes; value_text is the same value
+// as a string, present only when the bytes are valid UTF-8. key_base64
+// appears only when the key is not valid UTF-8. Siblings are in dot order.
+// The response also carries X-Ringkv-Context and X-Ringkv-Siblings (the
+// number of siblings).
+//
+// With "Accept: application/octet-stream" (listed before any JSON type),
+// GET answers the raw bytes of the newest sibling (largest timestamp, ties
+// by dot: last-write-wins, chosen explicitly by the client) with the same
+// two headers; X-Ringkv-Siblings > 1 tells the client it resolved a
+// conflict by LWW and may want the JSON form instead.
+//
+// # Writes
+//
+// PUT takes the raw value as the body (at most [Options.MaxValueSize]
+// bytes, else 413). PUT and DELETE answer 204 No Content, with the new
+// context in X-Ringkv-Context, when the key has no live version besides the
+// one just written (for DELETE: no live version at all). When concurrent
+// live versions remain, they answer 200 with the read JSON body instead, so
+// that the client sees every version the returned context covers before it
+// writes with it again.
+//
+// # Errors
+//
+// Errors are JSON: {"error": "message"} plus, for quorum failures,
+// "replicas_answered", "replicas_needed" and "replicas". Statuses: 400 for a
+// bad key, level or context token; 404 not found; 405 wrong method (with
+// Allow); 413 value too large; 503 quorum not reached or no replicas; 504
+// deadline exceeded; 500 otherwise.
+package httpapi

@@ -1,0 +1,73 @@
+package resp
+
+import (
+	"context"
+	"errors"
+)
+
+// Backend is what the RESP server calls for data. The cluster's coordinator
+// implements it. Every key and value slice passed to a Backend is freshly
+// allocated for that call: the Backend may keep it. Slices a Backend returns
+// are only read by the server, never modified or kept after the reply is
+// written.
+type Backend interface {
+	// Get returns the value of key (with several siblings, the Backend picks
+	// one: the highest timestamp, ties broken by dot).
+	Get(ctx context.Context, key []byte) (value []byte, found bool, err error)
+	// Set writes value without causal context.
+	Set(ctx context.Context, key, value []byte) error
+	// Delete removes key and reports whether it held a live value.
+	Delete(ctx context.Context, key []byte) (existed bool, err error)
+	// Siblings returns every live sibling of key and the opaque causal
+	// context token that covers them ("" and nil when there is none).
+	Siblings(ctx context.Context, key []byte) (context string, values [][]byte, err error)
+	// PutWithContext writes value as the successor of exactly the versions
+	// context saw. An empty context saw nothing.
+	PutWithContext(ctx context.Context, key []byte, context string, value []byte) error
+	// Info returns extra sections for the INFO command.
+	Info() []InfoSection
+}
+
+// InfoSection is one "# Name" section of the INFO reply.
+type InfoSection struct {
+	Name   string
+	Fields [][2]string // name, value; neither may contain CR, LF or ':' in the name
+}
+
+// DBSizer is optionally implemented by a Backend that can count its keys;
+// without it DBSIZE answers an error.
+type DBSizer interface {
+	DBSize(ctx context.Context) (int64, error)
+}
+
+// Error is a Backend error with its own RESP error code: it is sent to the
+// client as "<Code> <Msg>", e.g. "QUORUM not enough replicas answered (1 of 2)".
+// Backends that do not want to import this package can instead return any
+// error with a method RESPCode() string.
+type Error struct {
+	Code string // one upper-case word, e.g. "QUORUM", "TIMEOUT", "ERR"
+	Msg  string
+}
+
+func (e *Error) Error() string    { return e.Code + " " + e.Msg }
+func (e *Error) RESPCode() string { return e.Code }
+
+// errorReply renders a Backend error as the text of a RESP error reply.
+func errorReply(err error) string {
+	var coded interface{ RESPCode() string }
+	if errors.As(err, &coded) {
+		code := coded.RESPCode()
+		if e, ok := coded.(*Error); ok {
+			return code + " " + e.Msg
+		}
+		msg := err.Error()
+		if len(msg) > len(code) && msg[:len(code)] == code && msg[len(code)] == ' ' {
+			return msg // already "CODE message"
+		}
+		return code + " " + msg
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "TIMEOUT " + err.Error()
+	}
+	return "ERR " + err.Error()
+}

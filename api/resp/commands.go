@@ -1,0 +1,755 @@
+package resp
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"fmt"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// compatVersion is the Redis version whose protocol behaviour the server
+// follows; it is what HELLO and INFO report as the version.
+const compatVersion = "7.0.0"
+
+type command struct {
+	name string // lower case
+	// arity as Redis counts it, the name included: n > 0 exactly n
+	// arguments, n < 0 at least -n.
+	arity                   int
+	flags                   []string
+	firstKey, lastKey, step int
+	noAuth                  bool // allowed before AUTH
+	fn                      func(c *conn, args [][]byte)
+	stats                   cmdStats
+}
+
+type cmdStats struct {
+	calls, errors, usec atomic.Uint64
+}
+
+func newCommandTable() map[string]*command {
+	list := []*command{
+		{name: "ping", arity: -1, flags: []string{"fast"}, fn: cmdPing},
+		{name: "echo", arity: 2, flags: []string{"fast"}, fn: cmdEcho},
+		{name: "get", arity: 2, flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: 1, step: 1, fn: cmdGet},
+		{name: "set", arity: -3, flags: []string{"write", "denyoom"}, firstKey: 1, lastKey: 1, step: 1, fn: cmdSet},
+		{name: "del", arity: -2, flags: []string{"write"}, firstKey: 1, lastKey: -1, step: 1, fn: cmdDel},
+		{name: "unlink", arity: -2, flags: []string{"write", "fast"}, firstKey: 1, lastKey: -1, step: 1, fn: cmdDel},
+		{name: "exists", arity: -2, flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: -1, step: 1, fn: cmdExists},
+		{name: "mget", arity: -2, flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: -1, step: 1, fn: cmdMGet},
+		{name: "mset", arity: -3, flags: []string{"write", "denyoom"}, firstKey: 1, lastKey: -1, step: 2, fn: cmdMSet},
+		{name: "info", arity: -1, flags: []string{"loading", "stale"}, fn: cmdInfo},
+		{name: "dbsize", arity: 1, flags: []string{"readonly", "fast"}, fn: cmdDBSize},
+		{name: "select", arity: 2, flags: []string{"loading", "stale", "fast"}, fn: cmdSelect},
+		{name: "quit", arity: -1, flags: []string{"noscript", "loading", "stale", "fast", "no_auth"}, noAuth: true, fn: cmdQuit},
+		{name: "reset", arity: 1, flags: []string{"noscript", "loading", "stale", "fast", "no_auth"}, noAuth: true, fn: cmdReset},
+		{name: "auth", arity: -2, flags: []string{"noscript", "loading", "stale", "fast", "no_auth"}, noAuth: true, fn: cmdAuth},
+		{name: "hello", arity: -1, flags: []string{"noscript", "loading", "stale", "fast", "no_auth"}, noAuth: true, fn: cmdHello},
+		{name: "command", arity: -1, flags: []string{"loading", "stale"}, fn: cmdCommand},
+		{name: "client", arity: -2, flags: []string{"loading", "stale"}, fn: cmdClient},
+		{name: "config", arity: -2, flags: []string{"admin", "loading", "stale"}, fn: cmdConfig},
+		{name: "ringkv.siblings", arity: 2, flags: []string{"readonly"}, firstKey: 1, lastKey: 1, step: 1, fn: cmdSiblings},
+		{name: "ringkv.put", arity: 4, flags: []string{"write", "denyoom"}, firstKey: 1, lastKey: 1, step: 1, fn: cmdPut},
+	}
+	m := make(map[string]*command, len(list))
+	for _, c := range list {
+		m[c.name] = c
+	}
+	return m
+}
+
+// exec runs one request and writes its reply.
+func (c *conn) exec(req *request) {
+	args := req.Args
+	var lower [32]byte
+	name := args[0]
+	if len(name) <= len(lower) {
+		for i, ch := range name {
+			if 'A' <= ch && ch <= 'Z' {
+				ch += 'a' - 'A'
+			}
+			lower[i] = ch
+		}
+		name = lower[:len(name)]
+	}
+	cmd := c.s.cmds[string(name)]
+	if cmd == nil && !req.Oversize && (string(name) == "post" || string(name) == "host:") {
+		// An HTTP request sent to the Redis port: cross-protocol scripting
+		// attempt. Close without answering, as Redis does.
+		c.s.opt.Logf("resp: client %d (%v) sent an HTTP request; closing", c.id, c.nc.RemoteAddr())
+		c.quit = true
+		return
+	}
+	start := time.Now()
+	errsBefore := c.rw.errs
+	switch {
+	case req.Oversize:
+		if req.OversizeLen > int64(c.s.opt.MaxValueSize) {
+			c.rw.Error(fmt.Sprintf("ERR value too large: argument %d has %d bytes, the limit is %d bytes",
+				req.OversizeIndex, req.OversizeLen, c.s.opt.MaxValueSize))
+		} else {
+			c.rw.Error(fmt.Sprintf("ERR request too large: its arguments exceed %d bytes in total", c.s.opt.MaxRequestSize))
+		}
+	case cmd == nil:
+		c.rw.Error(unknownCommand(args))
+	case !c.authed && !cmd.noAuth:
+		c.rw.Error("NOAUTH Authentication required.")
+	case cmd.arity > 0 && len(args) != cmd.arity || cmd.arity < 0 && len(args) < -cmd.arity:
+		c.rw.Error(wrongArgs(cmd.name))
+	default:
+		c.last.Store(cmd)
+		cmd.fn(c, args)
+	}
+	failed := c.rw.errs != errsBefore
+	d := time.Since(start)
+	st := &c.s.unknown
+	stName := "unknown"
+	if cmd != nil {
+		st = &cmd.stats
+		stName = cmd.name
+	}
+	st.calls.Add(1)
+	st.usec.Add(uint64(d / time.Microsecond))
+	if failed {
+		st.errors.Add(1)
+	}
+	c.s.totalCommands.Add(1)
+	c.lastAt.Store(time.Now().UnixNano())
+	if c.s.opt.OnCommand != nil {
+		c.s.opt.OnCommand(stName, d, failed)
+	}
+}
+
+func wrongArgs(name string) string {
+	return "ERR wrong number of arguments for '" + name + "' command"
+}
+
+// unknownCommand builds Redis' message for an unknown command.
+func unknownCommand(args [][]byte) string {
+	var b strings.Builder
+	b.WriteString("ERR unknown command '")
+	b.Write(truncate(args[0], 128))
+	b.WriteString("', with args beginning with: ")
+	for _, a := range args[1:] {
+		if b.Len() > 256 {
+			break
+		}
+		b.WriteByte('\'')
+		b.Write(truncate(a, 128))
+		b.WriteString("' ")
+	}
+	return b.String()
+}
+
+func unknownSubcommand(sub []byte, cmd string) string {
+	return "ERR unknown subcommand '" + string(truncate(sub, 128)) + "'. Try " + cmd + " HELP."
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
+
+func is(arg []byte, word string) bool { return strings.EqualFold(string(arg), word) }
+
+func (c *conn) backendError(err error) { c.rw.Error(errorReply(err)) }
+
+func cmdPing(c *conn, args [][]byte) {
+	switch len(args) {
+	case 1:
+		c.rw.Simple("PONG")
+	case 2:
+		c.rw.Bulk(args[1])
+	default:
+		c.rw.Error(wrongArgs("ping"))
+	}
+}
+
+func cmdEcho(c *conn, args [][]byte) { c.rw.Bulk(args[1]) }
+
+func cmdGet(c *conn, args [][]byte) {
+	v, found, err := c.s.b.Get(c.ctx, args[1])
+	switch {
+	case err != nil:
+		c.backendError(err)
+	case !found:
+		c.rw.Null()
+	default:
+		c.rw.Bulk(v)
+	}
+}
+
+const errExpiry = "ERR ringkv does not support key expiry"
+
+func cmdSet(c *conn, args [][]byte) {
+	var nx, xx, get bool
+	for _, a := range args[3:] {
+		switch {
+		case is(a, "NX"):
+			nx = true
+		case is(a, "XX"):
+			xx = true
+		case is(a, "GET"):
+			get = true
+		case is(a, "EX"), is(a, "PX"), is(a, "EXAT"), is(a, "PXAT"), is(a, "KEEPTTL"):
+			c.rw.Error(errExpiry)
+			return
+		default:
+			c.rw.Error("ERR syntax error")
+			return
+		}
+	}
+	if nx && xx {
+		c.rw.Error("ERR syntax error")
+		return
+	}
+	key, val := args[1], args[2]
+	var old []byte
+	var found bool
+	if nx || xx || get {
+		var err error
+		if old, found, err = c.s.b.Get(c.ctx, key); err != nil {
+			c.backendError(err)
+			return
+		}
+		if nx && found || xx && !found {
+			if get && found {
+				c.rw.Bulk(old)
+			} else {
+				c.rw.Null()
+			}
+			return
+		}
+	}
+	if err := c.s.b.Set(c.ctx, key, val); err != nil {
+		c.backendError(err)
+		return
+	}
+	switch {
+	case !get:
+		c.rw.OK()
+	case found:
+		c.rw.Bulk(old)
+	default:
+		c.rw.Null()
+	}
+}
+
+func cmdDel(c *conn, args [][]byte) {
+	var n int64
+	for _, k := range args[1:] {
+		existed, err := c.s.b.Delete(c.ctx, k)
+		if err != nil {
+			c.backendError(err)
+			return
+		}
+		if existed {
+			n++
+		}
+	}
+	c.rw.Int(n)
+}
+
+func cmdExists(c *conn, args [][]byte) {
+	var n int64
+	for _, k := range args[1:] {
+		_, found, err := c.s.b.Get(c.ctx, k)
+		if err != nil {
+			c.backendError(err)
+			return
+		}
+		if found {
+			n++
+		}
+	}
+	c.rw.Int(n)
+}
+
+func cmdMGet(c *conn, args [][]byte) {
+	keys := args[1:]
+	vals := make([][]byte, len(keys))
+	ok := make([]bool, len(keys))
+	for i, k := range keys {
+		v, found, err := c.s.b.Get(c.ctx, k)
+		if err != nil {
+			c.backendError(err)
+			return
+		}
+		vals[i], ok[i] = v, found
+	}
+	c.rw.Array(len(keys))
+	for i := range keys {
+		if ok[i] {
+			c.rw.Bulk(vals[i])
+		} else {
+			c.rw.Null()
+		}
+	}
+}
+
+func cmdMSet(c *conn, args [][]byte) {
+	if len(args)%2 != 1 {
+		c.rw.Error(wrongArgs("mset"))
+		return
+	}
+	for i := 1; i < len(args); i += 2 {
+		if err := c.s.b.Set(c.ctx, args[i], args[i+1]); err != nil {
+			c.backendError(err)
+			return
+		}
+	}
+	c.rw.OK()
+}
+
+func cmdDBSize(c *conn, args [][]byte) {
+	ds, ok := c.s.b.(DBSizer)
+	if !ok {
+		c.rw.Error("ERR DBSIZE is not supported: keys are spread over the cluster and not counted")
+		return
+	}
+	n, err := ds.DBSize(c.ctx)
+	if err != nil {
+		c.backendError(err)
+		return
+	}
+	c.rw.Int(n)
+}
+
+func cmdSelect(c *conn, args [][]byte) {
+	n, err := strconv.ParseInt(string(args[1]), 10, 64)
+	switch {
+	case err != nil:
+		c.rw.Error("ERR value is not an integer or out of range")
+	case n != 0:
+		c.rw.Error("ERR DB index is out of range (ringkv has only database 0)")
+	default:
+		c.rw.OK()
+	}
+}
+
+func cmdQuit(c *conn, args [][]byte) {
+	c.rw.OK()
+	c.quit = true
+}
+
+func cmdReset(c *conn, args [][]byte) {
+	c.rw.proto = 2
+	c.proto.Store(2)
+	c.authed = c.s.opt.Password == ""
+	c.mu.Lock()
+	c.name = ""
+	c.mu.Unlock()
+	c.rw.Simple("RESET")
+}
+
+// checkAuth reports whether user/pass authenticate the default user.
+// Without a configured password the default user accepts any password, as in Redis.
+func (c *conn) checkAuth(user, pass []byte) bool {
+	if !is(user, "default") {
+		return false
+	}
+	if c.s.opt.Password == "" {
+		return true
+	}
+	return subtle.ConstantTimeCompare(pass, []byte(c.s.opt.Password)) == 1
+}
+
+const errWrongPass = "WRONGPASS invalid username-password pair or user is disabled."
+
+func cmdAuth(c *conn, args [][]byte) {
+	var user, pass []byte
+	switch len(args) {
+	case 2:
+		if c.s.opt.Password == "" {
+			c.rw.Error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+			return
+		}
+		user, pass = []byte("default"), args[1]
+	case 3:
+		user, pass = args[1], args[2]
+	default:
+		c.rw.Error("ERR syntax error")
+		return
+	}
+	if !c.checkAuth(user, pass) {
+		c.s.opt.Logf("resp: client %d (%v): authentication failed", c.id, c.nc.RemoteAddr())
+		c.rw.Error(errWrongPass)
+		return
+	}
+	c.authed = true
+	c.rw.OK()
+}
+
+func cmdHello(c *conn, args [][]byte) {
+	proto := c.rw.proto
+	if len(args) >= 2 {
+		v, err := strconv.ParseInt(string(args[1]), 10, 64)
+		if err != nil {
+			c.rw.Error("ERR Protocol version is not an integer or out of range")
+			return
+		}
+		if v != 2 && v != 3 {
+			c.rw.Error("NOPROTO unsupported protocol version")
+			return
+		}
+		proto = int(v)
+	}
+	var user, pass, name []byte
+	auth, setName := false, false
+	for i := 2; i < len(args); i++ {
+		more := len(args) - 1 - i
+		switch {
+		case is(args[i], "AUTH") && more >= 2:
+			auth, user, pass = true, args[i+1], args[i+2]
+			i += 2
+		case is(args[i], "SETNAME") && more >= 1:
+			setName, name = true, args[i+1]
+			i++
+		default:
+			c.rw.Error("ERR Syntax error in HELLO option '" + string(truncate(args[i], 128)) + "'")
+			return
+		}
+	}
+	if auth {
+		if !c.checkAuth(user, pass) {
+			c.s.opt.Logf("resp: client %d (%v): authentication failed", c.id, c.nc.RemoteAddr())
+			c.rw.Error(errWrongPass)
+			return
+		}
+		c.authed = true
+	}
+	if !c.authed {
+		c.rw.Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")
+		return
+	}
+	if setName {
+		if !validClientName(name) {
+			c.rw.Error(errClientName)
+			return
+		}
+		c.mu.Lock()
+		c.name = string(name)
+		c.mu.Unlock()
+	}
+	c.rw.proto = proto
+	c.proto.Store(int32(proto))
+	c.rw.Map(7)
+	c.rw.BulkString("server")
+	c.rw.BulkString("ringkv")
+	c.rw.BulkString("version")
+	c.rw.BulkString(compatVersion)
+	c.rw.BulkString("proto")
+	c.rw.Int(int64(proto))
+	c.rw.BulkString("id")
+	c.rw.Int(c.id)
+	c.rw.BulkString("mode")
+	c.rw.BulkString("standalone")
+	c.rw.BulkString("role")
+	c.rw.BulkString("master")
+	c.rw.BulkString("modules")
+	c.rw.Array(0)
+}
+
+const errClientName = "ERR Client names cannot contain spaces, newlines or special characters."
+
+func validClientName(b []byte) bool {
+	for _, ch := range b {
+		if ch < '!' || ch > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+func cmdClient(c *conn, args [][]byte) {
+	sub := strings.ToLower(string(args[1]))
+	need := func(n int) bool {
+		if len(args) != n {
+			c.rw.Error(wrongArgs("client|" + sub))
+			return false
+		}
+		return true
+	}
+	switch sub {
+	case "id":
+		if need(2) {
+			c.rw.Int(c.id)
+		}
+	case "getname":
+		if need(2) {
+			c.mu.Lock()
+			name := c.name
+			c.mu.Unlock()
+			if name == "" {
+				c.rw.Null()
+			} else {
+				c.rw.BulkString(name)
+			}
+		}
+	case "setname":
+		if need(3) {
+			if !validClientName(args[2]) {
+				c.rw.Error(errClientName)
+				return
+			}
+			c.mu.Lock()
+			c.name = string(args[2])
+			c.mu.Unlock()
+			c.rw.OK()
+		}
+	case "setinfo":
+		if need(4) {
+			v := string(args[3])
+			if strings.ContainsAny(v, " \r\n") {
+				c.rw.Error("ERR " + string(args[2]) + " cannot contain spaces, newlines or special characters.")
+				return
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			switch {
+			case is(args[2], "LIB-NAME"):
+				c.libName = v
+			case is(args[2], "LIB-VER"):
+				c.libVer = v
+			default:
+				c.rw.Error("ERR Unrecognized option '" + string(truncate(args[2], 128)) + "'")
+				return
+			}
+			c.rw.OK()
+		}
+	case "info":
+		if need(2) {
+			c.rw.BulkString(c.describe(time.Now()) + "\n")
+		}
+	case "list":
+		if need(2) {
+			c.s.mu.Lock()
+			conns := make([]*conn, 0, len(c.s.conns))
+			for o := range c.s.conns {
+				conns = append(conns, o)
+			}
+			c.s.mu.Unlock()
+			slices.SortFunc(conns, func(a, b *conn) int { return int(a.id - b.id) })
+			now := time.Now()
+			var b strings.Builder
+			for _, o := range conns {
+				b.WriteString(o.describe(now))
+				b.WriteByte('\n')
+			}
+			c.rw.BulkString(b.String())
+		}
+	default:
+		c.rw.Error(unknownSubcommand(args[1], "CLIENT"))
+	}
+}
+
+// describe renders the connection as one line of CLIENT LIST.
+func (c *conn) describe(now time.Time) string {
+	c.mu.Lock()
+	name, lib, ver := c.name, c.libName, c.libVer
+	c.mu.Unlock()
+	last := "NULL"
+	if cmd := c.last.Load(); cmd != nil {
+		last = cmd.name
+	}
+	idle := time.Duration(0)
+	if at := c.lastAt.Load(); at != 0 {
+		idle = now.Sub(time.Unix(0, at))
+	} else {
+		idle = now.Sub(c.born)
+	}
+	return fmt.Sprintf("id=%d addr=%v laddr=%v name=%s age=%d idle=%d db=0 cmd=%s lib-name=%s lib-ver=%s resp=%d",
+		c.id, c.nc.RemoteAddr(), c.nc.LocalAddr(), name, int64(now.Sub(c.born)/time.Second),
+		int64(idle/time.Second), last, lib, ver, c.proto.Load())
+}
+
+func cmdConfig(c *conn, args [][]byte) {
+	switch sub := strings.ToLower(string(args[1])); sub {
+	case "get":
+		if len(args) < 3 {
+			c.rw.Error(wrongArgs("config|get"))
+			return
+		}
+		params := c.s.configParams()
+		names := make([]string, 0, len(params))
+		for name := range params {
+			for _, pat := range args[2:] {
+				if ok, _ := path.Match(strings.ToLower(string(pat)), name); ok {
+					names = append(names, name)
+					break
+				}
+			}
+		}
+		slices.Sort(names)
+		c.rw.Map(len(names))
+		for _, n := range names {
+			c.rw.BulkString(n)
+			c.rw.BulkString(params[n])
+		}
+	case "resetstat":
+		if len(args) != 2 {
+			c.rw.Error(wrongArgs("config|resetstat"))
+			return
+		}
+		c.s.ResetStats()
+		c.rw.OK()
+	case "set", "rewrite":
+		c.rw.Error("ERR CONFIG " + strings.ToUpper(sub) + " is not supported by ringkv; configure the node with its command-line flags")
+	default:
+		c.rw.Error(unknownSubcommand(args[1], "CONFIG"))
+	}
+}
+
+// configParams are the values CONFIG GET reports, so that tools such as
+// redis-benchmark (which asks for "save" and "appendonly") get sensible answers.
+func (s *Server) configParams() map[string]string {
+	o := &s.opt
+	return map[string]string{
+		"save":                  "",
+		"appendonly":            "no",
+		"databases":             "1",
+		"maxmemory":             "0",
+		"maxclients":            "10000",
+		"timeout":               strconv.FormatInt(int64(o.IdleTimeout/time.Second), 10),
+		"proto-max-bulk-len":    strconv.FormatInt(o.MaxBulkLen, 10),
+		"ringkv-max-value-size": strconv.Itoa(o.MaxValueSize),
+		"cluster-enabled":       "no",
+	}
+}
+
+func cmdCommand(c *conn, args [][]byte) {
+	if len(args) == 1 {
+		cmds := c.s.sortedCommands()
+		c.rw.Array(len(cmds))
+		for _, cmd := range cmds {
+			c.writeCommandInfo(cmd)
+		}
+		return
+	}
+	switch sub := strings.ToLower(string(args[1])); sub {
+	case "count":
+		if len(args) != 2 {
+			c.rw.Error(wrongArgs("command|count"))
+			return
+		}
+		c.rw.Int(int64(len(c.s.cmds)))
+	case "list":
+		cmds := c.s.sortedCommands()
+		c.rw.Array(len(cmds))
+		for _, cmd := range cmds {
+			c.rw.BulkString(cmd.name)
+		}
+	case "info":
+		if len(args) == 2 {
+			cmds := c.s.sortedCommands()
+			c.rw.Array(len(cmds))
+			for _, cmd := range cmds {
+				c.writeCommandInfo(cmd)
+			}
+			return
+		}
+		c.rw.Array(len(args) - 2)
+		for _, a := range args[2:] {
+			if cmd := c.s.cmds[strings.ToLower(string(a))]; cmd != nil {
+				c.writeCommandInfo(cmd)
+			} else if c.rw.proto == 3 {
+				c.rw.Null()
+			} else {
+				c.rw.w.WriteString("*-1\r\n")
+			}
+		}
+	case "docs":
+		// No documentation: redis-cli then falls back to its built-in help.
+		c.rw.Map(0)
+	default:
+		c.rw.Error(unknownSubcommand(args[1], "COMMAND"))
+	}
+}
+
+func (s *Server) sortedCommands() []*command {
+	out := make([]*command, 0, len(s.cmds))
+	for _, c := range s.cmds {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b *command) int { return strings.Compare(a.name, b.name) })
+	return out
+}
+
+// writeCommandInfo writes the Redis 7 shape of a COMMAND entry: name, arity,
+// flags, first key, last key, step, ACL categories, tips, key specs, subcommands.
+func (c *conn) writeCommandInfo(cmd *command) {
+	c.rw.Array(10)
+	c.rw.BulkString(cmd.name)
+	c.rw.Int(int64(cmd.arity))
+	c.rw.Set(len(cmd.flags))
+	for _, f := range cmd.flags {
+		c.rw.Simple(f)
+	}
+	c.rw.Int(int64(cmd.firstKey))
+	c.rw.Int(int64(cmd.lastKey))
+	c.rw.Int(int64(cmd.step))
+	c.rw.Set(0)
+	c.rw.Set(0)
+	c.rw.Array(0)
+	c.rw.Array(0)
+}
+
+func cmdInfo(c *conn, args [][]byte) {
+	want := map[string]bool{}
+	all := len(args) == 1
+	for _, a := range args[1:] {
+		s := strings.ToLower(string(a))
+		if s == "all" || s == "everything" || s == "default" {
+			all = true
+		}
+		want[s] = true
+	}
+	var b bytes.Buffer
+	for _, sec := range c.s.infoSections() {
+		if !all && !want[strings.ToLower(sec.Name)] {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString("\r\n")
+		}
+		b.WriteString("# ")
+		b.WriteString(sec.Name)
+		b.WriteString("\r\n")
+		for _, f := range sec.Fields {
+			b.WriteString(f[0])
+			b.WriteByte(':')
+			b.WriteString(f[1])
+			b.WriteString("\r\n")
+		}
+	}
+	c.rw.Bulk(b.Bytes())
+}
+
+func cmdSiblings(c *conn, args [][]byte) {
+	token, values, err := c.s.b.Siblings(c.ctx, args[1])
+	if err != nil {
+		c.backendError(err)
+		return
+	}
+	c.rw.Array(2)
+	c.rw.BulkString(token)
+	c.rw.Array(len(values))
+	for _, v := range values {
+		c.rw.Bulk(v)
+	}
+}
+
+func cmdPut(c *conn, args [][]byte) {
+	if err := c.s.b.PutWithContext(c.ctx, args[1], string(args[2]), args[3]); err != nil {
+		c.backendError(err)
+		return
+	}
+	c.rw.OK()
+}

@@ -1,0 +1,52 @@
+// Package resp serves ringkv over the Redis protocol (RESP2, and RESP3 after
+// HELLO 3), so redis-cli, redis-benchmark and ordinary Redis client libraries
+// work against a ringkv node.
+//
+// It is a thin layer: it decodes a command, calls a [Backend] (the cluster's
+// coordinator in production, [NewMapBackend] in tests), and encodes the reply.
+// It knows nothing of rings, replicas or versions.
+//
+// # Siblings
+//
+// Concurrent writes to a key may leave several live versions ("siblings").
+// GET returns the value of the sibling with the highest timestamp (ties by
+// dot) — the Backend decides; RINGKV.SIBLINGS returns them all, together with
+// the opaque causal context that covers them, and RINGKV.PUT writes a value as
+// the successor of exactly the versions a context saw:
+//
+//	RINGKV.SIBLINGS key          -> [context, [value, value, ...]]
+//	                                ("" and [] when the key has no live sibling)
+//	RINGKV.PUT key context value -> +OK
+//
+// The reply of RINGKV.SIBLINGS is a two-element array in RESP2 and RESP3 alike.
+// A plain SET is a write without causal context: the Backend decides what it
+// supersedes (in ringkv, whatever the coordinating replica holds).
+//
+// # Commands
+//
+// PING [msg], ECHO msg, GET key, SET key value [NX|XX] [GET], DEL/UNLINK key
+// [key ...], EXISTS key [key ...], MGET key [key ...], MSET key value [key
+// value ...], INFO [section ...], DBSIZE (only if the Backend implements
+// [DBSizer], else an error), SELECT 0, QUIT, RESET, AUTH [user] password,
+// HELLO [2|3 [AUTH user password] [SETNAME name]], COMMAND [COUNT|INFO|DOCS|
+// LIST], CLIENT ID|GETNAME|SETNAME|SETINFO|INFO|LIST, CONFIG GET|RESETSTAT,
+// RINGKV.SIBLINGS and RINGKV.PUT.
+//
+// Not Redis: ringkv keeps no expiry (SET with EX, PX, EXAT, PXAT or KEEPTTL
+// answers "ERR ringkv does not support key expiry"); SET NX/XX/GET is a Get
+// followed by a Set, not an atomic compare-and-set across replicas; DEL,
+// EXISTS, MGET and MSET are one Backend call per key, so MSET is not atomic
+// and may be partly applied when it answers an error; there is a single
+// database (SELECT 0 only).
+//
+// # Errors
+//
+// A Backend error is sent as a RESP error. If the error (or one it wraps)
+// has a method RESPCode() string, that code prefixes the message, e.g.
+// "QUORUM not enough replicas answered (1 of 2)"; see [Error]. A
+// context.DeadlineExceeded becomes "TIMEOUT ...". Anything else becomes
+// "ERR <message>". Arguments larger than [Options].MaxValueSize are read off
+// the wire and dropped, and the command is answered with "ERR value too
+// large ..." on a connection that stays usable. Malformed frames are answered
+// with "ERR Protocol error: ..." and the connection is closed, as Redis does.
+package resp

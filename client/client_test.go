@@ -1,0 +1,286 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	httpapi "github.com/ringkv/ringkv/api/http"
+	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/version"
+)
+
+func newNode(t *testing.T, st httpapi.Store) *httptest.Server {
+	t.Helper()
+	view := staticView{NodeID: "n1", Partitions: 8, Replicas: 3, Members: []httpapi.MemberStatus{{ID: "n1", State: "normal", Alive: true}}}
+	srv := httptest.NewServer(httpapi.NewHandler(st, view, httpapi.Options{}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+type staticView httpapi.ClusterStatus
+
+func (v staticView) Status() httpapi.ClusterStatus { return httpapi.ClusterStatus(v) }
+
+// deadAddr returns an address nothing listens on (a closed listener).
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func TestRoundTrip(t *testing.T) {
+	st := httpapi.NewMemoryStore("n1")
+	srv := newNode(t, st)
+	c := New([]string{srv.URL}, Options{})
+	ctx := context.Background()
+	key := []byte("dir/../x y.\xff")
+
+	tok, err := c.Put(ctx, key, []byte("hello"), "", WithW("ONE"))
+	if err != nil || tok == "" {
+		t.Fatalf("Put: %q %v", tok, err)
+	}
+	res, err := c.Get(ctx, key, WithR("quorum"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Context != tok || len(res.Siblings) != 1 {
+		t.Fatalf("Get: %+v", res)
+	}
+	s := res.Siblings[0]
+	if string(s.Value) != "hello" || s.Node != "n1" || s.Counter != 1 || time.Since(s.Timestamp) > time.Minute {
+		t.Fatalf("sibling %+v", s)
+	}
+	// The key reached the store byte for byte.
+	if o, _ := st.Get(ctx, key, 0); o == nil {
+		t.Fatal("key escaped wrongly")
+	}
+	// Empty values are values.
+	if _, err := c.Put(ctx, []byte("empty"), nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := c.Get(ctx, []byte("empty")); err != nil || len(res.Siblings) != 1 || len(res.Siblings[0].Value) != 0 {
+		t.Fatalf("empty value: %+v %v", res, err)
+	}
+
+	st2, err := c.Cluster(ctx)
+	if err != nil || st2.NodeID != "n1" || st2.Partitions != 8 || len(st2.Members) != 1 || !st2.Members[0].Alive {
+		t.Fatalf("Cluster: %+v %v", st2, err)
+	}
+}
+
+func TestNotFoundAndDelete(t *testing.T) {
+	srv := newNode(t, httpapi.NewMemoryStore("n1"))
+	c := New([]string{strings.TrimPrefix(srv.URL, "http://")}, Options{}) // bare host:port
+	ctx := context.Background()
+
+	res, err := c.Get(ctx, []byte("k"))
+	if !errors.Is(err, ErrNotFound) || res == nil || res.Context != "" {
+		t.Fatalf("absent: %+v %v", res, err)
+	}
+	tok, _ := c.Put(ctx, []byte("k"), []byte("v"), "")
+	if err := c.Delete(ctx, []byte("k"), tok); err != nil {
+		t.Fatal(err)
+	}
+	res, err = c.Get(ctx, []byte("k"))
+	if !errors.Is(err, ErrNotFound) || res == nil || res.Context == "" {
+		t.Fatalf("deleted: %+v %v", res, err)
+	}
+	// The tombstone's context orders the next write after the delete.
+	if _, err := c.Put(ctx, []byte("k"), []byte("again"), res.Context); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := c.Get(ctx, []byte("k")); err != nil || len(res.Siblings) != 1 || string(res.Siblings[0].Value) != "again" {
+		t.Fatalf("after rewrite: %+v %v", res, err)
+	}
+}
+
+func TestSiblingsCollapse(t *testing.T) {
+	st := httpapi.NewMemoryStore("n1")
+	srv := newNode(t, st)
+	c := New([]string{srv.URL}, Options{})
+	ctx := context.Background()
+	key := []byte("cart")
+
+	if _, err := c.Put(ctx, key, []byte("apple"), ""); err != nil {
+		t.Fatal(err)
+	}
+	// A concurrent write coordinated by another replica arrives.
+	var other version.Object
+	other.Write("n2", nil, []byte("pear"), false, time.Now().UnixNano())
+	st.Merge(key, &other)
+
+	res, err := c.Get(ctx, key)
+	if err != nil || len(res.Siblings) != 2 {
+		t.Fatalf("Get: %+v %v", res, err)
+	}
+	var vals []string
+	for _, s := range res.Siblings {
+		vals = append(vals, string(s.Value))
+	}
+	if strings.Join(vals, ",") != "apple,pear" {
+		t.Fatalf("siblings %v", vals)
+	}
+	if l, ok := res.Latest(); !ok || l.Value == nil {
+		t.Fatal("Latest")
+	}
+
+	// A write with a stale context leaves the unseen sibling, and
+	// PutResult shows it.
+	stale, err := c.PutResult(ctx, key, []byte("plum"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = stale // a blind write on the only replica supersedes everything it holds
+
+	// Build the conflict again, then resolve it with the read's context.
+	other = version.Object{}
+	other.Write("n3", nil, []byte("fig"), false, time.Now().UnixNano())
+	st.Merge(key, &other)
+	res, _ = c.Get(ctx, key)
+	if len(res.Siblings) != 2 {
+		t.Fatalf("conflict: %+v", res)
+	}
+	// Writing with an older context keeps the concurrent "fig".
+	pr, err := c.PutResult(ctx, key, []byte("kiwi"), stale.Context)
+	if err != nil || len(pr.Siblings) != 2 {
+		t.Fatalf("stale write: %+v %v", pr, err)
+	}
+	res, _ = c.Get(ctx, key)
+	tok, err := c.Put(ctx, key, []byte("fig+kiwi"), res.Context)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err = c.Get(ctx, key)
+	if err != nil || len(res.Siblings) != 1 || string(res.Siblings[0].Value) != "fig+kiwi" || res.Context != tok {
+		t.Fatalf("after collapse: %+v %v", res, err)
+	}
+}
+
+func TestFailover(t *testing.T) {
+	srv := newNode(t, httpapi.NewMemoryStore("n1"))
+	dead := deadAddr(t)
+	c := New([]string{dead, srv.URL}, Options{Timeout: 2 * time.Second})
+	ctx := context.Background()
+	// Several calls, so the round-robin start hits the dead node first at
+	// least once for each kind of request.
+	for i := range 4 {
+		if _, err := c.Put(ctx, []byte("k"), []byte{byte(i)}, ""); err != nil {
+			t.Fatalf("Put %d: %v", i, err)
+		}
+		if res, err := c.Get(ctx, []byte("k")); err != nil || !bytes.Equal(res.Siblings[0].Value, []byte{byte(i)}) {
+			t.Fatalf("Get %d: %+v %v", i, res, err)
+		}
+		if _, err := c.Cluster(ctx); err != nil {
+			t.Fatalf("Cluster %d: %v", i, err)
+		}
+	}
+
+	// All nodes down: the error names them.
+	c = New([]string{dead, deadAddr(t)}, Options{})
+	_, err := c.Get(ctx, []byte("k"))
+	if err == nil || !strings.Contains(err.Error(), "all 2 tried nodes failed") || !strings.Contains(err.Error(), dead) {
+		t.Fatalf("all down: %v", err)
+	}
+	if New(nil, Options{}).Delete(ctx, []byte("k"), "") == nil {
+		t.Fatal("no addresses: want an error")
+	}
+}
+
+// failing answers every call with err and counts them.
+type failing struct {
+	err   error
+	calls atomic.Int32
+}
+
+func (f *failing) Get(context.Context, []byte, int) (*version.Object, error) {
+	f.calls.Add(1)
+	return nil, f.err
+}
+
+func (f *failing) Put(context.Context, []byte, []byte, version.Clock, int) (*version.Object, error) {
+	f.calls.Add(1)
+	return nil, f.err
+}
+
+func (f *failing) Delete(context.Context, []byte, version.Clock, int) (*version.Object, error) {
+	f.calls.Add(1)
+	return nil, f.err
+}
+
+func TestServerErrors(t *testing.T) {
+	qe := &coordinator.QuorumError{Op: "read", Needed: 2, Answered: 1, Replicas: 3}
+	bad := &failing{err: qe}
+	badSrv := newNode(t, bad)
+	good := newNode(t, httpapi.NewMemoryStore("n1"))
+	ctx := context.Background()
+
+	// Only the failing node: the quorum error comes back with its counts.
+	c := New([]string{badSrv.URL}, Options{})
+	_, err := c.Get(ctx, []byte("k"))
+	var e *Error
+	if !errors.Is(err, ErrQuorum) || !errors.As(err, &e) || e.Status != 503 ||
+		e.ReplicasAnswered != 1 || e.ReplicasNeeded != 2 || e.Replicas != 3 || !strings.Contains(e.Message, "quorum") {
+		t.Fatalf("quorum error: %#v", err)
+	}
+
+	// Reads fail over on 5xx; writes that reached a node do not.
+	c = New([]string{badSrv.URL, good.URL}, Options{})
+	for range 2 {
+		if _, err := c.Get(ctx, []byte("k")); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("read failover: %v", err)
+		}
+	}
+	before := bad.calls.Load()
+	var failed int
+	for range 2 {
+		if _, err := c.Put(ctx, []byte("k"), []byte("v"), ""); err != nil {
+			if !errors.Is(err, ErrQuorum) {
+				t.Fatalf("write error %v", err)
+			}
+			failed++
+		}
+	}
+	if failed != 1 || bad.calls.Load() != before+1 {
+		t.Fatalf("writes: %d failed, %d calls to the failing node", failed, bad.calls.Load()-before)
+	}
+
+	// 4xx answers are returned as they are: a bad level.
+	c = New([]string{good.URL}, Options{})
+	_, err = c.Get(ctx, []byte("k"), WithR("MOST"))
+	if !errors.As(err, &e) || e.Status != 400 || !strings.Contains(err.Error(), "MOST") {
+		t.Fatalf("bad level: %v", err)
+	}
+	_, err = c.Put(ctx, []byte("k"), []byte("v"), "not-a-token!")
+	if !errors.As(err, &e) || e.Status != 400 {
+		t.Fatalf("bad token: %v", err)
+	}
+}
+
+func TestTimeoutFailover(t *testing.T) {
+	// A node that accepts but never answers: the per-attempt timeout lets a
+	// read move on to the next node.
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	defer hung.Close()
+	good := newNode(t, httpapi.NewMemoryStore("n1"))
+	c := New([]string{hung.URL, good.URL}, Options{Timeout: 200 * time.Millisecond})
+	for range 2 {
+		if _, err := c.Get(context.Background(), []byte("k")); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("want not found via the good node, got %v", err)
+		}
+	}
+}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ringkv/ringkv/server"
+)
+
+func newServerCmd() *cobra.Command {
+	var cfg server.Config
+	var join string
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run one ringkv node",
+		Long: `Runs one ringkv node. Clients use the Redis protocol (--resp-addr) or
+HTTP/JSON (--http-addr); nodes reach each other on --peer-addr (RPC, TCP) and
+gossip on the port after it (memberlist, TCP and UDP).
+
+Defaults: N=3 replicas, R=W=QUORUM (a majority of N), 1024 partitions,
+commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if join != "" {
+				cfg.Join = strings.Split(join, ",")
+			}
+			logger := log.New(os.Stderr, "["+cfg.NodeID+"] ", log.LstdFlags|log.Lmicroseconds)
+			if !quiet {
+				cfg.Logf = logger.Printf
+			}
+			s, err := server.Start(cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "node %s: resp %s, http %s, peer %s\n", cfg.NodeID, s.RespAddr(), s.HTTPAddr(), cfg.PeerAddr)
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+			<-sig
+			logger.Printf("shutting down")
+			done := make(chan error, 1)
+			go func() { done <- s.Close() }()
+			select {
+			case err := <-done:
+				return err
+			case <-time.After(10 * time.Second):
+				return fmt.Errorf("shutdown timed out")
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.NodeID, "node-id", "", "unique node ID (required)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "data directory (required)")
+	f.StringVar(&cfg.RespAddr, "resp-addr", "127.0.0.1:6379", "Redis-protocol listen address (empty to disable)")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (empty to disable)")
+	f.StringVar(&cfg.PeerAddr, "peer-addr", "127.0.0.1:7000", "peer RPC address; gossip uses the next port")
+	f.StringVar(&join, "join", "", "comma-separated peer addresses of existing nodes")
+	f.StringVar(&cfg.DC, "dc", "", "datacenter name")
+	f.StringVar(&cfg.Rack, "rack", "", "rack or zone name")
+	f.IntVar(&cfg.Weight, "weight", 1, "relative capacity (partitions are spread in proportion)")
+	f.IntVar(&cfg.Replicas, "replicas", 3, "N: replicas per key")
+	f.IntVar(&cfg.Partitions, "partitions", 1024, "Q: partitions (power of two, fixed at cluster creation)")
+	f.StringVar(&cfg.R, "r", "QUORUM", "default read quorum: a number, ONE, QUORUM or ALL")
+	f.StringVar(&cfg.W, "w", "QUORUM", "default write quorum: a number, ONE, QUORUM or ALL")
+	f.StringVar(&cfg.Sync, "sync", "batch", "commit-log sync mode: batch, periodic or none")
+	f.IntVar(&cfg.MaxValueSize, "max-value-size", 1<<20, "largest value accepted from clients, bytes")
+	f.DurationVar(&cfg.RequestTimeout, "timeout", 2*time.Second, "per-request timeout")
+	f.BoolVar(&quiet, "quiet", false, "do not log")
+	return cmd
+}

@@ -1,0 +1,83 @@
+// Package membership tells a ringkv node who is in the cluster, who is
+// alive, and which ring they form.
+//
+// Two different questions are answered here, and they are kept apart on
+// purpose:
+//
+//   - Liveness: is a node answering right now? This comes from
+//     hashicorp/memberlist's SWIM failure detector (probes, indirect probes,
+//     suspicion). It changes often and on its own.
+//   - Ring membership: which nodes own partitions? This is the table of
+//     member Records (ID, weight, DC, rack, ring state, service addresses).
+//     It changes only when a node changes its own record, which in practice
+//     means an operator action (join, decommission).
+//
+// # Down is not removed
+//
+// A node that stops answering is marked down (Alive=false) but keeps its
+// place in the ring. Dynamo and Cassandra do the same: most failures are
+// short (a restart, a GC pause, a flaky switch), and moving partitions away
+// on every blip would stream data back and forth and shift the preference
+// lists under clients' feet. Writes for a down replica go to a fallback
+// node as hints (sloppy quorum, see package handoff) and are replayed when
+// it returns. Only an explicit state change to ring.StateLeft takes a node
+// out of ring ownership; a Left record is still kept and gossiped so that
+// every node, including ones that join later or were down at the time,
+// learns of the departure.
+//
+// # What is gossiped
+//
+//   - Each node's own Record rides in its memberlist node metadata (JSON,
+//     at most 512 bytes, checked at Start). Every alive message carries it,
+//     so a change made with SetState reaches the cluster at gossip speed.
+//   - The full record table is exchanged by memberlist's periodic push/pull
+//     anti-entropy (Delegate.LocalState / MergeRemoteState) and on every
+//     join. Metadata alone is not enough: memberlist forgets dead nodes
+//     after a while and never tells a new node about them, but the ring must
+//     still contain a member that is down. Push/pull lets a node that joins
+//     while a member is down learn that member's record anyway.
+//
+// Merging is last-writer-wins per ID on Record.Version. Only the owner of a
+// record bumps its version; versions start from the wall clock in
+// nanoseconds (or the persisted version plus one, whichever is higher), so a
+// restarted node outranks its old record even if its data directory was
+// lost. If a node sees a version of its own record that is not older than
+// its current one, it re-asserts its record with a higher version. A record
+// that claims an ID already held by a live node at a different gossip
+// address is logged and ignored, and so is a record claiming our own ID.
+// Peers whose ring configuration (partitions, replicas, vnodes) differs are
+// refused, because they would compute different rings.
+//
+// # What is persisted
+//
+// The whole record table and the ring configuration are written to
+// DataDir/ring.json on every change (temp file, fsync, rename, fsync of the
+// directory), so a node that restarts knows the ring, including members that
+// are down, before it hears from anyone. A local SetState is durable before
+// it returns; changes learned from peers are written by a background writer
+// that always writes the newest table. Start refuses a data directory that
+// belongs to another node ID or was written with a different ring
+// configuration, because changing the partition count remaps every key.
+//
+// # Node lifecycle
+//
+// A new node starts in ring.StateNormal. The intended lifecycle is Joining
+// (announced, owns nothing, receiving data) → Normal once its partitions
+// have been streamed to it, and Normal → Leaving → Left on decommission;
+// the Joining→Normal handoff waits for data streaming (package rebalance), a
+// later feature. All states are supported by SetState already. A restarted
+// node keeps the state it persisted (a Left node does not silently come
+// back). Leave announces a graceful departure from gossip (peers see the
+// node down at once instead of after a failure-detection timeout); it does
+// not change ring membership.
+//
+// # Joining
+//
+// Start joins any of Config.Join (gossip addresses). If none answers within
+// JoinTimeout, a fresh node fails to start, so that a typo does not create a
+// second cluster; a node with persisted peers starts anyway (it may be the
+// first one back after a full-cluster restart). In the background, a node
+// keeps trying to rejoin known members that are down, which also heals a
+// network partition after memberlist on both sides has given up on the
+// other.
+package membership

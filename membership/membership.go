@@ -1,0 +1,727 @@
+package membership
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"math"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/ringkv/ringkv/ring"
+)
+
+// Membership is a running member of the cluster. Its accessors are cheap
+// and safe for concurrent use: they read an immutable snapshot that is
+// replaced on every change.
+type Membership struct {
+	cfg     Config
+	ringCfg string // ringKey(cfg.Ring)
+	fp      string // fingerprint(cfg.Ring)
+	ml      *memberlist.Memberlist
+
+	mu      sync.Mutex // guards tab, recGen, ringSig
+	tab     table
+	recGen  uint64 // bumped on every change of the record table
+	ringSig string
+
+	view atomic.Pointer[view]
+
+	persistMu sync.Mutex // serialises writes of ring.json
+	written   uint64     // recGen of the last table written
+
+	subMu sync.Mutex
+	subs  []func()
+
+	warnMu sync.Mutex
+	warned map[string]bool
+
+	notifyCh   chan struct{}
+	persistCh  chan struct{}
+	announceCh chan struct{}
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+	closeErr   error
+	closed     atomic.Bool
+}
+
+// view is an immutable snapshot served to readers.
+type view struct {
+	ring   *ring.Ring
+	recs   map[string]Record
+	alive  map[string]bool
+	recGen uint64
+}
+
+// Start creates the gossip member, restores the persisted ring state, and
+// joins the cluster. See the package documentation for the join rules.
+func Start(cfg Config) (*Membership, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	bindHost, bindPort, err := splitHostPort(cfg.BindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("membership: BindAddr: %w", err)
+	}
+	if net.ParseIP(bindHost) == nil {
+		return nil, fmt.Errorf("membership: BindAddr %q: host must be an IP address", cfg.BindAddr)
+	}
+
+	m := &Membership{
+		cfg:        cfg,
+		ringCfg:    ringKey(cfg.Ring),
+		fp:         fingerprint(cfg.Ring),
+		warned:     map[string]bool{},
+		notifyCh:   make(chan struct{}, 1),
+		persistCh:  make(chan struct{}, 1),
+		announceCh: make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+		tab:        table{self: cfg.NodeID, recs: map[string]Record{}, live: map[string]string{}},
+	}
+
+	// Restore the persisted table before anything can gossip to us.
+	var restored []Record
+	if cfg.DataDir != "" {
+		if restored, err = loadState(cfg.DataDir, cfg.NodeID, m.ringCfg); err != nil {
+			return nil, err
+		}
+	}
+	var prev *Record
+	peers := 0
+	for _, r := range restored {
+		if r.ID == cfg.NodeID {
+			prev = &r
+			continue
+		}
+		if err := checkRecord(r, cfg.Ring); err != nil {
+			m.logf("membership: dropping persisted record: %v", err)
+			continue
+		}
+		m.tab.recs[r.ID] = r
+		if r.State != ring.StateLeft {
+			peers++
+		}
+	}
+
+	logger := log.New(logWriter{m}, "", 0)
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+		BindAddrs: []string{bindHost},
+		BindPort:  bindPort,
+		Logger:    logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("membership: %w", err)
+	}
+	fail := func(err error) (*Membership, error) {
+		nt.Shutdown()
+		return nil, err
+	}
+	bindPort = nt.GetAutoBindPort()
+	advHost, advPort := bindHost, bindPort
+	if cfg.AdvertiseAddr != "" {
+		h, p, err := splitHostPort(cfg.AdvertiseAddr)
+		if err != nil {
+			return fail(fmt.Errorf("membership: AdvertiseAddr: %w", err))
+		}
+		advHost = h
+		if p != 0 {
+			advPort = p
+		}
+	}
+	advIP := net.ParseIP(advHost)
+	if advIP == nil || advIP.IsUnspecified() {
+		return fail(fmt.Errorf("membership: cannot advertise %q: set AdvertiseAddr to a reachable IP", advHost))
+	}
+
+	self := Record{
+		Member: ring.Member{
+			ID: cfg.NodeID, Weight: cfg.Weight, DC: cfg.DC, Rack: cfg.Rack,
+			State: ring.StateNormal,
+		},
+		PeerAddr:   cfg.PeerAddr,
+		RespAddr:   cfg.RespAddr,
+		HTTPAddr:   cfg.HTTPAddr,
+		GossipAddr: net.JoinHostPort(advIP.String(), strconv.Itoa(advPort)),
+		Version:    nextVersion(0),
+	}
+	if prev != nil {
+		self.State = prev.State
+		self.Version = nextVersion(prev.Version)
+	}
+	worst := self
+	worst.Version, worst.State = math.MaxUint64, ring.StateJoining
+	if n := len(encodeMeta(m.fp, worst)); n > memberlist.MetaMaxSize {
+		return fail(fmt.Errorf("membership: this node's record takes %d bytes, more than memberlist's %d-byte metadata limit; shorten the ID or addresses", n, memberlist.MetaMaxSize))
+	}
+	m.tab.recs[self.ID] = self
+	m.mu.Lock()
+	err = m.publishLocked(true)
+	m.mu.Unlock()
+	if err != nil {
+		return fail(fmt.Errorf("membership: %w", err))
+	}
+	if err := m.persist(); err != nil {
+		return fail(fmt.Errorf("membership: persisting ring state: %w", err))
+	}
+
+	mlc := memberlist.DefaultLocalConfig()
+	mlc.Name = cfg.NodeID
+	mlc.Transport = nt
+	mlc.BindAddr, mlc.BindPort = bindHost, bindPort
+	mlc.AdvertiseAddr, mlc.AdvertisePort = advIP.String(), advPort
+	mlc.ProbeInterval = cfg.ProbeInterval
+	mlc.ProbeTimeout = cfg.ProbeTimeout
+	mlc.SuspicionMult = cfg.SuspicionMult
+	mlc.GossipInterval = cfg.GossipInterval
+	mlc.PushPullInterval = cfg.PushPullInterval
+	mlc.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
+	d := &delegate{m}
+	mlc.Delegate, mlc.Events, mlc.Alive, mlc.Conflict = d, d, d, d
+	mlc.Logger = logger
+	ml, err := memberlist.Create(mlc)
+	if err != nil {
+		return fail(fmt.Errorf("membership: %w", err))
+	}
+	m.ml = ml
+
+	m.wg.Add(4)
+	go m.notifyLoop()
+	go m.persistLoop()
+	go m.announceLoop()
+	go m.rejoinLoop()
+
+	if targets := m.joinTargets(cfg.Join); len(targets) > 0 {
+		if err := m.joinRetry(targets); err != nil {
+			if peers == 0 {
+				m.Close()
+				return nil, fmt.Errorf("membership: joining %v: %w", targets, err)
+			}
+			m.logf("membership: could not join %v (%v); starting from the persisted ring of %d peers and retrying in the background", targets, err, peers)
+		}
+	}
+	return m, nil
+}
+
+// nextVersion returns a version above old, taken from the wall clock when
+// that is higher, so a node that lost its data directory still outranks
+// its old record.
+func nextVersion(old uint64) uint64 {
+	now := uint64(time.Now().UnixNano())
+	if now > old {
+		return now
+	}
+	return old + 1
+}
+
+// joinTargets drops our own address from addrs.
+func (m *Membership) joinTargets(addrs []string) []string {
+	me := m.LocalNode().GossipAddr
+	var out []string
+	for _, a := range addrs {
+		if a = strings.TrimSpace(a); a != "" && normAddr(a) != me && normAddr(a) != normAddr(m.cfg.BindAddr) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// joinRetry tries to join any of addrs until one answers or JoinTimeout
+// passes.
+func (m *Membership) joinRetry(addrs []string) error {
+	deadline := time.Now().Add(m.cfg.JoinTimeout)
+	backoff := 100 * time.Millisecond
+	for {
+		n, err := m.ml.Join(addrs)
+		if n > 0 {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("no node answered")
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return err
+		}
+		time.Sleep(min(backoff, left))
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// Ring returns the current ring, built from every record (the ring places
+// only Normal and Leaving members). It is rebuilt when the records change;
+// calling it is one atomic load.
+func (m *Membership) Ring() *ring.Ring { return m.view.Load().ring }
+
+// Addr returns a node's advertised PeerAddr.
+func (m *Membership) Addr(nodeID string) (string, bool) {
+	r, ok := m.view.Load().recs[nodeID]
+	if !ok || r.PeerAddr == "" {
+		return "", false
+	}
+	return r.PeerAddr, true
+}
+
+// Alive reports whether the failure detector considers the node up. The
+// local node is always alive; unknown nodes are not.
+func (m *Membership) Alive(nodeID string) bool {
+	return nodeID == m.cfg.NodeID || m.view.Load().alive[nodeID]
+}
+
+// Members returns every known record, in every state, with its liveness,
+// sorted by ID.
+func (m *Membership) Members() []MemberStatus {
+	v := m.view.Load()
+	recs := sortedRecords(v.recs)
+	out := make([]MemberStatus, len(recs))
+	for i, r := range recs {
+		out[i] = MemberStatus{Record: r, Alive: r.ID == m.cfg.NodeID || v.alive[r.ID]}
+	}
+	return out
+}
+
+// LocalNode returns this node's own record.
+func (m *Membership) LocalNode() Record { return m.view.Load().recs[m.cfg.NodeID] }
+
+// Subscribe registers fn to be called after the record table or liveness
+// changes. Calls are made one at a time from a single goroutine and are
+// coalesced: a burst of changes may produce one call, which then sees the
+// newest state. fn must not block for long.
+func (m *Membership) Subscribe(fn func()) {
+	m.subMu.Lock()
+	m.subs = append(m.subs, fn)
+	m.subMu.Unlock()
+}
+
+// SetState changes the local node's ring state, persists it, and gossips
+// it. Moving to ring.StateLeft removes the node from every preference list
+// on every node once the change has spread.
+func (m *Membership) SetState(s ring.State) error {
+	if s > ring.StateLeft {
+		return fmt.Errorf("membership: unknown state %d", s)
+	}
+	if m.closed.Load() {
+		return errors.New("membership: closed")
+	}
+	m.mu.Lock()
+	me := m.tab.recs[m.cfg.NodeID]
+	if me.State == s {
+		m.mu.Unlock()
+		return nil
+	}
+	old := me
+	me.State = s
+	me.Version = nextVersion(me.Version)
+	m.tab.recs[me.ID] = me
+	if err := m.publishLocked(true); err != nil {
+		m.tab.recs[me.ID] = old
+		m.mu.Unlock()
+		return fmt.Errorf("membership: state %v: %w", s, err)
+	}
+	m.mu.Unlock()
+	m.logf("membership: %s is now %v", me.ID, s)
+
+	err := m.persist()
+	if uerr := m.ml.UpdateNode(time.Second); uerr != nil {
+		// Push/pull will carry the change anyway.
+		m.logf("membership: announcing state %v: %v", s, uerr)
+	}
+	if err != nil {
+		return fmt.Errorf("membership: persisting ring state: %w", err)
+	}
+	return nil
+}
+
+// Leave announces a graceful departure from gossip and waits up to timeout
+// for it to spread, so peers mark this node down at once. It does not
+// change ring membership (see SetState) and does not shut down; call Close
+// afterwards.
+func (m *Membership) Leave(timeout time.Duration) error {
+	return m.ml.Leave(timeout)
+}
+
+// Close shuts the node down without announcing it: peers will detect it as
+// down. The ring state is flushed to disk first.
+func (m *Membership) Close() error {
+	m.closeOnce.Do(func() {
+		m.closed.Store(true)
+		m.closeErr = m.ml.Shutdown()
+		close(m.stop)
+		m.wg.Wait()
+		if err := m.persist(); err != nil && m.closeErr == nil {
+			m.closeErr = err
+		}
+	})
+	return m.closeErr
+}
+
+// publishLocked installs a new view after a change of the table; records
+// says whether records changed (as opposed to liveness only). If the ring
+// cannot be built from the new records the old ring stays and the error is
+// returned. m.mu must be held.
+func (m *Membership) publishLocked(records bool) error {
+	old := m.view.Load()
+	v := &view{alive: make(map[string]bool, len(m.tab.live))}
+	for id := range m.tab.live {
+		v.alive[id] = true
+	}
+	if old != nil {
+		v.ring, v.recs, v.recGen = old.ring, old.recs, old.recGen
+	}
+	var err error
+	if records || old == nil {
+		v.recs = make(map[string]Record, len(m.tab.recs))
+		for id, r := range m.tab.recs {
+			v.recs[id] = r
+		}
+		v.recGen++
+		m.recGen = v.recGen
+		if sig := ringSignature(m.tab.recs); sig != m.ringSig || v.ring == nil {
+			r, rerr := ring.New(m.cfg.Ring, ringMembers(m.tab.recs))
+			if rerr != nil {
+				err = rerr
+				if v.ring == nil {
+					return err
+				}
+			} else {
+				v.ring, m.ringSig = r, sig
+			}
+		}
+	}
+	m.view.Store(v)
+	signal(m.notifyCh)
+	if records {
+		signal(m.persistCh)
+	}
+	return err
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// persist writes the newest table to DataDir unless it is already there.
+func (m *Membership) persist() error {
+	if m.cfg.DataDir == "" {
+		return nil
+	}
+	m.persistMu.Lock()
+	defer m.persistMu.Unlock()
+	v := m.view.Load()
+	if v.recGen == m.written {
+		return nil
+	}
+	ds := diskState{Format: stateFormat, NodeID: m.cfg.NodeID, Ring: m.ringCfg}
+	for _, r := range sortedRecords(v.recs) {
+		ds.Records = append(ds.Records, toWire(r))
+	}
+	if err := saveState(m.cfg.DataDir, ds); err != nil {
+		return err
+	}
+	m.written = v.recGen
+	return nil
+}
+
+func (m *Membership) persistLoop() {
+	defer m.wg.Done()
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-m.persistCh:
+		case <-retry:
+		}
+		retry = nil
+		if err := m.persist(); err != nil {
+			m.logf("membership: persisting ring state: %v (retrying)", err)
+			retry = time.After(time.Second)
+		}
+	}
+}
+
+func (m *Membership) notifyLoop() {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-m.notifyCh:
+		}
+		m.subMu.Lock()
+		subs := append([]func(){}, m.subs...)
+		m.subMu.Unlock()
+		for _, fn := range subs {
+			fn()
+		}
+	}
+}
+
+// announceLoop re-broadcasts our metadata after our record was bumped to
+// outrank a version of it seen elsewhere. It runs apart from the delegate
+// callbacks because those hold memberlist's locks.
+func (m *Membership) announceLoop() {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-m.announceCh:
+		}
+		if err := m.ml.UpdateNode(time.Second); err != nil {
+			m.logf("membership: re-announcing own record: %v", err)
+		}
+	}
+}
+
+// rejoinLoop periodically joins known members that memberlist considers
+// down (and the configured seeds when we are alone), so that restarts after
+// a full outage and healed partitions merge back into one cluster.
+func (m *Membership) rejoinLoop() {
+	defer m.wg.Done()
+	t := time.NewTicker(m.cfg.RejoinInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+		}
+		v := m.view.Load()
+		var addrs []string
+		for id, r := range v.recs {
+			if id != m.cfg.NodeID && r.State != ring.StateLeft && !v.alive[id] {
+				addrs = append(addrs, r.GossipAddr)
+			}
+		}
+		if len(v.alive) == 0 {
+			addrs = append(addrs, m.joinTargets(m.cfg.Join)...)
+		}
+		if len(addrs) == 0 {
+			continue
+		}
+		if n, _ := m.ml.Join(addrs); n > 0 {
+			m.logf("membership: rejoined via %d of %d down or seed nodes", n, len(addrs))
+		}
+	}
+}
+
+func (m *Membership) logf(format string, args ...any) {
+	if m.cfg.Logf != nil {
+		m.cfg.Logf(format, args...)
+	}
+}
+
+// warnOnce logs a message once per key, so a conflict that every push/pull
+// repeats does not flood the log.
+func (m *Membership) warnOnce(key, format string, args ...any) {
+	m.warnMu.Lock()
+	seen := m.warned[key]
+	if !seen {
+		if len(m.warned) > 1000 {
+			clear(m.warned)
+		}
+		m.warned[key] = true
+	}
+	m.warnMu.Unlock()
+	if !seen {
+		m.logf(format, args...)
+	}
+}
+
+// mergeLocked merges one record from gossip and reports whether the table
+// changed. m.mu must be held.
+func (m *Membership) mergeLocked(r Record, from string) bool {
+	if err := checkRecord(r, m.cfg.Ring); err != nil {
+		m.warnOnce("bad\x00"+r.ID+"\x00"+from, "membership: ignoring record from %s: %v", from, err)
+		return false
+	}
+	switch m.tab.merge(r) {
+	case mergeApplied:
+		return true
+	case mergeConflict:
+		m.warnOnce("conflict\x00"+r.ID+"\x00"+r.GossipAddr,
+			"membership: node ID %q is claimed by %s, but it belongs to %s; ignoring that record (node IDs must be unique)",
+			r.ID, r.GossipAddr, m.ownerAddrLocked(r.ID))
+	case mergeSelf:
+		me := m.tab.recs[m.cfg.NodeID]
+		me.Version = nextVersion(max(me.Version, r.Version))
+		m.tab.recs[me.ID] = me
+		signal(m.announceCh)
+		return true
+	}
+	return false
+}
+
+func (m *Membership) ownerAddrLocked(id string) string {
+	if a, ok := m.tab.live[id]; ok {
+		return a
+	}
+	return m.tab.recs[id].GossipAddr
+}
+
+// logWriter routes memberlist's logger into Config.Logf, dropping debug
+// lines.
+type logWriter struct{ m *Membership }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	line := strings.TrimRight(string(p), "\n")
+	if !strings.Contains(line, "[DEBUG]") {
+		w.m.logf("%s", line)
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = logWriter{}
+
+// delegate implements memberlist's callbacks. They run with memberlist's
+// locks held, so they only touch our table and never call memberlist.
+type delegate struct{ m *Membership }
+
+var (
+	_ memberlist.Delegate         = (*delegate)(nil)
+	_ memberlist.EventDelegate    = (*delegate)(nil)
+	_ memberlist.AliveDelegate    = (*delegate)(nil)
+	_ memberlist.ConflictDelegate = (*delegate)(nil)
+)
+
+// NodeMeta returns our own record; Start checked that it fits.
+func (d *delegate) NodeMeta(limit int) []byte {
+	b := encodeMeta(d.m.fp, d.m.LocalNode())
+	if len(b) > limit {
+		d.m.logf("membership: own record is %d bytes, over the %d-byte limit", len(b), limit)
+		return nil
+	}
+	return b
+}
+
+func (d *delegate) NotifyMsg([]byte)                           {}
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+
+// LocalState returns the whole table for push/pull.
+func (d *delegate) LocalState(join bool) []byte {
+	v := d.m.view.Load()
+	msg := stateMsg{Format: stateFormat, Cfg: d.m.fp}
+	for _, r := range sortedRecords(v.recs) {
+		msg.Records = append(msg.Records, toWire(r))
+	}
+	b, _ := json.Marshal(msg)
+	return b
+}
+
+// MergeRemoteState merges a peer's table, record by record.
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	m := d.m
+	if len(buf) == 0 {
+		return
+	}
+	var msg stateMsg
+	if err := json.Unmarshal(buf, &msg); err != nil {
+		m.warnOnce("badstate", "membership: ignoring undecodable ring state from a peer: %v", err)
+		return
+	}
+	if msg.Format != stateFormat || msg.Cfg != m.fp {
+		m.warnOnce("cfgstate\x00"+msg.Cfg, "membership: ignoring ring state from a peer with a different ring config or format (%d, %s; ours %d, %s)", msg.Format, msg.Cfg, stateFormat, m.fp)
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	changed := false
+	for _, w := range msg.Records {
+		r, err := fromWire(w)
+		if err != nil {
+			m.warnOnce("badrec\x00"+w.ID, "membership: ignoring record %q: %v", w.ID, err)
+			continue
+		}
+		if m.mergeLocked(r, "push/pull") {
+			changed = true
+		}
+	}
+	if changed {
+		m.republishLocked(true)
+	}
+}
+
+// NotifyAlive refuses peers whose metadata is not a ringkv record for the
+// same ring config, so such nodes never enter our member list.
+func (d *delegate) NotifyAlive(n *memberlist.Node) error {
+	if n.Name == d.m.cfg.NodeID {
+		return nil
+	}
+	cfg, r, err := decodeMeta(n.Meta)
+	switch {
+	case err != nil:
+		return err
+	case cfg != d.m.fp:
+		return fmt.Errorf("ring config fingerprint %s differs from ours (%s)", cfg, d.m.fp)
+	case r.ID != n.Name:
+		return fmt.Errorf("metadata names node %q", r.ID)
+	case normAddr(r.GossipAddr) != n.Address():
+		return fmt.Errorf("metadata gossip address %s differs from %s", r.GossipAddr, n.Address())
+	}
+	return nil
+}
+
+func (d *delegate) NotifyJoin(n *memberlist.Node)   { d.nodeEvent(n, true) }
+func (d *delegate) NotifyUpdate(n *memberlist.Node) { d.nodeEvent(n, true) }
+func (d *delegate) NotifyLeave(n *memberlist.Node)  { d.nodeEvent(n, false) }
+
+// nodeEvent records a liveness change and merges the record carried in the
+// node's metadata.
+func (d *delegate) nodeEvent(n *memberlist.Node, alive bool) {
+	m := d.m
+	if n.Name == m.cfg.NodeID {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	addr, wasAlive := m.tab.live[n.Name]
+	if !alive {
+		delete(m.tab.live, n.Name)
+		if wasAlive {
+			m.logf("membership: %s (%s) is down", n.Name, addr)
+			m.republishLocked(false)
+		}
+		return
+	}
+	m.tab.live[n.Name] = n.Address()
+	changed := false
+	if _, r, err := decodeMeta(n.Meta); err != nil {
+		m.warnOnce("meta\x00"+n.Name, "membership: node %s: %v", n.Name, err)
+	} else if r.ID == n.Name {
+		changed = m.mergeLocked(r, n.Address())
+	}
+	if !wasAlive {
+		m.logf("membership: %s (%s) is alive", n.Name, n.Address())
+	}
+	if changed || !wasAlive || addr != n.Address() {
+		m.republishLocked(changed)
+	}
+}
+
+// republishLocked is publishLocked for changes learned from peers: a ring
+// that cannot be built is logged, and the previous one kept.
+func (m *Membership) republishLocked(records bool) {
+	if err := m.publishLocked(records); err != nil {
+		m.warnOnce("ring\x00"+err.Error(), "membership: keeping the previous ring: %v", err)
+	}
+}
+
+// NotifyConflict logs two live nodes claiming one ID.
+func (d *delegate) NotifyConflict(existing, other *memberlist.Node) {
+	d.m.warnOnce("conflict\x00"+other.Name+"\x00"+other.Address(),
+		"membership: node ID %q is claimed by %s, but it belongs to %s; ignoring it (node IDs must be unique)",
+		other.Name, other.Address(), existing.Address())
+}

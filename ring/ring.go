@@ -1,0 +1,147 @@
+package ring
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+)
+
+// Ring maps tokens to partitions and partitions to preference lists. It is
+// immutable once built, so it is safe for concurrent use; a membership
+// change builds a new Ring.
+type Ring struct {
+	cfg     Config
+	shift   uint     // 64 - log2(Q): a token's partition is token >> shift
+	members []Member // all members, sorted by ID
+	index   map[string]int
+	prefs   [][]string // per partition, primary first
+}
+
+// New builds the ring for cfg and members. The result depends only on the
+// config and the set of members, not on their order, so every node that sees
+// the same membership computes the same ring.
+//
+// Only Normal and Leaving members own partitions. If fewer than N of them
+// are eligible (or fewer than a DC's count in that DC), preference lists are
+// simply shorter; that is a degraded cluster, not an invalid one.
+func New(cfg Config, members []Member) (*Ring, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(members); err != nil {
+		return nil, err
+	}
+	ms := slices.Clone(members)
+	slices.SortFunc(ms, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
+	for i := range ms {
+		ms[i].Weight = ms[i].weight()
+	}
+	r := &Ring{
+		cfg:     cfg,
+		shift:   uint(64 - log2(cfg.Partitions)),
+		members: ms,
+		index:   make(map[string]int, len(ms)),
+	}
+	for i, m := range ms {
+		r.index[m.ID] = i
+	}
+	r.prefs = place(cfg, ms)
+	return r, nil
+}
+
+func log2(q int) int {
+	n := 0
+	for q > 1 {
+		q >>= 1
+		n++
+	}
+	return n
+}
+
+// Partition returns the partition that holds token: its top log2(Q) bits.
+func (r *Ring) Partition(token uint64) int {
+	if r.shift == 64 {
+		return 0
+	}
+	return int(token >> r.shift)
+}
+
+// PartitionOfKey returns the partition that holds key.
+func (r *Ring) PartitionOfKey(key []byte) int {
+	return r.Partition(Token(key))
+}
+
+// Preference returns the IDs of the nodes that replicate partition, primary
+// first, each node at most once. It has N entries unless too few members are
+// eligible. The slice is shared with the ring: callers must not modify it.
+func (r *Ring) Preference(partition int) []string {
+	return r.prefs[partition]
+}
+
+// PreferenceForKey returns the preference list of key's partition.
+func (r *Ring) PreferenceForKey(key []byte) []string {
+	return r.prefs[r.PartitionOfKey(key)]
+}
+
+// PartitionRange returns the tokens of partition p as the inclusive range
+// [first, last]. It is inclusive because the last partition ends at 2^64,
+// which a uint64 cannot hold; tokens t with first <= t && t <= last are
+// exactly those of p.
+func (r *Ring) PartitionRange(p int) (first, last uint64) {
+	if r.shift == 64 {
+		return 0, ^uint64(0)
+	}
+	first = uint64(p) << r.shift
+	return first, first + (1<<r.shift - 1)
+}
+
+// Members returns a copy of all members, sorted by ID, in every state. A
+// zero Weight has been replaced by the default 1.
+func (r *Ring) Members() []Member {
+	return slices.Clone(r.members)
+}
+
+// Member returns the member with the given ID.
+func (r *Ring) Member(id string) (Member, bool) {
+	i, ok := r.index[id]
+	if !ok {
+		return Member{}, false
+	}
+	return r.members[i], true
+}
+
+// Config returns the ring's config with defaults filled in.
+func (r *Ring) Config() Config {
+	cfg := r.cfg
+	cfg.ReplicasPerDC = maps.Clone(cfg.ReplicasPerDC)
+	return cfg
+}
+
+// Partitions returns Q.
+func (r *Ring) Partitions() int { return r.cfg.Partitions }
+
+// Replicas returns N, the configured preference-list length.
+func (r *Ring) Replicas() int { return r.cfg.Replicas }
+
+// Ownership returns, for each node that is primary for at least one
+// partition, the partitions it is primary for, in ascending order.
+func (r *Ring) Ownership() map[string][]int {
+	own := map[string][]int{}
+	for p, pref := range r.prefs {
+		if len(pref) > 0 {
+			own[pref[0]] = append(own[pref[0]], p)
+		}
+	}
+	return own
+}
+
+// ReplicaCount returns, for each node that holds any partition, how many
+// partitions it holds in any position of their preference lists. This is
+// the measure of how much data a node stores.
+func (r *Ring) ReplicaCount() map[string]int {
+	count := map[string]int{}
+	for _, pref := range r.prefs {
+		for _, id := range pref {
+			count[id]++
+		}
+	}
+	return count
+}

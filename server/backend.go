@@ -1,0 +1,126 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/ringkv/ringkv/api/resp"
+	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/version"
+)
+
+// respBackend adapts the coordinator to the Redis protocol. GET returns the
+// live sibling with the newest timestamp (ties broken by dot); a SET carries
+// no causal context, so it supersedes what the coordinating replica holds.
+type respBackend struct {
+	s *Server
+}
+
+func respErr(err error) error {
+	var qe *coordinator.QuorumError
+	if errors.As(err, &qe) {
+		return &resp.Error{Code: "QUORUM", Msg: qe.Error()}
+	}
+	return err
+}
+
+func (b respBackend) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
+	obj, err := b.s.coord.Get(ctx, key, coordinator.Default)
+	if err != nil {
+		return nil, false, respErr(err)
+	}
+	if obj == nil {
+		return nil, false, nil
+	}
+	win, ok := version.LWW(obj)
+	if !ok || win.Deleted {
+		return nil, false, nil
+	}
+	return win.Value, true, nil
+}
+
+func (b respBackend) Set(ctx context.Context, key, value []byte) error {
+	_, err := b.s.coord.Put(ctx, key, value, nil, coordinator.Default)
+	return respErr(err)
+}
+
+func (b respBackend) Delete(ctx context.Context, key []byte) (bool, error) {
+	obj, err := b.s.coord.Get(ctx, key, coordinator.Default)
+	if err != nil {
+		return false, respErr(err)
+	}
+	if obj == nil || len(obj.Live()) == 0 {
+		return false, nil
+	}
+	_, err = b.s.coord.Delete(ctx, key, obj.Context, coordinator.Default)
+	return err == nil, respErr(err)
+}
+
+func (b respBackend) Siblings(ctx context.Context, key []byte) (string, [][]byte, error) {
+	obj, err := b.s.coord.Get(ctx, key, coordinator.Default)
+	if err != nil {
+		return "", nil, respErr(err)
+	}
+	if obj == nil {
+		return "", nil, nil
+	}
+	var values [][]byte
+	for _, s := range obj.Live() {
+		values = append(values, s.Value)
+	}
+	return version.ClockToString(obj.Context), values, nil
+}
+
+func (b respBackend) PutWithContext(ctx context.Context, key []byte, token string, value []byte) error {
+	causal, err := version.ParseClock(token)
+	if err != nil {
+		return &resp.Error{Code: "ERR", Msg: fmt.Sprintf("bad causal context: %v", err)}
+	}
+	if causal == nil {
+		causal = version.Clock{}
+	}
+	_, err = b.s.coord.Put(ctx, key, value, causal, coordinator.Default)
+	return respErr(err)
+}
+
+func (b respBackend) Info() []resp.InfoSection {
+	s := b.s
+	m := s.db.Metrics()
+	members := s.members.Members()
+	alive := 0
+	for _, mm := range members {
+		if mm.Alive {
+			alive++
+		}
+	}
+	r := s.members.Ring()
+	rq, wq := s.coord.Defaults(r.Replicas())
+	return []resp.InfoSection{
+		{Name: "Server", Fields: [][2]string{
+			{"ringkv_version", Version},
+			{"redis_version", "7.2.0"},
+			{"node_id", s.cfg.NodeID},
+			{"resp_addr", s.cfg.RespAddr},
+			{"http_addr", s.cfg.HTTPAddr},
+			{"peer_addr", s.cfg.PeerAddr},
+		}},
+		{Name: "Cluster", Fields: [][2]string{
+			{"members", strconv.Itoa(len(members))},
+			{"members_alive", strconv.Itoa(alive)},
+			{"partitions", strconv.Itoa(r.Partitions())},
+			{"replicas", strconv.Itoa(r.Replicas())},
+			{"default_r", strconv.Itoa(rq)},
+			{"default_w", strconv.Itoa(wq)},
+		}},
+		{Name: "Storage", Fields: [][2]string{
+			{"writes", strconv.FormatUint(m.Writes, 10)},
+			{"flushes", strconv.FormatUint(m.Flushes, 10)},
+			{"compactions", strconv.FormatUint(m.Compactions, 10)},
+			{"write_stalls", strconv.FormatUint(m.WriteStalls, 10)},
+			{"block_cache_hit_rate", strconv.FormatFloat(m.BlockCache.HitRate(), 'f', 3, 64)},
+			{"write_amplification", strconv.FormatFloat(m.WriteAmplification(), 'f', 2, 64)},
+		}},
+	}
+}

@@ -1,0 +1,32 @@
+package server
+
+import (
+	"net/http"
+
+	httpapi "github.com/ringkv/ringkv/api/http"
+)
+
+func (s *Server) httpHandler() http.Handler {
+	return httpapi.NewHandler(s.coord, clusterView{s}, httpapi.Options{
+		MaxValueSize: int64(s.cfg.MaxValueSize),
+		Logf:         s.cfg.Logf,
+	})
+}
+
+// clusterView reports the ring as this node sees it, with liveness and
+// addresses from gossip.
+type clusterView struct{ s *Server }
+
+func (v clusterView) Status() httpapi.ClusterStatus {
+	r := v.s.members.Ring()
+	st := httpapi.StatusFromRing(v.s.cfg.NodeID, r)
+	st.DefaultR, st.DefaultW = v.s.coord.Defaults(r.Replicas())
+	st.Members = st.Members[:0]
+	for _, m := range v.s.members.Members() {
+		st.Members = append(st.Members, httpapi.MemberStatus{
+			ID: m.ID, DC: m.DC, Rack: m.Rack, Weight: m.Weight, State: m.State.String(),
+			Alive: m.Alive, PeerAddr: m.PeerAddr, RESPAddr: m.RespAddr, HTTPAddr: m.HTTPAddr,
+		})
+	}
+	return st
+}

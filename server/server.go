@@ -1,0 +1,230 @@
+// Package server wires one ringkv node together: the storage engine, the
+// replica store, the peer transport, gossip membership, the coordinator and
+// the client APIs (Redis protocol and HTTP). It owns start and stop order.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/ringkv/ringkv/api/resp"
+	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/membership"
+	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/ring"
+	"github.com/ringkv/ringkv/storage"
+	"github.com/ringkv/ringkv/transport"
+)
+
+// Version is the ringkv release this binary reports.
+const Version = "0.1.0-dev"
+
+// Config configures one node. See the flags of `ringkv server`.
+type Config struct {
+	NodeID   string
+	DataDir  string
+	RespAddr string
+	HTTPAddr string
+	// PeerAddr is where other nodes reach this one for RPCs (TCP). Gossip
+	// (memberlist, TCP and UDP) listens on the next port, PeerAddr+1.
+	PeerAddr string
+	// Join lists peer addresses of existing nodes (any one is enough).
+	Join   []string
+	DC     string
+	Rack   string
+	Weight int
+	// Replicas is N; Partitions is Q (a power of two, fixed at cluster
+	// creation: every node must agree).
+	Replicas   int
+	Partitions int
+	// R and W are the default quorums (numbers or ONE/QUORUM/ALL).
+	R, W string
+	// Sync is the engine's commit-log sync mode (batch, periodic, none).
+	Sync string
+	// MaxValueSize bounds a value accepted from clients. Default: 1 MiB.
+	MaxValueSize int
+	// RequestTimeout bounds one client request. Default: 2s.
+	RequestTimeout time.Duration
+	Logf           func(format string, args ...any)
+}
+
+// Server is a running node.
+type Server struct {
+	cfg     Config
+	db      *storage.DB
+	store   *replica.Store
+	peer    *transport.Server
+	client  *transport.Client
+	members *membership.Membership
+	coord   *coordinator.Coordinator
+	resp    *resp.Server
+	respLn  net.Listener
+	http    *http.Server
+	httpLn  net.Listener
+}
+
+// GossipAddr returns the gossip address that goes with a peer address.
+func GossipAddr(peer string) (string, error) {
+	host, port, err := net.SplitHostPort(peer)
+	if err != nil {
+		return "", fmt.Errorf("peer address %q: %w", peer, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p <= 0 || p >= 65535 {
+		return "", fmt.Errorf("peer address %q: bad port", peer)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+1)), nil
+}
+
+// Start starts a node and returns once it serves clients.
+func Start(cfg Config) (s *Server, err error) {
+	if cfg.NodeID == "" || cfg.DataDir == "" || cfg.PeerAddr == "" {
+		return nil, errors.New("server: --node-id, --data-dir and --peer-addr are required")
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.MaxValueSize <= 0 {
+		cfg.MaxValueSize = 1 << 20
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 2 * time.Second
+	}
+	rLevel, err := coordinator.ParseLevel(cfg.R)
+	if err != nil {
+		return nil, fmt.Errorf("--r: %w", err)
+	}
+	wLevel, err := coordinator.ParseLevel(cfg.W)
+	if err != nil {
+		return nil, fmt.Errorf("--w: %w", err)
+	}
+	syncMode, err := storage.ParseSyncMode(cfg.Sync)
+	if err != nil {
+		return nil, err
+	}
+	gossip, err := GossipAddr(cfg.PeerAddr)
+	if err != nil {
+		return nil, err
+	}
+	var joins []string
+	for _, j := range cfg.Join {
+		g, err := GossipAddr(j)
+		if err != nil {
+			return nil, fmt.Errorf("--join: %w", err)
+		}
+		joins = append(joins, g)
+	}
+
+	s = &Server{cfg: cfg}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "engine"), &storage.Options{Sync: syncMode, Logf: cfg.Logf}); err != nil {
+		return nil, err
+	}
+	s.store = replica.New(s.db, cfg.NodeID)
+	s.client = transport.NewClient(cfg.PeerAddr, transport.Options{Logf: cfg.Logf})
+	// The coordinator needs the membership and the membership needs the
+	// peer server up; the handler indirection breaks the cycle.
+	var handler transport.HandlerFunc = func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
+		if s.coord == nil {
+			return nil, errors.New("node is starting")
+		}
+		return s.coord.Handle(ctx, from, kind, payload)
+	}
+	if s.peer, err = transport.Listen(cfg.PeerAddr, handler, transport.Options{Logf: cfg.Logf}); err != nil {
+		return nil, fmt.Errorf("peer listener: %w", err)
+	}
+	s.members, err = membership.Start(membership.Config{
+		NodeID:   cfg.NodeID,
+		BindAddr: gossip,
+		PeerAddr: cfg.PeerAddr,
+		RespAddr: cfg.RespAddr,
+		HTTPAddr: cfg.HTTPAddr,
+		DC:       cfg.DC,
+		Rack:     cfg.Rack,
+		Weight:   cfg.Weight,
+		Join:     joins,
+		DataDir:  cfg.DataDir,
+		Ring:     ring.Config{Partitions: cfg.Partitions, Replicas: cfg.Replicas},
+		Logf:     cfg.Logf,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("membership: %w", err)
+	}
+	s.coord = coordinator.New(cfg.NodeID, s.members, s.store, s.client, coordinator.Options{
+		R: rLevel, W: wLevel, Timeout: cfg.RequestTimeout, Logf: cfg.Logf,
+	})
+	if cfg.RespAddr != "" {
+		s.resp = resp.NewServer(respBackend{s}, resp.Options{MaxValueSize: cfg.MaxValueSize, Logf: cfg.Logf})
+		if s.respLn, err = net.Listen("tcp", cfg.RespAddr); err != nil {
+			return nil, fmt.Errorf("resp listener: %w", err)
+		}
+		go s.resp.Serve(s.respLn)
+	}
+	if cfg.HTTPAddr != "" {
+		if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("http listener: %w", err)
+		}
+		s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go s.http.Serve(s.httpLn)
+	}
+	return s, nil
+}
+
+// Coordinator returns the node's coordinator.
+func (s *Server) Coordinator() *coordinator.Coordinator { return s.coord }
+
+// Membership returns the node's membership.
+func (s *Server) Membership() *membership.Membership { return s.members }
+
+// RespAddr and HTTPAddr return the addresses actually listened on.
+func (s *Server) RespAddr() string {
+	if s.respLn == nil {
+		return ""
+	}
+	return s.respLn.Addr().String()
+}
+
+func (s *Server) HTTPAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
+
+// Close stops the node: client APIs first, then gossip (leaving
+// gracefully), peer RPCs, and the engine last.
+func (s *Server) Close() error {
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		s.http.Shutdown(ctx)
+		cancel()
+	}
+	if s.resp != nil {
+		s.resp.Close()
+	}
+	if s.members != nil {
+		s.members.Leave(time.Second)
+		s.members.Close()
+	}
+	if s.peer != nil {
+		s.peer.Close()
+	}
+	if s.client != nil {
+		s.client.Close()
+	}
+	var err error
+	if s.db != nil {
+		err = s.db.Close()
+	}
+	return err
+}

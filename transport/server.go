@@ -1,0 +1,342 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// Server accepts TCP connections from Clients and runs a Handler for each
+// request.
+type Server struct {
+	ln     net.Listener
+	h      Handler
+	o      Options
+	ctx    context.Context // parent of every handler context; canceled by Close
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	conns  map[*serverConn]struct{}
+	closed bool
+
+	wg        sync.WaitGroup // accept loop, connection loops, handlers
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Listen starts a server on addr (host:port; port 0 picks a free one) that
+// serves requests with h.
+func Listen(addr string, h Handler, o Options) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("transport: listen on %s: %w", addr, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{ln: ln, h: h, o: o.withDefaults(), ctx: ctx, cancel: cancel, conns: make(map[*serverConn]struct{})}
+	s.wg.Add(1)
+	go s.acceptLoop()
+	return s, nil
+}
+
+// Addr is the address the server listens on (with the real port when
+// Listen was given port 0).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Close stops accepting, closes every connection (their in-flight calls fail
+// at the callers with ErrUnreachable), cancels running handlers' contexts and
+// waits until all handlers have returned.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		conns := make([]*serverConn, 0, len(s.conns))
+		for sc := range s.conns {
+			conns = append(conns, sc)
+		}
+		s.mu.Unlock()
+		s.closeErr = s.ln.Close()
+		// Connections close before handler contexts are canceled, so a
+		// handler returning ctx.Err() cannot slip a misleading reply out:
+		// callers see the connection break (ErrUnreachable).
+		for _, sc := range conns {
+			sc.close()
+		}
+		s.cancel()
+		s.wg.Wait()
+	})
+	if s.closeErr != nil {
+		return fmt.Errorf("transport: close listener %s: %w", s.ln.Addr(), s.closeErr)
+	}
+	return nil
+}
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	var backoff time.Duration
+	for {
+		conn, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return
+			}
+			// Typically EMFILE: keep serving existing connections and retry
+			// rather than give up on the listener.
+			if backoff == 0 {
+				backoff = 5 * time.Millisecond
+			} else if backoff < time.Second {
+				backoff *= 2
+			}
+			s.o.Logf("transport: accept on %s: %v; retrying in %v", s.Addr(), err, backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		ctx, cancel := context.WithCancel(s.ctx)
+		sc := &serverConn{
+			s:        s,
+			conn:     conn,
+			remote:   conn.RemoteAddr().String(),
+			ctx:      ctx,
+			cancel:   cancel,
+			sem:      make(chan struct{}, s.o.MaxConcurrentHandlers),
+			inflight: make(map[uint64]context.CancelFunc),
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			cancel()
+			conn.Close()
+			return
+		}
+		s.conns[sc] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go sc.serve()
+	}
+}
+
+// serverConn is one accepted connection.
+type serverConn struct {
+	s      *Server
+	conn   net.Conn
+	remote string // peer's socket address, for logs
+	from   string // peer's advertised node address, from its hello
+	ctx    context.Context
+	cancel context.CancelFunc
+	w      *connWriter
+	sem    chan struct{} // bounds running handlers
+
+	mu       sync.Mutex
+	inflight map[uint64]context.CancelFunc // for cancel frames
+
+	closeOnce sync.Once
+}
+
+func (sc *serverConn) logf(format string, args ...any) {
+	sc.s.o.Logf("transport: server %s, connection from %s (%s): %s",
+		sc.s.Addr(), sc.remote, sc.from, fmt.Sprintf(format, args...))
+}
+
+// close tears the connection down; safe to call more than once.
+func (sc *serverConn) close() {
+	sc.closeOnce.Do(func() {
+		// Writer and socket first, handlers' contexts after (see Close).
+		sc.mu.Lock()
+		w := sc.w
+		sc.mu.Unlock()
+		if w != nil {
+			w.closeNow(ErrClosed)
+		}
+		sc.conn.Close()
+		sc.cancel()
+	})
+}
+
+func (sc *serverConn) serve() {
+	defer func() {
+		sc.close()
+		// close() may have run before the writer existed; stop it here so
+		// its goroutine cannot outlive the connection.
+		sc.mu.Lock()
+		w := sc.w
+		sc.mu.Unlock()
+		if w != nil {
+			w.closeNow(ErrClosed)
+		}
+		sc.s.mu.Lock()
+		delete(sc.s.conns, sc)
+		sc.s.mu.Unlock()
+		sc.s.wg.Done()
+	}()
+	br := bufio.NewReaderSize(sc.conn, 64<<10)
+	hbuf := make([]byte, headerLen)
+	max := sc.s.o.MaxFrameSize
+
+	// The hello must arrive promptly: a connection that never speaks should
+	// not hold a goroutine forever.
+	sc.conn.SetReadDeadline(time.Now().Add(sc.s.o.DialTimeout))
+	h, err := readHeader(br, hbuf)
+	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			sc.logf("closing: reading hello: %v", err)
+		}
+		return
+	}
+	if h.typ != frameHello || h.kind != protocolVersion || h.length < frameOverhead || h.payloadLen() > maxHelloPayload {
+		sc.logf("closing: expected hello frame of protocol version %d, got %s frame (kind %d, length %d)",
+			protocolVersion, frameTypeName(h.typ), h.kind, h.length)
+		return
+	}
+	hello := make([]byte, h.payloadLen())
+	if _, err := io.ReadFull(br, hello); err != nil {
+		sc.logf("closing: reading hello: %v", err)
+		return
+	}
+	sc.from = string(hello)
+	sc.conn.SetReadDeadline(time.Time{})
+
+	// The writer starts only now; close() tolerates a nil writer because
+	// it may run (from Server.Close) before this point.
+	w := newConnWriter(sc.conn, sc.s.o.WriteTimeout, func(err error) {
+		sc.logf("closing: write failed: %v", err)
+		sc.close()
+	})
+	sc.mu.Lock()
+	sc.w = w
+	sc.mu.Unlock()
+	if sc.ctx.Err() != nil {
+		w.closeNow(ErrClosed)
+		return
+	}
+
+	for {
+		h, err := readHeader(br, hbuf)
+		if err != nil {
+			if sc.ctx.Err() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				sc.logf("closing: read: %v", err)
+			}
+			return
+		}
+		if err := checkLength(h, max); err != nil {
+			sc.logf("closing: %v", err)
+			if errors.Is(err, ErrFrameTooLarge) && h.typ == frameRequest {
+				sc.refuseAndClose(h)
+			}
+			return
+		}
+		switch h.typ {
+		case frameRequest:
+			payload := make([]byte, h.payloadLen())
+			if _, err := io.ReadFull(br, payload); err != nil {
+				sc.logf("closing: reading request %d: %v", h.id, err)
+				return
+			}
+			// Backpressure: with the handler slots full we stop reading.
+			select {
+			case sc.sem <- struct{}{}:
+			case <-sc.ctx.Done():
+				return
+			}
+			sc.startHandler(h, payload)
+		case frameCancel:
+			if h.length != frameOverhead {
+				sc.logf("closing: cancel frame with %d payload bytes", h.payloadLen())
+				return
+			}
+			sc.mu.Lock()
+			cancel := sc.inflight[h.id]
+			sc.mu.Unlock()
+			if cancel != nil {
+				cancel()
+			}
+		default:
+			sc.logf("closing: unexpected %s frame from client", frameTypeName(h.typ))
+			return
+		}
+	}
+}
+
+// refuseAndClose answers an oversize request with an error frame, so the
+// caller learns why, then closes. It half-closes and discards what the
+// client is still sending for a moment: closing a socket with unread input
+// makes the kernel send a reset, which could destroy the error frame before
+// the client reads it.
+func (sc *serverConn) refuseAndClose(h header) {
+	msg := fmt.Sprintf("request frame of %d bytes exceeds server max frame size %d", h.length, sc.s.o.MaxFrameSize)
+	if err := sc.w.enqueue(false, nil, h.id, frameError, errCodeTooLargeClosing, 0, []byte(msg)); err != nil {
+		return
+	}
+	sc.w.flushAndStop(time.Second)
+	if tc, ok := sc.conn.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+	sc.conn.SetReadDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, io.LimitReader(sc.conn, int64(h.length)+1<<20))
+}
+
+func (sc *serverConn) startHandler(h header, payload []byte) {
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if h.timeout > 0 {
+		ctx, cancel = context.WithTimeout(sc.ctx, time.Duration(h.timeout)*time.Millisecond)
+	} else {
+		ctx, cancel = context.WithCancel(sc.ctx)
+	}
+	sc.mu.Lock()
+	sc.inflight[h.id] = cancel
+	sc.mu.Unlock()
+	sc.s.wg.Add(1) // the connection loop's own count keeps the group above zero
+	go sc.runHandler(ctx, cancel, h.id, h.kind, payload)
+}
+
+func (sc *serverConn) runHandler(ctx context.Context, cancel context.CancelFunc, id uint64, kind uint8, payload []byte) {
+	defer sc.s.wg.Done()
+	resp, err := sc.callHandler(ctx, kind, payload)
+	cancel()
+	sc.mu.Lock()
+	delete(sc.inflight, id)
+	sc.mu.Unlock()
+	<-sc.sem
+
+	if err != nil {
+		msg := err.Error()
+		if len(msg) > maxErrorMessage {
+			msg = msg[:maxErrorMessage]
+		}
+		sc.w.enqueue(true, sc.ctx.Done(), id, frameError, errCodeHandler, 0, []byte(msg))
+		return
+	}
+	if frameOverhead+len(resp) > sc.s.o.MaxFrameSize {
+		msg := fmt.Sprintf("response of %d bytes to kind %d exceeds server max frame size %d", len(resp), kind, sc.s.o.MaxFrameSize)
+		sc.logf("refusing to send: %s", msg)
+		sc.w.enqueue(true, sc.ctx.Done(), id, frameError, errCodeTooLarge, 0, []byte(msg))
+		return
+	}
+	// An enqueue error means the connection is gone; the caller already
+	// got ErrUnreachable, so there is no one to tell.
+	sc.w.enqueue(true, sc.ctx.Done(), id, frameResponse, kind, 0, resp)
+}
+
+// callHandler runs the handler, turning a panic into an error reply: one bad
+// request must not take the node down.
+func (sc *serverConn) callHandler(ctx context.Context, kind uint8, payload []byte) (resp []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			sc.logf("handler for kind %d panicked: %v\n%s", kind, r, debug.Stack())
+			resp, err = nil, fmt.Errorf("handler panicked: %v", r)
+		}
+	}()
+	return sc.s.h.Handle(ctx, sc.from, kind, payload)
+}
