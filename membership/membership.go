@@ -28,10 +28,8 @@ type Membership struct {
 	fp      string // fingerprint(cfg.Ring)
 	ml      *memberlist.Memberlist
 
-	mu      sync.Mutex // guards tab, recGen, ringSig
-	tab     table
-	recGen  uint64 // bumped on every change of the record table
-	ringSig string
+	mu  sync.Mutex // guards tab and serialises view updates
+	tab table
 
 	view atomic.Pointer[view]
 
@@ -47,6 +45,7 @@ type Membership struct {
 	notifyCh   chan struct{}
 	persistCh  chan struct{}
 	announceCh chan struct{}
+	rebuildCh  chan struct{}
 	stop       chan struct{}
 	wg         sync.WaitGroup
 	closeOnce  sync.Once
@@ -56,10 +55,12 @@ type Membership struct {
 
 // view is an immutable snapshot served to readers.
 type view struct {
-	ring   *ring.Ring
-	recs   map[string]Record
-	alive  map[string]bool
-	recGen uint64
+	ring    *ring.Ring
+	ringSig string // ringSignature of the records ring was built from
+	recs    map[string]Record
+	recSig  string // ringSignature(recs)
+	alive   map[string]bool
+	recGen  uint64 // bumped on every change of recs
 }
 
 // Start creates the gossip member, restores the persisted ring state, and
@@ -85,6 +86,7 @@ func Start(cfg Config) (*Membership, error) {
 		notifyCh:   make(chan struct{}, 1),
 		persistCh:  make(chan struct{}, 1),
 		announceCh: make(chan struct{}, 1),
+		rebuildCh:  make(chan struct{}, 1),
 		stop:       make(chan struct{}),
 		tab:        table{self: cfg.NodeID, recs: map[string]Record{}, live: map[string]string{}},
 	}
@@ -165,7 +167,10 @@ func Start(cfg Config) (*Membership, error) {
 	}
 	m.tab.recs[self.ID] = self
 	m.mu.Lock()
-	err = m.publishLocked(true)
+	r, err := m.buildRingLocked()
+	if err == nil {
+		m.publishLocked(true, r)
+	}
 	m.mu.Unlock()
 	if err != nil {
 		return fail(fmt.Errorf("membership: %w", err))
@@ -194,7 +199,8 @@ func Start(cfg Config) (*Membership, error) {
 	}
 	m.ml = ml
 
-	m.wg.Add(4)
+	m.wg.Add(5)
+	go m.rebuildLoop()
 	go m.notifyLoop()
 	go m.persistLoop()
 	go m.announceLoop()
@@ -250,16 +256,20 @@ func (m *Membership) joinRetry(addrs []string) error {
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			return err
+			// memberlist returns a multi-line multierror; flatten it.
+			return errors.New(strings.Join(strings.Fields(err.Error()), " "))
 		}
 		time.Sleep(min(backoff, left))
 		backoff = min(2*backoff, time.Second)
 	}
 }
 
-// Ring returns the current ring, built from every record (the ring places
-// only Normal and Leaving members). It is rebuilt when the records change;
-// calling it is one atomic load.
+// Ring returns the current ring, built from every record in every state;
+// the ring places only Normal and Leaving members, so a Joining member owns
+// nothing yet and a Left one owns nothing any more. Calling it is one atomic
+// load. When records learned from peers change, the ring is rebuilt in the
+// background (a few milliseconds) and subscribers are notified again; a
+// local SetState is reflected before it returns.
 func (m *Membership) Ring() *ring.Ring { return m.view.Load().ring }
 
 // Addr returns a node's advertised PeerAddr.
@@ -322,15 +332,19 @@ func (m *Membership) SetState(s ring.State) error {
 	me.State = s
 	me.Version = nextVersion(me.Version)
 	m.tab.recs[me.ID] = me
-	if err := m.publishLocked(true); err != nil {
+	// Build the ring here rather than in the background, so the caller
+	// sees its own change in Ring() when SetState returns.
+	r, err := m.buildRingLocked()
+	if err != nil {
 		m.tab.recs[me.ID] = old
 		m.mu.Unlock()
 		return fmt.Errorf("membership: state %v: %w", s, err)
 	}
+	m.publishLocked(true, r)
 	m.mu.Unlock()
 	m.logf("membership: %s is now %v", me.ID, s)
 
-	err := m.persist()
+	err = m.persist()
 	if uerr := m.ml.UpdateNode(time.Second); uerr != nil {
 		// Push/pull will carry the change anyway.
 		m.logf("membership: announcing state %v: %v", s, uerr)
@@ -364,45 +378,77 @@ func (m *Membership) Close() error {
 	return m.closeErr
 }
 
-// publishLocked installs a new view after a change of the table; records
-// says whether records changed (as opposed to liveness only). If the ring
-// cannot be built from the new records the old ring stays and the error is
-// returned. m.mu must be held.
-func (m *Membership) publishLocked(records bool) error {
-	old := m.view.Load()
-	v := &view{alive: make(map[string]bool, len(m.tab.live))}
+// publishLocked installs a new view after the table changed; records says
+// whether records changed (as opposed to liveness only). built, if not nil,
+// is the ring for the current records; otherwise a changed ring is rebuilt
+// in the background, because building takes milliseconds and this runs
+// inside memberlist's callbacks. m.mu must be held.
+func (m *Membership) publishLocked(records bool, built *ring.Ring) {
+	v := &view{}
+	if old := m.view.Load(); old != nil {
+		*v = *old
+	}
+	v.alive = make(map[string]bool, len(m.tab.live))
 	for id := range m.tab.live {
 		v.alive[id] = true
 	}
-	if old != nil {
-		v.ring, v.recs, v.recGen = old.ring, old.recs, old.recGen
-	}
-	var err error
-	if records || old == nil {
+	if records {
 		v.recs = make(map[string]Record, len(m.tab.recs))
 		for id, r := range m.tab.recs {
 			v.recs[id] = r
 		}
 		v.recGen++
-		m.recGen = v.recGen
-		if sig := ringSignature(m.tab.recs); sig != m.ringSig || v.ring == nil {
-			r, rerr := ring.New(m.cfg.Ring, ringMembers(m.tab.recs))
-			if rerr != nil {
-				err = rerr
-				if v.ring == nil {
-					return err
-				}
-			} else {
-				v.ring, m.ringSig = r, sig
-			}
-		}
+		v.recSig = ringSignature(v.recs)
+	}
+	if built != nil {
+		v.ring, v.ringSig = built, v.recSig
 	}
 	m.view.Store(v)
+	if v.ringSig != v.recSig {
+		signal(m.rebuildCh)
+	}
 	signal(m.notifyCh)
 	if records {
 		signal(m.persistCh)
 	}
-	return err
+}
+
+// buildRingLocked builds the ring for the current table. m.mu must be held.
+func (m *Membership) buildRingLocked() (*ring.Ring, error) {
+	return ring.New(m.cfg.Ring, ringMembers(m.tab.recs))
+}
+
+// rebuildLoop rebuilds the ring after records learned from peers changed
+// it. A ring that cannot be built (a peer's record the ring rejects) is
+// logged and the previous ring kept.
+func (m *Membership) rebuildLoop() {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-m.rebuildCh:
+		}
+		v := m.view.Load()
+		if v.ringSig == v.recSig {
+			continue
+		}
+		r, err := ring.New(m.cfg.Ring, ringMembers(v.recs))
+		if err != nil {
+			m.warnOnce("ring\x00"+err.Error(), "membership: keeping the previous ring: %v", err)
+			continue
+		}
+		m.mu.Lock()
+		// Install only if the records did not move on meanwhile; if they
+		// did, another rebuild is already signalled.
+		if cur := m.view.Load(); cur.recSig == v.recSig && cur.ringSig != v.recSig {
+			nv := *cur
+			nv.ring, nv.ringSig = r, v.recSig
+			m.view.Store(&nv)
+			signal(m.notifyCh)
+		}
+		m.mu.Unlock()
+	}
 }
 
 func signal(ch chan struct{}) {
@@ -650,7 +696,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 		}
 	}
 	if changed {
-		m.republishLocked(true)
+		m.publishLocked(true, nil)
 	}
 }
 
@@ -692,7 +738,7 @@ func (d *delegate) nodeEvent(n *memberlist.Node, alive bool) {
 		delete(m.tab.live, n.Name)
 		if wasAlive {
 			m.logf("membership: %s (%s) is down", n.Name, addr)
-			m.republishLocked(false)
+			m.publishLocked(false, nil)
 		}
 		return
 	}
@@ -707,15 +753,7 @@ func (d *delegate) nodeEvent(n *memberlist.Node, alive bool) {
 		m.logf("membership: %s (%s) is alive", n.Name, n.Address())
 	}
 	if changed || !wasAlive || addr != n.Address() {
-		m.republishLocked(changed)
-	}
-}
-
-// republishLocked is publishLocked for changes learned from peers: a ring
-// that cannot be built is logged, and the previous one kept.
-func (m *Membership) republishLocked(records bool) {
-	if err := m.publishLocked(records); err != nil {
-		m.warnOnce("ring\x00"+err.Error(), "membership: keeping the previous ring: %v", err)
+		m.publishLocked(changed, nil)
 	}
 }
 

@@ -94,8 +94,11 @@ func (pl *placer) bestGive(lists [][]int, v int, ratio func(n, delta int) float6
 	return bestP, bestK, bestU
 }
 
-// bestTake finds the partition p and list index k where u should replace
-// the holder, or -1 if there is no legal move.
+// bestTake finds the partition p and list index k where underloaded node u
+// should replace the holder, or p = -1 if there is no legal move. It
+// prefers moves that keep the list's primary, then the partition whose
+// start is nearest behind one of u's vnodes (the one plain consistent
+// hashing would most nearly have given u); within the list, see betterDonor.
 func (pl *placer) bestTake(lists [][]int, u int, ratio func(n, delta int) float64) (bestP, bestK int) {
 	bestP, bestK = -1, -1
 	var bestDist uint64
@@ -120,8 +123,7 @@ func (pl *placer) bestTake(lists [][]int, u int, ratio func(n, delta int) float6
 		if k < 0 {
 			continue
 		}
-		// Prefer moves that leave the primary alone: the primary is the
-		// coordinator and is what a membership change is judged by.
+		// A new primary moves coordination as well as data.
 		d := pl.walkDistance(p, u)
 		movesPrimary := k == 0 || d < pl.walkDistance(p, list[0])
 		if bestP < 0 || (!movesPrimary && bestMovesPrimary) || (movesPrimary == bestMovesPrimary && d < bestDist) {
@@ -154,16 +156,49 @@ func (pl *placer) keepsRacks(list []int, i, u int) bool {
 // walkDistance is how far clockwise from partition p's start the walk must
 // go to reach node n's first vnode.
 func (pl *placer) walkDistance(p, n int) uint64 {
-	start := uint64(p) << pl.shift
-	if pl.shift == 64 {
-		start = 0
+	if pl.dist != nil {
+		return pl.dist[p*len(pl.nodes)+n]
 	}
+	return pl.computeDistance(p, n)
+}
+
+func (pl *placer) computeDistance(p, n int) uint64 {
+	start := uint64(p) << pl.shift
 	toks := pl.tokens[n]
 	i, _ := slices.BinarySearch(toks, start)
 	if i == len(toks) {
 		i = 0 // wrap around
 	}
 	return toks[i] - start
+}
+
+// maxDistTable bounds the Q*n table of walk distances (8 bytes each). The
+// balancing passes look distances up millions of times, so a table pays
+// for itself; beyond this size they are computed on demand instead.
+const maxDistTable = 1 << 22
+
+// tabulateDistances fills pl.dist when it fits, one merge of each node's
+// sorted tokens with the ascending partition starts.
+func (pl *placer) tabulateDistances() {
+	n := len(pl.nodes)
+	if n == 0 || pl.q*n > maxDistTable {
+		return
+	}
+	pl.dist = make([]uint64, pl.q*n)
+	for node, toks := range pl.tokens {
+		i := 0
+		for p := range pl.q {
+			start := uint64(p) << pl.shift
+			for i < len(toks) && toks[i] < start {
+				i++
+			}
+			next := toks[0] // wrap around
+			if i < len(toks) {
+				next = toks[i]
+			}
+			pl.dist[p*n+node] = next - start
+		}
+	}
 }
 
 // sortByWalk orders a list as the clockwise walk from p's start meets its

@@ -42,9 +42,10 @@ type placer struct {
 	pools  []pool
 	vnodes []vnode // sorted by token, then node
 	target []float64
-	hi     []int // replica slots a node may take before the walk skips it
-	load   []int // replica slots taken so far
+	hi     []int      // replica slots a node may take before the walk skips it
+	load   []int      // replica slots taken so far
 	tokens [][]uint64 // node -> its vnode tokens, sorted
+	dist   []uint64   // p*len(nodes)+node -> walkDistance(p, node), if tabulated
 
 	// Per-partition scratch, reset by bumping stamp.
 	stamp    int32
@@ -78,6 +79,7 @@ func place(cfg Config, members []Member) [][]string {
 		flat = append(flat, pl.choose(p)...)
 		lists[p] = flat[start:len(flat):len(flat)]
 	}
+	pl.tabulateDistances()
 	pl.balanceReplicas(lists)
 	pl.balancePrimaries(lists)
 

@@ -224,6 +224,12 @@ func (cc *clientConn) failure() error {
 	return cc.err
 }
 
+// pendingPool recycles pendingCalls and their channels. A pendingCall goes
+// back only when its channel is known to be empty and no one else holds it:
+// after the caller received from it, or after the caller itself removed it
+// from the pending map (then no one will send).
+var pendingPool = sync.Pool{New: func() any { return &pendingCall{ch: make(chan callResult, 1)} }}
+
 // roundTrip sends one request and waits for its reply.
 func (cc *clientConn) roundTrip(ctx context.Context, kind uint8, payload []byte) ([]byte, error) {
 	deadline, has := ctx.Deadline()
@@ -231,10 +237,12 @@ func (cc *clientConn) roundTrip(ctx context.Context, kind uint8, payload []byte)
 	if !ok {
 		return nil, ctxError(cc.addr, kind, context.DeadlineExceeded)
 	}
-	pc := &pendingCall{kind: kind, ch: make(chan callResult, 1)}
+	pc := pendingPool.Get().(*pendingCall)
+	pc.kind = kind
 	cc.mu.Lock()
 	if cc.err != nil {
 		cc.mu.Unlock()
+		pendingPool.Put(pc)
 		return nil, errConnGone
 	}
 	cc.nextID++
@@ -243,45 +251,52 @@ func (cc *clientConn) roundTrip(ctx context.Context, kind uint8, payload []byte)
 	cc.mu.Unlock()
 	cc.uses.Add(1)
 
+	var r callResult
 	if err := cc.w.enqueue(true, ctx.Done(), id, frameRequest, kind, tmo, payload); err != nil {
-		if !cc.remove(id) {
-			// The connection failed and already answered this call.
-			r := <-pc.ch
-			return nil, r.err
+		if cc.remove(id) {
+			pendingPool.Put(pc)
+			if ctx.Err() != nil {
+				return nil, ctxError(cc.addr, kind, ctx.Err())
+			}
+			return nil, errConnGone
 		}
-		if ctx.Err() != nil {
-			return nil, ctxError(cc.addr, kind, ctx.Err())
+		// The connection failed and is answering this call right now.
+		r = <-pc.ch
+	} else {
+		select {
+		case r = <-pc.ch:
+		case <-ctx.Done():
+			if cc.remove(id) {
+				pendingPool.Put(pc)
+				// Let the server stop working for us; best effort, never
+				// blocks.
+				cc.w.enqueue(false, nil, id, frameCancel, 0, 0, nil)
+				return nil, ctxError(cc.addr, kind, ctx.Err())
+			}
+			// A reply or failure is being delivered; take it so the
+			// channel is empty, then report the deadline below.
+			r = <-pc.ch
 		}
-		return nil, errConnGone
 	}
+	pendingPool.Put(pc)
 
-	select {
-	case r := <-pc.ch:
-		// A reply that arrives after the deadline counts as late even if
-		// our timer has not fired yet (timers run late under load, and the
-		// server's copy of the deadline may fire first): callers get one
-		// consistent answer, and a handler that failed only because its
-		// deadline passed is reported as a deadline, not a remote error.
-		if err := ctx.Err(); err != nil || (has && !time.Now().Before(deadline)) {
-			if err == nil {
-				err = context.DeadlineExceeded
-			}
-			if r.err != nil {
-				return nil, fmt.Errorf("transport: call to %s (kind %d): %w (late reply: %w)", cc.addr, kind, err, r.err)
-			}
+	// A reply that arrives after the deadline counts as late even if our
+	// timer has not fired yet (timers run late under load, and the server's
+	// copy of the deadline may fire first): callers get one consistent
+	// answer, and a handler that failed only because its deadline passed is
+	// reported as a deadline, not as a remote error.
+	if err := ctx.Err(); err != nil || (has && !time.Now().Before(deadline)) {
+		if err == nil {
+			err = context.DeadlineExceeded
+		}
+		if r.err != nil && !errors.Is(r.err, ErrUnreachable) && !errors.Is(r.err, ErrClosed) {
+			return nil, fmt.Errorf("transport: call to %s (kind %d): %w (late reply: %w)", cc.addr, kind, err, r.err)
+		}
+		if r.err == nil {
 			return nil, ctxError(cc.addr, kind, err)
 		}
-		return r.payload, r.err
-	case <-ctx.Done():
-		if !cc.remove(id) {
-			// The reply (or a failure) raced with the deadline and won.
-			r := <-pc.ch
-			return r.payload, r.err
-		}
-		// Let the server stop working for us; best effort, never blocks.
-		cc.w.enqueue(false, nil, id, frameCancel, 0, 0, nil)
-		return nil, ctxError(cc.addr, kind, ctx.Err())
 	}
+	return r.payload, r.err
 }
 
 // remove unregisters a pending call; false if someone else already took it

@@ -7,7 +7,9 @@ import (
 	"io"
 	"math"
 	"net"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -127,6 +129,10 @@ func timeoutMillis(deadline time.Time, has bool) (ms uint32, ok bool) {
 
 var errWriterClosed = errors.New("connection writer closed")
 
+// Process-wide batching counters (one atomic add per write call, not per
+// frame): framesWritten/writeCalls is the average frames per syscall.
+var writeCalls, framesWritten atomic.Uint64
+
 const (
 	// maxBuffered bounds bytes waiting for the writer per connection; beyond
 	// it senders wait, so a slow peer turns into backpressure, not memory.
@@ -152,6 +158,7 @@ type connWriter struct {
 	err      error // sticky; set when closed or a write failed
 	stopping bool  // flush what is buffered, then exit
 	waiters  bool  // someone waits on space
+	nframes  int   // frames in buf, for the batching counters
 	space    chan struct{}
 
 	wake chan struct{} // cap 1: buf became non-empty or stopping
@@ -209,6 +216,7 @@ func (w *connWriter) enqueue(block bool, cancel <-chan struct{}, id uint64, typ,
 	}
 	wasEmpty := len(w.buf) == 0
 	w.buf = appendFrame(w.buf, id, typ, kind, timeout, payload)
+	w.nframes++
 	w.mu.Unlock()
 	if wasEmpty {
 		select {
@@ -229,6 +237,10 @@ func (w *connWriter) loop() {
 		case <-w.quit:
 			return
 		}
+		// Give goroutines that are about to send (woken callers, finishing
+		// handlers) one scheduling round to append to this batch: the first
+		// frame of a burst would otherwise go out alone.
+		runtime.Gosched()
 		for {
 			w.mu.Lock()
 			out := w.buf
@@ -240,6 +252,8 @@ func (w *connWriter) loop() {
 				}
 				break
 			}
+			frames := w.nframes
+			w.nframes = 0
 			w.buf = w.spare[:0]
 			w.spare = nil
 			if w.waiters {
@@ -252,6 +266,8 @@ func (w *connWriter) loop() {
 			if w.timeout > 0 {
 				w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
 			}
+			writeCalls.Add(1)
+			framesWritten.Add(uint64(frames))
 			if _, err := w.conn.Write(out); err != nil {
 				w.mu.Lock()
 				if w.err == nil {

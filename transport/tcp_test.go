@@ -647,6 +647,7 @@ func BenchmarkTCPCallParallel(b *testing.B) {
 		b.Fatal(err)
 	}
 	addr := s.Addr()
+	writes0, frames0 := writeCalls.Load(), framesWritten.Load()
 	b.SetParallelism(8)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -661,6 +662,9 @@ func BenchmarkTCPCallParallel(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+	if w := writeCalls.Load() - writes0; w > 0 {
+		b.ReportMetric(float64(framesWritten.Load()-frames0)/float64(w), "frames/write")
+	}
 }
 
 // After Close on both sides no goroutine of the package may remain.
@@ -701,4 +705,31 @@ func TestTCPNoGoroutineLeak(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// BenchmarkTCPCallSerial measures the latency of one caller's round trips
+// (no batching possible).
+func BenchmarkTCPCallSerial(b *testing.B) {
+	s, err := Listen("127.0.0.1:0", HandlerFunc(echo), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	c := NewClient("bench", Options{})
+	defer c.Close()
+	addr := s.Addr()
+	payload := make([]byte, 32)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := c.Call(ctx, addr, 1, payload); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := c.Call(ctx, addr, 1, payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
 }

@@ -74,7 +74,8 @@ type Options struct {
 	// hello frame of a new connection (server). Default 5 s.
 	DialTimeout time.Duration
 	// IdleTimeout: the client closes a connection that carried no call for
-	// this long. Default 2 min; negative disables. Unused by the server.
+	// this long (checked every IdleTimeout, so closed after one to two
+	// periods). Default 2 min; negative disables. Unused by the server.
 	IdleTimeout time.Duration
 	// CallTimeout applies to calls whose context has no deadline, so a lost
 	// peer cannot hang a caller forever. Default 30 s; negative disables

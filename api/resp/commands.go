@@ -106,7 +106,8 @@ func (c *conn) exec(req *request) {
 		cmd.fn(c, args)
 	}
 	failed := c.rw.errs != errsBefore
-	d := time.Since(start)
+	end := time.Now()
+	d := end.Sub(start)
 	st := &c.s.unknown
 	stName := "unknown"
 	if cmd != nil {
@@ -119,7 +120,7 @@ func (c *conn) exec(req *request) {
 		st.errors.Add(1)
 	}
 	c.s.totalCommands.Add(1)
-	c.lastAt.Store(time.Now().UnixNano())
+	c.lastAt.Store(end.UnixNano())
 	if c.s.opt.OnCommand != nil {
 		c.s.opt.OnCommand(stName, d, failed)
 	}
@@ -618,7 +619,7 @@ func (s *Server) configParams() map[string]string {
 		"maxmemory":             "0",
 		"maxclients":            "10000",
 		"timeout":               strconv.FormatInt(int64(o.IdleTimeout/time.Second), 10),
-		"proto-max-bulk-len":    strconv.FormatInt(o.MaxBulkLen, 10),
+		"proto-max-bulk-len":    strconv.Itoa(o.MaxBulkLen),
 		"ringkv-max-value-size": strconv.Itoa(o.MaxValueSize),
 		"cluster-enabled":       "no",
 	}

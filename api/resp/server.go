@@ -28,7 +28,7 @@ type Options struct {
 	// MaxBulkLen is the largest bulk length a client may declare; a bigger
 	// one is a protocol error that closes the connection. Default 512 MiB
 	// (Redis' proto-max-bulk-len).
-	MaxBulkLen int64
+	MaxBulkLen int
 	// MaxMultiBulkLen is the most elements one command may have; more is a
 	// protocol error. Default 1,048,576.
 	MaxMultiBulkLen int
@@ -265,7 +265,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		born:   time.Now(),
 		authed: s.opt.Password == "",
 	}
-	c.rd = newReader(nc, s.opt.MaxMultiBulkLen, s.opt.MaxBulkLen, s.opt.MaxValueSize, s.opt.MaxRequestSize)
+	c.rd = newReader(nc, s.opt.MaxMultiBulkLen, int64(s.opt.MaxBulkLen), s.opt.MaxValueSize, s.opt.MaxRequestSize)
 	c.bw = bufio.NewWriterSize(nc, 32*1024)
 	c.rw = replyWriter{w: c.bw, proto: 2}
 	c.proto.Store(2)
