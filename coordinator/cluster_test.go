@@ -234,3 +234,21 @@ func TestParseLevel(t *testing.T) {
 		}
 	}
 }
+
+// Reading a key that was never written stores nothing anywhere (read repair
+// has nothing to repair).
+func TestReadOfMissingKeyWritesNothing(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 7})
+	ctx := ctxT(t)
+	key := []byte("never-written")
+	obj, err := c.Nodes[0].Coord.Get(ctx, key, coordinator.All)
+	if err != nil || obj != nil {
+		t.Fatalf("get of a missing key: %v, %v", obj, err)
+	}
+	time.Sleep(100 * time.Millisecond) // let background repair run
+	for _, n := range c.Nodes {
+		if m := n.DB.Metrics(); m.Writes != 0 {
+			t.Fatalf("%s wrote %d records after a read of a missing key", n.ID, m.Writes)
+		}
+	}
+}

@@ -230,7 +230,7 @@ func (c *Coordinator) repair(key []byte, pref []string, got []readReply, replies
 			merged = version.Merge(merged, rep.obj)
 		}
 	}
-	if merged == nil {
+	if merged == nil || merged.Empty() {
 		return
 	}
 	payload := encodeReplicate(key, merged)

@@ -145,6 +145,9 @@ func (s *Store) Apply(key []byte, incoming *version.Object) (*version.Object, bo
 	if err != nil {
 		return nil, false, err
 	}
+	if cur == nil && (incoming == nil || incoming.Empty()) {
+		return nil, false, nil
+	}
 	merged := version.Merge(cur, incoming)
 	if cur != nil && merged.Equal(cur) {
 		return cur, false, nil

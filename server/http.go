@@ -2,14 +2,27 @@ package server
 
 import (
 	"net/http"
+	"net/http/pprof"
+	"strings"
 
 	httpapi "github.com/ringkv/ringkv/api/http"
 )
 
 func (s *Server) httpHandler() http.Handler {
-	return httpapi.NewHandler(s.coord, clusterView{s}, httpapi.Options{
+	api := httpapi.NewHandler(s.coord, clusterView{s}, httpapi.Options{
 		MaxValueSize: int64(s.cfg.MaxValueSize),
 		Logf:         s.cfg.Logf,
+	})
+	// Go's profiler, for operators chasing a slow node.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/debug/pprof/profile":
+			pprof.Profile(w, r)
+		case strings.HasPrefix(r.URL.Path, "/debug/pprof/"):
+			pprof.Index(w, r)
+		default:
+			api.ServeHTTP(w, r)
+		}
 	})
 }
 
