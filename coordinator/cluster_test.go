@@ -252,3 +252,25 @@ func TestReadOfMissingKeyWritesNothing(t *testing.T) {
 		}
 	}
 }
+
+// A write through a non-replica succeeds even when the first replica it
+// forwards to is cut off but not yet marked down.
+func TestForwardingSkipsAnUndetectedDeadReplica(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 5, Replicas: 3, Seed: 8,
+		Coordinator: coordinator.Options{Timeout: time.Second}})
+	ctx := ctxT(t)
+	for i := 0; i < 3; i++ {
+		key := []byte(fmt.Sprintf("undetected-%d", i))
+		replicas := c.Replicas(key)
+		c.Net.Isolate(replicas[0].ID) // the failure detector has not noticed
+		via := c.NonReplica(key)
+		if _, err := via.Coord.Put(ctx, key, []byte("v"), nil, 2); err != nil {
+			t.Fatalf("put %s via %s with %s silently dead: %v", key, via.ID, replicas[0].ID, err)
+		}
+		obj, err := replicas[1].Coord.Get(ctx, key, 2)
+		if err != nil || fmt.Sprint(liveValues(obj)) != "[v]" {
+			t.Fatalf("get %s: %v, %v", key, obj, err)
+		}
+		c.Net.Heal()
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ringkv/ringkv/transport"
 	"github.com/ringkv/ringkv/version"
@@ -44,7 +45,15 @@ func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Obj
 			if !ok {
 				continue
 			}
-			reply, err := c.tr.Call(ctx, addr, kindCoordinate, encodeWrite(req))
+			// A replica that died but is not yet marked down must not eat
+			// the whole request's time: each attempt gets half of what is
+			// left, so there is time to try another.
+			actx, cancel := ctx, context.CancelFunc(func() {})
+			if d, ok := ctx.Deadline(); ok {
+				actx, cancel = context.WithTimeout(ctx, time.Until(d)/2)
+			}
+			reply, err := c.tr.Call(actx, addr, kindCoordinate, encodeWrite(req))
+			cancel()
 			if err == nil {
 				return version.DecodeObject(reply)
 			}
