@@ -170,37 +170,65 @@ func (c *Coordinator) Get(ctx context.Context, key []byte, r int) (*version.Obje
 	if err != nil {
 		return nil, err
 	}
-	// The replicas' answers outlive the request (read repair waits for
-	// the slow ones), so they run under their own deadline.
-	rctx, cancel := context.WithTimeout(context.Background(), c.o.RepairTimeout)
+	// The local replica answers in this goroutine; remote ones in their
+	// own, under a deadline of their own because their answers outlive the
+	// request (read repair waits for the slow ones).
 	replies := make(chan readReply, len(pref))
-	for _, node := range pref {
-		go func(node string) { replies <- c.readOne(rctx, node, key) }(node)
-	}
-	ctx, cancelReq := c.withTimeout(ctx)
-	defer cancelReq()
-
+	cancel := context.CancelFunc(func() {})
 	var got []readReply
+	remote := 0
+	for _, node := range pref {
+		if node == c.self {
+			continue
+		}
+		if remote == 0 {
+			var rctx context.Context
+			rctx, cancel = context.WithTimeout(context.Background(), c.o.RepairTimeout)
+			defer func() {
+				if remote == 0 {
+					cancel()
+				}
+			}()
+			c.spawnReads(rctx, pref, key, replies)
+		}
+		remote++
+	}
+	if contains(pref, c.self) {
+		got = append(got, c.readOne(nil, c.self, key))
+	}
+
 	var merged *version.Object
 	ok, failed := 0, 0
 	var last error
-	for ok < r && len(pref)-failed >= r {
-		select {
-		case rep := <-replies:
-			got = append(got, rep)
-			if rep.err != nil {
-				failed++
-				last = rep.err
-				continue
+	tally := func(rep readReply) {
+		if rep.err != nil {
+			failed++
+			last = rep.err
+			return
+		}
+		ok++
+		merged = version.Merge(merged, rep.obj)
+	}
+	for _, rep := range got {
+		tally(rep)
+	}
+	if ok < r && len(pref)-failed >= r {
+		ctx, cancelReq := c.withTimeout(ctx)
+		defer cancelReq()
+	wait:
+		for ok < r && len(pref)-failed >= r {
+			select {
+			case rep := <-replies:
+				remote--
+				got = append(got, rep)
+				tally(rep)
+			case <-ctx.Done():
+				last = ctx.Err()
+				break wait
 			}
-			ok++
-			merged = version.Merge(merged, rep.obj)
-		case <-ctx.Done():
-			go c.repair(key, pref, got, replies, cancel)
-			return nil, &QuorumError{Op: "read", Needed: r, Answered: ok, Replicas: len(pref), Last: ctx.Err()}
 		}
 	}
-	go c.repair(key, pref, got, replies, cancel)
+	c.finishRead(key, pref, got, replies, remote, cancel)
 	if ok < r {
 		return nil, &QuorumError{Op: "read", Needed: r, Answered: ok, Replicas: len(pref), Last: last}
 	}
@@ -208,6 +236,40 @@ func (c *Coordinator) Get(ctx context.Context, key []byte, r int) (*version.Obje
 		merged = nil
 	}
 	return merged, nil
+}
+
+// spawnReads starts the reads of the remote replicas.
+func (c *Coordinator) spawnReads(ctx context.Context, pref []string, key []byte, replies chan<- readReply) {
+	for _, node := range pref {
+		if node != c.self {
+			go func(node string) { replies <- c.readOne(ctx, node, key) }(node)
+		}
+	}
+}
+
+// finishRead hands read repair to a background goroutine when answers are
+// still outstanding, and otherwise checks inline whether anything needs
+// repair (the common case: every replica agreed).
+func (c *Coordinator) finishRead(key []byte, pref []string, got []readReply, replies <-chan readReply, outstanding int, cancel context.CancelFunc) {
+	if outstanding > 0 {
+		go c.repair(key, pref, got, replies, cancel)
+		return
+	}
+	var merged *version.Object
+	for _, rep := range got {
+		if rep.err == nil {
+			merged = version.Merge(merged, rep.obj)
+		}
+	}
+	if merged == nil || merged.Empty() {
+		return
+	}
+	for _, rep := range got {
+		if rep.err == nil && (rep.obj == nil || !rep.obj.Descends(merged)) {
+			go c.repair(key, pref, got, replies, func() {})
+			return
+		}
+	}
 }
 
 func (c *Coordinator) readOne(ctx context.Context, node string, key []byte) readReply {

@@ -92,14 +92,8 @@ func (s *Store) get(ekey []byte) (*version.Object, error) {
 	return obj, nil
 }
 
-func (s *Store) put(ekey []byte, obj *version.Object, sync bool) error {
-	var wo *storage.WriteOptions
-	if sync {
-		wo = &storage.WriteOptions{Sync: true}
-	}
-	b := s.db.NewBatch()
-	b.Set(ekey, obj.Encode(nil))
-	if err := s.db.Apply(b, wo); err != nil {
+func (s *Store) put(ekey []byte, obj *version.Object) error {
+	if err := s.db.Set(ekey, obj.Encode(nil)); err != nil {
 		return fmt.Errorf("replica put %q: %w", ekey[9:], err)
 	}
 	return nil
@@ -128,7 +122,7 @@ func (s *Store) Coordinate(key []byte, ctx version.Clock, value []byte, deleted 
 	} else {
 		obj.Write(s.node, ctx, value, deleted, ts)
 	}
-	if err := s.put(ekey, obj, false); err != nil {
+	if err := s.put(ekey, obj); err != nil {
 		return nil, err
 	}
 	return obj, nil
@@ -152,7 +146,7 @@ func (s *Store) Apply(key []byte, incoming *version.Object) (*version.Object, bo
 	if cur != nil && merged.Equal(cur) {
 		return cur, false, nil
 	}
-	if err := s.put(ekey, merged, false); err != nil {
+	if err := s.put(ekey, merged); err != nil {
 		return nil, false, err
 	}
 	return merged, true, nil

@@ -1,0 +1,347 @@
+#!/usr/bin/env bash
+# Redis-protocol benchmark: redis-benchmark against ringkv (one node with
+# --sync batch, one node with --sync periodic, a three-node cluster) and
+# against redis-server, in one run, with the same settings for every target.
+#
+#   bench/redis/run.sh [-n REQUESTS]        (default -n 300000)
+#
+# Per target and pipeline depth (-P 1, -P 16) it runs
+#   redis-benchmark -h 127.0.0.1 -p PORT -t set,get -d 100 -r 1000000 -c 50 -n N -P P --csv
+# and prints a markdown report: ops/s, p50 and p99 per target and test, and
+# the ratios ringkv-1-node / redis.
+#
+# Everything is on 127.0.0.1. The ringkv binary is built fresh from this
+# checkout into a temporary directory; every process the script starts is
+# stopped by PID on exit and the temporary directory removed.
+set -euo pipefail
+
+N=300000
+while getopts "n:h" opt; do
+	case $opt in
+	n) N=$OPTARG ;;
+	*) sed -n '2,15p' "$0"; exit 2 ;;
+	esac
+done
+case $N in '' | *[!0-9]*) echo "run.sh: -n must be a positive integer" >&2; exit 2 ;; esac
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CLIENTS=50
+DATASIZE=100
+KEYSPACE=1000000
+PIPELINES="1 16"
+
+die() { echo "run.sh: $*" >&2; exit 1; }
+log() { echo "# $*" >&2; }
+
+# ---------------------------------------------------------------- tools
+command -v go >/dev/null || die "go not found in PATH"
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null || ! command -v redis-cli >/dev/null; then
+	log "redis-server/redis-benchmark missing: apt-get install redis-server"
+	if [ "$(id -u)" = 0 ]; then
+		apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >&2 ||
+			die "apt-get install redis-server failed"
+	else
+		die "redis-server is not installed and this script is not root; run: sudo apt-get update && sudo apt-get install -y redis-server"
+	fi
+	command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null && command -v redis-cli >/dev/null ||
+		die "redis-server/redis-benchmark/redis-cli still not found after apt-get install"
+fi
+command -v curl >/dev/null || die "curl not found (needed to check the cluster's state)"
+
+# ---------------------------------------------------------------- cleanup
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/ringkv-respbench.XXXXXX")
+PIDS=()
+stop_pid() { # stop_pid PID: SIGTERM, wait up to 15 s, then SIGKILL
+	local pid=$1 i
+	kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 150; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		log "PID $pid did not exit after SIGTERM, sending SIGKILL"
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	wait "$pid" 2>/dev/null || true
+}
+stop_all() {
+	local pid
+	for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+	PIDS=()
+}
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	[ -n "${BENCH_PID:-}" ] && stop_pid "$BENCH_PID"
+	stop_all
+	rm -rf "$TMP"
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+RESULTS="$TMP/results.tsv" # target \t P \t test \t rps \t p50 \t p99 \t wall
+: >"$RESULTS"
+LOADS="$TMP/loads.tsv" # target \t load before \t load after
+: >"$LOADS"
+DBSIZES="$TMP/dbsize.tsv" # target \t P \t DBSIZE after the run
+: >"$DBSIZES"
+NOTES="$TMP/notes.txt"
+: >"$NOTES"
+
+# ---------------------------------------------------------------- ports
+# Ports are picked below the kernel's ephemeral range, so that no client
+# connection (redis-benchmark's, the nodes' own) can be holding them.
+read -r EPH_LO _ </proc/sys/net/ipv4/ip_local_port_range
+PORT_LO=10000
+PORT_HI=$((EPH_LO > 12000 ? EPH_LO - 1 : 32767))
+port_busy() { # port_busy PORT: any TCP or UDP socket bound to it?
+	ss -Htan "sport = :$1" 2>/dev/null | grep -q . || ss -Huan "sport = :$1" 2>/dev/null | grep -q .
+}
+USED_PORTS=" "
+free_port() { # free_port [SPAN]: sets FREE_PORT to a port p such that p..p+SPAN-1 are all free
+	local span=${1:-1} p i ok tries
+	for ((tries = 0; tries < 200; tries++)); do
+		p=$((PORT_LO + (RANDOM * 32768 + RANDOM) % (PORT_HI - PORT_LO - span)))
+		ok=1
+		for ((i = 0; i < span; i++)); do
+			if [[ $USED_PORTS == *" $((p + i)) "* ]] || port_busy $((p + i)); then ok=0; break; fi
+		done
+		if [ $ok = 1 ]; then
+			for ((i = 0; i < span; i++)); do USED_PORTS+="$((p + i)) "; done
+			FREE_PORT=$p
+			return 0
+		fi
+	done
+	die "no free loopback port found"
+}
+
+# ---------------------------------------------------------------- servers
+wait_ping() { # wait_ping PORT PID LOG: until PING answers PONG; 1 if the process exited, dies after 30 s
+	local port=$1 pid=$2 logf=$3 i
+	for ((i = 0; i < 300; i++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			wait "$pid" 2>/dev/null || true
+			log "server on port $port (PID $pid) exited before answering PING; its log:"
+			head -30 "$logf" >&2
+			return 1
+		fi
+		[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ] && return 0
+		sleep 0.1
+	done
+	tail -20 "$logf" >&2
+	die "server on port $port did not answer PING within 30 s"
+}
+
+RESTARTS=0
+start_ringkv() { # start_ringkv NAME SYNC REPLICAS [JOIN]: sets RESP_PORT, HTTP_PORT, PEER_PORT
+	local name=$1 sync=$2 replicas=$3 join=${4:-} attempt pid
+	for attempt in 1 2 3; do
+		free_port; RESP_PORT=$FREE_PORT
+		free_port; HTTP_PORT=$FREE_PORT
+		free_port 2; PEER_PORT=$FREE_PORT # gossip uses PEER_PORT+1
+		local args=(server --node-id "$name" --data-dir "$TMP/data/$name" --resp-addr "127.0.0.1:$RESP_PORT"
+			--http-addr "127.0.0.1:$HTTP_PORT" --peer-addr "127.0.0.1:$PEER_PORT" --replicas "$replicas" --sync "$sync")
+		[ -n "$join" ] && args+=(--join "$join")
+		"$TMP/ringkv" "${args[@]}" >"$TMP/$name.log" 2>&1 &
+		pid=$!
+		PIDS+=($pid)
+		log "started ringkv $name (PID $pid): resp $RESP_PORT http $HTTP_PORT peer $PEER_PORT sync $sync replicas $replicas${join:+ join $join}"
+		wait_ping "$RESP_PORT" $pid "$TMP/$name.log" && return 0
+		echo "ringkv $name failed to start (attempt $attempt, ports resp $RESP_PORT http $HTTP_PORT peer $PEER_PORT): $(grep -m1 -iE 'panic|error' "$TMP/$name.log")" >>"$NOTES"
+		RESTARTS=$((RESTARTS + 1))
+		rm -rf "$TMP/data/$name"
+	done
+	die "ringkv $name failed to start 3 times"
+}
+
+start_redis() { # sets RESP_PORT
+	local attempt pid
+	for attempt in 1 2 3; do
+		free_port; RESP_PORT=$FREE_PORT
+		rm -rf "$TMP/redis"; mkdir -p "$TMP/redis"
+		redis-server --bind 127.0.0.1 --port "$RESP_PORT" --dir "$TMP/redis" --daemonize no \
+			--appendonly yes --appendfsync everysec --save '' --logfile "$TMP/redis.log" >"$TMP/redis.out" 2>&1 &
+		pid=$!
+		PIDS+=($pid)
+		log "started redis-server (PID $pid): port $RESP_PORT, appendonly yes, appendfsync everysec, save ''"
+		wait_ping "$RESP_PORT" $pid "$TMP/redis.log" && return 0
+		echo "redis-server failed to start (attempt $attempt, port $RESP_PORT)" >>"$NOTES"
+	done
+	die "redis-server failed to start 3 times"
+}
+
+wait_cluster() { # wait_cluster HTTP_PORT...: every node sees 3 members normal and alive, and a SET succeeds
+	local i port ok
+	for ((i = 0; i < 600; i++)); do
+		ok=1
+		for port in "$@"; do
+			local body
+			body=$(curl -fsS "http://127.0.0.1:$port/v1/cluster" 2>/dev/null) || { ok=0; break; }
+			[ "$(grep -o '"state":"normal"' <<<"$body" | wc -l)" = 3 ] || { ok=0; break; }
+			[ "$(grep -o '"alive":true' <<<"$body" | wc -l)" = 3 ] || { ok=0; break; }
+		done
+		if [ $ok = 1 ] && [ "$(redis-cli -h 127.0.0.1 -p "$RESP_PORT" set ringkv-bench-probe x 2>/dev/null)" = OK ]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "cluster did not converge within 60 s (see $TMP/n*.log)"
+}
+
+# ---------------------------------------------------------------- benchmark
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+bench_target() { # bench_target NAME PORT
+	local name=$1 port=$2 p before after t0 t1 out err
+	before=$(loadavg)
+	for p in $PIPELINES; do
+		out="$TMP/$name.P$p.csv"
+		err="$TMP/$name.P$p.err"
+		log "$name: redis-benchmark -P $p -n $N"
+		t0=$(date +%s.%N)
+		# In the background, so that a signal to this script is handled at once
+		# (cleanup stops BENCH_PID too).
+		redis-benchmark -h 127.0.0.1 -p "$port" -t set,get -d $DATASIZE -r $KEYSPACE -c $CLIENTS \
+			-n "$N" -P "$p" --csv >"$out" 2>"$err" &
+		BENCH_PID=$!
+		if ! wait $BENCH_PID; then
+			echo "$name P$p: redis-benchmark exited with an error: $(head -c 300 "$err")" >>"$NOTES"
+		fi
+		t1=$(date +%s.%N)
+		BENCH_PID=
+		# Keys stored after this run (SET adds keys); "–" if the server does not answer DBSIZE with a number.
+		dbs=$(redis-cli -h 127.0.0.1 -p "$port" dbsize 2>&1 | head -1)
+		case $dbs in '' | *[!0-9]*) dbs="–" ;; esac
+		printf '%s\t%s\t%s\n' "$name" "$p" "$dbs" >>"$DBSIZES"
+		# stderr holds the progress lines (with --csv: none) and any errors.
+		if grep -qvE '^\s*$' "$err"; then
+			echo "$name P$p: redis-benchmark stderr: $(tr '\r' '\n' <"$err" | grep -vE '^\s*$' | sort | uniq -c | sort -rn | head -5 | tr '\n' ';')" >>"$NOTES"
+		fi
+		# CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+		local hdr
+		hdr=$(grep -m1 '^"test"' "$out" || true)
+		[ -n "$hdr" ] || { cat "$out" "$err" >&2; die "$name P$p: no CSV header in redis-benchmark output"; }
+		awk -F, -v tgt="$name" -v P="$p" -v wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" '
+			{ for (i = 1; i <= NF; i++) gsub(/"/, "", $i) }
+			$1 == "test" { for (i = 1; i <= NF; i++) col[$i] = i; next }
+			$1 == "SET" || $1 == "GET" {
+				if (!("rps" in col) || !("p50_latency_ms" in col) || !("p99_latency_ms" in col)) { print "missing columns" > "/dev/stderr"; exit 1 }
+				printf "%s\t%s\t%s\t%s\t%s\t%s\t%.1f\n", tgt, P, $1, $col["rps"], $col["p50_latency_ms"], $col["p99_latency_ms"], wall
+			}' "$out" >>"$RESULTS" || die "$name P$p: could not parse $out"
+		[ "$(awk -F'\t' -v t="$name" -v p="$p" '$1 == t && $2 == p' "$RESULTS" | wc -l)" = 2 ] || { cat "$out" >&2; die "$name P$p: expected a SET and a GET row"; }
+	done
+	after=$(loadavg)
+	printf '%s\t%s\t%s\n' "$name" "$before" "$after" >>"$LOADS"
+}
+
+check_alive() { # every started process still running?
+	local pid
+	for pid in "${PIDS[@]}"; do
+		kill -0 "$pid" 2>/dev/null || echo "PID $pid exited during the benchmark" >>"$NOTES"
+	done
+}
+
+# ---------------------------------------------------------------- run
+START_UPTIME=$(uptime)
+log "building ringkv from $ROOT"
+(cd "$ROOT" && go build -o "$TMP/ringkv" ./cmd/ringkv)
+
+# (a) one node, N=1, sync batch
+start_ringkv n1 batch 1
+bench_target ringkv-1-batch "$RESP_PORT"
+check_alive; stop_all; rm -rf "$TMP/data"
+
+# (a') one node, N=1, sync periodic
+start_ringkv n1 periodic 1
+bench_target ringkv-1-periodic "$RESP_PORT"
+check_alive; stop_all; rm -rf "$TMP/data"
+
+# (b) three nodes, N=3, R=W=2 (QUORUM), sync batch; benchmark against n1
+start_ringkv n1 batch 3
+P1=$RESP_PORT H1=$HTTP_PORT SEED="127.0.0.1:$PEER_PORT"
+start_ringkv n2 batch 3 "$SEED"
+H2=$HTTP_PORT
+start_ringkv n3 batch 3 "$SEED"
+H3=$HTTP_PORT
+RESP_PORT=$P1
+wait_cluster "$H1" "$H2" "$H3"
+bench_target ringkv-3-batch "$P1"
+check_alive
+for n in n1 n2 n3; do
+	c=$(grep -ciE 'error|timeout|timed out|fail' "$TMP/$n.log" || true)
+	[ "$c" = 0 ] || echo "ringkv-3-batch: $n log has $c lines matching error/timeout/fail, e.g.: $(grep -iE 'error|timeout|timed out|fail' "$TMP/$n.log" | head -2 | tr '\n' ' ')" >>"$NOTES"
+done
+stop_all; rm -rf "$TMP/data"
+
+# (c) redis-server, AOF everysec
+start_redis
+bench_target redis "$RESP_PORT"
+check_alive; stop_all
+
+END_UPTIME=$(uptime)
+
+# ---------------------------------------------------------------- report
+label() {
+	case $1 in
+	ringkv-1-batch) echo "ringkv, 1 node, --sync batch" ;;
+	ringkv-1-periodic) echo "ringkv, 1 node, --sync periodic" ;;
+	ringkv-3-batch) echo "ringkv, 3 nodes (N=3, R=W=2), --sync batch" ;;
+	redis) echo "redis-server, appendfsync everysec" ;;
+	esac
+}
+TARGETS="ringkv-1-batch ringkv-1-periodic ringkv-3-batch redis"
+val() { awk -F'\t' -v t="$1" -v p="$2" -v s="$3" -v c="$4" '$1 == t && $2 == p && $3 == s { print $c }' "$RESULTS"; }
+
+echo "## redis-benchmark: ringkv vs redis-server"
+echo
+echo "- started: $START_UPTIME"
+echo "- ended:   $END_UPTIME"
+echo "- $(redis-server --version)"
+echo "- $(redis-benchmark --version)"
+echo "- $(go version)"
+echo "- $(nproc) CPUs, ringkv commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+echo "- per run: redis-benchmark -h 127.0.0.1 -p PORT -t set,get -d $DATASIZE -r $KEYSPACE -c $CLIENTS -n $N -P {1,16} --csv"
+echo
+echo "| target | test | ops/s | p50 ms | p99 ms |"
+echo "|---|---|--:|--:|--:|"
+for p in $PIPELINES; do
+	for t in $TARGETS; do
+		for s in SET GET; do
+			echo "| $(label $t) | $s -P $p | $(val $t $p $s 4) | $(val $t $p $s 5) | $(val $t $p $s 6) |"
+		done
+	done
+done
+echo
+echo "Ratios ringkv 1 node ÷ redis-server (ops/s: above 1 means ringkv is faster; p99: below 1 means ringkv is better):"
+echo
+echo "| ringkv target | test | ops/s ratio | p99 ratio |"
+echo "|---|---|--:|--:|"
+for t in ringkv-1-batch ringkv-1-periodic; do
+	for p in $PIPELINES; do
+		for s in SET GET; do
+			r=$(awk -v a="$(val $t $p $s 4)" -v b="$(val redis $p $s 4)" 'BEGIN { printf "%.2f", a / b }')
+			q=$(awk -v a="$(val $t $p $s 6)" -v b="$(val redis $p $s 6)" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "–" }')
+			echo "| $(label $t) | $s -P $p | $r | $q |"
+		done
+	done
+done
+echo
+echo "Wall time of each redis-benchmark run (SET and GET together), DBSIZE after it (– where the server does not count keys), and load average (1/5/15 min) before → after each target:"
+echo
+echo "| target | -P 1 wall s | -P 16 wall s | DBSIZE after -P 1 | after -P 16 | load before | load after |"
+echo "|---|--:|--:|--:|--:|---|---|"
+dbsize() { awk -F'\t' -v t="$1" -v p="$2" '$1 == t && $2 == p { print $3 }' "$DBSIZES"; }
+for t in $TARGETS; do
+	echo "| $(label $t) | $(val $t 1 SET 7) | $(val $t 16 SET 7) | $(dbsize $t 1) | $(dbsize $t 16) | $(awk -F'\t' -v t=$t '$1 == t { print $2 }' "$LOADS") | $(awk -F'\t' -v t=$t '$1 == t { print $3 }' "$LOADS") |"
+done
+echo
+if [ -s "$NOTES" ]; then
+	echo "Notes:"
+	echo
+	sed 's/^/- /' "$NOTES"
+else
+	echo "No errors: redis-benchmark wrote nothing to stderr, every server stayed up, the cluster logs have no error/timeout lines."
+fi
