@@ -1,0 +1,151 @@
+package replica
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+	"testing"
+
+	"github.com/ringkv/ringkv/ring"
+	"github.com/ringkv/ringkv/storage"
+	"github.com/ringkv/ringkv/storage/vfs"
+	"github.com/ringkv/ringkv/version"
+)
+
+func openStore(t *testing.T, node string) *Store {
+	t.Helper()
+	db, err := storage.Open("db", &storage.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return New(db, node)
+}
+
+func values(obj *version.Object) []string {
+	var out []string
+	for _, s := range obj.Live() {
+		out = append(out, string(s.Value))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestKeyEncodingOrdersByToken(t *testing.T) {
+	var keys [][]byte
+	for i := 0; i < 200; i++ {
+		keys = append(keys, []byte(fmt.Sprintf("key-%d", i)))
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		return bytes.Compare(EncodeKey(nil, keys[i]), EncodeKey(nil, keys[j])) < 0
+	})
+	for i := 1; i < len(keys); i++ {
+		if ring.Token(keys[i-1]) > ring.Token(keys[i]) {
+			t.Fatalf("engine order is not token order at %q, %q", keys[i-1], keys[i])
+		}
+	}
+	k, tok, err := DecodeKey(EncodeKey(nil, []byte("abc")))
+	if err != nil || string(k) != "abc" || tok != ring.Token([]byte("abc")) {
+		t.Fatalf("DecodeKey: %q %d %v", k, tok, err)
+	}
+	if _, _, err := DecodeKey([]byte("x")); err == nil {
+		t.Fatal("DecodeKey accepted a short key")
+	}
+}
+
+// A blind write supersedes what this replica holds; a version from another
+// replica that this one has not seen survives as a sibling.
+func TestCoordinateAndApply(t *testing.T) {
+	a, b := openStore(t, "a"), openStore(t, "b")
+	key := []byte("k")
+	objA, err := a.Coordinate(key, nil, []byte("1"), false, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Coordinate(key, nil, []byte("2"), false, 2); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := a.Get(key)
+	if fmt.Sprint(values(got)) != "[2]" {
+		t.Fatalf("blind write did not supersede: %v", values(got))
+	}
+	// b has not seen a's writes: its blind write is concurrent with them.
+	objB, err := b.Coordinate(key, nil, []byte("x"), false, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = objA
+	merged, changed, err := a.Apply(key, objB)
+	if err != nil || !changed {
+		t.Fatalf("apply: changed=%v err=%v", changed, err)
+	}
+	if fmt.Sprint(values(merged)) != "[2 x]" {
+		t.Fatalf("after merge: %v, want [2 x]", values(merged))
+	}
+	// Applying the same version again changes nothing.
+	if _, changed, _ := a.Apply(key, objB); changed {
+		t.Fatal("re-applying a version changed the store")
+	}
+	// A write with the merged context collapses both siblings.
+	if _, err := a.Coordinate(key, merged.Context, []byte("z"), false, 4); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = a.Get(key)
+	if fmt.Sprint(values(got)) != "[z]" {
+		t.Fatalf("write with context: %v, want [z]", values(got))
+	}
+	// Deleting leaves a tombstone that reads as no live value.
+	if _, err := a.Coordinate(key, got.Context, nil, true, 5); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = a.Get(key)
+	if got == nil || len(got.Live()) != 0 || !got.IsDeleted() {
+		t.Fatalf("after delete: %v", got)
+	}
+	// Applying an empty object to a missing key stores nothing.
+	if obj, changed, err := a.Apply([]byte("absent"), &version.Object{}); obj != nil || changed || err != nil {
+		t.Fatalf("apply of an empty object: %v %v %v", obj, changed, err)
+	}
+	if obj, _ := a.Get([]byte("absent")); obj != nil {
+		t.Fatalf("empty apply stored %v", obj)
+	}
+}
+
+func TestScanTokenRange(t *testing.T) {
+	s := openStore(t, "a")
+	tokens := map[string]uint64{}
+	for i := 0; i < 300; i++ {
+		k := []byte(fmt.Sprintf("k%d", i))
+		if _, err := s.Coordinate(k, nil, k, false, 1); err != nil {
+			t.Fatal(err)
+		}
+		tokens[string(k)] = ring.Token(k)
+	}
+	lo, hi := uint64(1)<<62, uint64(3)<<62
+	want := 0
+	for _, tok := range tokens {
+		if tok >= lo && tok <= hi {
+			want++
+		}
+	}
+	got, prev := 0, uint64(0)
+	err := s.Scan(lo, hi, func(e Entry) bool {
+		if e.Token < lo || e.Token > hi || e.Token < prev || tokens[string(e.Key)] != e.Token {
+			t.Fatalf("scan returned %q token %x outside [%x, %x] or out of order", e.Key, e.Token, lo, hi)
+		}
+		if fmt.Sprint(values(e.Object)) != fmt.Sprintf("[%s]", e.Key) {
+			t.Fatalf("scan value of %q: %v", e.Key, values(e.Object))
+		}
+		prev = e.Token
+		got++
+		return true
+	})
+	if err != nil || got != want {
+		t.Fatalf("scan: %d entries (err %v), want %d", got, err, want)
+	}
+	// The whole space, ending at 2^64-1, sees every key.
+	all := 0
+	if err := s.Scan(0, ^uint64(0), func(Entry) bool { all++; return true }); err != nil || all != 300 {
+		t.Fatalf("full scan: %d, %v", all, err)
+	}
+}
