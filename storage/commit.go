@@ -22,6 +22,8 @@ type pendingWrite struct {
 	rotate bool
 	err    error
 	done   bool
+	// wake is signalled when the write is done or its writer must lead.
+	wake chan struct{}
 }
 
 // Apply commits the batch atomically. With SyncBatch (or wo.Sync) it returns
@@ -41,17 +43,24 @@ func (db *DB) Apply(b *Batch, wo *WriteOptions) error {
 // enqueue puts w in the commit queue. The writer at the head of the queue
 // becomes the leader: it takes every write queued behind it (up to
 // maxGroupBytes), writes them to the log in one write, fsyncs once if any of
-// them asked for it, applies them to the memtable and wakes their writers.
+// them asked for it, applies them to the memtable and wakes their writers,
+// each through its own channel, then wakes the next leader. (A shared
+// condition variable would wake every waiter on every group: quadratic in
+// the queue length.)
 func (db *DB) enqueue(w *pendingWrite) error {
+	w.wake = make(chan struct{}, 1)
 	db.qmu.Lock()
 	db.queue = append(db.queue, w)
-	for !w.done && db.queue[0] != w {
-		db.qcond.Wait()
+	leader := len(db.queue) == 1
+	db.qmu.Unlock()
+	if !leader {
+		<-w.wake
+		if w.done {
+			return w.err
+		}
 	}
-	if w.done {
-		db.qmu.Unlock()
-		return w.err
-	}
+
+	db.qmu.Lock()
 	n, size := 1, len(w.batch.dataOrEmpty())
 	if !w.rotate {
 		for n < len(db.queue) && !db.queue[n].rotate {
@@ -81,8 +90,17 @@ func (db *DB) enqueue(w *pendingWrite) error {
 	rest := copy(db.queue, db.queue[n:])
 	clear(db.queue[rest:])
 	db.queue = db.queue[:rest]
-	db.qcond.Broadcast()
+	var next *pendingWrite
+	if rest > 0 {
+		next = db.queue[0]
+	}
 	db.qmu.Unlock()
+	for _, g := range group[1:] {
+		g.wake <- struct{}{}
+	}
+	if next != nil {
+		next.wake <- struct{}{}
+	}
 	return err
 }
 

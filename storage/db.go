@@ -96,7 +96,6 @@ type DB struct {
 	// The commit queue: the writer at its head is the leader and commits
 	// every queued batch in one log write and one fsync.
 	qmu   sync.Mutex
-	qcond *sync.Cond
 	queue []*pendingWrite
 
 	// logMu guards the commit log writer (the leader writes, the periodic
@@ -153,7 +152,6 @@ func Open(dirname string, opts *Options) (*DB, error) {
 		cache:     cache.New(o.BlockCacheSize),
 		snapshots: make(map[*Snapshot]struct{}),
 	}
-	db.qcond = sync.NewCond(&db.qmu)
 	db.cond = sync.NewCond(&db.mu)
 	if err := db.fs.MkdirAll(dirname, 0o755); err != nil {
 		return nil, fmt.Errorf("open %s: create directory: %w", dirname, err)
@@ -221,11 +219,15 @@ func (db *DB) Close() error {
 
 	// Let the commit queue drain: a write that raced with Close either
 	// finished or sees closing.
-	db.qmu.Lock()
-	for len(db.queue) > 0 {
-		db.qcond.Wait()
+	for {
+		db.qmu.Lock()
+		n := len(db.queue)
+		db.qmu.Unlock()
+		if n == 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
 	}
-	db.qmu.Unlock()
 
 	db.bg.Wait()
 
