@@ -121,10 +121,12 @@ func Start(cfg Config) (s *Server, err error) {
 		joins = append(joins, g)
 	}
 
-	s = &Server{cfg: cfg}
+	srv := &Server{cfg: cfg}
+	s = srv
 	defer func() {
+		// A failed start releases what it opened; s itself is nil by then.
 		if err != nil {
-			s.Close()
+			srv.Close()
 		}
 	}()
 	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "engine"), &storage.Options{Sync: syncMode, Logf: cfg.Logf}); err != nil {

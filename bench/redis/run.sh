@@ -248,6 +248,11 @@ check_alive() { # every started process still running?
 START_UPTIME=$(uptime)
 log "building ringkv from $ROOT"
 (cd "$ROOT" && go build -o "$TMP/ringkv" ./cmd/ringkv)
+# What was built: HEAD at build time, and tracked Go files (outside bench/,
+# which is a separate module) that differed from HEAD.
+BUILD_COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+BUILD_DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null |
+	awk '{ print $NF }' | grep -E '(\.go|go\.mod|go\.sum)$' | grep -v '^bench/' | tr '\n' ' ' || true)
 
 # (a) one node, N=1, sync batch
 start_ringkv n1 batch 1
@@ -295,14 +300,14 @@ label() {
 TARGETS="ringkv-1-batch ringkv-1-periodic ringkv-3-batch redis"
 val() { awk -F'\t' -v t="$1" -v p="$2" -v s="$3" -v c="$4" '$1 == t && $2 == p && $3 == s { print $c }' "$RESULTS"; }
 
-echo "## redis-benchmark: ringkv vs redis-server"
+echo "### redis-benchmark: ringkv vs redis-server"
 echo
 echo "- started: $START_UPTIME"
 echo "- ended:   $END_UPTIME"
 echo "- $(redis-server --version)"
 echo "- $(redis-benchmark --version)"
 echo "- $(go version)"
-echo "- $(nproc) CPUs, ringkv commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+echo "- $(nproc) CPUs; ringkv built at the start from the working tree at commit $BUILD_COMMIT, $([ -n "$BUILD_DIRTY" ] && echo "with uncommitted changes to: ${BUILD_DIRTY% }" || echo "no uncommitted Go changes")"
 echo "- per run: redis-benchmark -h 127.0.0.1 -p PORT -t set,get -d $DATASIZE -r $KEYSPACE -c $CLIENTS -n $N -P {1,16} --csv"
 echo
 echo "| target | test | ops/s | p50 ms | p99 ms |"
