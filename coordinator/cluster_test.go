@@ -143,7 +143,8 @@ func TestPartitionedBlindWritesBecomeSiblings(t *testing.T) {
 
 // A read repairs a replica that missed a write.
 func TestReadRepairUpdatesStaleReplica(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Nodes: 4, Replicas: 3, Seed: 4})
+	c := testcluster.New(t, testcluster.Options{Nodes: 4, Replicas: 3, Seed: 4,
+		Coordinator: coordinator.Options{ReadRepairChance: 1}})
 	ctx := ctxT(t)
 	key := []byte("repair-me")
 	replicas := c.Replicas(key)
@@ -272,5 +273,31 @@ func TestForwardingSkipsAnUndetectedDeadReplica(t *testing.T) {
 			t.Fatalf("get %s: %v, %v", key, obj, err)
 		}
 		c.Net.Heal()
+	}
+}
+
+// A read whose first-choice replica died without being marked down still
+// answers, well before the request timeout: it asks another replica.
+func TestReadSpeculatesPastAnUndetectedDeadReplica(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 9,
+		Coordinator: coordinator.Options{Timeout: 2 * time.Second, ReadRepairChance: -1}})
+	ctx := ctxT(t)
+	for i := 0; i < 10; i++ {
+		key := []byte(fmt.Sprintf("spec-%d", i))
+		if _, err := c.Nodes[0].Coord.Put(ctx, key, []byte("v"), nil, coordinator.All); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Net.Isolate(c.Nodes[1].ID) // not marked down
+	for i := 0; i < 10; i++ {
+		key := []byte(fmt.Sprintf("spec-%d", i))
+		start := time.Now()
+		obj, err := c.Nodes[0].Coord.Get(ctx, key, 2)
+		if err != nil || fmt.Sprint(liveValues(obj)) != "[v]" {
+			t.Fatalf("get %s with n2 silently dead: %v, %v", key, obj, err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("get %s took %s: it waited for the dead replica", key, d)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,14 @@ type Options struct {
 	// RepairTimeout bounds the background wait for the replicas that did
 	// not answer before the read returned. Default: Timeout.
 	RepairTimeout time.Duration
+	// ReadRepairChance is the fraction of reads that ask every replica
+	// (and so repair every stale one); the others ask only R replicas, the
+	// local one first, and more only if some fail. Default: 0.1. A negative
+	// value means never; 1 means always.
+	ReadRepairChance float64
+	// SpeculativeDelay is how long a read waits for the replicas it asked
+	// before also asking the next one. Default: 20ms.
+	SpeculativeDelay time.Duration
 	// Now is the clock stamped into siblings. Default: time.Now.
 	Now func() time.Time
 	// Logf receives notable events. Default: discard.
@@ -144,6 +153,12 @@ func New(self string, cluster Cluster, store *replica.Store, tr transport.Transp
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.SpeculativeDelay <= 0 {
+		o.SpeculativeDelay = 20 * time.Millisecond
+	}
+	if o.ReadRepairChance == 0 {
+		o.ReadRepairChance = 0.1
+	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
@@ -165,6 +180,11 @@ func (c *Coordinator) withTimeout(ctx context.Context) (context.Context, context
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(ctx, c.o.Timeout)
+}
+
+// fullRead decides whether a read asks every replica.
+func (c *Coordinator) fullRead() bool {
+	return c.o.ReadRepairChance >= 1 || (c.o.ReadRepairChance > 0 && rand.Float64() < c.o.ReadRepairChance)
 }
 
 // preference returns the key's replicas, alive ones first (in preference

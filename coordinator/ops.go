@@ -89,33 +89,36 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest) (*v
 			causal = version.Clock{}
 		}
 	}
-	obj, err := c.store.Coordinate(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano())
-	if err != nil {
-		return nil, &QuorumError{Op: "write", Needed: w, Answered: 0, Replicas: len(pref), Last: err}
-	}
-	acks := 1
-	if acks >= w && len(pref) == 1 {
-		return obj, nil
-	}
-	payload := encodeReplicate(req.key, obj)
+	// The other replicas get the new version as soon as it is stamped, in
+	// parallel with the local write and its fsync: the write's latency is
+	// the slower of the two, not their sum.
 	results := make(chan error, len(pref))
 	sent := 0
-	for _, node := range pref {
-		if node == c.self {
-			continue
+	obj, err := c.store.CoordinateThen(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano(), func(obj *version.Object) {
+		payload := encodeReplicate(req.key, obj)
+		for _, node := range pref {
+			if node == c.self {
+				continue
+			}
+			sent++
+			// Replication outlives the request when W is reached early,
+			// so it runs under its own deadline, not the client's.
+			go func(node string) {
+				sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
+				defer cancel()
+				results <- c.send(sctx, node, kindReplicate, payload)
+			}(node)
 		}
-		sent++
-		// Replication outlives the request when W is reached early, so
-		// it runs under its own deadline, not the client's.
-		go func(node string) {
-			sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
-			defer cancel()
-			results <- c.send(sctx, node, kindReplicate, payload)
-		}(node)
-	}
+	})
+	acks := 0
 	var last error
+	if err == nil {
+		acks = 1
+	} else {
+		last = err
+	}
 	failed := 0
-	for acks < w && acks+(sent-failed-(acks-1)) >= w {
+	for acks < w && acks+(sent-failed-(acks-boolInt(err == nil))) >= w {
 		select {
 		case err := <-results:
 			if err == nil {
@@ -129,10 +132,17 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest) (*v
 			return nil, &QuorumError{Op: "write", Needed: w, Answered: acks, Replicas: len(pref), Last: last}
 		}
 	}
-	if acks < w {
+	if acks < w || obj == nil {
 		return nil, &QuorumError{Op: "write", Needed: w, Answered: acks, Replicas: len(pref), Last: last}
 	}
 	return obj, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // send calls node with a peer message, failing fast for unknown nodes.
@@ -158,9 +168,11 @@ type readReply struct {
 	err  error
 }
 
-// Get reads key with read quorum r. It returns the merge of the first r
-// answers (nil when no replica has the key), then repairs in the background
-// every replica whose state is older than the merge of all answers.
+// Get reads key with read quorum r. It asks R replicas (the local one
+// first, then alive ones in preference order; more as any fail), or all N on
+// a ReadRepairChance fraction of reads, and returns the merge of the first R
+// answers (nil when no replica has the key). Replicas whose answer is older
+// than the merge of all answers are repaired in the background.
 func (c *Coordinator) Get(ctx context.Context, key []byte, r int) (*version.Object, error) {
 	pref, err := c.preference(key)
 	if err != nil {
@@ -170,31 +182,45 @@ func (c *Coordinator) Get(ctx context.Context, key []byte, r int) (*version.Obje
 	if err != nil {
 		return nil, err
 	}
-	// The local replica answers in this goroutine; remote ones in their
-	// own, under a deadline of their own because their answers outlive the
-	// request (read repair waits for the slow ones).
-	replies := make(chan readReply, len(pref))
-	cancel := context.CancelFunc(func() {})
-	var got []readReply
-	remote := 0
-	for _, node := range pref {
-		if node == c.self {
-			continue
-		}
-		if remote == 0 {
-			var rctx context.Context
-			rctx, cancel = context.WithTimeout(context.Background(), c.o.RepairTimeout)
-			defer func() {
-				if remote == 0 {
-					cancel()
-				}
-			}()
-			c.spawnReads(rctx, pref, key, replies)
-		}
-		remote++
-	}
+	// Order: self, then alive replicas, then the rest.
+	order := make([]string, 0, len(pref))
 	if contains(pref, c.self) {
-		got = append(got, c.readOne(nil, c.self, key))
+		order = append(order, c.self)
+	}
+	for _, alive := range []bool{true, false} {
+		for _, node := range pref {
+			if node != c.self && c.cluster.Alive(node) == alive {
+				order = append(order, node)
+			}
+		}
+	}
+	want := r
+	if c.fullRead() {
+		want = len(order)
+	}
+
+	// Remote answers outlive the request (read repair waits for the slow
+	// ones), so they run under a deadline of their own.
+	replies := make(chan readReply, len(order))
+	cancel := context.CancelFunc(func() {})
+	var rctx context.Context
+	next, outstanding := 0, 0
+	var got []readReply
+	ask := func() {
+		node := order[next]
+		next++
+		if node == c.self {
+			got = append(got, c.readOne(nil, node, key))
+			return
+		}
+		if rctx == nil {
+			rctx, cancel = context.WithTimeout(context.Background(), c.o.RepairTimeout)
+		}
+		outstanding++
+		go func() { replies <- c.readOne(rctx, node, key) }()
+	}
+	for next < want {
+		ask()
 	}
 
 	var merged *version.Object
@@ -212,23 +238,45 @@ func (c *Coordinator) Get(ctx context.Context, key []byte, r int) (*version.Obje
 	for _, rep := range got {
 		tally(rep)
 	}
-	if ok < r && len(pref)-failed >= r {
-		ctx, cancelReq := c.withTimeout(ctx)
-		defer cancelReq()
-	wait:
-		for ok < r && len(pref)-failed >= r {
-			select {
-			case rep := <-replies:
-				remote--
-				got = append(got, rep)
-				tally(rep)
-			case <-ctx.Done():
-				last = ctx.Err()
-				break wait
+	var reqCtx context.Context
+	for ok < r {
+		// Ask more replicas when those in flight cannot make the quorum.
+		for ok+outstanding < r && next < len(order) {
+			before := len(got)
+			ask()
+			if len(got) > before {
+				tally(got[len(got)-1])
 			}
 		}
+		if ok >= r || outstanding == 0 {
+			break
+		}
+		if reqCtx == nil {
+			var cancelReq context.CancelFunc
+			reqCtx, cancelReq = c.withTimeout(ctx)
+			defer cancelReq()
+		}
+		var speculate <-chan time.Time
+		if next < len(order) {
+			// A replica that died but is not yet marked down would hold
+			// the read until its timeout: past a short delay, ask one more.
+			speculate = time.After(c.o.SpeculativeDelay)
+		}
+		select {
+		case rep := <-replies:
+			outstanding--
+			got = append(got, rep)
+			tally(rep)
+		case <-speculate:
+			ask() // always a remote replica: the local one is asked first
+
+		case <-reqCtx.Done():
+			last = reqCtx.Err()
+			c.finishRead(key, next, got, replies, outstanding, cancel)
+			return nil, &QuorumError{Op: "read", Needed: r, Answered: ok, Replicas: len(pref), Last: last}
+		}
 	}
-	c.finishRead(key, pref, got, replies, remote, cancel)
+	c.finishRead(key, next, got, replies, outstanding, cancel)
 	if ok < r {
 		return nil, &QuorumError{Op: "read", Needed: r, Answered: ok, Replicas: len(pref), Last: last}
 	}
@@ -238,23 +286,15 @@ func (c *Coordinator) Get(ctx context.Context, key []byte, r int) (*version.Obje
 	return merged, nil
 }
 
-// spawnReads starts the reads of the remote replicas.
-func (c *Coordinator) spawnReads(ctx context.Context, pref []string, key []byte, replies chan<- readReply) {
-	for _, node := range pref {
-		if node != c.self {
-			go func(node string) { replies <- c.readOne(ctx, node, key) }(node)
-		}
-	}
-}
-
 // finishRead hands read repair to a background goroutine when answers are
 // still outstanding, and otherwise checks inline whether anything needs
 // repair (the common case: every replica agreed).
-func (c *Coordinator) finishRead(key []byte, pref []string, got []readReply, replies <-chan readReply, outstanding int, cancel context.CancelFunc) {
+func (c *Coordinator) finishRead(key []byte, asked int, got []readReply, replies <-chan readReply, outstanding int, cancel context.CancelFunc) {
 	if outstanding > 0 {
-		go c.repair(key, pref, got, replies, cancel)
+		go c.repair(key, asked, got, replies, cancel)
 		return
 	}
+	cancel()
 	var merged *version.Object
 	for _, rep := range got {
 		if rep.err == nil {
@@ -266,7 +306,7 @@ func (c *Coordinator) finishRead(key []byte, pref []string, got []readReply, rep
 	}
 	for _, rep := range got {
 		if rep.err == nil && (rep.obj == nil || !rep.obj.Descends(merged)) {
-			go c.repair(key, pref, got, replies, func() {})
+			go c.repair(key, asked, got, replies, func() {})
 			return
 		}
 	}
@@ -290,9 +330,9 @@ func (c *Coordinator) readOne(ctx context.Context, node string, key []byte) read
 
 // repair waits (bounded) for the answers not yet in, merges everything, and
 // sends the merge to each replica that answered with an older state.
-func (c *Coordinator) repair(key []byte, pref []string, got []readReply, replies <-chan readReply, cancel context.CancelFunc) {
+func (c *Coordinator) repair(key []byte, asked int, got []readReply, replies <-chan readReply, cancel context.CancelFunc) {
 	defer cancel()
-	for len(got) < len(pref) {
+	for len(got) < asked {
 		got = append(got, <-replies)
 	}
 	var merged *version.Object

@@ -106,6 +106,15 @@ func (s *Store) put(ekey []byte, obj *version.Object) error {
 // It returns the whole new object, which the coordinator sends to the other
 // replicas.
 func (s *Store) Coordinate(key []byte, ctx version.Clock, value []byte, deleted bool, ts int64) (*version.Object, error) {
+	return s.CoordinateThen(key, ctx, value, deleted, ts, nil)
+}
+
+// CoordinateThen is Coordinate with a hook: stamped (if not nil) is called
+// with the new object after it is stamped and before it is written to the
+// engine, so that the coordinator can send it to the other replicas while
+// the local write (and its fsync) is in progress. stamped must not modify
+// the object.
+func (s *Store) CoordinateThen(key []byte, ctx version.Clock, value []byte, deleted bool, ts int64, stamped func(*version.Object)) (*version.Object, error) {
 	ekey := EncodeKey(nil, key)
 	mu := s.lock(key)
 	mu.Lock()
@@ -121,6 +130,9 @@ func (s *Store) Coordinate(key []byte, ctx version.Clock, value []byte, deleted 
 		obj.WriteBlind(s.node, value, deleted, ts)
 	} else {
 		obj.Write(s.node, ctx, value, deleted, ts)
+	}
+	if stamped != nil {
+		stamped(obj)
 	}
 	if err := s.put(ekey, obj); err != nil {
 		return nil, err
