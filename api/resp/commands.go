@@ -24,12 +24,7 @@ type command struct {
 	flags                   []string
 	firstKey, lastKey, step int
 	noAuth                  bool // allowed before AUTH
-	// pipelined: the command touches no connection state, only its keys
-	// (firstKey, lastKey, step; none for PING and ECHO), so commands of one
-	// pipeline may run it concurrently with commands on other keys. Every
-	// other command is a barrier there. See pipeline.go.
-	pipelined bool
-	fn                      func(c *conn, rw *replyWriter, args [][]byte)
+	fn                      func(c *conn, args [][]byte)
 	stats                   cmdStats
 }
 
@@ -39,15 +34,15 @@ type cmdStats struct {
 
 func newCommandTable() map[string]*command {
 	list := []*command{
-		{name: "ping", arity: -1, flags: []string{"fast"}, pipelined: true, fn: cmdPing},
-		{name: "echo", arity: 2, flags: []string{"fast"}, pipelined: true, fn: cmdEcho},
-		{name: "get", arity: 2, flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: 1, step: 1, pipelined: true, fn: cmdGet},
-		{name: "set", arity: -3, flags: []string{"write", "denyoom"}, firstKey: 1, lastKey: 1, step: 1, pipelined: true, fn: cmdSet},
-		{name: "del", arity: -2, flags: []string{"write"}, firstKey: 1, lastKey: -1, step: 1, pipelined: true, fn: cmdDel},
-		{name: "unlink", arity: -2, flags: []string{"write", "fast"}, firstKey: 1, lastKey: -1, step: 1, pipelined: true, fn: cmdDel},
-		{name: "exists", arity: -2, flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: -1, step: 1, pipelined: true, fn: cmdExists},
-		{name: "mget", arity: -2, flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: -1, step: 1, pipelined: true, fn: cmdMGet},
-		{name: "mset", arity: -3, flags: []string{"write", "denyoom"}, firstKey: 1, lastKey: -1, step: 2, pipelined: true, fn: cmdMSet},
+		{name: "ping", arity: -1, flags: []string{"fast"}, fn: cmdPing},
+		{name: "echo", arity: 2, flags: []string{"fast"}, fn: cmdEcho},
+		{name: "get", arity: 2, flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: 1, step: 1, fn: cmdGet},
+		{name: "set", arity: -3, flags: []string{"write", "denyoom"}, firstKey: 1, lastKey: 1, step: 1, fn: cmdSet},
+		{name: "del", arity: -2, flags: []string{"write"}, firstKey: 1, lastKey: -1, step: 1, fn: cmdDel},
+		{name: "unlink", arity: -2, flags: []string{"write", "fast"}, firstKey: 1, lastKey: -1, step: 1, fn: cmdDel},
+		{name: "exists", arity: -2, flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: -1, step: 1, fn: cmdExists},
+		{name: "mget", arity: -2, flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: -1, step: 1, fn: cmdMGet},
+		{name: "mset", arity: -3, flags: []string{"write", "denyoom"}, firstKey: 1, lastKey: -1, step: 2, fn: cmdMSet},
 		{name: "info", arity: -1, flags: []string{"loading", "stale"}, fn: cmdInfo},
 		{name: "dbsize", arity: 1, flags: []string{"readonly", "fast"}, fn: cmdDBSize},
 		{name: "select", arity: 2, flags: []string{"loading", "stale", "fast"}, fn: cmdSelect},
@@ -58,8 +53,8 @@ func newCommandTable() map[string]*command {
 		{name: "command", arity: -1, flags: []string{"loading", "stale"}, fn: cmdCommand},
 		{name: "client", arity: -2, flags: []string{"loading", "stale"}, fn: cmdClient},
 		{name: "config", arity: -2, flags: []string{"admin", "loading", "stale"}, fn: cmdConfig},
-		{name: "ringkv.siblings", arity: 2, flags: []string{"readonly"}, firstKey: 1, lastKey: 1, step: 1, pipelined: true, fn: cmdSiblings},
-		{name: "ringkv.put", arity: 4, flags: []string{"write", "denyoom"}, firstKey: 1, lastKey: 1, step: 1, pipelined: true, fn: cmdPut},
+		{name: "ringkv.siblings", arity: 2, flags: []string{"readonly"}, firstKey: 1, lastKey: 1, step: 1, fn: cmdSiblings},
+		{name: "ringkv.put", arity: 4, flags: []string{"write", "denyoom"}, firstKey: 1, lastKey: 1, step: 1, fn: cmdPut},
 	}
 	m := make(map[string]*command, len(list))
 	for _, c := range list {
@@ -68,77 +63,49 @@ func newCommandTable() map[string]*command {
 	return m
 }
 
-// lookup finds the command named by args[0], case-insensitively; nil if unknown.
-func (c *conn) lookup(args [][]byte) *command {
+// exec runs one request and writes its reply.
+func (c *conn) exec(req *request) {
+	args := req.Args
 	var lower [32]byte
 	name := args[0]
-	if len(name) > len(lower) {
-		return nil // no command name is that long
-	}
-	for i, ch := range name {
-		if 'A' <= ch && ch <= 'Z' {
-			ch += 'a' - 'A'
+	if len(name) <= len(lower) {
+		for i, ch := range name {
+			if 'A' <= ch && ch <= 'Z' {
+				ch += 'a' - 'A'
+			}
+			lower[i] = ch
 		}
-		lower[i] = ch
+		name = lower[:len(name)]
 	}
-	return c.s.cmds[string(lower[:len(name)])]
-}
-
-// exec runs one request on the connection's goroutine and writes its reply
-// into c.bw. The caller has made sure no command of this connection is in
-// flight (see pipeline.go), so cmd may read and change connection state.
-func (c *conn) exec(req *request, cmd *command) {
-	args := req.Args
-	if cmd == nil && !req.Oversize && (is(args[0], "post") || is(args[0], "host:")) {
+	cmd := c.s.cmds[string(name)]
+	if cmd == nil && !req.Oversize && (string(name) == "post" || string(name) == "host:") {
 		// An HTTP request sent to the Redis port: cross-protocol scripting
 		// attempt. Close without answering, as Redis does.
 		c.s.opt.Logf("resp: client %d (%v) sent an HTTP request; closing", c.id, c.nc.RemoteAddr())
 		c.quit = true
 		return
 	}
-	rw := &c.rw
 	start := time.Now()
-	errsBefore := rw.errs
+	errsBefore := c.rw.errs
 	switch {
 	case req.Oversize:
 		if req.OversizeLen > int64(c.s.opt.MaxValueSize) {
-			rw.Error(fmt.Sprintf("ERR value too large: argument %d has %d bytes, the limit is %d bytes",
+			c.rw.Error(fmt.Sprintf("ERR value too large: argument %d has %d bytes, the limit is %d bytes",
 				req.OversizeIndex, req.OversizeLen, c.s.opt.MaxValueSize))
 		} else {
-			rw.Error(fmt.Sprintf("ERR request too large: its arguments exceed %d bytes in total", c.s.opt.MaxRequestSize))
+			c.rw.Error(fmt.Sprintf("ERR request too large: its arguments exceed %d bytes in total", c.s.opt.MaxRequestSize))
 		}
 	case cmd == nil:
-		rw.Error(unknownCommand(args))
+		c.rw.Error(unknownCommand(args))
 	case !c.authed && !cmd.noAuth:
-		rw.Error("NOAUTH Authentication required.")
-	case !cmd.arityOK(args):
-		rw.Error(wrongArgs(cmd.name))
+		c.rw.Error("NOAUTH Authentication required.")
+	case cmd.arity > 0 && len(args) != cmd.arity || cmd.arity < 0 && len(args) < -cmd.arity:
+		c.rw.Error(wrongArgs(cmd.name))
 	default:
 		c.last.Store(cmd)
-		cmd.fn(c, rw, args)
+		cmd.fn(c, args)
 	}
-	c.record(cmd, start, rw.errs != errsBefore)
-}
-
-// call runs a command already known to be valid (known, authorised, right
-// arity) with its reply going to rw. It is what pipelined commands run,
-// possibly on another goroutine, so it touches only thread-safe connection
-// state.
-func (c *conn) call(cmd *command, rw *replyWriter, args [][]byte) {
-	start := time.Now()
-	errsBefore := rw.errs
-	c.last.Store(cmd)
-	cmd.fn(c, rw, args)
-	c.record(cmd, start, rw.errs != errsBefore)
-}
-
-func (cmd *command) arityOK(args [][]byte) bool {
-	return cmd.arity > 0 && len(args) == cmd.arity || cmd.arity < 0 && len(args) >= -cmd.arity
-}
-
-// record updates the statistics after a command (cmd nil: unknown command)
-// that started at start. Safe for concurrent use.
-func (c *conn) record(cmd *command, start time.Time, failed bool) {
+	failed := c.rw.errs != errsBefore
 	end := time.Now()
 	d := end.Sub(start)
 	st := &c.s.unknown
@@ -193,36 +160,36 @@ func truncate(b []byte, n int) []byte {
 
 func is(arg []byte, word string) bool { return strings.EqualFold(string(arg), word) }
 
-func (rw *replyWriter) backendError(err error) { rw.Error(errorReply(err)) }
+func (c *conn) backendError(err error) { c.rw.Error(errorReply(err)) }
 
-func cmdPing(c *conn, rw *replyWriter, args [][]byte) {
+func cmdPing(c *conn, args [][]byte) {
 	switch len(args) {
 	case 1:
-		rw.Simple("PONG")
+		c.rw.Simple("PONG")
 	case 2:
-		rw.Bulk(args[1])
+		c.rw.Bulk(args[1])
 	default:
-		rw.Error(wrongArgs("ping"))
+		c.rw.Error(wrongArgs("ping"))
 	}
 }
 
-func cmdEcho(c *conn, rw *replyWriter, args [][]byte) { rw.Bulk(args[1]) }
+func cmdEcho(c *conn, args [][]byte) { c.rw.Bulk(args[1]) }
 
-func cmdGet(c *conn, rw *replyWriter, args [][]byte) {
+func cmdGet(c *conn, args [][]byte) {
 	v, found, err := c.s.b.Get(c.ctx, args[1])
 	switch {
 	case err != nil:
-		rw.backendError(err)
+		c.backendError(err)
 	case !found:
-		rw.Null()
+		c.rw.Null()
 	default:
-		rw.Bulk(v)
+		c.rw.Bulk(v)
 	}
 }
 
 const errExpiry = "ERR ringkv does not support key expiry"
 
-func cmdSet(c *conn, rw *replyWriter, args [][]byte) {
+func cmdSet(c *conn, args [][]byte) {
 	var nx, xx, get bool
 	for _, a := range args[3:] {
 		switch {
@@ -233,15 +200,15 @@ func cmdSet(c *conn, rw *replyWriter, args [][]byte) {
 		case is(a, "GET"):
 			get = true
 		case is(a, "EX"), is(a, "PX"), is(a, "EXAT"), is(a, "PXAT"), is(a, "KEEPTTL"):
-			rw.Error(errExpiry)
+			c.rw.Error(errExpiry)
 			return
 		default:
-			rw.Error("ERR syntax error")
+			c.rw.Error("ERR syntax error")
 			return
 		}
 	}
 	if nx && xx {
-		rw.Error("ERR syntax error")
+		c.rw.Error("ERR syntax error")
 		return
 	}
 	key, val := args[1], args[2]
@@ -250,139 +217,137 @@ func cmdSet(c *conn, rw *replyWriter, args [][]byte) {
 	if nx || xx || get {
 		var err error
 		if old, found, err = c.s.b.Get(c.ctx, key); err != nil {
-			rw.backendError(err)
+			c.backendError(err)
 			return
 		}
 		if nx && found || xx && !found {
 			if get && found {
-				rw.Bulk(old)
+				c.rw.Bulk(old)
 			} else {
-				rw.Null()
+				c.rw.Null()
 			}
 			return
 		}
 	}
 	if err := c.s.b.Set(c.ctx, key, val); err != nil {
-		rw.backendError(err)
+		c.backendError(err)
 		return
 	}
 	switch {
 	case !get:
-		rw.OK()
+		c.rw.OK()
 	case found:
-		rw.Bulk(old)
+		c.rw.Bulk(old)
 	default:
-		rw.Null()
+		c.rw.Null()
 	}
 }
 
-func cmdDel(c *conn, rw *replyWriter, args [][]byte) {
+func cmdDel(c *conn, args [][]byte) {
 	var n int64
 	for _, k := range args[1:] {
 		existed, err := c.s.b.Delete(c.ctx, k)
 		if err != nil {
-			rw.backendError(err)
+			c.backendError(err)
 			return
 		}
 		if existed {
 			n++
 		}
 	}
-	rw.Int(n)
+	c.rw.Int(n)
 }
 
-func cmdExists(c *conn, rw *replyWriter, args [][]byte) {
+func cmdExists(c *conn, args [][]byte) {
 	var n int64
 	for _, k := range args[1:] {
 		_, found, err := c.s.b.Get(c.ctx, k)
 		if err != nil {
-			rw.backendError(err)
+			c.backendError(err)
 			return
 		}
 		if found {
 			n++
 		}
 	}
-	rw.Int(n)
+	c.rw.Int(n)
 }
 
-func cmdMGet(c *conn, rw *replyWriter, args [][]byte) {
+func cmdMGet(c *conn, args [][]byte) {
 	keys := args[1:]
 	vals := make([][]byte, len(keys))
 	ok := make([]bool, len(keys))
 	for i, k := range keys {
 		v, found, err := c.s.b.Get(c.ctx, k)
 		if err != nil {
-			rw.backendError(err)
+			c.backendError(err)
 			return
 		}
 		vals[i], ok[i] = v, found
 	}
-	rw.Array(len(keys))
+	c.rw.Array(len(keys))
 	for i := range keys {
 		if ok[i] {
-			rw.Bulk(vals[i])
+			c.rw.Bulk(vals[i])
 		} else {
-			rw.Null()
+			c.rw.Null()
 		}
 	}
 }
 
-func cmdMSet(c *conn, rw *replyWriter, args [][]byte) {
+func cmdMSet(c *conn, args [][]byte) {
 	if len(args)%2 != 1 {
-		rw.Error(wrongArgs("mset"))
+		c.rw.Error(wrongArgs("mset"))
 		return
 	}
 	for i := 1; i < len(args); i += 2 {
 		if err := c.s.b.Set(c.ctx, args[i], args[i+1]); err != nil {
-			rw.backendError(err)
+			c.backendError(err)
 			return
 		}
 	}
-	rw.OK()
+	c.rw.OK()
 }
 
-func cmdDBSize(c *conn, rw *replyWriter, args [][]byte) {
+func cmdDBSize(c *conn, args [][]byte) {
 	ds, ok := c.s.b.(DBSizer)
 	if !ok {
-		rw.Error("ERR DBSIZE is not supported: keys are spread over the cluster and not counted")
+		c.rw.Error("ERR DBSIZE is not supported: keys are spread over the cluster and not counted")
 		return
 	}
 	n, err := ds.DBSize(c.ctx)
 	if err != nil {
-		rw.backendError(err)
+		c.backendError(err)
 		return
 	}
-	rw.Int(n)
+	c.rw.Int(n)
 }
 
-func cmdSelect(c *conn, rw *replyWriter, args [][]byte) {
+func cmdSelect(c *conn, args [][]byte) {
 	n, err := strconv.ParseInt(string(args[1]), 10, 64)
 	switch {
 	case err != nil:
-		rw.Error("ERR value is not an integer or out of range")
+		c.rw.Error("ERR value is not an integer or out of range")
 	case n != 0:
-		rw.Error("ERR DB index is out of range (ringkv has only database 0)")
+		c.rw.Error("ERR DB index is out of range (ringkv has only database 0)")
 	default:
-		rw.OK()
+		c.rw.OK()
 	}
 }
 
-func cmdQuit(c *conn, rw *replyWriter, args [][]byte) {
-	rw.OK()
+func cmdQuit(c *conn, args [][]byte) {
+	c.rw.OK()
 	c.quit = true
 }
 
-// cmdReset and cmdHello change connection state (c.rw.proto, c.authed): they
-// are barriers, so they run alone on the connection's goroutine and rw is &c.rw.
-func cmdReset(c *conn, rw *replyWriter, args [][]byte) {
+func cmdReset(c *conn, args [][]byte) {
 	c.rw.proto = 2
 	c.proto.Store(2)
 	c.authed = c.s.opt.Password == ""
 	c.mu.Lock()
 	c.name = ""
 	c.mu.Unlock()
-	rw.Simple("RESET")
+	c.rw.Simple("RESET")
 }
 
 // checkAuth reports whether user/pass authenticate the default user.
@@ -399,40 +364,40 @@ func (c *conn) checkAuth(user, pass []byte) bool {
 
 const errWrongPass = "WRONGPASS invalid username-password pair or user is disabled."
 
-func cmdAuth(c *conn, rw *replyWriter, args [][]byte) {
+func cmdAuth(c *conn, args [][]byte) {
 	var user, pass []byte
 	switch len(args) {
 	case 2:
 		if c.s.opt.Password == "" {
-			rw.Error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+			c.rw.Error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
 			return
 		}
 		user, pass = []byte("default"), args[1]
 	case 3:
 		user, pass = args[1], args[2]
 	default:
-		rw.Error("ERR syntax error")
+		c.rw.Error("ERR syntax error")
 		return
 	}
 	if !c.checkAuth(user, pass) {
 		c.s.opt.Logf("resp: client %d (%v): authentication failed", c.id, c.nc.RemoteAddr())
-		rw.Error(errWrongPass)
+		c.rw.Error(errWrongPass)
 		return
 	}
 	c.authed = true
-	rw.OK()
+	c.rw.OK()
 }
 
-func cmdHello(c *conn, rw *replyWriter, args [][]byte) {
+func cmdHello(c *conn, args [][]byte) {
 	proto := c.rw.proto
 	if len(args) >= 2 {
 		v, err := strconv.ParseInt(string(args[1]), 10, 64)
 		if err != nil {
-			rw.Error("ERR Protocol version is not an integer or out of range")
+			c.rw.Error("ERR Protocol version is not an integer or out of range")
 			return
 		}
 		if v != 2 && v != 3 {
-			rw.Error("NOPROTO unsupported protocol version")
+			c.rw.Error("NOPROTO unsupported protocol version")
 			return
 		}
 		proto = int(v)
@@ -449,25 +414,25 @@ func cmdHello(c *conn, rw *replyWriter, args [][]byte) {
 			setName, name = true, args[i+1]
 			i++
 		default:
-			rw.Error("ERR Syntax error in HELLO option '" + string(truncate(args[i], 128)) + "'")
+			c.rw.Error("ERR Syntax error in HELLO option '" + string(truncate(args[i], 128)) + "'")
 			return
 		}
 	}
 	if auth {
 		if !c.checkAuth(user, pass) {
 			c.s.opt.Logf("resp: client %d (%v): authentication failed", c.id, c.nc.RemoteAddr())
-			rw.Error(errWrongPass)
+			c.rw.Error(errWrongPass)
 			return
 		}
 		c.authed = true
 	}
 	if !c.authed {
-		rw.Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")
+		c.rw.Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")
 		return
 	}
 	if setName {
 		if !validClientName(name) {
-			rw.Error(errClientName)
+			c.rw.Error(errClientName)
 			return
 		}
 		c.mu.Lock()
@@ -476,21 +441,21 @@ func cmdHello(c *conn, rw *replyWriter, args [][]byte) {
 	}
 	c.rw.proto = proto
 	c.proto.Store(int32(proto))
-	rw.Map(7)
-	rw.BulkString("server")
-	rw.BulkString("ringkv")
-	rw.BulkString("version")
-	rw.BulkString(compatVersion)
-	rw.BulkString("proto")
-	rw.Int(int64(proto))
-	rw.BulkString("id")
-	rw.Int(c.id)
-	rw.BulkString("mode")
-	rw.BulkString("standalone")
-	rw.BulkString("role")
-	rw.BulkString("master")
-	rw.BulkString("modules")
-	rw.Array(0)
+	c.rw.Map(7)
+	c.rw.BulkString("server")
+	c.rw.BulkString("ringkv")
+	c.rw.BulkString("version")
+	c.rw.BulkString(compatVersion)
+	c.rw.BulkString("proto")
+	c.rw.Int(int64(proto))
+	c.rw.BulkString("id")
+	c.rw.Int(c.id)
+	c.rw.BulkString("mode")
+	c.rw.BulkString("standalone")
+	c.rw.BulkString("role")
+	c.rw.BulkString("master")
+	c.rw.BulkString("modules")
+	c.rw.Array(0)
 }
 
 const errClientName = "ERR Client names cannot contain spaces, newlines or special characters."
@@ -504,11 +469,11 @@ func validClientName(b []byte) bool {
 	return true
 }
 
-func cmdClient(c *conn, rw *replyWriter, args [][]byte) {
+func cmdClient(c *conn, args [][]byte) {
 	sub := strings.ToLower(string(args[1]))
 	need := func(n int) bool {
 		if len(args) != n {
-			rw.Error(wrongArgs("client|" + sub))
+			c.rw.Error(wrongArgs("client|" + sub))
 			return false
 		}
 		return true
@@ -516,7 +481,7 @@ func cmdClient(c *conn, rw *replyWriter, args [][]byte) {
 	switch sub {
 	case "id":
 		if need(2) {
-			rw.Int(c.id)
+			c.rw.Int(c.id)
 		}
 	case "getname":
 		if need(2) {
@@ -524,27 +489,27 @@ func cmdClient(c *conn, rw *replyWriter, args [][]byte) {
 			name := c.name
 			c.mu.Unlock()
 			if name == "" {
-				rw.Null()
+				c.rw.Null()
 			} else {
-				rw.BulkString(name)
+				c.rw.BulkString(name)
 			}
 		}
 	case "setname":
 		if need(3) {
 			if !validClientName(args[2]) {
-				rw.Error(errClientName)
+				c.rw.Error(errClientName)
 				return
 			}
 			c.mu.Lock()
 			c.name = string(args[2])
 			c.mu.Unlock()
-			rw.OK()
+			c.rw.OK()
 		}
 	case "setinfo":
 		if need(4) {
 			v := string(args[3])
 			if strings.ContainsAny(v, " \r\n") {
-				rw.Error("ERR " + string(args[2]) + " cannot contain spaces, newlines or special characters.")
+				c.rw.Error("ERR " + string(args[2]) + " cannot contain spaces, newlines or special characters.")
 				return
 			}
 			c.mu.Lock()
@@ -555,14 +520,14 @@ func cmdClient(c *conn, rw *replyWriter, args [][]byte) {
 			case is(args[2], "LIB-VER"):
 				c.libVer = v
 			default:
-				rw.Error("ERR Unrecognized option '" + string(truncate(args[2], 128)) + "'")
+				c.rw.Error("ERR Unrecognized option '" + string(truncate(args[2], 128)) + "'")
 				return
 			}
-			rw.OK()
+			c.rw.OK()
 		}
 	case "info":
 		if need(2) {
-			rw.BulkString(c.describe(time.Now()) + "\n")
+			c.rw.BulkString(c.describe(time.Now()) + "\n")
 		}
 	case "list":
 		if need(2) {
@@ -579,10 +544,10 @@ func cmdClient(c *conn, rw *replyWriter, args [][]byte) {
 				b.WriteString(o.describe(now))
 				b.WriteByte('\n')
 			}
-			rw.BulkString(b.String())
+			c.rw.BulkString(b.String())
 		}
 	default:
-		rw.Error(unknownSubcommand(args[1], "CLIENT"))
+		c.rw.Error(unknownSubcommand(args[1], "CLIENT"))
 	}
 }
 
@@ -606,11 +571,11 @@ func (c *conn) describe(now time.Time) string {
 		int64(idle/time.Second), last, lib, ver, c.proto.Load())
 }
 
-func cmdConfig(c *conn, rw *replyWriter, args [][]byte) {
+func cmdConfig(c *conn, args [][]byte) {
 	switch sub := strings.ToLower(string(args[1])); sub {
 	case "get":
 		if len(args) < 3 {
-			rw.Error(wrongArgs("config|get"))
+			c.rw.Error(wrongArgs("config|get"))
 			return
 		}
 		params := c.s.configParams()
@@ -624,22 +589,22 @@ func cmdConfig(c *conn, rw *replyWriter, args [][]byte) {
 			}
 		}
 		slices.Sort(names)
-		rw.Map(len(names))
+		c.rw.Map(len(names))
 		for _, n := range names {
-			rw.BulkString(n)
-			rw.BulkString(params[n])
+			c.rw.BulkString(n)
+			c.rw.BulkString(params[n])
 		}
 	case "resetstat":
 		if len(args) != 2 {
-			rw.Error(wrongArgs("config|resetstat"))
+			c.rw.Error(wrongArgs("config|resetstat"))
 			return
 		}
 		c.s.ResetStats()
-		rw.OK()
+		c.rw.OK()
 	case "set", "rewrite":
-		rw.Error("ERR CONFIG " + strings.ToUpper(sub) + " is not supported by ringkv; configure the node with its command-line flags")
+		c.rw.Error("ERR CONFIG " + strings.ToUpper(sub) + " is not supported by ringkv; configure the node with its command-line flags")
 	default:
-		rw.Error(unknownSubcommand(args[1], "CONFIG"))
+		c.rw.Error(unknownSubcommand(args[1], "CONFIG"))
 	}
 }
 
@@ -660,52 +625,52 @@ func (s *Server) configParams() map[string]string {
 	}
 }
 
-func cmdCommand(c *conn, rw *replyWriter, args [][]byte) {
+func cmdCommand(c *conn, args [][]byte) {
 	if len(args) == 1 {
 		cmds := c.s.sortedCommands()
-		rw.Array(len(cmds))
+		c.rw.Array(len(cmds))
 		for _, cmd := range cmds {
-			c.writeCommandInfo(rw, cmd)
+			c.writeCommandInfo(cmd)
 		}
 		return
 	}
 	switch sub := strings.ToLower(string(args[1])); sub {
 	case "count":
 		if len(args) != 2 {
-			rw.Error(wrongArgs("command|count"))
+			c.rw.Error(wrongArgs("command|count"))
 			return
 		}
-		rw.Int(int64(len(c.s.cmds)))
+		c.rw.Int(int64(len(c.s.cmds)))
 	case "list":
 		cmds := c.s.sortedCommands()
-		rw.Array(len(cmds))
+		c.rw.Array(len(cmds))
 		for _, cmd := range cmds {
-			rw.BulkString(cmd.name)
+			c.rw.BulkString(cmd.name)
 		}
 	case "info":
 		if len(args) == 2 {
 			cmds := c.s.sortedCommands()
-			rw.Array(len(cmds))
+			c.rw.Array(len(cmds))
 			for _, cmd := range cmds {
-				c.writeCommandInfo(rw, cmd)
+				c.writeCommandInfo(cmd)
 			}
 			return
 		}
-		rw.Array(len(args) - 2)
+		c.rw.Array(len(args) - 2)
 		for _, a := range args[2:] {
 			if cmd := c.s.cmds[strings.ToLower(string(a))]; cmd != nil {
-				c.writeCommandInfo(rw, cmd)
-			} else if rw.proto == 3 {
-				rw.Null()
+				c.writeCommandInfo(cmd)
+			} else if c.rw.proto == 3 {
+				c.rw.Null()
 			} else {
-				rw.w.WriteString("*-1\r\n")
+				c.rw.w.WriteString("*-1\r\n")
 			}
 		}
 	case "docs":
 		// No documentation: redis-cli then falls back to its built-in help.
-		rw.Map(0)
+		c.rw.Map(0)
 	default:
-		rw.Error(unknownSubcommand(args[1], "COMMAND"))
+		c.rw.Error(unknownSubcommand(args[1], "COMMAND"))
 	}
 }
 
@@ -720,24 +685,24 @@ func (s *Server) sortedCommands() []*command {
 
 // writeCommandInfo writes the Redis 7 shape of a COMMAND entry: name, arity,
 // flags, first key, last key, step, ACL categories, tips, key specs, subcommands.
-func (c *conn) writeCommandInfo(rw *replyWriter, cmd *command) {
-	rw.Array(10)
-	rw.BulkString(cmd.name)
-	rw.Int(int64(cmd.arity))
-	rw.Set(len(cmd.flags))
+func (c *conn) writeCommandInfo(cmd *command) {
+	c.rw.Array(10)
+	c.rw.BulkString(cmd.name)
+	c.rw.Int(int64(cmd.arity))
+	c.rw.Set(len(cmd.flags))
 	for _, f := range cmd.flags {
-		rw.Simple(f)
+		c.rw.Simple(f)
 	}
-	rw.Int(int64(cmd.firstKey))
-	rw.Int(int64(cmd.lastKey))
-	rw.Int(int64(cmd.step))
-	rw.Set(0)
-	rw.Set(0)
-	rw.Array(0)
-	rw.Array(0)
+	c.rw.Int(int64(cmd.firstKey))
+	c.rw.Int(int64(cmd.lastKey))
+	c.rw.Int(int64(cmd.step))
+	c.rw.Set(0)
+	c.rw.Set(0)
+	c.rw.Array(0)
+	c.rw.Array(0)
 }
 
-func cmdInfo(c *conn, rw *replyWriter, args [][]byte) {
+func cmdInfo(c *conn, args [][]byte) {
 	want := map[string]bool{}
 	all := len(args) == 1
 	for _, a := range args[1:] {
@@ -765,27 +730,27 @@ func cmdInfo(c *conn, rw *replyWriter, args [][]byte) {
 			b.WriteString("\r\n")
 		}
 	}
-	rw.Bulk(b.Bytes())
+	c.rw.Bulk(b.Bytes())
 }
 
-func cmdSiblings(c *conn, rw *replyWriter, args [][]byte) {
+func cmdSiblings(c *conn, args [][]byte) {
 	token, values, err := c.s.b.Siblings(c.ctx, args[1])
 	if err != nil {
-		rw.backendError(err)
+		c.backendError(err)
 		return
 	}
-	rw.Array(2)
-	rw.BulkString(token)
-	rw.Array(len(values))
+	c.rw.Array(2)
+	c.rw.BulkString(token)
+	c.rw.Array(len(values))
 	for _, v := range values {
-		rw.Bulk(v)
+		c.rw.Bulk(v)
 	}
 }
 
-func cmdPut(c *conn, rw *replyWriter, args [][]byte) {
+func cmdPut(c *conn, args [][]byte) {
 	if err := c.s.b.PutWithContext(c.ctx, args[1], string(args[2]), args[3]); err != nil {
-		rw.backendError(err)
+		c.backendError(err)
 		return
 	}
-	rw.OK()
+	c.rw.OK()
 }
