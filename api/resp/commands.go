@@ -24,8 +24,17 @@ type command struct {
 	flags                   []string
 	firstKey, lastKey, step int
 	noAuth                  bool // allowed before AUTH
-	fn                      func(c *conn, args [][]byte)
-	stats                   cmdStats
+	// pipelined: the command touches no connection state, only its keys
+	// (firstKey, lastKey, step; none for PING and ECHO), so commands of one
+	// pipeline may run it concurrently with commands on other keys. Every
+	// other command is a barrier there. See pipeline.go.
+	pipelined bool
+	// avgNanos is a moving average of the command's execution time across
+	// the server; a pipelined command that is usually quicker than handing
+	// it to another goroutine runs inline (see pipeline.go).
+	avgNanos atomic.Int64
+	fn       func(c *conn, rw *replyWriter, args [][]byte)
+	stats    cmdStats
 }
 
 type cmdStats struct {
@@ -34,15 +43,15 @@ type cmdStats struct {
 
 func newCommandTable() map[string]*command {
 	list := []*command{
-		{name: "ping", arity: -1, flags: []string{"fast"}, fn: cmdPing},
-		{name: "echo", arity: 2, flags: []string{"fast"}, fn: cmdEcho},
-		{name: "get", arity: 2, flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: 1, step: 1, fn: cmdGet},
-		{name: "set", arity: -3, flags: []string{"write", "denyoom"}, firstKey: 1, lastKey: 1, step: 1, fn: cmdSet},
-		{name: "del", arity: -2, flags: []string{"write"}, firstKey: 1, lastKey: -1, step: 1, fn: cmdDel},
-		{name: "unlink", arity: -2, flags: []string{"write", "fast"}, firstKey: 1, lastKey: -1, step: 1, fn: cmdDel},
-		{name: "exists", arity: -2, flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: -1, step: 1, fn: cmdExists},
-		{name: "mget", arity: -2, flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: -1, step: 1, fn: cmdMGet},
-		{name: "mset", arity: -3, flags: []string{"write", "denyoom"}, firstKey: 1, lastKey: -1, step: 2, fn: cmdMSet},
+		{name: "ping", arity: -1, flags: []string{"fast"}, pipelined: true, fn: cmdPing},
+		{name: "echo", arity: 2, flags: []string{"fast"}, pipelined: true, fn: cmdEcho},
+		{name: "get", arity: 2, flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: 1, step: 1, pipelined: true, fn: cmdGet},
+		{name: "set", arity: -3, flags: []string{"write", "denyoom"}, firstKey: 1, lastKey: 1, step: 1, pipelined: true, fn: cmdSet},
+		{name: "del", arity: -2, flags: []string{"write"}, firstKey: 1, lastKey: -1, step: 1, pipelined: true, fn: cmdDel},
+		{name: "unlink", arity: -2, flags: []string{"write", "fast"}, firstKey: 1, lastKey: -1, step: 1, pipelined: true, fn: cmdDel},
+		{name: "exists", arity: -2, flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: -1, step: 1, pipelined: true, fn: cmdExists},
+		{name: "mget", arity: -2, flags: []string{"readonly", "fast"}, firstKey: 1, lastKey: -1, step: 1, pipelined: true, fn: cmdMGet},
+		{name: "mset", arity: -3, flags: []string{"write", "denyoom"}, firstKey: 1, lastKey: -1, step: 2, pipelined: true, fn: cmdMSet},
 		{name: "info", arity: -1, flags: []string{"loading", "stale"}, fn: cmdInfo},
 		{name: "dbsize", arity: 1, flags: []string{"readonly", "fast"}, fn: cmdDBSize},
 		{name: "select", arity: 2, flags: []string{"loading", "stale", "fast"}, fn: cmdSelect},
@@ -53,8 +62,8 @@ func newCommandTable() map[string]*command {
 		{name: "command", arity: -1, flags: []string{"loading", "stale"}, fn: cmdCommand},
 		{name: "client", arity: -2, flags: []string{"loading", "stale"}, fn: cmdClient},
 		{name: "config", arity: -2, flags: []string{"admin", "loading", "stale"}, fn: cmdConfig},
-		{name: "ringkv.siblings", arity: 2, flags: []string{"readonly"}, firstKey: 1, lastKey: 1, step: 1, fn: cmdSiblings},
-		{name: "ringkv.put", arity: 4, flags: []string{"write", "denyoom"}, firstKey: 1, lastKey: 1, step: 1, fn: cmdPut},
+		{name: "ringkv.siblings", arity: 2, flags: []string{"readonly"}, firstKey: 1, lastKey: 1, step: 1, pipelined: true, fn: cmdSiblings},
+		{name: "ringkv.put", arity: 4, flags: []string{"write", "denyoom"}, firstKey: 1, lastKey: 1, step: 1, pipelined: true, fn: cmdPut},
 	}
 	m := make(map[string]*command, len(list))
 	for _, c := range list {
@@ -63,49 +72,88 @@ func newCommandTable() map[string]*command {
 	return m
 }
 
-// exec runs one request and writes its reply.
-func (c *conn) exec(req *request) {
-	args := req.Args
+// lookup finds the command named by args[0], case-insensitively; nil if unknown.
+func (c *conn) lookup(args [][]byte) *command {
 	var lower [32]byte
 	name := args[0]
-	if len(name) <= len(lower) {
-		for i, ch := range name {
-			if 'A' <= ch && ch <= 'Z' {
-				ch += 'a' - 'A'
-			}
-			lower[i] = ch
-		}
-		name = lower[:len(name)]
+	if len(name) > len(lower) {
+		return nil // no command name is that long
 	}
-	cmd := c.s.cmds[string(name)]
-	if cmd == nil && !req.Oversize && (string(name) == "post" || string(name) == "host:") {
+	for i, ch := range name {
+		if 'A' <= ch && ch <= 'Z' {
+			ch += 'a' - 'A'
+		}
+		lower[i] = ch
+	}
+	return c.s.cmds[string(lower[:len(name)])]
+}
+
+// exec runs one request on the connection's goroutine and writes its reply
+// into c.bw. The caller has made sure no command of this connection is in
+// flight (see pipeline.go), so cmd may read and change connection state.
+func (c *conn) exec(req *request, cmd *command) {
+	args := req.Args
+	if cmd == nil && !req.Oversize && (is(args[0], "post") || is(args[0], "host:")) {
 		// An HTTP request sent to the Redis port: cross-protocol scripting
 		// attempt. Close without answering, as Redis does.
 		c.s.opt.Logf("resp: client %d (%v) sent an HTTP request; closing", c.id, c.nc.RemoteAddr())
 		c.quit = true
 		return
 	}
+	rw := &c.rw
 	start := time.Now()
-	errsBefore := c.rw.errs
+	errsBefore := rw.errs
 	switch {
 	case req.Oversize:
 		if req.OversizeLen > int64(c.s.opt.MaxValueSize) {
-			c.rw.Error(fmt.Sprintf("ERR value too large: argument %d has %d bytes, the limit is %d bytes",
+			rw.Error(fmt.Sprintf("ERR value too large: argument %d has %d bytes, the limit is %d bytes",
 				req.OversizeIndex, req.OversizeLen, c.s.opt.MaxValueSize))
 		} else {
-			c.rw.Error(fmt.Sprintf("ERR request too large: its arguments exceed %d bytes in total", c.s.opt.MaxRequestSize))
+			rw.Error(fmt.Sprintf("ERR request too large: its arguments exceed %d bytes in total", c.s.opt.MaxRequestSize))
 		}
 	case cmd == nil:
-		c.rw.Error(unknownCommand(args))
+		rw.Error(unknownCommand(args))
 	case !c.authed && !cmd.noAuth:
-		c.rw.Error("NOAUTH Authentication required.")
-	case cmd.arity > 0 && len(args) != cmd.arity || cmd.arity < 0 && len(args) < -cmd.arity:
-		c.rw.Error(wrongArgs(cmd.name))
+		rw.Error("NOAUTH Authentication required.")
+	case !cmd.arityOK(args):
+		rw.Error(wrongArgs(cmd.name))
 	default:
 		c.last.Store(cmd)
-		cmd.fn(c, args)
+		cmd.fn(c, rw, args)
+		cmd.noteDuration(time.Since(start))
 	}
-	failed := c.rw.errs != errsBefore
+	c.record(cmd, start, rw.errs != errsBefore)
+}
+
+// call runs a command already known to be valid (known, authorised, right
+// arity) with its reply going to rw. It is what pipelined commands run,
+// possibly on another goroutine, so it touches only thread-safe connection
+// state.
+func (c *conn) call(cmd *command, rw *replyWriter, args [][]byte) {
+	start := time.Now()
+	errsBefore := rw.errs
+	c.last.Store(cmd)
+	cmd.fn(c, rw, args)
+	cmd.noteDuration(time.Since(start))
+	c.record(cmd, start, rw.errs != errsBefore)
+}
+
+// noteDuration folds one execution time into cmd.avgNanos (weight 1/8).
+// Concurrent updates may lose one another's sample; it is only a hint.
+func (cmd *command) noteDuration(d time.Duration) {
+	if cmd.pipelined {
+		old := cmd.avgNanos.Load()
+		cmd.avgNanos.Store(old + (int64(d)-old)/8)
+	}
+}
+
+func (cmd *command) arityOK(args [][]byte) bool {
+	return cmd.arity > 0 && len(args) == cmd.arity || cmd.arity < 0 && len(args) >= -cmd.arity
+}
+
+// record updates the statistics after a command (cmd nil: unknown command)
+// that started at start. Safe for concurrent use.
+func (c *conn) record(cmd *command, start time.Time, failed bool) {
 	end := time.Now()
 	d := end.Sub(start)
 	st := &c.s.unknown
@@ -160,36 +208,36 @@ func truncate(b []byte, n int) []byte {
 
 func is(arg []byte, word string) bool { return strings.EqualFold(string(arg), word) }
 
-func (c *conn) backendError(err error) { c.rw.Error(errorReply(err)) }
+func (rw *replyWriter) backendError(err error) { rw.Error(errorReply(err)) }
 
-func cmdPing(c *conn, args [][]byte) {
+func cmdPing(c *conn, rw *replyWriter, args [][]byte) {
 	switch len(args) {
 	case 1:
-		c.rw.Simple("PONG")
+		rw.Simple("PONG")
 	case 2:
-		c.rw.Bulk(args[1])
+		rw.Bulk(args[1])
 	default:
-		c.rw.Error(wrongArgs("ping"))
+		rw.Error(wrongArgs("ping"))
 	}
 }
 
-func cmdEcho(c *conn, args [][]byte) { c.rw.Bulk(args[1]) }
+func cmdEcho(c *conn, rw *replyWriter, args [][]byte) { rw.Bulk(args[1]) }
 
-func cmdGet(c *conn, args [][]byte) {
+func cmdGet(c *conn, rw *replyWriter, args [][]byte) {
 	v, found, err := c.s.b.Get(c.ctx, args[1])
 	switch {
 	case err != nil:
-		c.backendError(err)
+		rw.backendError(err)
 	case !found:
-		c.rw.Null()
+		rw.Null()
 	default:
-		c.rw.Bulk(v)
+		rw.Bulk(v)
 	}
 }
 
 const errExpiry = "ERR ringkv does not support key expiry"
 
-func cmdSet(c *conn, args [][]byte) {
+func cmdSet(c *conn, rw *replyWriter, args [][]byte) {
 	var nx, xx, get bool
 	for _, a := range args[3:] {
 		switch {
@@ -200,15 +248,15 @@ func cmdSet(c *conn, args [][]byte) {
 		case is(a, "GET"):
 			get = true
 		case is(a, "EX"), is(a, "PX"), is(a, "EXAT"), is(a, "PXAT"), is(a, "KEEPTTL"):
-			c.rw.Error(errExpiry)
+			rw.Error(errExpiry)
 			return
 		default:
-			c.rw.Error("ERR syntax error")
+			rw.Error("ERR syntax error")
 			return
 		}
 	}
 	if nx && xx {
-		c.rw.Error("ERR syntax error")
+		rw.Error("ERR syntax error")
 		return
 	}
 	key, val := args[1], args[2]
@@ -217,137 +265,139 @@ func cmdSet(c *conn, args [][]byte) {
 	if nx || xx || get {
 		var err error
 		if old, found, err = c.s.b.Get(c.ctx, key); err != nil {
-			c.backendError(err)
+			rw.backendError(err)
 			return
 		}
 		if nx && found || xx && !found {
 			if get && found {
-				c.rw.Bulk(old)
+				rw.Bulk(old)
 			} else {
-				c.rw.Null()
+				rw.Null()
 			}
 			return
 		}
 	}
 	if err := c.s.b.Set(c.ctx, key, val); err != nil {
-		c.backendError(err)
+		rw.backendError(err)
 		return
 	}
 	switch {
 	case !get:
-		c.rw.OK()
+		rw.OK()
 	case found:
-		c.rw.Bulk(old)
+		rw.Bulk(old)
 	default:
-		c.rw.Null()
+		rw.Null()
 	}
 }
 
-func cmdDel(c *conn, args [][]byte) {
+func cmdDel(c *conn, rw *replyWriter, args [][]byte) {
 	var n int64
 	for _, k := range args[1:] {
 		existed, err := c.s.b.Delete(c.ctx, k)
 		if err != nil {
-			c.backendError(err)
+			rw.backendError(err)
 			return
 		}
 		if existed {
 			n++
 		}
 	}
-	c.rw.Int(n)
+	rw.Int(n)
 }
 
-func cmdExists(c *conn, args [][]byte) {
+func cmdExists(c *conn, rw *replyWriter, args [][]byte) {
 	var n int64
 	for _, k := range args[1:] {
 		_, found, err := c.s.b.Get(c.ctx, k)
 		if err != nil {
-			c.backendError(err)
+			rw.backendError(err)
 			return
 		}
 		if found {
 			n++
 		}
 	}
-	c.rw.Int(n)
+	rw.Int(n)
 }
 
-func cmdMGet(c *conn, args [][]byte) {
+func cmdMGet(c *conn, rw *replyWriter, args [][]byte) {
 	keys := args[1:]
 	vals := make([][]byte, len(keys))
 	ok := make([]bool, len(keys))
 	for i, k := range keys {
 		v, found, err := c.s.b.Get(c.ctx, k)
 		if err != nil {
-			c.backendError(err)
+			rw.backendError(err)
 			return
 		}
 		vals[i], ok[i] = v, found
 	}
-	c.rw.Array(len(keys))
+	rw.Array(len(keys))
 	for i := range keys {
 		if ok[i] {
-			c.rw.Bulk(vals[i])
+			rw.Bulk(vals[i])
 		} else {
-			c.rw.Null()
+			rw.Null()
 		}
 	}
 }
 
-func cmdMSet(c *conn, args [][]byte) {
+func cmdMSet(c *conn, rw *replyWriter, args [][]byte) {
 	if len(args)%2 != 1 {
-		c.rw.Error(wrongArgs("mset"))
+		rw.Error(wrongArgs("mset"))
 		return
 	}
 	for i := 1; i < len(args); i += 2 {
 		if err := c.s.b.Set(c.ctx, args[i], args[i+1]); err != nil {
-			c.backendError(err)
+			rw.backendError(err)
 			return
 		}
 	}
-	c.rw.OK()
+	rw.OK()
 }
 
-func cmdDBSize(c *conn, args [][]byte) {
+func cmdDBSize(c *conn, rw *replyWriter, args [][]byte) {
 	ds, ok := c.s.b.(DBSizer)
 	if !ok {
-		c.rw.Error("ERR DBSIZE is not supported: keys are spread over the cluster and not counted")
+		rw.Error("ERR DBSIZE is not supported: keys are spread over the cluster and not counted")
 		return
 	}
 	n, err := ds.DBSize(c.ctx)
 	if err != nil {
-		c.backendError(err)
+		rw.backendError(err)
 		return
 	}
-	c.rw.Int(n)
+	rw.Int(n)
 }
 
-func cmdSelect(c *conn, args [][]byte) {
+func cmdSelect(c *conn, rw *replyWriter, args [][]byte) {
 	n, err := strconv.ParseInt(string(args[1]), 10, 64)
 	switch {
 	case err != nil:
-		c.rw.Error("ERR value is not an integer or out of range")
+		rw.Error("ERR value is not an integer or out of range")
 	case n != 0:
-		c.rw.Error("ERR DB index is out of range (ringkv has only database 0)")
+		rw.Error("ERR DB index is out of range (ringkv has only database 0)")
 	default:
-		c.rw.OK()
+		rw.OK()
 	}
 }
 
-func cmdQuit(c *conn, args [][]byte) {
-	c.rw.OK()
+func cmdQuit(c *conn, rw *replyWriter, args [][]byte) {
+	rw.OK()
 	c.quit = true
 }
 
-func cmdReset(c *conn, args [][]byte) {
+// cmdReset and cmdHello change connection state (c.rw.proto, c.authed): they
+// are barriers, so they run alone on the connection's goroutine and rw is &c.rw.
+func cmdReset(c *conn, rw *replyWriter, args [][]byte) {
 	c.rw.proto = 2
 	c.proto.Store(2)
 	c.authed = c.s.opt.Password == ""
 	c.mu.Lock()
 	c.name = ""
 	c.mu.Unlock()
-	c.rw.Simple("RESET")
+	rw.Simple("RESET")
 }
 
 // checkAuth reports whether user/pass authenticate the default user.
@@ -364,40 +414,40 @@ func (c *conn) checkAuth(user, pass []byte) bool {
 
 const errWrongPass = "WRONGPASS invalid username-password pair or user is disabled."
 
-func cmdAuth(c *conn, args [][]byte) {
+func cmdAuth(c *conn, rw *replyWriter, args [][]byte) {
 	var user, pass []byte
 	switch len(args) {
 	case 2:
 		if c.s.opt.Password == "" {
-			c.rw.Error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+			rw.Error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
 			return
 		}
 		user, pass = []byte("default"), args[1]
 	case 3:
 		user, pass = args[1], args[2]
 	default:
-		c.rw.Error("ERR syntax error")
+		rw.Error("ERR syntax error")
 		return
 	}
 	if !c.checkAuth(user, pass) {
 		c.s.opt.Logf("resp: client %d (%v): authentication failed", c.id, c.nc.RemoteAddr())
-		c.rw.Error(errWrongPass)
+		rw.Error(errWrongPass)
 		return
 	}
 	c.authed = true
-	c.rw.OK()
+	rw.OK()
 }
 
-func cmdHello(c *conn, args [][]byte) {
+func cmdHello(c *conn, rw *replyWriter, args [][]byte) {
 	proto := c.rw.proto
 	if len(args) >= 2 {
 		v, err := strconv.ParseInt(string(args[1]), 10, 64)
 		if err != nil {
-			c.rw.Error("ERR Protocol version is not an integer or out of range")
+			rw.Error("ERR Protocol version is not an integer or out of range")
 			return
 		}
 		if v != 2 && v != 3 {
-			c.rw.Error("NOPROTO unsupported protocol version")
+			rw.Error("NOPROTO unsupported protocol version")
 			return
 		}
 		proto = int(v)
@@ -414,25 +464,25 @@ func cmdHello(c *conn, args [][]byte) {
 			setName, name = true, args[i+1]
 			i++
 		default:
-			c.rw.Error("ERR Syntax error in HELLO option '" + string(truncate(args[i], 128)) + "'")
+			rw.Error("ERR Syntax error in HELLO option '" + string(truncate(args[i], 128)) + "'")
 			return
 		}
 	}
 	if auth {
 		if !c.checkAuth(user, pass) {
 			c.s.opt.Logf("resp: client %d (%v): authentication failed", c.id, c.nc.RemoteAddr())
-			c.rw.Error(errWrongPass)
+			rw.Error(errWrongPass)
 			return
 		}
 		c.authed = true
 	}
 	if !c.authed {
-		c.rw.Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")
+		rw.Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")
 		return
 	}
 	if setName {
 		if !validClientName(name) {
-			c.rw.Error(errClientName)
+			rw.Error(errClientName)
 			return
 		}
 		c.mu.Lock()
@@ -441,21 +491,21 @@ func cmdHello(c *conn, args [][]byte) {
 	}
 	c.rw.proto = proto
 	c.proto.Store(int32(proto))
-	c.rw.Map(7)
-	c.rw.BulkString("server")
-	c.rw.BulkString("ringkv")
-	c.rw.BulkString("version")
-	c.rw.BulkString(compatVersion)
-	c.rw.BulkString("proto")
-	c.rw.Int(int64(proto))
-	c.rw.BulkString("id")
-	c.rw.Int(c.id)
-	c.rw.BulkString("mode")
-	c.rw.BulkString("standalone")
-	c.rw.BulkString("role")
-	c.rw.BulkString("master")
-	c.rw.BulkString("modules")
-	c.rw.Array(0)
+	rw.Map(7)
+	rw.BulkString("server")
+	rw.BulkString("ringkv")
+	rw.BulkString("version")
+	rw.BulkString(compatVersion)
+	rw.BulkString("proto")
+	rw.Int(int64(proto))
+	rw.BulkString("id")
+	rw.Int(c.id)
+	rw.BulkString("mode")
+	rw.BulkString("standalone")
+	rw.BulkString("role")
+	rw.BulkString("master")
+	rw.BulkString("modules")
+	rw.Array(0)
 }
 
 const errClientName = "ERR Client names cannot contain spaces, newlines or special characters."
@@ -469,11 +519,11 @@ func validClientName(b []byte) bool {
 	return true
 }
 
-func cmdClient(c *conn, args [][]byte) {
+func cmdClient(c *conn, rw *replyWriter, args [][]byte) {
 	sub := strings.ToLower(string(args[1]))
 	need := func(n int) bool {
 		if len(args) != n {
-			c.rw.Error(wrongArgs("client|" + sub))
+			rw.Error(wrongArgs("client|" + sub))
 			return false
 		}
 		return true
@@ -481,7 +531,7 @@ func cmdClient(c *conn, args [][]byte) {
 	switch sub {
 	case "id":
 		if need(2) {
-			c.rw.Int(c.id)
+			rw.Int(c.id)
 		}
 	case "getname":
 		if need(2) {
@@ -489,27 +539,27 @@ func cmdClient(c *conn, args [][]byte) {
 			name := c.name
 			c.mu.Unlock()
 			if name == "" {
-				c.rw.Null()
+				rw.Null()
 			} else {
-				c.rw.BulkString(name)
+				rw.BulkString(name)
 			}
 		}
 	case "setname":
 		if need(3) {
 			if !validClientName(args[2]) {
-				c.rw.Error(errClientName)
+				rw.Error(errClientName)
 				return
 			}
 			c.mu.Lock()
 			c.name = string(args[2])
 			c.mu.Unlock()
-			c.rw.OK()
+			rw.OK()
 		}
 	case "setinfo":
 		if need(4) {
 			v := string(args[3])
 			if strings.ContainsAny(v, " \r\n") {
-				c.rw.Error("ERR " + string(args[2]) + " cannot contain spaces, newlines or special characters.")
+				rw.Error("ERR " + string(args[2]) + " cannot contain spaces, newlines or special characters.")
 				return
 			}
 			c.mu.Lock()
@@ -520,14 +570,14 @@ func cmdClient(c *conn, args [][]byte) {
 			case is(args[2], "LIB-VER"):
 				c.libVer = v
 			default:
-				c.rw.Error("ERR Unrecognized option '" + string(truncate(args[2], 128)) + "'")
+				rw.Error("ERR Unrecognized option '" + string(truncate(args[2], 128)) + "'")
 				return
 			}
-			c.rw.OK()
+			rw.OK()
 		}
 	case "info":
 		if need(2) {
-			c.rw.BulkString(c.describe(time.Now()) + "\n")
+			rw.BulkString(c.describe(time.Now()) + "\n")
 		}
 	case "list":
 		if need(2) {
@@ -544,10 +594,10 @@ func cmdClient(c *conn, args [][]byte) {
 				b.WriteString(o.describe(now))
 				b.WriteByte('\n')
 			}
-			c.rw.BulkString(b.String())
+			rw.BulkString(b.String())
 		}
 	default:
-		c.rw.Error(unknownSubcommand(args[1], "CLIENT"))
+		rw.Error(unknownSubcommand(args[1], "CLIENT"))
 	}
 }
 
@@ -571,11 +621,11 @@ func (c *conn) describe(now time.Time) string {
 		int64(idle/time.Second), last, lib, ver, c.proto.Load())
 }
 
-func cmdConfig(c *conn, args [][]byte) {
+func cmdConfig(c *conn, rw *replyWriter, args [][]byte) {
 	switch sub := strings.ToLower(string(args[1])); sub {
 	case "get":
 		if len(args) < 3 {
-			c.rw.Error(wrongArgs("config|get"))
+			rw.Error(wrongArgs("config|get"))
 			return
 		}
 		params := c.s.configParams()
@@ -589,22 +639,22 @@ func cmdConfig(c *conn, args [][]byte) {
 			}
 		}
 		slices.Sort(names)
-		c.rw.Map(len(names))
+		rw.Map(len(names))
 		for _, n := range names {
-			c.rw.BulkString(n)
-			c.rw.BulkString(params[n])
+			rw.BulkString(n)
+			rw.BulkString(params[n])
 		}
 	case "resetstat":
 		if len(args) != 2 {
-			c.rw.Error(wrongArgs("config|resetstat"))
+			rw.Error(wrongArgs("config|resetstat"))
 			return
 		}
 		c.s.ResetStats()
-		c.rw.OK()
+		rw.OK()
 	case "set", "rewrite":
-		c.rw.Error("ERR CONFIG " + strings.ToUpper(sub) + " is not supported by ringkv; configure the node with its command-line flags")
+		rw.Error("ERR CONFIG " + strings.ToUpper(sub) + " is not supported by ringkv; configure the node with its command-line flags")
 	default:
-		c.rw.Error(unknownSubcommand(args[1], "CONFIG"))
+		rw.Error(unknownSubcommand(args[1], "CONFIG"))
 	}
 }
 
@@ -625,52 +675,52 @@ func (s *Server) configParams() map[string]string {
 	}
 }
 
-func cmdCommand(c *conn, args [][]byte) {
+func cmdCommand(c *conn, rw *replyWriter, args [][]byte) {
 	if len(args) == 1 {
 		cmds := c.s.sortedCommands()
-		c.rw.Array(len(cmds))
+		rw.Array(len(cmds))
 		for _, cmd := range cmds {
-			c.writeCommandInfo(cmd)
+			c.writeCommandInfo(rw, cmd)
 		}
 		return
 	}
 	switch sub := strings.ToLower(string(args[1])); sub {
 	case "count":
 		if len(args) != 2 {
-			c.rw.Error(wrongArgs("command|count"))
+			rw.Error(wrongArgs("command|count"))
 			return
 		}
-		c.rw.Int(int64(len(c.s.cmds)))
+		rw.Int(int64(len(c.s.cmds)))
 	case "list":
 		cmds := c.s.sortedCommands()
-		c.rw.Array(len(cmds))
+		rw.Array(len(cmds))
 		for _, cmd := range cmds {
-			c.rw.BulkString(cmd.name)
+			rw.BulkString(cmd.name)
 		}
 	case "info":
 		if len(args) == 2 {
 			cmds := c.s.sortedCommands()
-			c.rw.Array(len(cmds))
+			rw.Array(len(cmds))
 			for _, cmd := range cmds {
-				c.writeCommandInfo(cmd)
+				c.writeCommandInfo(rw, cmd)
 			}
 			return
 		}
-		c.rw.Array(len(args) - 2)
+		rw.Array(len(args) - 2)
 		for _, a := range args[2:] {
 			if cmd := c.s.cmds[strings.ToLower(string(a))]; cmd != nil {
-				c.writeCommandInfo(cmd)
-			} else if c.rw.proto == 3 {
-				c.rw.Null()
+				c.writeCommandInfo(rw, cmd)
+			} else if rw.proto == 3 {
+				rw.Null()
 			} else {
-				c.rw.w.WriteString("*-1\r\n")
+				rw.w.WriteString("*-1\r\n")
 			}
 		}
 	case "docs":
 		// No documentation: redis-cli then falls back to its built-in help.
-		c.rw.Map(0)
+		rw.Map(0)
 	default:
-		c.rw.Error(unknownSubcommand(args[1], "COMMAND"))
+		rw.Error(unknownSubcommand(args[1], "COMMAND"))
 	}
 }
 
@@ -685,24 +735,24 @@ func (s *Server) sortedCommands() []*command {
 
 // writeCommandInfo writes the Redis 7 shape of a COMMAND entry: name, arity,
 // flags, first key, last key, step, ACL categories, tips, key specs, subcommands.
-func (c *conn) writeCommandInfo(cmd *command) {
-	c.rw.Array(10)
-	c.rw.BulkString(cmd.name)
-	c.rw.Int(int64(cmd.arity))
-	c.rw.Set(len(cmd.flags))
+func (c *conn) writeCommandInfo(rw *replyWriter, cmd *command) {
+	rw.Array(10)
+	rw.BulkString(cmd.name)
+	rw.Int(int64(cmd.arity))
+	rw.Set(len(cmd.flags))
 	for _, f := range cmd.flags {
-		c.rw.Simple(f)
+		rw.Simple(f)
 	}
-	c.rw.Int(int64(cmd.firstKey))
-	c.rw.Int(int64(cmd.lastKey))
-	c.rw.Int(int64(cmd.step))
-	c.rw.Set(0)
-	c.rw.Set(0)
-	c.rw.Array(0)
-	c.rw.Array(0)
+	rw.Int(int64(cmd.firstKey))
+	rw.Int(int64(cmd.lastKey))
+	rw.Int(int64(cmd.step))
+	rw.Set(0)
+	rw.Set(0)
+	rw.Array(0)
+	rw.Array(0)
 }
 
-func cmdInfo(c *conn, args [][]byte) {
+func cmdInfo(c *conn, rw *replyWriter, args [][]byte) {
 	want := map[string]bool{}
 	all := len(args) == 1
 	for _, a := range args[1:] {
@@ -730,27 +780,27 @@ func cmdInfo(c *conn, args [][]byte) {
 			b.WriteString("\r\n")
 		}
 	}
-	c.rw.Bulk(b.Bytes())
+	rw.Bulk(b.Bytes())
 }
 
-func cmdSiblings(c *conn, args [][]byte) {
+func cmdSiblings(c *conn, rw *replyWriter, args [][]byte) {
 	token, values, err := c.s.b.Siblings(c.ctx, args[1])
 	if err != nil {
-		c.backendError(err)
+		rw.backendError(err)
 		return
 	}
-	c.rw.Array(2)
-	c.rw.BulkString(token)
-	c.rw.Array(len(values))
+	rw.Array(2)
+	rw.BulkString(token)
+	rw.Array(len(values))
 	for _, v := range values {
-		c.rw.Bulk(v)
+		rw.Bulk(v)
 	}
 }
 
-func cmdPut(c *conn, args [][]byte) {
+func cmdPut(c *conn, rw *replyWriter, args [][]byte) {
 	if err := c.s.b.PutWithContext(c.ctx, args[1], string(args[2]), args[3]); err != nil {
-		c.backendError(err)
+		rw.backendError(err)
 		return
 	}
-	c.rw.OK()
+	rw.OK()
 }

@@ -39,6 +39,18 @@
 // and may be partly applied when it answers an error; there is a single
 // database (SELECT 0 only).
 //
+// # Pipelining
+//
+// The commands of one pipelined batch may execute concurrently (at most 32
+// at a time per connection), so that n pipelined writes wait for about one
+// commit rather than n, and n reads for about one round trip. What a client
+// sees is as if they ran one by one: replies come in command order, commands
+// of the connection that share a key take effect in order, and commands
+// other than plain key reads and writes (AUTH, HELLO, SELECT, CLIENT, QUIT,
+// RESET, INFO, DBSIZE, CONFIG, COMMAND, unknown commands) wait for everything
+// before them and run alone. Commands of different connections were never
+// ordered and still are not.
+//
 // # Errors
 //
 // A Backend error is sent as a RESP error. If the error (or one it wraps)

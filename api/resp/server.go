@@ -90,6 +90,10 @@ type Server struct {
 	totalCommands atomic.Uint64
 	protoErrors   atomic.Uint64
 	unknown       cmdStats
+	peakInFlight  atomic.Int64 // most pipelined commands one connection had in flight
+	// alwaysConcurrent turns off running quick commands inline, so tests can
+	// drive the concurrent path with a fast Backend.
+	alwaysConcurrent atomic.Bool
 }
 
 // NewServer returns a server that answers commands with b.
@@ -242,6 +246,7 @@ type conn struct {
 
 	authed bool
 	quit   bool
+	p      pipeline // pipelined commands in flight; see pipeline.go
 
 	// Read by CLIENT LIST from other connections.
 	last   atomic.Pointer[command]
@@ -266,7 +271,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		authed: s.opt.Password == "",
 	}
 	c.rd = newReader(nc, s.opt.MaxMultiBulkLen, int64(s.opt.MaxBulkLen), s.opt.MaxValueSize, s.opt.MaxRequestSize)
-	c.bw = bufio.NewWriterSize(nc, 32*1024)
+	c.bw = bufio.NewWriterSize(timedWriter{nc, s.opt.WriteTimeout}, 32*1024)
 	c.rw = replyWriter{w: c.bw, proto: 2}
 	c.proto.Store(2)
 	c.rd.beforeBlock = c.beforeBlock
@@ -274,9 +279,11 @@ func (s *Server) newConn(nc net.Conn) *conn {
 }
 
 // beforeBlock runs before every read that may wait for the network: the read
-// buffer is empty, so this is when buffered replies go out (one write for a
-// whole pipeline), and when the read deadline is set.
+// buffer is empty, so this is when the commands in flight are finished and
+// the buffered replies go out (one write for a whole pipeline) — the client
+// may wait for them before sending more — and when the read deadline is set.
 func (c *conn) beforeBlock(idle bool) {
+	c.drain()
 	c.flush()
 	o := &c.s.opt
 	var d time.Duration
@@ -296,13 +303,31 @@ func (c *conn) flush() {
 	if c.bw.Buffered() == 0 {
 		return
 	}
-	if c.s.opt.WriteTimeout > 0 {
-		c.nc.SetWriteDeadline(time.Now().Add(c.s.opt.WriteTimeout))
-	}
 	c.bw.Flush() // a failure is sticky; the next read or flush notices.
 }
 
+// timedWriter gives every write to the connection its own WriteTimeout
+// deadline. Setting it only before explicit flushes is not enough: the
+// bufio.Writer also writes on its own when a deep pipeline's replies fill
+// it, and that write would run under a deadline set long before (already
+// past after an idle spell) or block forever on a client that stopped
+// reading.
+type timedWriter struct {
+	nc net.Conn
+	d  time.Duration
+}
+
+func (w timedWriter) Write(b []byte) (int, error) {
+	if w.d > 0 {
+		w.nc.SetWriteDeadline(time.Now().Add(w.d))
+	}
+	return w.nc.Write(b)
+}
+
 func (c *conn) serve() {
+	// Deferred calls run in reverse: recover, close the connection, then wait
+	// for pipelined commands still running (after a panic or a write error).
+	defer c.abandon()
 	defer c.nc.Close()
 	defer func() {
 		if r := recover(); r != nil {
@@ -312,6 +337,7 @@ func (c *conn) serve() {
 	for !c.quit {
 		req, err := c.rd.ReadRequest()
 		if err != nil {
+			c.drain() // the replies of the commands before come first
 			var pe *ProtocolError
 			if errors.As(err, &pe) {
 				c.s.protoErrors.Add(1)
@@ -320,14 +346,16 @@ func (c *conn) serve() {
 			}
 			break
 		}
-		c.exec(req)
-		if c.bw.Buffered() > 0 && c.rd.Buffered() == 0 {
+		c.handle(req)
+		if c.rd.Buffered() == 0 {
+			c.drain()
 			c.flush()
 		}
 		if err := c.writeErr(); err != nil {
 			return
 		}
 	}
+	c.drain()
 	c.flush()
 }
 

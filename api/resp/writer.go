@@ -1,15 +1,26 @@
 package resp
 
 import (
-	"bufio"
+	"io"
 	"strconv"
 	"strings"
 )
 
+// replySink is where a replyWriter encodes: the connection's *bufio.Writer
+// for commands run on the connection's goroutine, or a command's own
+// *bytes.Buffer when it runs concurrently with others of its pipeline and its
+// reply must wait for theirs (see pipeline.go).
+type replySink interface {
+	io.Writer
+	io.ByteWriter
+	io.StringWriter
+	AvailableBuffer() []byte
+}
+
 // replyWriter encodes replies into a buffered writer, in RESP2 or RESP3
 // depending on what the client negotiated with HELLO.
 type replyWriter struct {
-	w     *bufio.Writer
+	w     replySink
 	proto int // 2 or 3
 	// errs counts error replies written; the server uses it for per-command stats.
 	errs int

@@ -1,0 +1,272 @@
+package resp
+
+import (
+	"bytes"
+	"time"
+)
+
+// Pipelined execution.
+//
+// A Backend call can be slow: a write waits for the commit log's fsync and a
+// read in a cluster waits for a network round trip. Executing one
+// connection's pipelined commands one after another would make a pipeline of
+// n commands cost n of those waits, and would give the storage engine's group
+// commit only one write per connection to batch. So the commands of a
+// pipeline run concurrently, while what the client can observe stays as in
+// Redis:
+//
+//   - Replies go out in command order: a command that runs concurrently
+//     encodes its reply into its own buffer (its slot), and the connection's
+//     goroutine copies finished slots to the connection strictly in order.
+//   - Commands on the same key take effect in order: a command waits for the
+//     previous in-flight command of the connection that touches any of its
+//     keys (c.p.keys maps a key to the last such command).
+//   - Only commands marked pipelined (plain key reads and writes, PING,
+//     ECHO; at most maxPipelinedArgs arguments) run concurrently. Everything
+//     else — connection state (AUTH, HELLO, SELECT, CLIENT, QUIT, RESET),
+//     server-wide commands, unknown commands and any command answered with
+//     an error before it runs (NOAUTH, arity, oversized arguments) — is a
+//     barrier: it waits until everything before
+//     it has finished and its reply is written, then runs alone on the
+//     connection's goroutine. So a command after AUTH or HELLO sees their
+//     effect, and connection state is only ever touched by that goroutine.
+//   - At most maxInFlight commands (and maxInFlightBytes of their arguments)
+//     are in flight per connection. When the window is full the connection's
+//     goroutine waits for the oldest command and writes its reply before it
+//     decodes another, and writing blocks when the client does not read: a
+//     client that pipelines without reading is slowed down (TCP backpressure)
+//     instead of making the server buffer its replies.
+//   - Before the reader blocks for more input, everything in flight is
+//     finished and the replies flushed (beforeBlock); the client may be
+//     waiting for them before it sends anything else.
+//
+// A lone command (no further input buffered, nothing in flight) takes the
+// old path: it runs on the connection's goroutine and writes straight into
+// the connection's buffer, with no goroutine, channel or copy. The last
+// command of a batch also runs on the connection's goroutine (into its slot,
+// after the commands it depends on), since that goroutine would otherwise
+// only wait. So does a command that usually takes less than inlineBelow
+// (an in-memory read, say) and has nothing to wait for: starting a goroutine
+// and handing its reply back costs more than running it, and with a fast
+// Backend a pipeline then runs as it did before pipelined execution.
+const (
+	// maxInFlight bounds the commands of one connection in flight: enough to
+	// cover the pipelines clients use (redis-benchmark -P 16, go-redis
+	// pipelines of tens of commands) and to feed group commit, small enough
+	// that a connection cannot claim a large share of the Backend.
+	maxInFlight = 32
+	// maxInFlightBytes bounds the argument bytes held by commands in flight,
+	// so that a pipeline of large values (up to MaxRequestSize each) does not
+	// hold maxInFlight of them. A single bigger command still runs, alone.
+	maxInFlightBytes = 8 << 20
+	// keepReplyBuf is the largest reply buffer a slot keeps for reuse; a
+	// bigger one (a big MGET) is left to the garbage collector.
+	keepReplyBuf = 16 << 10
+	// maxPipelinedArgs: a command with more arguments (a long MGET, DEL or
+	// MSET) runs as a barrier, so that tracking keys in flight stays cheap
+	// and bounded (at most maxInFlight*maxPipelinedArgs keys).
+	maxPipelinedArgs = 33
+	// inlineBelow: a command whose average execution time is below this runs
+	// inline. A few microseconds is what a goroutine start and hand-off cost;
+	// a commit-log fsync or a network round trip is far above.
+	inlineBelow = 10 * time.Microsecond
+)
+
+// slot is one command executing concurrently with others of its pipeline.
+type slot struct {
+	cmd  *command
+	args [][]byte
+	size int // argument bytes, counted in inFlightBytes
+	rw   replyWriter
+	buf  bytes.Buffer // the reply, copied to the connection when the slot retires
+	// deps are the done channels of the earlier in-flight commands that share
+	// a key with this one; it runs after they have finished.
+	deps []chan struct{}
+	// done is closed when the command has finished and its reply is in buf;
+	// a fresh channel per command since a closed one cannot be reopened.
+	done chan struct{}
+	// panicked holds the value of a panic in the command; the connection's
+	// goroutine re-raises it when the slot retires, which closes the
+	// connection as a panic on that goroutine always did.
+	panicked any
+}
+
+// pipeline is a connection's commands in flight, oldest first.
+type pipeline struct {
+	ring          [maxInFlight]*slot
+	head, n       int
+	inFlightBytes int
+	// keys maps each key of a command in flight to the newest such command.
+	keys map[string]*slot
+	free []*slot
+}
+
+// pipelinable reports whether req may run concurrently with its neighbours:
+// a pipelined command that will actually run (no error answered up front),
+// on a connection that may run it.
+func (c *conn) pipelinable(req *request, cmd *command) bool {
+	return cmd != nil && cmd.pipelined && !req.Oversize && c.authed &&
+		cmd.arityOK(req.Args) && len(req.Args) <= maxPipelinedArgs
+}
+
+// handle executes one decoded request: inline, concurrently, or as a barrier.
+func (c *conn) handle(req *request) {
+	cmd := c.lookup(req.Args)
+	if !c.pipelinable(req, cmd) {
+		c.drain()
+		c.exec(req, cmd)
+		return
+	}
+	last := c.rd.Buffered() == 0 // nothing more decodable without reading
+	quick := cmd.avgNanos.Load() < int64(inlineBelow) && !c.s.alwaysConcurrent.Load()
+	if (last || quick) && c.p.n == 0 {
+		c.exec(req, cmd) // as fast as without pipelining
+		return
+	}
+	c.dispatch(cmd, req.Args, last, quick)
+}
+
+// forEachKey calls f with each key argument of a (pipelined) command.
+func forEachKey(cmd *command, args [][]byte, f func(k []byte)) {
+	if cmd.firstKey <= 0 {
+		return
+	}
+	last := cmd.lastKey
+	if last < 0 {
+		last = len(args) + last
+	}
+	for i := cmd.firstKey; i <= last && i < len(args); i += cmd.step {
+		f(args[i])
+	}
+}
+
+// dispatch starts a pipelined command. It runs on the calling (connection's)
+// goroutine instead of a new one if inline, or if quick and it need not wait
+// for an earlier command.
+func (c *conn) dispatch(cmd *command, args [][]byte, inline, quick bool) {
+	p := &c.p
+	size := 0
+	for _, a := range args {
+		size += len(a)
+	}
+	// Wait for room: this is the backpressure that bounds the memory a
+	// connection holds however deep the client pipelines.
+	for p.n == maxInFlight || p.n > 0 && p.inFlightBytes+size > maxInFlightBytes {
+		c.retire()
+	}
+	var s *slot
+	if k := len(p.free); k > 0 {
+		s, p.free = p.free[k-1], p.free[:k-1]
+	} else {
+		s = new(slot)
+	}
+	s.cmd = cmd
+	s.args = append(s.args[:0], args...) // the reader reuses its Args slice
+	s.size = size
+	s.rw = replyWriter{w: &s.buf, proto: c.rw.proto} // proto only changes in barriers
+	s.done = make(chan struct{})
+	if p.keys == nil {
+		p.keys = make(map[string]*slot)
+	}
+	forEachKey(cmd, s.args, func(k []byte) {
+		prev := p.keys[string(k)]
+		if prev == s {
+			return // the key is repeated in this command
+		}
+		if prev != nil {
+			s.addDep(prev.done)
+		}
+		p.keys[string(k)] = s
+	})
+	p.ring[(p.head+p.n)%maxInFlight] = s
+	p.n++
+	p.inFlightBytes += size
+	c.s.notePipeline(p.n)
+	if inline || quick && len(s.deps) == 0 {
+		s.run(c)
+	} else {
+		go s.run(c)
+	}
+}
+
+func (s *slot) addDep(d chan struct{}) {
+	for _, x := range s.deps {
+		if x == d {
+			return // at most maxInFlight distinct deps, however many keys
+		}
+	}
+	s.deps = append(s.deps, d)
+}
+
+func (s *slot) run(c *conn) {
+	defer close(s.done)
+	for _, d := range s.deps {
+		<-d
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.panicked = r
+		}
+	}()
+	c.call(s.cmd, &s.rw, s.args)
+}
+
+// retire waits for the oldest command in flight to finish and writes its
+// reply to the connection.
+func (c *conn) retire() {
+	p := &c.p
+	s := p.ring[p.head]
+	<-s.done
+	p.ring[p.head] = nil
+	p.head = (p.head + 1) % maxInFlight
+	p.n--
+	p.inFlightBytes -= s.size
+	forEachKey(s.cmd, s.args, func(k []byte) {
+		if p.keys[string(k)] == s {
+			delete(p.keys, string(k)) // no newer command in flight on k
+		}
+	})
+	if s.panicked != nil {
+		panic(s.panicked)
+	}
+	c.bw.Write(s.buf.Bytes()) // a failure is sticky; serve notices
+	s.cmd = nil
+	clear(s.args) // do not keep the arguments alive
+	s.deps = s.deps[:0]
+	s.done = nil
+	if s.buf.Cap() > keepReplyBuf {
+		s.buf = bytes.Buffer{}
+	} else {
+		s.buf.Reset()
+	}
+	p.free = append(p.free, s)
+}
+
+// drain finishes every command in flight, writing their replies in order.
+func (c *conn) drain() {
+	for c.p.n > 0 {
+		c.retire()
+	}
+}
+
+// abandon waits for the commands still in flight without writing their
+// replies: the connection is being torn down after a panic or a write error.
+// It keeps Server.Close's promise that no command runs after it returns.
+func (c *conn) abandon() {
+	p := &c.p
+	for ; p.n > 0; p.n-- {
+		<-p.ring[p.head].done
+		p.head = (p.head + 1) % maxInFlight
+	}
+}
+
+// notePipeline records the high-water mark of commands in flight on one
+// connection, which tests use to check the bound holds.
+func (s *Server) notePipeline(n int) {
+	for {
+		old := s.peakInFlight.Load()
+		if int64(n) <= old || s.peakInFlight.CompareAndSwap(old, int64(n)) {
+			return
+		}
+	}
+}
