@@ -48,10 +48,14 @@ func (db *DB) Apply(b *Batch, wo *WriteOptions) error {
 // condition variable would wake every waiter on every group: quadratic in
 // the queue length.)
 func (db *DB) enqueue(w *pendingWrite) error {
-	w.wake = make(chan struct{}, 1)
 	db.qmu.Lock()
+	leader := len(db.queue) == 0
+	if !leader {
+		// Only a writer that waits needs a channel: a lone writer (the
+		// common single-threaded case) allocates none.
+		w.wake = make(chan struct{}, 1)
+	}
 	db.queue = append(db.queue, w)
-	leader := len(db.queue) == 1
 	db.qmu.Unlock()
 	if !leader {
 		<-w.wake
