@@ -85,6 +85,8 @@ type slot struct {
 	// done is closed when the command has finished and its reply is in buf;
 	// a fresh channel per command since a closed one cannot be reopened.
 	done chan struct{}
+	// viaWorker is set while the command is with the connection's workers.
+	viaWorker bool
 	// panicked holds the value of a panic in the command; the connection's
 	// goroutine re-raises it when the slot retires, which closes the
 	// connection as a panic on that goroutine always did.
@@ -99,6 +101,15 @@ type pipeline struct {
 	// keys maps each key of a command in flight to the newest such command.
 	keys map[string]*slot
 	free []*slot
+	// Commands that do not run inline go to this connection's workers:
+	// reused goroutines, because a fresh goroutine per command spends a
+	// good part of its time growing its stack. There are always at least
+	// as many workers as commands handed to them and not yet retired, so
+	// no command waits for a worker behind one blocked on an earlier
+	// command.
+	jobs      chan *slot
+	workers   int
+	submitted int
 }
 
 // pipelinable reports whether req may run concurrently with its neighbours:
@@ -185,7 +196,37 @@ func (c *conn) dispatch(cmd *command, args [][]byte, inline, quick bool) {
 	if inline || quick && len(s.deps) == 0 {
 		s.run(c)
 	} else {
-		go s.run(c)
+		c.submit(s)
+	}
+}
+
+// submit hands a command to the connection's workers, starting one if every
+// worker may be busy.
+func (c *conn) submit(s *slot) {
+	p := &c.p
+	if p.jobs == nil {
+		p.jobs = make(chan *slot, maxInFlight)
+	}
+	s.viaWorker = true
+	p.submitted++
+	if p.workers < p.submitted {
+		p.workers++
+		go c.work(p.jobs)
+	}
+	p.jobs <- s
+}
+
+func (c *conn) work(jobs <-chan *slot) {
+	for s := range jobs {
+		s.run(c)
+	}
+}
+
+// stopWorkers ends the connection's workers once nothing is in flight.
+func (c *conn) stopWorkers() {
+	if c.p.jobs != nil {
+		close(c.p.jobs)
+		c.p.jobs = nil
 	}
 }
 
@@ -221,6 +262,10 @@ func (c *conn) retire() {
 	p.head = (p.head + 1) % maxInFlight
 	p.n--
 	p.inFlightBytes -= s.size
+	if s.viaWorker {
+		p.submitted--
+		s.viaWorker = false
+	}
 	forEachKey(s.cmd, s.args, func(k []byte) {
 		if p.keys[string(k)] == s {
 			delete(p.keys, string(k)) // no newer command in flight on k

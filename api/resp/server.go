@@ -325,8 +325,10 @@ func (w timedWriter) Write(b []byte) (int, error) {
 }
 
 func (c *conn) serve() {
-	// Deferred calls run in reverse: recover, close the connection, then wait
-	// for pipelined commands still running (after a panic or a write error).
+	// Deferred calls run in reverse: recover, close the connection, wait for
+	// pipelined commands still running (after a panic or a write error),
+	// then end the workers that ran them.
+	defer c.stopWorkers()
 	defer c.abandon()
 	defer c.nc.Close()
 	defer func() {
