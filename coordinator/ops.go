@@ -233,7 +233,7 @@ func (c *Coordinator) Get(ctx context.Context, key []byte, r int) (*version.Obje
 			return
 		}
 		ok++
-		merged = version.Merge(merged, rep.obj)
+		merged = mergeReply(merged, rep.obj)
 	}
 	for _, rep := range got {
 		tally(rep)
@@ -298,7 +298,7 @@ func (c *Coordinator) finishRead(key []byte, asked int, got []readReply, replies
 	var merged *version.Object
 	for _, rep := range got {
 		if rep.err == nil {
-			merged = version.Merge(merged, rep.obj)
+			merged = mergeReply(merged, rep.obj)
 		}
 	}
 	if merged == nil || merged.Empty() {
@@ -338,7 +338,7 @@ func (c *Coordinator) repair(key []byte, asked int, got []readReply, replies <-c
 	var merged *version.Object
 	for _, rep := range got {
 		if rep.err == nil {
-			merged = version.Merge(merged, rep.obj)
+			merged = mergeReply(merged, rep.obj)
 		}
 	}
 	if merged == nil || merged.Empty() {
@@ -361,4 +361,17 @@ func (c *Coordinator) repair(key []byte, asked int, got []readReply, replies <-c
 			c.o.Logf("read repair of %q on %s: %v", key, rep.node, err)
 		}
 	}
+}
+
+// mergeReply folds one replica's answer into the merge so far. The first
+// answer is taken as it is (objects are never modified in place), which
+// saves a copy on the common path where one or all replicas agree.
+func mergeReply(merged, obj *version.Object) *version.Object {
+	switch {
+	case merged == nil:
+		return obj
+	case obj == nil || merged == obj:
+		return merged
+	}
+	return version.Merge(merged, obj)
 }

@@ -51,6 +51,8 @@ type Config struct {
 	MaxValueSize int
 	// RequestTimeout bounds one client request. Default: 2s.
 	RequestTimeout time.Duration
+	// BlockCacheSize is the engine's block cache, in bytes. Default: 128 MiB.
+	BlockCacheSize int64
 	Logf           func(format string, args ...any)
 }
 
@@ -96,6 +98,9 @@ func Start(cfg Config) (s *Server, err error) {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 2 * time.Second
 	}
+	if cfg.BlockCacheSize <= 0 {
+		cfg.BlockCacheSize = 128 << 20
+	}
 	rLevel, err := coordinator.ParseLevel(cfg.R)
 	if err != nil {
 		return nil, fmt.Errorf("--r: %w", err)
@@ -129,7 +134,7 @@ func Start(cfg Config) (s *Server, err error) {
 			srv.Close()
 		}
 	}()
-	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "engine"), &storage.Options{Sync: syncMode, Logf: cfg.Logf}); err != nil {
+	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "engine"), &storage.Options{Sync: syncMode, BlockCacheSize: cfg.BlockCacheSize, Logf: cfg.Logf}); err != nil {
 		return nil, err
 	}
 	s.store = replica.New(s.db, cfg.NodeID)
