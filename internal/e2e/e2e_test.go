@@ -1,5 +1,3 @@
-// Package e2e runs real ringkv server processes on loopback and talks to
-// them the way users do: go-redis over the Redis protocol and HTTP.
 package e2e
 
 import (
