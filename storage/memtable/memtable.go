@@ -49,6 +49,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"math/bits"
 	"math/rand/v2"
@@ -122,7 +123,24 @@ type MemTable struct {
 	// rng is the writer's private tower-height generator; it needs no
 	// synchronisation because there is only one writer.
 	rng uint64
+
+	// index makes point lookups O(1): an open-addressing hash table (linear
+	// probing) from user key to the node of its newest entry. A skiplist
+	// descent costs a cache miss per node visited, and the replica layer
+	// looks every key up before writing it. Slots are written by the writer
+	// only, after the node is published, and read atomically. When the
+	// table reaches its load limit, new keys are no longer indexed and
+	// indexFull sends lookups of unindexed keys to the skiplist.
+	index     []atomic.Uint32
+	indexMask uint32
+	indexed   int // distinct keys indexed (writer only)
+	indexMax  int
+	indexFull atomic.Bool
+	seed      maphash.Seed
 }
+
+// minEntryGuess is the arena size of a small entry, used to size the index.
+const minEntryGuess = 64
 
 // New returns an empty memtable whose arena holds arenaSize bytes in total,
 // including a small fixed overhead for the list head. Sizes below that
@@ -153,7 +171,60 @@ func New(arenaSize int) *MemTable {
 	m.head = head
 	m.height.Store(1)
 	m.capacity = uint64(arenaSize) - m.used.Load()
+	slots := 64
+	for slots < arenaSize/minEntryGuess && slots < 1<<24 {
+		slots <<= 1
+	}
+	m.index = make([]atomic.Uint32, slots)
+	m.indexMask = uint32(slots - 1)
+	m.indexMax = slots * 3 / 4
+	m.seed = maphash.MakeSeed()
 	return m
+}
+
+// userKeyOf returns the user-key part of node nd's key and its trailer.
+func (m *MemTable) userKeyOf(nd uint32) ([]byte, uint64) {
+	k := m.keyOf(nd)
+	n := len(k) - base.TrailerLen
+	return k[:n], binary.LittleEndian.Uint64(k[n:])
+}
+
+// indexAdd records node nd (user key userKey, trailer) as its key's newest
+// entry unless a newer one is indexed. Writer only, after publication.
+func (m *MemTable) indexAdd(nd uint32, userKey []byte, trailer uint64) {
+	for i := uint32(maphash.Bytes(m.seed, userKey)) & m.indexMask; ; i = (i + 1) & m.indexMask {
+		cur := m.index[i].Load()
+		if cur == 0 {
+			if m.indexed >= m.indexMax {
+				m.indexFull.Store(true)
+				return
+			}
+			m.indexed++
+			m.index[i].Store(nd)
+			return
+		}
+		if uk, t := m.userKeyOf(cur); bytes.Equal(uk, userKey) {
+			if trailer > t {
+				m.index[i].Store(nd)
+			}
+			return
+		}
+	}
+}
+
+// indexGet looks userKey up in the index. It returns the node of the newest
+// entry (0 if the key is not in the memtable) and whether the answer is
+// final; when it is not, the caller searches the skiplist.
+func (m *MemTable) indexGet(userKey []byte) (nd uint32, final bool) {
+	for i := uint32(maphash.Bytes(m.seed, userKey)) & m.indexMask; ; i = (i + 1) & m.indexMask {
+		cur := m.index[i].Load()
+		if cur == 0 {
+			return 0, !m.indexFull.Load()
+		}
+		if uk, _ := m.userKeyOf(cur); bytes.Equal(uk, userKey) {
+			return cur, true
+		}
+	}
 }
 
 // entrySize is the worst-case number of arena bytes an entry takes: a
@@ -334,6 +405,7 @@ func (m *MemTable) Add(seq base.SeqNum, kind base.Kind, userKey, value []byte) e
 	if height > listHeight {
 		m.height.Store(uint32(height))
 	}
+	m.indexAdd(nd, userKey, trailer)
 	m.count.Add(1)
 	return nil
 }
@@ -371,6 +443,15 @@ func (m *MemTable) seekGE(userKey []byte, trailer uint64) uint32 {
 func (m *MemTable) Get(userKey []byte, seq base.SeqNum) (value []byte, kind base.Kind, found bool) {
 	if seq > base.SeqNumMax {
 		seq = base.SeqNumMax
+	}
+	if nd, final := m.indexGet(userKey); final {
+		if nd == 0 {
+			return nil, 0, false
+		}
+		if _, t := m.userKeyOf(nd); base.SeqNum(t>>8) <= seq {
+			return m.valueOf(nd), base.Kind(t & 0xff), true
+		}
+		// The newest entry is past the snapshot: an older one may be in it.
 	}
 	nd := m.seekGE(userKey, base.MakeTrailer(seq, base.KindMax))
 	if nd == 0 {
