@@ -134,7 +134,7 @@ func Start(cfg Config) (s *Server, err error) {
 			srv.Close()
 		}
 	}()
-	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "engine"), &storage.Options{Sync: syncMode, BlockCacheSize: cfg.BlockCacheSize, Logf: cfg.Logf}); err != nil {
+	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "engine"), &storage.Options{Sync: syncMode, BlockCacheSize: cfg.BlockCacheSize, MemTableIndex: true, Logf: cfg.Logf}); err != nil {
 		return nil, err
 	}
 	s.store = replica.New(s.db, cfg.NodeID)

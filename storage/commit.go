@@ -198,7 +198,7 @@ func (db *DB) applyToMemtable(b *Batch) error {
 // switchMemtable makes the current memtable immutable and starts a new one
 // whose writes go to log logNum. It returns the new memtable.
 func (db *DB) switchMemtable(logNum uint64, minSize int) *memTable {
-	m := &memTable{mt: memtable.New(max(db.opts.MemTableSize, minSize)), logNum: logNum}
+	m := &memTable{mt: db.newMemTable(max(db.opts.MemTableSize, minSize)), logNum: logNum}
 	db.mu.Lock()
 	if !db.mem.mt.Empty() {
 		db.imm = append(db.imm, db.mem)
@@ -309,7 +309,7 @@ func (db *DB) rotateLocked(entryBytes int) error {
 		db.imm = append(db.imm, db.mem)
 		db.flushReq = true
 	}
-	db.mem = &memTable{mt: memtable.New(size), logNum: num}
+	db.mem = &memTable{mt: db.newMemTable(size), logNum: num}
 	db.updateReadStateLocked()
 	db.cond.Broadcast()
 	return nil

@@ -415,3 +415,12 @@ func putBatch(b *Batch) {
 	b.Reset()
 	batchPool.Put(b)
 }
+
+// newMemTable returns an empty memtable of the given arena size, with the
+// point-lookup index when the options ask for it.
+func (db *DB) newMemTable(size int) *memtable.MemTable {
+	if db.opts.MemTableIndex {
+		return memtable.NewIndexed(size)
+	}
+	return memtable.New(size)
+}

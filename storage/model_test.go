@@ -24,6 +24,10 @@ var optionSets = map[string]func() *Options{
 		return &Options{MemTableSize: 64 << 10, BlockSize: 64, BlockRestartInterval: 1,
 			TargetFileSize: 32 << 10, LBaseMaxBytes: 128 << 10, BlockCacheSize: 4 << 10}
 	},
+	"memtable-index": func() *Options {
+		return &Options{MemTableSize: 32 << 10, MemTableIndex: true, L0CompactionTrigger: 2,
+			TargetFileSize: 16 << 10, LBaseMaxBytes: 64 << 10}
+	},
 	"no-bloom-no-compression": func() *Options {
 		return &Options{MemTableSize: 32 << 10, BloomBitsPerKey: -1, Compression: NoCompression,
 			L0CompactionTrigger: 2, TargetFileSize: 8 << 10, LBaseMaxBytes: 32 << 10}

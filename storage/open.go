@@ -93,7 +93,7 @@ func (db *DB) recover() error {
 			live = append(live, n)
 		}
 	}
-	mem := memtable.New(db.opts.MemTableSize)
+	mem := db.newMemTable(db.opts.MemTableSize)
 	var replayed int
 	tornIn := -1
 	for i, n := range live {
@@ -134,7 +134,7 @@ func (db *DB) recover() error {
 	db.logFile = logFile
 	db.log = wal.NewWriter(logFile)
 	db.lastSynced = time.Now()
-	db.mem = &memTable{mt: memtable.New(db.opts.MemTableSize), logNum: logNum}
+	db.mem = &memTable{mt: db.newMemTable(db.opts.MemTableSize), logNum: logNum}
 	db.visibleSeq.Store(uint64(db.lastSeq))
 	db.updateReadStateLocked()
 	db.removeObsoleteFiles()
@@ -290,7 +290,7 @@ func (db *DB) replayLog(num uint64, flushedSeq base.SeqNum, mem **memtable.MemTa
 						return count, false, err
 					}
 					size := max(db.opts.MemTableSize, memtable.ArenaSizeFor(len(op.key), len(op.value)))
-					*mem = memtable.New(size)
+					*mem = db.newMemTable(size)
 					err = (*mem).Add(seq, op.kind, op.key, op.value)
 				}
 				if err != nil {

@@ -84,7 +84,7 @@ func New(tb testing.TB, o Options) *Cluster {
 	}
 	for _, m := range members {
 		n := &Node{ID: m.ID}
-		db, err := storage.Open(tb.TempDir(), &storage.Options{Sync: storage.SyncNone, MemTableSize: 1 << 20})
+		db, err := storage.Open(tb.TempDir(), &storage.Options{Sync: storage.SyncNone, MemTableSize: 1 << 20, MemTableIndex: true})
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -12,7 +12,7 @@ import (
 // and new keys are only in the skiplist, and for snapshots older than a
 // key's newest entry.
 func TestIndexAgreesWithSkiplist(t *testing.T) {
-	m := New(64 << 10)
+	m := NewIndexed(64 << 10)
 	type entry struct {
 		seq base.SeqNum
 		val string

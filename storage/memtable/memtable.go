@@ -131,7 +131,10 @@ type MemTable struct {
 	// only, after the node is published, and read atomically. When the
 	// table reaches its load limit, new keys are no longer indexed and
 	// indexFull sends lookups of unindexed keys to the skiplist.
-	index     []atomic.Uint32
+	// A slot holds a 32-bit tag from the key's hash in its high half and the
+	// node offset in its low half, so probing past other keys compares tags
+	// in the table instead of loading their keys from the arena.
+	index     []atomic.Uint64
 	indexMask uint32
 	indexed   int // distinct keys indexed (writer only)
 	indexMax  int
@@ -171,13 +174,22 @@ func New(arenaSize int) *MemTable {
 	m.head = head
 	m.height.Store(1)
 	m.capacity = uint64(arenaSize) - m.used.Load()
+	return m
+}
+
+// NewIndexed is New plus a hash index for O(1) point lookups (see the
+// index field). The index takes about arenaSize/8 more bytes and a hash
+// probe per Add; it pays off where keys are read soon after they are
+// written, as the replica layer does on every write.
+func NewIndexed(arenaSize int) *MemTable {
+	m := New(arenaSize)
 	slots := 64
-	for slots < arenaSize/minEntryGuess && slots < 1<<24 {
+	for slots < len(m.arena)/minEntryGuess && slots < 1<<24 {
 		slots <<= 1
 	}
-	m.index = make([]atomic.Uint32, slots)
+	m.index = make([]atomic.Uint64, slots)
 	m.indexMask = uint32(slots - 1)
-	m.indexMax = slots * 3 / 4
+	m.indexMax = slots / 2
 	m.seed = maphash.MakeSeed()
 	return m
 }
@@ -192,7 +204,12 @@ func (m *MemTable) userKeyOf(nd uint32) ([]byte, uint64) {
 // indexAdd records node nd (user key userKey, trailer) as its key's newest
 // entry unless a newer one is indexed. Writer only, after publication.
 func (m *MemTable) indexAdd(nd uint32, userKey []byte, trailer uint64) {
-	for i := uint32(maphash.Bytes(m.seed, userKey)) & m.indexMask; ; i = (i + 1) & m.indexMask {
+	if m.index == nil {
+		return
+	}
+	h := maphash.Bytes(m.seed, userKey)
+	tag := h >> 32
+	for i := uint32(h) & m.indexMask; ; i = (i + 1) & m.indexMask {
 		cur := m.index[i].Load()
 		if cur == 0 {
 			if m.indexed >= m.indexMax {
@@ -200,12 +217,15 @@ func (m *MemTable) indexAdd(nd uint32, userKey []byte, trailer uint64) {
 				return
 			}
 			m.indexed++
-			m.index[i].Store(nd)
+			m.index[i].Store(tag<<32 | uint64(nd))
 			return
 		}
-		if uk, t := m.userKeyOf(cur); bytes.Equal(uk, userKey) {
+		if cur>>32 != tag {
+			continue
+		}
+		if uk, t := m.userKeyOf(uint32(cur)); bytes.Equal(uk, userKey) {
 			if trailer > t {
-				m.index[i].Store(nd)
+				m.index[i].Store(tag<<32 | uint64(nd))
 			}
 			return
 		}
@@ -216,13 +236,21 @@ func (m *MemTable) indexAdd(nd uint32, userKey []byte, trailer uint64) {
 // entry (0 if the key is not in the memtable) and whether the answer is
 // final; when it is not, the caller searches the skiplist.
 func (m *MemTable) indexGet(userKey []byte) (nd uint32, final bool) {
-	for i := uint32(maphash.Bytes(m.seed, userKey)) & m.indexMask; ; i = (i + 1) & m.indexMask {
+	if m.index == nil {
+		return 0, false
+	}
+	h := maphash.Bytes(m.seed, userKey)
+	tag := h >> 32
+	for i := uint32(h) & m.indexMask; ; i = (i + 1) & m.indexMask {
 		cur := m.index[i].Load()
 		if cur == 0 {
 			return 0, !m.indexFull.Load()
 		}
-		if uk, _ := m.userKeyOf(cur); bytes.Equal(uk, userKey) {
-			return cur, true
+		if cur>>32 != tag {
+			continue
+		}
+		if uk, _ := m.userKeyOf(uint32(cur)); bytes.Equal(uk, userKey) {
+			return uint32(cur), true
 		}
 	}
 }
