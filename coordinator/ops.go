@@ -94,22 +94,11 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest) (*v
 	// the slower of the two, not their sum.
 	results := make(chan error, len(pref))
 	sent := 0
-	obj, err := c.store.CoordinateThen(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano(), func(obj *version.Object) {
-		payload := encodeReplicate(req.key, obj)
-		for _, node := range pref {
-			if node == c.self {
-				continue
-			}
-			sent++
-			// Replication outlives the request when W is reached early,
-			// so it runs under its own deadline, not the client's.
-			go func(node string) {
-				sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
-				defer cancel()
-				results <- c.send(sctx, node, kindReplicate, payload)
-			}(node)
-		}
-	})
+	var stamped func(*version.Object)
+	if len(pref) > 1 {
+		stamped = func(obj *version.Object) { sent = c.replicate(req.key, obj, pref, results) }
+	}
+	obj, err := c.store.CoordinateThen(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano(), stamped)
 	acks := 0
 	var last error
 	if err == nil {
@@ -374,4 +363,25 @@ func mergeReply(merged, obj *version.Object) *version.Object {
 		return merged
 	}
 	return version.Merge(merged, obj)
+}
+
+// replicate sends a freshly stamped version to the key's other replicas,
+// each answer going to results, and returns how many it sent to.
+// Replication outlives the request when W is reached early, so it runs
+// under its own deadline, not the client's.
+func (c *Coordinator) replicate(key []byte, obj *version.Object, pref []string, results chan<- error) int {
+	payload := encodeReplicate(key, obj)
+	sent := 0
+	for _, node := range pref {
+		if node == c.self {
+			continue
+		}
+		sent++
+		go func(node string) {
+			sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
+			defer cancel()
+			results <- c.send(sctx, node, kindReplicate, payload)
+		}(node)
+	}
+	return sent
 }
