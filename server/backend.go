@@ -26,7 +26,19 @@ func respErr(err error) error {
 	return err
 }
 
+// checkKey refuses keys over the configured limit with the same rule as
+// the HTTP API.
+func (b respBackend) checkKey(key []byte) error {
+	if len(key) > b.s.cfg.MaxKeySize {
+		return &resp.Error{Code: "ERR", Msg: fmt.Sprintf("key too large: %d bytes, the limit is %d bytes", len(key), b.s.cfg.MaxKeySize)}
+	}
+	return nil
+}
+
 func (b respBackend) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
+	if err := b.checkKey(key); err != nil {
+		return nil, false, err
+	}
 	obj, err := b.s.coord.Get(ctx, key, coordinator.Default)
 	if err != nil {
 		return nil, false, respErr(err)
@@ -42,11 +54,17 @@ func (b respBackend) Get(ctx context.Context, key []byte) ([]byte, bool, error) 
 }
 
 func (b respBackend) Set(ctx context.Context, key, value []byte) error {
+	if err := b.checkKey(key); err != nil {
+		return err
+	}
 	_, err := b.s.coord.Put(ctx, key, value, nil, coordinator.Default)
 	return respErr(err)
 }
 
 func (b respBackend) Delete(ctx context.Context, key []byte) (bool, error) {
+	if err := b.checkKey(key); err != nil {
+		return false, err
+	}
 	obj, err := b.s.coord.Get(ctx, key, coordinator.Default)
 	if err != nil {
 		return false, respErr(err)
@@ -59,6 +77,9 @@ func (b respBackend) Delete(ctx context.Context, key []byte) (bool, error) {
 }
 
 func (b respBackend) Siblings(ctx context.Context, key []byte) (string, [][]byte, error) {
+	if err := b.checkKey(key); err != nil {
+		return "", nil, err
+	}
 	obj, err := b.s.coord.Get(ctx, key, coordinator.Default)
 	if err != nil {
 		return "", nil, respErr(err)
@@ -74,6 +95,9 @@ func (b respBackend) Siblings(ctx context.Context, key []byte) (string, [][]byte
 }
 
 func (b respBackend) PutWithContext(ctx context.Context, key []byte, token string, value []byte) error {
+	if err := b.checkKey(key); err != nil {
+		return err
+	}
 	causal, err := version.ParseClock(token)
 	if err != nil {
 		return &resp.Error{Code: "ERR", Msg: fmt.Sprintf("bad causal context: %v", err)}

@@ -11,6 +11,7 @@ import (
 func (s *Server) httpHandler() http.Handler {
 	api := httpapi.NewHandler(s.coord, clusterView{s}, httpapi.Options{
 		MaxValueSize: int64(s.cfg.MaxValueSize),
+		MaxKeySize:   s.cfg.MaxKeySize,
 		Logf:         s.cfg.Logf,
 	})
 	// Go's profiler, for operators chasing a slow node.

@@ -49,6 +49,9 @@ type Config struct {
 	Sync string
 	// MaxValueSize bounds a value accepted from clients. Default: 1 MiB.
 	MaxValueSize int
+	// MaxKeySize bounds a key accepted from clients, over every API.
+	// Default: 1 KiB.
+	MaxKeySize int
 	// RequestTimeout bounds one client request. Default: 2s.
 	RequestTimeout time.Duration
 	// BlockCacheSize is the engine's block cache, in bytes. Default: 128 MiB.
@@ -94,6 +97,9 @@ func Start(cfg Config) (s *Server, err error) {
 	}
 	if cfg.MaxValueSize <= 0 {
 		cfg.MaxValueSize = 1 << 20
+	}
+	if cfg.MaxKeySize <= 0 {
+		cfg.MaxKeySize = 1 << 10
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 2 * time.Second

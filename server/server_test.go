@@ -1,9 +1,13 @@
 package server
 
 import (
+	"context"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // A node that cannot start says why and releases what it opened (the data
@@ -44,5 +48,56 @@ func TestGossipAddr(t *testing.T) {
 		if _, err := GossipAddr(bad); err == nil {
 			t.Errorf("GossipAddr(%q) accepted", bad)
 		}
+	}
+}
+
+// Oversized keys and values get a clear error over both APIs, and nothing is
+// stored; the connection stays usable.
+func TestClientLimitsOnBothAPIs(t *testing.T) {
+	peer, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerAddr := peer.Addr().String()
+	peer.Close()
+	s, err := Start(Config{NodeID: "n1", DataDir: t.TempDir(), PeerAddr: peerAddr,
+		RespAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Replicas: 1,
+		MaxKeySize: 16, MaxValueSize: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	rc := redis.NewClient(&redis.Options{Addr: s.RespAddr(), MaxRetries: -1})
+	defer rc.Close()
+	longKey := strings.Repeat("k", 17)
+	if err := rc.Set(ctx, longKey, "v", 0).Err(); err == nil || !strings.Contains(err.Error(), "key too large") {
+		t.Fatalf("SET with a 17-byte key: %v", err)
+	}
+	if err := rc.Set(ctx, "k", strings.Repeat("v", 65), 0).Err(); err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Fatalf("SET with a 65-byte value: %v", err)
+	}
+	if err := rc.Set(ctx, "k", "ok", 0).Err(); err != nil {
+		t.Fatalf("SET after refused ones: %v", err)
+	}
+	if got, err := rc.Get(ctx, "k").Result(); err != nil || got != "ok" {
+		t.Fatalf("GET k: %q %v", got, err)
+	}
+	for _, c := range []struct {
+		key, body string
+		want      int
+	}{{longKey, "v", http.StatusBadRequest}, {"k2", strings.Repeat("v", 65), http.StatusRequestEntityTooLarge}} {
+		req, _ := http.NewRequest(http.MethodPut, "http://"+s.HTTPAddr()+"/v1/kv/"+c.key, strings.NewReader(c.body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Fatalf("PUT key of %d bytes, value of %d bytes: status %d, want %d", len(c.key), len(c.body), resp.StatusCode, c.want)
+		}
+	}
+	if n := rc.Exists(ctx, "k2").Val(); n != 0 {
+		t.Fatalf("refused PUT stored k2")
 	}
 }

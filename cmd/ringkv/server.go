@@ -70,6 +70,7 @@ commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
 	f.StringVar(&cfg.W, "w", "QUORUM", "default write quorum: a number, ONE, QUORUM or ALL")
 	f.StringVar(&cfg.Sync, "sync", "batch", "commit-log sync mode: batch, periodic or none")
 	f.IntVar(&cfg.MaxValueSize, "max-value-size", 1<<20, "largest value accepted from clients, bytes")
+	f.IntVar(&cfg.MaxKeySize, "max-key-size", 1<<10, "largest key accepted from clients, bytes")
 	f.DurationVar(&cfg.RequestTimeout, "timeout", 2*time.Second, "per-request timeout")
 	f.Int64Var(&cfg.BlockCacheSize, "block-cache", 128<<20, "storage engine block cache, bytes")
 	f.BoolVar(&quiet, "quiet", false, "do not log")
