@@ -1,5 +1,6 @@
 // Command ringkv is the one ringkv binary: `ringkv server` runs a node,
-// `ringkv demo` a local cluster, `ringkv bench engine` the storage engine's
+// `ringkv demo` a local cluster, `ringkv get/put/del/status` talk to a
+// cluster over HTTP, `ringkv bench engine` runs the storage engine's
 // benchmark.
 package main
 
@@ -26,6 +27,6 @@ func newRootCmd() *cobra.Command {
 	}
 	bench := &cobra.Command{Use: "bench", Short: "Benchmarks"}
 	bench.AddCommand(newBenchEngineCmd())
-	root.AddCommand(bench, newServerCmd(), newDemoCmd())
+	root.AddCommand(bench, newServerCmd(), newDemoCmd(), newGetCmd(), newPutCmd(), newDelCmd(), newStatusCmd())
 	return root
 }

@@ -254,6 +254,25 @@ func TestClusterOfProcesses(t *testing.T) {
 		t.Fatalf("HTTP GET k7: %d %s (context %q)", resp.StatusCode, body, resp.Header.Get("X-Ringkv-Context"))
 	}
 
+	// The CLI talks to the cluster over HTTP: put, get (siblings and
+	// context), status.
+	bin := ringkvBinary(t)
+	cli := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ringkv %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	cli("put", "cli-key", "cli-value", "--addr", nodes[0].http, "--w", "ALL")
+	if out := cli("get", "cli-key", "--addr", nodes[2].http); !strings.Contains(out, "cli-value") || !strings.Contains(out, "context: ") {
+		t.Fatalf("ringkv get: %s", out)
+	}
+	if out := cli("status", "--addr", nodes[1].http); strings.Count(out, "normal") != 3 || !strings.Contains(out, "seen from n2") {
+		t.Fatalf("ringkv status: %s", out)
+	}
+
 	// kill -9 one node: R=W=2 (the default QUORUM of N=3) keeps working.
 	nodes[2].kill()
 	for i := 0; i < 30; i++ {
