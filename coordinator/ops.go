@@ -25,8 +25,6 @@ func (c *Coordinator) Delete(ctx context.Context, key []byte, causal version.Clo
 }
 
 func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Object, error) {
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
 	pref, err := c.preference(req.key)
 	if err != nil {
 		return nil, err
@@ -34,6 +32,8 @@ func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Obj
 	if contains(pref, c.self) {
 		return c.coordinateWrite(ctx, req)
 	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
 	// Not a replica: forward to one, alive ones first.
 	var last error
 	for _, alive := range []bool{true, false} {
@@ -107,6 +107,13 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest) (*v
 		last = err
 	}
 	failed := 0
+	if acks < w && sent > 0 {
+		// Bound the wait for the other replicas (the local write needed
+		// no timer).
+		var cancel context.CancelFunc
+		ctx, cancel = c.withTimeout(ctx)
+		defer cancel()
+	}
 	for acks < w && acks+(sent-failed-(acks-boolInt(err == nil))) >= w {
 		select {
 		case err := <-results:
