@@ -35,6 +35,14 @@ func (f *kvFlags) client() (*client.Client, context.Context, context.CancelFunc)
 	return c, ctx, cancel
 }
 
+// writeOptions turns --w into the client's option.
+func (f *kvFlags) writeOptions() []client.WriteOption {
+	if f.level == "" {
+		return nil
+	}
+	return []client.WriteOption{client.WithW(f.level)}
+}
+
 func newGetCmd() *cobra.Command {
 	var f kvFlags
 	cmd := &cobra.Command{
@@ -79,11 +87,7 @@ func newPutCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, ctx, cancel := f.client()
 			defer cancel()
-			var opts []client.WriteOption
-			if f.level != "" {
-				opts = append(opts, client.WithW(f.level))
-			}
-			newCtx, err := c.Put(ctx, []byte(args[0]), []byte(args[1]), f.context, opts...)
+			newCtx, err := c.Put(ctx, []byte(args[0]), []byte(args[1]), f.context, f.writeOptions()...)
 			if err != nil {
 				return err
 			}
@@ -105,11 +109,7 @@ func newDelCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, ctx, cancel := f.client()
 			defer cancel()
-			var opts []client.WriteOption
-			if f.level != "" {
-				opts = append(opts, client.WithW(f.level))
-			}
-			return c.Delete(ctx, []byte(args[0]), f.context, opts...)
+			return c.Delete(ctx, []byte(args[0]), f.context, f.writeOptions()...)
 		},
 	}
 	f.register(cmd, "w")
