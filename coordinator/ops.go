@@ -30,7 +30,7 @@ func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Obj
 		return nil, err
 	}
 	if contains(pref, c.self) {
-		return c.coordinateWrite(ctx, req)
+		return c.coordinateWrite(ctx, req, pref)
 	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
@@ -70,14 +70,8 @@ func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Obj
 
 // coordinateWrite runs on a replica of the key: stamp, store locally, send
 // to the other replicas and wait for W acknowledgements (this one counts).
-func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest) (*version.Object, error) {
-	pref, err := c.preference(req.key)
-	if err != nil {
-		return nil, err
-	}
-	if !contains(pref, c.self) {
-		return nil, fmt.Errorf("node %s is not a replica of %q", c.self, req.key)
-	}
+// pref is the key's preference list, which holds this node.
+func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, pref []string) (*version.Object, error) {
 	w, err := resolve(req.w, c.o.W, len(pref))
 	if err != nil {
 		return nil, err

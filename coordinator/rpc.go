@@ -125,7 +125,15 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 		if err != nil {
 			return nil, err
 		}
-		obj, err := c.coordinateWrite(ctx, req)
+		pref, err := c.preference(req.key)
+		if err != nil {
+			return nil, err
+		}
+		if !contains(pref, c.self) {
+			// The ring changed under the forwarding node.
+			return nil, fmt.Errorf("node %s is not a replica of %q", c.self, req.key)
+		}
+		obj, err := c.coordinateWrite(ctx, req, pref)
 		if err != nil {
 			return nil, err
 		}
