@@ -233,24 +233,24 @@ func (m *MemTable) indexAdd(nd uint32, userKey []byte, trailer uint64) {
 }
 
 // indexGet looks userKey up in the index. It returns the node of the newest
-// entry (0 if the key is not in the memtable) and whether the answer is
-// final; when it is not, the caller searches the skiplist.
-func (m *MemTable) indexGet(userKey []byte) (nd uint32, final bool) {
+// entry (0 if the key is not in the memtable) with its trailer, and whether
+// the answer is final; when it is not, the caller searches the skiplist.
+func (m *MemTable) indexGet(userKey []byte) (nd uint32, trailer uint64, final bool) {
 	if m.index == nil {
-		return 0, false
+		return 0, 0, false
 	}
 	h := maphash.Bytes(m.seed, userKey)
 	tag := h >> 32
 	for i := uint32(h) & m.indexMask; ; i = (i + 1) & m.indexMask {
 		cur := m.index[i].Load()
 		if cur == 0 {
-			return 0, !m.indexFull.Load()
+			return 0, 0, !m.indexFull.Load()
 		}
 		if cur>>32 != tag {
 			continue
 		}
-		if uk, _ := m.userKeyOf(uint32(cur)); bytes.Equal(uk, userKey) {
-			return uint32(cur), true
+		if uk, t := m.userKeyOf(uint32(cur)); bytes.Equal(uk, userKey) {
+			return uint32(cur), t, true
 		}
 	}
 }
@@ -472,11 +472,11 @@ func (m *MemTable) Get(userKey []byte, seq base.SeqNum) (value []byte, kind base
 	if seq > base.SeqNumMax {
 		seq = base.SeqNumMax
 	}
-	if nd, final := m.indexGet(userKey); final {
+	if nd, t, final := m.indexGet(userKey); final {
 		if nd == 0 {
 			return nil, 0, false
 		}
-		if _, t := m.userKeyOf(nd); base.SeqNum(t>>8) <= seq {
+		if base.SeqNum(t>>8) <= seq {
 			return m.valueOf(nd), base.Kind(t & 0xff), true
 		}
 		// The newest entry is past the snapshot: an older one may be in it.
