@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Redis-protocol benchmark: redis-benchmark against ringkv (one node with
-# --sync batch, one node with --sync periodic, a three-node cluster) and
-# against redis-server, in one run, with the same settings for every target.
+# --sync batch, one node with --sync periodic, a three-node cluster), against
+# redis-server, and against respfloor (bench/cmd/respfloor: the cheapest Go
+# RESP server, an in-memory map with no disk, which shows what serving RESP
+# from a Go process costs by itself), in one run, with the same settings for
+# every target.
 #
 #   bench/redis/run.sh [-n REQUESTS]        (default -n 300000)
 #
 # Per target and pipeline depth (-P 1, -P 16) it runs
 #   redis-benchmark -h 127.0.0.1 -p PORT -t set,get -d 100 -r 1000000 -c 50 -n N -P P --csv
-# and prints a markdown report: ops/s, p50 and p99 per target and test, and
-# the ratios ringkv-1-node / redis.
+# and prints a markdown report: ops/s, p50 and p99 per target and test, the
+# ratios ringkv-1-node / redis, and the servers' CPU time per request (from
+# /proc/PID/stat, summed over a target's processes).
 #
 # Everything is on 127.0.0.1. The ringkv binary is built fresh from this
 # checkout into a temporary directory; every process the script starts is
@@ -87,6 +91,9 @@ RESULTS="$TMP/results.tsv" # target \t P \t test \t rps \t p50 \t p99 \t wall
 LOADS="$TMP/loads.tsv" # target \t load before \t load after
 : >"$LOADS"
 DBSIZES="$TMP/dbsize.tsv" # target \t P \t DBSIZE after the run
+CPUS="$TMP/cpu.tsv" # target \t P \t server CPU ticks used during the run
+: >"$CPUS"
+CLK_TCK=$(getconf CLK_TCK)
 : >"$DBSIZES"
 NOTES="$TMP/notes.txt"
 : >"$NOTES"
@@ -157,6 +164,20 @@ start_ringkv() { # start_ringkv NAME SYNC REPLICAS [JOIN]: sets RESP_PORT, HTTP_
 	die "ringkv $name failed to start 3 times"
 }
 
+start_floor() { # sets RESP_PORT
+	local attempt pid
+	for attempt in 1 2 3; do
+		free_port; RESP_PORT=$FREE_PORT
+		"$TMP/respfloor" -addr "127.0.0.1:$RESP_PORT" >"$TMP/respfloor.log" 2>&1 &
+		pid=$!
+		PIDS+=($pid)
+		log "started respfloor (PID $pid): port $RESP_PORT"
+		wait_ping "$RESP_PORT" $pid "$TMP/respfloor.log" && return 0
+		echo "respfloor failed to start (attempt $attempt, port $RESP_PORT)" >>"$NOTES"
+	done
+	die "respfloor failed to start 3 times"
+}
+
 start_redis() { # sets RESP_PORT
 	local attempt pid
 	for attempt in 1 2 3; do
@@ -193,6 +214,15 @@ wait_cluster() { # wait_cluster HTTP_PORT...: every node sees 3 members normal a
 
 # ---------------------------------------------------------------- benchmark
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+cpu_ticks() { # user+system clock ticks used so far by every started process
+	local pid sum=0 t
+	for pid in "${PIDS[@]}"; do
+		# Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+		t=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }') || t=0
+		sum=$((sum + ${t:-0}))
+	done
+	echo $sum
+}
 
 bench_target() { # bench_target NAME PORT
 	local name=$1 port=$2 p before after t0 t1 out err
@@ -201,6 +231,7 @@ bench_target() { # bench_target NAME PORT
 		out="$TMP/$name.P$p.csv"
 		err="$TMP/$name.P$p.err"
 		log "$name: redis-benchmark -P $p -n $N"
+		c0=$(cpu_ticks)
 		t0=$(date +%s.%N)
 		# In the background, so that a signal to this script is handled at once
 		# (cleanup stops BENCH_PID too).
@@ -211,6 +242,7 @@ bench_target() { # bench_target NAME PORT
 			echo "$name P$p: redis-benchmark exited with an error: $(head -c 300 "$err")" >>"$NOTES"
 		fi
 		t1=$(date +%s.%N)
+		printf '%s\t%s\t%s\n' "$name" "$p" $(($(cpu_ticks) - c0)) >>"$CPUS"
 		BENCH_PID=
 		# Keys stored after this run (SET adds keys); "–" if the server does not answer DBSIZE with a number.
 		dbs=$(redis-cli -h 127.0.0.1 -p "$port" dbsize 2>&1 | head -1)
@@ -246,8 +278,9 @@ check_alive() { # every started process still running?
 
 # ---------------------------------------------------------------- run
 START_UPTIME=$(uptime)
-log "building ringkv from $ROOT"
+log "building ringkv and respfloor from $ROOT"
 (cd "$ROOT" && go build -o "$TMP/ringkv" ./cmd/ringkv)
+(cd "$ROOT/bench" && go build -o "$TMP/respfloor" ./cmd/respfloor)
 # What was built: HEAD at build time, and tracked Go files (outside bench/,
 # which is a separate module) that differed from HEAD.
 BUILD_COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -286,6 +319,11 @@ start_redis
 bench_target redis "$RESP_PORT"
 check_alive; stop_all
 
+# (d) respfloor: Go's floor for serving RESP
+start_floor
+bench_target floor "$RESP_PORT"
+check_alive; stop_all
+
 END_UPTIME=$(uptime)
 
 # ---------------------------------------------------------------- report
@@ -295,9 +333,10 @@ label() {
 	ringkv-1-periodic) echo "ringkv, 1 node, --sync periodic" ;;
 	ringkv-3-batch) echo "ringkv, 3 nodes (N=3, R=W=2), --sync batch" ;;
 	redis) echo "redis-server, appendfsync everysec" ;;
+	floor) echo "respfloor (Go, in-memory map, no disk)" ;;
 	esac
 }
-TARGETS="ringkv-1-batch ringkv-1-periodic ringkv-3-batch redis"
+TARGETS="ringkv-1-batch ringkv-1-periodic ringkv-3-batch redis floor"
 val() { awk -F'\t' -v t="$1" -v p="$2" -v s="$3" -v c="$4" '$1 == t && $2 == p && $3 == s { print $c }' "$RESULTS"; }
 
 echo "### redis-benchmark: ringkv vs redis-server"
@@ -320,11 +359,11 @@ for p in $PIPELINES; do
 	done
 done
 echo
-echo "Ratios ringkv 1 node ÷ redis-server (ops/s: above 1 means ringkv is faster; p99: below 1 means ringkv is better):"
+echo "Ratios to redis-server (ops/s: above 1 means faster than redis-server; p99: below 1 means better). The respfloor rows show how close a Go server that does no storage work at all gets:"
 echo
-echo "| ringkv target | test | ops/s ratio | p99 ratio |"
+echo "| target | test | ops/s ratio | p99 ratio |"
 echo "|---|---|--:|--:|"
-for t in ringkv-1-batch ringkv-1-periodic; do
+for t in ringkv-1-batch ringkv-1-periodic floor; do
 	for p in $PIPELINES; do
 		for s in SET GET; do
 			r=$(awk -v a="$(val $t $p $s 4)" -v b="$(val redis $p $s 4)" 'BEGIN { printf "%.2f", a / b }')
@@ -334,13 +373,14 @@ for t in ringkv-1-batch ringkv-1-periodic; do
 	done
 done
 echo
-echo "Wall time of each redis-benchmark run (SET and GET together), DBSIZE after it (– where the server does not count keys), and load average (1/5/15 min) before → after each target:"
+echo "Server CPU time per request (user + system, all of a target's server processes, over the whole redis-benchmark run of $((2 * N)) requests: SET and GET together), wall time of each run, DBSIZE after it (– where the server does not count keys), and load average (1/5/15 min) before → after each target:"
 echo
-echo "| target | -P 1 wall s | -P 16 wall s | DBSIZE after -P 1 | after -P 16 | load before | load after |"
-echo "|---|--:|--:|--:|--:|---|---|"
+echo "| target | -P 1 CPU µs/req | -P 16 CPU µs/req | -P 1 wall s | -P 16 wall s | DBSIZE after -P 1 | after -P 16 | load before | load after |"
+echo "|---|--:|--:|--:|--:|--:|--:|---|---|"
 dbsize() { awk -F'\t' -v t="$1" -v p="$2" '$1 == t && $2 == p { print $3 }' "$DBSIZES"; }
+cpureq() { awk -F'\t' -v t="$1" -v p="$2" -v hz="$CLK_TCK" -v n="$((2 * N))" '$1 == t && $2 == p { printf "%.1f", $3 / hz / n * 1e6 }' "$CPUS"; }
 for t in $TARGETS; do
-	echo "| $(label $t) | $(val $t 1 SET 7) | $(val $t 16 SET 7) | $(dbsize $t 1) | $(dbsize $t 16) | $(awk -F'\t' -v t=$t '$1 == t { print $2 }' "$LOADS") | $(awk -F'\t' -v t=$t '$1 == t { print $3 }' "$LOADS") |"
+	echo "| $(label $t) | $(cpureq $t 1) | $(cpureq $t 16) | $(val $t 1 SET 7) | $(val $t 16 SET 7) | $(dbsize $t 1) | $(dbsize $t 16) | $(awk -F'\t' -v t=$t '$1 == t { print $2 }' "$LOADS") | $(awk -F'\t' -v t=$t '$1 == t { print $3 }' "$LOADS") |"
 done
 echo
 if [ -s "$NOTES" ]; then
