@@ -172,9 +172,23 @@ func (c *Coordinator) Get(ctx context.Context, key []byte, r int) (*version.Obje
 	if err != nil {
 		return nil, err
 	}
+	local := contains(pref, c.self)
+	full := c.fullRead()
+	if local && r == 1 && (!full || len(pref) == 1) {
+		// The common read at R=1 on a replica: the local answer is the
+		// answer, with nothing to merge or repair. Only when the local read
+		// fails does the general path below ask the other replicas.
+		obj, err := c.store.Get(key)
+		if err == nil {
+			if obj != nil && obj.Empty() {
+				obj = nil
+			}
+			return obj, nil
+		}
+	}
 	// Order: self, then alive replicas, then the rest.
 	order := make([]string, 0, len(pref))
-	if contains(pref, c.self) {
+	if local {
 		order = append(order, c.self)
 	}
 	for _, alive := range []bool{true, false} {
@@ -185,7 +199,7 @@ func (c *Coordinator) Get(ctx context.Context, key []byte, r int) (*version.Obje
 		}
 	}
 	want := r
-	if c.fullRead() {
+	if full {
 		want = len(order)
 	}
 

@@ -52,8 +52,11 @@ func (s *Store) Node() string { return s.node }
 // DB returns the underlying engine.
 func (s *Store) DB() *storage.DB { return s.db }
 
-// EncodeKey returns the engine key of a user key.
+// EncodeKey appends the engine key of a user key to dst.
 func EncodeKey(dst, key []byte) []byte {
+	if dst == nil {
+		dst = make([]byte, 0, 9+len(key))
+	}
 	dst = append(dst, dataPrefix)
 	dst = binary.BigEndian.AppendUint64(dst, ring.Token(key))
 	return append(dst, key...)
