@@ -93,22 +93,39 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, pre
 		stamped = func(obj *version.Object) { sent = c.replicate(req.key, obj, pref, results) }
 	}
 	obj, err := c.store.CoordinateThen(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano(), stamped)
-	acks := 0
-	var last error
-	if err == nil {
-		acks = 1
-	} else {
-		last = err
+	if err == nil && w <= 1 {
+		return obj, nil
 	}
-	failed := 0
-	if acks < w && sent > 0 {
+	if sent > 0 {
 		// Bound the wait for the other replicas (the local write needed
 		// no timer).
 		var cancel context.CancelFunc
 		ctx, cancel = c.withTimeout(ctx)
 		defer cancel()
 	}
-	for acks < w && acks+(sent-failed-(acks-boolInt(err == nil))) >= w {
+	acks, qerr := c.awaitAcks(ctx, w, err, sent, results, len(pref))
+	if qerr != nil {
+		return nil, qerr
+	}
+	if err != nil {
+		// Enough other replicas took it, but there is no stored object to
+		// answer with.
+		return nil, &QuorumError{Op: "write", Needed: w, Answered: acks, Replicas: len(pref), Last: err}
+	}
+	return obj, nil
+}
+
+// awaitAcks waits until w replicas acknowledged a write: the local one
+// (localErr nil) and those of the sent replication requests answering on
+// results. It gives up with a QuorumError once the replicas still to answer
+// cannot make w, or when ctx ends.
+func (c *Coordinator) awaitAcks(ctx context.Context, w int, localErr error, sent int, results <-chan error, replicas int) (int, error) {
+	acks, failed := 0, 0
+	last := localErr
+	if localErr == nil {
+		acks = 1
+	}
+	for acks < w && acks+(sent-failed-(acks-boolInt(localErr == nil))) >= w {
 		select {
 		case err := <-results:
 			if err == nil {
@@ -118,14 +135,13 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, pre
 				last = err
 			}
 		case <-ctx.Done():
-			last = ctx.Err()
-			return nil, &QuorumError{Op: "write", Needed: w, Answered: acks, Replicas: len(pref), Last: last}
+			return acks, &QuorumError{Op: "write", Needed: w, Answered: acks, Replicas: replicas, Last: ctx.Err()}
 		}
 	}
-	if acks < w || obj == nil {
-		return nil, &QuorumError{Op: "write", Needed: w, Answered: acks, Replicas: len(pref), Last: last}
+	if acks < w {
+		return acks, &QuorumError{Op: "write", Needed: w, Answered: acks, Replicas: replicas, Last: last}
 	}
-	return obj, nil
+	return acks, nil
 }
 
 func boolInt(b bool) int {

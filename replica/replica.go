@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"sync"
 
 	"github.com/ringkv/ringkv/ring"
@@ -70,9 +71,9 @@ func DecodeKey(ekey []byte) (key []byte, token uint64, err error) {
 	return ekey[9:], binary.BigEndian.Uint64(ekey[1:9]), nil
 }
 
-func (s *Store) lock(key []byte) *sync.Mutex {
-	return &s.locks[maphash.Bytes(s.seed, key)%lockStripes]
-}
+func (s *Store) stripe(key []byte) uint64 { return maphash.Bytes(s.seed, key) % lockStripes }
+
+func (s *Store) lock(key []byte) *sync.Mutex { return &s.locks[s.stripe(key)] }
 
 // Get returns the stored object of key, or nil if the key was never written
 // (or its tombstones were collected).
@@ -141,6 +142,81 @@ func (s *Store) CoordinateThen(key []byte, ctx version.Clock, value []byte, dele
 		return nil, err
 	}
 	return obj, nil
+}
+
+// Write is one client write in a CoordinateBatch: as the arguments of
+// CoordinateThen.
+type Write struct {
+	Key, Value []byte
+	// Ctx is the causal context (nil for a blind write).
+	Ctx     version.Clock
+	Deleted bool
+}
+
+// CoordinateBatch applies several client writes as CoordinateThen would
+// apply them one after another, in order (a later write to a key that also
+// appears earlier in the batch supersedes it as it would in sequence), but
+// stores them with one engine batch: one commit-log write and, in batch sync
+// mode, one fsync for all of them. stamped (if not nil) is called with the
+// index and new object of each write after it is stamped. The engine batch
+// is all or nothing: on an error no write of the batch is stored.
+func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(i int, obj *version.Object)) ([]*version.Object, error) {
+	ekeys := make([][]byte, len(writes))
+	stripes := make([]uint64, len(writes))
+	for i, w := range writes {
+		ekeys[i] = EncodeKey(nil, w.Key)
+		stripes[i] = s.stripe(w.Key)
+	}
+	// Lock each stripe once, in ascending order, so that two batches cannot
+	// deadlock (every other path holds one stripe at a time).
+	slices.Sort(stripes)
+	stripes = slices.Compact(stripes)
+	for _, st := range stripes {
+		s.locks[st].Lock()
+	}
+	defer func() {
+		for _, st := range stripes {
+			s.locks[st].Unlock()
+		}
+	}()
+
+	objs := make([]*version.Object, len(writes))
+	var latest map[string]int // engine key -> index of its latest write in this batch
+	if len(writes) > 1 {
+		latest = make(map[string]int, len(writes))
+	}
+	b := s.db.NewBatch()
+	for i, w := range writes {
+		var obj *version.Object
+		if j, ok := latest[string(ekeys[i])]; ok {
+			obj = objs[j].Clone() // objects handed to stamped are never modified
+		} else {
+			var err error
+			if obj, err = s.get(ekeys[i]); err != nil {
+				return nil, err
+			}
+			if obj == nil {
+				obj = &version.Object{}
+			}
+		}
+		if w.Ctx == nil {
+			obj.WriteBlind(s.node, w.Value, w.Deleted, ts)
+		} else {
+			obj.Write(s.node, w.Ctx, w.Value, w.Deleted, ts)
+		}
+		if stamped != nil {
+			stamped(i, obj)
+		}
+		b.Set(ekeys[i], obj.Encode(nil))
+		objs[i] = obj
+		if latest != nil {
+			latest[string(ekeys[i])] = i
+		}
+	}
+	if err := s.db.Apply(b, nil); err != nil {
+		return nil, fmt.Errorf("replica put batch of %d: %w", len(writes), err)
+	}
+	return objs, nil
 }
 
 // Apply merges a version received from another replica into the stored one.

@@ -149,3 +149,42 @@ func TestScanTokenRange(t *testing.T) {
 		t.Fatalf("full scan: %d, %v", all, err)
 	}
 }
+
+// CoordinateBatch stores every write with one engine batch, and a key
+// written twice in a batch ends as it would after two CoordinateThen calls:
+// one sibling, the later value, with a later dot.
+func TestCoordinateBatchInOrder(t *testing.T) {
+	s := openStore(t, "n1")
+	if _, err := s.Coordinate([]byte("a"), nil, []byte("old"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	writes := []Write{
+		{Key: []byte("a"), Value: []byte("a1")},
+		{Key: []byte("b"), Value: []byte("b1")},
+		{Key: []byte("a"), Value: []byte("a2")},
+	}
+	var stampedAt []int
+	objs, err := s.CoordinateBatch(writes, 2, func(i int, _ *version.Object) { stampedAt = append(stampedAt, i) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(stampedAt) != "[0 1 2]" {
+		t.Fatalf("stamped called for %v, want [0 1 2]", stampedAt)
+	}
+	if !objs[2].Descends(objs[0]) || objs[0].Descends(objs[2]) {
+		t.Fatalf("the second write of a does not strictly descend the first: %v vs %v", objs[2].Context, objs[0].Context)
+	}
+	for key, want := range map[string]string{"a": "a2", "b": "b1"} {
+		obj, err := s.Get([]byte(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		live := obj.Live()
+		if len(live) != 1 || string(live[0].Value) != want {
+			t.Fatalf("%s: got %d siblings (%v), want only %q", key, len(live), live, want)
+		}
+	}
+	if got := objs[0].Live(); len(got) != 1 || string(got[0].Value) != "a1" {
+		t.Fatalf("the first object of a was modified by the second write: %v", got)
+	}
+}

@@ -61,6 +61,39 @@ func (b respBackend) Set(ctx context.Context, key, value []byte) error {
 	return respErr(err)
 }
 
+// SetBatch is Set for a run of pipelined SETs (resp.SetBatcher): the keys
+// this node is a replica of share one engine batch.
+func (b respBackend) SetBatch(ctx context.Context, keys, values [][]byte) []error {
+	errs := make([]error, len(keys))
+	okKeys, okValues := keys, values
+	var pos []int // indices of okKeys in keys, when some keys were refused
+	for i, k := range keys {
+		if err := b.checkKey(k); err != nil {
+			errs[i] = err
+			if pos == nil {
+				okKeys, okValues = append([][]byte(nil), keys[:i]...), append([][]byte(nil), values[:i]...)
+				pos = make([]int, i, len(keys))
+				for j := range pos {
+					pos[j] = j
+				}
+			}
+			continue
+		}
+		if pos != nil {
+			okKeys, okValues = append(okKeys, k), append(okValues, values[i])
+			pos = append(pos, i)
+		}
+	}
+	for j, err := range b.s.coord.PutBatch(ctx, okKeys, okValues, coordinator.Default) {
+		i := j
+		if pos != nil {
+			i = pos[j]
+		}
+		errs[i] = respErr(err)
+	}
+	return errs
+}
+
 func (b respBackend) Delete(ctx context.Context, key []byte) (bool, error) {
 	if err := b.checkKey(key); err != nil {
 		return false, err

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -82,6 +83,32 @@ func TestClientLimitsOnBothAPIs(t *testing.T) {
 	}
 	if got, err := rc.Get(ctx, "k").Result(); err != nil || got != "ok" {
 		t.Fatalf("GET k: %q %v", got, err)
+	}
+	// A pipeline of SETs goes to the coordinator as batches: the refused
+	// key in the middle gets its error, its neighbours are stored.
+	pipe := rc.Pipeline()
+	var sets []*redis.StatusCmd
+	for i := range 20 {
+		key := fmt.Sprintf("p%d", i)
+		if i == 7 {
+			key = longKey
+		}
+		sets = append(sets, pipe.Set(ctx, key, fmt.Sprintf("v%d", i), 0))
+	}
+	pipe.Exec(ctx)
+	for i, c := range sets {
+		if i == 7 {
+			if err := c.Err(); err == nil || !strings.Contains(err.Error(), "key too large") {
+				t.Fatalf("pipelined SET with a 17-byte key: %v", err)
+			}
+			continue
+		}
+		if err := c.Err(); err != nil {
+			t.Fatalf("pipelined SET %d: %v", i, err)
+		}
+		if got, err := rc.Get(ctx, fmt.Sprintf("p%d", i)).Result(); err != nil || got != fmt.Sprintf("v%d", i) {
+			t.Fatalf("GET p%d after a pipelined SET: %q %v", i, got, err)
+		}
 	}
 	for _, c := range []struct {
 		key, body string

@@ -28,6 +28,17 @@ type Backend interface {
 	Info() []InfoSection
 }
 
+// SetBatcher is optionally implemented by a Backend that can apply several
+// SETs at once more cheaply than one by one (one commit-log write and one
+// fsync for all of them, say). The server then hands it each run of plain
+// pipelined SETs (SET key value, no options) of a connection.
+type SetBatcher interface {
+	// SetBatch has the effect of Set(keys[i], values[i]) for each i in
+	// order (a key may appear more than once: the later value wins), and
+	// returns one error per key, nil where the write succeeded.
+	SetBatch(ctx context.Context, keys, values [][]byte) []error
+}
+
 // InfoSection is one "# Name" section of the INFO reply.
 type InfoSection struct {
 	Name   string

@@ -138,6 +138,51 @@ func (c *conn) call(cmd *command, rw *replyWriter, args [][]byte) {
 	c.record(cmd, start, rw.errs != errsBefore)
 }
 
+// callSets runs a batch of plain SETs (see pipeline.go) through the
+// Backend's SetBatcher, with one reply per SET going to rw in order. The
+// statistics count each SET as one call taking an equal share of the
+// batch's time.
+func (c *conn) callSets(rw *replyWriter, keys, values [][]byte) {
+	cmd := c.s.setCmd
+	start := time.Now()
+	c.last.Store(cmd)
+	errs := c.s.setBatcher.SetBatch(c.ctx, keys, values)
+	if len(errs) != len(keys) {
+		// A Backend bug: claim nothing about writes it did not report on.
+		bad := fmt.Errorf("backend returned %d results for %d SETs", len(errs), len(keys))
+		errs = make([]error, len(keys))
+		for i := range errs {
+			errs[i] = bad
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			rw.backendError(err)
+		} else {
+			rw.OK()
+		}
+	}
+	end := time.Now()
+	each := end.Sub(start) / time.Duration(len(keys))
+	cmd.noteDuration(each)
+	failed := 0
+	for _, err := range errs {
+		bad := err != nil
+		if bad {
+			failed++
+		}
+		if c.s.opt.OnCommand != nil {
+			c.s.opt.OnCommand(cmd.name, each, bad)
+		}
+	}
+	st := &cmd.stats
+	st.calls.Add(uint64(len(keys)))
+	st.usec.Add(uint64(end.Sub(start) / time.Microsecond))
+	st.errors.Add(uint64(failed))
+	c.s.totalCommands.Add(uint64(len(keys)))
+	c.lastAt.Store(end.UnixNano())
+}
+
 // noteDuration folds one execution time into cmd.avgNanos (weight 1/8).
 // Concurrent updates may lose one another's sample; it is only a hint.
 func (cmd *command) noteDuration(d time.Duration) {

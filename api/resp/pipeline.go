@@ -40,6 +40,15 @@ import (
 //     finished and the replies flushed (beforeBlock); the client may be
 //     waiting for them before it sends anything else.
 //
+// Runs of plain SETs (SET key value) go to the Backend as one batch when it
+// implements SetBatcher: a pipeline of SETs then costs one slot, one
+// goroutine hand-off and one Backend call (one commit-log write) instead of
+// one of each per SET. The SETs of a run are held back (in p.sets) until the
+// run ends: at a command that is not a plain SET, at the end of the
+// buffered input, or at maxSetBatch SETs or maxSetBatchBytes of arguments.
+// The batch is then one slot, ordered after the earlier commands on its keys
+// and before the later ones, with the replies of its SETs in order.
+//
 // A lone command (no further input buffered, nothing in flight) takes the
 // old path: it runs on the connection's goroutine and writes straight into
 // the connection's buffer, with no goroutine, channel or copy. The last
@@ -70,15 +79,22 @@ const (
 	// inline. A few microseconds is what a goroutine start and hand-off cost;
 	// a commit-log fsync or a network round trip is far above.
 	inlineBelow = 10 * time.Microsecond
+	// maxSetBatch and maxSetBatchBytes bound one batch of SETs, so that the
+	// first SET of a long pipeline does not wait for the last to be read.
+	maxSetBatch      = 64
+	maxSetBatchBytes = 1 << 20
 )
 
 // slot is one command executing concurrently with others of its pipeline.
 type slot struct {
 	cmd  *command
 	args [][]byte
-	size int // argument bytes, counted in inFlightBytes
-	rw   replyWriter
-	buf  bytes.Buffer // the reply, copied to the connection when the slot retires
+	// keys and values hold a batch of SETs (cmd is SET, args is empty);
+	// empty for any other command.
+	keys, values [][]byte
+	size         int // argument bytes, counted in inFlightBytes
+	rw           replyWriter
+	buf          bytes.Buffer // the reply, copied to the connection when the slot retires
 	// deps are the done channels of the earlier in-flight commands that share
 	// a key with this one; it runs after they have finished.
 	deps []chan struct{}
@@ -110,6 +126,11 @@ type pipeline struct {
 	jobs      chan *slot
 	workers   int
 	submitted int
+	// sets is the run of plain SETs decoded but not yet dispatched.
+	sets struct {
+		keys, values [][]byte
+		size         int
+	}
 }
 
 // pipelinable reports whether req may run concurrently with its neighbours:
@@ -129,6 +150,12 @@ func (c *conn) handle(req *request) {
 		return
 	}
 	last := c.rd.Buffered() == 0 // nothing more decodable without reading
+	if cmd == c.s.setCmd && len(req.Args) == 3 && c.s.setBatcher != nil &&
+		!(last && c.p.n == 0 && len(c.p.sets.keys) == 0) {
+		c.addSet(req.Args[1], req.Args[2], last)
+		return
+	}
+	c.flushSets(false)
 	quick := cmd.avgNanos.Load() < int64(inlineBelow) && !c.s.alwaysConcurrent.Load()
 	if (last || quick) && c.p.n == 0 {
 		c.exec(req, cmd) // as fast as without pipelining
@@ -155,11 +182,57 @@ func forEachKey(cmd *command, args [][]byte, f func(k []byte)) {
 // goroutine instead of a new one if inline, or if quick and it need not wait
 // for an earlier command.
 func (c *conn) dispatch(cmd *command, args [][]byte, inline, quick bool) {
-	p := &c.p
 	size := 0
 	for _, a := range args {
 		size += len(a)
 	}
+	s := c.newSlot(size)
+	s.cmd = cmd
+	s.args = append(s.args[:0], args...) // the reader reuses its Args slice
+	c.start(s, inline, quick)
+}
+
+// addSet holds back one plain SET of a run (see the top of this file),
+// dispatching the run when it is complete or full.
+func (c *conn) addSet(key, value []byte, last bool) {
+	sets := &c.p.sets
+	sets.keys = append(sets.keys, key)
+	sets.values = append(sets.values, value)
+	sets.size += len(key) + len(value)
+	if last || len(sets.keys) >= maxSetBatch || sets.size >= maxSetBatchBytes {
+		c.flushSets(last)
+	}
+}
+
+// setName is args[0] of a SET dispatched alone from a run of one.
+var setName = []byte("SET")
+
+// flushSets dispatches the run of SETs held back, if any: one SET as the
+// command it is, more as one batch slot.
+func (c *conn) flushSets(inline bool) {
+	sets := &c.p.sets
+	switch len(sets.keys) {
+	case 0:
+		return
+	case 1:
+		c.dispatch(c.s.setCmd, [][]byte{setName, sets.keys[0], sets.values[0]}, inline, false)
+	default:
+		s := c.newSlot(sets.size)
+		s.cmd = c.s.setCmd
+		s.args = s.args[:0]
+		s.keys = append(s.keys[:0], sets.keys...)
+		s.values = append(s.values[:0], sets.values...)
+		c.start(s, inline, false)
+	}
+	clear(sets.keys)
+	clear(sets.values)
+	sets.keys, sets.values, sets.size = sets.keys[:0], sets.values[:0], 0
+}
+
+// newSlot waits until a command of size argument bytes may be in flight and
+// returns a free slot for it.
+func (c *conn) newSlot(size int) *slot {
+	p := &c.p
 	// Wait for room: this is the backpressure that bounds the memory a
 	// connection holds however deep the client pipelines.
 	for p.n == maxInFlight || p.n > 0 && p.inFlightBytes+size > maxInFlightBytes {
@@ -171,15 +244,20 @@ func (c *conn) dispatch(cmd *command, args [][]byte, inline, quick bool) {
 	} else {
 		s = new(slot)
 	}
-	s.cmd = cmd
-	s.args = append(s.args[:0], args...) // the reader reuses its Args slice
 	s.size = size
+	return s
+}
+
+// start puts a slot filled in by dispatch or flushSets in flight: after the
+// commands in flight on its keys, on this goroutine or a worker.
+func (c *conn) start(s *slot, inline, quick bool) {
+	p := &c.p
 	s.rw = replyWriter{w: &s.buf, proto: c.rw.proto} // proto only changes in barriers
 	s.done = make(chan struct{})
 	if p.keys == nil {
 		p.keys = make(map[string]*slot)
 	}
-	forEachKey(cmd, s.args, func(k []byte) {
+	s.eachKey(func(k []byte) {
 		prev := p.keys[string(k)]
 		if prev == s {
 			return // the key is repeated in this command
@@ -191,13 +269,24 @@ func (c *conn) dispatch(cmd *command, args [][]byte, inline, quick bool) {
 	})
 	p.ring[(p.head+p.n)%maxInFlight] = s
 	p.n++
-	p.inFlightBytes += size
+	p.inFlightBytes += s.size
 	c.s.notePipeline(p.n)
 	if inline || quick && len(s.deps) == 0 {
 		s.run(c)
 	} else {
 		c.submit(s)
 	}
+}
+
+// eachKey calls f with each key of the slot's command or batch.
+func (s *slot) eachKey(f func(k []byte)) {
+	if len(s.keys) > 0 {
+		for _, k := range s.keys {
+			f(k)
+		}
+		return
+	}
+	forEachKey(s.cmd, s.args, f)
 }
 
 // submit hands a command to the connection's workers, starting one if every
@@ -249,7 +338,11 @@ func (s *slot) run(c *conn) {
 			s.panicked = r
 		}
 	}()
-	c.call(s.cmd, &s.rw, s.args)
+	if len(s.keys) > 0 {
+		c.callSets(&s.rw, s.keys, s.values)
+	} else {
+		c.call(s.cmd, &s.rw, s.args)
+	}
 }
 
 // retire waits for the oldest command in flight to finish and writes its
@@ -266,7 +359,7 @@ func (c *conn) retire() {
 		p.submitted--
 		s.viaWorker = false
 	}
-	forEachKey(s.cmd, s.args, func(k []byte) {
+	s.eachKey(func(k []byte) {
 		if p.keys[string(k)] == s {
 			delete(p.keys, string(k)) // no newer command in flight on k
 		}
@@ -277,6 +370,9 @@ func (c *conn) retire() {
 	c.bw.Write(s.buf.Bytes()) // a failure is sticky; serve notices
 	s.cmd = nil
 	clear(s.args) // do not keep the arguments alive
+	clear(s.keys)
+	clear(s.values)
+	s.keys, s.values = s.keys[:0], s.values[:0]
 	s.deps = s.deps[:0]
 	s.done = nil
 	if s.buf.Cap() > keepReplyBuf {
@@ -287,8 +383,10 @@ func (c *conn) retire() {
 	p.free = append(p.free, s)
 }
 
-// drain finishes every command in flight, writing their replies in order.
+// drain finishes every command in flight (and the SETs held back), writing
+// their replies in order.
 func (c *conn) drain() {
+	c.flushSets(true)
 	for c.p.n > 0 {
 		c.retire()
 	}
@@ -299,6 +397,9 @@ func (c *conn) drain() {
 // It keeps Server.Close's promise that no command runs after it returns.
 func (c *conn) abandon() {
 	p := &c.p
+	clear(p.sets.keys) // held back, never started: dropped with the connection
+	clear(p.sets.values)
+	p.sets.keys, p.sets.values = nil, nil
 	for ; p.n > 0; p.n-- {
 		<-p.ring[p.head].done
 		p.head = (p.head + 1) % maxInFlight

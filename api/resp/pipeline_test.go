@@ -64,6 +64,42 @@ func (b *slowBackend) Delete(ctx context.Context, k []byte) (bool, error) {
 	return b.MapBackend.Delete(ctx, k)
 }
 
+// batchingBackend is a slowBackend that also takes runs of SETs as one call
+// (SetBatcher), applying them in order, one delay for the whole batch. It
+// records the size of every batch and fails the SETs whose value is "fail".
+type batchingBackend struct {
+	*slowBackend
+	mu      sync.Mutex
+	batches []int
+}
+
+func (b *batchingBackend) SetBatch(ctx context.Context, keys, values [][]byte) []error {
+	b.enter(ctx, "setbatch", keys[0])
+	defer b.active.Add(-1)
+	b.mu.Lock()
+	b.batches = append(b.batches, len(keys))
+	b.mu.Unlock()
+	errs := make([]error, len(keys))
+	for i := range keys {
+		if string(values[i]) == "fail" {
+			errs[i] = &Error{Code: "QUORUM", Msg: "not enough replicas for " + string(keys[i])}
+			continue
+		}
+		errs[i] = b.MapBackend.Set(ctx, keys[i], values[i])
+	}
+	return errs
+}
+
+func (b *batchingBackend) maxBatch() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := 0
+	for _, n := range b.batches {
+		m = max(m, n)
+	}
+	return m
+}
+
 func bulk(s string) string { return fmt.Sprintf("$%d\r\n%s\r\n", len(s), s) }
 
 func TestPipelineRunsConcurrently(t *testing.T) {
@@ -203,9 +239,10 @@ func (m pipeModel) apply(args []string) string {
 // random, answer exactly what executing them one by one answers.
 func TestPipelineMatchesSequentialModel(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		delay  func(rng *rand.Rand) time.Duration
-		always bool
+		name    string
+		delay   func(rng *rand.Rand) time.Duration
+		always  bool
+		batched bool // the backend is a SetBatcher
 	}{
 		// Random delays: commands finish in any order.
 		{"random delays", func(rng *rand.Rand) time.Duration {
@@ -213,9 +250,9 @@ func TestPipelineMatchesSequentialModel(t *testing.T) {
 				return 0
 			}
 			return time.Duration(rng.IntN(300)) * time.Microsecond
-		}, false},
+		}, false, false},
 		// A fast backend with the quick-command shortcut off.
-		{"fast backend, always concurrent", func(*rand.Rand) time.Duration { return 0 }, true},
+		{"fast backend, always concurrent", func(*rand.Rand) time.Duration { return 0 }, true, false},
 		// Mostly fast with slow outliers: commands switch between inline and
 		// concurrent execution as their average moves.
 		{"mixed", func(rng *rand.Rand) time.Duration {
@@ -223,7 +260,15 @@ func TestPipelineMatchesSequentialModel(t *testing.T) {
 				return time.Millisecond
 			}
 			return 0
-		}, false},
+		}, false, false},
+		// The same with runs of SETs going to the backend as batches.
+		{"random delays, SETs batched", func(rng *rand.Rand) time.Duration {
+			if rng.IntN(3) == 0 {
+				return 0
+			}
+			return time.Duration(rng.IntN(300)) * time.Microsecond
+		}, false, true},
+		{"fast backend, always concurrent, SETs batched", func(*rand.Rand) time.Duration { return 0 }, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, 2))
@@ -233,11 +278,69 @@ func TestPipelineMatchesSequentialModel(t *testing.T) {
 				defer rngMu.Unlock()
 				return tc.delay(rng)
 			}}
-			s, addr := startServer(t, b, Options{})
+			var backend Backend = b
+			var bb *batchingBackend
+			if tc.batched {
+				bb = &batchingBackend{slowBackend: b}
+				backend = bb
+			}
+			s, addr := startServer(t, backend, Options{})
 			s.alwaysConcurrent.Store(tc.always)
 			checkAgainstModel(t, dialRaw(t, addr), rng, &rngMu)
 			t.Logf("peak in flight %d, peak concurrent backend calls %d", s.peakInFlight.Load(), b.peak.Load())
+			if bb != nil {
+				if m := bb.maxBatch(); m < 2 {
+					t.Fatalf("no batch of more than %d SETs reached the backend", m)
+				}
+				t.Logf("%d SET batches, the largest %d", len(bb.batches), bb.maxBatch())
+			}
 		})
+	}
+}
+
+// A pipeline of SETs reaches a SetBatcher in batches of at most maxSetBatch,
+// in order; a SET the backend fails gets its own error reply and its
+// neighbours still succeed; later commands see the batch's writes.
+func TestPipelinedSetsBatched(t *testing.T) {
+	b := &batchingBackend{slowBackend: &slowBackend{MapBackend: NewMapBackend()}}
+	_, addr := startServer(t, b, Options{})
+	r := dialRaw(t, addr)
+	const n = 150
+	var wire strings.Builder
+	for i := range n {
+		v := fmt.Sprintf("v%d", i)
+		if i == 70 {
+			v = "fail"
+		}
+		wire.WriteString(cmd("SET", fmt.Sprintf("k%d", i%100), v))
+	}
+	wire.WriteString(cmd("GET", "k5"))  // last written by SET 105
+	wire.WriteString(cmd("GET", "k70")) // SET 70 failed; SET 170 does not exist
+	r.send(wire.String())
+	for i := range n {
+		want := "+OK\r\n"
+		if i == 70 {
+			want = "-QUORUM not enough replicas for k70\r\n"
+		}
+		if got := r.reply(); got != want {
+			t.Fatalf("SET %d: got %q, want %q", i, got, want)
+		}
+	}
+	if got := r.reply(); got != bulk("v105") {
+		t.Fatalf("GET k5: got %q, want v105", got)
+	}
+	if got := r.reply(); got != "$-1\r\n" {
+		t.Fatalf("GET k70: got %q, want a null reply", got)
+	}
+	total := 0
+	for _, m := range b.batches {
+		total += m
+		if m > maxSetBatch {
+			t.Fatalf("a batch of %d SETs, the bound is %d", m, maxSetBatch)
+		}
+	}
+	if total != n || b.maxBatch() < 2 {
+		t.Fatalf("batches %v: want %d SETs in total, some batched together", b.batches, n)
 	}
 }
 

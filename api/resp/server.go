@@ -74,6 +74,10 @@ type Server struct {
 	b    Backend
 	opt  Options
 	cmds map[string]*command
+	// setCmd is the SET command; setBatcher is the Backend as a SetBatcher,
+	// nil if it is not one (see pipeline.go).
+	setCmd     *command
+	setBatcher SetBatcher
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -110,6 +114,8 @@ func NewServer(b Backend, o Options) *Server {
 		conns:     make(map[*conn]struct{}),
 	}
 	s.cmds = newCommandTable()
+	s.setCmd = s.cmds["set"]
+	s.setBatcher, _ = b.(SetBatcher)
 	return s
 }
 

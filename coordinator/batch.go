@@ -1,0 +1,115 @@
+package coordinator
+
+import (
+	"context"
+	"sync"
+
+	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/version"
+)
+
+// PutBatch writes several blind values (no causal context, as Put with a
+// nil context) with write quorum w, as if Put were called for each in
+// order, and returns one error per key (nil for a write that reached its
+// quorum). A later write to a key that also appears earlier in the batch
+// supersedes it.
+//
+// It exists for pipelined clients: the keys this node is a replica of are
+// stamped and stored with one engine batch (one commit-log write and at
+// most one fsync for all of them), and their replication to the other
+// replicas starts as each is stamped; the others are forwarded as Put
+// would forward them, concurrently across keys and in order within a key.
+func (c *Coordinator) PutBatch(ctx context.Context, keys, values [][]byte, w int) []error {
+	errs := make([]error, len(keys))
+	var local []int
+	var remote map[string][]int // key -> indices, in batch order
+	prefs := make([][]string, len(keys))
+	for i, key := range keys {
+		pref, err := c.preference(key)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		prefs[i] = pref
+		if contains(pref, c.self) {
+			local = append(local, i)
+			continue
+		}
+		if remote == nil {
+			remote = make(map[string][]int)
+		}
+		remote[string(key)] = append(remote[string(key)], i)
+	}
+
+	var wg sync.WaitGroup
+	for _, idx := range remote {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, i := range idx {
+				_, errs[i] = c.write(ctx, writeRequest{key: keys[i], value: values[i], w: w})
+			}
+		}()
+	}
+	switch len(local) {
+	case 0:
+	case 1:
+		i := local[0]
+		_, errs[i] = c.coordinateWrite(ctx, writeRequest{key: keys[i], value: values[i], w: w}, prefs[i])
+	default:
+		c.coordinateWriteBatch(ctx, keys, values, w, local, prefs, errs)
+	}
+	wg.Wait()
+	return errs
+}
+
+// coordinateWriteBatch is coordinateWrite for the writes at indices idx,
+// whose keys all have this node as a replica: one engine batch for the
+// local writes, then the acknowledgements of each key's other replicas.
+func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][]byte, w int, idx []int, prefs [][]string, errs []error) {
+	quorum := make([]int, len(idx))
+	writes := make([]replica.Write, 0, len(idx))
+	pos := make([]int, 0, len(idx)) // writes[j] is the write at index pos[j]
+	for _, i := range idx {
+		q, err := resolve(w, c.o.W, len(prefs[i]))
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		quorum[len(writes)] = q
+		writes = append(writes, replica.Write{Key: keys[i], Value: values[i]})
+		pos = append(pos, i)
+	}
+	if len(writes) == 0 {
+		return
+	}
+	results := make([]chan error, len(writes))
+	sent := make([]int, len(writes))
+	anySent := false
+	stamped := func(j int, obj *version.Object) {
+		pref := prefs[pos[j]]
+		if len(pref) > 1 {
+			results[j] = make(chan error, len(pref))
+			sent[j] = c.replicate(writes[j].Key, obj, pref, results[j])
+			anySent = true
+		}
+	}
+	_, localErr := c.store.CoordinateBatch(writes, c.o.Now().UnixNano(), stamped)
+	if anySent {
+		var cancel context.CancelFunc
+		ctx, cancel = c.withTimeout(ctx)
+		defer cancel()
+	}
+	for j, i := range pos {
+		if localErr == nil && quorum[j] <= 1 {
+			continue
+		}
+		acks, qerr := c.awaitAcks(ctx, quorum[j], localErr, sent[j], results[j], len(prefs[i]))
+		switch {
+		case qerr != nil:
+			errs[i] = qerr
+		case localErr != nil:
+			errs[i] = &QuorumError{Op: "write", Needed: quorum[j], Answered: acks, Replicas: len(prefs[i]), Last: localErr}
+		}
+	}
+}
