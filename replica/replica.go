@@ -14,12 +14,11 @@
 package replica
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"slices"
-	"sync"
 
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/storage"
@@ -30,21 +29,16 @@ import (
 // state, ring state) share the engine without colliding.
 const dataPrefix = 'd'
 
-// lockStripes is the number of per-key lock stripes serialising
-// read-modify-write cycles on the same key.
-const lockStripes = 256
-
 // Store is a node's versioned store.
 type Store struct {
 	db    *storage.DB
 	node  string
-	seed  maphash.Seed
-	locks [lockStripes]sync.Mutex
+	locks *keyLocks
 }
 
 // New wraps an open engine. node is this node's ID, the name its dots carry.
 func New(db *storage.DB, node string) *Store {
-	return &Store{db: db, node: node, seed: maphash.MakeSeed()}
+	return &Store{db: db, node: node, locks: newKeyLocks()}
 }
 
 // Node returns the ID this store stamps its writes with.
@@ -70,10 +64,6 @@ func DecodeKey(ekey []byte) (key []byte, token uint64, err error) {
 	}
 	return ekey[9:], binary.BigEndian.Uint64(ekey[1:9]), nil
 }
-
-func (s *Store) stripe(key []byte) uint64 { return maphash.Bytes(s.seed, key) % lockStripes }
-
-func (s *Store) lock(key []byte) *sync.Mutex { return &s.locks[s.stripe(key)] }
 
 // Get returns the stored object of key, or nil if the key was never written
 // (or its tombstones were collected).
@@ -120,9 +110,8 @@ func (s *Store) Coordinate(key []byte, ctx version.Clock, value []byte, deleted 
 // the object.
 func (s *Store) CoordinateThen(key []byte, ctx version.Clock, value []byte, deleted bool, ts int64, stamped func(*version.Object)) (*version.Object, error) {
 	ekey := EncodeKey(nil, key)
-	mu := s.lock(key)
-	mu.Lock()
-	defer mu.Unlock()
+	kl := s.locks.lock(key)
+	defer s.locks.unlock(key, kl)
 	obj, err := s.get(ekey)
 	if err != nil {
 		return nil, err
@@ -162,21 +151,24 @@ type Write struct {
 // is all or nothing: on an error no write of the batch is stored.
 func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(i int, obj *version.Object)) ([]*version.Object, error) {
 	ekeys := make([][]byte, len(writes))
-	stripes := make([]uint64, len(writes))
 	for i, w := range writes {
 		ekeys[i] = EncodeKey(nil, w.Key)
-		stripes[i] = s.stripe(w.Key)
 	}
-	// Lock each stripe once, in ascending order, so that two batches cannot
-	// deadlock (every other path holds one stripe at a time).
-	slices.Sort(stripes)
-	stripes = slices.Compact(stripes)
-	for _, st := range stripes {
-		s.locks[st].Lock()
+	// Lock each key once, in key order, so that two batches cannot
+	// deadlock (every other path holds one key at a time).
+	order := make([][]byte, len(writes))
+	for i, w := range writes {
+		order[i] = w.Key
+	}
+	slices.SortFunc(order, bytes.Compare)
+	order = slices.CompactFunc(order, bytes.Equal)
+	held := make([]*keyLock, len(order))
+	for i, k := range order {
+		held[i] = s.locks.lock(k)
 	}
 	defer func() {
-		for _, st := range stripes {
-			s.locks[st].Unlock()
+		for i, k := range order {
+			s.locks.unlock(k, held[i])
 		}
 	}()
 
@@ -223,9 +215,8 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(i int, ob
 // It reports the merged object and whether anything changed.
 func (s *Store) Apply(key []byte, incoming *version.Object) (*version.Object, bool, error) {
 	ekey := EncodeKey(nil, key)
-	mu := s.lock(key)
-	mu.Lock()
-	defer mu.Unlock()
+	kl := s.locks.lock(key)
+	defer s.locks.unlock(key, kl)
 	cur, err := s.get(ekey)
 	if err != nil {
 		return nil, false, err

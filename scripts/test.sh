@@ -16,6 +16,9 @@ go vet ./...
 echo "== go test, with the race detector"
 go test -race -count=1 -timeout 15m ./...
 
+echo "== allocation tests, without the race detector (it changes sync.Pool on purpose)"
+go test -count=1 -run 'TestCacheUse|TestGetDoesNotAllocate|TestAllocs|TestBuildReusesCapacity' ./storage/...
+
 echo "== fuzz (a few seconds per target)"
 fuzz() { go test -run='^$' -fuzz="^$2\$" -fuzztime="${FUZZTIME:-5s}" "$1"; }
 fuzz ./storage/wal FuzzReader

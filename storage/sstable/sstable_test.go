@@ -440,7 +440,10 @@ func TestCacheUse(t *testing.T) {
 		}
 	})
 	f.data = saved
-	if allocs > 0 {
+	switch {
+	case raceEnabled:
+		t.Logf("cached Get allocates %.1f times; not checked under the race detector, whose sync.Pool drops items on purpose", allocs)
+	case allocs > 0:
 		t.Errorf("cached Get allocates %.1f times", allocs)
 	}
 }
