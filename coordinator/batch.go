@@ -24,11 +24,18 @@ func (c *Coordinator) PutBatch(ctx context.Context, keys, values [][]byte, w int
 	var local []int
 	var remote map[string][]int // key -> indices, in batch order
 	prefs := make([][]string, len(keys))
+	// One preference list per distinct key, so that a ring change while
+	// the batch is being split cannot send a repeated key both ways.
+	seen := make(map[string][]string, len(keys))
 	for i, key := range keys {
-		pref, err := c.preference(key)
-		if err != nil {
-			errs[i] = err
-			continue
+		pref, ok := seen[string(key)]
+		if !ok {
+			var err error
+			if pref, err = c.preference(key); err != nil {
+				errs[i] = err
+				continue
+			}
+			seen[string(key)] = pref
 		}
 		prefs[i] = pref
 		if contains(pref, c.self) {
@@ -94,13 +101,17 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 			anySent = true
 		}
 	}
-	_, localErr := c.store.CoordinateBatch(writes, c.o.Now().UnixNano(), stamped)
+	_, writeErrs, batchErr := c.store.CoordinateBatch(writes, c.o.Now().UnixNano(), stamped)
 	if anySent {
 		var cancel context.CancelFunc
 		ctx, cancel = c.withTimeout(ctx)
 		defer cancel()
 	}
 	for j, i := range pos {
+		localErr := batchErr
+		if writeErrs != nil && writeErrs[j] != nil {
+			localErr = writeErrs[j]
+		}
 		if localErr == nil && quorum[j] <= 1 {
 			continue
 		}

@@ -126,6 +126,20 @@ func (c *Coordinator) awaitAcks(ctx context.Context, w int, localErr error, sent
 		acks = 1
 	}
 	for acks < w && acks+(sent-failed-(acks-boolInt(localErr == nil))) >= w {
+		// Answers already in count even when ctx has ended meanwhile: a
+		// batch waits for its keys one after another under one deadline,
+		// and select would otherwise pick at random between the two.
+		select {
+		case err := <-results:
+			if err == nil {
+				acks++
+			} else {
+				failed++
+				last = err
+			}
+			continue
+		default:
+		}
 		select {
 		case err := <-results:
 			if err == nil {

@@ -147,9 +147,15 @@ type Write struct {
 // appears earlier in the batch supersedes it as it would in sequence), but
 // stores them with one engine batch: one commit-log write and, in batch sync
 // mode, one fsync for all of them. stamped (if not nil) is called with the
-// index and new object of each write after it is stamped. The engine batch
-// is all or nothing: on an error no write of the batch is stored.
-func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(i int, obj *version.Object)) ([]*version.Object, error) {
+// index and new object of each write that will be stored, before the engine
+// write.
+//
+// A write that cannot be applied (its key's stored object does not decode,
+// or the new object is over the engine's limits) gets its own error in
+// errs and is neither stamped nor stored; the others go ahead. err is the
+// engine batch's error, which fails every write of the batch: the batch is
+// all or nothing.
+func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(i int, obj *version.Object)) (objs []*version.Object, errs []error, err error) {
 	ekeys := make([][]byte, len(writes))
 	for i, w := range writes {
 		ekeys[i] = EncodeKey(nil, w.Key)
@@ -172,12 +178,15 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(i int, ob
 		}
 	}()
 
-	objs := make([]*version.Object, len(writes))
-	var latest map[string]int // engine key -> index of its latest write in this batch
+	// First every new object, so that a write that fails is known before
+	// anything is stamped (and sent to other replicas).
+	objs = make([]*version.Object, len(writes))
+	errs = make([]error, len(writes))
+	encoded := make([][]byte, len(writes))
+	var latest map[string]int // engine key -> index of its latest good write in this batch
 	if len(writes) > 1 {
 		latest = make(map[string]int, len(writes))
 	}
-	b := s.db.NewBatch()
 	for i, w := range writes {
 		var obj *version.Object
 		if j, ok := latest[string(ekeys[i])]; ok {
@@ -185,7 +194,8 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(i int, ob
 		} else {
 			var err error
 			if obj, err = s.get(ekeys[i]); err != nil {
-				return nil, err
+				errs[i] = err
+				continue
 			}
 			if obj == nil {
 				obj = &version.Object{}
@@ -196,19 +206,35 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(i int, ob
 		} else {
 			obj.Write(s.node, w.Ctx, w.Value, w.Deleted, ts)
 		}
-		if stamped != nil {
-			stamped(i, obj)
+		enc := obj.Encode(nil)
+		if len(ekeys[i]) > storage.MaxKeySize || len(enc) > storage.MaxValueSize {
+			errs[i] = fmt.Errorf("replica put %q: %d-byte key, %d-byte object: over the engine's limits (%d, %d)",
+				w.Key, len(ekeys[i]), len(enc), storage.MaxKeySize, storage.MaxValueSize)
+			continue
 		}
-		b.Set(ekeys[i], obj.Encode(nil))
-		objs[i] = obj
+		objs[i], encoded[i] = obj, enc
 		if latest != nil {
 			latest[string(ekeys[i])] = i
 		}
 	}
-	if err := s.db.Apply(b, nil); err != nil {
-		return nil, fmt.Errorf("replica put batch of %d: %w", len(writes), err)
+
+	b := s.db.NewBatch()
+	for i := range writes {
+		if errs[i] != nil {
+			continue
+		}
+		if stamped != nil {
+			stamped(i, objs[i])
+		}
+		b.Set(ekeys[i], encoded[i])
 	}
-	return objs, nil
+	if b.Count() == 0 {
+		return objs, errs, nil
+	}
+	if err := s.db.Apply(b, nil); err != nil {
+		return objs, errs, fmt.Errorf("replica put batch of %d: %w", b.Count(), err)
+	}
+	return objs, errs, nil
 }
 
 // Apply merges a version received from another replica into the stored one.

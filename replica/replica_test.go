@@ -164,9 +164,14 @@ func TestCoordinateBatchInOrder(t *testing.T) {
 		{Key: []byte("a"), Value: []byte("a2")},
 	}
 	var stampedAt []int
-	objs, err := s.CoordinateBatch(writes, 2, func(i int, _ *version.Object) { stampedAt = append(stampedAt, i) })
+	objs, errs, err := s.CoordinateBatch(writes, 2, func(i int, _ *version.Object) { stampedAt = append(stampedAt, i) })
 	if err != nil {
 		t.Fatal(err)
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
 	}
 	if fmt.Sprint(stampedAt) != "[0 1 2]" {
 		t.Fatalf("stamped called for %v, want [0 1 2]", stampedAt)
@@ -186,5 +191,37 @@ func TestCoordinateBatchInOrder(t *testing.T) {
 	}
 	if got := objs[0].Live(); len(got) != 1 || string(got[0].Value) != "a1" {
 		t.Fatalf("the first object of a was modified by the second write: %v", got)
+	}
+}
+
+// A write of a batch that cannot be stored (here an object over the
+// engine's value limit) fails alone: it is not stamped, and the other
+// writes of the batch are stored.
+func TestCoordinateBatchFailsOneWriteAlone(t *testing.T) {
+	s := openStore(t, "n1")
+	writes := []Write{
+		{Key: []byte("a"), Value: []byte("a1")},
+		{Key: []byte("big"), Value: make([]byte, storage.MaxValueSize+1)},
+		{Key: []byte("c"), Value: []byte("c1")},
+	}
+	var stampedAt []int
+	_, errs, err := s.CoordinateBatch(writes, 1, func(i int, _ *version.Object) { stampedAt = append(stampedAt, i) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs[0] != nil || errs[1] == nil || errs[2] != nil {
+		t.Fatalf("per-write errors %v: want only the oversized write to fail", errs)
+	}
+	if fmt.Sprint(stampedAt) != "[0 2]" {
+		t.Fatalf("stamped %v, want [0 2]: a failed write must not be sent anywhere", stampedAt)
+	}
+	for key, want := range map[string]bool{"a": true, "big": false, "c": true} {
+		obj, err := s.Get([]byte(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := obj != nil; got != want {
+			t.Fatalf("%s stored: %v, want %v", key, got, want)
+		}
 	}
 }

@@ -73,7 +73,7 @@ const (
 	keepReplyBuf = 16 << 10
 	// maxPipelinedArgs: a command with more arguments (a long MGET, DEL or
 	// MSET) runs as a barrier, so that tracking keys in flight stays cheap
-	// and bounded (at most maxInFlight*maxPipelinedArgs keys).
+	// and bounded (at most maxInFlight*max(maxPipelinedArgs, maxSetBatch) keys).
 	maxPipelinedArgs = 33
 	// inlineBelow: a command whose average execution time is below this runs
 	// inline. A few microseconds is what a goroutine start and hand-off cost;
