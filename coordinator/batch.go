@@ -93,12 +93,51 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 	results := make([]chan error, len(writes))
 	sent := make([]int, len(writes))
 	anySent := false
-	stamped := func(j int, obj *version.Object) {
-		pref := prefs[pos[j]]
-		if len(pref) > 1 {
+	// The other replicas get the new versions as soon as they are stamped,
+	// in parallel with the local write: one message per replica for all the
+	// batch's keys it holds.
+	stamped := func(objs []*version.Object) {
+		type peerBatch struct {
+			idx  []int
+			keys [][]byte
+			objs []*version.Object
+		}
+		var peers map[string]*peerBatch
+		for j, obj := range objs {
+			pref := prefs[pos[j]]
+			if obj == nil || len(pref) < 2 {
+				continue
+			}
 			results[j] = make(chan error, len(pref))
-			sent[j] = c.replicate(writes[j].Key, obj, pref, results[j])
+			for _, node := range pref {
+				if node == c.self {
+					continue
+				}
+				if peers == nil {
+					peers = make(map[string]*peerBatch)
+				}
+				pb := peers[node]
+				if pb == nil {
+					pb = &peerBatch{}
+					peers[node] = pb
+				}
+				pb.idx = append(pb.idx, j)
+				pb.keys = append(pb.keys, writes[j].Key)
+				pb.objs = append(pb.objs, obj)
+				sent[j]++
+			}
+		}
+		for node, pb := range peers {
 			anySent = true
+			payload := encodeReplicateBatch(pb.keys, pb.objs)
+			go func() {
+				sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
+				defer cancel()
+				err := c.send(sctx, node, kindReplicateBatch, payload)
+				for _, j := range pb.idx {
+					results[j] <- err
+				}
+			}()
 		}
 	}
 	_, writeErrs, batchErr := c.store.CoordinateBatch(writes, c.o.Now().UnixNano(), stamped)

@@ -20,7 +20,59 @@ const (
 	// kindCoordinate asks a replica to coordinate a client write.
 	// Request: see encodeWrite. Reply: the new encoded object.
 	kindCoordinate uint8 = 3
+	// kindReplicateBatch sends several versions to a replica, which merges
+	// them with one engine batch. Request: see encodeReplicateBatch.
+	// Reply: empty.
+	kindReplicateBatch uint8 = 4
 )
+
+// maxBatchEntries bounds the entries a kindReplicateBatch message may
+// declare, so that a malformed count cannot make the receiver allocate.
+const maxBatchEntries = 1 << 16
+
+// encodeReplicateBatch: uvarint count | count × (uvarint len(key) | key |
+// uvarint len(object) | encoded object).
+func encodeReplicateBatch(keys [][]byte, objs []*version.Object) []byte {
+	b := binary.AppendUvarint(nil, uint64(len(keys)))
+	var enc []byte
+	for i, key := range keys {
+		b = binary.AppendUvarint(b, uint64(len(key)))
+		b = append(b, key...)
+		enc = objs[i].Encode(enc[:0])
+		b = binary.AppendUvarint(b, uint64(len(enc)))
+		b = append(b, enc...)
+	}
+	return b
+}
+
+func decodeReplicateBatch(b []byte) ([][]byte, []*version.Object, error) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n == 0 || n > maxBatchEntries || n > uint64(len(b)) {
+		return nil, nil, errMalformed
+	}
+	b = b[w:]
+	keys := make([][]byte, 0, n)
+	objs := make([]*version.Object, 0, n)
+	for range n {
+		key, rest, err := readBytes(b)
+		if err != nil {
+			return nil, nil, err
+		}
+		enc, rest, err := readBytes(rest)
+		if err != nil {
+			return nil, nil, err
+		}
+		obj, err := version.DecodeObject(enc)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: object of %q: %v", errMalformed, key, err)
+		}
+		keys, objs, b = append(keys, key), append(objs, obj), rest
+	}
+	if len(b) != 0 {
+		return nil, nil, errMalformed
+	}
+	return keys, objs, nil
+}
 
 // writeRequest is a client write forwarded to a replica.
 type writeRequest struct {
@@ -120,6 +172,12 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 		}
 		_, _, err = c.store.Apply(key, obj)
 		return nil, err
+	case kindReplicateBatch:
+		keys, objs, err := decodeReplicateBatch(payload)
+		if err != nil {
+			return nil, err
+		}
+		return nil, c.store.ApplyBatch(keys, objs)
 	case kindCoordinate:
 		req, err := decodeWrite(payload)
 		if err != nil {

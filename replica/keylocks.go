@@ -1,7 +1,9 @@
 package replica
 
 import (
+	"bytes"
 	"hash/maphash"
+	"slices"
 	"sync"
 )
 
@@ -63,4 +65,23 @@ func (l *keyLocks) unlock(key []byte, kl *keyLock) {
 		keyLockPool.Put(kl)
 	}
 	sh.mu.Unlock()
+}
+
+// lockAll locks every key of keys (repeats allowed), one at a time in key
+// order, so that two callers holding several keys cannot deadlock (every
+// other path holds one key at a time). It returns the function that
+// releases them all.
+func (l *keyLocks) lockAll(keys [][]byte) (unlock func()) {
+	order := slices.Clone(keys)
+	slices.SortFunc(order, bytes.Compare)
+	order = slices.CompactFunc(order, bytes.Equal)
+	held := make([]*keyLock, len(order))
+	for i, k := range order {
+		held[i] = l.lock(k)
+	}
+	return func() {
+		for i, k := range order {
+			l.unlock(k, held[i])
+		}
+	}
 }

@@ -14,11 +14,9 @@
 package replica
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/storage"
@@ -146,37 +144,26 @@ type Write struct {
 // apply them one after another, in order (a later write to a key that also
 // appears earlier in the batch supersedes it as it would in sequence), but
 // stores them with one engine batch: one commit-log write and, in batch sync
-// mode, one fsync for all of them. stamped (if not nil) is called with the
-// index and new object of each write that will be stored, before the engine
-// write.
+// mode, one fsync for all of them. stamped (if not nil) is called once,
+// before the engine write, with the new object of each write (nil for a
+// write that failed), so that the coordinator can send them to the other
+// replicas meanwhile.
 //
 // A write that cannot be applied (its key's stored object does not decode,
 // or the new object is over the engine's limits) gets its own error in
 // errs and is neither stamped nor stored; the others go ahead. err is the
 // engine batch's error, which fails every write of the batch: the batch is
 // all or nothing.
-func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(i int, obj *version.Object)) (objs []*version.Object, errs []error, err error) {
+func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*version.Object)) (objs []*version.Object, errs []error, err error) {
 	ekeys := make([][]byte, len(writes))
 	for i, w := range writes {
 		ekeys[i] = EncodeKey(nil, w.Key)
 	}
-	// Lock each key once, in key order, so that two batches cannot
-	// deadlock (every other path holds one key at a time).
-	order := make([][]byte, len(writes))
+	keys := make([][]byte, len(writes))
 	for i, w := range writes {
-		order[i] = w.Key
+		keys[i] = w.Key
 	}
-	slices.SortFunc(order, bytes.Compare)
-	order = slices.CompactFunc(order, bytes.Equal)
-	held := make([]*keyLock, len(order))
-	for i, k := range order {
-		held[i] = s.locks.lock(k)
-	}
-	defer func() {
-		for i, k := range order {
-			s.locks.unlock(k, held[i])
-		}
-	}()
+	defer s.locks.lockAll(keys)()
 
 	// First every new object, so that a write that fails is known before
 	// anything is stamped (and sent to other replicas).
@@ -220,13 +207,12 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(i int, ob
 
 	b := s.db.NewBatch()
 	for i := range writes {
-		if errs[i] != nil {
-			continue
+		if errs[i] == nil {
+			b.Set(ekeys[i], encoded[i])
 		}
-		if stamped != nil {
-			stamped(i, objs[i])
-		}
-		b.Set(ekeys[i], encoded[i])
+	}
+	if stamped != nil && b.Count() > 0 {
+		stamped(objs)
 	}
 	if b.Count() == 0 {
 		return objs, errs, nil
@@ -258,6 +244,49 @@ func (s *Store) Apply(key []byte, incoming *version.Object) (*version.Object, bo
 		return nil, false, err
 	}
 	return merged, true, nil
+}
+
+// ApplyBatch is Apply for several versions at once (a batch of writes
+// another replica coordinated), with one engine batch for every key that
+// changed. A key may appear more than once; its versions are all merged.
+func (s *Store) ApplyBatch(keys [][]byte, incoming []*version.Object) error {
+	defer s.locks.lockAll(keys)()
+	merged := make(map[string]*version.Object, len(keys))
+	changed := make(map[string]bool, len(keys))
+	for i, key := range keys {
+		cur, ok := merged[string(key)]
+		if !ok {
+			var err error
+			if cur, err = s.get(EncodeKey(nil, key)); err != nil {
+				return err
+			}
+		}
+		if cur == nil && (incoming[i] == nil || incoming[i].Empty()) {
+			merged[string(key)] = nil
+			continue
+		}
+		m := version.Merge(cur, incoming[i])
+		if cur == nil || !m.Equal(cur) {
+			changed[string(key)] = true
+		}
+		merged[string(key)] = m
+	}
+	b := s.db.NewBatch()
+	for key, ok := range changed {
+		if ok {
+			b.Set(EncodeKey(nil, []byte(key)), merged[key].Encode(nil))
+		}
+	}
+	if b.Count() == 0 {
+		return nil
+	}
+	if err := b.Err(); err != nil {
+		return fmt.Errorf("replica apply batch: %w", err)
+	}
+	if err := s.db.Apply(b, nil); err != nil {
+		return fmt.Errorf("replica apply batch of %d: %w", b.Count(), err)
+	}
+	return nil
 }
 
 // Entry is one key of a range scan.

@@ -164,7 +164,13 @@ func TestCoordinateBatchInOrder(t *testing.T) {
 		{Key: []byte("a"), Value: []byte("a2")},
 	}
 	var stampedAt []int
-	objs, errs, err := s.CoordinateBatch(writes, 2, func(i int, _ *version.Object) { stampedAt = append(stampedAt, i) })
+	objs, errs, err := s.CoordinateBatch(writes, 2, func(objs []*version.Object) {
+		for i, o := range objs {
+			if o != nil {
+				stampedAt = append(stampedAt, i)
+			}
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +211,13 @@ func TestCoordinateBatchFailsOneWriteAlone(t *testing.T) {
 		{Key: []byte("c"), Value: []byte("c1")},
 	}
 	var stampedAt []int
-	_, errs, err := s.CoordinateBatch(writes, 1, func(i int, _ *version.Object) { stampedAt = append(stampedAt, i) })
+	_, errs, err := s.CoordinateBatch(writes, 1, func(objs []*version.Object) {
+		for i, o := range objs {
+			if o != nil {
+				stampedAt = append(stampedAt, i)
+			}
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,5 +235,35 @@ func TestCoordinateBatchFailsOneWriteAlone(t *testing.T) {
 		if got := obj != nil; got != want {
 			t.Fatalf("%s stored: %v, want %v", key, got, want)
 		}
+	}
+}
+
+// ApplyBatch merges every incoming version, a repeated key's versions
+// included, exactly as Apply one by one would.
+func TestApplyBatchMergesLikeApply(t *testing.T) {
+	src1, src2 := openStore(t, "n1"), openStore(t, "n2")
+	a1, _ := src1.Coordinate([]byte("a"), nil, []byte("a-from-n1"), false, 1)
+	a2, _ := src2.Coordinate([]byte("a"), nil, []byte("a-from-n2"), false, 2)
+	b1, _ := src1.Coordinate([]byte("b"), nil, []byte("b1"), false, 3)
+	one, batch := openStore(t, "n3"), openStore(t, "n4")
+	keys := [][]byte{[]byte("a"), []byte("b"), []byte("a")}
+	objs := []*version.Object{a1, b1, a2}
+	for i := range keys {
+		if _, _, err := one.Apply(keys[i], objs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := batch.ApplyBatch(keys, objs); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a", "b"} {
+		want, _ := one.Get([]byte(k))
+		got, _ := batch.Get([]byte(k))
+		if got == nil || !got.Equal(want) {
+			t.Fatalf("%s: ApplyBatch stored %v, Apply one by one %v", k, got, want)
+		}
+	}
+	if got, _ := batch.Get([]byte("a")); len(got.Live()) != 2 {
+		t.Fatalf("a: want the two concurrent writes as siblings, got %v", got.Live())
 	}
 }

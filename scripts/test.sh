@@ -29,4 +29,5 @@ fuzz ./storage/bloom FuzzMayContain
 fuzz ./version FuzzDecodeObject
 fuzz ./api/resp FuzzReader
 fuzz ./storage/wal FuzzTruncate
+fuzz ./coordinator FuzzDecodeReplicateBatch
 echo "== all tests passed"

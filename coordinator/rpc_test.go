@@ -1,0 +1,70 @@
+package coordinator
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/ringkv/ringkv/version"
+)
+
+func batchFixture() ([][]byte, []*version.Object) {
+	a := &version.Object{}
+	a.WriteBlind("n1", []byte("va"), false, 1)
+	b := &version.Object{}
+	b.WriteBlind("n2", []byte("vb"), false, 2)
+	b.WriteBlind("n2", nil, true, 3)
+	return [][]byte{[]byte("a"), []byte(""), []byte("a")}, []*version.Object{a, b, b}
+}
+
+// A replicate-batch message decodes to what was encoded, and every damaged
+// form of it (truncated, trailing bytes, an absurd count) is an error, not
+// a panic or a partial batch.
+func TestReplicateBatchCodec(t *testing.T) {
+	keys, objs := batchFixture()
+	msg := encodeReplicateBatch(keys, objs)
+	gotKeys, gotObjs, err := decodeReplicateBatch(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gotKeys) != len(keys) {
+		t.Fatalf("decoded %d entries, want %d", len(gotKeys), len(keys))
+	}
+	for i := range keys {
+		if !bytes.Equal(gotKeys[i], keys[i]) || !gotObjs[i].Equal(objs[i]) {
+			t.Fatalf("entry %d: got %q %v, want %q %v", i, gotKeys[i], gotObjs[i], keys[i], objs[i])
+		}
+	}
+	for cut := 0; cut < len(msg); cut++ {
+		if _, _, err := decodeReplicateBatch(msg[:cut]); err == nil {
+			t.Fatalf("a message cut to %d of %d bytes decoded without error", cut, len(msg))
+		}
+	}
+	if _, _, err := decodeReplicateBatch(append(bytes.Clone(msg), 0)); err == nil {
+		t.Fatal("trailing bytes decoded without error")
+	}
+	if _, _, err := decodeReplicateBatch([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}); err == nil {
+		t.Fatal("a huge entry count decoded without error")
+	}
+}
+
+func FuzzDecodeReplicateBatch(f *testing.F) {
+	keys, objs := batchFixture()
+	f.Add(encodeReplicateBatch(keys, objs))
+	f.Add([]byte{1, 0, 0})
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		keys, objs, err := decodeReplicateBatch(msg)
+		if err != nil {
+			return
+		}
+		again := encodeReplicateBatch(keys, objs)
+		k2, o2, err := decodeReplicateBatch(again)
+		if err != nil {
+			t.Fatalf("re-encoded batch does not decode: %v", err)
+		}
+		for i := range keys {
+			if !bytes.Equal(k2[i], keys[i]) || !o2[i].Equal(objs[i]) {
+				t.Fatalf("entry %d changed in a round trip", i)
+			}
+		}
+	})
+}
