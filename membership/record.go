@@ -189,8 +189,8 @@ func sortedRecords(recs map[string]Record) []Record {
 // ringMembers returns the members the ring is built from: every record, in
 // every state. The ring itself places only Normal and Leaving members, so a
 // Joining member is known but owns nothing and a Left member is remembered
-// but owns nothing. Passing Left members keeps their DC known to the ring,
-// which validates that every DC in ReplicasPerDC has a member.
+// but owns nothing. A DC in ReplicasPerDC with no members yet (a multi-DC
+// cluster starting one node at a time) gets no replicas until it has one.
 func ringMembers(recs map[string]Record) []ring.Member {
 	ms := make([]ring.Member, 0, len(recs))
 	for _, r := range sortedRecords(recs) {

@@ -118,9 +118,6 @@ func (cfg Config) validate(members []Member) error {
 		if n < 0 {
 			return invalid("replicas in DC %q = %d: must not be negative", dc, n)
 		}
-		if !dcs[dc] {
-			return invalid("replicas per DC names DC %q, which has no members", dc)
-		}
 		sum += n
 	}
 	if cfg.Replicas != sum {

@@ -64,8 +64,6 @@ func TestNewRejectsInvalidInputWithClearErrors(t *testing.T) {
 		{"weight negative", Config{}, []Member{{ID: "a", Weight: -2}}, `member "a": weight -2`},
 		{"weight too large", Config{}, []Member{{ID: "a", Weight: MaxWeight + 1}}, `member "a": weight`},
 		{"bad state", Config{}, []Member{{ID: "a", State: 7}}, `member "a": unknown state 7`},
-		{"dc without members", Config{ReplicasPerDC: map[string]int{"dc1": 2, "dc9": 1}},
-			[]Member{dc("a", "dc1")}, `DC "dc9", which has no members`},
 		{"member dc without count", Config{ReplicasPerDC: map[string]int{"dc1": 2}},
 			[]Member{dc("a", "dc1"), dc("b", "dc2")}, `DC "dc2" has members but no replica count`},
 		{"replicas disagree with per-dc sum", Config{Replicas: 3, ReplicasPerDC: map[string]int{"dc1": 2}},
@@ -117,6 +115,34 @@ func TestReplicasDeriveFromPerDCCounts(t *testing.T) {
 	r.Config().ReplicasPerDC["y"] = 9
 	if got := r.Config().ReplicasPerDC; got["x"] != 2 || got["y"] != 1 {
 		t.Errorf("ring aliases a config map: %v", got)
+	}
+}
+
+// A DC named in the per-DC counts may have no members yet (a multi-DC
+// cluster starts one node at a time): its share of each preference list is
+// missing until it has members, and the other DCs' shares are whole.
+func TestPerDCCountsWithAnEmptyDC(t *testing.T) {
+	dc := func(id, dc string) Member { return Member{ID: id, DC: dc, State: StateNormal} }
+	perDC := map[string]int{"dc1": 2, "dc2": 1}
+	ms := []Member{dc("a", "dc1"), dc("b", "dc1"), dc("c", "dc1")}
+	r := mustNew(t, Config{Partitions: 64, ReplicasPerDC: perDC}, ms)
+	inDC := func(id string) string { m, _ := r.Member(id); return m.DC }
+	for p := range r.Partitions() {
+		pref := r.Preference(p)
+		if len(pref) != 2 || inDC(pref[0]) != "dc1" || inDC(pref[1]) != "dc1" {
+			t.Fatalf("partition %d with dc2 empty: preference %v, want two dc1 nodes", p, pref)
+		}
+	}
+	r = mustNew(t, Config{Partitions: 64, ReplicasPerDC: perDC}, append(ms, dc("d", "dc2")))
+	for p := range r.Partitions() {
+		pref := r.Preference(p)
+		count := map[string]int{}
+		for _, id := range pref {
+			count[inDC(id)]++
+		}
+		if count["dc1"] != 2 || count["dc2"] != 1 {
+			t.Fatalf("partition %d once dc2 has a member: preference %v, want two dc1 nodes and one dc2", p, pref)
+		}
 	}
 }
 

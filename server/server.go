@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ringkv/ringkv/api/resp"
@@ -43,6 +44,11 @@ type Config struct {
 	// creation: every node must agree).
 	Replicas   int
 	Partitions int
+	// ReplicasPerDC, when set, places that many replicas in each named DC
+	// (N is their sum; Replicas must be 0 or equal it). Every node must
+	// pass the same counts, and its own DC must be among them. A DC with
+	// no members yet simply gets no replicas until its first node joins.
+	ReplicasPerDC map[string]int
 	// R and W are the default quorums (numbers or ONE/QUORUM/ALL).
 	R, W string
 	// Sync is the engine's commit-log sync mode (batch, periodic, none).
@@ -57,6 +63,28 @@ type Config struct {
 	// BlockCacheSize is the engine's block cache, in bytes. Default: 128 MiB.
 	BlockCacheSize int64
 	Logf           func(format string, args ...any)
+}
+
+// ParseReplicasPerDC parses per-datacenter replica counts written as
+// "dc1:3,dc2:2" (spaces around items allowed; a count may be 0).
+func ParseReplicasPerDC(s string) (map[string]int, error) {
+	out := map[string]int{}
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		dc, count, ok := strings.Cut(item, ":")
+		if !ok || dc == "" {
+			return nil, fmt.Errorf("replicas per DC %q: want DC:COUNT items separated by commas, e.g. dc1:3,dc2:2", s)
+		}
+		n, err := strconv.Atoi(count)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("replicas per DC %q: count of %q must be a number >= 0", s, dc)
+		}
+		if _, dup := out[dc]; dup {
+			return nil, fmt.Errorf("replicas per DC %q: DC %q appears twice", s, dc)
+		}
+		out[dc] = n
+	}
+	return out, nil
 }
 
 // Server is a running node.
@@ -167,7 +195,7 @@ func Start(cfg Config) (s *Server, err error) {
 		Weight:   cfg.Weight,
 		Join:     joins,
 		DataDir:  cfg.DataDir,
-		Ring:     ring.Config{Partitions: cfg.Partitions, Replicas: cfg.Replicas},
+		Ring:     ring.Config{Partitions: cfg.Partitions, Replicas: cfg.Replicas, ReplicasPerDC: cfg.ReplicasPerDC},
 		Logf:     cfg.Logf,
 	})
 	if err != nil {

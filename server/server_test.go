@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -126,5 +127,75 @@ func TestClientLimitsOnBothAPIs(t *testing.T) {
 	}
 	if n := rc.Exists(ctx, "k2").Val(); n != 0 {
 		t.Fatalf("refused PUT stored k2")
+	}
+}
+
+func TestParseReplicasPerDC(t *testing.T) {
+	got, err := ParseReplicasPerDC(" dc1:3, dc2:2 ,dc3:0")
+	if err != nil || len(got) != 3 || got["dc1"] != 3 || got["dc2"] != 2 || got["dc3"] != 0 {
+		t.Fatalf("ParseReplicasPerDC: %v %v", got, err)
+	}
+	for _, bad := range []string{"", "dc1", "dc1:", ":3", "dc1:x", "dc1:-1", "dc1:1,dc1:2", "dc1:1,,dc2:1"} {
+		if _, err := ParseReplicasPerDC(bad); err == nil {
+			t.Errorf("ParseReplicasPerDC(%q) accepted", bad)
+		}
+	}
+}
+
+func freePeerAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// A multi-DC cluster starts one node at a time: the first node of dc1,
+// with counts naming a dc2 that has no members yet, starts and serves
+// writes with the replicas it has; once a dc2 node joins, every key's
+// preference list holds it too.
+func TestMultiDCClusterStartsOneNodeAtATime(t *testing.T) {
+	perDC := map[string]int{"dc1": 1, "dc2": 1}
+	start := func(id, dc string, join ...string) *Server {
+		s, err := Start(Config{NodeID: id, DataDir: t.TempDir(), PeerAddr: freePeerAddr(t),
+			RespAddr: "127.0.0.1:0", HTTPAddr: "", DC: dc, Replicas: 2, ReplicasPerDC: perDC,
+			Partitions: 64, Join: join})
+		if err != nil {
+			t.Fatalf("start %s in %s: %v", id, dc, err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a := start("a", "dc1")
+	ctx := context.Background()
+	rc := redis.NewClient(&redis.Options{Addr: a.RespAddr(), MaxRetries: -1})
+	defer rc.Close()
+	if err := rc.Set(ctx, "k", "v1", 0).Err(); err != nil {
+		t.Fatalf("SET on the only node of a two-DC layout: %v", err)
+	}
+	if got, err := rc.Get(ctx, "k").Result(); err != nil || got != "v1" {
+		t.Fatalf("GET k: %q %v", got, err)
+	}
+	b := start("b", "dc2", a.cfg.PeerAddr)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r := a.Membership().Ring()
+		both := true
+		for p := range r.Partitions() {
+			both = both && len(r.Preference(p)) == 2
+		}
+		if both {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dc2's node %s never entered the preference lists: partition 0 has %v", "b", r.Preference(0))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = b
+	if err := rc.Set(ctx, "k", "v2", 0).Err(); err != nil {
+		t.Fatalf("SET with both DCs present: %v", err)
 	}
 }

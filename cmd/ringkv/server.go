@@ -16,7 +16,7 @@ import (
 
 func newServerCmd() *cobra.Command {
 	var cfg server.Config
-	var join string
+	var join, perDC string
 	var quiet bool
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -30,6 +30,20 @@ commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if join != "" {
 				cfg.Join = strings.Split(join, ",")
+			}
+			if perDC != "" {
+				m, err := server.ParseReplicasPerDC(perDC)
+				if err != nil {
+					return err
+				}
+				sum := 0
+				for _, n := range m {
+					sum += n
+				}
+				if cmd.Flags().Changed("replicas") && cfg.Replicas != sum {
+					return fmt.Errorf("--replicas %d disagrees with --replicas-per-dc %s (sum %d); give one or make them agree", cfg.Replicas, perDC, sum)
+				}
+				cfg.Replicas, cfg.ReplicasPerDC = sum, m
 			}
 			logger := log.New(os.Stderr, "["+cfg.NodeID+"] ", log.LstdFlags|log.Lmicroseconds)
 			if !quiet {
@@ -65,6 +79,7 @@ commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
 	f.StringVar(&cfg.Rack, "rack", "", "rack or zone name")
 	f.IntVar(&cfg.Weight, "weight", 1, "relative capacity (partitions are spread in proportion)")
 	f.IntVar(&cfg.Replicas, "replicas", 3, "N: replicas per key")
+	f.StringVar(&perDC, "replicas-per-dc", "", "replicas per datacenter, e.g. dc1:3,dc2:2 (N is their sum; every node passes the same, and its --dc must be listed)")
 	f.IntVar(&cfg.Partitions, "partitions", 1024, "Q: partitions (power of two, fixed at cluster creation)")
 	f.StringVar(&cfg.R, "r", "QUORUM", "default read quorum: a number, ONE, QUORUM or ALL")
 	f.StringVar(&cfg.W, "w", "QUORUM", "default write quorum: a number, ONE, QUORUM or ALL")
