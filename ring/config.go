@@ -39,8 +39,10 @@ type Config struct {
 	Replicas int
 	// ReplicasPerDC, when non-empty, asks for that many replicas in each
 	// named DC. Every member's DC must be listed (a count of 0 keeps a DC
-	// free of replicas) and every listed DC must have a member, so that a
-	// typo is an error rather than an unreplicated DC.
+	// free of replicas), so that a typo in a member's DC is an error rather
+	// than an unreplicated DC. A listed DC may have no members yet (a
+	// multi-DC cluster starts one node at a time): its share of each
+	// preference list is empty until it has one.
 	ReplicasPerDC map[string]int
 	// VNodesPerWeight is how many virtual-node tokens a member of weight 1
 	// places on the ring. More tokens smooth the hashing and spread a
