@@ -243,6 +243,35 @@ func TestClusterOfProcesses(t *testing.T) {
 			}
 		}
 	}
+	// A pipeline of SETs, with a key written twice: stored and replicated
+	// as batches (one message per peer over real TCP; W=2 needs another
+	// replica's acknowledgement of it), then read back through another node
+	// with R=ALL: one sibling each, the later value for the repeated key.
+	pipe := clients[0].Pipeline()
+	for i := 0; i < 40; i++ {
+		pipe.Set(ctx, fmt.Sprintf("batch-%d", i), fmt.Sprintf("b%d", i), 0)
+	}
+	pipe.Set(ctx, "batch-5", "b5-again", 0)
+	if cmds, err := pipe.Exec(ctx); err != nil {
+		t.Fatalf("pipelined SETs via n1: %v (%d replies)", err, len(cmds))
+	}
+	for i := 0; i < 40; i++ {
+		key, want := fmt.Sprintf("batch-%d", i), fmt.Sprintf("b%d", i)
+		if i == 5 {
+			want = "b5-again"
+		}
+		req, _ := http.NewRequest(http.MethodGet, "http://"+nodes[2].http+"/v1/kv/"+key+"?r=ALL", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), `"value_text":"`+want+`"`) || strings.Count(string(body), `"value":`) != 1 {
+			t.Fatalf("HTTP GET %s with r=ALL via n3: %d %s; want one sibling %q", key, resp.StatusCode, body, want)
+		}
+	}
+
 	// HTTP sees the same data, with a causal context.
 	resp, err := http.Get("http://" + nodes[1].http + "/v1/kv/k7")
 	if err != nil {
