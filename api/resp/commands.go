@@ -101,8 +101,9 @@ func (c *conn) exec(req *request, cmd *command) {
 		return
 	}
 	rw := &c.rw
-	start := time.Now()
+	start := monoNow()
 	errsBefore := rw.errs
+	ran := false
 	switch {
 	case req.Oversize:
 		if req.OversizeLen > int64(c.s.opt.MaxValueSize) {
@@ -120,9 +121,13 @@ func (c *conn) exec(req *request, cmd *command) {
 	default:
 		c.last.Store(cmd)
 		cmd.fn(c, rw, args)
-		cmd.noteDuration(time.Since(start))
+		ran = true
 	}
-	c.record(cmd, start, rw.errs != errsBefore)
+	end := monoNow()
+	if ran {
+		cmd.noteDuration(end - start)
+	}
+	c.record(cmd, start, end, rw.errs != errsBefore)
 }
 
 // call runs a command already known to be valid (known, authorised, right
@@ -130,12 +135,13 @@ func (c *conn) exec(req *request, cmd *command) {
 // possibly on another goroutine, so it touches only thread-safe connection
 // state.
 func (c *conn) call(cmd *command, rw *replyWriter, args [][]byte) {
-	start := time.Now()
+	start := monoNow()
 	errsBefore := rw.errs
 	c.last.Store(cmd)
 	cmd.fn(c, rw, args)
-	cmd.noteDuration(time.Since(start))
-	c.record(cmd, start, rw.errs != errsBefore)
+	end := monoNow()
+	cmd.noteDuration(end - start)
+	c.record(cmd, start, end, rw.errs != errsBefore)
 }
 
 // callSets runs a batch of plain SETs (see pipeline.go) through the
@@ -144,7 +150,7 @@ func (c *conn) call(cmd *command, rw *replyWriter, args [][]byte) {
 // batch's time.
 func (c *conn) callSets(rw *replyWriter, keys, values [][]byte) {
 	cmd := c.s.setCmd
-	start := time.Now()
+	start := monoNow()
 	c.last.Store(cmd)
 	errs := c.s.setBatcher.SetBatch(c.ctx, keys, values)
 	if len(errs) != len(keys) {
@@ -162,12 +168,12 @@ func (c *conn) callSets(rw *replyWriter, keys, values [][]byte) {
 			rw.OK()
 		}
 	}
-	end := time.Now()
-	each := end.Sub(start) / time.Duration(len(keys))
+	end := monoNow()
+	each := (end - start) / time.Duration(len(keys))
 	// The whole batch's time, not each SET's share, feeds the average that
 	// decides whether a SET runs inline: a batch that waited for an fsync
 	// must not make a lone SET look quick.
-	cmd.noteDuration(end.Sub(start))
+	cmd.noteDuration(end - start)
 	failed := 0
 	for _, err := range errs {
 		bad := err != nil
@@ -180,11 +186,19 @@ func (c *conn) callSets(rw *replyWriter, keys, values [][]byte) {
 	}
 	st := &cmd.stats
 	st.calls.Add(uint64(len(keys)))
-	st.usec.Add(uint64(end.Sub(start) / time.Microsecond))
+	st.usec.Add(uint64((end - start) / time.Microsecond))
 	st.errors.Add(uint64(failed))
 	c.s.totalCommands.Add(uint64(len(keys)))
-	c.lastAt.Store(end.UnixNano())
+	c.lastAt.Store(int64(end))
 }
+
+// clockBase is the origin of monoNow.
+var clockBase = time.Now()
+
+// monoNow reads the monotonic clock as the time since clockBase: one clock
+// read, where time.Now takes two (wall and monotonic). Command timing uses
+// it twice per command.
+func monoNow() time.Duration { return time.Since(clockBase) }
 
 // noteDuration folds one execution time into cmd.avgNanos (weight 1/8).
 // Concurrent updates may lose one another's sample; it is only a hint.
@@ -200,10 +214,9 @@ func (cmd *command) arityOK(args [][]byte) bool {
 }
 
 // record updates the statistics after a command (cmd nil: unknown command)
-// that started at start. Safe for concurrent use.
-func (c *conn) record(cmd *command, start time.Time, failed bool) {
-	end := time.Now()
-	d := end.Sub(start)
+// that ran from start to end (monoNow readings). Safe for concurrent use.
+func (c *conn) record(cmd *command, start, end time.Duration, failed bool) {
+	d := end - start
 	st := &c.s.unknown
 	stName := "unknown"
 	if cmd != nil {
@@ -216,7 +229,7 @@ func (c *conn) record(cmd *command, start time.Time, failed bool) {
 		st.errors.Add(1)
 	}
 	c.s.totalCommands.Add(1)
-	c.lastAt.Store(end.UnixNano())
+	c.lastAt.Store(int64(end))
 	if c.s.opt.OnCommand != nil {
 		c.s.opt.OnCommand(stName, d, failed)
 	}
@@ -660,7 +673,7 @@ func (c *conn) describe(now time.Time) string {
 	}
 	idle := time.Duration(0)
 	if at := c.lastAt.Load(); at != 0 {
-		idle = now.Sub(time.Unix(0, at))
+		idle = now.Sub(clockBase) - time.Duration(at)
 	} else {
 		idle = now.Sub(c.born)
 	}

@@ -256,7 +256,7 @@ type conn struct {
 
 	// Read by CLIENT LIST from other connections.
 	last   atomic.Pointer[command]
-	lastAt atomic.Int64 // unix nanoseconds of the last command
+	lastAt atomic.Int64 // monoNow at the end of the last command; 0 before the first
 	proto  atomic.Int32 // mirror of rw.proto
 
 	// Guarded by mu: read by CLIENT LIST from other connections.
