@@ -86,10 +86,11 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, pre
 	// The other replicas get the new version as soon as it is stamped, in
 	// parallel with the local write and its fsync: the write's latency is
 	// the slower of the two, not their sum.
-	results := make(chan error, len(pref))
+	var results chan error
 	sent := 0
 	var stamped func(*version.Object)
 	if len(pref) > 1 {
+		results = make(chan error, len(pref))
 		stamped = func(obj *version.Object) { sent = c.replicate(req.key, obj, pref, results) }
 	}
 	obj, err := c.store.CoordinateThen(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano(), stamped)

@@ -19,6 +19,9 @@ type respBackend struct {
 }
 
 func respErr(err error) error {
+	if err == nil {
+		return nil
+	}
 	var qe *coordinator.QuorumError
 	if errors.As(err, &qe) {
 		return &resp.Error{Code: "QUORUM", Msg: qe.Error()}

@@ -128,13 +128,19 @@ func (c Clock) Covers(d Dot) bool { return d.Counter <= c[d.Node] }
 
 // Nodes returns the nodes with a non-zero entry, sorted.
 func (c Clock) Nodes() []string {
-	ns := make([]string, 0, len(c))
+	return c.appendNodes(make([]string, 0, len(c)))
+}
+
+// appendNodes is Nodes appending to ns (which may be a caller's stack
+// buffer, so that encoding allocates nothing for it).
+func (c Clock) appendNodes(ns []string) []string {
+	start := len(ns)
 	for n, v := range c {
 		if v > 0 {
 			ns = append(ns, n)
 		}
 	}
-	slices.Sort(ns)
+	slices.Sort(ns[start:])
 	return ns
 }
 
@@ -227,7 +233,12 @@ func ParseClock(s string) (Clock, error) {
 // appendClockBody writes the clock without a format byte; the object encoding
 // embeds it after its own format byte.
 func appendClockBody(dst []byte, c Clock) []byte {
-	nodes := c.Nodes()
+	var buf [8]string
+	return appendClockNodes(dst, c, c.appendNodes(buf[:0]))
+}
+
+// appendClockNodes is appendClockBody with c.Nodes() already computed.
+func appendClockNodes(dst []byte, c Clock, nodes []string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(nodes)))
 	for _, n := range nodes {
 		dst = binary.AppendUvarint(dst, uint64(len(n)))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 )
 
 var (
@@ -39,20 +40,26 @@ const flagDeleted = 1 << 0
 // every object built by Write, Merge and DecodeObject is; the bytes of an
 // invalid object are rejected by DecodeObject. A nil o encodes as empty.
 func (o *Object) Encode(dst []byte) []byte {
-	dst = append(dst, objectFormat)
 	if o == nil {
-		return append(dst, 0, 0)
+		return append(dst, objectFormat, 0, 0)
 	}
-	dst = appendClockBody(dst, o.Context)
-	nodes := o.Context.Nodes()
-	index := make(map[string]int, len(nodes))
-	for i, n := range nodes {
-		index[n] = i
+	var buf [8]string // node IDs: a clock rarely names more nodes than N
+	nodes := o.Context.appendNodes(buf[:0])
+	// Grow dst once: the size is known up to varint lengths.
+	size := 1 + binary.MaxVarintLen64*2
+	for _, n := range nodes {
+		size += len(n) + 2*binary.MaxVarintLen64
 	}
+	for _, s := range o.Siblings {
+		size += len(s.Value) + 5*binary.MaxVarintLen64
+	}
+	dst = slices.Grow(dst, size)
+	dst = append(dst, objectFormat)
+	dst = appendClockNodes(dst, o.Context, nodes)
 	dst = binary.AppendUvarint(dst, uint64(len(o.Siblings)))
 	for _, s := range o.Siblings {
-		i, ok := index[s.Dot.Node]
-		if !ok {
+		i := slices.Index(nodes, s.Dot.Node) // nodes is short
+		if i < 0 {
 			i = len(nodes) // invalid object: produce bytes the decoder rejects
 		}
 		dst = binary.AppendUvarint(dst, uint64(i))
