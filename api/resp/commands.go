@@ -409,6 +409,30 @@ func cmdMSet(c *conn, rw *replyWriter, args [][]byte) {
 		rw.Error(wrongArgs("mset"))
 		return
 	}
+	if c.s.setBatcher != nil && len(args) > 3 {
+		// One batch for all pairs (one commit-log write and fsync on each
+		// replica instead of one per pair). Not atomic: on an error the
+		// other pairs may be written, as they may be when SETs fail one by
+		// one.
+		n := (len(args) - 1) / 2
+		keys, values := make([][]byte, n), make([][]byte, n)
+		for i := range n {
+			keys[i], values[i] = args[1+2*i], args[2+2*i]
+		}
+		errs := c.s.setBatcher.SetBatch(c.ctx, keys, values)
+		if len(errs) != n {
+			rw.Error(fmt.Sprintf("ERR backend returned %d results for %d pairs", len(errs), n))
+			return
+		}
+		for _, err := range errs {
+			if err != nil {
+				rw.backendError(err)
+				return
+			}
+		}
+		rw.OK()
+		return
+	}
 	for i := 1; i < len(args); i += 2 {
 		if err := c.s.b.Set(c.ctx, args[i], args[i+1]); err != nil {
 			rw.backendError(err)
