@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/binary"
 	"sync"
 
 	"github.com/ringkv/ringkv/replica"
@@ -129,15 +130,18 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 		}
 		for node, pb := range peers {
 			anySent = true
-			payload := encodeReplicateBatch(pb.keys, pb.objs)
-			go func() {
-				sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
-				defer cancel()
-				err := c.send(sctx, node, kindReplicateBatch, payload)
-				for _, j := range pb.idx {
-					results[j] <- err
-				}
-			}()
+			for _, m := range splitReplicateBatch(pb.keys, pb.objs) {
+				payload := encodeReplicateBatch(m.keys, m.encoded)
+				idx := pb.idx[m.from:m.to]
+				go func() {
+					sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
+					defer cancel()
+					err := c.send(sctx, node, kindReplicateBatch, payload)
+					for _, j := range idx {
+						results[j] <- err
+					}
+				}()
+			}
 		}
 	}
 	_, writeErrs, batchErr := c.store.CoordinateBatch(writes, c.o.Now().UnixNano(), stamped)
@@ -162,4 +166,44 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 			errs[i] = &QuorumError{Op: "write", Needed: quorum[j], Answered: acks, Replicas: len(prefs[i]), Last: localErr}
 		}
 	}
+}
+
+// Bounds of one kindReplicateBatch message: well under the transport's
+// frame limit and the receiver's entry limit, whatever the batch.
+const (
+	replicateBatchMaxEntries = 1024
+	replicateBatchMaxBytes   = 4 << 20
+)
+
+// replicateMessage is entries [from, to) of a peer's share of a batch,
+// with their objects encoded.
+type replicateMessage struct {
+	from, to int
+	keys     [][]byte
+	encoded  [][]byte
+}
+
+// splitReplicateBatch encodes objs and cuts keys into messages of at most
+// replicateBatchMaxEntries entries and, unless a single entry is larger,
+// replicateBatchMaxBytes bytes.
+func splitReplicateBatch(keys [][]byte, objs []*version.Object) []replicateMessage {
+	var out []replicateMessage
+	cur := replicateMessage{}
+	size := 0
+	for i := range keys {
+		enc := objs[i].Encode(nil)
+		n := len(keys[i]) + len(enc) + 2*binary.MaxVarintLen64
+		if cur.to > cur.from && (cur.to-cur.from >= replicateBatchMaxEntries || size+n > replicateBatchMaxBytes) {
+			out = append(out, cur)
+			cur, size = replicateMessage{from: i, to: i}, 0
+		}
+		cur.keys = append(cur.keys, keys[i])
+		cur.encoded = append(cur.encoded, enc)
+		cur.to = i + 1
+		size += n
+	}
+	if cur.to > cur.from {
+		out = append(out, cur)
+	}
+	return out
 }

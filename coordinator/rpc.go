@@ -31,16 +31,19 @@ const (
 const maxBatchEntries = 1 << 16
 
 // encodeReplicateBatch: uvarint count | count × (uvarint len(key) | key |
-// uvarint len(object) | encoded object).
-func encodeReplicateBatch(keys [][]byte, objs []*version.Object) []byte {
-	b := binary.AppendUvarint(nil, uint64(len(keys)))
-	var enc []byte
+// uvarint len(object) | encoded object). encoded holds the objects already
+// encoded (see splitReplicateBatch).
+func encodeReplicateBatch(keys, encoded [][]byte) []byte {
+	size := binary.MaxVarintLen64
+	for i := range keys {
+		size += len(keys[i]) + len(encoded[i]) + 2*binary.MaxVarintLen64
+	}
+	b := binary.AppendUvarint(make([]byte, 0, size), uint64(len(keys)))
 	for i, key := range keys {
 		b = binary.AppendUvarint(b, uint64(len(key)))
 		b = append(b, key...)
-		enc = objs[i].Encode(enc[:0])
-		b = binary.AppendUvarint(b, uint64(len(enc)))
-		b = append(b, enc...)
+		b = binary.AppendUvarint(b, uint64(len(encoded[i])))
+		b = append(b, encoded[i]...)
 	}
 	return b
 }

@@ -7,6 +7,52 @@ import (
 	"github.com/ringkv/ringkv/version"
 )
 
+func encodeAll(objs []*version.Object) [][]byte {
+	out := make([][]byte, len(objs))
+	for i, o := range objs {
+		out[i] = o.Encode(nil)
+	}
+	return out
+}
+
+// A batch too big for one message is cut into several, each within the
+// entry and byte bounds, together holding every entry once, in order.
+func TestSplitReplicateBatch(t *testing.T) {
+	big := &version.Object{}
+	big.WriteBlind("n1", make([]byte, 1<<20), false, 1)
+	small := &version.Object{}
+	small.WriteBlind("n1", []byte("v"), false, 1)
+	var keys [][]byte
+	var objs []*version.Object
+	for i := range 3000 {
+		keys = append(keys, []byte{byte(i >> 8), byte(i)})
+		if i%500 == 0 {
+			objs = append(objs, big) // 6 MiB of large values in all
+		} else {
+			objs = append(objs, small)
+		}
+	}
+	msgs := splitReplicateBatch(keys, objs)
+	next := 0
+	for _, m := range msgs {
+		if m.from != next || m.to <= m.from || len(m.keys) != m.to-m.from {
+			t.Fatalf("message [%d, %d) with %d keys after entry %d", m.from, m.to, len(m.keys), next)
+		}
+		next = m.to
+		payload := encodeReplicateBatch(m.keys, m.encoded)
+		if len(m.keys) > replicateBatchMaxEntries || len(payload) > replicateBatchMaxBytes+64 {
+			t.Fatalf("message of %d entries, %d bytes: over the bounds", len(m.keys), len(payload))
+		}
+		gotKeys, _, err := decodeReplicateBatch(payload)
+		if err != nil || !bytes.Equal(gotKeys[0], keys[m.from]) {
+			t.Fatalf("message [%d, %d) does not decode to its entries: %v", m.from, m.to, err)
+		}
+	}
+	if next != len(keys) || len(msgs) < 3 {
+		t.Fatalf("%d messages covering %d of %d entries", len(msgs), next, len(keys))
+	}
+}
+
 func batchFixture() ([][]byte, []*version.Object) {
 	a := &version.Object{}
 	a.WriteBlind("n1", []byte("va"), false, 1)
@@ -21,7 +67,7 @@ func batchFixture() ([][]byte, []*version.Object) {
 // a panic or a partial batch.
 func TestReplicateBatchCodec(t *testing.T) {
 	keys, objs := batchFixture()
-	msg := encodeReplicateBatch(keys, objs)
+	msg := encodeReplicateBatch(keys, encodeAll(objs))
 	gotKeys, gotObjs, err := decodeReplicateBatch(msg)
 	if err != nil {
 		t.Fatal(err)
@@ -49,14 +95,14 @@ func TestReplicateBatchCodec(t *testing.T) {
 
 func FuzzDecodeReplicateBatch(f *testing.F) {
 	keys, objs := batchFixture()
-	f.Add(encodeReplicateBatch(keys, objs))
+	f.Add(encodeReplicateBatch(keys, encodeAll(objs)))
 	f.Add([]byte{1, 0, 0})
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		keys, objs, err := decodeReplicateBatch(msg)
 		if err != nil {
 			return
 		}
-		again := encodeReplicateBatch(keys, objs)
+		again := encodeReplicateBatch(keys, encodeAll(objs))
 		k2, o2, err := decodeReplicateBatch(again)
 		if err != nil {
 			t.Fatalf("re-encoded batch does not decode: %v", err)

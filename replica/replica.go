@@ -277,11 +277,12 @@ func (s *Store) ApplyBatch(keys [][]byte, incoming []*version.Object) error {
 			b.Set(EncodeKey(nil, []byte(key)), merged[key].Encode(nil))
 		}
 	}
+	if err := b.Err(); err != nil {
+		// Checked first: a failed Set leaves the batch's count short.
+		return fmt.Errorf("replica apply batch: %w", err)
+	}
 	if b.Count() == 0 {
 		return nil
-	}
-	if err := b.Err(); err != nil {
-		return fmt.Errorf("replica apply batch: %w", err)
 	}
 	if err := s.db.Apply(b, nil); err != nil {
 		return fmt.Errorf("replica apply batch of %d: %w", b.Count(), err)

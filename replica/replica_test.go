@@ -267,3 +267,20 @@ func TestApplyBatchMergesLikeApply(t *testing.T) {
 		t.Fatalf("a: want the two concurrent writes as siblings, got %v", got.Live())
 	}
 }
+
+// An ApplyBatch that cannot store one of its keys (a merged object over the
+// engine's limit) returns the error instead of acknowledging writes it did
+// not store.
+func TestApplyBatchReportsAnUnstorableKey(t *testing.T) {
+	src := openStore(t, "n1")
+	ok, _ := src.Coordinate([]byte("ok"), nil, []byte("v"), false, 1)
+	huge := &version.Object{}
+	huge.WriteBlind("n1", make([]byte, storage.MaxValueSize+1), false, 2)
+	dst := openStore(t, "n2")
+	if err := dst.ApplyBatch([][]byte{[]byte("ok"), []byte("huge")}, []*version.Object{ok, huge}); err == nil {
+		t.Fatal("ApplyBatch with an object over the engine's limit returned nil")
+	}
+	if obj, _ := dst.Get([]byte("ok")); obj != nil {
+		t.Fatalf("a failed batch stored part of itself: %v", obj.Live())
+	}
+}

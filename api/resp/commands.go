@@ -414,20 +414,27 @@ func cmdMSet(c *conn, rw *replyWriter, args [][]byte) {
 		// replica instead of one per pair). Not atomic: on an error the
 		// other pairs may be written, as they may be when SETs fail one by
 		// one.
-		n := (len(args) - 1) / 2
-		keys, values := make([][]byte, n), make([][]byte, n)
-		for i := range n {
-			keys[i], values[i] = args[1+2*i], args[2+2*i]
-		}
-		errs := c.s.setBatcher.SetBatch(c.ctx, keys, values)
-		if len(errs) != n {
-			rw.Error(fmt.Sprintf("ERR backend returned %d results for %d pairs", len(errs), n))
-			return
-		}
-		for _, err := range errs {
-			if err != nil {
-				rw.backendError(err)
+		// Batches are bounded as pipelined SETs are (maxSetBatch pairs,
+		// maxSetBatchBytes), however long the MSET.
+		pairs := args[1:]
+		for len(pairs) > 0 {
+			var keys, values [][]byte
+			size := 0
+			for len(pairs) > 0 && len(keys) < maxSetBatch && size < maxSetBatchBytes {
+				keys, values = append(keys, pairs[0]), append(values, pairs[1])
+				size += len(pairs[0]) + len(pairs[1])
+				pairs = pairs[2:]
+			}
+			errs := c.s.setBatcher.SetBatch(c.ctx, keys, values)
+			if len(errs) != len(keys) {
+				rw.Error(fmt.Sprintf("ERR backend returned %d results for %d pairs", len(errs), len(keys)))
 				return
+			}
+			for _, err := range errs {
+				if err != nil {
+					rw.backendError(err)
+					return
+				}
 			}
 		}
 		rw.OK()

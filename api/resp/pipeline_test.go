@@ -609,3 +609,36 @@ func TestWriteTimeoutOnStalledReader(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A long MSET reaches a SetBatcher in bounded batches, in order, and every
+// pair is written.
+func TestLongMSetBatched(t *testing.T) {
+	b := &batchingBackend{slowBackend: &slowBackend{MapBackend: NewMapBackend()}}
+	_, addr := startServer(t, b, Options{})
+	r := dialRaw(t, addr)
+	args := []string{"MSET"}
+	for i := range 150 {
+		args = append(args, fmt.Sprintf("m%d", i%120), fmt.Sprintf("v%d", i))
+	}
+	r.send(cmd(args...))
+	if got := r.reply(); got != "+OK\r\n" {
+		t.Fatalf("MSET: %q", got)
+	}
+	r.send(cmd("GET", "m5") + cmd("GET", "m119"))
+	if got := r.reply(); got != bulk("v125") {
+		t.Fatalf("GET m5 (set twice in the MSET): %q, want v125", got)
+	}
+	if got := r.reply(); got != bulk("v119") {
+		t.Fatalf("GET m119: %q", got)
+	}
+	total := 0
+	for _, n := range b.batches {
+		if n > maxSetBatch {
+			t.Fatalf("a batch of %d pairs, the bound is %d", n, maxSetBatch)
+		}
+		total += n
+	}
+	if total != 150 || len(b.batches) < 3 {
+		t.Fatalf("batches %v: want 150 pairs in at least 3 batches", b.batches)
+	}
+}
