@@ -39,6 +39,17 @@ type SetBatcher interface {
 	SetBatch(ctx context.Context, keys, values [][]byte) []error
 }
 
+// GetBatcher is optionally implemented by a Backend that can answer several
+// GETs at once more cheaply than one by one (one message per other replica
+// for all of them, say). The server hands it runs of plain pipelined GETs
+// (GET key) while GETs take long enough to be worth it.
+type GetBatcher interface {
+	// GetBatch answers Get(keys[i]) for each i: values[i] and found[i], or
+	// errs[i] (all three slices as long as keys; errs may be nil when all
+	// succeeded).
+	GetBatch(ctx context.Context, keys [][]byte) (values [][]byte, found []bool, errs []error)
+}
+
 // InfoSection is one "# Name" section of the INFO reply.
 type InfoSection struct {
 	Name   string

@@ -145,21 +145,13 @@ func (c *conn) call(cmd *command, rw *replyWriter, args [][]byte) {
 }
 
 // callSets runs a batch of plain SETs (see pipeline.go) through the
-// Backend's SetBatcher, with one reply per SET going to rw in order. The
-// statistics count each SET as one call taking an equal share of the
-// batch's time.
+// Backend's SetBatcher, with one reply per SET going to rw in order.
 func (c *conn) callSets(rw *replyWriter, keys, values [][]byte) {
-	cmd := c.s.setCmd
 	start := monoNow()
-	c.last.Store(cmd)
+	c.last.Store(c.s.setCmd)
 	errs := c.s.setBatcher.SetBatch(c.ctx, keys, values)
 	if len(errs) != len(keys) {
-		// A Backend bug: claim nothing about writes it did not report on.
-		bad := fmt.Errorf("backend returned %d results for %d SETs", len(errs), len(keys))
-		errs = make([]error, len(keys))
-		for i := range errs {
-			errs[i] = bad
-		}
+		errs = backendBug(len(errs), len(keys))
 	}
 	for _, err := range errs {
 		if err != nil {
@@ -168,11 +160,53 @@ func (c *conn) callSets(rw *replyWriter, keys, values [][]byte) {
 			rw.OK()
 		}
 	}
+	c.recordRun(c.s.setCmd, start, errs)
+}
+
+// callGets runs a batch of plain GETs through the Backend's GetBatcher, with
+// one reply per GET going to rw in order.
+func (c *conn) callGets(rw *replyWriter, keys [][]byte) {
+	start := monoNow()
+	c.last.Store(c.s.getCmd)
+	values, found, errs := c.s.getBatcher.GetBatch(c.ctx, keys)
+	if errs == nil {
+		errs = make([]error, len(keys))
+	}
+	if len(values) != len(keys) || len(found) != len(keys) || len(errs) != len(keys) {
+		errs = backendBug(len(values), len(keys))
+	}
+	for i, err := range errs {
+		switch {
+		case err != nil:
+			rw.backendError(err)
+		case found[i]:
+			rw.Bulk(values[i])
+		default:
+			rw.Null()
+		}
+	}
+	c.recordRun(c.s.getCmd, start, errs)
+}
+
+// backendBug is the error of every command of a batch whose Backend
+// answered with the wrong number of results: claim nothing about them.
+func backendBug(got, want int) []error {
+	bad := fmt.Errorf("backend returned %d results for %d commands", got, want)
+	errs := make([]error, want)
+	for i := range errs {
+		errs[i] = bad
+	}
+	return errs
+}
+
+// recordRun updates the statistics after a batch of cmd that started at
+// start, one error per command. Each command counts as one call taking an
+// equal share of the batch's time; the whole batch's time feeds the average
+// that decides whether the command runs inline (a batch that waited for an
+// fsync or another replica must not make a lone command look quick).
+func (c *conn) recordRun(cmd *command, start time.Duration, errs []error) {
 	end := monoNow()
-	each := (end - start) / time.Duration(len(keys))
-	// The whole batch's time, not each SET's share, feeds the average that
-	// decides whether a SET runs inline: a batch that waited for an fsync
-	// must not make a lone SET look quick.
+	each := (end - start) / time.Duration(len(errs))
 	cmd.noteDuration(end - start)
 	failed := 0
 	for _, err := range errs {
@@ -185,10 +219,10 @@ func (c *conn) callSets(rw *replyWriter, keys, values [][]byte) {
 		}
 	}
 	st := &cmd.stats
-	st.calls.Add(uint64(len(keys)))
+	st.calls.Add(uint64(len(errs)))
 	st.usec.Add(uint64((end - start) / time.Microsecond))
 	st.errors.Add(uint64(failed))
-	c.s.totalCommands.Add(uint64(len(keys)))
+	c.s.totalCommands.Add(uint64(len(errs)))
 	c.lastAt.Store(int64(end))
 }
 

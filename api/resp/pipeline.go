@@ -43,11 +43,14 @@ import (
 // Runs of plain SETs (SET key value) go to the Backend as one batch when it
 // implements SetBatcher: a pipeline of SETs then costs one slot, one
 // goroutine hand-off and one Backend call (one commit-log write) instead of
-// one of each per SET. The SETs of a run are held back (in p.sets) until the
-// run ends: at a command that is not a plain SET, at the end of the
-// buffered input, or at maxSetBatch SETs or maxSetBatchBytes of arguments.
-// The batch is then one slot, ordered after the earlier commands on its keys
-// and before the later ones, with the replies of its SETs in order.
+// one of each per SET. Runs of plain GETs (GET key) do the same through
+// GetBatcher, but only while GETs are not quick (in a cluster, where a GET
+// waits for other replicas and a batch asks each of them once). The
+// commands of a run are held back (in p.run) until the run ends: at a
+// command of another kind, at the end of the buffered input, or at
+// maxSetBatch commands or maxSetBatchBytes of arguments. The batch is then
+// one slot, ordered after the earlier commands on its keys and before the
+// later ones, with the replies of its commands in order.
 //
 // A lone command (no further input buffered, nothing in flight) takes the
 // old path: it runs on the connection's goroutine and writes straight into
@@ -89,8 +92,8 @@ const (
 type slot struct {
 	cmd  *command
 	args [][]byte
-	// keys and values hold a batch of SETs (cmd is SET, args is empty);
-	// empty for any other command.
+	// keys (and values, for SETs) hold a batch of SETs or GETs (cmd is SET
+	// or GET, args is empty); empty for any other command.
 	keys, values [][]byte
 	size         int // argument bytes, counted in inFlightBytes
 	rw           replyWriter
@@ -126,8 +129,10 @@ type pipeline struct {
 	jobs      chan *slot
 	workers   int
 	submitted int
-	// sets is the run of plain SETs decoded but not yet dispatched.
-	sets struct {
+	// run is the run of plain SETs or GETs (cmd) decoded but not yet
+	// dispatched; values is nil for GETs.
+	run struct {
+		cmd          *command
 		keys, values [][]byte
 		size         int
 	}
@@ -150,13 +155,19 @@ func (c *conn) handle(req *request) {
 		return
 	}
 	last := c.rd.Buffered() == 0 // nothing more decodable without reading
-	if cmd == c.s.setCmd && len(req.Args) == 3 && c.s.setBatcher != nil &&
-		!(last && c.p.n == 0 && len(c.p.sets.keys) == 0) {
-		c.addSet(req.Args[1], req.Args[2], last)
+	quick := cmd.avgNanos.Load() < int64(inlineBelow) && !c.s.alwaysConcurrent.Load()
+	if c.batchable(cmd, req.Args, quick) && !(last && c.p.n == 0 && len(c.p.run.keys) == 0) {
+		if c.p.run.cmd != cmd {
+			c.flushRun(false) // a run holds one kind of command
+		}
+		var value []byte
+		if len(req.Args) > 2 {
+			value = req.Args[2]
+		}
+		c.addToRun(cmd, req.Args[1], value, last)
 		return
 	}
-	c.flushSets(false)
-	quick := cmd.avgNanos.Load() < int64(inlineBelow) && !c.s.alwaysConcurrent.Load()
+	c.flushRun(false)
 	if (last || quick) && c.p.n == 0 {
 		c.exec(req, cmd) // as fast as without pipelining
 		return
@@ -192,41 +203,60 @@ func (c *conn) dispatch(cmd *command, args [][]byte, inline, quick bool) {
 	c.start(s, inline, quick)
 }
 
-// addSet holds back one plain SET of a run (see the top of this file),
+// batchable reports whether a command joins a run that goes to the
+// Backend as one batch: a plain SET (SET key value) when the Backend is a
+// SetBatcher, and a plain GET (GET key) when it is a GetBatcher and GETs
+// are not quick (a cluster's GETs wait for other replicas; a local GET is
+// cheaper run inline than held back).
+func (c *conn) batchable(cmd *command, args [][]byte, quick bool) bool {
+	switch cmd {
+	case c.s.setCmd:
+		return len(args) == 3 && c.s.setBatcher != nil
+	case c.s.getCmd:
+		return len(args) == 2 && c.s.getBatcher != nil && !quick
+	}
+	return false
+}
+
+// addToRun holds back one command of a run (see the top of this file),
 // dispatching the run when it is complete or full.
-func (c *conn) addSet(key, value []byte, last bool) {
-	sets := &c.p.sets
-	sets.keys = append(sets.keys, key)
-	sets.values = append(sets.values, value)
-	sets.size += len(key) + len(value)
-	if last || len(sets.keys) >= maxSetBatch || sets.size >= maxSetBatchBytes {
-		c.flushSets(last)
+func (c *conn) addToRun(cmd *command, key, value []byte, last bool) {
+	run := &c.p.run
+	run.cmd = cmd
+	run.keys = append(run.keys, key)
+	run.values = append(run.values, value)
+	run.size += len(key) + len(value)
+	if last || len(run.keys) >= maxSetBatch || run.size >= maxSetBatchBytes {
+		c.flushRun(last)
 	}
 }
 
-// setName is args[0] of a SET dispatched alone from a run of one.
-var setName = []byte("SET")
+// setName and getName are args[0] of a command dispatched alone from a run
+// of one.
+var setName, getName = []byte("SET"), []byte("GET")
 
-// flushSets dispatches the run of SETs held back, if any: one SET as the
+// flushRun dispatches the run held back, if any: one command as the
 // command it is, more as one batch slot.
-func (c *conn) flushSets(inline bool) {
-	sets := &c.p.sets
-	switch len(sets.keys) {
-	case 0:
+func (c *conn) flushRun(inline bool) {
+	run := &c.p.run
+	switch {
+	case len(run.keys) == 0:
 		return
-	case 1:
-		c.dispatch(c.s.setCmd, [][]byte{setName, sets.keys[0], sets.values[0]}, inline, false)
+	case len(run.keys) == 1 && run.cmd == c.s.setCmd:
+		c.dispatch(run.cmd, [][]byte{setName, run.keys[0], run.values[0]}, inline, false)
+	case len(run.keys) == 1:
+		c.dispatch(run.cmd, [][]byte{getName, run.keys[0]}, inline, false)
 	default:
-		s := c.newSlot(sets.size)
-		s.cmd = c.s.setCmd
+		s := c.newSlot(run.size)
+		s.cmd = run.cmd
 		s.args = s.args[:0]
-		s.keys = append(s.keys[:0], sets.keys...)
-		s.values = append(s.values[:0], sets.values...)
+		s.keys = append(s.keys[:0], run.keys...)
+		s.values = append(s.values[:0], run.values...)
 		c.start(s, inline, false)
 	}
-	clear(sets.keys)
-	clear(sets.values)
-	sets.keys, sets.values, sets.size = sets.keys[:0], sets.values[:0], 0
+	clear(run.keys)
+	clear(run.values)
+	run.cmd, run.keys, run.values, run.size = nil, run.keys[:0], run.values[:0], 0
 }
 
 // newSlot waits until a command of size argument bytes may be in flight and
@@ -248,7 +278,7 @@ func (c *conn) newSlot(size int) *slot {
 	return s
 }
 
-// start puts a slot filled in by dispatch or flushSets in flight: after the
+// start puts a slot filled in by dispatch or flushRun in flight: after the
 // commands in flight on its keys, on this goroutine or a worker.
 func (c *conn) start(s *slot, inline, quick bool) {
 	p := &c.p
@@ -338,9 +368,12 @@ func (s *slot) run(c *conn) {
 			s.panicked = r
 		}
 	}()
-	if len(s.keys) > 0 {
+	switch {
+	case len(s.keys) > 0 && s.cmd == c.s.setCmd:
 		c.callSets(&s.rw, s.keys, s.values)
-	} else {
+	case len(s.keys) > 0:
+		c.callGets(&s.rw, s.keys)
+	default:
 		c.call(s.cmd, &s.rw, s.args)
 	}
 }
@@ -386,7 +419,7 @@ func (c *conn) retire() {
 // drain finishes every command in flight (and the SETs held back), writing
 // their replies in order.
 func (c *conn) drain() {
-	c.flushSets(true)
+	c.flushRun(true)
 	for c.p.n > 0 {
 		c.retire()
 	}
@@ -397,9 +430,9 @@ func (c *conn) drain() {
 // It keeps Server.Close's promise that no command runs after it returns.
 func (c *conn) abandon() {
 	p := &c.p
-	clear(p.sets.keys) // held back, never started: dropped with the connection
-	clear(p.sets.values)
-	p.sets.keys, p.sets.values = nil, nil
+	clear(p.run.keys) // held back, never started: dropped with the connection
+	clear(p.run.values)
+	p.run.cmd, p.run.keys, p.run.values = nil, nil, nil
 	for ; p.n > 0; p.n-- {
 		<-p.ring[p.head].done
 		p.head = (p.head + 1) % maxInFlight

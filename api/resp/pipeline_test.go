@@ -69,8 +69,9 @@ func (b *slowBackend) Delete(ctx context.Context, k []byte) (bool, error) {
 // records the size of every batch and fails the SETs whose value is "fail".
 type batchingBackend struct {
 	*slowBackend
-	mu      sync.Mutex
-	batches []int
+	mu         sync.Mutex
+	batches    []int // SET batches
+	getBatches []int
 }
 
 func (b *batchingBackend) SetBatch(ctx context.Context, keys, values [][]byte) []error {
@@ -88,6 +89,24 @@ func (b *batchingBackend) SetBatch(ctx context.Context, keys, values [][]byte) [
 		errs[i] = b.MapBackend.Set(ctx, keys[i], values[i])
 	}
 	return errs
+}
+
+func (b *batchingBackend) GetBatch(ctx context.Context, keys [][]byte) ([][]byte, []bool, []error) {
+	b.enter(ctx, "getbatch", keys[0])
+	defer b.active.Add(-1)
+	b.mu.Lock()
+	b.getBatches = append(b.getBatches, len(keys))
+	b.mu.Unlock()
+	values, found := make([][]byte, len(keys)), make([]bool, len(keys))
+	errs := make([]error, len(keys))
+	for i, k := range keys {
+		if string(k) == "fail" {
+			errs[i] = &Error{Code: "QUORUM", Msg: "not enough replicas for fail"}
+			continue
+		}
+		values[i], found[i], errs[i] = b.MapBackend.Get(ctx, k)
+	}
+	return values, found, errs
 }
 
 func (b *batchingBackend) maxBatch() int {
@@ -640,5 +659,57 @@ func TestLongMSetBatched(t *testing.T) {
 	}
 	if total != 150 || len(b.batches) < 3 {
 		t.Fatalf("batches %v: want 150 pairs in at least 3 batches", b.batches)
+	}
+}
+
+// While GETs are slow (a cluster's), a pipeline's runs of GETs reach a
+// GetBatcher as batches; every GET still sees the SETs before it, a GET the
+// backend fails gets its own error, and the replies stay in order.
+func TestPipelinedGetsBatchedWhenSlow(t *testing.T) {
+	b := &batchingBackend{slowBackend: &slowBackend{MapBackend: NewMapBackend(),
+		delay: func(op string, _ []byte) time.Duration {
+			if op == "get" || op == "getbatch" {
+				return 200 * time.Microsecond
+			}
+			return 0
+		}}}
+	_, addr := startServer(t, b, Options{})
+	r := dialRaw(t, addr)
+	// Lone GETs first, so that GET's moving average learns it is slow.
+	for range 20 {
+		r.send(cmd("GET", "warm"))
+		if got := r.reply(); got != "$-1\r\n" {
+			t.Fatalf("GET warm: %q", got)
+		}
+	}
+	var wire strings.Builder
+	var want []string
+	for i := range 40 {
+		k := fmt.Sprintf("g%d", i%10)
+		wire.WriteString(cmd("SET", k, fmt.Sprintf("v%d", i)))
+		want = append(want, "+OK\r\n")
+		for range 3 {
+			wire.WriteString(cmd("GET", k))
+			want = append(want, bulk(fmt.Sprintf("v%d", i)))
+		}
+		if i == 20 {
+			wire.WriteString(cmd("GET", "fail"))
+			want = append(want, "-QUORUM not enough replicas for fail\r\n")
+		}
+	}
+	r.send(wire.String())
+	for i, w := range want {
+		if got := r.reply(); got != w {
+			t.Fatalf("reply %d: got %q, want %q", i, got, w)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := 0
+	for _, n := range b.getBatches {
+		m = max(m, n)
+	}
+	if m < 2 {
+		t.Fatalf("no GET batch of more than %d reached the backend (batches %v)", m, b.getBatches)
 	}
 }

@@ -74,10 +74,12 @@ type Server struct {
 	b    Backend
 	opt  Options
 	cmds map[string]*command
-	// setCmd is the SET command; setBatcher is the Backend as a SetBatcher,
-	// nil if it is not one (see pipeline.go).
-	setCmd     *command
-	setBatcher SetBatcher
+	// setCmd and getCmd are the SET and GET commands; setBatcher and
+	// getBatcher are the Backend as a SetBatcher and a GetBatcher, nil if
+	// it is not one (see pipeline.go).
+	setCmd, getCmd *command
+	setBatcher     SetBatcher
+	getBatcher     GetBatcher
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -114,8 +116,9 @@ func NewServer(b Backend, o Options) *Server {
 		conns:     make(map[*conn]struct{}),
 	}
 	s.cmds = newCommandTable()
-	s.setCmd = s.cmds["set"]
+	s.setCmd, s.getCmd = s.cmds["set"], s.cmds["get"]
 	s.setBatcher, _ = b.(SetBatcher)
+	s.getBatcher, _ = b.(GetBatcher)
 	return s
 }
 
