@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"sync"
+	"time"
 
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/version"
@@ -206,4 +207,158 @@ func splitReplicateBatch(keys [][]byte, objs []*version.Object) []replicateMessa
 		out = append(out, cur)
 	}
 	return out
+}
+
+// GetBatch reads several keys with read quorum r, as Get would read each,
+// and returns one object (nil when absent) or error per key. Where this
+// node is a replica and R > 1, it reads locally and asks each other replica
+// it needs once for all the batch's keys it holds (kindReadBatch), then
+// merges and read-repairs per key. Keys this node does not replicate, keys
+// picked for a full read-repair read, and keys whose batched answers did not
+// come (a failed or slow replica) take Get's own path, concurrently.
+func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*version.Object, []error) {
+	objs := make([]*version.Object, len(keys))
+	errs := make([]error, len(keys))
+	type pending struct {
+		local *version.Object
+		want  int      // remote answers still needed
+		asked []string // remote replicas asked, in order
+		got   []readReply
+	}
+	var slow []int // keys for Get's own path
+	pend := make(map[int]*pending)
+	type peerRead struct {
+		idx  []int
+		keys [][]byte
+	}
+	peers := map[string]*peerRead{}
+	for i, key := range keys {
+		pref, err := c.preference(key)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		q, err := resolve(r, c.o.R, len(pref))
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		full := c.fullRead()
+		if !contains(pref, c.self) || full && len(pref) > 1 {
+			slow = append(slow, i)
+			continue
+		}
+		local, err := c.store.Get(key)
+		if err != nil {
+			slow = append(slow, i)
+			continue
+		}
+		if q == 1 {
+			if local != nil && local.Empty() {
+				local = nil
+			}
+			objs[i] = local
+			continue
+		}
+		p := &pending{local: local, want: q - 1}
+		for _, node := range pref {
+			if len(p.asked) == p.want {
+				break
+			}
+			if node == c.self || !c.cluster.Alive(node) {
+				continue
+			}
+			p.asked = append(p.asked, node)
+			pr := peers[node]
+			if pr == nil {
+				pr = &peerRead{}
+				peers[node] = pr
+			}
+			pr.idx = append(pr.idx, i)
+			pr.keys = append(pr.keys, key)
+		}
+		if len(p.asked) < p.want {
+			slow = append(slow, i) // not enough live replicas to ask in one go
+			for _, node := range p.asked {
+				peers[node].idx = peers[node].idx[:len(peers[node].idx)-1]
+				peers[node].keys = peers[node].keys[:len(peers[node].keys)-1]
+			}
+			continue
+		}
+		pend[i] = p
+	}
+
+	// One message per replica; an answer that is missing or late sends its
+	// keys down Get's path (which asks further replicas).
+	type peerAnswer struct {
+		node string
+		idx  []int
+		objs []*version.Object
+		err  error
+	}
+	answers := make(chan peerAnswer, len(peers))
+	rctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	// A replica that died but is not yet marked down must not eat the whole
+	// request's time: its message gets half of it, and its keys then go
+	// down Get's path with the other half.
+	half := c.o.Timeout / 2
+	if d, ok := rctx.Deadline(); ok {
+		half = time.Until(d) / 2
+	}
+	started := 0
+	for node, pr := range peers {
+		if len(pr.idx) == 0 {
+			continue
+		}
+		started++
+		go func() {
+			sctx, scancel := context.WithTimeout(rctx, half)
+			defer scancel()
+			reply, err := c.call(sctx, node, kindReadBatch, encodeKeys(pr.keys))
+			var objs []*version.Object
+			if err == nil {
+				objs, err = decodeReadBatchReply(reply, len(pr.keys))
+			}
+			answers <- peerAnswer{node: node, idx: pr.idx, objs: objs, err: err}
+		}()
+	}
+	for range started {
+		a := <-answers
+		for n, i := range a.idx {
+			p := pend[i]
+			if a.err != nil {
+				p.want = -1 // fall back
+				continue
+			}
+			p.got = append(p.got, readReply{node: a.node, obj: a.objs[n]})
+		}
+	}
+	for i, p := range pend {
+		if p.want < 0 || len(p.got) < p.want {
+			slow = append(slow, i)
+			continue
+		}
+		got := append([]readReply{{node: c.self, obj: p.local}}, p.got...)
+		var merged *version.Object
+		for _, rep := range got {
+			merged = mergeReply(merged, rep.obj)
+		}
+		c.finishRead(keys[i], len(got), got, nil, 0, func() {})
+		if merged != nil && merged.Empty() {
+			merged = nil
+		}
+		objs[i] = merged
+	}
+
+	var wg sync.WaitGroup
+	for _, i := range slow {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			objs[i], errs[i] = c.Get(ctx, keys[i], r)
+		}()
+	}
+	wg.Wait()
+	return objs, errs
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/internal/testcluster"
@@ -106,5 +107,111 @@ func TestPutBatchErrorsArePerKey(t *testing.T) {
 	}
 	if failed == 0 || ok == 0 {
 		t.Fatalf("want both outcomes: %d failed, %d succeeded", failed, ok)
+	}
+}
+
+// GetBatch from one node answers every key as Get would: keys this node
+// replicates (local read plus one message per other replica) and keys it
+// does not (Get's path), present and absent; a key whose local copy is
+// stale comes back with the newer version, and read repair brings the
+// local copy up to date.
+func TestGetBatch(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 5, Replicas: 3, Seed: 21,
+		Coordinator: coordinator.Options{ReadRepairChance: -1}})
+	ctx := ctxT(t)
+	from := c.Nodes[0]
+	var keys [][]byte
+	want := map[string]string{}
+	for i := range 30 {
+		k := fmt.Sprintf("gb-%d", i)
+		keys = append(keys, []byte(k))
+		if i%5 == 4 {
+			continue // absent
+		}
+		if _, err := c.Nodes[i%5].Coord.Put(ctx, []byte(k), []byte("v-"+k), nil, coordinator.All); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = "v-" + k
+	}
+	// Make from's copy of one key it replicates stale.
+	var stale []byte
+	for _, k := range keys {
+		if _, ok := want[string(k)]; !ok {
+			continue
+		}
+		for _, r := range c.Replicas(k) {
+			if r == from && stale == nil {
+				stale = k
+			}
+		}
+	}
+	if stale == nil {
+		t.Fatal("test needs a present key that node 0 replicates")
+	}
+	c.Net.Isolate(from.ID)
+	writer := c.Nodes[1]
+	old, err := writer.Coord.Get(ctx, stale, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writer.Coord.Put(ctx, stale, []byte("newer"), old.Context, 2); err != nil {
+		t.Fatal(err)
+	}
+	c.Net.Heal()
+	want[string(stale)] = "newer"
+
+	objs, errs := from.Coord.GetBatch(ctx, keys, 2)
+	for i, k := range keys {
+		if errs[i] != nil {
+			t.Fatalf("GetBatch %s: %v", k, errs[i])
+		}
+		w, present := want[string(k)]
+		got := liveValues(objs[i])
+		switch {
+		case !present && objs[i] != nil:
+			t.Fatalf("GetBatch %s (absent): %v", k, got)
+		case present && (len(got) != 1 || got[0] != w):
+			t.Fatalf("GetBatch %s: %q, want [%q]", k, got, w)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		local, err := from.Store.Get(stale)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := liveValues(local); len(got) == 1 && got[0] == "newer" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read repair did not update node 0's stale copy of %s: %q", stale, liveValues(local))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A replica that does not answer (cut off, not yet marked down) costs a
+// GetBatch part of its time, not its answers: the keys go down Get's path.
+func TestGetBatchPastADeadReplica(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 5, Replicas: 3, Seed: 22,
+		Coordinator: coordinator.Options{ReadRepairChance: -1}})
+	ctx := ctxT(t)
+	var keys [][]byte
+	for i := range 20 {
+		k := []byte(fmt.Sprintf("dead-%d", i))
+		keys = append(keys, k)
+		if _, err := c.Nodes[0].Coord.Put(ctx, k, k, nil, coordinator.All); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Net.Isolate(c.Nodes[3].ID) // alive as far as the failure detector knows
+	objs, errs := c.Nodes[0].Coord.GetBatch(ctx, keys, 2)
+	for i, k := range keys {
+		if errs[i] != nil {
+			t.Fatalf("GetBatch %s with a dead replica: %v", k, errs[i])
+		}
+		if got := liveValues(objs[i]); len(got) != 1 || got[0] != string(k) {
+			t.Fatalf("GetBatch %s: %q", k, got)
+		}
 	}
 }

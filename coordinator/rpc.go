@@ -24,7 +24,71 @@ const (
 	// them with one engine batch. Request: see encodeReplicateBatch.
 	// Reply: empty.
 	kindReplicateBatch uint8 = 4
+	// kindReadBatch asks a replica for its objects of several keys.
+	// Request: see encodeKeys. Reply: uvarint count | count × (uvarint
+	// len(object) | encoded object), a length of 0 for an absent key.
+	kindReadBatch uint8 = 5
 )
+
+// encodeKeys: uvarint count | count × (uvarint len(key) | key).
+func encodeKeys(keys [][]byte) []byte {
+	size := binary.MaxVarintLen64
+	for _, k := range keys {
+		size += len(k) + binary.MaxVarintLen64
+	}
+	b := binary.AppendUvarint(make([]byte, 0, size), uint64(len(keys)))
+	for _, k := range keys {
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+	}
+	return b
+}
+
+func decodeKeys(b []byte) ([][]byte, error) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n == 0 || n > maxBatchEntries || n > uint64(len(b)) {
+		return nil, errMalformed
+	}
+	b = b[w:]
+	keys := make([][]byte, 0, n)
+	for range n {
+		k, rest, err := readBytes(b)
+		if err != nil {
+			return nil, err
+		}
+		keys, b = append(keys, k), rest
+	}
+	if len(b) != 0 {
+		return nil, errMalformed
+	}
+	return keys, nil
+}
+
+// decodeReadBatchReply parses a kindReadBatch reply for want keys.
+func decodeReadBatchReply(b []byte, want int) ([]*version.Object, error) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n != uint64(want) {
+		return nil, errMalformed
+	}
+	b = b[w:]
+	objs := make([]*version.Object, want)
+	for i := range objs {
+		enc, rest, err := readBytes(b)
+		if err != nil {
+			return nil, err
+		}
+		if len(enc) > 0 {
+			if objs[i], err = version.DecodeObject(enc); err != nil {
+				return nil, fmt.Errorf("%w: read batch object %d: %v", errMalformed, i, err)
+			}
+		}
+		b = rest
+	}
+	if len(b) != 0 {
+		return nil, errMalformed
+	}
+	return objs, nil
+}
 
 // maxBatchEntries bounds the entries a kindReplicateBatch message may
 // declare, so that a malformed count cannot make the receiver allocate.
@@ -181,6 +245,26 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 			return nil, err
 		}
 		return nil, c.store.ApplyBatch(keys, objs)
+	case kindReadBatch:
+		keys, err := decodeKeys(payload)
+		if err != nil {
+			return nil, err
+		}
+		reply := binary.AppendUvarint(nil, uint64(len(keys)))
+		for _, key := range keys {
+			obj, err := c.store.Get(key)
+			if err != nil {
+				return nil, err
+			}
+			if obj == nil {
+				reply = append(reply, 0)
+				continue
+			}
+			enc := obj.Encode(nil)
+			reply = binary.AppendUvarint(reply, uint64(len(enc)))
+			reply = append(reply, enc...)
+		}
+		return reply, nil
 	case kindCoordinate:
 		req, err := decodeWrite(payload)
 		if err != nil {

@@ -114,3 +114,39 @@ func FuzzDecodeReplicateBatch(f *testing.F) {
 		}
 	})
 }
+
+// Read-batch requests and replies round-trip, and damaged ones are errors.
+func TestReadBatchCodec(t *testing.T) {
+	keys, objs := batchFixture()
+	msg := encodeKeys(keys)
+	got, err := decodeKeys(msg)
+	if err != nil || len(got) != len(keys) || !bytes.Equal(got[0], keys[0]) {
+		t.Fatalf("decodeKeys: %q %v", got, err)
+	}
+	for cut := 0; cut < len(msg); cut++ {
+		if _, err := decodeKeys(msg[:cut]); err == nil {
+			t.Fatalf("a request cut to %d of %d bytes decoded", cut, len(msg))
+		}
+	}
+	reply := []byte{3}
+	for _, o := range []*version.Object{objs[0], nil, objs[1]} {
+		if o == nil {
+			reply = append(reply, 0)
+			continue
+		}
+		enc := o.Encode(nil)
+		reply = append(append(reply, byte(len(enc))), enc...)
+	}
+	dec, err := decodeReadBatchReply(reply, 3)
+	if err != nil || dec[1] != nil || !dec[0].Equal(objs[0]) || !dec[2].Equal(objs[1]) {
+		t.Fatalf("decodeReadBatchReply: %v %v", dec, err)
+	}
+	if _, err := decodeReadBatchReply(reply, 2); err == nil {
+		t.Fatal("a reply for 3 keys decoded as one for 2")
+	}
+	for cut := 0; cut < len(reply); cut++ {
+		if _, err := decodeReadBatchReply(reply[:cut], 3); err == nil {
+			t.Fatalf("a reply cut to %d of %d bytes decoded", cut, len(reply))
+		}
+	}
+}

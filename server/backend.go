@@ -97,6 +97,39 @@ func (b respBackend) SetBatch(ctx context.Context, keys, values [][]byte) []erro
 	return errs
 }
 
+// GetBatch is Get for a run of pipelined GETs (resp.GetBatcher): each other
+// replica is asked once for all the keys it holds.
+func (b respBackend) GetBatch(ctx context.Context, keys [][]byte) ([][]byte, []bool, []error) {
+	values, found := make([][]byte, len(keys)), make([]bool, len(keys))
+	errs := make([]error, len(keys))
+	okKeys := make([][]byte, 0, len(keys))
+	pos := make([]int, 0, len(keys))
+	for i, k := range keys {
+		if err := b.checkKey(k); err != nil {
+			errs[i] = err
+			continue
+		}
+		okKeys, pos = append(okKeys, k), append(pos, i)
+	}
+	if len(okKeys) == 0 {
+		return values, found, errs
+	}
+	objs, oerrs := b.s.coord.GetBatch(ctx, okKeys, coordinator.Default)
+	for j, i := range pos {
+		if oerrs[j] != nil {
+			errs[i] = respErr(oerrs[j])
+			continue
+		}
+		if objs[j] == nil {
+			continue
+		}
+		if win, ok := version.LWW(objs[j]); ok && !win.Deleted {
+			values[i], found[i] = win.Value, true
+		}
+	}
+	return values, found, errs
+}
+
 func (b respBackend) Delete(ctx context.Context, key []byte) (bool, error) {
 	if err := b.checkKey(key); err != nil {
 		return false, err
