@@ -138,6 +138,16 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 					sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
 					defer cancel()
 					err := c.send(sctx, node, kindReplicateBatch, payload)
+					if err != nil && isRemote(err) {
+						// The replica answered but refused the batch: a
+						// node of an older version that does not know the
+						// message, or one entry it could not store. Send
+						// the entries one by one, each with its own answer.
+						for n, j := range idx {
+							results[j] <- c.send(sctx, node, kindReplicate, appendReplicate(nil, m.keys[n], m.encoded[n]))
+						}
+						return
+					}
 					for _, j := range idx {
 						results[j] <- err
 					}

@@ -1,6 +1,7 @@
 package coordinator_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/internal/testcluster"
+	"github.com/ringkv/ringkv/transport"
 )
 
 // PutBatch from one node: keys it is a replica of (stored with one engine
@@ -212,6 +214,57 @@ func TestGetBatchPastADeadReplica(t *testing.T) {
 		}
 		if got := liveValues(objs[i]); len(got) != 1 || got[0] != string(k) {
 			t.Fatalf("GetBatch %s: %q", k, got)
+		}
+	}
+}
+
+// A node of an older version, which does not know the batch messages
+// (kinds 4 and 5), still takes a batch's writes one by one and still
+// answers a batch's reads through Get's path: a rolling upgrade does not
+// fail writes or reads.
+func TestBatchesWithAnOlderNode(t *testing.T) {
+	const old = "n2"
+	c := testcluster.New(t, testcluster.Options{Nodes: 5, Replicas: 3, Seed: 23,
+		Coordinator: coordinator.Options{ReadRepairChance: -1},
+		WrapHandler: func(id string, h transport.Handler) transport.Handler {
+			if id != old {
+				return h
+			}
+			return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
+				if kind == 4 || kind == 5 {
+					return nil, fmt.Errorf("unknown peer message kind %d", kind)
+				}
+				return h.Handle(ctx, from, kind, payload)
+			})
+		}})
+	ctx := ctxT(t)
+	from := c.Nodes[0]
+	var keys, values [][]byte
+	withOld := 0
+	for i := range 40 {
+		k := []byte(fmt.Sprintf("upgrade-%d", i))
+		keys, values = append(keys, k), append(values, append([]byte("v-"), k...))
+		for _, r := range c.Replicas(k) {
+			if r.ID == old {
+				withOld++
+			}
+		}
+	}
+	if withOld == 0 {
+		t.Fatal("test needs keys replicated on the older node")
+	}
+	for i, err := range from.Coord.PutBatch(ctx, keys, values, coordinator.All) {
+		if err != nil {
+			t.Fatalf("PutBatch %s with W=ALL and an older replica: %v", keys[i], err)
+		}
+	}
+	objs, errs := from.Coord.GetBatch(ctx, keys, coordinator.All)
+	for i := range keys {
+		if errs[i] != nil {
+			t.Fatalf("GetBatch %s with R=ALL and an older replica: %v", keys[i], errs[i])
+		}
+		if got := liveValues(objs[i]); len(got) != 1 || got[0] != string(values[i]) {
+			t.Fatalf("GetBatch %s: %q", keys[i], got)
 		}
 	}
 }

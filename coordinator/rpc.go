@@ -219,6 +219,14 @@ func encodeReplicate(key []byte, obj *version.Object) []byte {
 	return obj.Encode(b)
 }
 
+// appendReplicate appends a kindReplicate request for key with its object
+// already encoded.
+func appendReplicate(dst, key, encoded []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(key)))
+	dst = append(dst, key...)
+	return append(dst, encoded...)
+}
+
 // Handle serves peer requests; the node's transport server calls it.
 func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
 	switch kind {

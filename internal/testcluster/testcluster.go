@@ -46,6 +46,9 @@ type Options struct {
 	// Coordinator options for every node (Timeout defaults to 500ms here so
 	// that tests with cut links stay fast).
 	Coordinator coordinator.Options
+	// WrapHandler, if set, wraps each node's peer message handler, e.g. to
+	// make a node behave as an older version would.
+	WrapHandler func(nodeID string, h transport.Handler) transport.Handler
 }
 
 // New starts a cluster; it is closed when the test ends.
@@ -91,7 +94,11 @@ func New(tb testing.TB, o Options) *Cluster {
 		n.DB = db
 		n.Store = replica.New(db, m.ID)
 		n.Coord = coordinator.New(m.ID, c.View, n.Store, c.Net.Client(m.ID), o.Coordinator)
-		if n.stop, err = c.Net.Listen(m.ID, n.Coord); err != nil {
+		var h transport.Handler = n.Coord
+		if o.WrapHandler != nil {
+			h = o.WrapHandler(m.ID, h)
+		}
+		if n.stop, err = c.Net.Listen(m.ID, h); err != nil {
 			tb.Fatal(err)
 		}
 		c.Nodes = append(c.Nodes, n)
