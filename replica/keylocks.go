@@ -1,9 +1,12 @@
 package replica
 
 import (
+	"bytes"
 	"hash/maphash"
 	"slices"
 	"sync"
+
+	"github.com/ringkv/ringkv/version"
 )
 
 // keyLocks serialises the read-modify-write cycles of a key. Two writes
@@ -26,10 +29,55 @@ type keyLocks struct {
 const keyLockShards = 64
 
 // keyLock is the lock of one key, in its shard's map while anyone holds or
-// waits for it.
+// waits for it, or has a write of the key staged and not yet committed.
 type keyLock struct {
 	mu   sync.Mutex
-	refs int // holders and waiters; guarded by the shard's mutex
+	refs int // holders, waiters and staged writes; guarded by the shard's mutex
+	// staged holds, per engine key, the newest object a writer staged
+	// (storage.DB.Stage) and has not yet seen committed: the state the
+	// key's next writer must build on, since the engine does not show it
+	// yet. Guarded by mu. Almost always empty or one entry; more only when
+	// keys share a lock (equal hashes).
+	staged []stagedObject
+}
+
+type stagedObject struct {
+	ekey []byte
+	obj  *version.Object
+}
+
+// stagedFor returns the object staged for ekey, or nil. mu must be held.
+func (kl *keyLock) stagedFor(ekey []byte) *version.Object {
+	for _, st := range kl.staged {
+		if bytes.Equal(st.ekey, ekey) {
+			return st.obj
+		}
+	}
+	return nil
+}
+
+// stage records obj as ekey's newest staged state. mu must be held.
+func (kl *keyLock) stage(ekey []byte, obj *version.Object) {
+	for i := range kl.staged {
+		if bytes.Equal(kl.staged[i].ekey, ekey) {
+			kl.staged[i].obj = obj
+			return
+		}
+	}
+	kl.staged = append(kl.staged, stagedObject{ekey: ekey, obj: obj})
+}
+
+// unstage forgets ekey's staged state if it is still obj (a later writer
+// may have staged a newer one). mu must be held.
+func (kl *keyLock) unstage(ekey []byte, obj *version.Object) {
+	for i := range kl.staged {
+		if bytes.Equal(kl.staged[i].ekey, ekey) {
+			if kl.staged[i].obj == obj {
+				kl.staged = slices.Delete(kl.staged, i, i+1)
+			}
+			return
+		}
+	}
 }
 
 var keyLockPool = sync.Pool{New: func() any { return new(keyLock) }}
@@ -44,9 +92,11 @@ func newKeyLocks() *keyLocks {
 
 // lock blocks until the caller holds key's lock. Every lock must be
 // released with unlock(key, the returned lock).
-func (l *keyLocks) lock(key []byte) *keyLock { return l.lockHash(maphash.Bytes(l.seed, key)) }
+func (l *keyLocks) lock(key []byte) *keyLock { return l.lockHash(l.hash(key)) }
 
-func (l *keyLocks) unlock(key []byte, kl *keyLock) { l.unlockHash(maphash.Bytes(l.seed, key), kl) }
+func (l *keyLocks) unlock(key []byte, kl *keyLock) { kl.mu.Unlock(); l.release(l.hash(key), kl) }
+
+func (l *keyLocks) hash(key []byte) uint64 { return maphash.Bytes(l.seed, key) }
 
 func (l *keyLocks) lockHash(h uint64) *keyLock {
 	sh := &l.shards[h%keyLockShards]
@@ -62,36 +112,91 @@ func (l *keyLocks) lockHash(h uint64) *keyLock {
 	return kl
 }
 
-func (l *keyLocks) unlockHash(h uint64, kl *keyLock) {
-	kl.mu.Unlock()
+// release drops one reference to kl (its mutex already unlocked).
+func (l *keyLocks) release(h uint64, kl *keyLock) {
 	sh := &l.shards[h%keyLockShards]
 	sh.mu.Lock()
 	kl.refs--
 	if kl.refs == 0 {
 		delete(sh.m, h)
+		kl.staged = nil
 		keyLockPool.Put(kl)
 	}
 	sh.mu.Unlock()
 }
 
+// heldLocks is the locks of a set of keys, taken by lockAll.
+type heldLocks struct {
+	l      *keyLocks
+	hashes []uint64 // sorted, distinct
+	locks  []*keyLock
+}
+
 // lockAll locks every key of keys (repeats allowed). Each lock is taken
 // once, in hash order, so that two callers holding several keys cannot
-// deadlock (every other path holds one key at a time). It returns the
-// function that releases them all.
-func (l *keyLocks) lockAll(keys [][]byte) (unlock func()) {
+// deadlock.
+func (l *keyLocks) lockAll(keys [][]byte) *heldLocks {
 	hashes := make([]uint64, len(keys))
 	for i, k := range keys {
-		hashes[i] = maphash.Bytes(l.seed, k)
+		hashes[i] = l.hash(k)
 	}
 	slices.Sort(hashes)
 	hashes = slices.Compact(hashes)
-	held := make([]*keyLock, len(hashes))
-	for i, h := range hashes {
-		held[i] = l.lockHash(h)
+	h := &heldLocks{l: l, hashes: hashes, locks: make([]*keyLock, len(hashes))}
+	for i, x := range hashes {
+		h.locks[i] = l.lockHash(x)
 	}
-	return func() {
-		for i, h := range hashes {
-			l.unlockHash(h, held[i])
+	return h
+}
+
+// of returns the held lock of key.
+func (h *heldLocks) of(key []byte) *keyLock {
+	i, _ := slices.BinarySearch(h.hashes, h.l.hash(key))
+	return h.locks[i]
+}
+
+// unlock releases every lock.
+func (h *heldLocks) unlock() {
+	for i, kl := range h.locks {
+		kl.mu.Unlock()
+		h.l.release(h.hashes[i], kl)
+	}
+}
+
+// commitStaged is how a read-modify-write ends once its engine batch is
+// staged: it records each key's new state (ekeys[i] -> objs[i]; the last
+// entry for a key wins) where the key's next writer will find it, unlocks
+// the keys (keeping a reference to their locks) so that the next writer
+// need not wait for this write's fsync, waits for the commit, then forgets
+// the states it recorded and releases the locks. It returns commit's error.
+func (h *heldLocks) commitStaged(commit func() error, ekeys [][]byte, objs []*version.Object) error {
+	for i := range ekeys {
+		if objs[i] != nil {
+			h.locks[i0(h, ekeys[i])].stage(ekeys[i], objs[i])
 		}
 	}
+	for _, kl := range h.locks {
+		kl.mu.Unlock()
+	}
+	err := commit()
+	for _, kl := range h.locks {
+		kl.mu.Lock()
+	}
+	for i := range ekeys {
+		if objs[i] != nil {
+			h.locks[i0(h, ekeys[i])].unstage(ekeys[i], objs[i])
+		}
+	}
+	for i, kl := range h.locks {
+		kl.mu.Unlock()
+		h.l.release(h.hashes[i], kl)
+	}
+	return err
+}
+
+// i0 is the index in h of the lock of an engine key (its user key is what
+// was hashed).
+func i0(h *heldLocks, ekey []byte) int {
+	i, _ := slices.BinarySearch(h.hashes, h.l.hash(ekey[9:]))
+	return i
 }

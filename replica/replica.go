@@ -84,13 +84,6 @@ func (s *Store) get(ekey []byte) (*version.Object, error) {
 	return obj, nil
 }
 
-func (s *Store) put(ekey []byte, obj *version.Object) error {
-	if err := s.db.Set(ekey, obj.Encode(nil)); err != nil {
-		return fmt.Errorf("replica put %q: %w", ekey[9:], err)
-	}
-	return nil
-}
-
 // Coordinate applies a client write on this replica: it stamps a new dot
 // for this node and stores the result. With a nil context the write
 // supersedes everything this replica holds for the key (a blind write, as
@@ -108,10 +101,10 @@ func (s *Store) Coordinate(key []byte, ctx version.Clock, value []byte, deleted 
 // the object.
 func (s *Store) CoordinateThen(key []byte, ctx version.Clock, value []byte, deleted bool, ts int64, stamped func(*version.Object)) (*version.Object, error) {
 	ekey := EncodeKey(nil, key)
-	kl := s.locks.lock(key)
-	defer s.locks.unlock(key, kl)
-	obj, err := s.get(ekey)
+	held := s.locks.lockAll([][]byte{key})
+	obj, err := s.current(held, ekey)
 	if err != nil {
+		held.unlock()
 		return nil, err
 	}
 	if obj == nil {
@@ -122,13 +115,29 @@ func (s *Store) CoordinateThen(key []byte, ctx version.Clock, value []byte, dele
 	} else {
 		obj.Write(s.node, ctx, value, deleted, ts)
 	}
+	b := s.db.NewBatch()
+	b.Set(ekey, obj.Encode(nil))
+	if err := b.Err(); err != nil {
+		held.unlock()
+		return nil, fmt.Errorf("replica put %q: %w", key, err)
+	}
 	if stamped != nil {
 		stamped(obj)
 	}
-	if err := s.put(ekey, obj); err != nil {
-		return nil, err
+	if err := held.commitStaged(s.db.Stage(b, nil), [][]byte{ekey}, []*version.Object{obj}); err != nil {
+		return nil, fmt.Errorf("replica put %q: %w", key, err)
 	}
 	return obj, nil
+}
+
+// current returns the state a read-modify-write of ekey (whose lock is in
+// held) builds on: the object a writer staged and has not yet seen
+// committed, or else the engine's. The caller may modify the result.
+func (s *Store) current(held *heldLocks, ekey []byte) (*version.Object, error) {
+	if st := held.locks[i0(held, ekey)].stagedFor(ekey); st != nil {
+		return st.Clone(), nil
+	}
+	return s.get(ekey)
 }
 
 // Write is one client write in a CoordinateBatch: as the arguments of
@@ -163,7 +172,7 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 	for i, w := range writes {
 		keys[i] = w.Key
 	}
-	defer s.locks.lockAll(keys)()
+	held := s.locks.lockAll(keys)
 
 	// First every new object, so that a write that fails is known before
 	// anything is stamped (and sent to other replicas).
@@ -180,7 +189,7 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 			obj = objs[j].Clone() // objects handed to stamped are never modified
 		} else {
 			var err error
-			if obj, err = s.get(ekeys[i]); err != nil {
+			if obj, err = s.current(held, ekeys[i]); err != nil {
 				errs[i] = err
 				continue
 			}
@@ -211,13 +220,18 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 			b.Set(ekeys[i], encoded[i])
 		}
 	}
-	if stamped != nil && b.Count() > 0 {
-		stamped(objs)
+	if err := b.Err(); err != nil { // excluded by the checks above
+		held.unlock()
+		return objs, errs, fmt.Errorf("replica put batch: %w", err)
 	}
 	if b.Count() == 0 {
+		held.unlock()
 		return objs, errs, nil
 	}
-	if err := s.db.Apply(b, nil); err != nil {
+	if stamped != nil {
+		stamped(objs)
+	}
+	if err := held.commitStaged(s.db.Stage(b, nil), ekeys, objs); err != nil {
 		return objs, errs, fmt.Errorf("replica put batch of %d: %w", b.Count(), err)
 	}
 	return objs, errs, nil
@@ -227,21 +241,29 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 // It reports the merged object and whether anything changed.
 func (s *Store) Apply(key []byte, incoming *version.Object) (*version.Object, bool, error) {
 	ekey := EncodeKey(nil, key)
-	kl := s.locks.lock(key)
-	defer s.locks.unlock(key, kl)
-	cur, err := s.get(ekey)
+	held := s.locks.lockAll([][]byte{key})
+	cur, err := s.current(held, ekey)
 	if err != nil {
+		held.unlock()
 		return nil, false, err
 	}
 	if cur == nil && (incoming == nil || incoming.Empty()) {
+		held.unlock()
 		return nil, false, nil
 	}
 	merged := version.Merge(cur, incoming)
 	if cur != nil && merged.Equal(cur) {
+		held.unlock()
 		return cur, false, nil
 	}
-	if err := s.put(ekey, merged); err != nil {
-		return nil, false, err
+	b := s.db.NewBatch()
+	b.Set(ekey, merged.Encode(nil))
+	if err := b.Err(); err != nil {
+		held.unlock()
+		return nil, false, fmt.Errorf("replica put %q: %w", key, err)
+	}
+	if err := held.commitStaged(s.db.Stage(b, nil), [][]byte{ekey}, []*version.Object{merged}); err != nil {
+		return nil, false, fmt.Errorf("replica put %q: %w", key, err)
 	}
 	return merged, true, nil
 }
@@ -250,14 +272,15 @@ func (s *Store) Apply(key []byte, incoming *version.Object) (*version.Object, bo
 // another replica coordinated), with one engine batch for every key that
 // changed. A key may appear more than once; its versions are all merged.
 func (s *Store) ApplyBatch(keys [][]byte, incoming []*version.Object) error {
-	defer s.locks.lockAll(keys)()
+	held := s.locks.lockAll(keys)
 	merged := make(map[string]*version.Object, len(keys))
 	changed := make(map[string]bool, len(keys))
 	for i, key := range keys {
 		cur, ok := merged[string(key)]
 		if !ok {
 			var err error
-			if cur, err = s.get(EncodeKey(nil, key)); err != nil {
+			if cur, err = s.current(held, EncodeKey(nil, key)); err != nil {
+				held.unlock()
 				return err
 			}
 		}
@@ -272,19 +295,25 @@ func (s *Store) ApplyBatch(keys [][]byte, incoming []*version.Object) error {
 		merged[string(key)] = m
 	}
 	b := s.db.NewBatch()
+	var ekeys [][]byte
+	var objs []*version.Object
 	for key, ok := range changed {
 		if ok {
-			b.Set(EncodeKey(nil, []byte(key)), merged[key].Encode(nil))
+			ekey := EncodeKey(nil, []byte(key))
+			b.Set(ekey, merged[key].Encode(nil))
+			ekeys, objs = append(ekeys, ekey), append(objs, merged[key])
 		}
 	}
 	if err := b.Err(); err != nil {
 		// Checked first: a failed Set leaves the batch's count short.
+		held.unlock()
 		return fmt.Errorf("replica apply batch: %w", err)
 	}
 	if b.Count() == 0 {
+		held.unlock()
 		return nil
 	}
-	if err := s.db.Apply(b, nil); err != nil {
+	if err := held.commitStaged(s.db.Stage(b, nil), ekeys, objs); err != nil {
 		return fmt.Errorf("replica apply batch of %d: %w", b.Count(), err)
 	}
 	return nil

@@ -40,6 +40,32 @@ func (db *DB) Apply(b *Batch, wo *WriteOptions) error {
 	return db.enqueue(w)
 }
 
+// Stage is Apply in two steps. Stage puts the batch in the commit queue and
+// returns at once: its place in the commit order is fixed, after every
+// write staged or applied before it returned and before every later one.
+// The returned commit function waits until the batch is committed, exactly
+// as Apply would, and returns Apply's error. It must be called exactly once,
+// and soon: writes queued behind an uncommitted stage wait for it. The
+// batch must not be modified until commit returns.
+//
+// It lets a caller that serialises writes to a key (under a lock) release
+// the lock once the write is ordered instead of once it is durable, and
+// hand the next writer of the key the state it staged. Every error after a
+// successful Stage is sticky (the engine refuses every later write too), so
+// a write built on a staged state that fails to commit fails as well.
+func (db *DB) Stage(b *Batch, wo *WriteOptions) (commit func() error) {
+	if b.err != nil {
+		err := b.err
+		return func() error { return err }
+	}
+	if b.count == 0 {
+		return func() error { return nil }
+	}
+	w := &pendingWrite{batch: b, sync: db.opts.Sync == SyncBatch || (wo != nil && wo.Sync)}
+	leader := db.push(w)
+	return func() error { return db.await(w, leader) }
+}
+
 // enqueue puts w in the commit queue. The writer at the head of the queue
 // becomes the leader: it takes every write queued behind it (up to
 // maxGroupBytes), writes them to the log in one write, fsyncs once if any of
@@ -48,15 +74,28 @@ func (db *DB) Apply(b *Batch, wo *WriteOptions) error {
 // condition variable would wake every waiter on every group: quadratic in
 // the queue length.)
 func (db *DB) enqueue(w *pendingWrite) error {
+	return db.await(w, db.push(w))
+}
+
+// push appends w to the commit queue and reports whether it is the leader
+// (the queue was empty).
+func (db *DB) push(w *pendingWrite) bool {
 	db.qmu.Lock()
 	leader := len(db.queue) == 0
 	if !leader {
 		// Only a writer that waits needs a channel: a lone writer (the
-		// common single-threaded case) allocates none.
+		// common single-threaded case) allocates none. Buffered, so that a
+		// wake-up sent before the writer waits (see Stage) is not lost.
 		w.wake = make(chan struct{}, 1)
 	}
 	db.queue = append(db.queue, w)
 	db.qmu.Unlock()
+	return leader
+}
+
+// await waits until w is committed, leading a commit group when its turn
+// comes (or at once if leader).
+func (db *DB) await(w *pendingWrite, leader bool) error {
 	if !leader {
 		<-w.wake
 		if w.done {

@@ -282,3 +282,37 @@ func TestLimits(t *testing.T) {
 		t.Fatalf("large value: %d bytes, %v", len(got), err)
 	}
 }
+
+// Stage fixes a batch's place in the commit order when it returns: a batch
+// staged after it commits after it whichever commit function runs first,
+// and a batch with an error reports it from commit.
+func TestStageOrder(t *testing.T) {
+	db, err := Open("db", &Options{FS: vfs.NewMem(), Sync: SyncBatch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for round := range 50 {
+		first, second := db.NewBatch(), db.NewBatch()
+		first.Set([]byte("k"), []byte(fmt.Sprintf("first-%d", round)))
+		second.Set([]byte("k"), []byte(fmt.Sprintf("second-%d", round)))
+		c1 := db.Stage(first, nil)
+		c2 := db.Stage(second, nil)
+		errs := make(chan error, 2)
+		go func() { errs <- c2() }() // the later stage may be waited for first
+		go func() { errs <- c1() }()
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if v, err := db.Get([]byte("k")); err != nil || string(v) != fmt.Sprintf("second-%d", round) {
+			t.Fatalf("round %d: k = %q, %v; want the later stage's value", round, v, err)
+		}
+	}
+	bad := db.NewBatch()
+	bad.Set(make([]byte, MaxKeySize+1), nil)
+	if err := db.Stage(bad, nil)(); !errors.Is(err, ErrKeyTooLarge) {
+		t.Fatalf("staging an invalid batch: commit returned %v", err)
+	}
+}
