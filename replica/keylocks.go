@@ -10,10 +10,11 @@ import (
 )
 
 // keyLocks serialises the read-modify-write cycles of a key. Two writes
-// wait for each other only when they are on the same key: a write holds its
-// lock until its commit-log write (and, in batch sync mode, its fsync) is
-// done, so locks shared by unrelated keys (stripes) would queue a write
-// behind other keys' fsyncs, and a batch holding many keys behind many.
+// wait for each other only when they are on the same key, and only until
+// the first one's engine batch is staged (its commit order fixed): the
+// second builds on the first's staged object (keyLock.staged) while the
+// first waits for its fsync. Locks shared by unrelated keys (stripes) made
+// writes queue behind other keys' writes.
 //
 // Locks are found by the key's 64-bit hash, which saves copying the key
 // into the map: two keys with the same hash (about 2^-64 for a pair) share
@@ -38,43 +39,47 @@ type keyLock struct {
 	// key's next writer must build on, since the engine does not show it
 	// yet. Guarded by mu. Almost always empty or one entry; more only when
 	// keys share a lock (equal hashes).
-	staged []stagedObject
+	staged []*stagedObject
 }
 
+// stagedObject is one staged write's new state of a key.
 type stagedObject struct {
 	ekey []byte
 	obj  *version.Object
+	// done is closed once the write is committed or failed (err).
+	done chan struct{}
+	err  error
 }
 
-// stagedFor returns the object staged for ekey, or nil. mu must be held.
-func (kl *keyLock) stagedFor(ekey []byte) *version.Object {
+// stagedFor returns ekey's newest staged state, or nil. mu must be held.
+func (kl *keyLock) stagedFor(ekey []byte) *stagedObject {
 	for _, st := range kl.staged {
 		if bytes.Equal(st.ekey, ekey) {
-			return st.obj
+			return st
 		}
 	}
 	return nil
 }
 
 // stage records obj as ekey's newest staged state. mu must be held.
-func (kl *keyLock) stage(ekey []byte, obj *version.Object) {
+func (kl *keyLock) stage(ekey []byte, obj *version.Object) *stagedObject {
+	st := &stagedObject{ekey: ekey, obj: obj, done: make(chan struct{})}
 	for i := range kl.staged {
 		if bytes.Equal(kl.staged[i].ekey, ekey) {
-			kl.staged[i].obj = obj
-			return
+			kl.staged[i] = st
+			return st
 		}
 	}
-	kl.staged = append(kl.staged, stagedObject{ekey: ekey, obj: obj})
+	kl.staged = append(kl.staged, st)
+	return st
 }
 
-// unstage forgets ekey's staged state if it is still obj (a later writer
-// may have staged a newer one). mu must be held.
-func (kl *keyLock) unstage(ekey []byte, obj *version.Object) {
+// unstage forgets st if it is still its key's newest staged state (a later
+// writer may have staged a newer one). mu must be held.
+func (kl *keyLock) unstage(st *stagedObject) {
 	for i := range kl.staged {
-		if bytes.Equal(kl.staged[i].ekey, ekey) {
-			if kl.staged[i].obj == obj {
-				kl.staged = slices.Delete(kl.staged, i, i+1)
-			}
+		if kl.staged[i] == st {
+			kl.staged = slices.Delete(kl.staged, i, i+1)
 			return
 		}
 	}
@@ -89,12 +94,6 @@ func newKeyLocks() *keyLocks {
 	}
 	return l
 }
-
-// lock blocks until the caller holds key's lock. Every lock must be
-// released with unlock(key, the returned lock).
-func (l *keyLocks) lock(key []byte) *keyLock { return l.lockHash(l.hash(key)) }
-
-func (l *keyLocks) unlock(key []byte, kl *keyLock) { kl.mu.Unlock(); l.release(l.hash(key), kl) }
 
 func (l *keyLocks) hash(key []byte) uint64 { return maphash.Bytes(l.seed, key) }
 
@@ -149,12 +148,6 @@ func (l *keyLocks) lockAll(keys [][]byte) *heldLocks {
 	return h
 }
 
-// of returns the held lock of key.
-func (h *heldLocks) of(key []byte) *keyLock {
-	i, _ := slices.BinarySearch(h.hashes, h.l.hash(key))
-	return h.locks[i]
-}
-
 // unlock releases every lock.
 func (h *heldLocks) unlock() {
 	for i, kl := range h.locks {
@@ -170,21 +163,28 @@ func (h *heldLocks) unlock() {
 // need not wait for this write's fsync, waits for the commit, then forgets
 // the states it recorded and releases the locks. It returns commit's error.
 func (h *heldLocks) commitStaged(commit func() error, ekeys [][]byte, objs []*version.Object) error {
+	staged := make([]*stagedObject, len(ekeys))
 	for i := range ekeys {
 		if objs[i] != nil {
-			h.locks[i0(h, ekeys[i])].stage(ekeys[i], objs[i])
+			staged[i] = h.locks[i0(h, ekeys[i])].stage(ekeys[i], objs[i])
 		}
 	}
 	for _, kl := range h.locks {
 		kl.mu.Unlock()
 	}
 	err := commit()
+	for _, st := range staged {
+		if st != nil {
+			st.err = err
+			close(st.done)
+		}
+	}
 	for _, kl := range h.locks {
 		kl.mu.Lock()
 	}
-	for i := range ekeys {
-		if objs[i] != nil {
-			h.locks[i0(h, ekeys[i])].unstage(ekeys[i], objs[i])
+	for i, st := range staged {
+		if st != nil {
+			h.locks[i0(h, ekeys[i])].unstage(st)
 		}
 	}
 	for i, kl := range h.locks {

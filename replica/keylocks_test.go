@@ -21,9 +21,9 @@ func TestKeyLocks(t *testing.T) {
 			for i := range 500 {
 				k := (g + i) % len(counters)
 				key := []byte(fmt.Sprintf("key-%d", k))
-				kl := l.lock(key)
+				held := l.lockAll([][]byte{key})
 				counters[k]++
-				l.unlock(key, kl)
+				held.unlock()
 			}
 		}()
 	}
@@ -36,11 +36,10 @@ func TestKeyLocks(t *testing.T) {
 		t.Fatalf("counted %d increments, want %d", total, 8*500)
 	}
 
-	held := l.lock([]byte("a"))
+	heldA := l.lockAll([][]byte{[]byte("a")})
 	done := make(chan struct{})
 	go func() {
-		kl := l.lock([]byte("b"))
-		l.unlock([]byte("b"), kl)
+		l.lockAll([][]byte{[]byte("b")}).unlock()
 		close(done)
 	}()
 	select {
@@ -50,8 +49,7 @@ func TestKeyLocks(t *testing.T) {
 	}
 	blocked := make(chan struct{})
 	go func() {
-		kl := l.lock([]byte("a"))
-		l.unlock([]byte("a"), kl)
+		l.lockAll([][]byte{[]byte("a")}).unlock()
 		close(blocked)
 	}()
 	select {
@@ -59,7 +57,7 @@ func TestKeyLocks(t *testing.T) {
 		t.Fatal("a second lock on key a did not wait for the holder")
 	case <-time.After(50 * time.Millisecond):
 	}
-	l.unlock([]byte("a"), held)
+	heldA.unlock()
 	<-blocked
 	for i := range l.shards {
 		if n := len(l.shards[i].m); n != 0 {

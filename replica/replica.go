@@ -134,10 +134,32 @@ func (s *Store) CoordinateThen(key []byte, ctx version.Clock, value []byte, dele
 // held) builds on: the object a writer staged and has not yet seen
 // committed, or else the engine's. The caller may modify the result.
 func (s *Store) current(held *heldLocks, ekey []byte) (*version.Object, error) {
+	obj, _, err := s.currentFrom(held, ekey)
+	return obj, err
+}
+
+// currentFrom is current, also returning the staged write the state comes
+// from (nil when it is the engine's): a caller that writes nothing must
+// wait for that write's commit before it reports the state as stored.
+func (s *Store) currentFrom(held *heldLocks, ekey []byte) (*version.Object, *stagedObject, error) {
 	if st := held.locks[i0(held, ekey)].stagedFor(ekey); st != nil {
-		return st.Clone(), nil
+		return st.obj.Clone(), st, nil
 	}
-	return s.get(ekey)
+	obj, err := s.get(ekey)
+	return obj, nil, err
+}
+
+// unlockAndWait releases held and waits for the staged writes a caller
+// relied on without writing anything itself, returning the first error.
+func unlockAndWait(held *heldLocks, from []*stagedObject) error {
+	held.unlock()
+	for _, st := range from {
+		<-st.done
+		if st.err != nil {
+			return st.err
+		}
+	}
+	return nil
 }
 
 // Write is one client write in a CoordinateBatch: as the arguments of
@@ -242,18 +264,25 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 func (s *Store) Apply(key []byte, incoming *version.Object) (*version.Object, bool, error) {
 	ekey := EncodeKey(nil, key)
 	held := s.locks.lockAll([][]byte{key})
-	cur, err := s.current(held, ekey)
+	cur, from, err := s.currentFrom(held, ekey)
 	if err != nil {
 		held.unlock()
 		return nil, false, err
 	}
+	var waitFor []*stagedObject
+	if from != nil {
+		waitFor = append(waitFor, from)
+	}
 	if cur == nil && (incoming == nil || incoming.Empty()) {
-		held.unlock()
-		return nil, false, nil
+		return nil, false, unlockAndWait(held, waitFor)
 	}
 	merged := version.Merge(cur, incoming)
 	if cur != nil && merged.Equal(cur) {
-		held.unlock()
+		// Nothing to write, but the state may be a staged write's: it is
+		// stored once that write is.
+		if err := unlockAndWait(held, waitFor); err != nil {
+			return nil, false, err
+		}
 		return cur, false, nil
 	}
 	b := s.db.NewBatch()
@@ -275,13 +304,18 @@ func (s *Store) ApplyBatch(keys [][]byte, incoming []*version.Object) error {
 	held := s.locks.lockAll(keys)
 	merged := make(map[string]*version.Object, len(keys))
 	changed := make(map[string]bool, len(keys))
+	var waitFor []*stagedObject // staged writes whose state the batch relies on
 	for i, key := range keys {
 		cur, ok := merged[string(key)]
 		if !ok {
+			var from *stagedObject
 			var err error
-			if cur, err = s.current(held, EncodeKey(nil, key)); err != nil {
+			if cur, from, err = s.currentFrom(held, EncodeKey(nil, key)); err != nil {
 				held.unlock()
 				return err
+			}
+			if from != nil {
+				waitFor = append(waitFor, from)
 			}
 		}
 		if cur == nil && (incoming[i] == nil || incoming[i].Empty()) {
@@ -310,8 +344,10 @@ func (s *Store) ApplyBatch(keys [][]byte, incoming []*version.Object) error {
 		return fmt.Errorf("replica apply batch: %w", err)
 	}
 	if b.Count() == 0 {
-		held.unlock()
-		return nil
+		// Nothing to write; the states relied on are stored once their
+		// staged writes are. (When the batch writes, its own commit comes
+		// after theirs and fails if theirs did.)
+		return unlockAndWait(held, waitFor)
 	}
 	if err := held.commitStaged(s.db.Stage(b, nil), ekeys, objs); err != nil {
 		return fmt.Errorf("replica apply batch of %d: %w", b.Count(), err)

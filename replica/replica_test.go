@@ -2,10 +2,12 @@ package replica
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/storage"
@@ -371,5 +373,54 @@ func TestConcurrentWritesToOneKeyBuildOnEachOther(t *testing.T) {
 		if !obj.Descends(a) {
 			t.Fatalf("the final object %v lost an applied version %v", obj.Context, a.Context)
 		}
+	}
+}
+
+// An Apply (or ApplyBatch) whose version is already covered by a write
+// that is staged but not yet committed writes nothing, and must not report
+// success before that write is stored: it waits for it, and fails if it
+// fails.
+func TestApplyWaitsForTheStagedWriteItReliesOn(t *testing.T) {
+	key := []byte("k")
+	src := openStore(t, "n1")
+	obj, err := src.Coordinate(key, nil, []byte("v"), false, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		batch     bool
+		commitErr error
+	}{{"apply, commit ok", false, nil}, {"apply, commit failed", false, errors.New("fsync failed")},
+		{"apply batch, commit ok", true, nil}, {"apply batch, commit failed", true, errors.New("fsync failed")}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStore(t, "n2")
+			// Stage obj as a writer would, holding the lock's reference.
+			held := s.locks.lockAll([][]byte{key})
+			st := held.locks[0].stage(EncodeKey(nil, key), obj)
+			held.locks[0].mu.Unlock()
+			res := make(chan error, 1)
+			go func() {
+				if tc.batch {
+					res <- s.ApplyBatch([][]byte{key}, []*version.Object{obj})
+					return
+				}
+				_, _, err := s.Apply(key, obj)
+				res <- err
+			}()
+			select {
+			case err := <-res:
+				t.Fatalf("returned (%v) before the staged write it relies on was committed", err)
+			case <-time.After(50 * time.Millisecond):
+			}
+			st.err = tc.commitErr
+			close(st.done)
+			if err := <-res; (err != nil) != (tc.commitErr != nil) {
+				t.Fatalf("returned %v; the staged write's commit returned %v", err, tc.commitErr)
+			}
+			held.locks[0].mu.Lock()
+			held.locks[0].unstage(st)
+			held.unlock()
+		})
 	}
 }
