@@ -350,11 +350,8 @@ func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*ve
 			continue
 		}
 		got := append([]readReply{{node: c.self, obj: p.local}}, p.got...)
-		var merged *version.Object
-		for _, rep := range got {
-			merged = mergeReply(merged, rep.obj)
-		}
-		c.finishRead(keys[i], len(got), got, nil, 0, func() {})
+		merged := mergeReplies(got)
+		c.repairStale(keys[i], got, merged)
 		if merged != nil && merged.Empty() {
 			merged = nil
 		}

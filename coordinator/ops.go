@@ -330,21 +330,32 @@ func (c *Coordinator) finishRead(key []byte, asked int, got []readReply, replies
 		return
 	}
 	cancel()
+	c.repairStale(key, got, mergeReplies(got))
+}
+
+// repairStale starts read repair when one of the answers in got (all in) is
+// older than their merge.
+func (c *Coordinator) repairStale(key []byte, got []readReply, merged *version.Object) {
+	if merged == nil || merged.Empty() {
+		return
+	}
+	for _, rep := range got {
+		if rep.err == nil && (rep.obj == nil || !rep.obj.Descends(merged)) {
+			go c.repair(key, len(got), got, nil, func() {})
+			return
+		}
+	}
+}
+
+// mergeReplies merges the successful answers in got.
+func mergeReplies(got []readReply) *version.Object {
 	var merged *version.Object
 	for _, rep := range got {
 		if rep.err == nil {
 			merged = mergeReply(merged, rep.obj)
 		}
 	}
-	if merged == nil || merged.Empty() {
-		return
-	}
-	for _, rep := range got {
-		if rep.err == nil && (rep.obj == nil || !rep.obj.Descends(merged)) {
-			go c.repair(key, asked, got, replies, func() {})
-			return
-		}
-	}
+	return merged
 }
 
 func (c *Coordinator) readOne(ctx context.Context, node string, key []byte) readReply {
@@ -370,12 +381,7 @@ func (c *Coordinator) repair(key []byte, asked int, got []readReply, replies <-c
 	for len(got) < asked {
 		got = append(got, <-replies)
 	}
-	var merged *version.Object
-	for _, rep := range got {
-		if rep.err == nil {
-			merged = mergeReply(merged, rep.obj)
-		}
-	}
+	merged := mergeReplies(got)
 	if merged == nil || merged.Empty() {
 		return
 	}
