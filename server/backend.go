@@ -46,14 +46,8 @@ func (b respBackend) Get(ctx context.Context, key []byte) ([]byte, bool, error) 
 	if err != nil {
 		return nil, false, respErr(err)
 	}
-	if obj == nil {
-		return nil, false, nil
-	}
-	win, ok := version.LWW(obj)
-	if !ok || win.Deleted {
-		return nil, false, nil
-	}
-	return win.Value, true, nil
+	value, found := liveValue(obj)
+	return value, found, nil
 }
 
 func (b respBackend) Set(ctx context.Context, key, value []byte) error {
@@ -64,35 +58,49 @@ func (b respBackend) Set(ctx context.Context, key, value []byte) error {
 	return respErr(err)
 }
 
-// SetBatch is Set for a run of pipelined SETs (resp.SetBatcher): the keys
-// this node is a replica of share one engine batch.
-func (b respBackend) SetBatch(ctx context.Context, keys, values [][]byte) []error {
-	errs := make([]error, len(keys))
-	okKeys, okValues := keys, values
-	var pos []int // indices of okKeys in keys, when some keys were refused
+// checkKeys applies checkKey to every key of a batch: errs holds the
+// refusals, pos the indices of the keys accepted.
+func (b respBackend) checkKeys(keys [][]byte) (pos []int, errs []error) {
+	pos, errs = make([]int, 0, len(keys)), make([]error, len(keys))
 	for i, k := range keys {
-		if err := b.checkKey(k); err != nil {
-			errs[i] = err
-			if pos == nil {
-				okKeys, okValues = append([][]byte(nil), keys[:i]...), append([][]byte(nil), values[:i]...)
-				pos = make([]int, i, len(keys))
-				for j := range pos {
-					pos[j] = j
-				}
-			}
-			continue
-		}
-		if pos != nil {
-			okKeys, okValues = append(okKeys, k), append(okValues, values[i])
+		if errs[i] = b.checkKey(k); errs[i] == nil {
 			pos = append(pos, i)
 		}
 	}
-	for j, err := range b.s.coord.PutBatch(ctx, okKeys, okValues, coordinator.Default) {
-		i := j
-		if pos != nil {
-			i = pos[j]
-		}
-		errs[i] = respErr(err)
+	return pos, errs
+}
+
+// subset returns xs at the indices pos (xs itself when pos takes them all).
+func subset(xs [][]byte, pos []int) [][]byte {
+	if len(pos) == len(xs) {
+		return xs
+	}
+	out := make([][]byte, len(pos))
+	for j, i := range pos {
+		out[j] = xs[i]
+	}
+	return out
+}
+
+// liveValue is what Redis GET returns for a stored object: the live sibling
+// with the newest timestamp (ties broken by dot).
+func liveValue(obj *version.Object) ([]byte, bool) {
+	if obj == nil {
+		return nil, false
+	}
+	win, ok := version.LWW(obj)
+	if !ok || win.Deleted {
+		return nil, false
+	}
+	return win.Value, true
+}
+
+// SetBatch is Set for a run of pipelined SETs (resp.SetBatcher): the keys
+// this node is a replica of share one engine batch.
+func (b respBackend) SetBatch(ctx context.Context, keys, values [][]byte) []error {
+	pos, errs := b.checkKeys(keys)
+	for j, err := range b.s.coord.PutBatch(ctx, subset(keys, pos), subset(values, pos), coordinator.Default) {
+		errs[pos[j]] = respErr(err)
 	}
 	return errs
 }
@@ -101,31 +109,17 @@ func (b respBackend) SetBatch(ctx context.Context, keys, values [][]byte) []erro
 // replica is asked once for all the keys it holds.
 func (b respBackend) GetBatch(ctx context.Context, keys [][]byte) ([][]byte, []bool, []error) {
 	values, found := make([][]byte, len(keys)), make([]bool, len(keys))
-	errs := make([]error, len(keys))
-	okKeys := make([][]byte, 0, len(keys))
-	pos := make([]int, 0, len(keys))
-	for i, k := range keys {
-		if err := b.checkKey(k); err != nil {
-			errs[i] = err
-			continue
-		}
-		okKeys, pos = append(okKeys, k), append(pos, i)
-	}
-	if len(okKeys) == 0 {
+	pos, errs := b.checkKeys(keys)
+	if len(pos) == 0 {
 		return values, found, errs
 	}
-	objs, oerrs := b.s.coord.GetBatch(ctx, okKeys, coordinator.Default)
+	objs, oerrs := b.s.coord.GetBatch(ctx, subset(keys, pos), coordinator.Default)
 	for j, i := range pos {
 		if oerrs[j] != nil {
 			errs[i] = respErr(oerrs[j])
 			continue
 		}
-		if objs[j] == nil {
-			continue
-		}
-		if win, ok := version.LWW(objs[j]); ok && !win.Deleted {
-			values[i], found[i] = win.Value, true
-		}
+		values[i], found[i] = liveValue(objs[j])
 	}
 	return values, found, errs
 }
