@@ -100,34 +100,18 @@ func (s *Store) Coordinate(key []byte, ctx version.Clock, value []byte, deleted 
 // the local write (and its fsync) is in progress. stamped must not modify
 // the object.
 func (s *Store) CoordinateThen(key []byte, ctx version.Clock, value []byte, deleted bool, ts int64, stamped func(*version.Object)) (*version.Object, error) {
-	ekey := EncodeKey(nil, key)
-	held := s.locks.lockAll([][]byte{key})
-	obj, err := s.current(held, ekey)
+	var stampedAll func([]*version.Object)
+	if stamped != nil {
+		stampedAll = func(objs []*version.Object) { stamped(objs[0]) }
+	}
+	objs, errs, err := s.CoordinateBatch([]Write{{Key: key, Value: value, Ctx: ctx, Deleted: deleted}}, ts, stampedAll)
+	if err == nil {
+		err = errs[0]
+	}
 	if err != nil {
-		held.unlock()
 		return nil, err
 	}
-	if obj == nil {
-		obj = &version.Object{}
-	}
-	if ctx == nil {
-		obj.WriteBlind(s.node, value, deleted, ts)
-	} else {
-		obj.Write(s.node, ctx, value, deleted, ts)
-	}
-	b := s.db.NewBatch()
-	b.Set(ekey, obj.Encode(nil))
-	if err := b.Err(); err != nil {
-		held.unlock()
-		return nil, fmt.Errorf("replica put %q: %w", key, err)
-	}
-	if stamped != nil {
-		stamped(obj)
-	}
-	if err := held.commitStaged(s.db.Stage(b, nil), [][]byte{ekey}, []*version.Object{obj}); err != nil {
-		return nil, fmt.Errorf("replica put %q: %w", key, err)
-	}
-	return obj, nil
+	return objs[0], nil
 }
 
 // current returns the state a read-modify-write of ekey (whose lock is in
@@ -225,9 +209,12 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 			obj.Write(s.node, w.Ctx, w.Value, w.Deleted, ts)
 		}
 		enc := obj.Encode(nil)
-		if len(ekeys[i]) > storage.MaxKeySize || len(enc) > storage.MaxValueSize {
-			errs[i] = fmt.Errorf("replica put %q: %d-byte key, %d-byte object: over the engine's limits (%d, %d)",
-				w.Key, len(ekeys[i]), len(enc), storage.MaxKeySize, storage.MaxValueSize)
+		if len(ekeys[i]) > storage.MaxKeySize {
+			errs[i] = fmt.Errorf("replica put %q: %w: %d-byte engine key (limit %d)", w.Key, storage.ErrKeyTooLarge, len(ekeys[i]), storage.MaxKeySize)
+			continue
+		}
+		if len(enc) > storage.MaxValueSize {
+			errs[i] = fmt.Errorf("replica put %q: %w: %d-byte object (limit %d)", w.Key, storage.ErrValueTooLarge, len(enc), storage.MaxValueSize)
 			continue
 		}
 		objs[i], encoded[i] = obj, enc
@@ -262,48 +249,27 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 // Apply merges a version received from another replica into the stored one.
 // It reports the merged object and whether anything changed.
 func (s *Store) Apply(key []byte, incoming *version.Object) (*version.Object, bool, error) {
-	ekey := EncodeKey(nil, key)
-	held := s.locks.lockAll([][]byte{key})
-	cur, from, err := s.currentFrom(held, ekey)
+	merged, changed, err := s.applyAll([][]byte{key}, []*version.Object{incoming})
 	if err != nil {
-		held.unlock()
 		return nil, false, err
 	}
-	var waitFor []*stagedObject
-	if from != nil {
-		waitFor = append(waitFor, from)
-	}
-	if cur == nil && (incoming == nil || incoming.Empty()) {
-		return nil, false, unlockAndWait(held, waitFor)
-	}
-	merged := version.Merge(cur, incoming)
-	if cur != nil && merged.Equal(cur) {
-		// Nothing to write, but the state may be a staged write's: it is
-		// stored once that write is.
-		if err := unlockAndWait(held, waitFor); err != nil {
-			return nil, false, err
-		}
-		return cur, false, nil
-	}
-	b := s.db.NewBatch()
-	b.Set(ekey, merged.Encode(nil))
-	if err := b.Err(); err != nil {
-		held.unlock()
-		return nil, false, fmt.Errorf("replica put %q: %w", key, err)
-	}
-	if err := held.commitStaged(s.db.Stage(b, nil), [][]byte{ekey}, []*version.Object{merged}); err != nil {
-		return nil, false, fmt.Errorf("replica put %q: %w", key, err)
-	}
-	return merged, true, nil
+	return merged[string(key)], changed[string(key)], nil
 }
 
 // ApplyBatch is Apply for several versions at once (a batch of writes
 // another replica coordinated), with one engine batch for every key that
 // changed. A key may appear more than once; its versions are all merged.
 func (s *Store) ApplyBatch(keys [][]byte, incoming []*version.Object) error {
+	_, _, err := s.applyAll(keys, incoming)
+	return err
+}
+
+// applyAll is ApplyBatch, also returning each key's merged object (nil for
+// a key never written) and whether it changed.
+func (s *Store) applyAll(keys [][]byte, incoming []*version.Object) (merged map[string]*version.Object, changed map[string]bool, err error) {
 	held := s.locks.lockAll(keys)
-	merged := make(map[string]*version.Object, len(keys))
-	changed := make(map[string]bool, len(keys))
+	merged = make(map[string]*version.Object, len(keys))
+	changed = make(map[string]bool, len(keys))
 	var waitFor []*stagedObject // staged writes whose state the batch relies on
 	for i, key := range keys {
 		cur, ok := merged[string(key)]
@@ -312,7 +278,7 @@ func (s *Store) ApplyBatch(keys [][]byte, incoming []*version.Object) error {
 			var err error
 			if cur, from, err = s.currentFrom(held, EncodeKey(nil, key)); err != nil {
 				held.unlock()
-				return err
+				return nil, nil, err
 			}
 			if from != nil {
 				waitFor = append(waitFor, from)
@@ -341,18 +307,21 @@ func (s *Store) ApplyBatch(keys [][]byte, incoming []*version.Object) error {
 	if err := b.Err(); err != nil {
 		// Checked first: a failed Set leaves the batch's count short.
 		held.unlock()
-		return fmt.Errorf("replica apply batch: %w", err)
+		return nil, nil, fmt.Errorf("replica apply batch: %w", err)
 	}
 	if b.Count() == 0 {
 		// Nothing to write; the states relied on are stored once their
 		// staged writes are. (When the batch writes, its own commit comes
 		// after theirs and fails if theirs did.)
-		return unlockAndWait(held, waitFor)
+		if err := unlockAndWait(held, waitFor); err != nil {
+			return nil, nil, err
+		}
+		return merged, changed, nil
 	}
 	if err := held.commitStaged(s.db.Stage(b, nil), ekeys, objs); err != nil {
-		return fmt.Errorf("replica apply batch of %d: %w", b.Count(), err)
+		return nil, nil, fmt.Errorf("replica apply batch of %d: %w", b.Count(), err)
 	}
-	return nil
+	return merged, changed, nil
 }
 
 // Entry is one key of a range scan.
