@@ -45,7 +45,14 @@ func (s *Store) Node() string { return s.node }
 // DB returns the underlying engine.
 func (s *Store) DB() *storage.DB { return s.db }
 
-// EncodeKey appends the engine key of a user key to dst.
+// TokenOffset is where an engine key's ring token starts: the 8 bytes
+// from it are a hash of the user key, uniformly distributed, which is what
+// storage.Options.MemTableFingers wants to know.
+const TokenOffset = 1
+
+// EncodeKey appends the engine key of a user key to dst: the data prefix,
+// the key's ring token (big-endian, so a partition is one contiguous range),
+// then the key.
 func EncodeKey(dst, key []byte) []byte {
 	if dst == nil {
 		dst = make([]byte, 0, 9+len(key))

@@ -62,7 +62,10 @@ type Config struct {
 	RequestTimeout time.Duration
 	// BlockCacheSize is the engine's block cache, in bytes. Default: 128 MiB.
 	BlockCacheSize int64
-	Logf           func(format string, args ...any)
+	// MemTableSize is the engine's write buffer: the memtable is flushed to
+	// an SSTable when it reaches this many bytes. Default: 64 MiB.
+	MemTableSize int
+	Logf         func(format string, args ...any)
 }
 
 // ParseReplicasPerDC parses per-datacenter replica counts written as
@@ -135,6 +138,9 @@ func Start(cfg Config) (s *Server, err error) {
 	if cfg.BlockCacheSize <= 0 {
 		cfg.BlockCacheSize = 128 << 20
 	}
+	if cfg.MemTableSize <= 0 {
+		cfg.MemTableSize = 64 << 20
+	}
 	rLevel, err := coordinator.ParseLevel(cfg.R)
 	if err != nil {
 		return nil, fmt.Errorf("--r: %w", err)
@@ -168,7 +174,8 @@ func Start(cfg Config) (s *Server, err error) {
 			srv.Close()
 		}
 	}()
-	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "engine"), &storage.Options{Sync: syncMode, BlockCacheSize: cfg.BlockCacheSize, MemTableIndex: true, Logf: cfg.Logf}); err != nil {
+	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "engine"), &storage.Options{Sync: syncMode, BlockCacheSize: cfg.BlockCacheSize, MemTableSize: cfg.MemTableSize, MemTableIndex: true,
+		MemTableFingers: true, MemTableFingerOffset: replica.TokenOffset, Logf: cfg.Logf}); err != nil {
 		return nil, err
 	}
 	s.store = replica.New(s.db, cfg.NodeID)

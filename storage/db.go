@@ -419,8 +419,14 @@ func putBatch(b *Batch) {
 // newMemTable returns an empty memtable of the given arena size, with the
 // point-lookup index when the options ask for it.
 func (db *DB) newMemTable(size int) *memtable.MemTable {
+	var m *memtable.MemTable
 	if db.opts.MemTableIndex {
-		return memtable.NewIndexed(size)
+		m = memtable.NewIndexed(size)
+	} else {
+		m = memtable.New(size)
 	}
-	return memtable.New(size)
+	if db.opts.MemTableFingers {
+		m.UseFingers(db.opts.MemTableFingerOffset)
+	}
+	return m
 }

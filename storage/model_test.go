@@ -28,6 +28,12 @@ var optionSets = map[string]func() *Options{
 		return &Options{MemTableSize: 32 << 10, MemTableIndex: true, L0CompactionTrigger: 2,
 			TargetFileSize: 16 << 10, LBaseMaxBytes: 64 << 10}
 	},
+	// Model keys are "key-%06d": the fingers' field is the digits, ordered
+	// rather than hashed, which must change no result.
+	"memtable-fingers": func() *Options {
+		return &Options{MemTableSize: 32 << 10, MemTableIndex: true, MemTableFingers: true, MemTableFingerOffset: 4,
+			L0CompactionTrigger: 2, TargetFileSize: 16 << 10, LBaseMaxBytes: 64 << 10}
+	},
 	"no-bloom-no-compression": func() *Options {
 		return &Options{MemTableSize: 32 << 10, BloomBitsPerKey: -1, Compression: NoCompression,
 			L0CompactionTrigger: 2, TargetFileSize: 8 << 10, LBaseMaxBytes: 32 << 10}

@@ -87,6 +87,15 @@ type Options struct {
 	// throughput. Worth it where keys are read soon after they are written
 	// (the cluster's replicas read each key before writing it). Default: off.
 	MemTableIndex bool
+	// MemTableFingers tells the memtable that keys hold a uniformly
+	// distributed 8-byte field (a hash, a ring token) starting at byte
+	// MemTableFingerOffset, so that an insert can start its search next to
+	// where the key belongs instead of at the list's head (see
+	// memtable.UseFingers): a third fewer cache misses per write into a
+	// large memtable. It changes no result, and keys without such a field
+	// are only not faster. Default: off.
+	MemTableFingers      bool
+	MemTableFingerOffset int
 	// MaxImmutableMemTables is how many full memtables may wait for their
 	// flush before writers stop. Default: 2.
 	MaxImmutableMemTables int

@@ -88,6 +88,7 @@ commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
 	f.IntVar(&cfg.MaxKeySize, "max-key-size", 1<<10, "largest key accepted from clients, bytes")
 	f.DurationVar(&cfg.RequestTimeout, "timeout", 2*time.Second, "per-request timeout")
 	f.Int64Var(&cfg.BlockCacheSize, "block-cache", 128<<20, "storage engine block cache, bytes")
+	f.IntVar(&cfg.MemTableSize, "memtable-size", 64<<20, "storage engine write buffer: the memtable is flushed to disk at this size, bytes")
 	f.BoolVar(&quiet, "quiet", false, "do not log")
 	return cmd
 }

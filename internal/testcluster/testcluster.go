@@ -87,7 +87,8 @@ func New(tb testing.TB, o Options) *Cluster {
 	}
 	for _, m := range members {
 		n := &Node{ID: m.ID}
-		db, err := storage.Open(tb.TempDir(), &storage.Options{Sync: storage.SyncNone, MemTableSize: 1 << 20, MemTableIndex: true})
+		db, err := storage.Open(tb.TempDir(), &storage.Options{Sync: storage.SyncNone, MemTableSize: 1 << 20, MemTableIndex: true,
+			MemTableFingers: true, MemTableFingerOffset: replica.TokenOffset})
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -17,27 +17,43 @@ func randKey(rng *rand.Rand, dst []byte) []byte {
 
 // BenchmarkAdd inserts 16-byte random keys with 100-byte values, rotating to
 // a fresh 64 MiB memtable (outside the timer) whenever one fills, as the
-// engine would.
+// engine would: with a descent from the head for every entry, and with
+// fingers (UseFingers) on the keys' random first 8 bytes.
 func BenchmarkAdd(b *testing.B) {
-	rng := rand.New(rand.NewPCG(1, 1))
-	val := make([]byte, 100)
-	key := make([]byte, 0, 16)
-	m := New(benchArena)
-	b.SetBytes(16 + 100)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		key = randKey(rng, key)
-		err := m.Add(base.SeqNum(i+1), base.KindSet, key, val)
-		if err == ErrArenaFull {
-			b.StopTimer()
-			m = New(benchArena)
-			b.StartTimer()
-			err = m.Add(base.SeqNum(i+1), base.KindSet, key, val)
+	for _, fingers := range []bool{false, true} {
+		name := "descent"
+		if fingers {
+			name = "fingers"
 		}
-		if err != nil {
-			b.Fatal(err)
-		}
+		b.Run(name, func(b *testing.B) {
+			fresh := func() *MemTable {
+				m := New(benchArena)
+				if fingers {
+					m.UseFingers(0)
+				}
+				return m
+			}
+			rng := rand.New(rand.NewPCG(1, 1))
+			val := make([]byte, 100)
+			key := make([]byte, 0, 16)
+			m := fresh()
+			b.SetBytes(16 + 100)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				key = randKey(rng, key)
+				err := m.Add(base.SeqNum(i+1), base.KindSet, key, val)
+				if err == ErrArenaFull {
+					b.StopTimer()
+					m = fresh()
+					b.StartTimer()
+					err = m.Add(base.SeqNum(i+1), base.KindSet, key, val)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

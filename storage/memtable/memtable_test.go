@@ -340,6 +340,11 @@ func valueFor(dst, key []byte) []byte {
 }
 
 func TestConcurrentReadersOneWriter(t *testing.T) {
+	t.Run("descent", func(t *testing.T) { testConcurrentReadersOneWriter(t, false) })
+	t.Run("fingers", func(t *testing.T) { testConcurrentReadersOneWriter(t, true) })
+}
+
+func testConcurrentReadersOneWriter(t *testing.T, fingers bool) {
 	n := 20000
 	if testing.Short() {
 		n = 5000
@@ -350,6 +355,9 @@ func TestConcurrentReadersOneWriter(t *testing.T) {
 		keys[i] = binary.BigEndian.AppendUint64(nil, rng.Uint64())
 	}
 	m := New(n * 200)
+	if fingers {
+		m.UseFingers(0)
+	}
 	var published atomic.Int64 // keys[:published] are all in the memtable
 	var done atomic.Bool
 	deadline := time.Now().Add(2 * time.Second)
