@@ -95,11 +95,12 @@ func TestFingersModel(t *testing.T) {
 				t.Fatalf("arena %d: Get(%x) = %x, %v; want %x, %v", arena, uk, val, ok, want.value, wok)
 			}
 		}
-		// With every key in the layout, fingers must place most height-one
-		// entries (3 in 4 entries have height one), or they do not do their
-		// job. Keys of other layouts make them fall back more, never fail.
-		if !mixed && m.fingerHits < len(md)/2 {
-			t.Fatalf("arena %d: %d of %d entries placed from fingers, want at least half", arena, m.fingerHits, len(md))
+		// With every key in the layout, fingers must place most entries (all
+		// but the tallest and those first in an empty stretch), or they do
+		// not do their job. Keys of other layouts make them fall back more,
+		// never fail.
+		if !mixed && m.fingerHits < len(md)*3/4 {
+			t.Fatalf("arena %d: %d of %d entries placed from fingers, want at least three in four", arena, m.fingerHits, len(md))
 		}
 		t.Logf("arena %d, mixed layouts %v: %d entries, %d placed from fingers", arena, mixed, len(md), m.fingerHits)
 	}

@@ -144,11 +144,13 @@ type MemTable struct {
 	// fingers let Add skip most of the skiplist descent when keys carry a
 	// uniformly distributed 8-byte field (a hash or a ring token) at
 	// fingerOff; see UseFingers. A key's bucket is the top bits of that
-	// field, and fingers[b] is a node that sorts before bucket b: the last
-	// one before it when the finger is up to date, an earlier one when
-	// inserts have passed it by, 0 when none is known yet.
-	// Writer only: readers never look at them.
+	// field. For each of the fingerLevels lowest levels there is a row of
+	// fingerSlots fingers: row L's finger of bucket b is a node in level L
+	// that sorts before bucket b, the last such node when the finger is up
+	// to date, an earlier one when inserts have passed it by, 0 when none
+	// is known yet. Writer only: readers never look at them.
 	fingers     []uint32
+	fingerSlots uint32
 	fingerOff   int
 	fingerShift uint
 	fingerHits  int // inserts placed from a finger (writer only; for tests)
@@ -210,14 +212,14 @@ func NewIndexed(arenaSize int) *MemTable {
 // field, such as a hash or a ring token, starting at byte offset after a
 // prefix that all keys share. Such keys land at random places in the list,
 // and a descent from the head costs a cache miss per node visited. With
-// fingers, Add gives a new entry of height one (three in four) its place by
-// walking the bottom level from the last entry before the key's bucket (a
-// bucket is a narrow range of that field, a few entries when the memtable
-// is full), and descends from the head only for taller entries and when no
-// finger serves. Fingers are hints, checked before use: the order, the
-// readers and every result are the same with or without them, and keys
-// without such a field are only not faster. They take arena/256 bytes.
-// Call UseFingers before the first Add.
+// fingers, Add finds a new entry's neighbours on each of its levels by
+// walking that level from the last node before the key's bucket (a bucket
+// is a narrow range of that field, a few entries when the memtable is
+// full), and descends from the head only for the rare entries taller than
+// fingerLevels and when no finger serves. Fingers are hints, checked before
+// use: the order, the readers and every result are the same with or without
+// them, and keys without such a field are only not faster. They take
+// arena/64 bytes. Call UseFingers before the first Add.
 func (m *MemTable) UseFingers(offset int) {
 	if offset < 0 {
 		panic(fmt.Sprintf("memtable: finger offset %d is negative", offset))
@@ -226,17 +228,21 @@ func (m *MemTable) UseFingers(offset int) {
 	for slots < len(m.arena)/1024 && slots < 1<<22 {
 		slots <<= 1
 	}
-	m.fingers = make([]uint32, slots)
+	m.fingers = make([]uint32, fingerLevels*slots)
+	m.fingerSlots = uint32(slots)
 	m.fingerOff = offset
 	m.fingerShift = uint(64 - bits.TrailingZeros(uint(slots)))
 }
 
 const (
-	// maxFingerSteps bounds the bottom-level walk from a finger; past it Add
-	// descends from the head instead.
+	// fingerLevels is how many of the lowest levels have fingers: all but
+	// one entry in 256 is no taller.
+	fingerLevels = 4
+	// maxFingerSteps bounds the walk from a finger on one level; past it
+	// Add descends from the head instead.
 	maxFingerSteps = 16
-	// maxFingerSpan bounds how many empty buckets one insert re-points at
-	// the new node; fingers beyond stay behind, still valid.
+	// maxFingerSpan bounds how many buckets one insert re-points at the new
+	// node on one level; fingers beyond stay behind, still valid.
 	maxFingerSpan = 16
 )
 
@@ -250,50 +256,67 @@ func (m *MemTable) bucket(userKey []byte) uint32 {
 	return uint32(binary.BigEndian.Uint64(field[:]) >> m.fingerShift)
 }
 
-// fingerSearch looks for the bottom-level neighbours of (userKey, trailer)
-// by walking from bucket b's finger. ok is false when there is no finger,
-// it does not sort before the key (keys whose prefixes differ), or the walk
-// gets too long; the caller then descends from the head. dup reports an
-// entry with the same internal key.
-func (m *MemTable) fingerSearch(b uint32, userKey []byte, trailer uint64) (prev, next uint32, ok, dup bool) {
-	x := m.fingers[b]
-	if x == 0 {
-		return 0, 0, false, false
+// fingerSearch finds the neighbours of (userKey, trailer) on levels
+// 0..height-1 by walking each level from bucket b's finger. ok is false
+// when a finger is missing, does not sort before the key (keys whose
+// prefixes differ), or its walk gets too long; the caller then descends
+// from the head. dup reports an entry with the same internal key.
+func (m *MemTable) fingerSearch(b uint32, userKey []byte, trailer uint64, height int, prev, next *[maxHeight]uint32) (ok, dup bool) {
+	if height > fingerLevels {
+		return false, false
 	}
-	if c := m.compareAt(x, userKey, trailer); c >= 0 {
-		return 0, 0, false, c == 0
-	}
-	for range maxFingerSteps {
-		nx := m.next(x, 0).Load()
-		if nx == 0 {
-			return x, 0, true, false
+	for level := range height {
+		x := m.fingers[uint32(level)*m.fingerSlots+b]
+		if x == 0 {
+			return false, false
 		}
-		c := m.compareAt(nx, userKey, trailer)
-		if c < 0 {
-			x = nx
-			continue
+		if c := m.compareAt(x, userKey, trailer); c >= 0 {
+			return false, c == 0
 		}
-		return x, nx, c > 0, c == 0
+		found := false
+		for range maxFingerSteps {
+			nx := m.next(x, level).Load()
+			if nx == 0 {
+				prev[level], next[level], found = x, 0, true
+				break
+			}
+			c := m.compareAt(nx, userKey, trailer)
+			if c < 0 {
+				x = nx
+				continue
+			}
+			if c == 0 {
+				return false, true
+			}
+			prev[level], next[level], found = x, nx, true
+			break
+		}
+		if !found {
+			return false, false
+		}
 	}
-	return 0, 0, false, false
+	return true, false
 }
 
-// moveFingers records node nd, just added to bucket b with next as its
-// bottom-level successor, as the finger of the buckets it now ends: those
-// after b up to next's bucket, which no node sorts into between nd and
-// next. A finger that is not moved stays valid, only further behind.
-func (m *MemTable) moveFingers(b, nd, next uint32) {
-	last := uint32(len(m.fingers) - 1)
-	if next != 0 {
-		k := m.keyOf(next)
-		last = m.bucket(k[:len(k)-base.TrailerLen])
-		if last < b { // keys with different prefixes: no order to use
-			return
+// moveFingers records node nd, just added to bucket b with next[level] as
+// its successor on each of its levels, as the finger of the buckets it now
+// ends on that level: those after b up to the successor's bucket, which no
+// node of that level sorts into between nd and its successor. A finger that
+// is not moved stays valid, only further behind.
+func (m *MemTable) moveFingers(b, nd uint32, height int, next *[maxHeight]uint32) {
+	for level := range min(height, fingerLevels) {
+		last := m.fingerSlots - 1
+		if nx := next[level]; nx != 0 {
+			k := m.keyOf(nx)
+			last = m.bucket(k[:len(k)-base.TrailerLen])
+			if last < b { // keys with different prefixes: no order to use
+				continue
+			}
 		}
-	}
-	last = min(last, b+maxFingerSpan)
-	for d := b + 1; d <= last && d < uint32(len(m.fingers)); d++ {
-		m.fingers[d] = nd
+		row := m.fingers[uint32(level)*m.fingerSlots : uint32(level+1)*m.fingerSlots]
+		for d := b + 1; d <= min(last, b+maxFingerSpan); d++ {
+			row[d] = nd
+		}
 	}
 }
 
@@ -486,15 +509,13 @@ func (m *MemTable) Add(seq base.SeqNum, kind base.Kind, userKey, value []byte) e
 	viaFinger := false
 	if m.fingers != nil {
 		bucket = m.bucket(userKey)
-		if height == 1 {
-			var dup bool
-			prev[0], next[0], viaFinger, dup = m.fingerSearch(bucket, userKey, trailer)
-			if dup {
-				return ErrDuplicateKey
-			}
-			if viaFinger {
-				m.fingerHits++
-			}
+		var dup bool
+		viaFinger, dup = m.fingerSearch(bucket, userKey, trailer, height, &prev, &next)
+		if dup {
+			return ErrDuplicateKey
+		}
+		if viaFinger {
+			m.fingerHits++
 		}
 	}
 	if !viaFinger {
@@ -554,7 +575,7 @@ func (m *MemTable) Add(seq base.SeqNum, kind base.Kind, userKey, value []byte) e
 		m.height.Store(uint32(height))
 	}
 	if m.fingers != nil {
-		m.moveFingers(bucket, nd, next[0])
+		m.moveFingers(bucket, nd, height, &next)
 	}
 	m.indexAdd(nd, userKey, trailer)
 	m.count.Add(1)
