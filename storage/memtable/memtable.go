@@ -273,29 +273,35 @@ func (m *MemTable) fingerSearch(b uint32, userKey []byte, trailer uint64, height
 		if c := m.compareAt(x, userKey, trailer); c >= 0 {
 			return false, c == 0
 		}
-		found := false
-		for range maxFingerSteps {
-			nx := m.next(x, level).Load()
-			if nx == 0 {
-				prev[level], next[level], found = x, 0, true
-				break
-			}
-			c := m.compareAt(nx, userKey, trailer)
-			if c < 0 {
-				x = nx
-				continue
-			}
-			if c == 0 {
-				return false, true
-			}
-			prev[level], next[level], found = x, nx, true
-			break
-		}
-		if !found {
-			return false, false
+		var dup, ok bool
+		prev[level], next[level], dup, ok = m.walk(x, level, userKey, trailer, 0, maxFingerSteps)
+		if !ok || dup {
+			return false, dup
 		}
 	}
 	return true, false
+}
+
+// walk moves right along level from node x, which sorts before (userKey,
+// trailer), to the last node that does: prev, and its successor next (0 at
+// the end of the level). stop is a node known to sort after the key, met
+// without a comparison (0 for none). steps bounds the moves (negative: no
+// bound); ok is false when they run out. dup reports an entry with the
+// same internal key.
+func (m *MemTable) walk(x uint32, level int, userKey []byte, trailer uint64, stop uint32, steps int) (prev, next uint32, dup, ok bool) {
+	for ; steps != 0; steps-- {
+		nx := m.next(x, level).Load()
+		if nx == 0 || nx == stop {
+			return x, nx, false, true
+		}
+		c := m.compareAt(nx, userKey, trailer)
+		if c < 0 {
+			x = nx
+			continue
+		}
+		return x, nx, c == 0, true
+	}
+	return 0, 0, false, false
 }
 
 // moveFingers records node nd, just added to bucket b with next[level] as
@@ -525,22 +531,10 @@ func (m *MemTable) Add(seq base.SeqNum, kind base.Kind, userKey, value []byte) e
 		// comparison.
 		var stop uint32
 		for level := listHeight - 1; level >= 0; level-- {
-			for {
-				nx := m.next(x, level).Load()
-				if nx == 0 || nx == stop {
-					stop = nx
-					break
-				}
-				c := m.compareAt(nx, userKey, trailer)
-				if c < 0 {
-					x = nx
-					continue
-				}
-				if c == 0 {
-					return ErrDuplicateKey
-				}
-				stop = nx
-				break
+			var dup bool
+			x, stop, dup, _ = m.walk(x, level, userKey, trailer, stop, -1)
+			if dup {
+				return ErrDuplicateKey
 			}
 			prev[level], next[level] = x, stop
 		}
