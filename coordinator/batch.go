@@ -243,18 +243,13 @@ func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*ve
 	}
 	peers := map[string]*peerRead{}
 	for i, key := range keys {
-		pref, err := c.preference(key)
+		plan, err := c.readPlan(key, r)
 		if err != nil {
 			errs[i] = err
 			continue
 		}
-		q, err := resolve(r, c.o.R, len(pref))
-		if err != nil {
-			errs[i] = err
-			continue
-		}
-		full := c.fullRead()
-		if !contains(pref, c.self) || full && len(pref) > 1 {
+		pref, q := plan.pref, plan.r
+		if !contains(pref, c.self) || plan.full && len(pref) > 1 {
 			slow = append(slow, i)
 			continue
 		}

@@ -301,3 +301,49 @@ func TestReadSpeculatesPastAnUndetectedDeadReplica(t *testing.T) {
 		}
 	}
 }
+
+// GetLive answers what a single-value read of Get's object answers, on
+// every node (replicas take the local path at R=1, the others ask), for
+// siblings, a deleted key and a key never written.
+func TestGetLiveAgreesWithGet(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 5, Replicas: 3, Seed: 4})
+	ctx := ctxT(t)
+	check := func(key []byte, wantFound bool) {
+		t.Helper()
+		obj, err := c.Nodes[0].Coord.Get(ctx, key, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, found := version.LiveValue(obj)
+		if found != wantFound {
+			t.Fatalf("%s: Get's live value found=%v, want %v", key, found, wantFound)
+		}
+		for _, n := range c.Nodes {
+			for r := 1; r <= 3; r++ {
+				got, gfound, err := n.Coord.GetLive(ctx, key, r)
+				if err != nil {
+					t.Fatalf("GetLive(%s) via %s at R=%d: %v", key, n.ID, r, err)
+				}
+				if gfound != found || string(got) != string(want) {
+					t.Fatalf("GetLive(%s) via %s at R=%d = %q, %v; Get's object gives %q, %v", key, n.ID, r, got, gfound, want, found)
+				}
+			}
+		}
+	}
+	key := []byte("siblings")
+	for i, n := range c.Nodes[:3] {
+		if _, err := n.Coord.Put(ctx, key, []byte(fmt.Sprint("value-", i)), version.Clock{}, 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check(key, true)
+	obj, err := c.Nodes[0].Coord.Get(ctx, key, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Nodes[1].Coord.Delete(ctx, key, obj.Context, 3); err != nil {
+		t.Fatal(err)
+	}
+	check(key, false)
+	check([]byte("never-written"), false)
+}

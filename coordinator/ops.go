@@ -182,6 +182,53 @@ func (c *Coordinator) call(ctx context.Context, node string, kind uint8, payload
 
 func isRemote(err error) bool { return errors.Is(err, transport.ErrRemote) }
 
+// readPlan is how a read of one key goes: the key's preference list, the
+// read quorum resolved against it, whether this read asks every replica (a
+// ReadRepairChance draw), and whether the local replica's answer is the
+// whole answer. That is the common read at R=1 on a replica, with nothing
+// to merge or repair; only when the local read fails does the read ask the
+// other replicas.
+type readPlan struct {
+	pref      []string
+	r         int
+	full      bool
+	localOnly bool
+}
+
+func (c *Coordinator) readPlan(key []byte, r int) (readPlan, error) {
+	pref, err := c.preference(key)
+	if err != nil {
+		return readPlan{}, err
+	}
+	if r, err = resolve(r, c.o.R, len(pref)); err != nil {
+		return readPlan{}, err
+	}
+	full := c.fullRead()
+	localOnly := r == 1 && contains(pref, c.self) && (!full || len(pref) == 1)
+	return readPlan{pref: pref, r: r, full: full, localOnly: localOnly}, nil
+}
+
+// GetLive is Get for a caller that wants only the value a single-value read
+// answers (version.LiveValue), as Redis GET does. On the local read at R=1
+// it picks the value from the stored bytes without decoding the object.
+func (c *Coordinator) GetLive(ctx context.Context, key []byte, r int) ([]byte, bool, error) {
+	plan, err := c.readPlan(key, r)
+	if err != nil {
+		return nil, false, err
+	}
+	if plan.localOnly {
+		if value, found, err := c.store.GetLive(key); err == nil {
+			return value, found, nil
+		}
+	}
+	obj, err := c.get(ctx, key, plan)
+	if err != nil {
+		return nil, false, err
+	}
+	value, found := version.LiveValue(obj)
+	return value, found, nil
+}
+
 // readReply is one replica's answer to a read.
 type readReply struct {
 	node string
@@ -195,20 +242,16 @@ type readReply struct {
 // answers (nil when no replica has the key). Replicas whose answer is older
 // than the merge of all answers are repaired in the background.
 func (c *Coordinator) Get(ctx context.Context, key []byte, r int) (*version.Object, error) {
-	pref, err := c.preference(key)
+	plan, err := c.readPlan(key, r)
 	if err != nil {
 		return nil, err
 	}
-	r, err = resolve(r, c.o.R, len(pref))
-	if err != nil {
-		return nil, err
-	}
-	local := contains(pref, c.self)
-	full := c.fullRead()
-	if local && r == 1 && (!full || len(pref) == 1) {
-		// The common read at R=1 on a replica: the local answer is the
-		// answer, with nothing to merge or repair. Only when the local read
-		// fails does the general path below ask the other replicas.
+	return c.get(ctx, key, plan)
+}
+
+func (c *Coordinator) get(ctx context.Context, key []byte, plan readPlan) (*version.Object, error) {
+	pref, r, full := plan.pref, plan.r, plan.full
+	if plan.localOnly {
 		obj, err := c.store.Get(key)
 		if err == nil {
 			if obj != nil && obj.Empty() {
@@ -217,6 +260,7 @@ func (c *Coordinator) Get(ctx context.Context, key []byte, r int) (*version.Obje
 			return obj, nil
 		}
 	}
+	local := contains(pref, c.self)
 	// Order: self, then alive replicas, then the rest.
 	order := make([]string, 0, len(pref))
 	if local {

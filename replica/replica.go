@@ -91,6 +91,27 @@ func (s *Store) get(ekey []byte) (*version.Object, error) {
 	return obj, nil
 }
 
+// GetLive returns the value LWW picks for key, which is what Redis GET
+// answers, without decoding the stored object into a version.Object.
+// found is false for a key never written, one with no siblings, and one
+// whose winning sibling is a tombstone.
+func (s *Store) GetLive(key []byte) (value []byte, found bool, err error) {
+	var buf [64]byte
+	ekey := EncodeKey(buf[:0], key)
+	raw, err := s.db.Get(ekey)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("replica get: %w", err)
+	}
+	value, deleted, ok, err := version.DecodeWinner(raw)
+	if err != nil {
+		return nil, false, fmt.Errorf("replica get %q: %w", key, err)
+	}
+	return value, ok && !deleted, nil
+}
+
 // Coordinate applies a client write on this replica: it stamps a new dot
 // for this node and stores the result. With a nil context the write
 // supersedes everything this replica holds for the key (a blind write, as

@@ -42,11 +42,10 @@ func (b respBackend) Get(ctx context.Context, key []byte) ([]byte, bool, error) 
 	if err := b.checkKey(key); err != nil {
 		return nil, false, err
 	}
-	obj, err := b.s.coord.Get(ctx, key, coordinator.Default)
+	value, found, err := b.s.coord.GetLive(ctx, key, coordinator.Default)
 	if err != nil {
 		return nil, false, respErr(err)
 	}
-	value, found := liveValue(obj)
 	return value, found, nil
 }
 
@@ -82,19 +81,6 @@ func subset(xs [][]byte, pos []int) [][]byte {
 	return out
 }
 
-// liveValue is what Redis GET returns for a stored object: the live sibling
-// with the newest timestamp (ties broken by dot).
-func liveValue(obj *version.Object) ([]byte, bool) {
-	if obj == nil {
-		return nil, false
-	}
-	win, ok := version.LWW(obj)
-	if !ok || win.Deleted {
-		return nil, false
-	}
-	return win.Value, true
-}
-
 // SetBatch is Set for a run of pipelined SETs (resp.SetBatcher): the keys
 // this node is a replica of share one engine batch.
 func (b respBackend) SetBatch(ctx context.Context, keys, values [][]byte) []error {
@@ -119,7 +105,7 @@ func (b respBackend) GetBatch(ctx context.Context, keys [][]byte) ([][]byte, []b
 			errs[i] = respErr(oerrs[j])
 			continue
 		}
-		values[i], found[i] = liveValue(objs[j])
+		values[i], found[i] = version.LiveValue(objs[j])
 	}
 	return values, found, errs
 }

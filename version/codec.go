@@ -1,6 +1,7 @@
 package version
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -82,67 +83,165 @@ func (o *Object) Encode(dst []byte) []byte {
 // and never allocates more than a small multiple of len(b). Values are
 // copied, so b may be reused afterwards.
 func DecodeObject(b []byte) (*Object, error) {
-	if len(b) == 0 {
-		return nil, fmt.Errorf("%w: empty object", ErrMalformed)
+	sc, nodes, counters, err := scanObject(b, nil, nil)
+	if err != nil {
+		return nil, err
 	}
-	if b[0] != objectFormat {
-		return nil, fmt.Errorf("%w: object format %d", ErrUnknownFormat, b[0])
+	names := make([]string, len(nodes))
+	ctx := make(Clock, len(nodes))
+	for i, n := range nodes {
+		names[i] = string(n)
+		ctx[names[i]] = counters[i]
 	}
-	d := decoder{b: b, off: 1}
-	ctx, nodes := d.clock()
-	m := d.count(4) // index, counter, flags, timestamp: at least 4 bytes each
 	o := &Object{Context: ctx}
-	if d.err == nil && m > 0 {
-		o.Siblings = make([]Sibling, 0, m)
+	if sc.left > 0 {
+		o.Siblings = make([]Sibling, 0, sc.left)
 	}
-	for i := 0; d.err == nil && i < m; i++ {
-		idx := d.uvarint("sibling node index")
-		counter := d.uvarint("sibling counter")
-		flags := d.byte("sibling flags")
-		ts := d.varint("sibling timestamp")
-		vlen := d.uvarint("value length")
-		if d.err != nil {
-			break
-		}
-		if idx >= uint64(len(nodes)) {
-			d.fail("sibling %d: node index %d out of range (%d context entries)", i, idx, len(nodes))
-			break
-		}
-		dot := Dot{Node: nodes[idx], Counter: counter}
-		if counter == 0 || counter > ctx[dot.Node] {
-			d.fail("sibling %d: dot %v not covered by context %v", i, dot, ctx)
-			break
-		}
-		if flags&^flagDeleted != 0 {
-			d.fail("sibling %d: unknown flags %#x", i, flags)
-			break
-		}
-		deleted := flags&flagDeleted != 0
-		if deleted && vlen != 0 {
-			d.fail("sibling %d: tombstone with a %d-byte value", i, vlen)
-			break
-		}
-		if n := len(o.Siblings); n > 0 && o.Siblings[n-1].Dot.Compare(dot) >= 0 {
-			d.fail("sibling %d: dot %v not after %v", i, dot, o.Siblings[n-1].Dot)
+	for {
+		r, ok := sc.next(nodes, counters)
+		if !ok {
 			break
 		}
 		var value []byte
-		if vlen > 0 {
-			raw := d.bytes(vlen, "value")
-			if d.err != nil {
-				break
-			}
-			value = append([]byte(nil), raw...)
+		if len(r.value) > 0 {
+			value = append([]byte(nil), r.value...)
 		}
-		o.Siblings = append(o.Siblings, Sibling{Dot: dot, Value: value, Deleted: deleted, Timestamp: ts})
+		o.Siblings = append(o.Siblings, Sibling{Dot: Dot{Node: names[r.node], Counter: r.counter}, Value: value, Deleted: r.deleted, Timestamp: r.ts})
 	}
-	if d.err == nil && d.off != len(b) {
-		d.fail("%d trailing bytes after object", len(b)-d.off)
-	}
-	if d.err != nil {
-		return nil, d.err
+	if err := sc.finish(); err != nil {
+		return nil, err
 	}
 	return o, nil
+}
+
+// DecodeWinner returns what LWW would pick from the object Encode wrote to
+// b, without building the object: the winning sibling's value (aliasing b)
+// and whether it is a tombstone; ok is false when there are no siblings.
+// It checks b exactly as DecodeObject does and allocates nothing for
+// objects whose context names at most eight nodes.
+func DecodeWinner(b []byte) (value []byte, deleted, ok bool, err error) {
+	var nodeBuf [8][]byte
+	var counterBuf [8]uint64
+	sc, nodes, counters, err := scanObject(b, nodeBuf[:0], counterBuf[:0])
+	if err != nil {
+		return nil, false, false, err
+	}
+	var win rawSibling
+	for {
+		r, more := sc.next(nodes, counters)
+		if !more {
+			break
+		}
+		// Siblings come in increasing dot order, so on equal timestamps the
+		// later one has the greater dot and wins, as in LWW.
+		if !ok || r.ts >= win.ts {
+			win, ok = r, true
+		}
+	}
+	if err := sc.finish(); err != nil {
+		return nil, false, false, err
+	}
+	return win.value, win.deleted, ok, nil
+}
+
+// objectScanner walks an encoded object, checking it as it goes, without
+// building it. scanObject reads the context; next yields the siblings one
+// by one; finish reports the first error, or trailing bytes.
+type objectScanner struct {
+	d    decoder
+	left int // siblings not yet read
+	read int // siblings read
+	// prevNode and prevCounter are the dot of the sibling read last.
+	prevNode    int
+	prevCounter uint64
+}
+
+// rawSibling is a sibling as encoded: its node is the scanner's
+// nodes[node], and value aliases the input.
+type rawSibling struct {
+	node    int
+	counter uint64
+	deleted bool
+	ts      int64
+	value   []byte
+}
+
+// scanObject begins a scan of b, reading its context: it appends the node
+// IDs in encoded (sorted) order, aliasing b, to nodes and their entries to
+// counters (siblings name their node by its index there), and the caller
+// hands both back to next. A caller's stack arrays keep a small scan off
+// the heap; the scanner does not hold them for the same reason.
+func scanObject(b []byte, nodes [][]byte, counters []uint64) (objectScanner, [][]byte, []uint64, error) {
+	if len(b) == 0 {
+		return objectScanner{}, nil, nil, fmt.Errorf("%w: empty object", ErrMalformed)
+	}
+	if b[0] != objectFormat {
+		return objectScanner{}, nil, nil, fmt.Errorf("%w: object format %d", ErrUnknownFormat, b[0])
+	}
+	d := decoder{b: b, off: 1}
+	n := d.count(3) // length, at least one node byte, counter
+	var prev []byte
+	for i := 0; d.err == nil && i < n; i++ {
+		node, v := d.clockEntry(i, prev)
+		nodes = append(nodes, node)
+		counters = append(counters, v)
+		prev = node
+	}
+	left := d.count(4) // index, counter, flags, timestamp: at least 4 bytes each
+	return objectScanner{d: d, left: left}, nodes, counters, d.err
+}
+
+func (sc *objectScanner) next(nodes [][]byte, counters []uint64) (rawSibling, bool) {
+	d := &sc.d
+	if d.err != nil || sc.left == 0 {
+		return rawSibling{}, false
+	}
+	i := sc.read
+	idx := d.uvarint("sibling node index")
+	counter := d.uvarint("sibling counter")
+	flags := d.byte("sibling flags")
+	ts := d.varint("sibling timestamp")
+	vlen := d.uvarint("value length")
+	if d.err != nil {
+		return rawSibling{}, false
+	}
+	if idx >= uint64(len(nodes)) {
+		d.fail("sibling %d: node index %d out of range (%d context entries)", i, idx, len(nodes))
+		return rawSibling{}, false
+	}
+	r := rawSibling{node: int(idx), counter: counter, deleted: flags&flagDeleted != 0, ts: ts}
+	dot := func(node int, counter uint64) Dot { return Dot{Node: string(nodes[node]), Counter: counter} }
+	switch {
+	case counter == 0 || counter > counters[idx]:
+		d.fail("sibling %d: dot %v not covered by context entry %d", i, dot(r.node, counter), counters[idx])
+	case flags&^flagDeleted != 0:
+		d.fail("sibling %d: unknown flags %#x", i, flags)
+	case r.deleted && vlen != 0:
+		d.fail("sibling %d: tombstone with a %d-byte value", i, vlen)
+	// Node indexes follow node order, so dots compare as (index, counter).
+	case i > 0 && (r.node < sc.prevNode || r.node == sc.prevNode && counter <= sc.prevCounter):
+		d.fail("sibling %d: dot %v not after %v", i, dot(r.node, counter), dot(sc.prevNode, sc.prevCounter))
+	case vlen > 0:
+		r.value = d.bytes(vlen, "value")
+	}
+	if d.err != nil {
+		return rawSibling{}, false
+	}
+	sc.left--
+	sc.read++
+	sc.prevNode, sc.prevCounter = r.node, counter
+	return r, true
+}
+
+func (sc *objectScanner) finish() error {
+	d := &sc.d
+	if d.err == nil && sc.left > 0 {
+		d.fail("%d siblings missing", sc.left)
+	}
+	if d.err == nil && d.off != len(d.b) {
+		d.fail("%d trailing bytes after object", len(d.b)-d.off)
+	}
+	return d.err
 }
 
 // decoder is a bounds-checked cursor; the first error sticks and every later
@@ -231,23 +330,36 @@ func (d *decoder) clock() (Clock, []string) {
 	n := d.count(3) // length, at least one node byte, counter
 	c := make(Clock, n)
 	nodes := make([]string, 0, n)
+	var prev []byte
 	for i := 0; d.err == nil && i < n; i++ {
-		l := d.uvarint("node length")
-		node := string(d.bytes(l, "node"))
-		v := d.uvarint("counter")
+		node, v := d.clockEntry(i, prev)
 		if d.err != nil {
 			break
 		}
-		switch {
-		case node == "":
-			d.fail("empty node id")
-		case v == 0:
-			d.fail("zero counter for node %q", node)
-		case i > 0 && nodes[i-1] >= node:
-			d.fail("node %q not after %q", node, nodes[i-1])
-		}
-		c[node] = v
-		nodes = append(nodes, node)
+		c[string(node)] = v
+		nodes = append(nodes, string(node))
+		prev = node
 	}
 	return c, nodes
+}
+
+// clockEntry reads entry i of a clock body, prev being entry i-1's node:
+// a node ID (non-empty, after prev) and its counter (non-zero). The node
+// aliases the input.
+func (d *decoder) clockEntry(i int, prev []byte) (node []byte, v uint64) {
+	l := d.uvarint("node length")
+	node = d.bytes(l, "node")
+	v = d.uvarint("counter")
+	if d.err != nil {
+		return nil, 0
+	}
+	switch {
+	case len(node) == 0:
+		d.fail("empty node id")
+	case v == 0:
+		d.fail("zero counter for node %q", node)
+	case i > 0 && bytes.Compare(prev, node) >= 0:
+		d.fail("node %q not after %q", node, prev)
+	}
+	return node, v
 }

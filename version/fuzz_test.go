@@ -18,12 +18,16 @@ func FuzzDecodeObject(f *testing.F) {
 	f.Add((*Object)(nil).Encode(nil))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		o, err := DecodeObject(data)
+		if _, _, _, werr := DecodeWinner(data); (werr == nil) != (err == nil) {
+			t.Fatalf("DecodeObject error %v but DecodeWinner error %v", err, werr)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnknownFormat) {
 				t.Fatalf("undocumented error: %v", err)
 			}
 			return
 		}
+		requireWinner(t, data, o)
 		if err := o.Validate(); err != nil {
 			t.Fatalf("decoded invalid object %v: %v", o, err)
 		}

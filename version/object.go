@@ -348,6 +348,18 @@ func LWW(o *Object) (winner Sibling, ok bool) {
 	return winner, true
 }
 
+// LiveValue is what a single-value read (Redis GET) answers for o: the
+// value of the sibling LWW picks, or false when o has no siblings or that
+// sibling is a tombstone. DecodeWinner gives the same answer from o's
+// encoding without decoding it.
+func LiveValue(o *Object) ([]byte, bool) {
+	win, ok := LWW(o)
+	if !ok || win.Deleted {
+		return nil, false
+	}
+	return win.Value, true
+}
+
 // Validate checks the invariants listed on Object. Objects built by Write,
 // Merge and DecodeObject always pass; it exists for objects built by hand
 // and for tests.

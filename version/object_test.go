@@ -325,3 +325,23 @@ func TestObjectEncodingRoundTripAndErrors(t *testing.T) {
 		t.Errorf("format 9: err = %v", err)
 	}
 }
+
+func TestAllocsDecodeWinner(t *testing.T) {
+	if testing.CoverMode() != "" || raceEnabled {
+		t.Skip("allocation counts differ under -cover and -race")
+	}
+	var a, b Object
+	a.Write("node-a", nil, []byte("older"), false, 1)
+	b.Write("node-b", nil, []byte("newer"), false, 2)
+	enc := Merge(&a, &b).Encode(nil)
+	var value []byte
+	allocs := testing.AllocsPerRun(100, func() {
+		value, _, _, _ = DecodeWinner(enc)
+	})
+	if string(value) != "newer" {
+		t.Fatalf("DecodeWinner = %q, want the newer sibling", value)
+	}
+	if allocs != 0 {
+		t.Fatalf("DecodeWinner allocates %.0f times per call, want 0", allocs)
+	}
+}

@@ -190,12 +190,29 @@ func TestPropObjectEncoding(t *testing.T) {
 		if !bytes.Equal(d.Encode(nil), enc) {
 			t.Fatal("re-encoding differs")
 		}
+		requireWinner(t, enc, o)
 		// Any strict prefix is rejected, never a panic.
 		cut := rapid.IntRange(0, len(enc)-1).Draw(t, "cut")
 		if _, err := DecodeObject(enc[:cut]); err == nil {
 			t.Fatalf("prefix of %d/%d bytes accepted", cut, len(enc))
 		}
+		if _, _, _, err := DecodeWinner(enc[:cut]); err == nil {
+			t.Fatalf("DecodeWinner accepted a prefix of %d/%d bytes", cut, len(enc))
+		}
 	})
+}
+
+// requireWinner checks that DecodeWinner picks from enc what LWW picks
+// from o, the object enc encodes.
+func requireWinner(t interface{ Fatalf(string, ...any) }, enc []byte, o *Object) {
+	value, deleted, ok, err := DecodeWinner(enc)
+	if err != nil {
+		t.Fatalf("DecodeWinner of %v: %v", o, err)
+	}
+	win, wok := LWW(o)
+	if ok != wok || deleted != win.Deleted || !bytes.Equal(value, win.Value) {
+		t.Fatalf("DecodeWinner of %v = %q, deleted %v, ok %v; LWW picks %v", o, value, deleted, ok, win)
+	}
 }
 
 var genClock = rapid.Custom(func(t *rapid.T) Clock {
