@@ -26,18 +26,14 @@ func (c *Coordinator) PutBatch(ctx context.Context, keys, values [][]byte, w int
 	var local []int
 	var remote map[string][]int // key -> indices, in batch order
 	prefs := make([][]string, len(keys))
-	// One preference list per distinct key, so that a ring change while
-	// the batch is being split cannot send a repeated key both ways.
-	seen := make(map[string][]string, len(keys))
+	// One ring for the whole batch, so that a ring change while the batch
+	// is being split cannot send a repeated key both ways.
+	rg := c.cluster.Ring()
 	for i, key := range keys {
-		pref, ok := seen[string(key)]
-		if !ok {
-			var err error
-			if pref, err = c.preference(key); err != nil {
-				errs[i] = err
-				continue
-			}
-			seen[string(key)] = pref
+		pref := rg.PreferenceForKey(key)
+		if len(pref) == 0 {
+			errs[i] = ErrNoReplicas
+			continue
 		}
 		prefs[i] = pref
 		if contains(pref, c.self) {

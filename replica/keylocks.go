@@ -118,7 +118,8 @@ func (l *keyLocks) release(h uint64, kl *keyLock) {
 	kl.refs--
 	if kl.refs == 0 {
 		delete(sh.m, h)
-		kl.staged = nil
+		clear(kl.staged) // keep the slice for the lock's next user, not the objects
+		kl.staged = kl.staged[:0]
 		keyLockPool.Put(kl)
 	}
 	sh.mu.Unlock()
