@@ -232,6 +232,9 @@ func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*ve
 		got   []readReply
 	}
 	var slow []int // keys for Get's own path
+	// The slow path reuses each key's plan: a second plan would draw the
+	// full-read chance again.
+	plans := make([]readPlan, len(keys))
 	pend := make(map[int]*pending)
 	type peerRead struct {
 		idx  []int
@@ -244,6 +247,7 @@ func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*ve
 			errs[i] = err
 			continue
 		}
+		plans[i] = plan
 		pref, q := plan.pref, plan.r
 		if !contains(pref, c.self) || plan.full && len(pref) > 1 {
 			slow = append(slow, i)
@@ -251,6 +255,7 @@ func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*ve
 		}
 		local, err := c.store.Get(key)
 		if err != nil {
+			plans[i].localOnly = false // the local read failed: ask the others
 			slow = append(slow, i)
 			continue
 		}
@@ -354,7 +359,7 @@ func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*ve
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			objs[i], errs[i] = c.Get(ctx, keys[i], r)
+			objs[i], errs[i] = c.get(ctx, keys[i], plans[i])
 		}()
 	}
 	wg.Wait()

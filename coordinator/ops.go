@@ -220,6 +220,7 @@ func (c *Coordinator) GetLive(ctx context.Context, key []byte, r int) ([]byte, b
 		if value, found, err := c.store.GetLive(key); err == nil {
 			return value, found, nil
 		}
+		plan.localOnly = false // the local read failed: ask the others
 	}
 	obj, err := c.get(ctx, key, plan)
 	if err != nil {
