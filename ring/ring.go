@@ -121,6 +121,21 @@ func (r *Ring) Partitions() int { return r.cfg.Partitions }
 // Replicas returns N, the configured preference-list length.
 func (r *Ring) Replicas() int { return r.cfg.Replicas }
 
+// Placed returns the length of the shortest preference list: the number of
+// replicas every key has now. It is below Replicas while too few members
+// are eligible, for instance while a datacenter of ReplicasPerDC has no
+// members yet.
+func (r *Ring) Placed() int {
+	if len(r.prefs) == 0 {
+		return 0
+	}
+	placed := len(r.prefs[0])
+	for _, p := range r.prefs[1:] {
+		placed = min(placed, len(p))
+	}
+	return placed
+}
+
 // Ownership returns, for each node that is primary for at least one
 // partition, the partitions it is primary for, in ascending order.
 func (r *Ring) Ownership() map[string][]int {

@@ -133,7 +133,13 @@ func TestPerDCCountsWithAnEmptyDC(t *testing.T) {
 			t.Fatalf("partition %d with dc2 empty: preference %v, want two dc1 nodes", p, pref)
 		}
 	}
+	if r.Replicas() != 3 || r.Placed() != 2 {
+		t.Fatalf("with dc2 empty: Replicas %d, Placed %d; want 3 and 2", r.Replicas(), r.Placed())
+	}
 	r = mustNew(t, Config{Partitions: 64, ReplicasPerDC: perDC}, append(ms, dc("d", "dc2")))
+	if r.Placed() != 3 {
+		t.Fatalf("once dc2 has a member: Placed %d, want 3", r.Placed())
+	}
 	for p := range r.Partitions() {
 		pref := r.Preference(p)
 		count := map[string]int{}

@@ -169,7 +169,7 @@ func (b respBackend) Info() []resp.InfoSection {
 		}
 	}
 	r := s.members.Ring()
-	rq, wq := s.coord.Defaults(r.Replicas())
+	rq, wq := s.coord.Defaults(r.Placed())
 	return []resp.InfoSection{
 		{Name: "Server", Fields: [][2]string{
 			{"ringkv_version", Version},
@@ -184,6 +184,7 @@ func (b respBackend) Info() []resp.InfoSection {
 			{"members_alive", strconv.Itoa(alive)},
 			{"partitions", strconv.Itoa(r.Partitions())},
 			{"replicas", strconv.Itoa(r.Replicas())},
+			{"replicas_placed", strconv.Itoa(r.Placed())},
 			{"default_r", strconv.Itoa(rq)},
 			{"default_w", strconv.Itoa(wq)},
 		}},

@@ -178,6 +178,19 @@ func TestMultiDCClusterStartsOneNodeAtATime(t *testing.T) {
 	if got, err := rc.Get(ctx, "k").Result(); err != nil || got != "v1" {
 		t.Fatalf("GET k: %q %v", got, err)
 	}
+	// INFO tells N from the replicas a key has now, and the default
+	// quorums resolve against the latter, as requests do.
+	infoCluster := func() string {
+		info, err := rc.Info(ctx, "cluster").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info
+	}
+	if info := infoCluster(); !strings.Contains(info, "replicas:2\r\n") || !strings.Contains(info, "replicas_placed:1\r\n") ||
+		!strings.Contains(info, "default_w:1\r\n") {
+		t.Fatalf("INFO cluster with dc2 empty, want replicas:2, replicas_placed:1, default_w:1:\n%s", info)
+	}
 	b := start("b", "dc2", a.cfg.PeerAddr)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -197,5 +210,8 @@ func TestMultiDCClusterStartsOneNodeAtATime(t *testing.T) {
 	_ = b
 	if err := rc.Set(ctx, "k", "v2", 0).Err(); err != nil {
 		t.Fatalf("SET with both DCs present: %v", err)
+	}
+	if info := infoCluster(); !strings.Contains(info, "replicas_placed:2\r\n") || !strings.Contains(info, "default_w:2\r\n") {
+		t.Fatalf("INFO cluster with both DCs present, want replicas_placed:2, default_w:2:\n%s", info)
 	}
 }

@@ -41,11 +41,14 @@ type ClusterStatus struct {
 	NodeID string `json:"node_id"`
 	// Members lists every ring member, in every state, sorted by ID.
 	Members []MemberStatus `json:"members"`
-	// Partitions is Q; Replicas is N.
-	Partitions int `json:"partitions"`
-	Replicas   int `json:"replicas"`
+	// Partitions is Q; Replicas is N. ReplicasPlaced is the length of the
+	// shortest preference list, below N while too few members are eligible
+	// (a datacenter with no members yet).
+	Partitions     int `json:"partitions"`
+	Replicas       int `json:"replicas"`
+	ReplicasPlaced int `json:"replicas_placed"`
 	// DefaultR and DefaultW are the coordinator's default quorums, when
-	// known.
+	// known, resolved against the placed replicas as requests are.
 	DefaultR int `json:"default_r,omitempty"`
 	DefaultW int `json:"default_w,omitempty"`
 	// Ownership maps a node to the partitions it is primary for (first in
@@ -87,7 +90,7 @@ func StatusFromRing(self string, r *ring.Ring) ClusterStatus {
 	if r == nil {
 		return st
 	}
-	st.Partitions, st.Replicas = r.Partitions(), r.Replicas()
+	st.Partitions, st.Replicas, st.ReplicasPlaced = r.Partitions(), r.Replicas(), r.Placed()
 	for _, m := range r.Members() {
 		st.Members = append(st.Members, MemberStatus{
 			ID: m.ID, DC: m.DC, Rack: m.Rack, Weight: m.Weight, State: m.State.String(),

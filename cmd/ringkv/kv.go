@@ -137,7 +137,11 @@ func newStatusCmd() *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(st)
 			}
-			fmt.Fprintf(out, "seen from %s: %d partitions, N=%d, R=%d, W=%d\n", st.NodeID, st.Partitions, st.Replicas, st.DefaultR, st.DefaultW)
+			placed := ""
+			if st.ReplicasPlaced < st.Replicas {
+				placed = fmt.Sprintf(" (%d placed: too few eligible members)", st.ReplicasPlaced)
+			}
+			fmt.Fprintf(out, "seen from %s: %d partitions, N=%d%s, R=%d, W=%d\n", st.NodeID, st.Partitions, st.Replicas, placed, st.DefaultR, st.DefaultW)
 			fmt.Fprintf(out, "%-10s %-8s %-6s %-8s %-6s %9s %9s  %s\n", "node", "state", "alive", "dc", "rack", "primary", "replicas", "resp / http / peer")
 			for _, m := range st.Members {
 				fmt.Fprintf(out, "%-10s %-8s %-6v %-8s %-6s %9d %9d  %s / %s / %s\n", m.ID, m.State, m.Alive, m.DC, m.Rack,
