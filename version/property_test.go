@@ -268,3 +268,28 @@ func TestPropClockEncoding(t *testing.T) {
 		}
 	})
 }
+
+// WriteBlind is a write whose context is everything the object holds: it
+// must equal Write with a copy of the object's own context.
+func TestPropWriteBlindIsWriteWithOwnContext(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		h := genHistory(t)
+		o := h.draw(t, "o")
+		node := rapid.SampledFrom(h.nodes).Draw(t, "node")
+		deleted := rapid.Bool().Draw(t, "deleted")
+		ts := rapid.Int64Range(-5, 50).Draw(t, "ts")
+		blind, full := o.Clone(), o.Clone()
+		if o == nil {
+			blind, full = &Object{}, &Object{}
+		}
+		sb := blind.WriteBlind(node, []byte("v"), deleted, ts)
+		sf := full.Write(node, full.Context.Clone(), []byte("v"), deleted, ts)
+		if sb.Dot != sf.Dot {
+			t.Fatalf("new dot %v, Write gives %v", sb.Dot, sf.Dot)
+		}
+		requireEqual(t, "WriteBlind vs Write with own context", blind, full)
+		if err := blind.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
