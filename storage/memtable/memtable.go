@@ -219,13 +219,14 @@ func NewIndexed(arenaSize int) *MemTable {
 // fingerLevels and when no finger serves. Fingers are hints, checked before
 // use: the order, the readers and every result are the same with or without
 // them, and keys without such a field are only not faster. They take
-// arena/64 bytes. Call UseFingers before the first Add.
+// arena/32 bytes (a bucket per 512 arena bytes, four levels). Call
+// UseFingers before the first Add.
 func (m *MemTable) UseFingers(offset int) {
 	if offset < 0 {
 		panic(fmt.Sprintf("memtable: finger offset %d is negative", offset))
 	}
 	slots := 64
-	for slots < len(m.arena)/1024 && slots < 1<<22 {
+	for slots < len(m.arena)/512 && slots < 1<<22 {
 		slots <<= 1
 	}
 	m.fingers = make([]uint32, fingerLevels*slots)
