@@ -14,11 +14,13 @@ func (s *Server) httpHandler() http.Handler {
 		MaxKeySize:   s.cfg.MaxKeySize,
 		Logf:         s.cfg.Logf,
 	})
-	// Go's profiler, for operators chasing a slow node.
+	// Go's profiler and execution tracer, for operators chasing a slow node.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/debug/pprof/profile":
 			pprof.Profile(w, r)
+		case r.URL.Path == "/debug/pprof/trace":
+			pprof.Trace(w, r)
 		case strings.HasPrefix(r.URL.Path, "/debug/pprof/"):
 			pprof.Index(w, r)
 		default:
