@@ -76,13 +76,23 @@ func (s *Store) Get(key []byte) (*version.Object, error) {
 	return s.get(EncodeKey(nil, key))
 }
 
-func (s *Store) get(ekey []byte) (*version.Object, error) {
-	raw, err := s.db.Get(ekey)
+// load returns the stored bytes of an engine key; found is false when the
+// engine has none.
+func (s *Store) load(ekey []byte) (raw []byte, found bool, err error) {
+	raw, err = s.db.Get(ekey)
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, nil
+		return nil, false, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("replica get: %w", err)
+		return nil, false, fmt.Errorf("replica get: %w", err)
+	}
+	return raw, true, nil
+}
+
+func (s *Store) get(ekey []byte) (*version.Object, error) {
+	raw, found, err := s.load(ekey)
+	if err != nil || !found {
+		return nil, err
 	}
 	obj, err := version.DecodeObject(raw)
 	if err != nil {
@@ -97,13 +107,9 @@ func (s *Store) get(ekey []byte) (*version.Object, error) {
 // whose winning sibling is a tombstone.
 func (s *Store) GetLive(key []byte) (value []byte, found bool, err error) {
 	var buf [64]byte
-	ekey := EncodeKey(buf[:0], key)
-	raw, err := s.db.Get(ekey)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("replica get: %w", err)
+	raw, found, err := s.load(EncodeKey(buf[:0], key))
+	if err != nil || !found {
+		return nil, false, err
 	}
 	value, deleted, ok, err := version.DecodeWinner(raw)
 	if err != nil {
