@@ -30,9 +30,9 @@ func (c *Coordinator) PutBatch(ctx context.Context, keys, values [][]byte, w int
 	// is being split cannot send a repeated key both ways.
 	rg := c.cluster.Ring()
 	for i, key := range keys {
-		pref := rg.PreferenceForKey(key)
-		if len(pref) == 0 {
-			errs[i] = ErrNoReplicas
+		pref, err := preferenceIn(rg, key)
+		if err != nil {
+			errs[i] = err
 			continue
 		}
 		prefs[i] = pref

@@ -187,10 +187,16 @@ func (c *Coordinator) fullRead() bool {
 	return c.o.ReadRepairChance >= 1 || (c.o.ReadRepairChance > 0 && rand.Float64() < c.o.ReadRepairChance)
 }
 
-// preference returns the key's replicas, alive ones first (in preference
-// order within each group), so requests go to nodes likely to answer.
+// preference returns the key's replicas in the current ring, in
+// preference order, or ErrNoReplicas.
 func (c *Coordinator) preference(key []byte) ([]string, error) {
-	pref := c.cluster.Ring().PreferenceForKey(key)
+	return preferenceIn(c.cluster.Ring(), key)
+}
+
+// preferenceIn is preference in a given ring (a batch uses one ring for
+// all its keys).
+func preferenceIn(rg *ring.Ring, key []byte) ([]string, error) {
+	pref := rg.PreferenceForKey(key)
 	if len(pref) == 0 {
 		return nil, ErrNoReplicas
 	}

@@ -126,29 +126,27 @@ func (c *Coordinator) awaitAcks(ctx context.Context, w int, localErr error, sent
 	if localErr == nil {
 		acks = 1
 	}
+	count := func(err error) {
+		if err == nil {
+			acks++
+		} else {
+			failed++
+			last = err
+		}
+	}
 	for acks < w && acks+(sent-failed-(acks-boolInt(localErr == nil))) >= w {
 		// Answers already in count even when ctx has ended meanwhile: a
 		// batch waits for its keys one after another under one deadline,
 		// and select would otherwise pick at random between the two.
 		select {
 		case err := <-results:
-			if err == nil {
-				acks++
-			} else {
-				failed++
-				last = err
-			}
+			count(err)
 			continue
 		default:
 		}
 		select {
 		case err := <-results:
-			if err == nil {
-				acks++
-			} else {
-				failed++
-				last = err
-			}
+			count(err)
 		case <-ctx.Done():
 			return acks, &QuorumError{Op: "write", Needed: w, Answered: acks, Replicas: replicas, Last: ctx.Err()}
 		}
