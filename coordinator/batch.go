@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"sync"
 	"time"
 
@@ -26,16 +27,17 @@ func (c *Coordinator) PutBatch(ctx context.Context, keys, values [][]byte, w int
 	var local []int
 	var remote map[string][]int // key -> indices, in batch order
 	prefs := make([][]string, len(keys))
+	var n int // N, the same for every key of one ring
 	// One ring for the whole batch, so that a ring change while the batch
 	// is being split cannot send a repeated key both ways.
 	rg := c.cluster.Ring()
 	for i, key := range keys {
-		pref, err := preferenceIn(rg, key)
+		pref, keyN, err := preferenceIn(rg, key)
 		if err != nil {
 			errs[i] = err
 			continue
 		}
-		prefs[i] = pref
+		prefs[i], n = pref, keyN
 		if contains(pref, c.self) {
 			local = append(local, i)
 			continue
@@ -60,23 +62,25 @@ func (c *Coordinator) PutBatch(ctx context.Context, keys, values [][]byte, w int
 	case 0:
 	case 1:
 		i := local[0]
-		_, errs[i] = c.coordinateWrite(ctx, writeRequest{key: keys[i], value: values[i], w: w}, prefs[i])
+		_, errs[i] = c.coordinateWrite(ctx, writeRequest{key: keys[i], value: values[i], w: w}, prefs[i], n)
 	default:
-		c.coordinateWriteBatch(ctx, keys, values, w, local, prefs, errs)
+		c.coordinateWriteBatch(ctx, keys, values, w, local, prefs, n, errs)
 	}
 	wg.Wait()
 	return errs
 }
 
 // coordinateWriteBatch is coordinateWrite for the writes at indices idx,
-// whose keys all have this node as a replica: one engine batch for the
-// local writes, then the acknowledgements of each key's other replicas.
-func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][]byte, w int, idx []int, prefs [][]string, errs []error) {
+// whose keys all have this node as a replica (n is N): the replicas'
+// contexts read with one message per replica (writeContexts), one engine
+// batch for the local writes, then the acknowledgements of each key's
+// other replicas.
+func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][]byte, w int, idx []int, prefs [][]string, n int, errs []error) {
 	quorum := make([]int, len(idx))
 	writes := make([]replica.Write, 0, len(idx))
 	pos := make([]int, 0, len(idx)) // writes[j] is the write at index pos[j]
 	for _, i := range idx {
-		q, err := resolve(w, c.o.W, len(prefs[i]))
+		q, err := resolve("write", w, c.o.W, n, len(prefs[i]))
 		if err != nil {
 			errs[i] = err
 			continue
@@ -87,6 +91,18 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 	}
 	if len(writes) == 0 {
 		return
+	}
+	if skip := c.writeContexts(ctx, writes, quorum, n, pos, errs); skip != nil {
+		kept := 0
+		for j := range writes {
+			if !skip[j] {
+				writes[kept], quorum[kept], pos[kept] = writes[j], quorum[j], pos[j]
+				kept++
+			}
+		}
+		if writes, quorum, pos = writes[:kept], quorum[:kept], pos[:kept]; kept == 0 {
+			return
+		}
 	}
 	results := make([]chan error, len(writes))
 	sent := make([]int, len(writes))
@@ -152,6 +168,7 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 		}
 	}
 	_, writeErrs, batchErr := c.store.CoordinateBatch(writes, c.o.Now().UnixNano(), stamped)
+
 	if anySent {
 		var cancel context.CancelFunc
 		ctx, cancel = c.withTimeout(ctx)
@@ -173,6 +190,57 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 			errs[i] = &QuorumError{Op: "write", Needed: quorum[j], Answered: acks, Replicas: len(prefs[i]), Last: localErr}
 		}
 	}
+}
+
+// writeContexts is writeContext for a batch of blind writes: it reads the
+// keys at min(W, default R) with GetBatch (one message per replica), applies
+// each merged state to the local replica, and sets each write's context to
+// it. A write whose read (or local apply) fails gets its error in errs, at
+// its batch index pos[j], and is marked in skip (nil when none is), so that
+// it is neither stamped nor sent.
+func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write, quorum []int, n int, pos []int, errs []error) (skip []bool) {
+	r, _ := resolve("read", Default, c.o.R, n, n)
+	byLevel := map[int][]int{} // read level -> indices in writes
+	for j := range writes {
+		if rq := min(r, quorum[j]); rq > 1 {
+			byLevel[rq] = append(byLevel[rq], j)
+		}
+	}
+	fail := func(j int, err error) {
+		if skip == nil {
+			skip = make([]bool, len(writes))
+		}
+		skip[j] = true
+		errs[pos[j]] = fmt.Errorf("blind write of %q: %w", writes[j].Key, err)
+	}
+	for rq, js := range byLevel {
+		keys := make([][]byte, len(js))
+		for k, j := range js {
+			keys[k] = writes[j].Key
+		}
+		objs, rerrs := c.GetBatch(ctx, keys, rq)
+		var apply [][]byte
+		var merged []*version.Object
+		var applied []int
+		for k, j := range js {
+			switch {
+			case rerrs[k] != nil:
+				fail(j, fmt.Errorf("read the replicas' versions first: %w", rerrs[k]))
+			case objs[k] != nil:
+				apply, merged, applied = append(apply, keys[k]), append(merged, objs[k]), append(applied, j)
+				writes[j].Ctx = objs[k].Context.Clone()
+			}
+		}
+		if len(apply) == 0 {
+			continue
+		}
+		if err := c.store.ApplyBatch(apply, merged); err != nil {
+			for _, j := range applied {
+				fail(j, fmt.Errorf("store the replicas' versions: %w", err))
+			}
+		}
+	}
+	return skip
 }
 
 // Bounds of one kindReplicateBatch message: well under the transport's

@@ -255,10 +255,13 @@ func TestReadOfMissingKeyWritesNothing(t *testing.T) {
 }
 
 // A write through a non-replica succeeds even when the first replica it
-// forwards to is cut off but not yet marked down.
+// forwards to is dead (its connections are refused) but not yet marked
+// down: a request that was never sent is safe to send to another replica.
+// (One that may have arrived is not: TestForwardedWriteIsNotAppliedTwice.)
 func TestForwardingSkipsAnUndetectedDeadReplica(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Nodes: 5, Replicas: 3, Seed: 8,
 		Coordinator: coordinator.Options{Timeout: time.Second}})
+	c.Net.SetFailFast(true)
 	ctx := ctxT(t)
 	for i := 0; i < 3; i++ {
 		key := []byte(fmt.Sprintf("undetected-%d", i))

@@ -87,23 +87,33 @@ func ParseLevel(s string) (int, error) {
 	return n, nil
 }
 
-// resolve turns a level into a replica count for n replicas.
-func resolve(level, def, n int) (int, error) {
+// resolve turns a level into a replica count for a key meant to have n
+// replicas (N, from the ring's configuration) of which placed are on
+// distinct nodes now. Levels count against N, never against placed: an
+// acknowledgement at ALL means N copies. A count above placed is refused
+// with a QuorumError wrapping ErrTooFewReplicas, before anything is sent.
+func resolve(op string, level, def, n, placed int) (int, error) {
 	if level == Default {
 		level = def
 	}
+	var count int
 	switch level {
 	case Default, Quorum:
-		return n/2 + 1, nil
+		count = n/2 + 1
 	case One:
-		return 1, nil
+		count = 1
 	case All:
-		return n, nil
+		count = n
+	default:
+		if level > n {
+			return 0, fmt.Errorf("%w: asked for %d replicas but keys have %d", ErrBadLevel, level, n)
+		}
+		count = level
 	}
-	if level > n {
-		return 0, fmt.Errorf("%w: asked for %d replicas but keys have %d", ErrBadLevel, level, n)
+	if count > placed {
+		return 0, &QuorumError{Op: op, Needed: count, Replicas: placed, N: n, Last: ErrTooFewReplicas}
 	}
-	return level, nil
+	return count, nil
 }
 
 var (
@@ -111,18 +121,33 @@ var (
 	ErrBadLevel = errors.New("bad consistency level")
 	// ErrNoReplicas: the ring has no node that can own the key.
 	ErrNoReplicas = errors.New("no replicas: the ring has no eligible nodes")
+	// ErrTooFewReplicas: the level asks for more replicas than the ring
+	// places for the key now (fewer distinct nodes than N, or a datacenter
+	// with no node yet). Nothing was written or read.
+	ErrTooFewReplicas = errors.New("too few replicas placed")
+	// ErrUnknownOutcome: a forwarded write reached a replica (or may have)
+	// but no answer came back; it may or may not have been applied. It is
+	// not retried on another replica, which would apply it a second time.
+	ErrUnknownOutcome = errors.New("write outcome unknown")
 )
 
-// QuorumError says that too few replicas answered in time.
+// QuorumError says that too few replicas answered in time, or (Last
+// wrapping ErrTooFewReplicas) that the ring places too few replicas for the
+// level asked.
 type QuorumError struct {
 	Op       string // "read" or "write"
 	Needed   int    // R or W
 	Answered int    // how many answered successfully
-	Replicas int    // N for this key
+	Replicas int    // replicas placed for this key
+	N        int    // replicas the key is meant to have (0: not known)
 	Last     error  // one of the errors met, for context
 }
 
 func (e *QuorumError) Error() string {
+	if errors.Is(e.Last, ErrTooFewReplicas) {
+		return fmt.Sprintf("%s refused: %s: it needs %d replicas but the ring places %d for this key (N=%d); add nodes or use a lower level",
+			e.Op, ErrTooFewReplicas, e.Needed, e.Replicas, e.N)
+	}
 	s := fmt.Sprintf("%s quorum not reached: %d of %d required replicas answered (%d replicas)",
 		e.Op, e.Answered, e.Needed, e.Replicas)
 	if e.Last != nil {
@@ -168,10 +193,11 @@ func New(self string, cluster Cluster, store *replica.Store, tr transport.Transp
 // Self returns this node's ID.
 func (c *Coordinator) Self() string { return c.self }
 
-// Defaults returns the default R and W for n replicas.
+// Defaults returns the default R and W for keys meant to have n replicas
+// (N, not the replicas placed now: levels count against N).
 func (c *Coordinator) Defaults(n int) (r, w int) {
-	r, _ = resolve(c.o.R, Quorum, n)
-	w, _ = resolve(c.o.W, Quorum, n)
+	r, _ = resolve("read", c.o.R, Quorum, n, n)
+	w, _ = resolve("write", c.o.W, Quorum, n, n)
 	return r, w
 }
 
@@ -188,19 +214,20 @@ func (c *Coordinator) fullRead() bool {
 }
 
 // preference returns the key's replicas in the current ring, in
-// preference order, or ErrNoReplicas.
-func (c *Coordinator) preference(key []byte) ([]string, error) {
+// preference order, and N, the replicas it is meant to have; or
+// ErrNoReplicas.
+func (c *Coordinator) preference(key []byte) ([]string, int, error) {
 	return preferenceIn(c.cluster.Ring(), key)
 }
 
 // preferenceIn is preference in a given ring (a batch uses one ring for
 // all its keys).
-func preferenceIn(rg *ring.Ring, key []byte) ([]string, error) {
+func preferenceIn(rg *ring.Ring, key []byte) ([]string, int, error) {
 	pref := rg.PreferenceForKey(key)
 	if len(pref) == 0 {
-		return nil, ErrNoReplicas
+		return nil, 0, ErrNoReplicas
 	}
-	return pref, nil
+	return pref, rg.Replicas(), nil
 }
 
 func contains(list []string, s string) bool {

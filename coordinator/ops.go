@@ -25,16 +25,19 @@ func (c *Coordinator) Delete(ctx context.Context, key []byte, causal version.Clo
 }
 
 func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Object, error) {
-	pref, err := c.preference(req.key)
+	pref, n, err := c.preference(req.key)
 	if err != nil {
 		return nil, err
 	}
 	if contains(pref, c.self) {
-		return c.coordinateWrite(ctx, req, pref)
+		return c.coordinateWrite(ctx, req, pref, n)
 	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	// Not a replica: forward to one, alive ones first.
+	// Not a replica: forward to one, alive ones first. Another replica is
+	// tried only when the request provably never reached the first (it
+	// could not be sent): a replica that got it may still apply it, and a
+	// second coordinator would apply it again (two siblings for one write).
 	var last error
 	for _, alive := range []bool{true, false} {
 		for _, node := range pref {
@@ -47,7 +50,8 @@ func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Obj
 			}
 			// A replica that died but is not yet marked down must not eat
 			// the whole request's time: each attempt gets half of what is
-			// left, so there is time to try another.
+			// left, so there is time to try another when the first could
+			// not even be reached.
 			actx, cancel := ctx, context.CancelFunc(func() {})
 			if d, ok := ctx.Deadline(); ok {
 				actx, cancel = context.WithTimeout(ctx, time.Until(d)/2)
@@ -58,10 +62,13 @@ func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Obj
 				return version.DecodeObject(reply)
 			}
 			last = err
-			if ctx.Err() != nil || isRemote(err) {
-				// A replica answered with an error (a quorum failure, say):
-				// retrying elsewhere could apply the write twice.
+			switch {
+			case isRemote(err):
+				// The replica answered with an error (a quorum failure,
+				// say): its outcome is its own to report.
 				return nil, err
+			case !errors.Is(err, transport.ErrNotSent) || ctx.Err() != nil:
+				return nil, fmt.Errorf("forward write of %q to %s: %w: %w", req.key, node, ErrUnknownOutcome, err)
 			}
 		}
 	}
@@ -70,9 +77,14 @@ func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Obj
 
 // coordinateWrite runs on a replica of the key: stamp, store locally, send
 // to the other replicas and wait for W acknowledgements (this one counts).
-// pref is the key's preference list, which holds this node.
-func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, pref []string) (*version.Object, error) {
-	w, err := resolve(req.w, c.o.W, len(pref))
+// pref is the key's preference list, which holds this node; n is N.
+//
+// A blind write (no client context) is stamped with the merged context of
+// min(W, default R) replicas (writeContext), not just this one's: a
+// replica that missed an acknowledged write would otherwise make the new
+// write concurrent with it, and an older value would survive beside it.
+func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, pref []string, n int) (*version.Object, error) {
+	w, err := resolve("write", req.w, c.o.W, n, len(pref))
 	if err != nil {
 		return nil, err
 	}
@@ -81,6 +93,10 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, pre
 		causal = req.ctx
 		if causal == nil {
 			causal = version.Clock{}
+		}
+	} else {
+		if causal, err = c.writeContext(ctx, req.key, pref, n, w); err != nil {
+			return nil, err
 		}
 	}
 	// The other replicas get the new version as soon as it is stamped, in
@@ -94,6 +110,12 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, pre
 		stamped = func(obj *version.Object) { sent = c.replicate(req.key, obj, pref, results) }
 	}
 	obj, err := c.store.CoordinateThen(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano(), stamped)
+	if err != nil && stamped != nil && sent == 0 {
+		// Refused before anything was stamped (an oversized object, a bad
+		// context): nothing was sent, so no quorum can make up for it. The
+		// client's error, not a quorum failure.
+		return nil, err
+	}
 	if err == nil && w <= 1 {
 		return obj, nil
 	}
@@ -114,6 +136,33 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, pre
 		return nil, &QuorumError{Op: "write", Needed: w, Answered: acks, Replicas: len(pref), Last: err}
 	}
 	return obj, nil
+}
+
+// writeContext is the causal context a blind write at quorum w is stamped
+// with: the merge of what min(w, default R) replicas hold for the key, this
+// one first. With R + W > N for the writes before it, that merge covers
+// every write acknowledged before this one began, so the new write
+// supersedes them all instead of becoming their sibling. The merged state
+// is also applied to the local replica, so that it holds every version the
+// context covers. At w = 1 (or R = 1) it is nil: the write supersedes what
+// this replica holds, at no extra cost.
+func (c *Coordinator) writeContext(ctx context.Context, key []byte, pref []string, n, w int) (version.Clock, error) {
+	r, _ := resolve("read", Default, c.o.R, n, n)
+	r = min(r, w)
+	if r <= 1 {
+		return nil, nil
+	}
+	merged, err := c.get(ctx, key, readPlan{pref: pref, r: r})
+	if err != nil {
+		return nil, fmt.Errorf("blind write of %q: read the replicas' versions first: %w", key, err)
+	}
+	if merged == nil {
+		return nil, nil // no replica asked has the key
+	}
+	if _, _, err := c.store.Apply(key, merged); err != nil {
+		return nil, fmt.Errorf("blind write of %q: store the replicas' versions: %w", key, err)
+	}
+	return merged.Context.Clone(), nil
 }
 
 // awaitAcks waits until w replicas acknowledged a write: the local one
@@ -194,11 +243,11 @@ type readPlan struct {
 }
 
 func (c *Coordinator) readPlan(key []byte, r int) (readPlan, error) {
-	pref, err := c.preference(key)
+	pref, n, err := c.preference(key)
 	if err != nil {
 		return readPlan{}, err
 	}
-	if r, err = resolve(r, c.o.R, len(pref)); err != nil {
+	if r, err = resolve("read", r, c.o.R, n, len(pref)); err != nil {
 		return readPlan{}, err
 	}
 	full := c.fullRead()

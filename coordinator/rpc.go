@@ -278,7 +278,7 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 		if err != nil {
 			return nil, err
 		}
-		pref, err := c.preference(req.key)
+		pref, n, err := c.preference(req.key)
 		if err != nil {
 			return nil, err
 		}
@@ -286,7 +286,7 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 			// The ring changed under the forwarding node.
 			return nil, fmt.Errorf("node %s is not a replica of %q", c.self, req.key)
 		}
-		obj, err := c.coordinateWrite(ctx, req, pref)
+		obj, err := c.coordinateWrite(ctx, req, pref, n)
 		if err != nil {
 			return nil, err
 		}

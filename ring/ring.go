@@ -118,7 +118,8 @@ func (r *Ring) Config() Config {
 // Partitions returns Q.
 func (r *Ring) Partitions() int { return r.cfg.Partitions }
 
-// Replicas returns N, the configured preference-list length.
+// Replicas returns N, the replicas every key is meant to have (the sum of
+// ReplicasPerDC when that is set), however many are placed now.
 func (r *Ring) Replicas() int { return r.cfg.Replicas }
 
 // Placed returns the length of the shortest preference list: the number of

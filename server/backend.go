@@ -169,7 +169,7 @@ func (b respBackend) Info() []resp.InfoSection {
 		}
 	}
 	r := s.members.Ring()
-	rq, wq := s.coord.Defaults(r.Placed())
+	rq, wq := s.coord.Defaults(r.Replicas())
 	return []resp.InfoSection{
 		{Name: "Server", Fields: [][2]string{
 			{"ringkv_version", Version},

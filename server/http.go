@@ -36,7 +36,7 @@ type clusterView struct{ s *Server }
 func (v clusterView) Status() httpapi.ClusterStatus {
 	r := v.s.members.Ring()
 	st := httpapi.StatusFromRing(v.s.cfg.NodeID, r)
-	st.DefaultR, st.DefaultW = v.s.coord.Defaults(r.Placed())
+	st.DefaultR, st.DefaultW = v.s.coord.Defaults(r.Replicas())
 	st.Members = st.Members[:0]
 	for _, m := range v.s.members.Members() {
 		st.Members = append(st.Members, httpapi.MemberStatus{

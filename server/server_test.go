@@ -153,9 +153,11 @@ func freePeerAddr(t *testing.T) string {
 }
 
 // A multi-DC cluster starts one node at a time: the first node of dc1,
-// with counts naming a dc2 that has no members yet, starts and serves
-// writes with the replicas it has; once a dc2 node joins, every key's
-// preference list holds it too.
+// with counts naming a dc2 that has no members yet, starts; a write at the
+// default QUORUM (2 of N=2) is refused with an error naming the replicas
+// needed and placed, since one copy is not what QUORUM promises; once a
+// dc2 node joins, every key's preference list holds it too and writes go
+// through.
 func TestMultiDCClusterStartsOneNodeAtATime(t *testing.T) {
 	perDC := map[string]int{"dc1": 1, "dc2": 1}
 	start := func(id, dc string, join ...string) *Server {
@@ -172,14 +174,12 @@ func TestMultiDCClusterStartsOneNodeAtATime(t *testing.T) {
 	ctx := context.Background()
 	rc := redis.NewClient(&redis.Options{Addr: a.RespAddr(), MaxRetries: -1})
 	defer rc.Close()
-	if err := rc.Set(ctx, "k", "v1", 0).Err(); err != nil {
-		t.Fatalf("SET on the only node of a two-DC layout: %v", err)
+	err := rc.Set(ctx, "k", "v1", 0).Err()
+	if err == nil || !strings.Contains(err.Error(), "needs 2 replicas but the ring places 1") {
+		t.Fatalf("SET at QUORUM on the only node of a two-DC layout: err = %v, want a refusal naming 2 needed and 1 placed", err)
 	}
-	if got, err := rc.Get(ctx, "k").Result(); err != nil || got != "v1" {
-		t.Fatalf("GET k: %q %v", got, err)
-	}
-	// INFO tells N from the replicas a key has now, and the default
-	// quorums resolve against the latter, as requests do.
+	// INFO tells N and the replicas a key has now; the default quorums
+	// count against N, as requests do.
 	infoCluster := func() string {
 		info, err := rc.Info(ctx, "cluster").Result()
 		if err != nil {
@@ -188,8 +188,8 @@ func TestMultiDCClusterStartsOneNodeAtATime(t *testing.T) {
 		return info
 	}
 	if info := infoCluster(); !strings.Contains(info, "replicas:2\r\n") || !strings.Contains(info, "replicas_placed:1\r\n") ||
-		!strings.Contains(info, "default_w:1\r\n") {
-		t.Fatalf("INFO cluster with dc2 empty, want replicas:2, replicas_placed:1, default_w:1:\n%s", info)
+		!strings.Contains(info, "default_w:2\r\n") {
+		t.Fatalf("INFO cluster with dc2 empty, want replicas:2, replicas_placed:1, default_w:2:\n%s", info)
 	}
 	b := start("b", "dc2", a.cfg.PeerAddr)
 	deadline := time.Now().Add(15 * time.Second)
@@ -210,6 +210,9 @@ func TestMultiDCClusterStartsOneNodeAtATime(t *testing.T) {
 	_ = b
 	if err := rc.Set(ctx, "k", "v2", 0).Err(); err != nil {
 		t.Fatalf("SET with both DCs present: %v", err)
+	}
+	if got, err := rc.Get(ctx, "k").Result(); err != nil || got != "v2" {
+		t.Fatalf("GET k: %q %v", got, err)
 	}
 	if info := infoCluster(); !strings.Contains(info, "replicas_placed:2\r\n") || !strings.Contains(info, "default_w:2\r\n") {
 		t.Fatalf("INFO cluster with both DCs present, want replicas_placed:2, default_w:2:\n%s", info)

@@ -119,7 +119,7 @@ func (c *Client) getConn(ctx context.Context, addr string, kind uint8) (*clientC
 		select {
 		case <-s.ready:
 		case <-ctx.Done():
-			return nil, ctxError(addr, kind, ctx.Err())
+			return nil, fmt.Errorf("%w: %w", ErrNotSent, ctxError(addr, kind, ctx.Err()))
 		}
 		if s.err != nil {
 			return nil, s.err
@@ -145,7 +145,7 @@ func (c *Client) dial(addr string, s *connSlot) {
 	d := net.Dialer{Timeout: c.o.DialTimeout}
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
-		s.err = fmt.Errorf("transport: dial %s: %w: %w", addr, ErrUnreachable, err)
+		s.err = fmt.Errorf("transport: dial %s: %w: %w: %w", addr, ErrUnreachable, ErrNotSent, err)
 		// Failed dials are not cached: the next call tries again.
 		c.forget(addr, s)
 		close(s.ready)

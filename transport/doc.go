@@ -27,6 +27,11 @@
 //     exceeds a side's [Options].MaxFrameSize;
 //   - an error wrapping [ErrClosed] after the transport was closed.
 //
+// Errors of a call whose request was certainly never sent (the dial failed,
+// or the context ended while waiting for a connection) also wrap
+// [ErrNotSent]: only then may a caller send a non-idempotent request to
+// another peer without risking that both act on it.
+//
 // # Deadlines
 //
 // A call never waits forever: if ctx carries no deadline, Call applies

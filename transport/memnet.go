@@ -262,14 +262,14 @@ func (c *memClient) Call(ctx context.Context, addr string, kind uint8, payload [
 	default:
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, ctxError(addr, kind, err)
+		return nil, fmt.Errorf("%w: %w", ErrNotSent, ctxError(addr, kind, err))
 	}
 	if node == nil {
-		return nil, fmt.Errorf("transport: call to %s (kind %d): %w: no node listening", addr, kind, ErrUnreachable)
+		return nil, fmt.Errorf("transport: call to %s (kind %d): %w: %w: no node listening", addr, kind, ErrUnreachable, ErrNotSent)
 	}
 	cut, drop, delay := n.fate(c.self, addr)
 	if cut && failFast {
-		return nil, fmt.Errorf("transport: call to %s (kind %d): %w: link %s -> %s is cut", addr, kind, ErrUnreachable, c.self, addr)
+		return nil, fmt.Errorf("transport: call to %s (kind %d): %w: %w: link %s -> %s is cut", addr, kind, ErrUnreachable, ErrNotSent, c.self, addr)
 	}
 
 	req := clone(payload) // the caller may reuse payload once Call returns

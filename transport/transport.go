@@ -41,6 +41,12 @@ var (
 	// ErrUnreachable: the peer could not be reached or the connection to it
 	// broke while the call was in flight.
 	ErrUnreachable = errors.New("transport: peer unreachable")
+	// ErrNotSent: the request was never sent (the peer could not be
+	// dialled, or the call ended while waiting for a connection), so the
+	// peer cannot have acted on it. It is wrapped together with
+	// ErrUnreachable or the context's error; a caller may safely send the
+	// same request elsewhere.
+	ErrNotSent = errors.New("transport: request not sent")
 	// ErrRemote: the remote handler returned an error (see RemoteError).
 	ErrRemote = errors.New("transport: remote handler error")
 	// ErrFrameTooLarge: a request or reply exceeded Options.MaxFrameSize.
