@@ -1,0 +1,167 @@
+package coordinator_test
+
+// Regression tests for loss modes of the data path: each failed before its
+// fix (see the commit that added it).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/internal/testcluster"
+)
+
+// Levels count against N, not against the replicas the ring happens to
+// place: on one node of an N=3 cluster, ALL and QUORUM are refused with an
+// error that names both numbers, and nothing is written; ONE is accepted.
+// (Before: W and R resolved against the one placed replica, so a write at
+// ALL was acknowledged with a single copy.)
+func TestLevelsCountAgainstNNotPlacedReplicas(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 1, Replicas: 3, Seed: 21})
+	ctx := ctxT(t)
+	n1 := c.Nodes[0]
+	for _, tc := range []struct {
+		level  int
+		needed int
+	}{{coordinator.All, 3}, {coordinator.Quorum, 2}, {2, 2}} {
+		key := []byte(fmt.Sprintf("lone-%d", tc.level))
+		_, err := n1.Coord.Put(ctx, key, []byte("v"), nil, tc.level)
+		var qe *coordinator.QuorumError
+		if !errors.Is(err, coordinator.ErrTooFewReplicas) || !errors.As(err, &qe) {
+			t.Fatalf("put at level %d on a lone node of N=3: err = %v, want ErrTooFewReplicas", tc.level, err)
+		}
+		if qe.Needed != tc.needed || qe.Replicas != 1 || qe.N != 3 {
+			t.Fatalf("put at level %d: error says needed %d, placed %d, N %d; want %d, 1, 3 (%v)", tc.level, qe.Needed, qe.Replicas, qe.N, tc.needed, err)
+		}
+		if obj, err := n1.Store.Get(key); err != nil || obj != nil {
+			t.Fatalf("a refused write stored %v (%v)", obj, err)
+		}
+		if _, err := n1.Coord.Get(ctx, key, tc.level); !errors.Is(err, coordinator.ErrTooFewReplicas) {
+			t.Fatalf("get at level %d on a lone node: err = %v, want ErrTooFewReplicas", tc.level, err)
+		}
+		errs := n1.Coord.PutBatch(ctx, [][]byte{key, []byte("other")}, [][]byte{[]byte("a"), []byte("b")}, tc.level)
+		for i, err := range errs {
+			if !errors.Is(err, coordinator.ErrTooFewReplicas) {
+				t.Fatalf("batch put %d at level %d: err = %v, want ErrTooFewReplicas", i, tc.level, err)
+			}
+		}
+	}
+	if _, err := n1.Coord.Put(ctx, []byte("one"), []byte("v"), nil, coordinator.One); err != nil {
+		t.Fatalf("put at ONE on a lone node: %v", err)
+	}
+	if r, w := n1.Coord.Defaults(3); r != 2 || w != 2 {
+		t.Fatalf("Defaults(3) = %d, %d; want 2, 2", r, w)
+	}
+}
+
+// skewedClock is a coordinator clock that tests can move: every node of a
+// testcluster shares it, so moving it for one write is a node whose clock
+// is ahead for that write.
+type skewedClock struct{ offset atomic.Int64 }
+
+func (s *skewedClock) now() time.Time { return time.Now().Add(time.Duration(s.offset.Load())) }
+
+// A blind write (no context, as Redis SET and a plain HTTP DELETE)
+// coordinated by a replica that missed an earlier acknowledged write
+// supersedes it: with R + W > N, a later read sees only the blind write,
+// whatever the coordinators' clocks say. (Before: the stale coordinator
+// stamped a sibling concurrent with the earlier write, and Redis GET picked
+// the earlier value by its later wall-clock time; a blind delete left the
+// deleted value live.)
+func TestBlindWriteByStaleReplicaSupersedesAcknowledgedWrites(t *testing.T) {
+	clock := &skewedClock{}
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 22,
+		Coordinator: coordinator.Options{Now: clock.now, ReadRepairChance: -1}})
+	ctx := ctxT(t)
+	n1, n3 := c.Nodes[0], c.Nodes[2]
+	for i, op := range []string{"put", "delete", "batch"} {
+		key := []byte(fmt.Sprintf("stale-%s", op))
+		// The first write reaches n1 and n2 only, with n1's clock a
+		// second ahead of n3's.
+		c.Net.Isolate(n3.ID)
+		clock.offset.Store(int64(time.Second))
+		if _, err := n1.Coord.Put(ctx, key, []byte("old"), nil, coordinator.Quorum); err != nil {
+			t.Fatal(err)
+		}
+		clock.offset.Store(0)
+		c.Net.Heal()
+		if obj, _ := n3.Store.Get(key); obj != nil {
+			t.Fatalf("%s: n3 was cut off but holds %v", op, obj)
+		}
+		var err error
+		switch op {
+		case "put":
+			_, err = n3.Coord.Put(ctx, key, []byte("new"), nil, coordinator.Quorum)
+		case "delete":
+			_, err = n3.Coord.Delete(ctx, key, nil, coordinator.Quorum)
+		case "batch":
+			other := []byte(fmt.Sprintf("other-%d", i))
+			errs := n3.Coord.PutBatch(ctx, [][]byte{key, other}, [][]byte{[]byte("new"), []byte("x")}, coordinator.Quorum)
+			err = errors.Join(errs...)
+		}
+		if err != nil {
+			t.Fatalf("%s by the stale replica: %v", op, err)
+		}
+		for _, via := range c.Nodes {
+			obj, err := via.Coord.Get(ctx, key, coordinator.Quorum)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := "[new]"
+			if op == "delete" {
+				want = "[]"
+			}
+			if got := fmt.Sprint(liveValues(obj)); got != want {
+				t.Fatalf("%s by a stale replica, read via %s: live values %s, want %s (object %v)", op, via.ID, got, want, obj)
+			}
+			value, found, err := via.Coord.GetLive(ctx, key, coordinator.Quorum)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if op == "delete" && found || op != "delete" && string(value) != "new" {
+				t.Fatalf("%s by a stale replica: single-value read via %s answers %q (found %v)", op, via.ID, value, found)
+			}
+		}
+	}
+}
+
+// A forwarded write whose replica may have received it is not retried on
+// another replica: the first could still apply it, and the write would
+// then exist twice (two siblings for one context write). Here the request
+// to the first replica is delayed past half the deadline; the write either
+// succeeds or fails with ErrUnknownOutcome, and in the end the key holds
+// the value once. (Before: it was retried on the next replica and applied
+// by both.)
+func TestForwardedWriteIsNotAppliedTwice(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 5, Replicas: 3, Seed: 23,
+		Coordinator: coordinator.Options{Timeout: 400 * time.Millisecond, ReadRepairChance: -1}})
+	for i := 0; i < 3; i++ {
+		key := []byte(fmt.Sprintf("slow-%d", i))
+		replicas := c.Replicas(key)
+		via := c.NonReplica(key)
+		base, err := via.Coord.Put(ctxT(t), key, []byte("base"), nil, coordinator.All)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Net.SetDelay(via.ID, replicas[0].ID, 300*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+		_, err = via.Coord.Put(ctx, key, []byte("once"), base.Context, coordinator.Quorum)
+		cancel()
+		if err != nil && !errors.Is(err, coordinator.ErrUnknownOutcome) {
+			t.Fatalf("delayed forward: err = %v, want success or ErrUnknownOutcome", err)
+		}
+		time.Sleep(600 * time.Millisecond) // the delayed request arrives and runs
+		c.Net.Heal()
+		obj, err := replicas[1].Coord.Get(ctxT(t), key, coordinator.All)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(liveValues(obj)); got != "[once]" {
+			t.Fatalf("one context write forwarded once: live values %s, want [once] (object %v)", got, obj)
+		}
+	}
+}
