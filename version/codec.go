@@ -78,7 +78,13 @@ func (o *Object) Encode(dst []byte) []byte {
 }
 
 // DecodeObject parses Encode's output. It accepts only canonical encodings
-// (so a decoded object re-encodes to the same bytes), returns an error
+// of valid objects (see Object: counters in 1..MaxCounter, well-formed
+// actors, every dot covered by the context, siblings sorted without
+// duplicates, tombstones without values), so a decoded object re-encodes
+// to the same bytes and can be written (Write) and merged without
+// surprises. It does not bound the object's size (older releases stored
+// up to the engine's value limit; Merge shrinks such an object to
+// MaxObjectSize). It returns an error
 // wrapping ErrMalformed or ErrUnknownFormat on anything else, never panics,
 // and never allocates more than a small multiple of len(b). Values are
 // copied, so b may be reused afterwards.
@@ -328,6 +334,10 @@ func (d *decoder) count(minSize int) int {
 // order, which sibling node indexes refer to.
 func (d *decoder) clock() (Clock, []string) {
 	n := d.count(3) // length, at least one node byte, counter
+	if n > MaxContextEntries {
+		d.fail("clock of %d entries exceeds the limit of %d (MaxContextEntries)", n, MaxContextEntries)
+		return nil, nil
+	}
 	c := make(Clock, n)
 	nodes := make([]string, 0, n)
 	var prev []byte
@@ -356,8 +366,12 @@ func (d *decoder) clockEntry(i int, prev []byte) (node []byte, v uint64) {
 	switch {
 	case len(node) == 0:
 		d.fail("empty node id")
+	case !validActor(node):
+		d.fail("malformed actor %q", node)
 	case v == 0:
 		d.fail("zero counter for node %q", node)
+	case v > MaxCounter:
+		d.fail("counter %d of node %q exceeds MaxCounter", v, node)
 	case i > 0 && bytes.Compare(prev, node) >= 0:
 		d.fail("node %q not after %q", node, prev)
 	}

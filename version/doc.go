@@ -7,11 +7,14 @@
 //
 // A replica stores, per key, an [Object]: a causal context (a version
 // vector [Clock]: node → number of that node's write events seen) and a set
-// of siblings. Each [Sibling] is tagged with the [Dot] (node, counter) of the
-// write that produced it. Each dot is minted by the coordinating replica, so
-// the clock has one entry per replica that ever coordinated a write of the
-// key: bounded by the replica count, not by the number of clients. That is
-// why ringkv forwards writes to a replica instead of coordinating them
+// of siblings. Each [Sibling] is tagged with the [Dot] (actor, counter) of
+// the write that produced it. Each dot is minted by the coordinating
+// replica; its actor names the replica and the incarnation of its data
+// ([Actor]: a node that lost its data, or crashed, starts a new one, so it
+// never reuses a counter its peers have seen). So the clock has one entry
+// per replica incarnation that ever coordinated a write of the key: bounded
+// by the replicas and their restarts, not by the number of clients. That
+// is why ringkv forwards writes to a replica instead of coordinating them
 // anywhere.
 //
 // A client reads the live siblings plus the context (as an opaque token,
@@ -42,10 +45,16 @@
 // sibling its context covers. For pathological clients that keep writing
 // with stale or empty contexts, [MaxSiblings] (64) caps them: the oldest by
 // timestamp are dropped and stay recorded in the context, so the drop acts as
-// an overwrite everywhere. Clock entries are bounded by the number of
-// replicas that ever coordinated a write of the key. Clock entries are never
-// pruned: dropping an entry could make an overwritten value reappear, and
-// the replica-only coordinator rule already keeps clocks small.
+// an overwrite everywhere. [MaxObjectSize] bounds an object's encoding so
+// that every stored object fits a peer message: [Object.Write] refuses a
+// write past it ([ErrObjectTooLarge]) and [Merge] drops the oldest siblings
+// past it. Clock entries are bounded by the number of actors (replica
+// incarnations) that ever coordinated a write of the key; a client context
+// may name only those ([Object.AdmitContext]) and at most
+// [MaxContextEntries] entries. Clock entries are never pruned: dropping an
+// entry could make an overwritten value reappear, and the replica-only
+// coordinator rule already keeps clocks small. The limits are listed
+// together in limits.go.
 //
 // # Example
 //
@@ -66,6 +75,7 @@
 // binary form (first byte = format version); [EncodeClock] / [DecodeClock]
 // do the same for clocks, and [ClockToString] / [ParseClock] wrap that in
 // URL-safe base64 for the client-visible token. Decoders accept only
-// canonical bytes, report errors wrapping [ErrMalformed] or
-// [ErrUnknownFormat], and never panic.
+// canonical bytes of valid values (counters up to [MaxCounter], well-formed
+// actors), report errors wrapping [ErrMalformed] or [ErrUnknownFormat], and
+// never panic; nothing they accept can make a later Write or Merge panic.
 package version

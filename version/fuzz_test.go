@@ -13,7 +13,7 @@ import (
 func FuzzDecodeObject(f *testing.F) {
 	var a, b Object
 	a.Write("a", nil, []byte("hello"), false, 1)
-	b.Write("b", nil, nil, true, -1)
+	b.Write(Actor("b", 12345), nil, nil, true, -1)
 	f.Add(Merge(&a, &b).Encode(nil))
 	f.Add((*Object)(nil).Encode(nil))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -39,9 +39,25 @@ func FuzzDecodeObject(f *testing.F) {
 		if !m.Equal(o) {
 			t.Fatalf("merge with itself changed %v to %v", o, m)
 		}
-		o.WriteBlind("fuzz", []byte("v"), false, 0)
-		if err := o.Validate(); err != nil {
-			t.Fatal(err)
+		for _, actor := range append(o.Context.Nodes(), "fuzz", Actor("fuzz", 1)) {
+			w := o.Clone()
+			if _, err := w.WriteBlind(actor, []byte("v"), false, 0); err != nil {
+				// Only an actor at MaxCounter cannot write (objects this
+				// small cannot reach MaxObjectSize).
+				if !errors.Is(err, ErrCounterExhausted) || o.Context[actor] != MaxCounter {
+					t.Fatalf("WriteBlind by %q on %v: %v", actor, o, err)
+				}
+				if !w.Equal(o) {
+					t.Fatal("a failed write changed the object")
+				}
+				continue
+			}
+			if err := w.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := DecodeObject(w.Encode(nil)); err != nil {
+				t.Fatalf("written object does not decode: %v", err)
+			}
 		}
 	})
 }

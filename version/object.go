@@ -3,8 +3,9 @@ package version
 import (
 	"bytes"
 	"cmp"
+	"encoding/binary"
 	"fmt"
-	"math"
+	"math/bits"
 	"slices"
 )
 
@@ -17,9 +18,17 @@ import (
 // stays in the context, so the drop behaves exactly like an overwrite: it
 // propagates through Merge and the value does not come back.
 //
-// Only while the cap is exceeded does the choice of dropped siblings depend
+// Merge applies the same rule to MaxObjectSize: when the merged object
+// would encode to more than MaxObjectSize bytes, it drops the oldest
+// siblings until it fits (their dots stay in the context, as above), so
+// replication of concurrent writes never builds an object its replicas
+// cannot send each other. Write refuses such a write instead
+// (ErrObjectTooLarge), so a client learns that the key needs resolving.
+//
+// Only while a cap is exceeded does the choice of dropped siblings depend
 // on merge order (Merge stays commutative and idempotent and replicas still
-// converge, but associativity can fail); below the cap all laws hold exactly.
+// converge, but associativity can fail); below the caps all laws hold
+// exactly.
 const MaxSiblings = 64
 
 // Sibling is one value of a key together with the write event that made it.
@@ -70,9 +79,10 @@ func olderThan(s, t Sibling) bool {
 // write events it has seen, directly or through merges) and the siblings
 // (the writes among those that nothing it has seen superseded).
 //
-// Invariants (checked by Validate, kept by every function here): every
-// sibling's dot is covered by Context, siblings are sorted by dot with no
-// duplicates, counters are non-zero and tombstones carry no value.
+// Invariants (checked by Validate and DecodeObject, kept by every function
+// here): every sibling's dot is covered by Context, siblings are sorted by
+// dot with no duplicates, counters are in 1..MaxCounter, actors are well
+// formed (see Actor) and tombstones carry no value.
 //
 // The zero value (and a nil *Object, for the read-only functions) is the
 // empty object: nothing known about the key.
@@ -81,24 +91,36 @@ type Object struct {
 	Siblings []Sibling
 }
 
-// Write applies a write coordinated by node (which must be a replica of the
-// key) with the causal context ctx the client read (nil or empty for a
-// client that read nothing). It:
+// Write applies a write coordinated by actor (the coordinating replica's
+// actor, see Actor; only replicas of the key coordinate) with the causal
+// context ctx the client read (nil or empty for a client that read
+// nothing). It:
 //
 //   - drops every sibling whose dot ctx covers: the client saw it, so this
 //     write replaces it;
 //   - keeps every other sibling: the client did not see it, so it is
 //     concurrent with this write;
-//   - mints the dot (node, n+1), n being the larger of node's entry in the
-//     object context and in ctx (ctx can be ahead if this replica lost data;
-//     taking the max guarantees no context that predates the write covers
-//     its dot), and adds the new sibling;
+//   - mints the dot (actor, n+1), n being the larger of actor's entry in the
+//     object context and in ctx (taking the max guarantees no context that
+//     predates the write covers its dot), and adds the new sibling;
 //   - sets the context to the merge of both contexts plus the new dot.
 //
-// If deleted is true the sibling is a tombstone and value is ignored. value
-// is copied. It returns the new sibling. Write panics if node is empty.
-func (o *Object) Write(node string, ctx Clock, value []byte, deleted bool, ts int64) Sibling {
-	s := stamp(node, max(o.Context[node], ctx[node]), value, deleted, ts)
+// A replica passes a client's ctx through AdmitContext first, so that ctx
+// names only writes the key had. If deleted is true the sibling is a
+// tombstone and value is ignored. value is copied. It returns the new
+// sibling.
+//
+// Write returns an error, and leaves o unchanged, when actor is not well
+// formed (ErrBadActor), when actor's counter has reached MaxCounter
+// (ErrCounterExhausted), or when the new object would encode to more than
+// MaxObjectSize bytes (ErrObjectTooLarge: too many siblings too large,
+// which the client resolves by writing with a context that covers them).
+// Past MaxSiblings it drops the oldest siblings instead, never the new one.
+func (o *Object) Write(actor string, ctx Clock, value []byte, deleted bool, ts int64) (Sibling, error) {
+	s, err := stamp(actor, max(o.Context[actor], ctx[actor]), value, deleted, ts)
+	if err != nil {
+		return Sibling{}, err
+	}
 	// Build a new slice rather than filtering in place: callers may still
 	// hold the old Siblings slice (e.g. a response being encoded).
 	kept := make([]Sibling, 0, len(o.Siblings)+1)
@@ -109,59 +131,108 @@ func (o *Object) Write(node string, ctx Clock, value []byte, deleted bool, ts in
 	}
 	i, _ := slices.BinarySearchFunc(kept, s.Dot, func(x Sibling, d Dot) int { return x.Dot.Compare(d) })
 	kept = slices.Insert(kept, i, s)
-	o.Context = o.Context.Merge(ctx)
-	o.Context[node] = s.Dot.Counter
-	o.Siblings = capSiblings(kept, &s.Dot)
-	return s
+	newCtx := o.Context.Merge(ctx)
+	newCtx[actor] = s.Dot.Counter
+	kept = capSiblings(newCtx, kept, &s.Dot, false)
+	if err := checkSize(newCtx, kept); err != nil {
+		return Sibling{}, err
+	}
+	o.Context, o.Siblings = newCtx, kept
+	return s, nil
 }
 
 // WriteBlind applies a write that carries no context (e.g. Redis SET): it
 // supersedes everything the coordinating replica currently holds, as if the
 // client had read o just now. A write this replica has not seen yet stays
-// concurrent and becomes a sibling when the states merge.
-func (o *Object) WriteBlind(node string, value []byte, deleted bool, ts int64) Sibling {
-	// This is o.Write(node, o.Context.Clone(), ...), done directly: a context
-	// equal to o's covers every sibling (each one's dot is in o's context),
-	// and merging o's context with itself changes nothing. So the result is
-	// o's context plus the new dot, and the new sibling alone: one new map
-	// instead of three, and no filtering.
-	s := stamp(node, o.Context[node], value, deleted, ts)
+// concurrent and becomes a sibling when the states merge. It fails, leaving
+// o unchanged, as Write does.
+func (o *Object) WriteBlind(actor string, value []byte, deleted bool, ts int64) (Sibling, error) {
+	// This is o.Write(actor, o.Context.Clone(), ...), done directly: a
+	// context equal to o's covers every sibling (each one's dot is in o's
+	// context), and merging o's context with itself changes nothing. So the
+	// result is o's context plus the new dot, and the new sibling alone: one
+	// new map instead of three, and no filtering.
+	s, err := stamp(actor, o.Context[actor], value, deleted, ts)
+	if err != nil {
+		return Sibling{}, err
+	}
 	ctx := make(Clock, len(o.Context)+1)
 	for n, v := range o.Context {
 		if v > 0 {
 			ctx[n] = v
 		}
 	}
-	ctx[node] = s.Dot.Counter
-	o.Context = ctx
-	o.Siblings = []Sibling{s} // a new slice: callers may hold the old one
-	return s
+	ctx[actor] = s.Dot.Counter
+	sibs := []Sibling{s} // a new slice: callers may hold the old one
+	if err := checkSize(ctx, sibs); err != nil {
+		return Sibling{}, err
+	}
+	o.Context, o.Siblings = ctx, sibs
+	return s, nil
 }
 
-// stamp is a write's new sibling: node's next event after base. value is
-// copied. It panics on an empty node or a counter that would overflow.
-func stamp(node string, base uint64, value []byte, deleted bool, ts int64) Sibling {
-	if node == "" {
-		panic("version: Write with an empty node id")
+// AdmitContext checks a client's causal context against o, the state of the
+// key the coordinating replica holds, and returns the context to write
+// with (a new clock; ctx is not modified):
+//
+//   - a context that names an actor o's context lacks is refused with an
+//     error wrapping ErrUnknownContext: it claims writes this key never had
+//     (a forged or corrupted token, or a token for another key), and
+//     letting it into the key's context would make the key's clock grow
+//     with names no replica ever wrote under;
+//   - an entry ahead of o's is clamped to o's: a client cannot claim to
+//     have seen writes that do not exist. A forged counter would otherwise
+//     make this replica skip counters, or cover (hide) the future writes of
+//     another actor when the states merge.
+//
+// An honest client's context names only writes some replica had when the
+// client read, so it is refused only when o lacks them; the caller makes
+// that rare by merging into o what a read quorum holds before coordinating,
+// and the client's remedy is to read the key again.
+func (o *Object) AdmitContext(ctx Clock) (Clock, error) {
+	var have Clock
+	if o != nil {
+		have = o.Context
 	}
-	if base == math.MaxUint64 {
-		// Unreachable through ParseClock (bounded by MaxCounter); only a
-		// hand-built clock gets here.
-		panic(fmt.Sprintf("version: counter overflow for node %q", node))
+	out := make(Clock, len(ctx))
+	for a, v := range ctx {
+		if v == 0 {
+			continue
+		}
+		h := have[a]
+		if h == 0 {
+			return nil, fmt.Errorf("%w (this key has no write by %q)", ErrUnknownContext, a)
+		}
+		out[a] = min(v, h)
 	}
-	s := Sibling{Dot: Dot{Node: node, Counter: base + 1}, Deleted: deleted, Timestamp: ts}
+	return out, nil
+}
+
+// stamp is a write's new sibling: actor's next event after base. value is
+// copied. It fails on a malformed actor or a counter at MaxCounter (past
+// it, the object would no longer decode).
+func stamp(actor string, base uint64, value []byte, deleted bool, ts int64) (Sibling, error) {
+	if !validActor(actor) {
+		return Sibling{}, fmt.Errorf("%w: %q", ErrBadActor, actor)
+	}
+	if base >= MaxCounter {
+		return Sibling{}, fmt.Errorf("%w: actor %q has made %d writes of this key", ErrCounterExhausted, actor, base)
+	}
+	s := Sibling{Dot: Dot{Node: actor, Counter: base + 1}, Deleted: deleted, Timestamp: ts}
 	if !deleted {
 		s.Value = bytes.Clone(value)
 	}
-	return s
+	return s, nil
 }
 
 // Merge combines two replicas' states of the same key (replication, read
 // repair, anti-entropy, hinted handoff). A sibling survives iff the other
 // side also has it or the other side's context does not cover its dot (a
 // covered dot the other side lacks was overwritten there); the context is
-// the pointwise max. Merge is commutative, associative and idempotent (see
-// MaxSiblings for the one exception), and its result descends both inputs.
+// the pointwise max. Past MaxSiblings siblings or MaxObjectSize bytes the
+// oldest siblings are dropped (see MaxSiblings). Merge is commutative,
+// associative and idempotent (see MaxSiblings for the one exception), and
+// its result descends both inputs.
 // Either input may be nil; neither is modified. The result may share Value
 // slices with the inputs: values are never mutated in place by this package.
 func Merge(a, b *Object) *Object {
@@ -207,15 +278,18 @@ func Merge(a, b *Object) *Object {
 	if len(out) == 0 {
 		out = nil
 	}
-	r.Siblings = capSiblings(out, nil)
+	r.Siblings = capSiblings(r.Context, out, nil, true)
 	return r
 }
 
-// capSiblings enforces MaxSiblings on a dot-sorted slice, dropping the oldest
-// siblings but never *keep.
-func capSiblings(ss []Sibling, keep *Dot) []Sibling {
+// capSiblings enforces MaxSiblings on a dot-sorted slice, and also
+// MaxObjectSize (for the object ctx, ss) when bySize is set, dropping the
+// oldest siblings but never *keep. It returns ss itself when nothing is
+// dropped.
+func capSiblings(ctx Clock, ss []Sibling, keep *Dot, bySize bool) []Sibling {
 	excess := len(ss) - MaxSiblings
-	if excess <= 0 {
+	overSize := bySize && sizeBound(ctx, ss) > MaxObjectSize
+	if excess <= 0 && !overSize {
 		return ss
 	}
 	byAge := make([]int, len(ss))
@@ -232,8 +306,17 @@ func capSiblings(ss []Sibling, keep *Dot) []Sibling {
 		return 0
 	})
 	drop := make([]bool, len(ss))
+	left := len(ss)
+	var fixed, total int
+	var sizes []int
+	if overSize {
+		fixed, sizes = encodedSizes(ctx, ss)
+		for _, n := range sizes {
+			total += n
+		}
+	}
 	for _, i := range byAge {
-		if excess == 0 {
+		if excess <= 0 && (!overSize || fixed+uvarintLen(uint64(left))+total <= MaxObjectSize) {
 			break
 		}
 		if keep != nil && ss[i].Dot == *keep {
@@ -241,15 +324,95 @@ func capSiblings(ss []Sibling, keep *Dot) []Sibling {
 		}
 		drop[i] = true
 		excess--
+		left--
+		if overSize {
+			total -= sizes[i]
+		}
 	}
-	out := make([]Sibling, 0, MaxSiblings)
+	out := make([]Sibling, 0, left)
 	for i, s := range ss {
 		if !drop[i] {
 			out = append(out, s)
 		}
 	}
+	if len(out) == 0 {
+		out = nil
+	}
 	return out
 }
+
+// checkSize returns an ErrObjectTooLarge error when the object (ctx, ss)
+// would encode to more than MaxObjectSize bytes.
+func checkSize(ctx Clock, ss []Sibling) error {
+	if sizeBound(ctx, ss) <= MaxObjectSize {
+		return nil
+	}
+	size := encodedSize(ctx, ss)
+	if size <= MaxObjectSize {
+		return nil
+	}
+	var values int
+	for _, s := range ss {
+		values += len(s.Value)
+	}
+	return fmt.Errorf("%w: the key would have %d siblings totalling %d bytes (%d bytes of values), over the limit of %d bytes; "+
+		"resolve the siblings (read the key and write with its context) or write smaller values",
+		ErrObjectTooLarge, len(ss), size, values, MaxObjectSize)
+}
+
+// sizeBound is an upper bound of the encoded size of the object (ctx, ss),
+// computed without allocating.
+func sizeBound(ctx Clock, ss []Sibling) int {
+	n := 1 + 2*binary.MaxVarintLen64
+	for a := range ctx {
+		n += len(a) + 2*binary.MaxVarintLen64
+	}
+	for _, s := range ss {
+		n += 1 + len(s.Value) + 4*binary.MaxVarintLen64
+	}
+	return n
+}
+
+// encodedSizes returns the exact encoded size of the object (ctx, ss), ss
+// being valid for ctx, in parts: fixed is everything but the siblings and
+// their count, sizes[i] is sibling i's encoding.
+func encodedSizes(ctx Clock, ss []Sibling) (fixed int, sizes []int) {
+	nodes := ctx.Nodes()
+	fixed = 1 + uvarintLen(uint64(len(nodes)))
+	for _, n := range nodes {
+		fixed += uvarintLen(uint64(len(n))) + len(n) + uvarintLen(ctx[n])
+	}
+	sizes = make([]int, len(ss))
+	for i, s := range ss {
+		idx, _ := slices.BinarySearch(nodes, s.Dot.Node)
+		sizes[i] = uvarintLen(uint64(idx)) + uvarintLen(s.Dot.Counter) + 1 +
+			uvarintLen(zigzag(s.Timestamp)) + uvarintLen(uint64(len(s.Value))) + len(s.Value)
+	}
+	return fixed, sizes
+}
+
+// encodedSize is the exact length of the encoding of the object (ctx, ss).
+func encodedSize(ctx Clock, ss []Sibling) int {
+	fixed, sizes := encodedSizes(ctx, ss)
+	n := fixed + uvarintLen(uint64(len(ss)))
+	for _, x := range sizes {
+		n += x
+	}
+	return n
+}
+
+// EncodedSize returns len(o.Encode(nil)) without encoding o (which must be
+// valid).
+func (o *Object) EncodedSize() int {
+	if o == nil {
+		return 3
+	}
+	return encodedSize(o.Context, o.Siblings)
+}
+
+func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
+
+func zigzag(v int64) uint64 { return uint64(v<<1) ^ uint64(v>>63) }
 
 // Live returns the siblings that are not tombstones, in dot order. A read
 // returns these values (several of them = siblings the client resolves).
@@ -389,11 +552,14 @@ func (o *Object) Validate() error {
 		return nil
 	}
 	for n, v := range o.Context {
-		if n == "" {
-			return fmt.Errorf("version: context has an empty node id")
+		if !validActor(n) {
+			return fmt.Errorf("version: context has a malformed actor %q", n)
 		}
 		if v == 0 {
 			return fmt.Errorf("version: context has a zero entry for %q", n)
+		}
+		if v > MaxCounter {
+			return fmt.Errorf("version: context entry %d for %q exceeds MaxCounter", v, n)
 		}
 	}
 	for i, s := range o.Siblings {

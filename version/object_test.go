@@ -100,7 +100,10 @@ func TestBlindWriteSupersedesLocalStateOnly(t *testing.T) {
 	wantValues(t, &a, "old1", "old2")
 	b.Write("b", nil, []byte("unseen"), false, 3)
 
-	s := a.WriteBlind("a", []byte("set"), false, 4)
+	s, err := a.WriteBlind("a", []byte("set"), false, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if s.Dot != (Dot{"a", 3}) {
 		t.Fatalf("dot = %v, want a:3", s.Dot)
 	}
@@ -121,7 +124,10 @@ func TestDeleteTombstones(t *testing.T) {
 	var a Object
 	a.Write("a", nil, []byte("v"), false, 1)
 	b := a.Clone()
-	del := a.Write("a", a.Context.Clone(), []byte("ignored"), true, 2)
+	del, err := a.Write("a", a.Context.Clone(), []byte("ignored"), true, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !del.Deleted || len(del.Value) != 0 {
 		t.Fatalf("tombstone = %+v", del)
 	}
@@ -206,7 +212,10 @@ func TestSiblingCap(t *testing.T) {
 		t.Fatalf("oldest kept = %v, want a:6", a.Siblings[0].Dot)
 	}
 	// A new write whose timestamp is the oldest (clock skew) is still kept.
-	s := a.Write("a", nil, []byte("skewed"), false, 0)
+	s, err := a.Write("a", nil, []byte("skewed"), false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !slices.ContainsFunc(a.Siblings, func(x Sibling) bool { return x.Dot == s.Dot }) {
 		t.Fatal("cap dropped the write it was applying")
 	}
@@ -263,16 +272,18 @@ func TestWriteCopiesValueAndCounterUsesClientContext(t *testing.T) {
 	wantValues(t, &a, "abc")
 	// A client context ahead of the replica for its own node (the replica lost
 	// data) must not yield a dot the context already covers.
-	s := a.Write("a", Clock{"a": 7}, []byte("d"), false, 2)
+	s, err := a.Write("a", Clock{"a": 7}, []byte("d"), false, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if s.Dot.Counter != 8 || a.Context["a"] != 8 {
 		t.Fatalf("dot %v context %v", s.Dot, a.Context)
 	}
-	defer func() {
-		if recover() == nil {
-			t.Fatal("empty node id did not panic")
+	for _, bad := range []string{"", "~", "n~", "n~0", "n~1~2", "n~A", "~1"} {
+		if _, err := a.Write(bad, nil, nil, false, 0); !errors.Is(err, ErrBadActor) {
+			t.Fatalf("Write by actor %q: %v, want ErrBadActor", bad, err)
 		}
-	}()
-	a.Write("", nil, nil, false, 0)
+	}
 }
 
 func TestMergeNilAndSameDotTieBreak(t *testing.T) {
