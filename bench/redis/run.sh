@@ -6,7 +6,13 @@
 # from a Go process costs by itself), in one run, with the same settings for
 # every target.
 #
-#   bench/redis/run.sh [-n REQUESTS]        (default -n 300000)
+#   bench/redis/run.sh [-n REQUESTS] [-t "TARGET..."] [-b RINGKV_BINARY]
+#
+# -n defaults to 300000; -t picks targets among ringkv-1-batch
+# ringkv-1-periodic ringkv-3-batch redis floor (default: all, in that
+# order); -b benchmarks a ringkv binary built elsewhere (an A/B of two
+# commits: build each, run the script once per binary, interleaved)
+# instead of building this checkout.
 #
 # Per target and pipeline depth (-P 1, -P 16) it runs
 #   redis-benchmark -h 127.0.0.1 -p PORT -t set,get -d 100 -r 1000000 -c 50 -n N -P P --csv
@@ -20,9 +26,14 @@
 set -euo pipefail
 
 N=300000
-while getopts "n:h" opt; do
+TARGETS="ringkv-1-batch ringkv-1-periodic ringkv-3-batch redis floor"
+RUN_TARGETS=$TARGETS
+RINGKV_BIN=
+while getopts "n:t:b:h" opt; do
 	case $opt in
 	n) N=$OPTARG ;;
+	t) RUN_TARGETS=$OPTARG ;;
+	b) RINGKV_BIN=$OPTARG ;;
 	*) sed -n '2,15p' "$0"; exit 2 ;;
 	esac
 done
@@ -279,25 +290,37 @@ check_alive() { # every started process still running?
 # ---------------------------------------------------------------- run
 START_UPTIME=$(uptime)
 log "building ringkv and respfloor from $ROOT"
-(cd "$ROOT" && go build -o "$TMP/ringkv" ./cmd/ringkv)
+if [ -n "$RINGKV_BIN" ]; then
+	cp "$RINGKV_BIN" "$TMP/ringkv"
+	BUILD_COMMIT="(a binary given with -b: $RINGKV_BIN)"
+	BUILD_DIRTY=
+else
+	(cd "$ROOT" && go build -o "$TMP/ringkv" ./cmd/ringkv)
+	# What was built: HEAD at build time, and tracked Go files (outside
+	# bench/, which is a separate module) that differed from HEAD.
+	BUILD_COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+	BUILD_DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null |
+		awk '{ print $NF }' | grep -E '(\.go|go\.mod|go\.sum)$' | grep -v '^bench/' | tr '\n' ' ' || true)
+fi
 (cd "$ROOT/bench" && go build -o "$TMP/respfloor" ./cmd/respfloor)
-# What was built: HEAD at build time, and tracked Go files (outside bench/,
-# which is a separate module) that differed from HEAD.
-BUILD_COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-BUILD_DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null |
-	awk '{ print $NF }' | grep -E '(\.go|go\.mod|go\.sum)$' | grep -v '^bench/' | tr '\n' ' ' || true)
+wanted() { [[ " $RUN_TARGETS " == *" $1 "* ]]; }
 
 # (a) one node, N=1, sync batch
+if wanted ringkv-1-batch; then
 start_ringkv n1 batch 1
 bench_target ringkv-1-batch "$RESP_PORT"
 check_alive; stop_all; rm -rf "$TMP/data"
+fi
 
 # (a') one node, N=1, sync periodic
+if wanted ringkv-1-periodic; then
 start_ringkv n1 periodic 1
 bench_target ringkv-1-periodic "$RESP_PORT"
 check_alive; stop_all; rm -rf "$TMP/data"
+fi
 
 # (b) three nodes, N=3, R=W=2 (QUORUM), sync batch; benchmark against n1
+if wanted ringkv-3-batch; then
 start_ringkv n1 batch 3
 P1=$RESP_PORT H1=$HTTP_PORT SEED="127.0.0.1:$PEER_PORT"
 start_ringkv n2 batch 3 "$SEED"
@@ -313,16 +336,21 @@ for n in n1 n2 n3; do
 	[ "$c" = 0 ] || echo "ringkv-3-batch: $n log has $c lines matching error/timeout/fail, e.g.: $(grep -iE 'error|timeout|timed out|fail' "$TMP/$n.log" | head -2 | tr '\n' ' ')" >>"$NOTES"
 done
 stop_all; rm -rf "$TMP/data"
+fi
 
 # (c) redis-server, AOF everysec
+if wanted redis; then
 start_redis
 bench_target redis "$RESP_PORT"
 check_alive; stop_all
+fi
 
 # (d) respfloor: Go's floor for serving RESP
+if wanted floor; then
 start_floor
 bench_target floor "$RESP_PORT"
 check_alive; stop_all
+fi
 
 END_UPTIME=$(uptime)
 
@@ -336,7 +364,7 @@ label() {
 	floor) echo "respfloor (Go, in-memory map, no disk)" ;;
 	esac
 }
-TARGETS="ringkv-1-batch ringkv-1-periodic ringkv-3-batch redis floor"
+TARGETS=$RUN_TARGETS
 val() { awk -F'\t' -v t="$1" -v p="$2" -v s="$3" -v c="$4" '$1 == t && $2 == p && $3 == s { print $c }' "$RESULTS"; }
 
 echo "### redis-benchmark: ringkv vs redis-server"
@@ -358,12 +386,14 @@ for p in $PIPELINES; do
 		done
 	done
 done
+if wanted redis; then
 echo
 echo "Ratios to redis-server (ops/s: above 1 means faster than redis-server; p99: below 1 means better). The respfloor rows show how close a Go server that does no storage work at all gets:"
 echo
 echo "| target | test | ops/s ratio | p99 ratio |"
 echo "|---|---|--:|--:|"
 for t in ringkv-1-batch ringkv-1-periodic floor; do
+	wanted $t || continue
 	for p in $PIPELINES; do
 		for s in SET GET; do
 			r=$(awk -v a="$(val $t $p $s 4)" -v b="$(val redis $p $s 4)" 'BEGIN { printf "%.2f", a / b }')
@@ -372,6 +402,7 @@ for t in ringkv-1-batch ringkv-1-periodic floor; do
 		done
 	done
 done
+fi
 echo
 echo "Server CPU time per request (user + system, all of a target's server processes, over the whole redis-benchmark run of $((2 * N)) requests: SET and GET together), wall time of each run, DBSIZE after it (– where the server does not count keys), and load average (1/5/15 min) before → after each target:"
 echo
