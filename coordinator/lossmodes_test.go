@@ -13,6 +13,7 @@ import (
 
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/internal/testcluster"
+	"github.com/ringkv/ringkv/version"
 )
 
 // Levels count against N, not against the replicas the ring happens to
@@ -163,5 +164,45 @@ func TestForwardedWriteIsNotAppliedTwice(t *testing.T) {
 		if got := fmt.Sprint(liveValues(obj)); got != "[once]" {
 			t.Fatalf("one context write forwarded once: live values %s, want [once] (object %v)", got, obj)
 		}
+	}
+}
+
+// A client context is checked against what the key's replicas hold: a
+// context read from an up-to-date replica is accepted by a coordinator
+// that missed the write it names (it learns from a read quorum first) and
+// supersedes that write; a context naming writes no replica has seen is
+// refused, and stores nothing.
+func TestClientContextsAreCheckedAgainstAReadQuorum(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 24,
+		Coordinator: coordinator.Options{ReadRepairChance: -1}})
+	ctx := ctxT(t)
+	n1, n3 := c.Nodes[0], c.Nodes[2]
+	key := []byte("ctx-check")
+	c.Net.Isolate(n3.ID)
+	if _, err := n1.Coord.Put(ctx, key, []byte("v1"), nil, coordinator.Quorum); err != nil {
+		t.Fatal(err)
+	}
+	c.Net.Heal()
+	read, err := n1.Coord.Get(ctx, key, coordinator.One)
+	if err != nil || read == nil {
+		t.Fatalf("read at n1: %v, %v", read, err)
+	}
+	if _, err := n3.Coord.Put(ctx, key, []byte("v2"), read.Context, coordinator.Quorum); err != nil {
+		t.Fatalf("context write through the replica that missed v1: %v", err)
+	}
+	obj, err := n1.Coord.Get(ctx, key, coordinator.All)
+	if err != nil || fmt.Sprint(liveValues(obj)) != "[v2]" {
+		t.Fatalf("after a context write that saw v1: %v, %v; want [v2] alone", obj, err)
+	}
+
+	forged := obj.Context.Clone()
+	forged["nobody~1"] = 7
+	_, err = n3.Coord.Put(ctx, key, []byte("v3"), forged, coordinator.Quorum)
+	if !errors.Is(err, version.ErrUnknownContext) {
+		t.Fatalf("write with a context naming an actor that never wrote the key: err = %v, want ErrUnknownContext", err)
+	}
+	after, err := n1.Coord.Get(ctx, key, coordinator.All)
+	if err != nil || !after.Equal(obj) {
+		t.Fatalf("a refused write changed the key: %v -> %v (%v)", obj, after, err)
 	}
 }

@@ -110,6 +110,17 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, pre
 		stamped = func(obj *version.Object) { sent = c.replicate(req.key, obj, pref, results) }
 	}
 	obj, err := c.store.CoordinateThen(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano(), stamped)
+	if errors.Is(err, version.ErrUnknownContext) && req.hasCtx && sent == 0 {
+		// The client's context names writes this replica has not seen: it
+		// may be behind the replica the client read from. Learn what a read
+		// quorum holds and try once more; a context naming writes that no
+		// replica asked has seen is refused.
+		r, _ := resolve("read", Default, c.o.R, n, n)
+		if _, lerr := c.learn(ctx, req.key, pref, max(r, 2)); lerr != nil {
+			return nil, fmt.Errorf("%w (and reading the other replicas failed: %v)", err, lerr)
+		}
+		obj, err = c.store.CoordinateThen(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano(), stamped)
+	}
 	if err != nil && stamped != nil && sent == 0 {
 		// Refused before anything was stamped (an oversized object, a bad
 		// context): nothing was sent, so no quorum can make up for it. The
@@ -152,17 +163,31 @@ func (c *Coordinator) writeContext(ctx context.Context, key []byte, pref []strin
 	if r <= 1 {
 		return nil, nil
 	}
-	merged, err := c.get(ctx, key, readPlan{pref: pref, r: r})
+	merged, err := c.learn(ctx, key, pref, r)
 	if err != nil {
-		return nil, fmt.Errorf("blind write of %q: read the replicas' versions first: %w", key, err)
+		return nil, fmt.Errorf("blind write of %q: %w", key, err)
 	}
 	if merged == nil {
 		return nil, nil // no replica asked has the key
 	}
-	if _, _, err := c.store.Apply(key, merged); err != nil {
-		return nil, fmt.Errorf("blind write of %q: store the replicas' versions: %w", key, err)
-	}
 	return merged.Context.Clone(), nil
+}
+
+// learn reads key from r replicas (this one first) and merges what they
+// hold into the local replica, returning the merge (nil when none has the
+// key).
+func (c *Coordinator) learn(ctx context.Context, key []byte, pref []string, r int) (*version.Object, error) {
+	merged, err := c.get(ctx, key, readPlan{pref: pref, r: min(r, len(pref))})
+	if err != nil {
+		return nil, fmt.Errorf("read the replicas' versions first: %w", err)
+	}
+	if merged == nil {
+		return nil, nil
+	}
+	if _, _, err := c.store.Apply(key, merged); err != nil {
+		return nil, fmt.Errorf("store the replicas' versions: %w", err)
+	}
+	return merged, nil
 }
 
 // awaitAcks waits until w replicas acknowledged a write: the local one
