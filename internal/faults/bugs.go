@@ -1,0 +1,137 @@
+package faults
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/ringkv/ringkv/internal/testcluster"
+	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/storage"
+	"github.com/ringkv/ringkv/transport"
+	"github.com/ringkv/ringkv/version"
+)
+
+// Peer message kinds of package coordinator (unexported there; pinned here
+// by the canaries: if a planted bug stops biting because a kind changed,
+// its canary fails).
+const (
+	kindReplicate      uint8 = 2
+	kindReplicateBatch uint8 = 4
+)
+
+// BugAckWithoutStoring is a planted bug: the given nodes (all if none are
+// named) acknowledge replication and read-repair messages without storing
+// them. Acknowledged writes then live on fewer replicas than W says.
+func BugAckWithoutStoring(nodes ...string) func(string, transport.Handler) transport.Handler {
+	return func(id string, h transport.Handler) transport.Handler {
+		if len(nodes) > 0 && !slices.Contains(nodes, id) {
+			return h
+		}
+		return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, p []byte) ([]byte, error) {
+			if kind == kindReplicate || kind == kindReplicateBatch {
+				return nil, nil
+			}
+			return h.Handle(ctx, from, kind, p)
+		})
+	}
+}
+
+// BugDropSiblingOnMerge is a planted bug: the given nodes (all if none are
+// named), before merging an incoming version that has several siblings,
+// keep only the one last-write-wins picks, but keep the whole context: the
+// other siblings' dots are covered and so they are dropped, as if
+// overwritten, here and wherever this replica's state is merged.
+func BugDropSiblingOnMerge(nodes ...string) func(string, transport.Handler) transport.Handler {
+	return func(id string, h transport.Handler) transport.Handler {
+		if len(nodes) > 0 && !slices.Contains(nodes, id) {
+			return h
+		}
+		return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, p []byte) ([]byte, error) {
+			if kind == kindReplicate {
+				if q, ok := dropSiblings(p); ok {
+					p = q
+				}
+			}
+			return h.Handle(ctx, from, kind, p)
+		})
+	}
+}
+
+// dropSiblings rewrites a kindReplicate payload (uvarint len(key) | key |
+// encoded object).
+func dropSiblings(p []byte) ([]byte, bool) {
+	n, w := binary.Uvarint(p)
+	if w <= 0 || uint64(len(p)-w) < n {
+		return nil, false
+	}
+	head := p[:w+int(n)]
+	obj, err := version.DecodeObject(p[w+int(n):])
+	if err != nil || len(obj.Live()) < 2 {
+		return nil, false
+	}
+	win, _ := version.LWW(obj)
+	obj.Siblings = []version.Sibling{win}
+	return obj.Encode(slices.Clone(head)), true
+}
+
+// ReuseActorOpener opens every store with the node ID as its actor, also
+// after a wipe: a node on an empty directory mints dots its previous life
+// used (the counter-reuse bug). It is what the server did before stores
+// had incarnations.
+func ReuseActorOpener(nodeID string, db *storage.DB, wiped bool, incarnation int) (*replica.Store, error) {
+	return replica.New(db, nodeID), nil
+}
+
+// FreshActorOpener gives a store restarted on a wiped directory a new
+// actor (nodeID~incarnation), so that counters are never reused. Canaries
+// that wipe use it to isolate their planted bug from counter reuse.
+func FreshActorOpener(nodeID string, db *storage.DB, wiped bool, incarnation int) (*replica.Store, error) {
+	if incarnation == 1 {
+		return replica.New(db, nodeID), nil
+	}
+	return replica.New(db, fmt.Sprintf("%s~%d", nodeID, incarnation)), nil
+}
+
+// check the openers' signatures.
+var _, _ testcluster.StoreOpener = ReuseActorOpener, FreshActorOpener
+
+// Report fails tb with the violations, the run's seed and how to replay it,
+// and the history of the keys involved (compact, one op per line).
+func Report(tb testing.TB, res *Result, vs []Violation) {
+	tb.Helper()
+	if len(vs) == 0 {
+		return
+	}
+	tb.Errorf("%s", Describe(tb, res, vs))
+}
+
+// Describe renders violations for a failure message.
+func Describe(tb testing.TB, res *Result, vs []Violation) string {
+	var b strings.Builder
+	top, _, _ := strings.Cut(tb.Name(), "/")
+	fmt.Fprintf(&b, "%d violations with seed %d (replay: go test ./internal/faults -run '^%s$' -seed=%d)\n",
+		len(vs), res.Cfg.Seed, top, res.Cfg.Seed)
+	var keys []string
+	for i, v := range vs {
+		if i < 10 {
+			fmt.Fprintf(&b, "  %s\n", v)
+		}
+		if !slices.Contains(keys, v.Key) {
+			keys = append(keys, v.Key)
+		}
+	}
+	if len(vs) > 10 {
+		fmt.Fprintf(&b, "  ... and %d more\n", len(vs)-10)
+	}
+	slices.Sort(keys)
+	if len(keys) > 2 {
+		keys = keys[:2]
+	}
+	fmt.Fprintf(&b, "summary: %s\n", res.History.Summary())
+	fmt.Fprintf(&b, "history of %s:\n%s", strings.Join(keys, ", "), res.History.Format(keys...))
+	return b.String()
+}

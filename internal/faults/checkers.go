@@ -1,0 +1,334 @@
+package faults
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/ringkv/ringkv/version"
+)
+
+// Violation is one broken guarantee, with the ops that show it.
+type Violation struct {
+	Checker string
+	Key     string
+	Msg     string
+	Ops     []*Op
+}
+
+func (v Violation) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[%s] key %s: %s", v.Checker, v.Key, v.Msg)
+	for _, o := range v.Ops {
+		fmt.Fprintf(&b, "\n      %s", o)
+	}
+	return b.String()
+}
+
+func byKey(ops []*Op) map[string][]*Op {
+	m := map[string][]*Op{}
+	for _, o := range ops {
+		m[o.Key] = append(m[o.Key], o)
+	}
+	return m
+}
+
+// EncodeSet is the set workload's value: the sorted elements joined by
+// commas.
+func EncodeSet(elems map[string]bool) string {
+	s := make([]string, 0, len(elems))
+	for e := range elems {
+		s = append(s, e)
+	}
+	slices.Sort(s)
+	return strings.Join(s, ",")
+}
+
+// DecodeSets returns the union of the sets in values (siblings).
+func DecodeSets(values []string) map[string]bool {
+	m := map[string]bool{}
+	for _, v := range values {
+		for _, e := range strings.Split(v, ",") {
+			if e != "" {
+				m[e] = true
+			}
+		}
+	}
+	return m
+}
+
+// CheckSetAdds is checker (a), no acknowledged write lost, for the set
+// workload: final maps each key to its read at R=ALL after the faults
+// stopped and the cluster healed. Every element whose add was acknowledged
+// must be in the union of that read's siblings, and every element there
+// must come from an add that was at least attempted (none invented).
+func CheckSetAdds(ops []*Op, final map[string]ReadResult) []Violation {
+	var out []Violation
+	for key, kops := range byKey(ops) {
+		res, ok := final[key]
+		if !ok {
+			out = append(out, Violation{Checker: "set-adds", Key: key, Msg: "no final read"})
+			continue
+		}
+		have := DecodeSets(res.Values)
+		attempted := map[string]bool{}
+		var lost []*Op
+		for _, o := range kops {
+			if o.Kind != Add {
+				continue
+			}
+			if o.MayHaveApplied() {
+				attempted[o.Value] = true
+			}
+			if o.Acked() && !have[o.Value] {
+				lost = append(lost, o)
+			}
+		}
+		if len(lost) > 0 {
+			out = append(out, Violation{Checker: "set-adds", Key: key,
+				Msg: fmt.Sprintf("%d acknowledged adds missing from the final read (%d elements present)", len(lost), len(have)),
+				Ops: lost})
+		}
+		for e := range have {
+			if !attempted[e] {
+				out = append(out, Violation{Checker: "set-adds", Key: key, Msg: fmt.Sprintf("element %q was never added (or its add provably failed)", e)})
+			}
+		}
+	}
+	return out
+}
+
+// CheckRegisterReads is checker (b), R+W>N reads, for the register
+// workload of blind writes, deletes and reads. n is N. For a read r that
+// succeeded, let Y be the acknowledged writes y of its key that completed
+// before r was invoked with r.Quorum + y.Quorum > n. Then:
+//
+//   - r must not return, as any sibling, the value of an acknowledged write x
+//     that completed before some y in Y was invoked (with x.Quorum + y.Quorum
+//     > n, so that y's write saw x): y supersedes x;
+//   - r must not answer not-found (no version at all) when Y is not empty;
+//   - r may answer deleted (tombstones only) only if some delete that may
+//     have been applied, invoked before r completed, is not superseded in
+//     the same way (deletes are writes of a tombstone);
+//   - every value r returns was written by a put that may have applied.
+//
+// Only writes acknowledged before r began constrain it; writes concurrent
+// with each other may legitimately both survive as siblings. The checker
+// assumes no node lost acknowledged data (no restarts on a wiped directory
+// in the schedule).
+func CheckRegisterReads(ops []*Op, n int) []Violation {
+	var out []Violation
+	for key, kops := range byKey(ops) {
+		writer := map[string]*Op{}
+		var writes, reads []*Op
+		for _, o := range kops {
+			switch o.Kind {
+			case Put:
+				writer[o.Value] = o
+				writes = append(writes, o)
+			case Delete:
+				writes = append(writes, o)
+			case Read:
+				if o.Acked() {
+					reads = append(reads, o)
+				}
+			}
+		}
+		for _, r := range reads {
+			var ys []*Op
+			for _, y := range writes {
+				if y.Acked() && y.Complete < r.Invoke && r.Quorum+y.Quorum > n {
+					ys = append(ys, y)
+				}
+			}
+			// supersededBy returns a y in Y that must have overwritten x.
+			supersededBy := func(x *Op) *Op {
+				if !x.Acked() {
+					return nil
+				}
+				for _, y := range ys {
+					if x != y && x.Complete < y.Invoke && x.Quorum+y.Quorum > n {
+						return y
+					}
+				}
+				return nil
+			}
+			for _, v := range r.Read.Values {
+				x := writer[v]
+				if x == nil || !x.MayHaveApplied() {
+					out = append(out, Violation{Checker: "rw-quorum", Key: key, Msg: fmt.Sprintf("read returned %q, which no write that may have applied wrote", v), Ops: []*Op{r}})
+					continue
+				}
+				if y := supersededBy(x); y != nil {
+					out = append(out, Violation{Checker: "rw-quorum", Key: key,
+						Msg: fmt.Sprintf("stale read: returned %q, overwritten by #%d (acknowledged before the read began)", v, y.ID),
+						Ops: []*Op{x, y, r}})
+				}
+			}
+			if len(ys) == 0 {
+				continue
+			}
+			last := ys[len(ys)-1]
+			if !r.Read.Exists {
+				out = append(out, Violation{Checker: "rw-quorum", Key: key,
+					Msg: "read found nothing although writes were acknowledged before it began", Ops: []*Op{last, r}})
+				continue
+			}
+			if len(r.Read.Values) == 0 {
+				ok := false
+				for _, d := range writes {
+					if d.Kind == Delete && d.MayHaveApplied() && d.Invoke < r.Complete && supersededBy(d) == nil {
+						ok = true
+						break
+					}
+				}
+				if !ok {
+					out = append(out, Violation{Checker: "rw-quorum", Key: key,
+						Msg: "read answered deleted, but every delete was overwritten by a put acknowledged before the read began", Ops: []*Op{last, r}})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// CheckSiblings is checker (c), concurrent writes kept as siblings, for
+// the sibling workload of writes that carry the context of a read (Op.Saw:
+// the values that read returned), some of them issued in pairs with the
+// same context at the same time. An acknowledged write x may disappear only
+// when a write that saw it (x's value in its Saw) may have been applied.
+// It checks the final read (R=ALL after healing) and every successful read
+// r with r.Quorum + x.Quorum > n that began after x was acknowledged: x must
+// be among r's siblings unless a write that saw x was invoked before r
+// completed.
+func CheckSiblings(ops []*Op, final map[string]ReadResult, n int) []Violation {
+	var out []Violation
+	for key, kops := range byKey(ops) {
+		// seenBy[v]: the writes that saw v and may have applied.
+		seenBy := map[string][]*Op{}
+		var writes []*Op
+		for _, o := range kops {
+			if o.Kind != Put {
+				continue
+			}
+			writes = append(writes, o)
+			if o.MayHaveApplied() {
+				for _, v := range o.Saw {
+					seenBy[v] = append(seenBy[v], o)
+				}
+			}
+		}
+		superseded := func(x *Op, before func(w *Op) bool) bool {
+			for _, w := range seenBy[x.Value] {
+				if before(w) {
+					return true
+				}
+			}
+			return false
+		}
+		// One violation per lost write: the first read that lacks it.
+		for _, x := range writes {
+			if !x.Acked() {
+				continue
+			}
+			for _, r := range kops {
+				if r.Kind != Read || !r.Acked() || x.Complete >= r.Invoke || r.Quorum+x.Quorum <= n || slices.Contains(r.Read.Values, x.Value) {
+					continue
+				}
+				if superseded(x, func(w *Op) bool { return w.Invoke < r.Complete }) {
+					continue
+				}
+				out = append(out, Violation{Checker: "siblings", Key: key,
+					Msg: fmt.Sprintf("read lacks %q, acknowledged before it began and overwritten by no write that saw it", x.Value),
+					Ops: append(pairOf(writes, x), r)})
+				break
+			}
+		}
+		res, ok := final[key]
+		if !ok {
+			out = append(out, Violation{Checker: "siblings", Key: key, Msg: "no final read"})
+			continue
+		}
+		for _, x := range writes {
+			if x.Acked() && !slices.Contains(res.Values, x.Value) && !superseded(x, func(*Op) bool { return true }) {
+				out = append(out, Violation{Checker: "siblings", Key: key,
+					Msg: fmt.Sprintf("final read lacks %q (final siblings: %s), overwritten by no write that saw it", x.Value, strings.Join(res.Values, " | ")),
+					Ops: pairOf(writes, x)})
+			}
+		}
+	}
+	return out
+}
+
+// pairOf returns x and the writes that carried the same context as x at
+// the same time (its pair), for the report.
+func pairOf(writes []*Op, x *Op) []*Op {
+	out := []*Op{x}
+	for _, w := range writes {
+		if w != x && slices.Equal(w.Saw, x.Saw) && w.Invoke < x.Complete && x.Invoke < w.Complete {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// ReplicaState is one replica's stored object of a key, for checker (d).
+type ReplicaState struct {
+	Node string
+	Obj  *version.Object
+	Err  error
+}
+
+// CheckConverged is checker (d), replicas converge: states maps each key to
+// its replicas' stored objects, read after the cluster healed and every key
+// was read at R=ALL (which repairs). All must be equal.
+func CheckConverged(states map[string][]ReplicaState) []Violation {
+	var out []Violation
+	for key, reps := range states {
+		var first *ReplicaState
+		for i := range reps {
+			r := &reps[i]
+			if r.Err != nil {
+				out = append(out, Violation{Checker: "converge", Key: key, Msg: fmt.Sprintf("replica %s: %v", r.Node, r.Err)})
+				continue
+			}
+			if first == nil {
+				first = r
+				continue
+			}
+			if !objEqual(first.Obj, r.Obj) {
+				out = append(out, Violation{Checker: "converge", Key: key,
+					Msg: fmt.Sprintf("replicas differ: %s has %s, %s has %s", first.Node, brief(first.Obj), r.Node, brief(r.Obj))})
+			}
+		}
+	}
+	return out
+}
+
+func objEqual(a, b *version.Object) bool {
+	if a.Empty() || b.Empty() {
+		return a.Empty() && b.Empty()
+	}
+	return a.Equal(b)
+}
+
+// brief renders an object for a report: its context and its siblings'
+// dots, with values cut short.
+func brief(o *version.Object) string {
+	if o.Empty() {
+		return "nothing"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "context %v, siblings", o.Context)
+	for _, s := range o.Siblings {
+		v := string(s.Value)
+		if len(v) > 24 {
+			v = v[:24] + "..."
+		}
+		if s.Deleted {
+			v = "(deleted)"
+		}
+		fmt.Fprintf(&b, " %v=%q", s.Dot, v)
+	}
+	return b.String()
+}

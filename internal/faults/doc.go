@@ -1,0 +1,61 @@
+// Package faults is ringkv's fault-test harness: one model of client
+// histories, checkers of the cluster's guarantees over those histories, and
+// seeded schedules that run workloads against an in-process cluster
+// (internal/testcluster) while a nemesis kills and restarts nodes, wipes a
+// node's directory, partitions the network, cuts links one way and skews
+// clocks. The real-process tier in internal/e2e records the same histories
+// against `ringkv server` processes and runs the same checkers.
+//
+// # Histories
+//
+// Every client operation is an Op in a History: invoked, then completed as
+// OK, Fail (the error proves nothing was applied: the node was down and the
+// request never sent, or the level was refused before anything was stored)
+// or Info (indeterminate: a timeout, a quorum error, anything after the
+// request left; such a write may have been applied and may show up later).
+// Times come from the monotonic clock, as offsets from the run's start.
+// Every write carries a unique value, and clients never retry on their own.
+//
+// # Checkers
+//
+//   - CheckSetAdds (a): no acknowledged write lost. Each key is a set that
+//     clients grow by read-modify-write with the causal context; after the
+//     faults stop and the cluster heals, a read at R=ALL must hold every
+//     element whose add was acknowledged (in the union of the siblings).
+//   - CheckRegisterReads (b): with R+W>N, a read that began after write y
+//     was acknowledged returns neither a value that y overwrote (one whose
+//     write completed before y began) nor not-found; deletes count as
+//     writes of a tombstone.
+//   - CheckSiblings (c): two writes with the same context at the same time
+//     are both kept as siblings, until a write that saw them replaces them.
+//   - CheckConverged (d): after healing and a read of every key at R=ALL
+//     (read repair), every replica stores the same object.
+//
+// Each checker has a canary test: the same kind of schedule with a planted
+// bug (bugs.go: replicas that acknowledge without storing, a sibling
+// dropped on merge, an actor reused after a wipe, a last-write-wins client
+// on skewed clocks), which passes only if the checker reports a violation.
+// A short preference list (fewer placed replicas than N, with quorums
+// counted against the placed ones) has no canary: it cannot be planted from
+// outside the coordinator.
+//
+// # Schedules and replay
+//
+// A run (Config, Run) is fixed by its seed: the fault schedule and every
+// client's choices come from it. The goroutine interleaving does not, so a
+// replay reproduces the schedule, not necessarily the exact history. Tests
+// run -seeds random seeds per schedule (default 3) and name each subtest
+// after its seed; a failure prints the seed, the command that replays it
+// (go test ./internal/faults -run '^TestX$' -seed=N) and the compact
+// history of the keys involved.
+//
+// # Time
+//
+// Runs use real time with short timeouts (coordinator Timeout 300ms,
+// workloads of about a second), not testing/synctest: the storage engine's
+// commit queue, flush and compaction goroutines and the key locks block on
+// mutexes, which synctest does not treat as durably blocked, so a bubble
+// would advance its clock unpredictably or report deadlocks while an engine
+// is busy. Engines run on strict in-memory filesystems (no disk I/O), with
+// the server's sync mode, so that a kill loses exactly what was not synced.
+package faults

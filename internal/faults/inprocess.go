@@ -1,0 +1,605 @@
+package faults
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/internal/testcluster"
+	"github.com/ringkv/ringkv/transport"
+	"github.com/ringkv/ringkv/version"
+)
+
+// Workload is what the clients of a run do.
+type Workload int
+
+const (
+	// Sets: each key is a set; clients add unique elements by
+	// read-modify-write with the causal context (checker a).
+	Sets Workload = iota + 1
+	// Registers: blind writes of unique values, blind deletes and reads
+	// (checker b).
+	Registers
+	// SiblingPairs: writes with the context of a read, half of them as
+	// two writes with the same context at the same time, and reads
+	// (checker c).
+	SiblingPairs
+)
+
+func (w Workload) String() string {
+	switch w {
+	case Sets:
+		return "sets"
+	case Registers:
+		return "registers"
+	case SiblingPairs:
+		return "sibling-pairs"
+	}
+	return "?"
+}
+
+// Faults says which faults the nemesis injects.
+type Faults struct {
+	// Kill nodes (a crash: unsynced data lost) and restart them on their
+	// disks. MarkDown also tells the failure detector, most of the time.
+	Kill, MarkDown bool
+	// Partition the nodes in two, and Cut single links one way.
+	Partition, Cut bool
+	// Skew node clocks by up to ±2 s.
+	Skew bool
+	// WipeNode, if set, is restarted on an empty directory now and then.
+	// Only that node is ever wiped, so with W ≥ 2 no acknowledged write
+	// loses every copy.
+	WipeNode string
+	// Interval is the mean time between fault events. Default 60ms.
+	Interval time.Duration
+}
+
+// Config is one run: a cluster, a workload, faults, and a seed that fixes
+// the fault schedule and every client's choices (not the goroutine
+// interleaving, which the Go scheduler decides).
+type Config struct {
+	Seed                        int64
+	Nodes, Replicas, Partitions int // defaults 5, 3, 16
+	Keys, Clients               int // defaults 4, 4
+	// Duration of the workload under faults. Default 1.2s.
+	Duration time.Duration
+	// R and W are the levels clients ask for (coordinator.One, Quorum, All
+	// or a number). Default Quorum.
+	R, W     int
+	Workload Workload
+	Faults   Faults
+	// Timeout is the coordinators' request timeout. Default 300ms.
+	Timeout time.Duration
+
+	// Harness variants, for planting bugs in canaries.
+	WrapHandler func(nodeID string, h transport.Handler) transport.Handler
+	OpenStore   testcluster.StoreOpener
+	// LWWClient makes set clients resolve siblings by last-write-wins and
+	// write blind (a client bug checker a must catch).
+	LWWClient bool
+}
+
+func (c *Config) defaults() {
+	if c.Nodes == 0 {
+		c.Nodes = 5
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 3
+	}
+	if c.Partitions == 0 {
+		c.Partitions = 16
+	}
+	if c.Keys == 0 {
+		c.Keys = 4
+	}
+	if c.Clients == 0 {
+		c.Clients = 4
+	}
+	if c.Duration == 0 {
+		c.Duration = 1200 * time.Millisecond
+	}
+	if c.R == 0 {
+		c.R = coordinator.Quorum
+	}
+	if c.W == 0 {
+		c.W = coordinator.Quorum
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 300 * time.Millisecond
+	}
+	if c.Faults.Interval == 0 {
+		c.Faults.Interval = 60 * time.Millisecond
+	}
+}
+
+// LevelName renders a coordinator level.
+func LevelName(l int) string {
+	switch l {
+	case coordinator.One:
+		return "ONE"
+	case coordinator.Quorum:
+		return "QUORUM"
+	case coordinator.All:
+		return "ALL"
+	case coordinator.Default:
+		return "DEFAULT"
+	}
+	return fmt.Sprint(l)
+}
+
+// QuorumOf is the replica count a level stands for with n replicas.
+func QuorumOf(l, n int) int {
+	switch l {
+	case coordinator.One:
+		return 1
+	case coordinator.Quorum, coordinator.Default:
+		return n/2 + 1
+	case coordinator.All:
+		return n
+	}
+	return l
+}
+
+// Result is a finished run: its history, the final reads at R=ALL after
+// healing, and each key's replicas' stored objects after that.
+type Result struct {
+	Cfg      Config
+	History  *History
+	Keys     []string
+	Final    map[string]ReadResult
+	Replicas map[string][]ReplicaState
+	Cluster  *testcluster.Cluster
+}
+
+// Run runs cfg against an in-process cluster (crashable engines on strict
+// in-memory filesystems) and returns the result for the checkers.
+func Run(tb testing.TB, cfg Config) *Result {
+	tb.Helper()
+	cfg.defaults()
+	cl := testcluster.New(tb, testcluster.Options{
+		Nodes: cfg.Nodes, Replicas: cfg.Replicas, Partitions: cfg.Partitions, Seed: cfg.Seed,
+		Coordinator: coordinator.Options{Timeout: cfg.Timeout},
+		WrapHandler: cfg.WrapHandler,
+		OpenStore:   cfg.OpenStore,
+		Crashable:   true,
+	})
+	cl.Net.SetDefaultTimeout(2 * cfg.Timeout)
+	res := &Result{Cfg: cfg, History: NewHistory(), Cluster: cl, Final: map[string]ReadResult{}}
+	for i := 0; i < cfg.Keys; i++ {
+		res.Keys = append(res.Keys, fmt.Sprintf("k%d", i))
+	}
+	h := res.History
+	h.Event("start: %s, seed %d, %d nodes, N=%d, R=%s W=%s", cfg.Workload, cfg.Seed, cfg.Nodes, cfg.Replicas, LevelName(cfg.R), LevelName(cfg.W))
+
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := 0; i < cfg.Clients; i++ {
+		wg.Add(1)
+		go func(id int) {
+			defer wg.Done()
+			c := &client{id: id, cfg: &cfg, cl: cl, h: h, keys: res.Keys,
+				rng: rand.New(rand.NewPCG(uint64(cfg.Seed), uint64(id)+1))}
+			c.loop(ctx)
+		}(i)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		nemesis(ctx, &cfg, cl, h)
+	}()
+	wg.Wait()
+
+	// Heal, let in-flight replication end, then read everything at ALL.
+	cl.Heal()
+	h.Event("healed")
+	time.Sleep(2 * cfg.Timeout)
+	res.finalReads()
+	res.collectReplicas()
+	return res
+}
+
+// finalReads reads every key at R=ALL, through each node in turn until one
+// read succeeds.
+func (res *Result) finalReads() {
+	cl, h := res.Cluster, res.History
+	ids := cl.IDs()
+	for _, key := range res.Keys {
+		for attempt := 0; attempt < 2*len(ids); attempt++ {
+			node := ids[attempt%len(ids)]
+			op := h.Invoke(Op{Client: -1, Node: node, Kind: Read, Key: key, Level: "ALL", Quorum: res.Cfg.Replicas})
+			rr, err := getAt(cl, node, key, coordinator.All, 2*res.Cfg.Timeout)
+			if err != nil {
+				h.Complete(op, Info, err)
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			op.Read = rr
+			h.Complete(op, OK, nil)
+			res.Final[key] = rr
+			break
+		}
+	}
+}
+
+// collectReplicas reads each key's replicas' stored objects until they agree
+// (read repair runs in the background after a read, so a key that differs
+// is read at ALL again) or 3 s pass.
+func (res *Result) collectReplicas() {
+	cl := res.Cluster
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		res.Replicas = map[string][]ReplicaState{}
+		var differ []string
+		for _, key := range res.Keys {
+			var states []ReplicaState
+			for _, n := range cl.Replicas([]byte(key)) {
+				st := ReplicaState{Node: n.ID}
+				s, err := cl.StoreOf(n.ID)
+				if err == nil {
+					st.Obj, err = s.Get([]byte(key))
+				}
+				st.Err = err
+				states = append(states, st)
+			}
+			res.Replicas[key] = states
+			if len(CheckConverged(map[string][]ReplicaState{key: states})) > 0 {
+				differ = append(differ, key)
+			}
+		}
+		if len(differ) == 0 || time.Now().After(deadline) {
+			return
+		}
+		for i, key := range differ {
+			ids := cl.IDs()
+			getAt(cl, ids[i%len(ids)], key, coordinator.All, 2*res.Cfg.Timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func getAt(cl *testcluster.Cluster, node, key string, r int, timeout time.Duration) (ReadResult, error) {
+	co, err := cl.Coord(node)
+	if err != nil {
+		return ReadResult{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	obj, err := co.Get(ctx, []byte(key), r)
+	if err != nil {
+		return ReadResult{}, err
+	}
+	return ResultOf(obj), nil
+}
+
+// ResultOf converts a read's object.
+func ResultOf(obj *version.Object) ReadResult {
+	rr := ReadResult{Exists: !obj.Empty()}
+	for _, s := range obj.Live() {
+		rr.Values = append(rr.Values, string(s.Value))
+	}
+	if obj != nil {
+		for _, s := range obj.Siblings {
+			if s.Deleted {
+				rr.Tombstones++
+			}
+		}
+	}
+	sort.Strings(rr.Values)
+	return rr
+}
+
+// classify turns a write's error into an outcome: only errors that prove
+// nothing was stored are Fail. (A level refused because the ring places
+// too few replicas is one too; it is left Info here, which is always safe
+// for the checkers, and does not happen in these rings.)
+func classify(err error) Outcome {
+	switch {
+	case err == nil:
+		return OK
+	case errors.Is(err, testcluster.ErrNodeDown),
+		errors.Is(err, coordinator.ErrBadLevel),
+		errors.Is(err, coordinator.ErrNoReplicas):
+		return Fail
+	}
+	return Info
+}
+
+type client struct {
+	id   int
+	cfg  *Config
+	cl   *testcluster.Cluster
+	h    *History
+	keys []string
+	rng  *rand.Rand
+	seq  int
+}
+
+func (c *client) loop(ctx context.Context) {
+	ids := c.cl.IDs()
+	for ctx.Err() == nil {
+		key := c.keys[c.rng.IntN(len(c.keys))]
+		node := ids[c.rng.IntN(len(ids))]
+		switch c.cfg.Workload {
+		case Sets:
+			c.add(node, key)
+		case Registers:
+			c.register(node, key)
+		case SiblingPairs:
+			c.siblings(node, key)
+		}
+		// A little think time, so faults and ops interleave.
+		time.Sleep(time.Duration(c.rng.IntN(4)) * time.Millisecond)
+	}
+}
+
+func (c *client) value(key string) string {
+	c.seq++
+	return fmt.Sprintf("%s.c%d.%d", key, c.id, c.seq)
+}
+
+func (c *client) opCtx() (context.Context, context.CancelFunc) {
+	// Longer than the coordinator's timeout, so that a slow answer is the
+	// coordinator's to report; a deadline here is an indeterminate outcome.
+	return context.WithTimeout(context.Background(), 3*c.cfg.Timeout)
+}
+
+func (c *client) read(node, key string) (*Op, *version.Object) {
+	op := c.h.Invoke(Op{Client: c.id, Node: node, Kind: Read, Key: key, Level: LevelName(c.cfg.R), Quorum: QuorumOf(c.cfg.R, c.cfg.Replicas)})
+	co, err := c.cl.Coord(node)
+	if err != nil {
+		c.h.Complete(op, Fail, err)
+		return op, nil
+	}
+	ctx, cancel := c.opCtx()
+	defer cancel()
+	obj, err := co.Get(ctx, []byte(key), c.cfg.R)
+	if err != nil {
+		c.h.Complete(op, Info, err)
+		return op, nil
+	}
+	op.Read = ResultOf(obj)
+	c.h.Complete(op, OK, nil)
+	return op, obj
+}
+
+// put writes through node; causal nil is a blind write.
+func (c *client) put(op *Op, node, key string, value []byte, causal version.Clock, del bool) {
+	co, err := c.cl.Coord(node)
+	if err != nil {
+		c.h.Complete(op, Fail, err)
+		return
+	}
+	ctx, cancel := c.opCtx()
+	defer cancel()
+	if del {
+		_, err = co.Delete(ctx, []byte(key), causal, c.cfg.W)
+	} else {
+		_, err = co.Put(ctx, []byte(key), value, causal, c.cfg.W)
+	}
+	c.h.Complete(op, classify(err), err)
+}
+
+func (c *client) writeOp(node, key string, kind Kind, value string, hasCtx bool, saw []string) Op {
+	return Op{Client: c.id, Node: node, Kind: kind, Key: key, Value: value, Context: hasCtx, Saw: saw,
+		Level: LevelName(c.cfg.W), Quorum: QuorumOf(c.cfg.W, c.cfg.Replicas)}
+}
+
+// add is one read-modify-write of the set workload.
+func (c *client) add(node, key string) {
+	elem := c.value(key)
+	op := c.h.Invoke(c.writeOp(node, key, Add, elem, !c.cfg.LWWClient, nil))
+	co, err := c.cl.Coord(node)
+	if err != nil {
+		c.h.Complete(op, Fail, err)
+		return
+	}
+	ctx, cancel := c.opCtx()
+	obj, err := co.Get(ctx, []byte(key), c.cfg.R)
+	cancel()
+	if err != nil {
+		c.h.Complete(op, Fail, fmt.Errorf("read before the add: %w", err))
+		return
+	}
+	var values []string
+	var causal version.Clock
+	if c.cfg.LWWClient {
+		// The planted client bug: keep only the sibling with the newest
+		// wall-clock timestamp and write blind.
+		if w, ok := version.LWW(obj); ok && !w.Deleted {
+			values = []string{string(w.Value)}
+		}
+	} else {
+		values = ResultOf(obj).Values
+		causal = version.Clock{}
+		if obj != nil {
+			causal = obj.Context
+		}
+	}
+	set := DecodeSets(values)
+	set[elem] = true
+	op.Saw = values
+	c.put(op, node, key, []byte(EncodeSet(set)), causal, false)
+}
+
+// register is one op of the register workload.
+func (c *client) register(node, key string) {
+	switch p := c.rng.Float64(); {
+	case p < 0.45:
+		c.read(node, key)
+	case p < 0.55:
+		op := c.h.Invoke(c.writeOp(node, key, Delete, "", false, nil))
+		c.put(op, node, key, nil, nil, true)
+	default:
+		v := c.value(key)
+		op := c.h.Invoke(c.writeOp(node, key, Put, v, false, nil))
+		c.put(op, node, key, []byte(v), nil, false)
+	}
+}
+
+// siblings is one op of the sibling workload: a read, then one write or two
+// concurrent writes (from this client and a twin, client id+100) with its
+// context.
+func (c *client) siblings(node, key string) {
+	rop, obj := c.read(node, key)
+	if !rop.Acked() || c.rng.Float64() < 0.2 {
+		return
+	}
+	causal := version.Clock{}
+	if obj != nil {
+		causal = obj.Context
+	}
+	saw := rop.Read.Values
+	if c.rng.Float64() < 0.5 {
+		v := c.value(key)
+		op := c.h.Invoke(c.writeOp(node, key, Put, v, true, saw))
+		c.put(op, node, key, []byte(v), causal, false)
+		return
+	}
+	ids := c.cl.IDs()
+	nodes := []string{node, ids[c.rng.IntN(len(ids))]}
+	vals := []string{c.value(key), c.value(key)}
+	var wg sync.WaitGroup
+	for i := range 2 {
+		o := c.writeOp(nodes[i], key, Put, vals[i], true, saw)
+		o.Client = c.id + 100*i
+		op := c.h.Invoke(o)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.put(op, nodes[i], key, []byte(vals[i]), causal.Clone(), false)
+		}()
+	}
+	wg.Wait()
+}
+
+// nemesis injects faults from cfg.Seed until ctx ends.
+func nemesis(ctx context.Context, cfg *Config, cl *testcluster.Cluster, h *History) {
+	f := cfg.Faults
+	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 0xfa17))
+	ids := cl.IDs()
+	maxDown := (cfg.Nodes - 1) / 2
+	type action struct {
+		name string
+		do   func()
+	}
+	var actions []action
+	down := func() []string {
+		var d []string
+		for _, id := range ids {
+			if cl.IsDown(id) {
+				d = append(d, id)
+			}
+		}
+		return d
+	}
+	if f.Kill {
+		actions = append(actions, action{"kill", func() {
+			if len(down()) >= maxDown {
+				return
+			}
+			id := ids[rng.IntN(len(ids))]
+			mark := f.MarkDown && rng.Float64() < 0.7
+			cl.Kill(id)
+			if mark {
+				cl.View.SetAlive(id, false)
+			}
+			h.Event("kill %s (detector told: %v)", id, mark)
+		}}, action{"restart", func() {
+			d := down()
+			if len(d) == 0 {
+				return
+			}
+			id := d[rng.IntN(len(d))]
+			cl.Restart(id)
+			cl.View.SetAlive(id, true)
+			h.Event("restart %s", id)
+		}})
+	}
+	if f.Partition {
+		actions = append(actions, action{"partition", func() {
+			perm := rng.Perm(len(ids))
+			k := 1 + rng.IntN(len(ids)-1)
+			var a, b []string
+			for i, p := range perm {
+				if i < k {
+					a = append(a, ids[p])
+				} else {
+					b = append(b, ids[p])
+				}
+			}
+			slices.Sort(a)
+			slices.Sort(b)
+			cl.Net.Partition(a, b)
+			h.Event("partition %s | %s", strings.Join(a, ","), strings.Join(b, ","))
+		}})
+	}
+	if f.Cut {
+		actions = append(actions, action{"cut", func() {
+			from := ids[rng.IntN(len(ids))]
+			to := ids[rng.IntN(len(ids))]
+			if from == to {
+				return
+			}
+			cl.Net.Cut(from, to)
+			h.Event("cut %s -> %s", from, to)
+		}})
+	}
+	if f.Partition || f.Cut {
+		actions = append(actions, action{"heal-net", func() {
+			cl.Net.Heal()
+			h.Event("heal network")
+		}})
+	}
+	if f.Skew {
+		actions = append(actions, action{"skew", func() {
+			id := ids[rng.IntN(len(ids))]
+			d := time.Duration(rng.Int64N(int64(4*time.Second))) - 2*time.Second
+			cl.SetClockSkew(id, d)
+			h.Event("skew %s by %v", id, d.Round(time.Millisecond))
+		}})
+	}
+	if f.WipeNode != "" {
+		wipe := action{"wipe", func() {
+			cl.RestartWiped(f.WipeNode)
+			cl.View.SetAlive(f.WipeNode, true)
+			h.Event("restart %s on an empty directory", f.WipeNode)
+		}}
+		actions = append(actions, wipe)
+		// One wipe a third of the way in, so the wiped node serves a
+		// while in its new life.
+		var bg sync.WaitGroup
+		defer bg.Wait()
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			select {
+			case <-time.After(cfg.Duration / 3):
+				wipe.do()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	if len(actions) == 0 {
+		<-ctx.Done()
+		return
+	}
+	for {
+		d := time.Duration(float64(f.Interval) * (0.5 + rng.Float64()))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+		actions[rng.IntN(len(actions))].do()
+	}
+}
