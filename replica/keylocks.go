@@ -2,6 +2,7 @@ package replica
 
 import (
 	"bytes"
+	"errors"
 	"hash/maphash"
 	"slices"
 	"sync"
@@ -125,11 +126,16 @@ func (l *keyLocks) release(h uint64, kl *keyLock) {
 	sh.mu.Unlock()
 }
 
-// heldLocks is the locks of a set of keys, taken by lockAll.
+// heldLocks is the locks of a set of keys, taken by lockAll. Its methods
+// are meant to be paired with a deferred unlock, so that a panic (in a
+// caller's hook, say) cannot leave a key locked: unlock releases whatever
+// is still held and is a no-op once everything is released.
 type heldLocks struct {
 	l      *keyLocks
 	hashes []uint64 // sorted, distinct
 	locks  []*keyLock
+	locked bool // the mutexes are held
+	refs   bool // the references are held
 }
 
 // lockAll locks every key of keys (repeats allowed). Each lock is taken
@@ -142,18 +148,27 @@ func (l *keyLocks) lockAll(keys [][]byte) *heldLocks {
 	}
 	slices.Sort(hashes)
 	hashes = slices.Compact(hashes)
-	h := &heldLocks{l: l, hashes: hashes, locks: make([]*keyLock, len(hashes))}
-	for i, x := range hashes {
-		h.locks[i] = l.lockHash(x)
+	h := &heldLocks{l: l, hashes: hashes, locks: make([]*keyLock, 0, len(hashes))}
+	h.locked, h.refs = true, true
+	for _, x := range hashes {
+		h.locks = append(h.locks, l.lockHash(x))
 	}
 	return h
 }
 
-// unlock releases every lock.
+// unlock releases every lock and reference still held.
 func (h *heldLocks) unlock() {
-	for i, kl := range h.locks {
-		kl.mu.Unlock()
-		h.l.release(h.hashes[i], kl)
+	if h.locked {
+		h.locked = false
+		for _, kl := range h.locks {
+			kl.mu.Unlock()
+		}
+	}
+	if h.refs {
+		h.refs = false
+		for i, kl := range h.locks {
+			h.l.release(h.hashes[i], kl)
+		}
 	}
 }
 
@@ -163,7 +178,9 @@ func (h *heldLocks) unlock() {
 // the keys (keeping a reference to their locks) so that the next writer
 // need not wait for this write's fsync, waits for the commit, then forgets
 // the states it recorded and releases the locks. It returns commit's error.
-func (h *heldLocks) commitStaged(commit func() error, ekeys [][]byte, objs []*version.Object) error {
+// Should commit panic, the recorded states are still forgotten (marked
+// failed for those waiting on them) and the locks released.
+func (h *heldLocks) commitStaged(commit func() error, ekeys [][]byte, objs []*version.Object) (err error) {
 	staged := make([]*stagedObject, len(ekeys))
 	for i := range ekeys {
 		if objs[i] != nil {
@@ -173,27 +190,36 @@ func (h *heldLocks) commitStaged(commit func() error, ekeys [][]byte, objs []*ve
 	for _, kl := range h.locks {
 		kl.mu.Unlock()
 	}
-	err := commit()
-	for _, st := range staged {
-		if st != nil {
-			st.err = err
-			close(st.done)
+	h.locked = false
+	finished := false
+	defer func() {
+		if !finished {
+			err = errCommitAbandoned
 		}
-	}
-	for _, kl := range h.locks {
-		kl.mu.Lock()
-	}
-	for i, st := range staged {
-		if st != nil {
-			h.locks[i0(h, ekeys[i])].unstage(st)
+		for _, st := range staged {
+			if st != nil {
+				st.err = err
+				close(st.done)
+			}
 		}
-	}
-	for i, kl := range h.locks {
-		kl.mu.Unlock()
-		h.l.release(h.hashes[i], kl)
-	}
+		for _, kl := range h.locks {
+			kl.mu.Lock()
+		}
+		h.locked = true
+		for i, st := range staged {
+			if st != nil {
+				h.locks[i0(h, ekeys[i])].unstage(st)
+			}
+		}
+		h.unlock()
+	}()
+	err = commit()
+	finished = true
 	return err
 }
+
+// errCommitAbandoned is the error of a staged write whose commit panicked.
+var errCommitAbandoned = errors.New("replica: engine commit abandoned")
 
 // i0 is the index in h of the lock of an engine key (its user key is what
 // was hashed).

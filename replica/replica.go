@@ -11,12 +11,28 @@
 // where token is ring.Token(key), so the keys of one ring partition form one
 // contiguous range of the engine and streaming or Merkle sync of a partition
 // is a range scan.
+//
+// # Incarnations
+//
+// The dots this store mints carry its actor, version.Actor(node ID,
+// incarnation), not the bare node ID. The incarnation is a random number
+// kept in the engine under the meta key 'm' "incarnation", with a flag
+// saying whether the last run closed the store cleanly. Open mints a new
+// incarnation for a new data directory and after an unclean shutdown: in
+// either case this node may have lost writes it had already stamped and
+// sent to its peers (the coordinator replicates in parallel with the local
+// fsync), and stamping again from the counters it still has would mint
+// dots its peers have seen, which they would drop as already known. A new
+// actor starts a fresh counter sequence that no peer has seen. The cost is
+// one more context entry in each key the new incarnation writes.
 package replica
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/storage"
@@ -27,20 +43,177 @@ import (
 // state, ring state) share the engine without colliding.
 const dataPrefix = 'd'
 
+// metaPrefix marks the store's own records: metaIncarnation holds the
+// incarnation and the clean-shutdown flag.
+const metaPrefix = 'm'
+
+var metaIncarnation = []byte{metaPrefix, 'i', 'n', 'c', 'a', 'r', 'n', 'a', 't', 'i', 'o', 'n'}
+
+// incarnationFormat is the first byte of the incarnation record:
+//
+//	byte     format (1)
+//	byte     clean (1: the store was closed cleanly, 0: it is open or crashed)
+//	uvarint  incarnation
+const incarnationFormat = 1
+
+var (
+	// ErrClosed is returned by writes coordinated after Close.
+	ErrClosed = errors.New("replica: store closed")
+	// ErrUnknownContext is version.ErrUnknownContext: a client context
+	// names writes the key never had.
+	ErrUnknownContext = version.ErrUnknownContext
+	// ErrObjectTooLarge is version.ErrObjectTooLarge: the write would make
+	// the key's object larger than version.MaxObjectSize.
+	ErrObjectTooLarge = version.ErrObjectTooLarge
+)
+
 // Store is a node's versioned store.
 type Store struct {
-	db    *storage.DB
-	node  string
-	locks *keyLocks
+	db          *storage.DB
+	node        string // node ID
+	actor       string // what this store's dots carry
+	incarnation uint64
+	minted      string // why Open minted the incarnation; "" when kept
+	persist     bool   // made by Open: Close records a clean shutdown
+	locks       *keyLocks
+
+	// closeMu is held shared by every coordinated write from stamping to
+	// commit, and exclusively by Close, so that no dot is stamped after
+	// the clean-shutdown flag is written.
+	closeMu sync.RWMutex
+	closed  bool
 }
 
-// New wraps an open engine. node is this node's ID, the name its dots carry.
-func New(db *storage.DB, node string) *Store {
-	return &Store{db: db, node: node, locks: newKeyLocks()}
+// New wraps an open engine, stamping writes with actor as given (a node
+// ID, which is a legacy actor, or version.Actor(node, incarnation)). It
+// keeps no incarnation record: Open is what a server uses; New is for
+// tests and tools.
+func New(db *storage.DB, actor string) *Store {
+	node, inc, ok := version.SplitActor(actor)
+	if !ok {
+		node = actor // writes fail with version.ErrBadActor
+	}
+	return &Store{db: db, node: node, actor: actor, incarnation: inc, locks: newKeyLocks()}
 }
 
-// Node returns the ID this store stamps its writes with.
+// Open wraps an open engine for node nodeID with its incarnation: the one
+// recorded in the engine when the last run closed the store cleanly, else
+// a new random one (a new data directory, or a crash: see the package
+// doc). Before returning it records the incarnation as open (not clean),
+// with a synced write, so that a crash from now on is detected. Close the
+// Store before closing the engine.
+func Open(db *storage.DB, nodeID string) (*Store, error) {
+	if err := version.CheckNodeID(nodeID); err != nil {
+		return nil, fmt.Errorf("replica: %w", err)
+	}
+	inc, why, err := recoverIncarnation(db)
+	if err != nil {
+		return nil, err
+	}
+	if why != "" {
+		if inc, err = mintIncarnation(inc); err != nil {
+			return nil, err
+		}
+	}
+	if err := writeIncarnation(db, inc, false); err != nil {
+		return nil, err
+	}
+	s := New(db, version.Actor(nodeID, inc))
+	s.minted, s.persist = why, true
+	return s, nil
+}
+
+// recoverIncarnation reads the incarnation record: the incarnation to keep
+// (why == ""), or the reason a new one is needed (with the old one, if any,
+// so that the new one differs).
+func recoverIncarnation(db *storage.DB) (inc uint64, why string, err error) {
+	rec, err := db.Get(metaIncarnation)
+	if errors.Is(err, storage.ErrNotFound) {
+		it := db.NewIter(&storage.IterOptions{LowerBound: []byte{dataPrefix}, UpperBound: []byte{dataPrefix + 1}})
+		hasData := it.First()
+		if err := it.Close(); err != nil {
+			return 0, "", fmt.Errorf("replica open: %w", err)
+		}
+		if hasData {
+			return 0, "the data directory holds data but no incarnation (written by an older release)", nil
+		}
+		return 0, "new data directory", nil
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("replica open: read incarnation: %w", err)
+	}
+	inc, n := binary.Uvarint(rec[min(2, len(rec)):])
+	switch {
+	case len(rec) < 3 || rec[0] != incarnationFormat || rec[1] > 1 || n <= 0 || 2+n != len(rec) || inc == 0 || inc > version.MaxIncarnation:
+		return 0, fmt.Sprintf("unreadable incarnation record %x", rec), nil
+	case rec[1] != 1:
+		return inc, "the last run did not shut down cleanly (writes it had sent to peers may be missing here)", nil
+	}
+	return inc, "", nil
+}
+
+// mintIncarnation returns a random incarnation in 1..MaxIncarnation other
+// than old.
+func mintIncarnation(old uint64) (uint64, error) {
+	for {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, fmt.Errorf("replica: mint incarnation: %w", err)
+		}
+		inc := binary.LittleEndian.Uint64(b[:]) & version.MaxIncarnation
+		if inc != 0 && inc != old {
+			return inc, nil
+		}
+	}
+}
+
+// writeIncarnation records inc and the clean flag with a synced write.
+func writeIncarnation(db *storage.DB, inc uint64, clean bool) error {
+	rec := []byte{incarnationFormat, 0}
+	if clean {
+		rec[1] = 1
+	}
+	rec = binary.AppendUvarint(rec, inc)
+	b := db.NewBatch()
+	b.Set(metaIncarnation, rec)
+	if err := db.Apply(b, &storage.WriteOptions{Sync: true}); err != nil {
+		return fmt.Errorf("replica: record incarnation: %w", err)
+	}
+	return nil
+}
+
+// Close records a clean shutdown (a synced write), after waiting for the
+// writes being coordinated; later coordinated writes fail with ErrClosed.
+// Merging versions from other replicas (Apply) stays possible until the
+// engine closes: it mints no dot. Close does not close the engine. A
+// Store made by New has nothing to record.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if !s.persist {
+		return nil
+	}
+	return writeIncarnation(s.db, s.incarnation, true)
+}
+
+// Node returns this node's ID.
 func (s *Store) Node() string { return s.node }
+
+// Actor returns the actor this store stamps its writes with
+// (version.Actor(Node(), Incarnation())).
+func (s *Store) Actor() string { return s.actor }
+
+// Incarnation returns the incarnation of this store's data (0 for a
+// legacy actor given to New).
+func (s *Store) Incarnation() uint64 { return s.incarnation }
+
+// Minted returns why Open minted a new incarnation, or "" when it kept the
+// recorded one (and for a Store made by New).
+func (s *Store) Minted() string { return s.minted }
 
 // DB returns the underlying engine.
 func (s *Store) DB() *storage.DB { return s.db }
@@ -119,11 +292,11 @@ func (s *Store) GetLive(key []byte) (value []byte, found bool, err error) {
 }
 
 // Coordinate applies a client write on this replica: it stamps a new dot
-// for this node and stores the result. With a nil context the write
-// supersedes everything this replica holds for the key (a blind write, as
-// Redis SET); otherwise it supersedes exactly the versions ctx covers.
-// It returns the whole new object, which the coordinator sends to the other
-// replicas.
+// with this store's actor and stores the result. With a nil context the
+// write supersedes everything this replica holds for the key (a blind
+// write, as Redis SET); otherwise it supersedes exactly the versions ctx
+// covers. It returns the whole new object, which the coordinator sends to
+// the other replicas. See CoordinateBatch for the errors.
 func (s *Store) Coordinate(key []byte, ctx version.Clock, value []byte, deleted bool, ts int64) (*version.Object, error) {
 	return s.CoordinateThen(key, ctx, value, deleted, ts, nil)
 }
@@ -198,12 +371,31 @@ type Write struct {
 // write that failed), so that the coordinator can send them to the other
 // replicas meanwhile.
 //
-// A write that cannot be applied (its key's stored object does not decode,
-// or the new object is over the engine's limits) gets its own error in
-// errs and is neither stamped nor stored; the others go ahead. err is the
-// engine batch's error, which fails every write of the batch: the batch is
-// all or nothing.
+// A client context (Write.Ctx not nil) is checked against the key's stored
+// object with version.Object.AdmitContext: one that names an actor the
+// stored context lacks is refused (ErrUnknownContext: the client should
+// read the key again), and an entry ahead of the stored one is clamped to
+// it (a client cannot claim writes that do not exist). The coordinator
+// merges into this replica what a read quorum holds before it coordinates
+// a write with a context, so the stored object is the merge of a read
+// quorum, which has every write a client could have read from an
+// acknowledged write on.
+//
+// A write that cannot be applied gets its own error in errs and is neither
+// stamped nor stored; the others go ahead. Such errors: its key's stored
+// object does not decode; its context is refused (ErrUnknownContext); the
+// new object would exceed version.MaxObjectSize (ErrObjectTooLarge, saying
+// how many siblings of how many bytes: the client should resolve the
+// siblings or write smaller values); this actor's counter for the key is
+// exhausted; the key is over the engine's limit. err is the engine batch's
+// error, which fails every write of the batch: the batch is all or
+// nothing; after Close it is ErrClosed.
 func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*version.Object)) (objs []*version.Object, errs []error, err error) {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return nil, nil, ErrClosed
+	}
 	ekeys := make([][]byte, len(writes))
 	for i, w := range writes {
 		ekeys[i] = EncodeKey(nil, w.Key)
@@ -213,6 +405,7 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 		keys[i] = w.Key
 	}
 	held := s.locks.lockAll(keys)
+	defer held.unlock() // a no-op once commitStaged has released them
 
 	// First every new object, so that a write that fails is known before
 	// anything is stamped (and sent to other replicas).
@@ -224,6 +417,10 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 		latest = make(map[string]int, len(writes))
 	}
 	for i, w := range writes {
+		if len(ekeys[i]) > storage.MaxKeySize {
+			errs[i] = fmt.Errorf("replica put %q: %w: %d-byte engine key (limit %d)", w.Key, storage.ErrKeyTooLarge, len(ekeys[i]), storage.MaxKeySize)
+			continue
+		}
 		var obj *version.Object
 		if j, ok := latest[string(ekeys[i])]; ok {
 			obj = objs[j].Clone() // objects handed to stamped are never modified
@@ -237,18 +434,13 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 				obj = &version.Object{}
 			}
 		}
-		if w.Ctx == nil {
-			obj.WriteBlind(s.node, w.Value, w.Deleted, ts)
-		} else {
-			obj.Write(s.node, w.Ctx, w.Value, w.Deleted, ts)
-		}
-		enc := obj.Encode(nil)
-		if len(ekeys[i]) > storage.MaxKeySize {
-			errs[i] = fmt.Errorf("replica put %q: %w: %d-byte engine key (limit %d)", w.Key, storage.ErrKeyTooLarge, len(ekeys[i]), storage.MaxKeySize)
+		if err := s.stamp(obj, w, ts); err != nil {
+			errs[i] = fmt.Errorf("replica put %q: %w", w.Key, err)
 			continue
 		}
-		if len(enc) > storage.MaxValueSize {
-			errs[i] = fmt.Errorf("replica put %q: %w: %d-byte object (limit %d)", w.Key, storage.ErrValueTooLarge, len(enc), storage.MaxValueSize)
+		enc := obj.Encode(nil)
+		if len(enc) > version.MaxObjectSize { // excluded by Write; kept as the engine's guard
+			errs[i] = fmt.Errorf("replica put %q: %w: %d-byte object (limit %d)", w.Key, version.ErrObjectTooLarge, len(enc), version.MaxObjectSize)
 			continue
 		}
 		objs[i], encoded[i] = obj, enc
@@ -264,11 +456,9 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 		}
 	}
 	if err := b.Err(); err != nil { // excluded by the checks above
-		held.unlock()
 		return objs, errs, fmt.Errorf("replica put batch: %w", err)
 	}
 	if b.Count() == 0 {
-		held.unlock()
 		return objs, errs, nil
 	}
 	if stamped != nil {
@@ -280,8 +470,25 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 	return objs, errs, nil
 }
 
+// stamp applies one client write to obj, the key's current state.
+func (s *Store) stamp(obj *version.Object, w Write, ts int64) error {
+	if w.Ctx == nil {
+		_, err := obj.WriteBlind(s.actor, w.Value, w.Deleted, ts)
+		return err
+	}
+	ctx, err := obj.AdmitContext(w.Ctx)
+	if err != nil {
+		return err
+	}
+	_, err = obj.Write(s.actor, ctx, w.Value, w.Deleted, ts)
+	return err
+}
+
 // Apply merges a version received from another replica into the stored one.
-// It reports the merged object and whether anything changed.
+// It reports the merged object and whether anything changed. An invalid
+// incoming object (see version.Object.Validate) is refused with an error.
+// The merge keeps the object within version.MaxSiblings and
+// version.MaxObjectSize by dropping the oldest siblings (see version.Merge).
 func (s *Store) Apply(key []byte, incoming *version.Object) (*version.Object, bool, error) {
 	merged, changed, err := s.applyAll([][]byte{key}, []*version.Object{incoming})
 	if err != nil {
@@ -301,7 +508,15 @@ func (s *Store) ApplyBatch(keys [][]byte, incoming []*version.Object) error {
 // applyAll is ApplyBatch, also returning each key's merged object (nil for
 // a key never written) and whether it changed.
 func (s *Store) applyAll(keys [][]byte, incoming []*version.Object) (merged map[string]*version.Object, changed map[string]bool, err error) {
+	// Decoded objects are valid (version.DecodeObject checks); this keeps
+	// one built by hand from storing bytes that would no longer decode.
+	for i, o := range incoming {
+		if err := o.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("replica apply %q: %w", keys[i], err)
+		}
+	}
 	held := s.locks.lockAll(keys)
+	defer held.unlock() // a no-op once released below
 	merged = make(map[string]*version.Object, len(keys))
 	changed = make(map[string]bool, len(keys))
 	var waitFor []*stagedObject // staged writes whose state the batch relies on
@@ -311,7 +526,6 @@ func (s *Store) applyAll(keys [][]byte, incoming []*version.Object) (merged map[
 			var from *stagedObject
 			var err error
 			if cur, from, err = s.currentFrom(held, EncodeKey(nil, key)); err != nil {
-				held.unlock()
 				return nil, nil, err
 			}
 			if from != nil {
@@ -340,7 +554,6 @@ func (s *Store) applyAll(keys [][]byte, incoming []*version.Object) (merged map[
 	}
 	if err := b.Err(); err != nil {
 		// Checked first: a failed Set leaves the batch's count short.
-		held.unlock()
 		return nil, nil, fmt.Errorf("replica apply batch: %w", err)
 	}
 	if b.Count() == 0 {

@@ -203,14 +203,14 @@ func TestCoordinateBatchInOrder(t *testing.T) {
 	}
 }
 
-// A write of a batch that cannot be stored (here an object over the
-// engine's value limit) fails alone: it is not stamped, and the other
+// A write of a batch that cannot be stored (here an object over
+// version.MaxObjectSize) fails alone: it is not stamped, and the other
 // writes of the batch are stored.
 func TestCoordinateBatchFailsOneWriteAlone(t *testing.T) {
 	s := openStore(t, "n1")
 	writes := []Write{
 		{Key: []byte("a"), Value: []byte("a1")},
-		{Key: []byte("big"), Value: make([]byte, storage.MaxValueSize+1)},
+		{Key: []byte("big"), Value: make([]byte, version.MaxObjectSize+1)},
 		{Key: []byte("c"), Value: []byte("c1")},
 	}
 	var stampedAt []int
@@ -224,7 +224,7 @@ func TestCoordinateBatchFailsOneWriteAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if errs[0] != nil || errs[1] == nil || errs[2] != nil {
+	if errs[0] != nil || !errors.Is(errs[1], ErrObjectTooLarge) || errs[2] != nil {
 		t.Fatalf("per-write errors %v: want only the oversized write to fail", errs)
 	}
 	if fmt.Sprint(stampedAt) != "[0 2]" {
@@ -271,17 +271,19 @@ func TestApplyBatchMergesLikeApply(t *testing.T) {
 	}
 }
 
-// An ApplyBatch that cannot store one of its keys (a merged object over the
-// engine's limit) returns the error instead of acknowledging writes it did
-// not store.
+// An ApplyBatch that cannot store one of its keys (a key over the engine's
+// limit; merged objects are bounded by version.MaxObjectSize, far below the
+// engine's value limit) returns the error instead of acknowledging writes
+// it did not store.
 func TestApplyBatchReportsAnUnstorableKey(t *testing.T) {
 	src := openStore(t, "n1")
 	ok, _ := src.Coordinate([]byte("ok"), nil, []byte("v"), false, 1)
-	huge := &version.Object{}
-	huge.WriteBlind("n1", make([]byte, storage.MaxValueSize+1), false, 2)
+	hugeKey := make([]byte, storage.MaxKeySize)
+	other := &version.Object{}
+	other.WriteBlind("n1", []byte("v"), false, 2)
 	dst := openStore(t, "n2")
-	if err := dst.ApplyBatch([][]byte{[]byte("ok"), []byte("huge")}, []*version.Object{ok, huge}); err == nil {
-		t.Fatal("ApplyBatch with an object over the engine's limit returned nil")
+	if err := dst.ApplyBatch([][]byte{[]byte("ok"), hugeKey}, []*version.Object{ok, other}); err == nil {
+		t.Fatal("ApplyBatch with a key over the engine's limit returned nil")
 	}
 	if obj, _ := dst.Get([]byte("ok")); obj != nil {
 		t.Fatalf("a failed batch stored part of itself: %v", obj.Live())

@@ -31,6 +31,7 @@ fuzz ./storage/sstable FuzzBlockDecoder
 fuzz ./storage/sstable FuzzFooterIndex
 fuzz ./storage/bloom FuzzMayContain
 fuzz ./version FuzzDecodeObject
+fuzz ./replica FuzzApply
 fuzz ./api/resp FuzzReader
 fuzz ./storage/wal FuzzTruncate
 fuzz ./coordinator FuzzDecodeReplicateBatch
