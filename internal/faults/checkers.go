@@ -156,7 +156,7 @@ func CheckRegisterReads(ops []*Op, n int) []Violation {
 			for _, v := range r.Read.Values {
 				x := writer[v]
 				if x == nil || !x.MayHaveApplied() {
-					out = append(out, Violation{Checker: "rw-quorum", Key: key, Msg: fmt.Sprintf("read returned %q, which no write that may have applied wrote", v), Ops: []*Op{r}})
+					out = append(out, Violation{Checker: "rw-quorum", Key: key, Msg: fmt.Sprintf("read returned %q, which no write that may have applied wrote", Abbrev(v)), Ops: []*Op{r}})
 					continue
 				}
 				if y := supersededBy(x); y != nil {
@@ -252,7 +252,7 @@ func CheckSiblings(ops []*Op, final map[string]ReadResult, n int) []Violation {
 		for _, x := range writes {
 			if x.Acked() && !slices.Contains(res.Values, x.Value) && !superseded(x, func(*Op) bool { return true }) {
 				out = append(out, Violation{Checker: "siblings", Key: key,
-					Msg: fmt.Sprintf("final read lacks %q (final siblings: %s), overwritten by no write that saw it", x.Value, strings.Join(res.Values, " | ")),
+					Msg: fmt.Sprintf("final read lacks %q (%d final siblings), overwritten by no write that saw it", x.Value, len(res.Values)),
 					Ops: pairOf(writes, x)})
 			}
 		}

@@ -121,12 +121,12 @@ func (o *Op) String() string {
 		fmt.Fprintf(&b, " %s", o.Level)
 	}
 	if o.Kind != Read {
-		if o.Context {
-			fmt.Fprintf(&b, " ctx")
-			if len(o.Saw) > 0 {
-				fmt.Fprintf(&b, "(saw %s)", strings.Join(o.Saw, ","))
-			}
-		} else if o.Kind != Add {
+		switch {
+		case o.Context && o.Kind == Add:
+			fmt.Fprintf(&b, " ctx(saw %d siblings)", len(o.Saw))
+		case o.Context:
+			fmt.Fprintf(&b, " ctx(saw %s)", strings.Join(o.Saw, ","))
+		default:
 			b.WriteString(" blind")
 		}
 	}
@@ -136,7 +136,11 @@ func (o *Op) String() string {
 		case !o.Read.Exists:
 			b.WriteString(" nil")
 		default:
-			fmt.Fprintf(&b, " [%s]", strings.Join(o.Read.Values, " | "))
+			vs := make([]string, len(o.Read.Values))
+			for i, v := range o.Read.Values {
+				vs[i] = Abbrev(v)
+			}
+			fmt.Fprintf(&b, " [%s]", strings.Join(vs, " | "))
 			if o.Read.Tombstones > 0 {
 				fmt.Fprintf(&b, "+%d tomb", o.Read.Tombstones)
 			}
@@ -261,4 +265,24 @@ func (h *History) Summary() string {
 	}
 	fmt.Fprintf(&b, "%d fault events", len(h.events))
 	return b.String()
+}
+
+// Abbrev shortens a long value (a set) for printing: its length and ends.
+func Abbrev(v string) string {
+	if len(v) <= 48 {
+		return v
+	}
+	return fmt.Sprintf("%s...%s (%d bytes)", v[:20], v[len(v)-20:], len(v))
+}
+
+// OnKeys returns the ops on the given keys, for running a checker on one
+// workload's part of a mixed history.
+func OnKeys(ops []*Op, keys ...string) []*Op {
+	var out []*Op
+	for _, o := range ops {
+		if slices.Contains(keys, o.Key) {
+			out = append(out, o)
+		}
+	}
+	return out
 }
