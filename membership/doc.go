@@ -73,11 +73,17 @@
 //
 // # Joining
 //
-// Start joins any of Config.Join (gossip addresses). If none answers within
+// Start joins any of Config.Join (gossip addresses). A join succeeds once a
+// node has answered with its ring state (the full record table, merged
+// before Join returns), and Start builds the ring from the merged table
+// before it returns, so a joining node never serves a ring of itself alone
+// (a write coordinated on such a ring would be acknowledged with one copy).
+// If no node answers with a ring state for our ring configuration within
 // JoinTimeout, a fresh node fails to start, so that a typo does not create a
-// second cluster; a node with persisted peers starts anyway (it may be the
-// first one back after a full-cluster restart). In the background, a node
-// keeps trying to rejoin known members that are down, which also heals a
-// network partition after memberlist on both sides has given up on the
-// other.
+// second cluster; a node with persisted peers starts anyway, with the ring
+// it persisted (it may be the first one back after a full-cluster restart).
+// A node with no join targets starts a cluster of its own. In the
+// background, a node keeps trying to rejoin known members that are down,
+// which also heals a network partition after memberlist on both sides has
+// given up on the other.
 package membership

@@ -51,6 +51,11 @@ type Membership struct {
 	closeOnce  sync.Once
 	closeErr   error
 	closed     atomic.Bool
+
+	// joinStates counts ring states for our ring config merged from
+	// push/pulls made by a join, so Start can tell a join that taught us
+	// the cluster from one that only reached a node.
+	joinStates atomic.Uint64
 }
 
 // view is an immutable snapshot served to readers.
@@ -209,13 +214,45 @@ func Start(cfg Config) (*Membership, error) {
 	if targets := m.joinTargets(cfg.Join); len(targets) > 0 {
 		if err := m.joinRetry(targets); err != nil {
 			if peers == 0 {
+				// A node that knows no peers must not serve a ring of
+				// itself alone: it would acknowledge writes with one copy.
 				m.Close()
-				return nil, fmt.Errorf("membership: joining %v: %w", targets, err)
+				return nil, fmt.Errorf("membership: joining %v: %w; a new node needs a running member to learn the ring from (only the first node of a cluster starts without joining)", targets, err)
 			}
 			m.logf("membership: could not join %v (%v); starting from the persisted ring of %d peers and retrying in the background", targets, err, peers)
 		}
+		// The join merged a peer's table into ours, and the ring for it is
+		// normally built in the background. Build it now, so the first ring
+		// anyone reads holds the members the join taught us.
+		if err := m.rebuildNow(); err != nil {
+			if peers == 0 {
+				m.Close()
+				return nil, fmt.Errorf("membership: building the ring after joining %v: %w", targets, err)
+			}
+			m.logf("membership: building the ring after joining %v: %v; keeping the persisted ring", targets, err)
+		}
 	}
 	return m, nil
+}
+
+// rebuildNow installs the ring for the current records if the published
+// one is older.
+func (m *Membership) rebuildNow() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v := m.view.Load()
+	if v.ringSig == v.recSig {
+		return nil
+	}
+	r, err := ring.New(m.cfg.Ring, ringMembers(v.recs))
+	if err != nil {
+		return err
+	}
+	nv := *v
+	nv.ring, nv.ringSig = r, v.recSig
+	m.view.Store(&nv)
+	signal(m.notifyCh)
+	return nil
 }
 
 // nextVersion returns a version above old, taken from the wall clock when
@@ -241,17 +278,25 @@ func (m *Membership) joinTargets(addrs []string) []string {
 	return out
 }
 
-// joinRetry tries to join any of addrs until one answers or JoinTimeout
-// passes.
+// joinRetry tries to join any of addrs until one answers with its ring
+// state or JoinTimeout passes. memberlist merges the state of every node it
+// reaches before Join returns, so on success our table holds everything
+// that node knew.
 func (m *Membership) joinRetry(addrs []string) error {
 	deadline := time.Now().Add(m.cfg.JoinTimeout)
 	backoff := 100 * time.Millisecond
 	for {
+		before := m.joinStates.Load()
 		n, err := m.ml.Join(addrs)
-		if n > 0 {
+		if n > 0 && m.joinStates.Load() != before {
 			return nil
 		}
-		if err == nil {
+		switch {
+		case n > 0:
+			// Reached, but it sent no ring state we accept (another ring
+			// config, or not a ringkv node); MergeRemoteState logged why.
+			err = fmt.Errorf("%d node(s) answered but sent no ring state for this ring config", n)
+		case err == nil:
 			err = errors.New("no node answered")
 		}
 		left := time.Until(deadline)
@@ -684,6 +729,10 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if join {
+		// Counted under m.mu once merged: see joinRetry.
+		defer m.joinStates.Add(1)
+	}
 	changed := false
 	for _, w := range msg.Records {
 		r, err := fromWire(w)

@@ -298,9 +298,10 @@ func TestDownIsNotRemovedAndLateJoinerLearnsDownMember(t *testing.T) {
 			t.Fatalf("members: %+v", st)
 		}
 	}
-	if calls.Load() == 0 {
-		t.Error("subscriber not called on liveness change")
-	}
+	// Subscribers run later, on their own goroutine.
+	waitFor(t, 5*time.Second, "subscriber called on liveness change", func() bool {
+		return calls.Load() > 0
+	})
 
 	// A fourth node joins while n2 is down and still learns of it.
 	n3 := h.start(h.config("n3", ms[1].LocalNode().GossipAddr))
@@ -456,5 +457,114 @@ func TestStartErrors(t *testing.T) {
 	}
 	if ids := ringIDs(m.Ring(), ring.StateNormal); !slices.Equal(ids, []string{"x"}) {
 		t.Errorf("ring %v", ids)
+	}
+}
+
+// TestJoinerNeverPublishesPartialRing: a node that joins an existing
+// cluster must never publish a ring that lacks the members it joined, not
+// even for a moment after Start returns. A coordinator using a ring of the
+// joiner alone would acknowledge a write with one copy.
+func TestJoinerNeverPublishesPartialRing(t *testing.T) {
+	h := newHarness(t)
+	ms, _ := h.cluster(3)
+	waitFor(t, 10*time.Second, "three nodes converge", func() bool {
+		return converged(ms, "n0", "n1", "n2")
+	})
+	lacks := func(r *ring.Ring, want []string) []string {
+		var out []string
+		for _, id := range want {
+			if mb, ok := r.Member(id); !ok || mb.State != ring.StateNormal {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	// Several joiners, each through another member, so that one lucky
+	// schedule does not hide the window. Each must publish at least the
+	// ring its join target had before the join (the target may not have
+	// heard of the previous joiner yet: that is gossip's business).
+	for i := range 3 {
+		id := fmt.Sprintf("j%d", i)
+		target := ms[i%len(ms)]
+		want := ringIDs(target.Ring(), ring.StateNormal)
+		m := h.start(h.config(id, target.LocalNode().GossipAddr))
+		// From the moment Start returns: the ring it publishes first, and
+		// every later one, holds those members.
+		first := m.Ring()
+		if miss := lacks(first, want); miss != nil {
+			t.Errorf("%s: first ring after Start lacks %v (members %v)", id, miss, ringIDs(first, ring.StateNormal))
+		}
+		var subBad atomic.Value
+		m.Subscribe(func() {
+			if r := m.Ring(); lacks(r, want) != nil {
+				subBad.CompareAndSwap(nil, fmt.Sprintf("lacks %v (members %v)", lacks(r, want), ringIDs(r, ring.StateNormal)))
+			}
+		})
+		seen, bad := 0, 0
+		var firstBad []string
+		last := first
+		for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+			r := m.Ring()
+			if r == last {
+				continue
+			}
+			last = r
+			seen++
+			if miss := lacks(r, want); miss != nil {
+				if bad++; firstBad == nil {
+					firstBad = ringIDs(r, ring.StateNormal)
+				}
+			}
+		}
+		if bad > 0 {
+			t.Errorf("%s: %d of %d later rings lacked members of %v (first such: %v)", id, bad, seen, want, firstBad)
+		}
+		if s := subBad.Load(); s != nil {
+			t.Errorf("%s: a subscriber saw a ring that %s", id, s)
+		}
+		ms = append(ms, m)
+	}
+}
+
+// TestJoinNeedsRingStateForOurConfig: a fresh node whose join target runs
+// another ring config reaches it, but learns no members from it. It must
+// not start with a ring of itself alone.
+func TestJoinNeedsRingStateForOurConfig(t *testing.T) {
+	h := newHarness(t)
+	ms, _ := h.cluster(1)
+	cfg := h.config("x", ms[0].LocalNode().GossipAddr)
+	cfg.Ring.Partitions = 2 * testRing.Partitions
+	cfg.JoinTimeout = 300 * time.Millisecond
+	m, err := Start(cfg)
+	if err == nil {
+		m.Close()
+		t.Fatalf("Start joined a node of another ring config; ring %v", ringIDs(m.Ring(), ring.StateNormal))
+	}
+	if !strings.Contains(err.Error(), "ring state") {
+		t.Errorf("error does not say why: %v", err)
+	}
+	t.Log(err)
+}
+
+// TestRestartWithJoinTargetsDownUsesPersistedRing: a node with persisted
+// peers whose join targets are all down starts from its persisted ring,
+// which holds the whole cluster.
+func TestRestartWithJoinTargetsDownUsesPersistedRing(t *testing.T) {
+	h := newHarness(t)
+	ms, cfgs := h.cluster(3)
+	waitFor(t, 10*time.Second, "three nodes converge", func() bool {
+		return converged(ms, "n0", "n1", "n2")
+	})
+	for _, m := range ms {
+		if err := m.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := cfgs[1] // joins n0, which is down
+	cfg.JoinTimeout = 300 * time.Millisecond
+	cfg.RejoinInterval = time.Hour
+	m := h.start(cfg)
+	if got := ringIDs(m.Ring(), ring.StateNormal); !slices.Equal(got, []string{"n0", "n1", "n2"}) {
+		t.Fatalf("ring after restart with its join target down: %v", got)
 	}
 }
