@@ -360,7 +360,14 @@ func testConcurrentReadersOneWriter(t *testing.T, fingers bool) {
 	}
 	var published atomic.Int64 // keys[:published] are all in the memtable
 	var done atomic.Bool
+	var reads atomic.Int64
 	deadline := time.Now().Add(2 * time.Second)
+	// The readers must run while the writer inserts, but on a busy machine
+	// they may not be scheduled at all during its few tens of milliseconds.
+	// So at a few checkpoints the writer waits (within waitLimit overall)
+	// until the readers have read more since the previous one.
+	const checkpoints = 4
+	waitLimit := time.Now().Add(10 * time.Second)
 
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -368,7 +375,14 @@ func testConcurrentReadersOneWriter(t *testing.T, fingers bool) {
 		defer wg.Done()
 		defer done.Store(true)
 		var buf []byte
+		var readsAt int64
 		for i, k := range keys {
+			if i > 0 && i%(len(keys)/checkpoints) == 0 {
+				for reads.Load() == readsAt && time.Now().Before(waitLimit) {
+					time.Sleep(100 * time.Microsecond)
+				}
+				readsAt = reads.Load()
+			}
 			if time.Now().After(deadline) {
 				return
 			}
@@ -381,7 +395,6 @@ func testConcurrentReadersOneWriter(t *testing.T, fingers bool) {
 		}
 	}()
 
-	var reads atomic.Int64
 	for r := 0; r < 3; r++ {
 		wg.Add(1)
 		go func(r int) {
