@@ -22,8 +22,15 @@ func respErr(err error) error {
 	if err == nil {
 		return nil
 	}
+	// The refusals a client must act on come first: the coordinator may
+	// report them inside a QuorumError (the replica's answer).
 	var qe *coordinator.QuorumError
-	if errors.As(err, &qe) {
+	switch {
+	case errors.Is(err, version.ErrObjectTooLarge):
+		return &resp.Error{Code: "ERR", Msg: fmt.Sprintf("%v (over Redis: RINGKV.SIBLINGS the key and RINGKV.PUT with its context, or SET, which replaces every sibling this replica holds)", err)}
+	case errors.Is(err, version.ErrUnknownContext):
+		return &resp.Error{Code: "ERR", Msg: fmt.Sprintf("%v (read the key again with RINGKV.SIBLINGS and write with RINGKV.PUT and the new context)", err)}
+	case errors.As(err, &qe):
 		return &resp.Error{Code: "QUORUM", Msg: qe.Error()}
 	}
 	return err

@@ -21,6 +21,7 @@ import (
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/storage"
 	"github.com/ringkv/ringkv/transport"
+	"github.com/ringkv/ringkv/version"
 )
 
 // Version is the ringkv release this binary reports.
@@ -123,6 +124,9 @@ func Start(cfg Config) (s *Server, err error) {
 	if cfg.NodeID == "" || cfg.DataDir == "" || cfg.PeerAddr == "" {
 		return nil, errors.New("server: --node-id, --data-dir and --peer-addr are required")
 	}
+	if err := version.CheckNodeID(cfg.NodeID); err != nil {
+		return nil, fmt.Errorf("server: --node-id: %w", err)
+	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
@@ -131,6 +135,10 @@ func Start(cfg Config) (s *Server, err error) {
 	}
 	if cfg.MaxKeySize <= 0 {
 		cfg.MaxKeySize = 1 << 10
+	}
+	if cfg.MaxValueSize > maxClientValueSize {
+		return nil, fmt.Errorf("server: --max-value-size %d is over the limit of %d bytes (a key's object, all its siblings together, is limited to %d bytes)",
+			cfg.MaxValueSize, maxClientValueSize, version.MaxObjectSize)
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 2 * time.Second
@@ -178,7 +186,14 @@ func Start(cfg Config) (s *Server, err error) {
 		MemTableFingers: true, MemTableFingerOffset: replica.TokenOffset, Logf: cfg.Logf}); err != nil {
 		return nil, err
 	}
-	s.store = replica.New(s.db, cfg.NodeID)
+	if s.store, err = replica.Open(s.db, cfg.NodeID); err != nil {
+		return nil, err
+	}
+	if why := s.store.Minted(); why != "" {
+		cfg.Logf("node %s: new incarnation %d (actor %s): %s", cfg.NodeID, s.store.Incarnation(), s.store.Actor(), why)
+	} else {
+		cfg.Logf("node %s: incarnation %d (actor %s), kept after a clean shutdown", cfg.NodeID, s.store.Incarnation(), s.store.Actor())
+	}
 	s.client = transport.NewClient(cfg.PeerAddr, transport.Options{Logf: cfg.Logf})
 	// The coordinator needs the membership and the membership needs the
 	// peer server up; the handler indirection breaks the cycle.
@@ -250,7 +265,8 @@ func (s *Server) HTTPAddr() string {
 }
 
 // Close stops the node: client APIs first, then gossip (leaving
-// gracefully), peer RPCs, and the engine last.
+// gracefully), peer RPCs, the replica store (recording a clean shutdown, so
+// the next start keeps this incarnation) and the engine last.
 func (s *Server) Close() error {
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -271,8 +287,19 @@ func (s *Server) Close() error {
 		s.client.Close()
 	}
 	var err error
+	if s.store != nil {
+		// Records the clean shutdown: the next start keeps the incarnation.
+		err = s.store.Close()
+	}
 	if s.db != nil {
-		err = s.db.Close()
+		if cerr := s.db.Close(); err == nil {
+			err = cerr
+		}
 	}
 	return err
 }
+
+// maxClientValueSize is the largest value a client may be allowed to send
+// (Config.MaxValueSize): a write of it must fit in one object
+// (version.MaxObjectSize) with its key's context.
+const maxClientValueSize = version.MaxObjectSize / 2

@@ -298,6 +298,17 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusInternalServerError
 	var qe *coordinator.QuorumError
 	switch {
+	// The refusals a client must act on come first: the coordinator may
+	// report them inside a QuorumError (the replica's answer).
+	case errors.Is(err, version.ErrObjectTooLarge):
+		// The key's siblings together would be too large: the client
+		// resolves them (writes with the context of a read) or writes a
+		// smaller value. The message says how many and how large.
+		status = http.StatusRequestEntityTooLarge
+	case errors.Is(err, version.ErrUnknownContext):
+		// The client's context names writes the key never had: it reads
+		// the key again.
+		status = http.StatusBadRequest
 	case errors.As(err, &qe):
 		status = http.StatusServiceUnavailable
 		body.ReplicasAnswered, body.ReplicasNeeded, body.Replicas = &qe.Answered, &qe.Needed, &qe.Replicas

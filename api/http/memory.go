@@ -9,8 +9,10 @@ import (
 )
 
 // MemoryStore is a single-replica [Store] in memory, for tests and demos.
-// Every write is coordinated by the one node it was created with, using the
-// same version rules as the cluster (version.Object.Write / WriteBlind).
+// Every write is coordinated by the one node (actor) it was created with,
+// using the same version rules and limits as a replica: a client context
+// passes version.Object.AdmitContext, then version.Object.Write /
+// WriteBlind, so it refuses the same contexts and oversized objects.
 // Quorum levels are accepted and ignored. Siblings from other "replicas" can
 // be injected with [MemoryStore.Merge].
 type MemoryStore struct {
@@ -36,15 +38,15 @@ func (m *MemoryStore) Get(_ context.Context, key []byte, _ int) (*version.Object
 
 // Put writes value with the causal context (nil: blind write).
 func (m *MemoryStore) Put(_ context.Context, key, value []byte, causal version.Clock, _ int) (*version.Object, error) {
-	return m.write(key, value, false, causal), nil
+	return m.write(key, value, false, causal)
 }
 
 // Delete writes a tombstone with the causal context (nil: blind write).
 func (m *MemoryStore) Delete(_ context.Context, key []byte, causal version.Clock, _ int) (*version.Object, error) {
-	return m.write(key, nil, true, causal), nil
+	return m.write(key, nil, true, causal)
 }
 
-func (m *MemoryStore) write(key, value []byte, deleted bool, causal version.Clock) *version.Object {
+func (m *MemoryStore) write(key, value []byte, deleted bool, causal version.Clock) (*version.Object, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	o := m.objs[string(key)]
@@ -53,12 +55,19 @@ func (m *MemoryStore) write(key, value []byte, deleted bool, causal version.Cloc
 		m.objs[string(key)] = o
 	}
 	ts := m.Now().UnixNano()
+	var err error
 	if causal == nil {
-		o.WriteBlind(m.node, value, deleted, ts)
-	} else {
-		o.Write(m.node, causal, value, deleted, ts)
+		_, err = o.WriteBlind(m.node, value, deleted, ts)
+	} else if causal, err = o.AdmitContext(causal); err == nil {
+		_, err = o.Write(m.node, causal, value, deleted, ts)
 	}
-	return o.Clone()
+	if err != nil {
+		if o.Empty() {
+			delete(m.objs, string(key))
+		}
+		return nil, err
+	}
+	return o.Clone(), nil
 }
 
 // Merge folds o into the key's object as replication from another replica

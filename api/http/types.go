@@ -107,10 +107,23 @@ func StatusFromRing(self string, r *ring.Ring) ClusterStatus {
 }
 
 // Dot is the JSON form of a version.Dot: the write event that made a
-// sibling.
+// sibling, the Counter-th write of the key coordinated by node Node in its
+// incarnation Incarnation (a random number below 2^53 that a node takes
+// when it starts on a new data directory or after a crash; 0 for writes
+// made before incarnations existed).
 type Dot struct {
-	Node    string `json:"node"`
-	Counter uint64 `json:"counter"`
+	Node        string `json:"node"`
+	Incarnation uint64 `json:"incarnation"`
+	Counter     uint64 `json:"counter"`
+}
+
+// newDot splits a dot's actor into node ID and incarnation.
+func newDot(d version.Dot) Dot {
+	node, inc, ok := version.SplitActor(d.Node)
+	if !ok { // not from a valid object; shown as is
+		node, inc = d.Node, 0
+	}
+	return Dot{Node: node, Incarnation: inc, Counter: d.Counter}
 }
 
 // Sibling is one live version in a [ReadResponse].
@@ -158,7 +171,7 @@ func newReadResponse(key []byte, o *version.Object) ReadResponse {
 		js := Sibling{
 			Value:     s.Value,
 			Timestamp: time.Unix(0, s.Timestamp).UTC(),
-			Dot:       Dot{Node: s.Dot.Node, Counter: s.Dot.Counter},
+			Dot:       newDot(s.Dot),
 		}
 		if js.Value == nil {
 			js.Value = []byte{}
