@@ -20,6 +20,7 @@ import (
 // its canary fails).
 const (
 	kindReplicate      uint8 = 2
+	kindCoordinate     uint8 = 3
 	kindReplicateBatch uint8 = 4
 )
 
@@ -61,6 +62,21 @@ func BugDropSiblingOnMerge(nodes ...string) func(string, transport.Handler) tran
 	}
 }
 
+// BugCoordinateTwice is a planted bug: every node coordinates each
+// forwarded write twice, as a forwarder that retries a write on another
+// replica after the first got it would. With a context, the write becomes
+// two siblings with one value.
+func BugCoordinateTwice() func(string, transport.Handler) transport.Handler {
+	return func(id string, h transport.Handler) transport.Handler {
+		return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, p []byte) ([]byte, error) {
+			if kind == kindCoordinate {
+				h.Handle(ctx, from, kind, slices.Clone(p))
+			}
+			return h.Handle(ctx, from, kind, p)
+		})
+	}
+}
+
 // dropSiblings rewrites a kindReplicate payload (uvarint len(key) | key |
 // encoded object).
 func dropSiblings(p []byte) ([]byte, bool) {
@@ -78,22 +94,20 @@ func dropSiblings(p []byte) ([]byte, bool) {
 	return obj.Encode(slices.Clone(head)), true
 }
 
-// ReuseActorOpener opens every store with the node ID as its actor, also
-// after a wipe: a node on an empty directory mints dots its previous life
-// used (the counter-reuse bug). It is what the server did before stores
-// had incarnations.
+// ReuseActorOpener opens every store with the same actor (incarnation 1),
+// also after a crash or a wipe: a node on an empty directory mints dots its
+// previous life used (the counter-reuse bug), as the server did before
+// stores had incarnations.
 func ReuseActorOpener(nodeID string, db *storage.DB, wiped bool, incarnation int) (*replica.Store, error) {
-	return replica.New(db, nodeID), nil
+	return replica.New(db, version.Actor(nodeID, 1)), nil
 }
 
-// FreshActorOpener gives a store restarted on a wiped directory a new
-// actor (nodeID~incarnation), so that counters are never reused. Canaries
-// that wipe use it to isolate their planted bug from counter reuse.
+// FreshActorOpener gives every start of a node a new actor (incarnation
+// 1, 2, ...), so that counters are never reused, without replica.Open's
+// bookkeeping. Canaries that wipe use it to isolate their planted bug from
+// the store's own handling of incarnations.
 func FreshActorOpener(nodeID string, db *storage.DB, wiped bool, incarnation int) (*replica.Store, error) {
-	if incarnation == 1 {
-		return replica.New(db, nodeID), nil
-	}
-	return replica.New(db, fmt.Sprintf("%s~%d", nodeID, incarnation)), nil
+	return replica.New(db, version.Actor(nodeID, uint64(incarnation))), nil
 }
 
 // check the openers' signatures.

@@ -57,6 +57,24 @@ func DecodeSets(values []string) map[string]bool {
 	return m
 }
 
+// duplicates reports a read that returned one write's value as two
+// siblings: values are unique per write, so that write was applied twice
+// (coordinated twice, e.g. a forwarded write retried on another replica).
+func duplicates(checker, key string, r *Op, values []string) []Violation {
+	var out []Violation
+	var ops []*Op
+	if r != nil {
+		ops = []*Op{r}
+	}
+	for i := 1; i < len(values); i++ {
+		if values[i] == values[i-1] && (i == 1 || values[i] != values[i-2]) {
+			out = append(out, Violation{Checker: checker, Key: key,
+				Msg: fmt.Sprintf("value %q is two siblings: its write was applied twice", Abbrev(values[i])), Ops: ops})
+		}
+	}
+	return out
+}
+
 // CheckSetAdds is checker (a), no acknowledged write lost, for the set
 // workload: final maps each key to its read at R=ALL after the faults
 // stopped and the cluster healed. Every element whose add was acknowledged
@@ -70,6 +88,7 @@ func CheckSetAdds(ops []*Op, final map[string]ReadResult) []Violation {
 			out = append(out, Violation{Checker: "set-adds", Key: key, Msg: "no final read"})
 			continue
 		}
+		out = append(out, duplicates("set-adds", key, nil, res.Values)...)
 		have := DecodeSets(res.Values)
 		attempted := map[string]bool{}
 		var lost []*Op
@@ -135,6 +154,7 @@ func CheckRegisterReads(ops []*Op, n int) []Violation {
 			}
 		}
 		for _, r := range reads {
+			out = append(out, duplicates("rw-quorum", key, r, r.Read.Values)...)
 			var ys []*Op
 			for _, y := range writes {
 				if y.Acked() && y.Complete < r.Invoke && r.Quorum+y.Quorum > n {
@@ -225,6 +245,11 @@ func CheckSiblings(ops []*Op, final map[string]ReadResult, n int) []Violation {
 				}
 			}
 			return false
+		}
+		for _, r := range kops {
+			if r.Kind == Read && r.Acked() {
+				out = append(out, duplicates("siblings", key, r, r.Read.Values)...)
+			}
 		}
 		// One violation per lost write: the first read that lacks it.
 		for _, x := range writes {

@@ -184,3 +184,10 @@ func TestCanaryDropSiblingOnMerge(t *testing.T) {
 	canary(t, Config{Workload: SiblingPairs, Keys: 2, WrapHandler: BugDropSiblingOnMerge(), Faults: Faults{Skew: true}},
 		func(r *Result) []Violation { return CheckSiblings(r.History.Ops(), r.Final, r.Cfg.Replicas) })
 }
+
+// A write forwarded to a replica and applied twice (a retried forward)
+// shows up as two siblings with one value: checker c must catch it.
+func TestCanaryWriteAppliedTwice(t *testing.T) {
+	canary(t, Config{Workload: SiblingPairs, Keys: 2, Duration: 500 * time.Millisecond, WrapHandler: BugCoordinateTwice()},
+		func(r *Result) []Violation { return CheckSiblings(r.History.Ops(), r.Final, r.Cfg.Replicas) })
+}

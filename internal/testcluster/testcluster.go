@@ -104,15 +104,12 @@ type Options struct {
 	Crashable bool
 }
 
-// DefaultStoreOpener opens a node's store the way the server does.
-//
-// Today that is replica.New with the node ID as the actor, on a restart
-// after a wipe too: a node restarted on an empty directory mints dots its
-// previous life already used. Checkers in internal/faults catch the writes
-// this loses; once the replica layer has an opener that mints a new actor
-// for a new or uncleanly shut down directory, this is where it goes.
+// DefaultStoreOpener opens a node's store the way the server does:
+// replica.Open, which keeps the node's incarnation across a clean Close and
+// mints a new one for a new directory or after a crash (Kill), so that a
+// node restarted on a wiped directory never reuses dot counters.
 func DefaultStoreOpener(nodeID string, db *storage.DB, wiped bool, incarnation int) (*replica.Store, error) {
-	return replica.New(db, nodeID), nil
+	return replica.Open(db, nodeID)
 }
 
 // New starts a cluster; it is closed when the test ends.
@@ -387,10 +384,7 @@ func (c *Cluster) Close() {
 		n.down = true
 		n.stop.Close()
 		n.tr.Close()
-		// A store that records clean shutdowns gets to do so.
-		if cl, ok := any(n.Store).(interface{ Close() error }); ok {
-			cl.Close()
-		}
+		n.Store.Close() // records the clean shutdown
 		n.DB.Close()
 	}
 }
