@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ringkv/ringkv/storage"
 	"github.com/ringkv/ringkv/transport"
 	"github.com/ringkv/ringkv/version"
 )
@@ -121,7 +122,7 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, pre
 		}
 		obj, err = c.store.CoordinateThen(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano(), stamped)
 	}
-	if err != nil && stamped != nil && sent == 0 {
+	if err != nil && sent == 0 && (stamped != nil || isRefusal(err)) {
 		// Refused before anything was stamped (an oversized object, a bad
 		// context): nothing was sent, so no quorum can make up for it. The
 		// client's error, not a quorum failure.
@@ -147,6 +148,19 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, pre
 		return nil, &QuorumError{Op: "write", Needed: w, Answered: acks, Replicas: len(pref), Last: err}
 	}
 	return obj, nil
+}
+
+// isRefusal reports whether a local write error refuses the write itself
+// (so that no replica would take it) rather than reporting a failure of
+// this replica's engine.
+func isRefusal(err error) bool {
+	for _, target := range []error{version.ErrObjectTooLarge, version.ErrUnknownContext, version.ErrCounterExhausted,
+		version.ErrBadActor, storage.ErrKeyTooLarge, storage.ErrValueTooLarge} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
 }
 
 // writeContext is the causal context a blind write at quorum w is stamped

@@ -318,7 +318,8 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusBadRequest
 	case errors.Is(err, coordinator.ErrNoReplicas):
 		status = http.StatusServiceUnavailable
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, coordinator.ErrUnknownOutcome), errors.Is(err, context.DeadlineExceeded):
+		// No answer in time: the write may or may not have been applied.
 		status = http.StatusGatewayTimeout
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
