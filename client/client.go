@@ -128,14 +128,17 @@ type Sibling struct {
 	Value     []byte
 	Timestamp time.Time // the coordinator's clock at the write
 	Node      string    // the replica that coordinated the write
-	Counter   uint64    // its event number: (Node, Counter) names the write
+	// Incarnation is the life of Node's data that wrote it: a node that
+	// restarts on a new or crashed data directory takes a new one.
+	Incarnation uint64
+	Counter     uint64 // its event number: (Node, Incarnation, Counter) names the write
 }
 
 // Result is a read: the live versions and the causal context covering them.
 type Result struct {
 	// Context is the opaque token to pass to the next Put or Delete.
 	Context string
-	// Siblings are the live versions, in (Node, Counter) order; more than
+	// Siblings are the live versions, in dot order; more than
 	// one means concurrent writes the caller may merge.
 	Siblings []Sibling
 }
@@ -369,7 +372,7 @@ func toResult(rr httpapi.ReadResponse) *Result {
 		if v == nil {
 			v = []byte{}
 		}
-		res.Siblings = append(res.Siblings, Sibling{Value: v, Timestamp: s.Timestamp, Node: s.Dot.Node, Counter: s.Dot.Counter})
+		res.Siblings = append(res.Siblings, Sibling{Value: v, Timestamp: s.Timestamp, Node: s.Dot.Node, Incarnation: s.Dot.Incarnation, Counter: s.Dot.Counter})
 	}
 	return res
 }

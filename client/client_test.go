@@ -42,7 +42,7 @@ func deadAddr(t *testing.T) string {
 }
 
 func TestRoundTrip(t *testing.T) {
-	st := httpapi.NewMemoryStore("n1")
+	st := httpapi.NewMemoryStore("n1~7")
 	srv := newNode(t, st)
 	c := New([]string{srv.URL}, Options{})
 	ctx := context.Background()
@@ -60,7 +60,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("Get: %+v", res)
 	}
 	s := res.Siblings[0]
-	if string(s.Value) != "hello" || s.Node != "n1" || s.Counter != 1 || time.Since(s.Timestamp) > time.Minute {
+	if string(s.Value) != "hello" || s.Node != "n1" || s.Incarnation != 7 || s.Counter != 1 || time.Since(s.Timestamp) > time.Minute {
 		t.Fatalf("sibling %+v", s)
 	}
 	// The key reached the store byte for byte.
