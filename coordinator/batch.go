@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -195,13 +196,21 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 // writeContexts is writeContext for a batch of blind writes: it reads the
 // keys at min(W, default R) with GetBatch (one message per replica), applies
 // each merged state to the local replica, and sets each write's context to
-// it. A write whose read (or local apply) fails gets its error in errs, at
-// its batch index pos[j], and is marked in skip (nil when none is), so that
-// it is neither stamped nor sent.
+// it. Only the first write to a key in the batch gets the context: a later
+// one stays blind, so that it supersedes the earlier one too (CoordinateBatch
+// builds it on the earlier write's object). A write whose read (or local
+// apply) fails gets its error in errs, at its batch index pos[j], and is
+// marked in skip (nil when none is), as is every later write to its key, so
+// that none is stamped or sent.
 func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write, quorum []int, n int, pos []int, errs []error) (skip []bool) {
 	r, _ := resolve("read", Default, c.o.R, n, n)
-	byLevel := map[int][]int{} // read level -> indices in writes
+	first := make(map[string]int, len(writes)) // key -> index of its first write
+	byLevel := map[int][]int{}                 // read level -> first writes to read for
 	for j := range writes {
+		if _, seen := first[string(writes[j].Key)]; seen {
+			continue
+		}
+		first[string(writes[j].Key)] = j
 		if rq := min(r, quorum[j]); rq > 1 {
 			byLevel[rq] = append(byLevel[rq], j)
 		}
@@ -237,6 +246,13 @@ func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write,
 		if err := c.store.ApplyBatch(apply, merged); err != nil {
 			for _, j := range applied {
 				fail(j, fmt.Errorf("store the replicas' versions: %w", err))
+			}
+		}
+	}
+	if skip != nil {
+		for j := range writes {
+			if f := first[string(writes[j].Key)]; f != j && skip[f] {
+				fail(j, errors.Unwrap(errs[pos[f]]))
 			}
 		}
 	}

@@ -206,3 +206,73 @@ func TestClientContextsAreCheckedAgainstAReadQuorum(t *testing.T) {
 		t.Fatalf("a refused write changed the key: %v -> %v (%v)", obj, after, err)
 	}
 }
+
+// A context write or delete coordinated by a replica that is behind the
+// one the client read from supersedes what the client read: the replica
+// learns from a read quorum before it admits the context, instead of
+// lowering the context's counters to its own (which made an acknowledged
+// delete leave the value it deleted live).
+func TestContextWriteThroughStaleReplicaSupersedesWhatItSaw(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 25,
+		Coordinator: coordinator.Options{ReadRepairChance: -1}})
+	ctx := ctxT(t)
+	n1, n3 := c.Nodes[0], c.Nodes[2]
+	for _, op := range []string{"delete", "put"} {
+		key := []byte("behind-" + op)
+		v1, err := n1.Coord.Put(ctx, key, []byte("v1"), nil, coordinator.All)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Net.Isolate(n3.ID)
+		if _, err := n1.Coord.Put(ctx, key, []byte("v2"), v1.Context, coordinator.Quorum); err != nil {
+			t.Fatal(err)
+		}
+		c.Net.Heal()
+		read, err := n1.Coord.Get(ctx, key, coordinator.One)
+		if err != nil || fmt.Sprint(liveValues(read)) != "[v2]" {
+			t.Fatalf("read at n1: %v, %v", read, err)
+		}
+		want := "[]"
+		if op == "delete" {
+			_, err = n3.Coord.Delete(ctx, key, read.Context, coordinator.Quorum)
+		} else {
+			_, err = n3.Coord.Put(ctx, key, []byte("v3"), read.Context, coordinator.Quorum)
+			want = "[v3]"
+		}
+		if err != nil {
+			t.Fatalf("%s through the replica that missed v2: %v", op, err)
+		}
+		obj, err := n1.Coord.Get(ctx, key, coordinator.All)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(liveValues(obj)); got != want {
+			t.Fatalf("%s with a context that saw v2, through a replica that missed it: live %s, want %s (%v)", op, got, want, obj)
+		}
+	}
+}
+
+// In a pipeline of SETs, a later SET of a key supersedes an earlier one in
+// the same batch, also when the key already exists (the blind writes read
+// the replicas' context first: only the first write to a key takes it).
+func TestPutBatchRepeatedKeyKeepsTheLastValue(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 26,
+		Coordinator: coordinator.Options{ReadRepairChance: -1}})
+	ctx := ctxT(t)
+	key := []byte("twice")
+	n1 := c.Replicas(key)[0]
+	if _, err := n1.Coord.Put(ctx, key, []byte("old"), nil, coordinator.All); err != nil {
+		t.Fatal(err)
+	}
+	errs := n1.Coord.PutBatch(ctx, [][]byte{key, []byte("other"), key}, [][]byte{[]byte("a"), []byte("x"), []byte("b")}, coordinator.Quorum)
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	obj, err := n1.Coord.Get(ctx, key, coordinator.All)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(liveValues(obj)); got != "[b]" {
+		t.Fatalf("SET k a; SET k b in one batch: live %s, want [b] (%v)", got, obj)
+	}
+}

@@ -95,6 +95,9 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, pre
 		if causal == nil {
 			causal = version.Clock{}
 		}
+		if err := c.learnContext(ctx, req.key, causal, pref, n); err != nil {
+			return nil, err
+		}
 	} else {
 		if causal, err = c.writeContext(ctx, req.key, pref, n, w); err != nil {
 			return nil, err
@@ -111,17 +114,6 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, pre
 		stamped = func(obj *version.Object) { sent = c.replicate(req.key, obj, pref, results) }
 	}
 	obj, err := c.store.CoordinateThen(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano(), stamped)
-	if errors.Is(err, version.ErrUnknownContext) && req.hasCtx && sent == 0 {
-		// The client's context names writes this replica has not seen: it
-		// may be behind the replica the client read from. Learn what a read
-		// quorum holds and try once more; a context naming writes that no
-		// replica asked has seen is refused.
-		r, _ := resolve("read", Default, c.o.R, n, n)
-		if _, lerr := c.learn(ctx, req.key, pref, max(r, 2)); lerr != nil {
-			return nil, fmt.Errorf("%w (and reading the other replicas failed: %v)", err, lerr)
-		}
-		obj, err = c.store.CoordinateThen(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano(), stamped)
-	}
 	if err != nil && sent == 0 && (stamped != nil || isRefusal(err)) {
 		// Refused before anything was stamped (an oversized object, a bad
 		// context): nothing was sent, so no quorum can make up for it. The
@@ -185,6 +177,32 @@ func (c *Coordinator) writeContext(ctx context.Context, key []byte, pref []strin
 		return nil, nil // no replica asked has the key
 	}
 	return merged.Context.Clone(), nil
+}
+
+// learnContext prepares a write with a client context: when the context
+// names writes this replica has not seen (it is behind the replica the
+// client read from), it first learns what a read quorum holds. The replica
+// then admits the context against that state (version.Object.AdmitContext):
+// an actor no replica asked knows is refused, and a counter still ahead is
+// lowered, so the write supersedes exactly what the client saw and the
+// replicas know of — never a version neither has seen.
+func (c *Coordinator) learnContext(ctx context.Context, key []byte, causal version.Clock, pref []string, n int) error {
+	cur, err := c.store.Get(key)
+	if err != nil {
+		return fmt.Errorf("write of %q: read the local version: %w", key, err)
+	}
+	var have version.Clock
+	if cur != nil {
+		have = cur.Context
+	}
+	if have.Descends(causal) {
+		return nil
+	}
+	r, _ := resolve("read", Default, c.o.R, n, n)
+	if _, err := c.learn(ctx, key, pref, max(r, 2)); err != nil {
+		return fmt.Errorf("write of %q: its context names writes this replica has not seen: %w", key, err)
+	}
+	return nil
 }
 
 // learn reads key from r replicas (this one first) and merges what they

@@ -308,3 +308,36 @@ func TestCoordinateRefusesObjectTooLarge(t *testing.T) {
 		t.Fatalf("resolving write: %v", err)
 	}
 }
+
+// A merge of concurrent versions that would exceed MaxObjectSize is refused
+// (the replicate is not acknowledged) and the stored state is unchanged:
+// no sibling is dropped to make it fit, which would lose a write another
+// replica acknowledged.
+func TestApplyRefusesMergeOverSizeLimit(t *testing.T) {
+	s := openStore(t, "n1")
+	key := []byte("big")
+	big := bytes.Repeat([]byte{'a'}, 3<<20)
+	mine, err := s.Coordinate(key, nil, big, false, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var other version.Object
+	for i, actor := range []string{"n2~1", "n3~1"} {
+		if _, err := other.Write(actor, nil, bytes.Repeat([]byte{byte('b' + i)}, 3<<20), false, int64(10+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := s.Apply(key, &other); !errors.Is(err, ErrObjectTooLarge) {
+		t.Fatalf("apply of a merge over the size limit: %v", err)
+	}
+	if got, _ := s.Get(key); !got.Equal(mine) {
+		t.Fatalf("a refused apply changed the stored object: %v", got)
+	}
+	one := &version.Object{Context: version.Clock{"n2~1": 1}, Siblings: other.Siblings[:1]}
+	if _, _, err := s.Apply(key, one); err != nil {
+		t.Fatalf("apply of one concurrent 3 MiB version: %v", err)
+	}
+	if got, _ := s.Get(key); len(got.Siblings) != 2 {
+		t.Fatalf("after a fitting merge: %d siblings", len(got.Siblings))
+	}
+}

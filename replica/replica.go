@@ -538,6 +538,13 @@ func (s *Store) applyAll(keys [][]byte, incoming []*version.Object) (merged map[
 		}
 		m := version.Merge(cur, incoming[i])
 		if cur == nil || !m.Equal(cur) {
+			// A merge past the size limit is refused, not trimmed: trimming
+			// would drop a write another replica acknowledged. This replica
+			// does not acknowledge the version; the siblings stay on the
+			// replicas that hold them until a client resolves them.
+			if err := m.CheckSize(); err != nil {
+				return nil, nil, fmt.Errorf("replica apply %q: %w", key, err)
+			}
 			changed[string(key)] = true
 		}
 		merged[string(key)] = m

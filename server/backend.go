@@ -128,7 +128,14 @@ func (b respBackend) Delete(ctx context.Context, key []byte) (bool, error) {
 	if obj == nil || len(obj.Live()) == 0 {
 		return false, nil
 	}
-	_, err = b.s.coord.Delete(ctx, key, obj.Context, coordinator.Default)
+	causal := obj.Context
+	if len(causal) > version.MaxContextEntries {
+		// Too many entries to travel as a context (a key written by very
+		// many incarnations): delete blind, which supersedes what a read
+		// quorum holds, as this read did.
+		causal = nil
+	}
+	_, err = b.s.coord.Delete(ctx, key, causal, coordinator.Default)
 	return err == nil, respErr(err)
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -104,6 +105,7 @@ type Server struct {
 	respLn  net.Listener
 	http    *http.Server
 	httpLn  net.Listener
+	dirLock *os.File // held for the node's life: one process per data directory
 }
 
 // GossipAddr returns the gossip address that goes with a peer address.
@@ -182,6 +184,9 @@ func Start(cfg Config) (s *Server, err error) {
 			srv.Close()
 		}
 	}()
+	if s.dirLock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "engine"), &storage.Options{Sync: syncMode, BlockCacheSize: cfg.BlockCacheSize, MemTableSize: cfg.MemTableSize, MemTableIndex: true,
 		MemTableFingers: true, MemTableFingerOffset: replica.TokenOffset, Logf: cfg.Logf}); err != nil {
 		return nil, err
@@ -295,6 +300,9 @@ func (s *Server) Close() error {
 		if cerr := s.db.Close(); err == nil {
 			err = cerr
 		}
+	}
+	if s.dirLock != nil {
+		s.dirLock.Close() // releases the lock, last
 	}
 	return err
 }

@@ -218,3 +218,31 @@ func TestMultiDCClusterStartsOneNodeAtATime(t *testing.T) {
 		t.Fatalf("INFO cluster with both DCs present, want replicas_placed:2, default_w:2:\n%s", info)
 	}
 }
+
+// Two nodes never run on one data directory: the second start is refused
+// (they would share the engine's files and mint the same dots), and the
+// directory is free again once the first node stops.
+func TestDataDirectoryIsLocked(t *testing.T) {
+	dir := t.TempDir()
+	cfg := func(id string) Config {
+		return Config{NodeID: id, DataDir: dir, PeerAddr: freePeerAddr(t), Replicas: 1, Partitions: 64}
+	}
+	a, err := Start(cfg("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := Start(cfg("a")); err == nil || !strings.Contains(err.Error(), "in use by another ringkv process") {
+		if b != nil {
+			b.Close()
+		}
+		t.Fatalf("second start on the same data directory: err = %v, want a refusal", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Start(cfg("a"))
+	if err != nil {
+		t.Fatalf("start after the first node stopped: %v", err)
+	}
+	c.Close()
+}

@@ -47,8 +47,8 @@
 // timestamp are dropped and stay recorded in the context, so the drop acts as
 // an overwrite everywhere. [MaxObjectSize] bounds an object's encoding so
 // that every stored object fits a peer message: [Object.Write] refuses a
-// write past it ([ErrObjectTooLarge]) and [Merge] drops the oldest siblings
-// past it. Clock entries are bounded by the number of actors (replica
+// write past it ([ErrObjectTooLarge]) and [Object.CheckSize] lets a replica
+// refuse a merge past it ([Merge] itself never drops a sibling for size). Clock entries are bounded by the number of actors (replica
 // incarnations) that ever coordinated a write of the key; a client context
 // may name only those ([Object.AdmitContext]) and at most
 // [MaxContextEntries] entries. Clock entries are never pruned: dropping an

@@ -10,8 +10,10 @@ import "errors"
 //     below the peer transport's 16 MiB frame with room for the key and the
 //     message header, so any object a replica stores can be replicated and
 //     read remotely. [Object.Write] refuses a write whose object would
-//     exceed it ([ErrObjectTooLarge]); [Merge] drops the oldest siblings
-//     past it, as it does past MaxSiblings.
+//     exceed it ([ErrObjectTooLarge]). [Merge] never drops a sibling for
+//     size (that would lose a write another replica acknowledged);
+//     [Object.CheckSize] tells a replica that a merge is over the limit,
+//     and the replica refuses to store it.
 //   - [MaxSiblings] bounds the siblings of one object (64); see its doc.
 //   - [MaxContextEntries] bounds the entries of a clock decoded from a
 //     client's token (256), [MaxActorSize] the length of an actor (a dot's
@@ -26,7 +28,7 @@ import "errors"
 // is then refused by ParseClock.
 const (
 	// MaxObjectSize is the largest encoded object (Object.Encode) a write
-	// may produce and Merge returns.
+	// may produce and a replica stores.
 	MaxObjectSize = 8 << 20
 	// MaxContextEntries is the most entries DecodeClock and ParseClock
 	// accept in a clock.

@@ -203,7 +203,10 @@ func TestObjectSizeBound(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Merge: 12 replicas each wrote a 1 MiB value concurrently.
+	// Merge: 12 replicas each wrote a 1 MiB value concurrently. Merge
+	// keeps every one of them (dropping one would lose a write another
+	// replica acknowledged); CheckSize says the result is over the limit,
+	// which is what a replica refuses to store.
 	var states []*Object
 	for i := range 12 {
 		var s Object
@@ -216,19 +219,18 @@ func TestObjectSizeBound(t *testing.T) {
 		back = Merge(back, states[len(states)-1-i])
 	}
 	if !fwd.Equal(back) {
-		t.Fatal("capped merge depends on order")
-	}
-	if size := len(fwd.Encode(nil)); size > MaxObjectSize {
-		t.Fatalf("merge built a %d-byte object", size)
+		t.Fatal("merge depends on order")
 	}
 	if err := fwd.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	// The newest survive; the dropped ones' dots stay in the context.
-	if len(fwd.Siblings) != MaxObjectSize/value-1 || fwd.Siblings[0].Dot.Node != "r05" || len(fwd.Context) != 12 {
-		t.Fatalf("merged: %d siblings from %v, context %v", len(fwd.Siblings), fwd.Siblings[0].Dot, fwd.Context)
+	if len(fwd.Siblings) != 12 || len(fwd.Context) != 12 {
+		t.Fatalf("merged: %d siblings, context %v; want all 12", len(fwd.Siblings), fwd.Context)
 	}
-	if !Merge(fwd, states[0]).Equal(fwd) {
-		t.Fatal("a dropped sibling came back")
+	if err := fwd.CheckSize(); !errors.Is(err, ErrObjectTooLarge) {
+		t.Fatalf("CheckSize of a %d-byte merge: %v", len(fwd.Encode(nil)), err)
+	}
+	if err := states[0].CheckSize(); err != nil {
+		t.Fatalf("CheckSize of one 1 MiB sibling: %v", err)
 	}
 }

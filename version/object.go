@@ -18,12 +18,12 @@ import (
 // stays in the context, so the drop behaves exactly like an overwrite: it
 // propagates through Merge and the value does not come back.
 //
-// Merge applies the same rule to MaxObjectSize: when the merged object
-// would encode to more than MaxObjectSize bytes, it drops the oldest
-// siblings until it fits (their dots stay in the context, as above), so
-// replication of concurrent writes never builds an object its replicas
-// cannot send each other. Write refuses such a write instead
-// (ErrObjectTooLarge), so a client learns that the key needs resolving.
+// MaxObjectSize is not a cap of this kind: Write refuses a write whose
+// object would exceed it (ErrObjectTooLarge), so a client learns that the
+// key needs resolving, and Merge never drops a sibling for size (dropping
+// would silently lose a write another replica acknowledged). A replica
+// refuses to store a merge over the limit instead (package replica), so the
+// write that would make it so is not acknowledged there.
 //
 // Only while a cap is exceeded does the choice of dropped siblings depend
 // on merge order (Merge stays commutative and idempotent and replicas still
@@ -133,7 +133,7 @@ func (o *Object) Write(actor string, ctx Clock, value []byte, deleted bool, ts i
 	kept = slices.Insert(kept, i, s)
 	newCtx := o.Context.Merge(ctx)
 	newCtx[actor] = s.Dot.Counter
-	kept = capSiblings(newCtx, kept, &s.Dot, false)
+	kept = capSiblings(kept, &s.Dot)
 	if err := checkSize(newCtx, kept); err != nil {
 		return Sibling{}, err
 	}
@@ -229,8 +229,8 @@ func stamp(actor string, base uint64, value []byte, deleted bool, ts int64) (Sib
 // repair, anti-entropy, hinted handoff). A sibling survives iff the other
 // side also has it or the other side's context does not cover its dot (a
 // covered dot the other side lacks was overwritten there); the context is
-// the pointwise max. Past MaxSiblings siblings or MaxObjectSize bytes the
-// oldest siblings are dropped (see MaxSiblings). Merge is commutative,
+// the pointwise max. Past MaxSiblings siblings the oldest siblings are
+// dropped (see MaxSiblings); size is not capped here (see CheckSize). Merge is commutative,
 // associative and idempotent (see MaxSiblings for the one exception), and
 // its result descends both inputs.
 // Either input may be nil; neither is modified. The result may share Value
@@ -278,18 +278,26 @@ func Merge(a, b *Object) *Object {
 	if len(out) == 0 {
 		out = nil
 	}
-	r.Siblings = capSiblings(r.Context, out, nil, true)
+	r.Siblings = capSiblings(out, nil)
 	return r
 }
 
-// capSiblings enforces MaxSiblings on a dot-sorted slice, and also
-// MaxObjectSize (for the object ctx, ss) when bySize is set, dropping the
+// CheckSize returns an error wrapping ErrObjectTooLarge when o would encode
+// to more than MaxObjectSize bytes, saying how many siblings and bytes it
+// holds and what the client can do.
+func (o *Object) CheckSize() error {
+	if o == nil {
+		return nil
+	}
+	return checkSize(o.Context, o.Siblings)
+}
+
+// capSiblings enforces MaxSiblings on a dot-sorted slice, dropping the
 // oldest siblings but never *keep. It returns ss itself when nothing is
 // dropped.
-func capSiblings(ctx Clock, ss []Sibling, keep *Dot, bySize bool) []Sibling {
+func capSiblings(ss []Sibling, keep *Dot) []Sibling {
 	excess := len(ss) - MaxSiblings
-	overSize := bySize && sizeBound(ctx, ss) > MaxObjectSize
-	if excess <= 0 && !overSize {
+	if excess <= 0 {
 		return ss
 	}
 	byAge := make([]int, len(ss))
@@ -306,17 +314,8 @@ func capSiblings(ctx Clock, ss []Sibling, keep *Dot, bySize bool) []Sibling {
 		return 0
 	})
 	drop := make([]bool, len(ss))
-	left := len(ss)
-	var fixed, total int
-	var sizes []int
-	if overSize {
-		fixed, sizes = encodedSizes(ctx, ss)
-		for _, n := range sizes {
-			total += n
-		}
-	}
 	for _, i := range byAge {
-		if excess <= 0 && (!overSize || fixed+uvarintLen(uint64(left))+total <= MaxObjectSize) {
+		if excess == 0 {
 			break
 		}
 		if keep != nil && ss[i].Dot == *keep {
@@ -324,19 +323,12 @@ func capSiblings(ctx Clock, ss []Sibling, keep *Dot, bySize bool) []Sibling {
 		}
 		drop[i] = true
 		excess--
-		left--
-		if overSize {
-			total -= sizes[i]
-		}
 	}
-	out := make([]Sibling, 0, left)
+	out := make([]Sibling, 0, MaxSiblings)
 	for i, s := range ss {
 		if !drop[i] {
 			out = append(out, s)
 		}
-	}
-	if len(out) == 0 {
-		out = nil
 	}
 	return out
 }
