@@ -77,6 +77,57 @@ func BugCoordinateTwice() func(string, transport.Handler) transport.Handler {
 	}
 }
 
+// BugForgetForwardedContext is a planted bug: every node, when it
+// coordinates a write forwarded to it (by a node that is not a replica of
+// the key) that carries a causal context, replaces that context with an
+// empty one before coordinating. The write then covers nothing it saw:
+// what the client read survives beside it as a sibling, and a delete
+// deletes nothing.
+func BugForgetForwardedContext() func(string, transport.Handler) transport.Handler {
+	return func(id string, h transport.Handler) transport.Handler {
+		return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, p []byte) ([]byte, error) {
+			if kind == kindCoordinate {
+				if q, ok := emptyWriteContext(p); ok {
+					p = q
+				}
+			}
+			return h.Handle(ctx, from, kind, p)
+		})
+	}
+}
+
+// emptyWriteContext rewrites a kindCoordinate payload (flags byte: 1
+// deleted, 2 has context | uvarint w+3 | uvarint len(key) | key | uvarint
+// len(ctx) | ctx | value) that has a context so that its context is the
+// empty clock.
+func emptyWriteContext(p []byte) ([]byte, bool) {
+	if len(p) < 1 || p[0]&2 == 0 {
+		return nil, false
+	}
+	b := p[1:]
+	_, w := binary.Uvarint(b) // the level
+	if w <= 0 {
+		return nil, false
+	}
+	b = b[w:]
+	n, w := binary.Uvarint(b) // the key
+	if w <= 0 || uint64(len(b)-w) < n {
+		return nil, false
+	}
+	b = b[w+int(n):]
+	head := p[:len(p)-len(b)]
+	n, w = binary.Uvarint(b) // the context
+	if w <= 0 || uint64(len(b)-w) < n {
+		return nil, false
+	}
+	value := b[w+int(n):]
+	empty := version.EncodeClock(version.Clock{})
+	q := slices.Clone(head)
+	q = binary.AppendUvarint(q, uint64(len(empty)))
+	q = append(q, empty...)
+	return append(q, value...), true
+}
+
 // dropSiblings rewrites a kindReplicate payload (uvarint len(key) | key |
 // encoded object).
 func dropSiblings(p []byte) ([]byte, bool) {
@@ -129,19 +180,38 @@ func Describe(tb testing.TB, res *Result, vs []Violation) string {
 	top, _, _ := strings.Cut(tb.Name(), "/")
 	fmt.Fprintf(&b, "%d violations with seed %d (replay: go test ./internal/faults -run '^%s$' -seed=%d)\n",
 		len(vs), res.Cfg.Seed, top, res.Cfg.Seed)
+	// Up to 10 violations, taken in turn from each checker's (so that one
+	// kind of violation does not hide the others), and the count of each.
+	var names []string
+	by := map[string][]Violation{}
+	for _, v := range vs {
+		if by[v.Checker] == nil {
+			names = append(names, v.Checker)
+		}
+		by[v.Checker] = append(by[v.Checker], v)
+	}
+	var counts []string
+	for _, name := range names {
+		counts = append(counts, fmt.Sprintf("%s: %d", name, len(by[name])))
+	}
+	fmt.Fprintf(&b, "  by checker: %s\n", strings.Join(counts, ", "))
 	var keys []string
-	for i, v := range vs {
-		if i < 10 {
-			fmt.Fprintf(&b, "  %s\n", v)
-		}
-		if !slices.Contains(keys, v.Key) {
-			keys = append(keys, v.Key)
+	shown := 0
+	for i := 0; shown < 10 && shown < len(vs); i++ {
+		for _, name := range names {
+			if i < len(by[name]) && shown < 10 {
+				v := by[name][i]
+				fmt.Fprintf(&b, "  %s\n", v)
+				shown++
+				if !slices.Contains(keys, v.Key) {
+					keys = append(keys, v.Key)
+				}
+			}
 		}
 	}
-	if len(vs) > 10 {
-		fmt.Fprintf(&b, "  ... and %d more\n", len(vs)-10)
+	if len(vs) > shown {
+		fmt.Fprintf(&b, "  ... and %d more\n", len(vs)-shown)
 	}
-	slices.Sort(keys)
 	if len(keys) > 2 {
 		keys = keys[:2]
 	}

@@ -119,20 +119,24 @@ func CheckSetAdds(ops []*Op, final map[string]ReadResult) []Violation {
 
 // CheckRegisterReads is checker (b), R+W>N reads, for the register
 // workload of blind writes, deletes and reads. n is N. For a read r that
-// succeeded, let Y be the acknowledged writes y of its key that completed
-// before r was invoked with r.Quorum + y.Quorum > n. Then:
+// succeeded, let Y be the acknowledged blind writes y of its key that
+// completed before r was invoked with r.Quorum + y.Quorum > n. Then:
 //
 //   - r must not return, as any sibling, the value of an acknowledged write x
 //     that completed before some y in Y was invoked (with x.Quorum + y.Quorum
 //     > n, so that y's write saw x): y supersedes x;
-//   - r must not answer not-found (no version at all) when Y is not empty;
+//   - r must not answer not-found (no version at all) when Y, or any
+//     acknowledged write with a context completing before r began (with
+//     r.Quorum + its quorum > n), is not empty;
 //   - r may answer deleted (tombstones only) only if some delete that may
 //     have been applied, invoked before r completed, is not superseded in
 //     the same way (deletes are writes of a tombstone);
 //   - every value r returns was written by a put that may have applied.
 //
 // Only writes acknowledged before r began constrain it; writes concurrent
-// with each other may legitimately both survive as siblings. The checker
+// with each other may legitimately both survive as siblings. A write with a
+// context (Op.Context) supersedes only what its context saw, so it is never
+// a y here, only an x (CheckContextWrites checks what it replaced). The checker
 // assumes no node lost acknowledged data (no restarts on a wiped directory
 // in the schedule).
 func CheckRegisterReads(ops []*Op, n int) []Violation {
@@ -156,9 +160,13 @@ func CheckRegisterReads(ops []*Op, n int) []Violation {
 		for _, r := range reads {
 			out = append(out, duplicates("rw-quorum", key, r, r.Read.Values)...)
 			var ys []*Op
+			var last *Op // the last acknowledged write before r, of any kind
 			for _, y := range writes {
 				if y.Acked() && y.Complete < r.Invoke && r.Quorum+y.Quorum > n {
-					ys = append(ys, y)
+					last = y
+					if !y.Context {
+						ys = append(ys, y)
+					}
 				}
 			}
 			// supersededBy returns a y in Y that must have overwritten x.
@@ -185,10 +193,9 @@ func CheckRegisterReads(ops []*Op, n int) []Violation {
 						Ops: []*Op{x, y, r}})
 				}
 			}
-			if len(ys) == 0 {
+			if last == nil {
 				continue
 			}
-			last := ys[len(ys)-1]
 			if !r.Read.Exists {
 				out = append(out, Violation{Checker: "rw-quorum", Key: key,
 					Msg: "read found nothing although writes were acknowledged before it began", Ops: []*Op{last, r}})
@@ -202,9 +209,91 @@ func CheckRegisterReads(ops []*Op, n int) []Violation {
 						break
 					}
 				}
-				if !ok {
+				if !ok && len(ys) > 0 {
 					out = append(out, Violation{Checker: "rw-quorum", Key: key,
-						Msg: "read answered deleted, but every delete was overwritten by a put acknowledged before the read began", Ops: []*Op{last, r}})
+						Msg: "read answered deleted, but every delete was overwritten by a put acknowledged before the read began", Ops: []*Op{ys[len(ys)-1], r}})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// CheckContextWrites is checker (e), context writes replace what they saw,
+// for the context-register workload (blind writes and deletes, writes and
+// deletes with the context of a read, PutBatch calls, reads). n is N. Let y
+// be an acknowledged write, and r a successful read of y's key that began
+// after y completed, with r.Quorum + y.Quorum > n. Then r must not return,
+// as any sibling:
+//
+//   - if y carries a context (violations "ctx-replace") (a put or a delete): a value in y.Saw. y's
+//     context covers the dots of every sibling its read returned, and once
+//     y is stored on W replicas, any merge with y's state (a read at R,
+//     read repair) drops those siblings. Values written concurrently with
+//     y, which its read did not return, may survive beside it and are not
+//     checked; a write of unknown outcome that lands later adds its own
+//     value but cannot bring back one whose dot y's context covers.
+//   - if y is a blind write in a PutBatch ("batch-replace"): the value of an earlier write
+//     of the same key in the same batch (y.Saw) that was acknowledged. The
+//     batch applies as Puts in order, so the later write supersedes the
+//     earlier one. An earlier write of unknown outcome may have been applied
+//     after y (a forwarded write that timed out) and is not checked.
+//
+// The blind-write rules are CheckRegisterReads'. Like it, this assumes no
+// node lost acknowledged data (no wiped directories in the schedule).
+func CheckContextWrites(ops []*Op, n int) []Violation {
+	var out []Violation
+	for key, kops := range byKey(ops) {
+		writer := map[string]*Op{}
+		var ys, reads []*Op
+		for _, o := range kops {
+			switch o.Kind {
+			case Put, Delete:
+				if o.Kind == Put {
+					writer[o.Value] = o
+				}
+				if o.Acked() && len(o.Saw) > 0 && (o.Context || o.Batch != 0) {
+					ys = append(ys, o)
+				}
+			case Read:
+				if o.Acked() && len(o.Read.Values) > 0 {
+					reads = append(reads, o)
+				}
+			}
+		}
+		// One violation per (replaced value, replacing write): the first
+		// read that returns it.
+		reported := map[[2]string]bool{}
+		for _, r := range reads {
+			for _, y := range ys {
+				if y.Complete >= r.Invoke || r.Quorum+y.Quorum <= n {
+					continue
+				}
+				for _, v := range r.Read.Values {
+					if !slices.Contains(y.Saw, v) {
+						continue
+					}
+					x := writer[v]
+					if y.Batch != 0 && !y.Context && (x == nil || !x.Acked()) {
+						continue
+					}
+					id := [2]string{v, fmt.Sprint(y.ID)}
+					if reported[id] {
+						continue
+					}
+					reported[id] = true
+					checker, what := "ctx-replace", "whose context saw it"
+					if !y.Context {
+						checker, what = "batch-replace", fmt.Sprintf("later in the same PutBatch (batch#%d)", y.Batch)
+					}
+					ops := []*Op{}
+					if x != nil {
+						ops = append(ops, x)
+					}
+					out = append(out, Violation{Checker: checker, Key: key,
+						Msg: fmt.Sprintf("read returned %q, replaced by %s #%d %s, acknowledged before the read began",
+							Abbrev(v), y.Kind, y.ID, what),
+						Ops: append(ops, y, r)})
 				}
 			}
 		}

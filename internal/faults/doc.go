@@ -22,19 +22,41 @@
 //     clients grow by read-modify-write with the causal context; after the
 //     faults stop and the cluster heals, a read at R=ALL must hold every
 //     element whose add was acknowledged (in the union of the siblings).
-//   - CheckRegisterReads (b): with R+W>N, a read that began after write y
-//     was acknowledged returns neither a value that y overwrote (one whose
-//     write completed before y began) nor not-found; deletes count as
-//     writes of a tombstone.
+//   - CheckRegisterReads (b): with R+W>N, a read that began after blind
+//     write y was acknowledged returns neither a value that y overwrote
+//     (one whose write completed before y began) nor not-found; deletes
+//     count as writes of a tombstone. A write with a context overwrites
+//     only what it saw, so it is never such a y (checker e covers it).
 //   - CheckSiblings (c): two writes with the same context at the same time
 //     are both kept as siblings, until a write that saw them replaces them.
 //   - CheckConverged (d): after healing and a read of every key at R=ALL
 //     (read repair), every replica stores the same object.
+//   - CheckContextWrites (e): with R+W>N, a read that began after a write
+//     y with a context (a put or a delete) was acknowledged returns none
+//     of the values y's read saw (Op.Saw): y's context covers their dots,
+//     so y replaced them. Values written concurrently with y, which its
+//     read did not return, may survive beside it; a write of unknown
+//     outcome landing later adds its own value but cannot bring back one
+//     whose dot y's context covers. Likewise, after a PutBatch that wrote
+//     one key twice, a read that began after the later write was
+//     acknowledged does not return the earlier one (if it was
+//     acknowledged too): the batch applies as Puts in order.
+//
+// The context-register workload (ContextRegisters) is checked by b and e:
+// blind writes and deletes, reads, context writes and deletes (after a read
+// at R or at ONE, through a random node, often a replica of the key), and
+// PutBatch calls that write one key twice (blind), with values of up to
+// 32 KiB now and then. Its schedules isolate nodes and deafen them (cut
+// every link into one node: it misses the others' writes but still
+// coordinates its own), so that a stale replica coordinates context
+// writes whose context is ahead of what it stores. The run counts those
+// writes (Stats; the test logs the count and fails if no seed made one).
 //
 // Each checker has a canary test: the same kind of schedule with a planted
 // bug (bugs.go: replicas that acknowledge without storing, a sibling
 // dropped on merge, an actor reused after a wipe, a last-write-wins client
-// on skewed clocks), which passes only if the checker reports a violation.
+// on skewed clocks, a forwarded context write coordinated with an empty
+// context), which passes only if the checker reports a violation.
 // A short preference list (fewer placed replicas than N, with quorums
 // counted against the placed ones) has no canary: it cannot be planted from
 // outside the coordinator.

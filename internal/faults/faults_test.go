@@ -50,6 +50,8 @@ func withDuration(c Config) Config {
 
 var allFaults = Faults{Kill: true, MarkDown: true, Partition: true, Cut: true, Skew: true}
 
+var staleFaults = Faults{Kill: true, MarkDown: true, Partition: true, Cut: true, Skew: true, Isolate: true, Deafen: true}
+
 // --- checker a: no acknowledged write lost (sets) ---
 
 func runSets(t *testing.T, c Config) {
@@ -115,6 +117,50 @@ func TestSiblingPairs(t *testing.T) {
 		Report(t, res, vs)
 		t.Logf("%s", res.History.Summary())
 	})
+}
+
+// --- checker e: context writes replace what they saw (and b) ---
+
+// runContextRegisters runs the context-register workload: blind writes,
+// context writes through any node (stale replicas included) after reads
+// at R or ONE, PutBatch calls writing a key twice, with values up to
+// 32 KiB. It logs how many context writes a stale replica coordinated and
+// how many batches a replica of their repeated key did, and fails if, over
+// several seeds, none did (the schedules no longer reach those cases).
+func runContextRegisters(t *testing.T, c Config) {
+	var stale, staleCounter, local int64
+	n := len(seeds(t))
+	forSeeds(t, func(t *testing.T, seed int64) {
+		c.Seed, c.Workload, c.BigValues = seed, ContextRegisters, true
+		res := Run(t, withDuration(c))
+		ops := res.History.Ops()
+		vs := CheckContextWrites(ops, res.Cfg.Replicas)
+		vs = append(vs, CheckRegisterReads(ops, res.Cfg.Replicas)...)
+		vs = append(vs, CheckConverged(res.Replicas)...)
+		Report(t, res, vs)
+		t.Logf("%s", res.History.Summary())
+		t.Logf("%s", res.Stats)
+		stale += res.Stats.StaleCoordinator.Load()
+		staleCounter += res.Stats.StaleCounter.Load()
+		local += res.Stats.BatchesLocal.Load()
+	})
+	t.Logf("all seeds: %d context writes coordinated by a stale replica (%d behind on a counter), %d batches coordinated by a replica of their repeated key", stale, staleCounter, local)
+	if n > 1 && (staleCounter == 0 || local == 0) {
+		t.Errorf("the schedules never reached the case they exist for: %d context writes coordinated by a replica behind on a counter, %d batches coordinated by a replica of the repeated key", staleCounter, local)
+	}
+}
+
+// Every fault, plus isolated nodes and deafened ones (every link into the
+// node cut: it misses the other replicas' writes but still coordinates its
+// own), which leave replicas behind that then coordinate context writes.
+func TestContextRegistersQuorum(t *testing.T) {
+	runContextRegisters(t, Config{R: coordinator.Quorum, W: coordinator.Quorum, Faults: staleFaults})
+}
+
+// R=ONE, W=ALL on three nodes: only writes of unknown outcome leave a
+// replica behind, and reads at ONE do not repair it.
+func TestContextRegistersAllOne(t *testing.T) {
+	runContextRegisters(t, Config{R: coordinator.One, W: coordinator.All, Nodes: 3, Faults: staleFaults})
 }
 
 // --- canaries: each runs a schedule with a planted bug; the checker must
@@ -190,4 +236,12 @@ func TestCanaryDropSiblingOnMerge(t *testing.T) {
 func TestCanaryWriteAppliedTwice(t *testing.T) {
 	canary(t, Config{Workload: SiblingPairs, Keys: 2, Duration: 500 * time.Millisecond, WrapHandler: BugCoordinateTwice()},
 		func(r *Result) []Violation { return CheckSiblings(r.History.Ops(), r.Final, r.Cfg.Replicas) })
+}
+
+// Replicas that coordinate a forwarded context write with an empty context
+// instead of the client's: the write replaces nothing it saw, and checker e
+// must find a later read returning a value the write's context covered.
+func TestCanaryContextForgotten(t *testing.T) {
+	canary(t, Config{Workload: ContextRegisters, Keys: 2, Duration: 500 * time.Millisecond, WrapHandler: BugForgetForwardedContext()},
+		func(r *Result) []Violation { return CheckContextWrites(r.History.Ops(), r.Cfg.Replicas) })
 }

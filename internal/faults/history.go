@@ -94,9 +94,15 @@ type Op struct {
 	Quorum int
 	// Context: the write carried a causal context (false: a blind write).
 	Context bool
-	// Saw lists, for a write with a context, the values its context read
-	// returned (the versions this write supersedes).
-	Saw []string
+	// Saw lists, for a write with a context, the live values its context
+	// read returned (the versions this write supersedes), and SawTomb says
+	// whether that read also returned a tombstone. For a write in a
+	// PutBatch (Batch != 0), Saw lists the values of the earlier writes of
+	// the same key in that batch, which this one supersedes.
+	Saw     []string
+	SawTomb bool
+	// Batch numbers the PutBatch call the write was part of (0: none).
+	Batch int
 
 	Invoke, Complete time.Duration
 	Outcome          Outcome
@@ -115,7 +121,7 @@ func (o *Op) String() string {
 	fmt.Fprintf(&b, "#%d c%d@%s [%s..%s] %s %s", o.ID, o.Client, o.Node, ms(o.Invoke), ms(o.Complete), o.Kind, o.Key)
 	switch o.Kind {
 	case Put, Add:
-		fmt.Fprintf(&b, "=%s", o.Value)
+		fmt.Fprintf(&b, "=%s", Abbrev(o.Value))
 	}
 	if o.Level != "" {
 		fmt.Fprintf(&b, " %s", o.Level)
@@ -125,7 +131,23 @@ func (o *Op) String() string {
 		case o.Context && o.Kind == Add:
 			fmt.Fprintf(&b, " ctx(saw %d siblings)", len(o.Saw))
 		case o.Context:
-			fmt.Fprintf(&b, " ctx(saw %s)", strings.Join(o.Saw, ","))
+			saw := make([]string, len(o.Saw))
+			for i, v := range o.Saw {
+				saw[i] = Abbrev(v)
+			}
+			if o.SawTomb {
+				saw = append(saw, "(tombstone)")
+			}
+			fmt.Fprintf(&b, " ctx(saw %s)", strings.Join(saw, ","))
+		case o.Batch != 0:
+			fmt.Fprintf(&b, " blind batch#%d", o.Batch)
+			if len(o.Saw) > 0 {
+				after := make([]string, len(o.Saw))
+				for i, v := range o.Saw {
+					after[i] = Abbrev(v)
+				}
+				fmt.Fprintf(&b, "(after %s)", strings.Join(after, ","))
+			}
 		default:
 			b.WriteString(" blind")
 		}

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,11 @@ const (
 	// two writes with the same context at the same time, and reads
 	// (checker c).
 	SiblingPairs
+	// ContextRegisters: blind writes and deletes, writes and deletes with
+	// the context of a read (read at R or at ONE, written through any node,
+	// stale replicas included), PutBatch calls that write one key twice,
+	// and reads (checkers b and e).
+	ContextRegisters
 )
 
 func (w Workload) String() string {
@@ -42,6 +48,8 @@ func (w Workload) String() string {
 		return "registers"
 	case SiblingPairs:
 		return "sibling-pairs"
+	case ContextRegisters:
+		return "context-registers"
 	}
 	return "?"
 }
@@ -53,6 +61,13 @@ type Faults struct {
 	Kill, MarkDown bool
 	// Partition the nodes in two, and Cut single links one way.
 	Partition, Cut bool
+	// Isolate one node from all the others (both ways) until the network
+	// heals: it misses the writes meanwhile, a stale replica afterwards.
+	// Deafen one node: cut every link into it, one way, so that it misses
+	// the other replicas' writes but can still coordinate writes of its own
+	// (a stale replica that takes writes, until the network heals and read
+	// repair or a write it coordinates brings it up to date).
+	Isolate, Deafen bool
 	// Skew node clocks by up to ±2 s.
 	Skew bool
 	// WipeNode, if set, is restarted on an empty directory now and then.
@@ -86,6 +101,10 @@ type Config struct {
 	// LWWClient makes set clients resolve siblings by last-write-wins and
 	// write blind (a client bug checker a must catch).
 	LWWClient bool
+
+	// BigValues: in the context-register workload, about one write in
+	// five carries a value of 1-32 KiB instead of a few bytes.
+	BigValues bool
 }
 
 func (c *Config) defaults() {
@@ -158,6 +177,29 @@ type Result struct {
 	Final    map[string]ReadResult
 	Replicas map[string][]ReplicaState
 	Cluster  *testcluster.Cluster
+	Stats    *Stats
+}
+
+// Stats counts what the context-register workload exercised, so that a
+// test can show its schedules reach the cases they exist for.
+type Stats struct {
+	// ContextWrites counts writes and deletes with a context. Of them,
+	// StaleCoordinator counts those whose coordinating replica (the node
+	// written through, or, for a node that is not a replica, the replica
+	// it forwards to first) stored, just before the write, a context that
+	// does not descend the write's context; StaleCounter those where that
+	// replica knew every actor of the write's context but was behind on
+	// some counter (the write names a later write of an actor it knows).
+	ContextWrites, StaleCoordinator, StaleCounter atomic.Int64
+	// Batches counts PutBatch calls, each with one key written twice;
+	// BatchesLocal those sent to a replica of the repeated key (which
+	// coordinates the batch's writes of it itself).
+	Batches, BatchesLocal atomic.Int64
+}
+
+func (s *Stats) String() string {
+	return fmt.Sprintf("context writes %d (coordinated by a stale replica: %d, of which behind on a counter: %d); batches %d (%d coordinated by a replica of the repeated key)",
+		s.ContextWrites.Load(), s.StaleCoordinator.Load(), s.StaleCounter.Load(), s.Batches.Load(), s.BatchesLocal.Load())
 }
 
 // Run runs cfg against an in-process cluster (crashable engines on strict
@@ -173,7 +215,7 @@ func Run(tb testing.TB, cfg Config) *Result {
 		Crashable:   true,
 	})
 	cl.Net.SetDefaultTimeout(2 * cfg.Timeout)
-	res := &Result{Cfg: cfg, History: NewHistory(), Cluster: cl, Final: map[string]ReadResult{}}
+	res := &Result{Cfg: cfg, History: NewHistory(), Cluster: cl, Final: map[string]ReadResult{}, Stats: &Stats{}}
 	for i := 0; i < cfg.Keys; i++ {
 		res.Keys = append(res.Keys, fmt.Sprintf("k%d", i))
 	}
@@ -187,7 +229,7 @@ func Run(tb testing.TB, cfg Config) *Result {
 		wg.Add(1)
 		go func(id int) {
 			defer wg.Done()
-			c := &client{id: id, cfg: &cfg, cl: cl, h: h, keys: res.Keys,
+			c := &client{id: id, cfg: &cfg, cl: cl, h: h, keys: res.Keys, stats: res.Stats,
 				rng: rand.New(rand.NewPCG(uint64(cfg.Seed), uint64(id)+1))}
 			c.loop(ctx)
 		}(i)
@@ -315,13 +357,14 @@ func classify(err error) Outcome {
 }
 
 type client struct {
-	id   int
-	cfg  *Config
-	cl   *testcluster.Cluster
-	h    *History
-	keys []string
-	rng  *rand.Rand
-	seq  int
+	id    int
+	cfg   *Config
+	cl    *testcluster.Cluster
+	h     *History
+	keys  []string
+	rng   *rand.Rand
+	seq   int
+	stats *Stats
 }
 
 func (c *client) loop(ctx context.Context) {
@@ -336,6 +379,8 @@ func (c *client) loop(ctx context.Context) {
 			c.register(node, key)
 		case SiblingPairs:
 			c.siblings(node, key)
+		case ContextRegisters:
+			c.contextRegister(node, key)
 		}
 		// A little think time, so faults and ops interleave.
 		time.Sleep(time.Duration(c.rng.IntN(4)) * time.Millisecond)
@@ -354,7 +399,11 @@ func (c *client) opCtx() (context.Context, context.CancelFunc) {
 }
 
 func (c *client) read(node, key string) (*Op, *version.Object) {
-	op := c.h.Invoke(Op{Client: c.id, Node: node, Kind: Read, Key: key, Level: LevelName(c.cfg.R), Quorum: QuorumOf(c.cfg.R, c.cfg.Replicas)})
+	return c.readAt(node, key, c.cfg.R)
+}
+
+func (c *client) readAt(node, key string, level int) (*Op, *version.Object) {
+	op := c.h.Invoke(Op{Client: c.id, Node: node, Kind: Read, Key: key, Level: LevelName(level), Quorum: QuorumOf(level, c.cfg.Replicas)})
 	co, err := c.cl.Coord(node)
 	if err != nil {
 		c.h.Complete(op, Fail, err)
@@ -362,7 +411,7 @@ func (c *client) read(node, key string) (*Op, *version.Object) {
 	}
 	ctx, cancel := c.opCtx()
 	defer cancel()
-	obj, err := co.Get(ctx, []byte(key), c.cfg.R)
+	obj, err := co.Get(ctx, []byte(key), level)
 	if err != nil {
 		c.h.Complete(op, Info, err)
 		return op, nil
@@ -482,6 +531,158 @@ func (c *client) siblings(node, key string) {
 	wg.Wait()
 }
 
+// bigValue makes v (a unique value) large now and then, when cfg asks:
+// 1-32 KiB, with v at both ends so that an abbreviated value still names
+// its write.
+func (c *client) bigValue(v string) string {
+	if !c.cfg.BigValues || c.rng.Float64() >= 0.2 {
+		return v
+	}
+	n := 1<<10 + c.rng.IntN(31<<10)
+	return v + "|" + strings.Repeat("x", n) + "|" + v
+}
+
+// contextRegister is one op of the context-register workload.
+func (c *client) contextRegister(node, key string) {
+	switch p := c.rng.Float64(); {
+	case p < 0.3:
+		c.read(node, key)
+	case p < 0.45:
+		v := c.bigValue(c.value(key))
+		op := c.h.Invoke(c.writeOp(node, key, Put, v, false, nil))
+		c.put(op, node, key, []byte(v), nil, false)
+	case p < 0.5:
+		op := c.h.Invoke(c.writeOp(node, key, Delete, "", false, nil))
+		c.put(op, node, key, nil, nil, true)
+	case p < 0.85:
+		c.contextWrite(key)
+	default:
+		c.batch(node, key)
+	}
+}
+
+// contextWrite reads key (at R, or at ONE half of the time, through a
+// random node, a replica of the key half of the time) and writes a new
+// value or a delete with the read's context through another random node, a
+// replica of the key most of the time: with replicas left behind by the
+// faults, now and then a stale one.
+func (c *client) contextWrite(key string) {
+	ids := c.cl.IDs()
+	level := c.cfg.R
+	if c.rng.Float64() < 0.5 {
+		level = coordinator.One
+	}
+	pref := c.cl.Replicas([]byte(key))
+	pick := func(pReplica float64) string {
+		if c.rng.Float64() < pReplica {
+			return pref[c.rng.IntN(len(pref))].ID
+		}
+		return ids[c.rng.IntN(len(ids))]
+	}
+	rop, obj := c.readAt(pick(0.5), key, level)
+	if !rop.Acked() {
+		return
+	}
+	causal := version.Clock{}
+	if obj != nil {
+		causal = obj.Context.Clone()
+	}
+	wnode := pick(0.7)
+	del := c.rng.Float64() < 0.3
+	kind, v := Put, ""
+	if del {
+		kind = Delete
+	} else {
+		v = c.bigValue(c.value(key))
+	}
+	o := c.writeOp(wnode, key, kind, v, true, rop.Read.Values)
+	o.SawTomb = rop.Read.Tombstones > 0
+	c.countStale(wnode, key, causal)
+	op := c.h.Invoke(o)
+	c.put(op, wnode, key, []byte(v), causal, del)
+}
+
+// countStale counts a context write in Stats, and whether the replica that
+// will coordinate it (node, or the first alive replica node forwards to)
+// stores a context that does not descend causal.
+func (c *client) countStale(node, key string, causal version.Clock) {
+	c.stats.ContextWrites.Add(1)
+	pref := c.cl.Replicas([]byte(key))
+	coord := pref[0].ID
+	if slices.ContainsFunc(pref, func(n *testcluster.Node) bool { return n.ID == node }) {
+		coord = node
+	} else if i := slices.IndexFunc(pref, func(n *testcluster.Node) bool { return c.cl.View.Alive(n.ID) }); i >= 0 {
+		coord = pref[i].ID
+	}
+	st, err := c.cl.StoreOf(coord)
+	if err != nil {
+		return
+	}
+	obj, err := st.Get([]byte(key))
+	if err != nil {
+		return
+	}
+	var have version.Clock
+	if obj != nil {
+		have = obj.Context
+	}
+	if have.Descends(causal) {
+		return
+	}
+	c.stats.StaleCoordinator.Add(1)
+	for a := range causal {
+		if causal[a] > 0 && have[a] == 0 {
+			return // an actor it does not know: refused, then learned
+		}
+	}
+	c.stats.StaleCounter.Add(1)
+}
+
+var batchSeq atomic.Int64
+
+// batch is one PutBatch call through node: key written twice (blind, two
+// new values), and another key once half of the time.
+func (c *client) batch(node, key string) {
+	id := int(batchSeq.Add(1))
+	keys := []string{key}
+	if c.rng.Float64() < 0.5 {
+		keys = append(keys, c.keys[c.rng.IntN(len(c.keys))])
+	}
+	keys = append(keys, key)
+	c.rng.Shuffle(len(keys)-1, func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
+	c.stats.Batches.Add(1)
+	for _, n := range c.cl.Replicas([]byte(key)) {
+		if n.ID == node {
+			c.stats.BatchesLocal.Add(1)
+		}
+	}
+	ops := make([]*Op, len(keys))
+	bkeys := make([][]byte, len(keys))
+	values := make([][]byte, len(keys))
+	earlier := map[string][]string{}
+	for i, k := range keys {
+		v := c.bigValue(c.value(k))
+		o := c.writeOp(node, k, Put, v, false, slices.Clone(earlier[k]))
+		o.Batch = id
+		earlier[k] = append(earlier[k], v)
+		ops[i] = c.h.Invoke(o)
+		bkeys[i], values[i] = []byte(k), []byte(v)
+	}
+	co, err := c.cl.Coord(node)
+	if err != nil {
+		for _, op := range ops {
+			c.h.Complete(op, Fail, err)
+		}
+		return
+	}
+	ctx, cancel := c.opCtx()
+	defer cancel()
+	errs := co.PutBatch(ctx, bkeys, values, c.cfg.W)
+	for i, op := range ops {
+		c.h.Complete(op, classify(errs[i]), errs[i])
+	}
+}
+
 // nemesis injects faults from cfg.Seed until ctx ends.
 func nemesis(ctx context.Context, cfg *Config, cl *testcluster.Cluster, h *History) {
 	f := cfg.Faults
@@ -554,7 +755,25 @@ func nemesis(ctx context.Context, cfg *Config, cl *testcluster.Cluster, h *Histo
 			h.Event("cut %s -> %s", from, to)
 		}})
 	}
-	if f.Partition || f.Cut {
+	if f.Isolate {
+		actions = append(actions, action{"isolate", func() {
+			id := ids[rng.IntN(len(ids))]
+			cl.Net.Isolate(id)
+			h.Event("isolate %s", id)
+		}})
+	}
+	if f.Deafen {
+		actions = append(actions, action{"deafen", func() {
+			id := ids[rng.IntN(len(ids))]
+			for _, from := range ids {
+				if from != id {
+					cl.Net.Cut(from, id)
+				}
+			}
+			h.Event("deafen %s (every link into it cut)", id)
+		}})
+	}
+	if f.Partition || f.Cut || f.Isolate || f.Deafen {
 		actions = append(actions, action{"heal-net", func() {
 			cl.Net.Heal()
 			h.Event("heal network")
