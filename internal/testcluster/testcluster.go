@@ -223,30 +223,29 @@ func (c *Cluster) IDs() []string {
 
 // Coord returns the current coordinator of node id, or ErrNodeDown.
 func (c *Cluster) Coord(id string) (*coordinator.Coordinator, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := c.byID[id]
-	if n == nil {
-		return nil, fmt.Errorf("testcluster: no node %q", id)
-	}
-	if n.down {
-		return nil, fmt.Errorf("%w: %s", ErrNodeDown, id)
-	}
-	return n.Coord, nil
+	coord, _, err := c.running(id)
+	return coord, err
 }
 
 // StoreOf returns the current replica store of node id, or ErrNodeDown.
 func (c *Cluster) StoreOf(id string) (*replica.Store, error) {
+	_, store, err := c.running(id)
+	return store, err
+}
+
+// running returns node id's current coordinator and store, or ErrNodeDown
+// while it is killed.
+func (c *Cluster) running(id string) (*coordinator.Coordinator, *replica.Store, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := c.byID[id]
 	if n == nil {
-		return nil, fmt.Errorf("testcluster: no node %q", id)
+		return nil, nil, fmt.Errorf("testcluster: no node %q", id)
 	}
 	if n.down {
-		return nil, fmt.Errorf("%w: %s", ErrNodeDown, id)
+		return nil, nil, fmt.Errorf("%w: %s", ErrNodeDown, id)
 	}
-	return n.Store, nil
+	return n.Coord, n.Store, nil
 }
 
 // IsDown reports whether id is killed (not restarted yet).
