@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -136,8 +137,13 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 					pb = &peerBatch{}
 					peers[node] = pb
 				}
+				key := writes[j].Key
+				if c.o.Hints != nil {
+					// A hint may outlive the caller's key buffer.
+					key = bytes.Clone(key)
+				}
 				pb.idx = append(pb.idx, j)
-				pb.keys = append(pb.keys, writes[j].Key)
+				pb.keys = append(pb.keys, key)
 				pb.objs = append(pb.objs, obj)
 				sent[j]++
 			}
@@ -150,19 +156,31 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 				go func() {
 					sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
 					defer cancel()
+					objs := pb.objs[m.from:m.to]
 					err := c.send(sctx, node, kindReplicateBatch, payload)
 					if err != nil && isRemote(err) {
 						// The replica answered but refused the batch: a
 						// node of an older version that does not know the
 						// message, or one entry it could not store. Send
 						// the entries one by one, each with its own answer.
+						var hkeys [][]byte
+						var hobjs []*version.Object
 						for n, j := range idx {
-							results[j] <- c.send(sctx, node, kindReplicate, appendReplicate(nil, m.keys[n], m.encoded[n]))
+							err := c.send(sctx, node, kindReplicate, appendReplicate(nil, m.keys[n], m.encoded[n]))
+							results[j] <- err
+							if err != nil {
+								hkeys, hobjs = append(hkeys, m.keys[n]), append(hobjs, objs[n])
+							}
 						}
+						c.hint(node, hkeys, hobjs)
 						return
 					}
 					for _, j := range idx {
 						results[j] <- err
+					}
+					if err != nil {
+						// Not acknowledged in time: keep them for node.
+						c.hint(node, m.keys, objs)
 					}
 				}()
 			}
@@ -448,4 +466,32 @@ func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*ve
 	}
 	wg.Wait()
 	return objs, errs
+}
+
+// DeliverBatch sends node versions of keys it missed (hints, see
+// Options.Hints) as replication messages (kindReplicateBatch, cut at the
+// usual bounds), which node merges with version.Merge: delivering a version
+// twice changes nothing. It returns how many leading entries node
+// acknowledged: all of them, or those before the first that failed. A node
+// that refuses a batch message gets the entries one by one, as a write
+// would send them.
+func (c *Coordinator) DeliverBatch(ctx context.Context, node string, keys [][]byte, objs []*version.Object) (int, error) {
+	done := 0
+	for _, m := range splitReplicateBatch(keys, objs) {
+		err := c.send(ctx, node, kindReplicateBatch, encodeReplicateBatch(m.keys, m.encoded))
+		if err != nil && !isRemote(err) {
+			return done, fmt.Errorf("deliver %d hints to %s: %w", len(m.keys), node, err)
+		}
+		if err != nil {
+			for n := range m.keys {
+				if err := c.send(ctx, node, kindReplicate, appendReplicate(nil, m.keys[n], m.encoded[n])); err != nil {
+					return done, fmt.Errorf("deliver hint of %q to %s: %w", m.keys[n], node, err)
+				}
+				done++
+			}
+			continue
+		}
+		done += len(m.keys)
+	}
+	return done, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/transport"
+	"github.com/ringkv/ringkv/version"
 )
 
 // Cluster is what the coordinator needs to know about the cluster: the
@@ -53,6 +54,21 @@ type Options struct {
 	Now func() time.Time
 	// Logf receives notable events. Default: discard.
 	Logf func(format string, args ...any)
+	// Hints, if set, is given every version a replica of its key did not
+	// acknowledge when this node sent it (an error, or no answer within
+	// Timeout), for later delivery (hinted handoff: package handoff). Hints
+	// are kept even when the write failed its quorum: it may still have
+	// been applied, and a hint is merged, so delivering it is idempotent.
+	// nil: no hints.
+	Hints Hints
+}
+
+// Hints keeps the versions that target missed (see Options.Hints). Add is
+// called off the request path, after the write's acknowledgements are
+// counted; it must not block for long and owns none of its arguments past
+// its return (keys are not modified afterwards; objects never are).
+type Hints interface {
+	Add(target string, keys [][]byte, objs []*version.Object)
 }
 
 // Consistency levels accepted wherever a quorum number is.
@@ -228,6 +244,13 @@ func preferenceIn(rg *ring.Ring, key []byte) ([]string, int, error) {
 		return nil, 0, ErrNoReplicas
 	}
 	return pref, rg.Replicas(), nil
+}
+
+// hint hands versions that target did not acknowledge to Options.Hints.
+func (c *Coordinator) hint(target string, keys [][]byte, objs []*version.Object) {
+	if c.o.Hints != nil && len(keys) > 0 {
+		c.o.Hints.Add(target, keys, objs)
+	}
 }
 
 func contains(list []string, s string) bool {

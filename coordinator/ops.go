@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -572,6 +573,12 @@ func mergeReply(merged, obj *version.Object) *version.Object {
 // under its own deadline, not the client's.
 func (c *Coordinator) replicate(key []byte, obj *version.Object, pref []string, results chan<- error) int {
 	payload := encodeReplicate(key, obj)
+	var hkey [][]byte
+	if c.o.Hints != nil {
+		// The caller's key buffer may be reused once the write answers,
+		// which can be before a replica's failure is known.
+		hkey = [][]byte{bytes.Clone(key)}
+	}
 	sent := 0
 	for _, node := range pref {
 		if node == c.self {
@@ -581,7 +588,13 @@ func (c *Coordinator) replicate(key []byte, obj *version.Object, pref []string, 
 		go func(node string) {
 			sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
 			defer cancel()
-			results <- c.send(sctx, node, kindReplicate, payload)
+			err := c.send(sctx, node, kindReplicate, payload)
+			results <- err
+			if err != nil {
+				// Not acknowledged in time: keep it for node (after the
+				// answer is counted, so the client does not wait for it).
+				c.hint(node, hkey, []*version.Object{obj})
+			}
 		}(node)
 	}
 	return sent

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/handoff"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/storage"
@@ -48,6 +49,8 @@ type Node struct {
 	DB    *storage.DB
 	Store *replica.Store
 	Coord *coordinator.Coordinator
+	// Hints is the node's hinted-handoff service (Options.Handoff only).
+	Hints *handoff.Service
 
 	stop   io.Closer
 	tr     transport.Transport
@@ -98,6 +101,10 @@ type Options struct {
 	WrapHandler func(nodeID string, h transport.Handler) transport.Handler
 	// OpenStore, if set, replaces DefaultStoreOpener.
 	OpenStore StoreOpener
+	// Handoff, if set, gives every node hinted handoff with these options:
+	// hints kept in its engine, delivered through its coordinator to the
+	// nodes View marks alive. The service stops when the node is killed.
+	Handoff *handoff.Options
 	// Crashable puts each node's engine on a strict in-memory filesystem
 	// with the server's default sync mode (batch), so that Kill drops
 	// exactly the unsynced data. See the package doc.
@@ -193,19 +200,33 @@ func (c *Cluster) start(n *Node, wiped bool) error {
 	if c.o.NodeOptions != nil {
 		c.o.NodeOptions(n.ID, &co)
 	}
+	var hints *handoff.Service
+	if c.o.Handoff != nil {
+		if hints, err = handoff.Open(st, *c.o.Handoff); err != nil {
+			db.Close()
+			return fmt.Errorf("node %s: open hints: %w", n.ID, err)
+		}
+		co.Hints = hints
+	}
 	tr := c.Net.Client(n.ID)
 	coord := coordinator.New(n.ID, c.View, st, tr, co)
+	if hints != nil {
+		hints.Start(coord, c.View.Alive)
+	}
 	var h transport.Handler = coord
 	if c.o.WrapHandler != nil {
 		h = c.o.WrapHandler(n.ID, h)
 	}
 	stop, err := c.Net.Listen(n.ID, h)
 	if err != nil {
+		if hints != nil {
+			hints.Close()
+		}
 		tr.Close()
 		db.Close()
 		return fmt.Errorf("node %s: listen: %w", n.ID, err)
 	}
-	n.DB, n.Store, n.Coord, n.stop, n.tr, n.down = db, st, coord, stop, tr, false
+	n.DB, n.Store, n.Coord, n.Hints, n.stop, n.tr, n.down = db, st, coord, hints, stop, tr, false
 	return nil
 }
 
@@ -283,6 +304,9 @@ func (c *Cluster) killLocked(n *Node) {
 	n.down = true
 	n.stop.Close()
 	n.tr.Close()
+	if n.Hints != nil {
+		n.Hints.Close()
+	}
 	if c.o.Crashable {
 		// The disk as a power cut leaves it; the old engine keeps the old
 		// filesystem object to itself while it winds down.
@@ -383,6 +407,9 @@ func (c *Cluster) Close() {
 		n.down = true
 		n.stop.Close()
 		n.tr.Close()
+		if n.Hints != nil {
+			n.Hints.Close()
+		}
 		n.Store.Close() // records the clean shutdown
 		n.DB.Close()
 	}
