@@ -38,10 +38,13 @@ func (v clusterView) Status() httpapi.ClusterStatus {
 	st := httpapi.StatusFromRing(v.s.cfg.NodeID, r)
 	st.DefaultR, st.DefaultW = v.s.coord.Defaults(r.Replicas())
 	st.Members = st.Members[:0]
+	hints := v.s.hints.Stats()
 	for _, m := range v.s.members.Members() {
+		h := hints[m.ID]
 		st.Members = append(st.Members, httpapi.MemberStatus{
 			ID: m.ID, DC: m.DC, Rack: m.Rack, Weight: m.Weight, State: m.State.String(),
 			Alive: m.Alive, PeerAddr: m.PeerAddr, RESPAddr: m.RespAddr, HTTPAddr: m.HTTPAddr,
+			HintsPending: h.Pending, HintsBytes: h.Bytes, HintsRefused: h.Refused, HintError: h.LastError,
 		})
 	}
 	return st

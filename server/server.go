@@ -17,6 +17,7 @@ import (
 
 	"github.com/ringkv/ringkv/api/resp"
 	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/handoff"
 	"github.com/ringkv/ringkv/membership"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
@@ -67,7 +68,15 @@ type Config struct {
 	// MemTableSize is the engine's write buffer: the memtable is flushed to
 	// an SSTable when it reaches this many bytes. Default: 64 MiB.
 	MemTableSize int
-	Logf         func(format string, args ...any)
+	// HintMaxBytes bounds the hints kept for one node (past it new hints
+	// are refused and counted). Default: 256 MiB.
+	HintMaxBytes int64
+	// HintWindow: a node whose hints have been pending for longer than
+	// this collects no new ones. Default: 3h.
+	HintWindow time.Duration
+	// HintRate bounds hint delivery, bytes per second. Default: 8 MiB/s.
+	HintRate int64
+	Logf     func(format string, args ...any)
 }
 
 // ParseReplicasPerDC parses per-datacenter replica counts written as
@@ -101,6 +110,7 @@ type Server struct {
 	client  *transport.Client
 	members *membership.Membership
 	coord   *coordinator.Coordinator
+	hints   *handoff.Service
 	resp    *resp.Server
 	respLn  net.Listener
 	http    *http.Server
@@ -228,9 +238,18 @@ func Start(cfg Config) (s *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("membership: %w", err)
 	}
+	// Hints are counted from the engine before the coordinator can add
+	// any; delivery starts once the coordinator exists.
+	if s.hints, err = handoff.Open(s.store, handoff.Options{
+		MaxBytes: cfg.HintMaxBytes, Window: cfg.HintWindow, Rate: cfg.HintRate,
+		Timeout: cfg.RequestTimeout, Logf: cfg.Logf,
+	}); err != nil {
+		return nil, err
+	}
 	s.coord = coordinator.New(cfg.NodeID, s.members, s.store, s.client, coordinator.Options{
-		R: rLevel, W: wLevel, Timeout: cfg.RequestTimeout, Logf: cfg.Logf,
+		R: rLevel, W: wLevel, Timeout: cfg.RequestTimeout, Logf: cfg.Logf, Hints: s.hints,
 	})
+	s.hints.Start(s.coord, s.members.Alive)
 	if cfg.RespAddr != "" {
 		s.resp = resp.NewServer(respBackend{s}, resp.Options{MaxValueSize: cfg.MaxValueSize, Logf: cfg.Logf})
 		if s.respLn, err = net.Listen("tcp", cfg.RespAddr); err != nil {
@@ -270,8 +289,9 @@ func (s *Server) HTTPAddr() string {
 }
 
 // Close stops the node: client APIs first, then gossip (leaving
-// gracefully), peer RPCs, the replica store (recording a clean shutdown, so
-// the next start keeps this incarnation) and the engine last.
+// gracefully), peer RPCs, hint delivery, the replica store (recording a
+// clean shutdown, so the next start keeps this incarnation) and the engine
+// last.
 func (s *Server) Close() error {
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -287,6 +307,12 @@ func (s *Server) Close() error {
 	}
 	if s.peer != nil {
 		s.peer.Close()
+	}
+	if s.hints != nil {
+		// Before the engine closes: a pass in progress finishes, and
+		// hints of writes still replicating are no longer kept (they are
+		// lost only if this node is also the one that stays behind).
+		s.hints.Close()
 	}
 	if s.client != nil {
 		s.client.Close()

@@ -74,6 +74,15 @@ type MemberStatus struct {
 	PeerAddr string `json:"peer_addr,omitempty"`
 	RESPAddr string `json:"resp_addr,omitempty"`
 	HTTPAddr string `json:"http_addr,omitempty"`
+	// Hinted handoff, as the answering node sees it: the hints it keeps
+	// for this member (writes the member did not acknowledge) and their
+	// size in bytes, the hints it refused for the member since it started
+	// (past the byte bound or the hint window), and its last failure to
+	// deliver them (empty after a success).
+	HintsPending int    `json:"hints_pending"`
+	HintsBytes   int64  `json:"hints_bytes"`
+	HintsRefused uint64 `json:"hints_refused"`
+	HintError    string `json:"hint_error,omitempty"`
 }
 
 // StatusFromRing fills the ring-derived parts of a ClusterStatus: members

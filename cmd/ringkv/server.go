@@ -89,6 +89,9 @@ commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
 	f.DurationVar(&cfg.RequestTimeout, "timeout", 2*time.Second, "per-request timeout")
 	f.Int64Var(&cfg.BlockCacheSize, "block-cache", 128<<20, "storage engine block cache, bytes")
 	f.IntVar(&cfg.MemTableSize, "memtable-size", 64<<20, "storage engine write buffer: the memtable is flushed to disk at this size, bytes")
+	f.Int64Var(&cfg.HintMaxBytes, "hint-max-bytes", 256<<20, "hinted handoff: most bytes of hints kept for one node; past it new hints are refused and counted")
+	f.DurationVar(&cfg.HintWindow, "hint-window", 3*time.Hour, "hinted handoff: a node whose hints have been pending this long collects no new ones")
+	f.Int64Var(&cfg.HintRate, "hint-rate", 8<<20, "hinted handoff: delivery rate, bytes per second")
 	f.BoolVar(&quiet, "quiet", false, "do not log")
 	return cmd
 }
