@@ -89,6 +89,7 @@ func TestBlindWriteByStaleReplicaSupersedesAcknowledgedWrites(t *testing.T) {
 			t.Fatal(err)
 		}
 		clock.offset.Store(0)
+		time.Sleep(50 * time.Millisecond) // the copy for n3 leaves, and is lost
 		c.Net.Heal()
 		if obj, _ := n3.Store.Get(key); obj != nil {
 			t.Fatalf("%s: n3 was cut off but holds %v", op, obj)
@@ -274,5 +275,55 @@ func TestPutBatchRepeatedKeyKeepsTheLastValue(t *testing.T) {
 	}
 	if got := fmt.Sprint(liveValues(obj)); got != "[b]" {
 		t.Fatalf("SET k a; SET k b in one batch: live %s, want [b] (%v)", got, obj)
+	}
+}
+
+// A delete whose context saw a write that reached only one replica (its
+// quorum failed, but a client read it there) removes that write, even when
+// the delete's coordinator and its read quorum never had it: before it
+// admits a context that a read quorum cannot account for, the coordinator
+// reads every replica, and refuses the write while one does not answer.
+// (Before: the context was lowered to what the quorum held, the delete was
+// acknowledged, and the deleted value came back.)
+func TestDeleteOfAMinorityWriteDoesNotComeBack(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 27,
+		Coordinator: coordinator.Options{ReadRepairChance: -1}})
+	ctx := ctxT(t)
+	for i := 0; i < 3; i++ {
+		key := []byte(fmt.Sprintf("minority-%d", i))
+		pref := c.Replicas(key)
+		holder, via := pref[1], pref[0]
+		if _, err := holder.Coord.Put(ctx, key, []byte("base"), nil, coordinator.All); err != nil {
+			t.Fatal(err)
+		}
+		c.Net.Isolate(holder.ID)
+		if _, err := holder.Coord.Put(ctx, key, []byte("minority"), nil, coordinator.One); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // its replication messages leave, and are lost
+		c.Net.Heal()
+		read, err := holder.Coord.Get(ctx, key, coordinator.One)
+		if err != nil || fmt.Sprint(liveValues(read)) != "[minority]" {
+			t.Fatalf("read at the holder: %v, %v", read, err)
+		}
+		// via cannot reach the holder: its read quorum is itself and the
+		// third replica, which never had the minority write.
+		c.Net.Cut(via.ID, holder.ID)
+		_, err = via.Coord.Delete(ctx, key, read.Context, coordinator.Quorum)
+		c.Net.Heal()
+		if err != nil {
+			// Refused while the holder was unreachable; it goes through
+			// once every replica answers.
+			if _, err = via.Coord.Delete(ctx, key, read.Context, coordinator.Quorum); err != nil {
+				t.Fatalf("delete through %s after healing: %v", via.ID, err)
+			}
+		}
+		obj, err := pref[2].Coord.Get(ctx, key, coordinator.All)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if live := liveValues(obj); len(live) != 0 {
+			t.Fatalf("deleted with a context that saw %q, the key still reads %q (%v)", "minority", live, obj)
+		}
 	}
 }

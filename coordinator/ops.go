@@ -182,11 +182,12 @@ func (c *Coordinator) writeContext(ctx context.Context, key []byte, pref []strin
 
 // learnContext prepares a write with a client context: when the context
 // names writes this replica has not seen (it is behind the replica the
-// client read from), it first learns what a read quorum holds. The replica
-// then admits the context against that state (version.Object.AdmitContext):
-// an actor no replica asked knows is refused, and a counter still ahead is
-// lowered, so the write supersedes exactly what the client saw and the
-// replicas know of — never a version neither has seen.
+// client read from), it first learns what a read quorum holds, and if that
+// is not enough, what every replica holds. The replica then admits the
+// context against that state (version.Object.AdmitContext): an actor no
+// replica knows is refused, and a counter ahead of every replica is
+// lowered, so the write supersedes exactly what the client saw — never a
+// version no replica has.
 func (c *Coordinator) learnContext(ctx context.Context, key []byte, causal version.Clock, pref []string, n int) error {
 	cur, err := c.store.Get(key)
 	if err != nil {
@@ -199,9 +200,25 @@ func (c *Coordinator) learnContext(ctx context.Context, key []byte, causal versi
 	if have.Descends(causal) {
 		return nil
 	}
+	// A read quorum first; when the context is still ahead of what it
+	// holds (the client read a write that reached only a minority, or one
+	// still being replicated), every replica: the write must supersede
+	// what the client saw, or a deleted value would come back. Only a
+	// context ahead of every replica (forged, or naming a write no replica
+	// kept) is then lowered or refused by the replica.
 	r, _ := resolve("read", Default, c.o.R, n, n)
-	if _, err := c.learn(ctx, key, pref, max(r, 2)); err != nil {
-		return fmt.Errorf("write of %q: its context names writes this replica has not seen: %w", key, err)
+	r = min(max(r, 2), len(pref))
+	for _, r := range []int{r, len(pref)} {
+		merged, err := c.learn(ctx, key, pref, r)
+		if err != nil {
+			return fmt.Errorf("write of %q: its context names writes this replica has not seen, and reading %d replicas failed: %w", key, r, err)
+		}
+		if merged != nil {
+			have = have.Merge(merged.Context)
+		}
+		if have.Descends(causal) || r == len(pref) {
+			return nil
+		}
 	}
 	return nil
 }
