@@ -1,6 +1,7 @@
 package handoff_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/handoff"
 	"github.com/ringkv/ringkv/internal/testcluster"
+	"github.com/ringkv/ringkv/transport"
 	"github.com/ringkv/ringkv/version"
 )
 
@@ -198,4 +200,51 @@ func TestHintDeliveryRetriesUntilTargetAnswers(t *testing.T) {
 		m := missing(t, c, "n3", want)
 		return len(m) == 0 && st().Pending == 0 && st().LastError == "", fmt.Sprintf("%d missing, %+v", len(m), st())
 	})
+}
+
+// A target that refuses batch messages (an older node) gets hints one by
+// one; DeliverBatch reports the leading entries it acknowledged, so a hint
+// it refuses, and every later one, stays to be retried in order.
+func TestDeliverBatchCountsLeadingAcknowledgedEntries(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3,
+		Coordinator: coordinator.Options{ReadRepairChance: -1},
+		WrapHandler: func(id string, h transport.Handler) transport.Handler {
+			if id != "n3" {
+				return h
+			}
+			return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
+				if kind == 4 { // kindReplicateBatch: unknown to this node
+					return nil, fmt.Errorf("unknown peer message kind %d", kind)
+				}
+				if kind == 2 && bytes.Contains(payload, []byte("poison")) {
+					return nil, fmt.Errorf("refused")
+				}
+				return h.Handle(ctx, from, kind, payload)
+			})
+		}})
+	ctx := context.Background()
+	var keys [][]byte
+	var objs []*version.Object
+	for _, k := range []string{"a", "b", "poison", "c"} {
+		obj := &version.Object{}
+		if _, err := obj.WriteBlind(version.Actor("n1", 1), []byte(k), false, 1); err != nil {
+			t.Fatal(err)
+		}
+		keys, objs = append(keys, []byte(k)), append(objs, obj)
+	}
+	n, err := c.Node("n1").Coord.DeliverBatch(ctx, "n3", keys, objs)
+	if n != 2 || err == nil {
+		t.Fatalf("DeliverBatch = %d, %v; want 2 acknowledged and the refusal", n, err)
+	}
+	want := map[string]*version.Object{"a": objs[0], "b": objs[1]}
+	if m := missing(t, c, "n3", want); len(m) != 0 {
+		t.Fatalf("n3 lacks %v", m)
+	}
+	if m := missing(t, c, "n3", map[string]*version.Object{"c": objs[3]}); len(m) != 1 {
+		t.Fatal("an entry after the refused one was delivered out of order")
+	}
+	n, err = c.Node("n1").Coord.DeliverBatch(ctx, "n2", keys, objs)
+	if n != 4 || err != nil {
+		t.Fatalf("DeliverBatch to a current node = %d, %v; want 4, nil", n, err)
+	}
 }
