@@ -168,7 +168,7 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 						for n, j := range idx {
 							err := c.send(sctx, node, kindReplicate, appendReplicate(nil, m.keys[n], m.encoded[n]))
 							results[j] <- err
-							if err != nil {
+							if missed(err) {
 								hkeys, hobjs = append(hkeys, m.keys[n]), append(hobjs, objs[n])
 							}
 						}

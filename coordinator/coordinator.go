@@ -247,6 +247,27 @@ func preferenceIn(rg *ring.Ring, key []byte) ([]string, int, error) {
 }
 
 // hint hands versions that target did not acknowledge to Options.Hints.
+// missed reports whether a replication error means the replica may have
+// missed the version, so that it gets a hint: any failure except the
+// replica answering that it refuses the version itself (too large to merge
+// with what it holds, or malformed). A refused version would be refused
+// again on every delivery and hold up the target's other hints; it stays
+// with the replicas that took it until a client resolves the key.
+func missed(err error) bool {
+	if err == nil {
+		return false
+	}
+	var re *transport.RemoteError
+	if errors.As(err, &re) {
+		for _, refusal := range []error{version.ErrObjectTooLarge, version.ErrMalformed} {
+			if strings.Contains(re.Message, refusal.Error()) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func (c *Coordinator) hint(target string, keys [][]byte, objs []*version.Object) {
 	if c.o.Hints != nil && len(keys) > 0 {
 		c.o.Hints.Add(target, keys, objs)

@@ -607,7 +607,7 @@ func (c *Coordinator) replicate(key []byte, obj *version.Object, pref []string, 
 			defer cancel()
 			err := c.send(sctx, node, kindReplicate, payload)
 			results <- err
-			if err != nil {
+			if missed(err) {
 				// Not acknowledged in time: keep it for node (after the
 				// answer is counted, so the client does not wait for it).
 				c.hint(node, hkey, []*version.Object{obj})

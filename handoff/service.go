@@ -1,6 +1,7 @@
 package handoff
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -114,7 +115,11 @@ func Open(store *replica.Store, o Options) (*Service, error) {
 		maxBytes: o.MaxBytes, window: o.Window, rate: o.Rate,
 		backoffMin: o.Interval, backoffMax: o.BackoffMax,
 	})}
-	var bad error
+	// An unreadable record (damaged, or written by a newer release) can
+	// never be delivered: it is dropped, loudly, as a delivery pass drops
+	// one, rather than keeping the node from starting.
+	var bad [][]byte
+	var lastBad error
 	err := store.ScanHints(nil, nil, func(k, v []byte) bool {
 		target, seq, _, err := decodeKey(k)
 		var created time.Time
@@ -122,18 +127,21 @@ func Open(store *replica.Store, o Options) (*Service, error) {
 			created, err = createdOf(v)
 		}
 		if err != nil {
-			bad = err
-			return false
+			bad, lastBad = append(bad, bytes.Clone(k)), err
+			return true
 		}
 		s.core.restore(target, recordSize(k, v), created)
 		s.seq = max(s.seq, seq+1)
 		return true
 	})
-	if err == nil {
-		err = bad
-	}
 	if err != nil {
 		return nil, fmt.Errorf("handoff: open: %w", err)
+	}
+	if len(bad) > 0 {
+		o.Logf("handoff: dropping %d unreadable hint records (last: %v)", len(bad), lastBad)
+		if err := store.DeleteHints(bad); err != nil {
+			return nil, fmt.Errorf("handoff: open: drop unreadable hints: %w", err)
+		}
 	}
 	return s, nil
 }

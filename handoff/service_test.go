@@ -296,3 +296,37 @@ func TestServiceAddAfterCloseKeepsNothing(t *testing.T) {
 		t.Fatalf("hint kept after Close")
 	}
 }
+
+// An unreadable hint record (damaged, or from a newer release) does not
+// keep the node from starting: Open drops it and counts the good ones.
+func TestOpenDropsUnreadableHintRecords(t *testing.T) {
+	dir := t.TempDir()
+	st, db := openStore(t, dir)
+	clk := &fakeClock{now: t0}
+	s, err := Open(st, Options{Now: clk.Now, Tick: make(chan time.Time)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addN(t, s, "n2", 0, 2)
+	s.Close()
+	bad := encodeKey("n2", 1<<40, []byte("future"))
+	if err := st.PutHints([][]byte{bad, []byte("\x01")}, [][]byte{{2, 0}, {1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, db = openStore(t, dir)
+	defer db.Close()
+	s, err = Open(st, Options{Now: clk.Now, Tick: make(chan time.Time)})
+	if err != nil {
+		t.Fatalf("open with unreadable hint records: %v", err)
+	}
+	defer s.Close()
+	if got := s.Stats()["n2"].Pending; got != 2 {
+		t.Fatalf("pending after dropping the bad records = %d, want 2", got)
+	}
+	if n := storedHints(t, st); n != 2 {
+		t.Fatalf("%d hint records stored, want the 2 good ones", n)
+	}
+}
