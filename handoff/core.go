@@ -152,6 +152,16 @@ func (c *core) delivered(t string, count int, size int64) {
 	}
 }
 
+// accepted records that t acknowledged a delivery at now: it is reachable,
+// not down, so the window starts again from now for the hints it still has
+// pending (otherwise a target that keeps taking hints but never quite
+// drains them would be refused new ones once the window passed).
+func (c *core) accepted(t string, now time.Time) {
+	if tg := c.target(t); tg.pending > 0 {
+		tg.since = now
+	}
+}
+
 // failed records a failed delivery to t: it is retried after a backoff
 // that doubles with each consecutive failure, from backoffMin up to
 // backoffMax.

@@ -57,6 +57,26 @@ func TestCoreWindowRefusesHintsForTargetPendingTooLong(t *testing.T) {
 	}
 }
 
+// A target that acknowledges deliveries is reachable: the window counts
+// again from its last accepted delivery, so a target that keeps taking
+// hints without ever draining them is not shut out of handoff.
+func TestCoreAcceptedDeliveryRestartsTheWindow(t *testing.T) {
+	c := newCore(testLimits())
+	for i := range 3 {
+		if !c.admit("n2", 1, t0.Add(time.Duration(i)*time.Minute)) {
+			t.Fatalf("hint %d refused", i)
+		}
+	}
+	c.delivered("n2", 1, 1)
+	c.accepted("n2", t0.Add(50*time.Minute))
+	if !c.admit("n2", 1, t0.Add(100*time.Minute)) {
+		t.Fatal("hint refused although the target accepted a delivery 50 minutes ago")
+	}
+	if c.admit("n2", 1, t0.Add(111*time.Minute)) {
+		t.Fatal("hint admitted more than a window after the last accepted delivery")
+	}
+}
+
 func TestCoreRestoreStartsWindowAtOldestStoredHint(t *testing.T) {
 	c := newCore(testLimits())
 	c.restore("n2", 10, t0.Add(time.Minute))

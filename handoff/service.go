@@ -309,6 +309,7 @@ func (s *Service) deliverTo(ctx context.Context, target string) bool {
 			}
 			s.mu.Lock()
 			s.core.delivered(target, n, size)
+			s.core.accepted(target, s.o.Now())
 			s.mu.Unlock()
 		}
 		if derr != nil {
