@@ -227,12 +227,12 @@ func (c *Coordinator) learnContext(ctx context.Context, key []byte, causal versi
 // hold into the local replica, returning the merge (nil when none has the
 // key).
 func (c *Coordinator) learn(ctx context.Context, key []byte, pref []string, r int) (*version.Object, error) {
-	merged, err := c.get(ctx, key, readPlan{pref: pref, r: min(r, len(pref))})
+	merged, localCurrent, err := c.read(ctx, key, readPlan{pref: pref, r: min(r, len(pref))})
 	if err != nil {
 		return nil, fmt.Errorf("read the replicas' versions first: %w", err)
 	}
-	if merged == nil {
-		return nil, nil
+	if merged == nil || localCurrent {
+		return merged, nil // nothing to merge into the local replica
 	}
 	if _, _, err := c.store.Apply(key, merged); err != nil {
 		return nil, fmt.Errorf("store the replicas' versions: %w", err)
@@ -373,6 +373,14 @@ func (c *Coordinator) Get(ctx context.Context, key []byte, r int) (*version.Obje
 }
 
 func (c *Coordinator) get(ctx context.Context, key []byte, plan readPlan) (*version.Object, error) {
+	merged, _, err := c.read(ctx, key, plan)
+	return merged, err
+}
+
+// read is get, also reporting whether the local replica answered with a
+// state that holds everything merged does (so that nothing need be merged
+// into it).
+func (c *Coordinator) read(ctx context.Context, key []byte, plan readPlan) (merged *version.Object, localCurrent bool, err error) {
 	pref, r, full := plan.pref, plan.r, plan.full
 	if plan.localOnly {
 		obj, err := c.store.Get(key)
@@ -380,7 +388,7 @@ func (c *Coordinator) get(ctx context.Context, key []byte, plan readPlan) (*vers
 			if obj != nil && obj.Empty() {
 				obj = nil
 			}
-			return obj, nil
+			return obj, true, nil
 		}
 	}
 	local := contains(pref, c.self)
@@ -425,7 +433,6 @@ func (c *Coordinator) get(ctx context.Context, key []byte, plan readPlan) (*vers
 		ask()
 	}
 
-	var merged *version.Object
 	ok, failed := 0, 0
 	var last error
 	tally := func(rep readReply) {
@@ -475,17 +482,19 @@ func (c *Coordinator) get(ctx context.Context, key []byte, plan readPlan) (*vers
 		case <-reqCtx.Done():
 			last = reqCtx.Err()
 			c.finishRead(key, next, got, replies, outstanding, cancel)
-			return nil, &QuorumError{Op: "read", Needed: r, Answered: ok, Replicas: len(pref), Last: last}
+			return nil, false, &QuorumError{Op: "read", Needed: r, Answered: ok, Replicas: len(pref), Last: last}
 		}
 	}
+	// The local replica, when asked, was asked first (synchronously).
+	localCurrent = local && got[0].err == nil && got[0].obj.Descends(merged)
 	c.finishRead(key, next, got, replies, outstanding, cancel)
 	if ok < r {
-		return nil, &QuorumError{Op: "read", Needed: r, Answered: ok, Replicas: len(pref), Last: last}
+		return nil, false, &QuorumError{Op: "read", Needed: r, Answered: ok, Replicas: len(pref), Last: last}
 	}
 	if merged != nil && merged.Empty() {
 		merged = nil
 	}
-	return merged, nil
+	return merged, localCurrent, nil
 }
 
 // finishRead hands read repair to a background goroutine when answers are
