@@ -248,14 +248,22 @@ func TestServiceRateLimitsDelivery(t *testing.T) {
 	}
 }
 
-func TestServiceReopenRecountsStoredHintsAndKeepsOrder(t *testing.T) {
-	dir := t.TempDir()
+// openServiceAt opens the store in dir and a hint service over it, driven
+// by clk and ticked only by hand.
+func openServiceAt(t *testing.T, dir string, clk *fakeClock) (*Service, *replica.Store, *storage.DB) {
+	t.Helper()
 	st, db := openStore(t, dir)
-	clk := &fakeClock{now: t0}
 	s, err := Open(st, Options{Now: clk.Now, Tick: make(chan time.Time)})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("open the hint service: %v", err)
 	}
+	return s, st, db
+}
+
+func TestServiceReopenRecountsStoredHintsAndKeepsOrder(t *testing.T) {
+	dir := t.TempDir()
+	clk := &fakeClock{now: t0}
+	s, _, db := openServiceAt(t, dir, clk)
 	addN(t, s, "n2", 0, 3)
 	before := s.Stats()["n2"]
 	s.Close()
@@ -263,12 +271,8 @@ func TestServiceReopenRecountsStoredHintsAndKeepsOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	st, db = openStore(t, dir)
+	s, _, db = openServiceAt(t, dir, clk)
 	defer db.Close()
-	s, err = Open(st, Options{Now: clk.Now, Tick: make(chan time.Time)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer s.Close()
 	if after := s.Stats()["n2"]; after.Pending != before.Pending || after.Bytes != before.Bytes {
 		t.Fatalf("stats after reopen = %+v, before = %+v", after, before)
@@ -301,12 +305,8 @@ func TestServiceAddAfterCloseKeepsNothing(t *testing.T) {
 // keep the node from starting: Open drops it and counts the good ones.
 func TestOpenDropsUnreadableHintRecords(t *testing.T) {
 	dir := t.TempDir()
-	st, db := openStore(t, dir)
 	clk := &fakeClock{now: t0}
-	s, err := Open(st, Options{Now: clk.Now, Tick: make(chan time.Time)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, st, db := openServiceAt(t, dir, clk)
 	addN(t, s, "n2", 0, 2)
 	s.Close()
 	bad := encodeKey("n2", 1<<40, []byte("future"))
@@ -316,12 +316,8 @@ func TestOpenDropsUnreadableHintRecords(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	st, db = openStore(t, dir)
+	s, st, db = openServiceAt(t, dir, clk) // with unreadable hint records
 	defer db.Close()
-	s, err = Open(st, Options{Now: clk.Now, Tick: make(chan time.Time)})
-	if err != nil {
-		t.Fatalf("open with unreadable hint records: %v", err)
-	}
 	defer s.Close()
 	if got := s.Stats()["n2"].Pending; got != 2 {
 		t.Fatalf("pending after dropping the bad records = %d, want 2", got)
