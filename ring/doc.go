@@ -54,6 +54,16 @@
 // share of partitions at the median, the excess being role swaps that move
 // no data.
 //
+// # Fallbacks
+//
+// Past its primaries, a partition's extended list (Extended) holds
+// fallbacks: the walk continues clockwise past the primaries and takes, per
+// pool (the cluster, or each DC under ReplicasPerDC), as many further
+// distinct nodes as the pool holds primaries, on racks the list does not
+// use yet first. Targets pairs each primary that is down with the first
+// healthy fallback of its pool not yet taken (sloppy quorum: a fallback
+// stands in for it and keeps what it receives as a hint for it).
+//
 // A Ring is immutable and safe for concurrent use; lookups are O(1) because
 // every preference list is computed in New.
 package ring

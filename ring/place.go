@@ -56,16 +56,19 @@ type placer struct {
 	inPool   []int   // pool -> replicas chosen so far
 }
 
-// place computes every partition's preference list. members are sorted by
-// ID with weights defaulted.
-func place(cfg Config, members []Member) [][]string {
+// place computes every partition's extended preference list: its
+// primaries (the preference list) followed by its fallbacks. members are
+// sorted by ID with weights defaulted. It returns the extended lists and
+// the number of primaries of each.
+func place(cfg Config, members []Member) (ext [][]string, primaries []int) {
 	pl := newPlacer(cfg, members)
-	prefs := make([][]string, cfg.Partitions)
+	ext = make([][]string, cfg.Partitions)
+	primaries = make([]int, cfg.Partitions)
 	if len(pl.nodes) == 0 {
-		for p := range prefs {
-			prefs[p] = []string{}
+		for p := range ext {
+			ext[p] = []string{}
 		}
-		return prefs
+		return ext, primaries
 	}
 	// One backing array for all lists keeps the ring compact.
 	want := 0
@@ -83,15 +86,19 @@ func place(cfg Config, members []Member) [][]string {
 	pl.balanceReplicas(lists)
 	pl.balancePrimaries(lists)
 
-	backing := make([]string, 0, len(flat))
+	backing := make([]string, 0, 2*len(flat))
 	for p, list := range lists {
 		start := len(backing)
 		for _, n := range list {
 			backing = append(backing, pl.nodes[n].id)
 		}
-		prefs[p] = backing[start:len(backing):len(backing)]
+		for _, n := range pl.fallbacks(p, list) {
+			backing = append(backing, pl.nodes[n].id)
+		}
+		ext[p] = backing[start:len(backing):len(backing)]
+		primaries[p] = len(list)
 	}
-	return prefs
+	return ext, primaries
 }
 
 func newPlacer(cfg Config, members []Member) *placer {
@@ -225,7 +232,7 @@ func (pl *placer) choose(p int) []int {
 	if pl.shift == 64 {
 		start = 0
 	}
-	i, _ := slices.BinarySearchFunc(pl.vnodes, start, func(v vnode, t uint64) int { return cmp.Compare(v.token, t) })
+	i := pl.firstVNode(start)
 	for step := 0; step < len(pl.vnodes) && need > 0 && len(pl.order) < len(pl.nodes); step++ {
 		n := int(pl.vnodes[(i+step)%len(pl.vnodes)].node)
 		if pl.seen[n] == pl.stamp {
@@ -262,6 +269,13 @@ func (pl *placer) choose(p int) []int {
 		}
 	}
 	return picked
+}
+
+// firstVNode returns the index of the first vnode at or clockwise after
+// token (len(pl.vnodes) wraps to 0 as the walks index modulo the length).
+func (pl *placer) firstVNode(token uint64) int {
+	i, _ := slices.BinarySearchFunc(pl.vnodes, token, func(v vnode, t uint64) int { return cmp.Compare(v.token, t) })
+	return i
 }
 
 func sortedKeys(m map[string]int) []string {

@@ -15,6 +15,7 @@ type Ring struct {
 	members []Member // all members, sorted by ID
 	index   map[string]int
 	prefs   [][]string // per partition, primary first
+	ext     [][]string // per partition, prefs[p] followed by its fallbacks
 }
 
 // New builds the ring for cfg and members. The result depends only on the
@@ -43,7 +44,12 @@ func New(cfg Config, members []Member) (*Ring, error) {
 	for i, m := range ms {
 		r.index[m.ID] = i
 	}
-	r.prefs = place(cfg, ms)
+	ext, primaries := place(cfg, ms)
+	r.ext = ext
+	r.prefs = make([][]string, len(ext))
+	for p, list := range ext {
+		r.prefs[p] = list[:primaries[p]:primaries[p]]
+	}
 	return r, nil
 }
 
@@ -79,6 +85,22 @@ func (r *Ring) Preference(partition int) []string {
 // PreferenceForKey returns the preference list of key's partition.
 func (r *Ring) PreferenceForKey(key []byte) []string {
 	return r.prefs[r.PartitionOfKey(key)]
+}
+
+// Extended returns partition's extended preference list: its primaries
+// (Preference) followed by its fallbacks, the nodes that stand in for
+// primaries that are down (sloppy quorum; see Targets). Fallbacks are
+// distinct physical nodes, never primaries, found by walking the ring on
+// past the primaries, as many per DC as the DC holds primaries (fewer when
+// it has fewer other nodes), on racks the list does not use yet first. The
+// slice is shared with the ring: callers must not modify it.
+func (r *Ring) Extended(partition int) []string {
+	return r.ext[partition]
+}
+
+// ExtendedForKey returns the extended preference list of key's partition.
+func (r *Ring) ExtendedForKey(key []byte) []string {
+	return r.ext[r.PartitionOfKey(key)]
 }
 
 // PartitionRange returns the tokens of partition p as the inclusive range
