@@ -47,6 +47,7 @@ type keyLock struct {
 type stagedObject struct {
 	ekey []byte
 	obj  *version.Object
+	hash uint64 // ObjectHash of obj's encoding when the store has an Observer, else 0
 	// done is closed once the write is committed or failed (err).
 	done chan struct{}
 	err  error
@@ -63,8 +64,8 @@ func (kl *keyLock) stagedFor(ekey []byte) *stagedObject {
 }
 
 // stage records obj as ekey's newest staged state. mu must be held.
-func (kl *keyLock) stage(ekey []byte, obj *version.Object) *stagedObject {
-	st := &stagedObject{ekey: ekey, obj: obj, done: make(chan struct{})}
+func (kl *keyLock) stage(ekey []byte, obj *version.Object, hash uint64) *stagedObject {
+	st := &stagedObject{ekey: ekey, obj: obj, hash: hash, done: make(chan struct{})}
 	for i := range kl.staged {
 		if bytes.Equal(kl.staged[i].ekey, ekey) {
 			kl.staged[i] = st
@@ -178,13 +179,18 @@ func (h *heldLocks) unlock() {
 // the keys (keeping a reference to their locks) so that the next writer
 // need not wait for this write's fsync, waits for the commit, then forgets
 // the states it recorded and releases the locks. It returns commit's error.
+// hashes (nil, or one per entry) are the ObjectHash of each new state.
 // Should commit panic, the recorded states are still forgotten (marked
 // failed for those waiting on them) and the locks released.
-func (h *heldLocks) commitStaged(commit func() error, ekeys [][]byte, objs []*version.Object) (err error) {
+func (h *heldLocks) commitStaged(commit func() error, ekeys [][]byte, objs []*version.Object, hashes []uint64) (err error) {
 	staged := make([]*stagedObject, len(ekeys))
 	for i := range ekeys {
 		if objs[i] != nil {
-			staged[i] = h.locks[i0(h, ekeys[i])].stage(ekeys[i], objs[i])
+			var hash uint64
+			if hashes != nil {
+				hash = hashes[i]
+			}
+			staged[i] = h.locks[i0(h, ekeys[i])].stage(ekeys[i], objs[i], hash)
 		}
 	}
 	for _, kl := range h.locks {

@@ -76,6 +76,7 @@ type Store struct {
 	minted      string // why Open minted the incarnation; "" when kept
 	persist     bool   // made by Open: Close records a clean shutdown
 	locks       *keyLocks
+	observer    Observer // nil: no one to tell of changes
 
 	// closeMu is held shared by every coordinated write from stamping to
 	// commit, and exclusively by Close, so that no dot is stamped after
@@ -263,15 +264,26 @@ func (s *Store) load(ekey []byte) (raw []byte, found bool, err error) {
 }
 
 func (s *Store) get(ekey []byte) (*version.Object, error) {
+	obj, _, err := s.getHashed(ekey, false)
+	return obj, err
+}
+
+// getHashed is get, also returning the ObjectHash of the stored bytes when
+// hashed is true (0 when absent or not asked).
+func (s *Store) getHashed(ekey []byte, hashed bool) (*version.Object, uint64, error) {
 	raw, found, err := s.load(ekey)
 	if err != nil || !found {
-		return nil, err
+		return nil, 0, err
 	}
 	obj, err := version.DecodeObject(raw)
 	if err != nil {
-		return nil, fmt.Errorf("replica get %q: %w", ekey[9:], err)
+		return nil, 0, fmt.Errorf("replica get %q: %w", ekey[9:], err)
 	}
-	return obj, nil
+	var hash uint64
+	if hashed {
+		hash = ObjectHash(ekey[9:], raw)
+	}
+	return obj, hash, nil
 }
 
 // GetLive returns the value LWW picks for key, which is what Redis GET
@@ -324,20 +336,59 @@ func (s *Store) CoordinateThen(key []byte, ctx version.Clock, value []byte, dele
 // current returns the state a read-modify-write of ekey (whose lock is in
 // held) builds on: the object a writer staged and has not yet seen
 // committed, or else the engine's. The caller may modify the result.
-func (s *Store) current(held *heldLocks, ekey []byte) (*version.Object, error) {
-	obj, _, err := s.currentFrom(held, ekey)
-	return obj, err
+func (s *Store) current(held *heldLocks, ekey []byte) (*version.Object, uint64, error) {
+	obj, _, hash, err := s.currentFrom(held, ekey)
+	return obj, hash, err
 }
 
 // currentFrom is current, also returning the staged write the state comes
 // from (nil when it is the engine's): a caller that writes nothing must
-// wait for that write's commit before it reports the state as stored.
-func (s *Store) currentFrom(held *heldLocks, ekey []byte) (*version.Object, *stagedObject, error) {
+// wait for that write's commit before it reports the state as stored. hash
+// is the state's ObjectHash when the store has an Observer (else 0; 0 also
+// when absent).
+func (s *Store) currentFrom(held *heldLocks, ekey []byte) (*version.Object, *stagedObject, uint64, error) {
 	if st := held.locks[i0(held, ekey)].stagedFor(ekey); st != nil {
-		return st.obj.Clone(), st, nil
+		return st.obj.Clone(), st, st.hash, nil
 	}
-	obj, err := s.get(ekey)
-	return obj, nil, err
+	obj, hash, err := s.getHashed(ekey, s.observer != nil)
+	return obj, nil, hash, err
+}
+
+// observe tells the Observer (if any) of new states about to be committed
+// (encoded[i] the new bytes of ekeys[i], nil for none; oldHashes[i] the hash
+// of what they replace; for a key listed twice the first old and the last
+// new count). It returns the hashes of the new states (nil without an
+// Observer) and wraps the engine's commit (from db.Stage, which must be
+// called after observe) so that the Observer hears of its outcome.
+func (s *Store) observe(ekeys, encoded [][]byte, oldHashes []uint64) (hashes []uint64, wrap func(commit func() error) func() error) {
+	if s.observer == nil {
+		return nil, func(commit func() error) func() error { return commit }
+	}
+	hashes = make([]uint64, len(ekeys))
+	changes := make([]Change, 0, len(ekeys))
+	at := make(map[string]int, len(ekeys))
+	for i, ekey := range ekeys {
+		if encoded[i] == nil {
+			continue
+		}
+		hashes[i] = ObjectHash(ekey[9:], encoded[i])
+		if j, ok := at[string(ekey)]; ok {
+			changes[j].New = hashes[i]
+			continue
+		}
+		at[string(ekey)] = len(changes)
+		changes = append(changes, Change{Token: tokenOf(ekey), Old: oldHashes[i], New: hashes[i]})
+	}
+	s.observer.Changing(changes)
+	return hashes, func(commit func() error) func() error {
+		return func() (err error) {
+			ok := false
+			defer func() { s.observer.Changed(changes, ok) }() // also when commit panics
+			err = commit()
+			ok = err == nil
+			return err
+		}
+	}
 }
 
 // unlockAndWait releases held and waits for the staged writes a caller
@@ -412,6 +463,7 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 	objs = make([]*version.Object, len(writes))
 	errs = make([]error, len(writes))
 	encoded := make([][]byte, len(writes))
+	oldHashes := make([]uint64, len(writes))
 	var latest map[string]int // engine key -> index of its latest good write in this batch
 	if len(writes) > 1 {
 		latest = make(map[string]int, len(writes))
@@ -426,7 +478,7 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 			obj = objs[j].Clone() // objects handed to stamped are never modified
 		} else {
 			var err error
-			if obj, err = s.current(held, ekeys[i]); err != nil {
+			if obj, oldHashes[i], err = s.current(held, ekeys[i]); err != nil {
 				errs[i] = err
 				continue
 			}
@@ -464,7 +516,8 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 	if stamped != nil {
 		stamped(objs)
 	}
-	if err := held.commitStaged(s.db.Stage(b, nil), ekeys, objs); err != nil {
+	hashes, wrap := s.observe(ekeys, encoded, oldHashes)
+	if err := held.commitStaged(wrap(s.db.Stage(b, nil)), ekeys, objs, hashes); err != nil {
 		return objs, errs, fmt.Errorf("replica put batch of %d: %w", b.Count(), err)
 	}
 	return objs, errs, nil
@@ -520,14 +573,17 @@ func (s *Store) applyAll(keys [][]byte, incoming []*version.Object) (merged map[
 	merged = make(map[string]*version.Object, len(keys))
 	changed = make(map[string]bool, len(keys))
 	var waitFor []*stagedObject // staged writes whose state the batch relies on
+	oldHash := make(map[string]uint64)
 	for i, key := range keys {
 		cur, ok := merged[string(key)]
 		if !ok {
 			var from *stagedObject
 			var err error
-			if cur, from, err = s.currentFrom(held, EncodeKey(nil, key)); err != nil {
+			var hash uint64
+			if cur, from, hash, err = s.currentFrom(held, EncodeKey(nil, key)); err != nil {
 				return nil, nil, err
 			}
+			oldHash[string(key)] = hash
 			if from != nil {
 				waitFor = append(waitFor, from)
 			}
@@ -550,13 +606,16 @@ func (s *Store) applyAll(keys [][]byte, incoming []*version.Object) (merged map[
 		merged[string(key)] = m
 	}
 	b := s.db.NewBatch()
-	var ekeys [][]byte
+	var ekeys, encoded [][]byte
 	var objs []*version.Object
+	var oldHashes []uint64
 	for key, ok := range changed {
 		if ok {
 			ekey := EncodeKey(nil, []byte(key))
-			b.Set(ekey, merged[key].Encode(nil))
-			ekeys, objs = append(ekeys, ekey), append(objs, merged[key])
+			enc := merged[key].Encode(nil)
+			b.Set(ekey, enc)
+			ekeys, objs, encoded = append(ekeys, ekey), append(objs, merged[key]), append(encoded, enc)
+			oldHashes = append(oldHashes, oldHash[key])
 		}
 	}
 	if err := b.Err(); err != nil {
@@ -572,7 +631,8 @@ func (s *Store) applyAll(keys [][]byte, incoming []*version.Object) (merged map[
 		}
 		return merged, changed, nil
 	}
-	if err := held.commitStaged(s.db.Stage(b, nil), ekeys, objs); err != nil {
+	hashes, wrap := s.observe(ekeys, encoded, oldHashes)
+	if err := held.commitStaged(wrap(s.db.Stage(b, nil)), ekeys, objs, hashes); err != nil {
 		return nil, nil, fmt.Errorf("replica apply batch of %d: %w", b.Count(), err)
 	}
 	return merged, changed, nil
@@ -589,6 +649,25 @@ type Entry struct {
 // the last partition can end at 2^64-1), in token order, until fn returns
 // false.
 func (s *Store) Scan(start, end uint64, fn func(Entry) bool) error {
+	var decodeErr error
+	err := s.scanRaw(start, end, func(key []byte, token uint64, raw []byte) bool {
+		obj, err := version.DecodeObject(raw)
+		if err != nil {
+			decodeErr = fmt.Errorf("replica scan %q: %w", key, err)
+			return false
+		}
+		return fn(Entry{Key: append([]byte(nil), key...), Token: token, Object: obj})
+	})
+	if decodeErr != nil {
+		return decodeErr
+	}
+	return err
+}
+
+// scanRaw calls fn with the stored bytes of every key whose token is in
+// [start, end], in token order, until fn returns false. key and raw are
+// only valid during the call.
+func (s *Store) scanRaw(start, end uint64, fn func(key []byte, token uint64, raw []byte) bool) error {
 	lower := binary.BigEndian.AppendUint64([]byte{dataPrefix}, start)
 	var upper []byte
 	if end == ^uint64(0) {
@@ -603,12 +682,7 @@ func (s *Store) Scan(start, end uint64, fn func(Entry) bool) error {
 			it.Close()
 			return err
 		}
-		obj, err := version.DecodeObject(it.Value())
-		if err != nil {
-			it.Close()
-			return fmt.Errorf("replica scan %q: %w", key, err)
-		}
-		if !fn(Entry{Key: append([]byte(nil), key...), Token: token, Object: obj}) {
+		if !fn(key, token, it.Value()) {
 			break
 		}
 	}

@@ -399,7 +399,7 @@ func TestApplyWaitsForTheStagedWriteItReliesOn(t *testing.T) {
 			s := openStore(t, "n2")
 			// Stage obj as a writer would, holding the lock's reference.
 			held := s.locks.lockAll([][]byte{key})
-			st := held.locks[0].stage(EncodeKey(nil, key), obj)
+			st := held.locks[0].stage(EncodeKey(nil, key), obj, 0)
 			held.locks[0].mu.Unlock()
 			res := make(chan error, 1)
 			go func() {

@@ -20,6 +20,7 @@
 package testcluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +29,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringkv/ringkv/antientropy"
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/handoff"
 	"github.com/ringkv/ringkv/replica"
@@ -51,6 +53,8 @@ type Node struct {
 	Coord *coordinator.Coordinator
 	// Hints is the node's hinted-handoff service (Options.Handoff only).
 	Hints *handoff.Service
+	// AE is the node's anti-entropy service (Options.AntiEntropy only).
+	AE *antientropy.Service
 
 	stop   io.Closer
 	tr     transport.Transport
@@ -105,6 +109,11 @@ type Options struct {
 	// hints kept in its engine, delivered through its coordinator to the
 	// nodes View marks alive. The service stops when the node is killed.
 	Handoff *handoff.Options
+	// AntiEntropy, if set, gives every node anti-entropy with these
+	// options: hash trees kept current on every write, exchanged with the
+	// other replicas of each partition that View marks alive. The service
+	// stops when the node is killed.
+	AntiEntropy *antientropy.Options
 	// Crashable puts each node's engine on a strict in-memory filesystem
 	// with the server's default sync mode (batch), so that Kill drops
 	// exactly the unsynced data. See the package doc.
@@ -209,11 +218,27 @@ func (c *Cluster) start(n *Node, wiped bool) error {
 		co.Hints = hints
 	}
 	tr := c.Net.Client(n.ID)
+	var ae *antientropy.Service
+	if c.o.AntiEntropy != nil {
+		// Before the coordinator: the trees must see every write.
+		if ae, err = antientropy.New(n.ID, st, c.View, tr, *c.o.AntiEntropy); err != nil {
+			db.Close()
+			return fmt.Errorf("node %s: anti-entropy: %w", n.ID, err)
+		}
+	}
 	coord := coordinator.New(n.ID, c.View, st, tr, co)
 	if hints != nil {
 		hints.Start(coord, c.View.Alive)
 	}
 	var h transport.Handler = coord
+	if ae != nil {
+		h = transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
+			if antientropy.Owns(kind) {
+				return ae.Handle(ctx, from, kind, payload)
+			}
+			return coord.Handle(ctx, from, kind, payload)
+		})
+	}
 	if c.o.WrapHandler != nil {
 		h = c.o.WrapHandler(n.ID, h)
 	}
@@ -226,7 +251,10 @@ func (c *Cluster) start(n *Node, wiped bool) error {
 		db.Close()
 		return fmt.Errorf("node %s: listen: %w", n.ID, err)
 	}
-	n.DB, n.Store, n.Coord, n.Hints, n.stop, n.tr, n.down = db, st, coord, hints, stop, tr, false
+	n.DB, n.Store, n.Coord, n.Hints, n.AE, n.stop, n.tr, n.down = db, st, coord, hints, ae, stop, tr, false
+	if ae != nil {
+		ae.Start()
+	}
 	return nil
 }
 
@@ -306,6 +334,9 @@ func (c *Cluster) killLocked(n *Node) {
 	n.tr.Close()
 	if n.Hints != nil {
 		n.Hints.Close()
+	}
+	if n.AE != nil {
+		n.AE.Close()
 	}
 	if c.o.Crashable {
 		// The disk as a power cut leaves it; the old engine keeps the old
@@ -409,6 +440,9 @@ func (c *Cluster) Close() {
 		n.tr.Close()
 		if n.Hints != nil {
 			n.Hints.Close()
+		}
+		if n.AE != nil {
+			n.AE.Close()
 		}
 		n.Store.Close() // records the clean shutdown
 		n.DB.Close()

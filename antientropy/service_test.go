@@ -1,0 +1,275 @@
+package antientropy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/ring"
+	"github.com/ringkv/ringkv/storage"
+	"github.com/ringkv/ringkv/transport"
+	"github.com/ringkv/ringkv/version"
+)
+
+// staticPeers is a fixed ring on the in-memory network, with a settable
+// liveness.
+type staticPeers struct {
+	ring *ring.Ring
+	mu   sync.Mutex
+	down map[string]bool
+}
+
+func (sp *staticPeers) Ring() *ring.Ring { return sp.ring }
+func (sp *staticPeers) Addr(id string) (string, bool) {
+	_, ok := sp.ring.Member(id)
+	return id, ok
+}
+func (sp *staticPeers) Alive(id string) bool {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return !sp.down[id]
+}
+
+type testNode struct {
+	id    string
+	db    *storage.DB
+	store *replica.Store
+	ae    *Service
+}
+
+// newNodes opens a store per node of a ring of n nodes with N = n (every
+// node replicates every partition), wires anti-entropy over an in-memory
+// network, and calls fill on each store before its service exists (data
+// that the initial build must find). Services are not started.
+func newNodes(t *testing.T, n, partitions int, o Options, fill func(i int, s *replica.Store)) ([]*testNode, *staticPeers) {
+	t.Helper()
+	var members []ring.Member
+	for i := range n {
+		members = append(members, ring.Member{ID: fmt.Sprintf("n%d", i+1), State: ring.StateNormal})
+	}
+	rg, err := ring.New(ring.Config{Partitions: partitions, Replicas: n}, members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := &staticPeers{ring: rg, down: map[string]bool{}}
+	net := transport.NewNetwork()
+	var nodes []*testNode
+	for i, m := range members {
+		db, err := storage.Open(t.TempDir(), &storage.Options{Sync: storage.SyncNone})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := replica.New(db, version.Actor(m.ID, uint64(i+1)))
+		if fill != nil {
+			fill(i, st)
+		}
+		ae, err := New(m.ID, st, peers, net.Client(m.ID), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop, err := net.Listen(m.ID, transport.HandlerFunc(ae.Handle))
+		if err != nil {
+			t.Fatal(err)
+		}
+		node := &testNode{id: m.ID, db: db, store: st, ae: ae}
+		nodes = append(nodes, node)
+		t.Cleanup(func() {
+			ae.Close()
+			stop.Close()
+			db.Close()
+		})
+	}
+	return nodes, peers
+}
+
+// contents is a store's every key and encoded object.
+func contents(t *testing.T, s *replica.Store) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	if err := s.Scan(0, ^uint64(0), func(e replica.Entry) bool {
+		out[string(e.Key)] = string(e.Object.Encode(nil))
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func equalContents(a, b map[string]string) (bool, string) {
+	for k, v := range a {
+		if w, ok := b[k]; !ok {
+			return false, fmt.Sprintf("key %q missing", k)
+		} else if v != w {
+			return false, fmt.Sprintf("key %q differs", k)
+		}
+	}
+	if len(a) != len(b) {
+		return false, fmt.Sprintf("%d keys against %d", len(a), len(b))
+	}
+	return true, ""
+}
+
+func waitConverged(t *testing.T, nodes []*testNode, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		first := contents(t, nodes[0].store)
+		same, why := true, ""
+		for _, n := range nodes[1:] {
+			if same, why = equalContents(first, contents(t, n.store)); !same {
+				why = n.id + ": " + why
+				break
+			}
+		}
+		if same {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replicas did not converge within %v: %s", within, why)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func put(t *testing.T, s *replica.Store, key, value string, deleted bool) {
+	t.Helper()
+	if _, err := s.Coordinate([]byte(key), nil, []byte(value), deleted, time.Now().UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Replicas that diverged (keys on one side only, concurrent writes of one
+// key, deletes) before and after their services start converge to the
+// merge of all: every replica's full contents equal, siblings kept,
+// tombstones spread.
+func TestExchangeRepairsDivergentReplicas(t *testing.T) {
+	nodes, _ := newNodes(t, 3, 16, Options{Interval: 30 * time.Millisecond, Rate: -1}, func(i int, s *replica.Store) {
+		for k := range 200 {
+			if k%3 == i {
+				put(t, s, fmt.Sprintf("before-%d", k), fmt.Sprintf("v%d-%d", i, k), false)
+			}
+		}
+		put(t, s, "concurrent", fmt.Sprintf("from-%d", i), false)
+	})
+	// Written while the services run: their trees must follow.
+	for _, n := range nodes {
+		n.ae.Start()
+	}
+	for k := range 100 {
+		put(t, nodes[k%3].store, fmt.Sprintf("after-%d", k), "x", false)
+	}
+	put(t, nodes[2].store, "before-0", "", true) // a delete of a key only n1 wrote: concurrent with it
+	waitConverged(t, nodes, 10*time.Second)
+
+	obj, err := nodes[1].store.Get([]byte("concurrent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(obj.Live()); got != 3 {
+		t.Fatalf("concurrent writes on three replicas left %d live siblings, want 3: %v", got, obj)
+	}
+	obj, _ = nodes[1].store.Get([]byte("before-0"))
+	if len(obj.Siblings) != 2 {
+		t.Fatalf("a delete concurrent with a write: want both kept as siblings, got %v", obj)
+	}
+	if n := len(contents(t, nodes[0].store)); n != 200+100+1 {
+		t.Fatalf("%d keys, want 301", n)
+	}
+	// Each pair of replicas has verified every partition.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, n := range nodes {
+		for peer, ps := range n.ae.PeerStatus() {
+			for ps.Unverified > 0 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+				ps = n.ae.PeerStatus()[peer]
+			}
+			if ps.Unverified > 0 || ps.Shared != 16 || ps.OldestVerified.IsZero() {
+				t.Fatalf("%s about %s: %+v, want 16 shared partitions all verified", n.id, peer, ps)
+			}
+		}
+	}
+}
+
+// An exchange sends in proportion to what differs: the roots alone when
+// nothing does, and a small multiple of the differing keys otherwise.
+func TestExchangeCostIsProportionalToDivergence(t *testing.T) {
+	const keys = 5000
+	objs := make([]*version.Object, keys)
+	ks := make([][]byte, keys)
+	for i := range keys {
+		ks[i] = []byte(fmt.Sprintf("key-%06d", i))
+		o := &version.Object{}
+		if _, err := o.Write(version.Actor("w", 1), nil, bytes.Repeat([]byte{'v'}, 100), false, int64(i)); err != nil {
+			t.Fatal(err)
+		}
+		objs[i] = o
+	}
+	for _, divergent := range []int{0, 10, 1000} {
+		t.Run(fmt.Sprint(divergent), func(t *testing.T) {
+			nodes, _ := newNodes(t, 2, 64, Options{Interval: time.Hour, Rate: -1}, func(i int, s *replica.Store) {
+				if err := s.ApplyBatch(ks, objs); err != nil {
+					t.Fatal(err)
+				}
+				if i == 0 {
+					for k := range divergent {
+						put(t, s, fmt.Sprintf("key-%06d", k*7), "changed", false)
+					}
+				}
+			})
+			nodes[1].ae.Build()
+			nodes[0].ae.Start() // one round at start, then only on Repair
+			waitRounds(t, nodes[0].ae, 1)
+			st := nodes[0].ae.Status()
+			bytes := st.BytesSent + st.BytesReceived
+			t.Logf("%d divergent of %d keys: %d bytes exchanged, %d keys pushed, %d pulled", divergent, keys, bytes, st.KeysPushed, st.KeysPulled)
+			roots := uint64(64 * 11)
+			perKey := uint64(8*Leaves + 400) // a partition's leaves, the key lists and objects
+			if bytes > roots+uint64(divergent)*perKey {
+				t.Fatalf("%d bytes for %d divergent keys: want at most %d", bytes, divergent, roots+uint64(divergent)*perKey)
+			}
+			if st.KeysPushed != uint64(divergent) {
+				t.Fatalf("pushed %d keys, want %d", st.KeysPushed, divergent)
+			}
+			waitConverged(t, nodes, 5*time.Second)
+		})
+	}
+}
+
+func waitRounds(t *testing.T, s *Service, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Status().RoundsDone < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("round %d not done: %+v", n, s.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Malformed and hostile requests get errors, not panics or allocations
+// sized by the attacker.
+func TestHandleRefusesMalformedMessages(t *testing.T) {
+	nodes, _ := newNodes(t, 2, 4, Options{}, nil)
+	s := nodes[0].ae
+	for _, tc := range []struct {
+		kind    uint8
+		payload []byte
+	}{
+		{KindRoots, nil},
+		{KindRoots, []byte{0xff, 0xff, 0xff, 0xff, 0x0f}},
+		{KindRoots, []byte{1, 9}}, // partition out of range
+		{KindLeaves, []byte{4}},
+		{KindKeys, []byte{0, 1, 0xff, 0x03}}, // leaf out of range
+		{KindGet, []byte{2, 1, 'a'}},
+		{KindPut, []byte{1, 1, 'a', 3, 1, 2, 3}}, // not an object
+		{99, nil},
+	} {
+		if _, err := s.Handle(context.Background(), "x", tc.kind, tc.payload); err == nil {
+			t.Errorf("kind %d payload %x: accepted", tc.kind, tc.payload)
+		}
+	}
+}
