@@ -83,6 +83,18 @@ type MemberStatus struct {
 	HintsBytes   int64  `json:"hints_bytes"`
 	HintsRefused uint64 `json:"hints_refused"`
 	HintError    string `json:"hint_error,omitempty"`
+	// Anti-entropy, as the answering node sees it: of the partitions both
+	// nodes replicate (RepairShared), how many were never verified against
+	// this member since the answering node started (RepairUnverified), and
+	// the oldest time one of the others was last verified (compared and
+	// repaired; RepairOldestVerified, RFC 3339, empty if none). On the
+	// answering node's own entry, RepairRound* describe its rounds.
+	RepairShared         int    `json:"repair_shared,omitempty"`
+	RepairUnverified     int    `json:"repair_unverified,omitempty"`
+	RepairOldestVerified string `json:"repair_oldest_verified,omitempty"`
+	// RepairOldestAgeSeconds is the age of RepairOldestVerified, or -1 when
+	// some shared partition was never verified.
+	RepairOldestAgeSeconds float64 `json:"repair_oldest_age_seconds,omitempty"`
 }
 
 // StatusFromRing fills the ring-derived parts of a ClusterStatus: members
