@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/version"
 )
 
@@ -25,22 +26,27 @@ import (
 // replicas starts as each is stamped; the others are forwarded as Put
 // would forward them, concurrently across keys and in order within a key.
 func (c *Coordinator) PutBatch(ctx context.Context, keys, values [][]byte, w int) []error {
+	return c.PutBatchAt(ctx, keys, values, Levels{W: w})
+}
+
+// PutBatchAt is PutBatch at the write levels of lv (W and PW), each key's
+// write with the rules of PutAt.
+func (c *Coordinator) PutBatchAt(ctx context.Context, keys, values [][]byte, lv Levels) []error {
 	errs := make([]error, len(keys))
 	var local []int
 	var remote map[string][]int // key -> indices, in batch order
-	prefs := make([][]string, len(keys))
-	var n int // N, the same for every key of one ring
+	routes := make([]route, len(keys))
 	// One ring for the whole batch, so that a ring change while the batch
 	// is being split cannot send a repeated key both ways.
 	rg := c.cluster.Ring()
 	for i, key := range keys {
-		pref, keyN, err := preferenceIn(rg, key)
+		rt, err := c.routeIn(rg, key)
 		if err != nil {
 			errs[i] = err
 			continue
 		}
-		prefs[i], n = pref, keyN
-		if contains(pref, c.self) {
+		routes[i] = rt
+		if contains(rt.pref, c.self) {
 			local = append(local, i)
 			continue
 		}
@@ -56,7 +62,7 @@ func (c *Coordinator) PutBatch(ctx context.Context, keys, values [][]byte, w int
 		go func() {
 			defer wg.Done()
 			for _, i := range idx {
-				_, errs[i] = c.write(ctx, writeRequest{key: keys[i], value: values[i], w: w})
+				_, errs[i] = c.write(ctx, writeRequest{key: keys[i], value: values[i], w: lv.W, pw: lv.PW})
 			}
 		}()
 	}
@@ -64,78 +70,70 @@ func (c *Coordinator) PutBatch(ctx context.Context, keys, values [][]byte, w int
 	case 0:
 	case 1:
 		i := local[0]
-		_, errs[i] = c.coordinateWrite(ctx, writeRequest{key: keys[i], value: values[i], w: w}, prefs[i], n)
+		_, errs[i] = c.coordinateWrite(ctx, writeRequest{key: keys[i], value: values[i], w: lv.W, pw: lv.PW}, routes[i])
 	default:
-		c.coordinateWriteBatch(ctx, keys, values, w, local, prefs, n, errs)
+		c.coordinateWriteBatch(ctx, keys, values, lv, local, routes, errs)
 	}
 	wg.Wait()
 	return errs
 }
 
 // coordinateWriteBatch is coordinateWrite for the writes at indices idx,
-// whose keys all have this node as a replica (n is N): the replicas'
-// contexts read with one message per replica (writeContexts), one engine
-// batch for the local writes, then the acknowledgements of each key's
-// other replicas.
-func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][]byte, w int, idx []int, prefs [][]string, n int, errs []error) {
-	quorum := make([]int, len(idx))
+// whose keys all have this node as a primary: the targets' contexts read
+// with one message per node (writeContexts), one engine batch for the
+// local writes, then the acknowledgements of each key's other targets.
+func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][]byte, lv Levels, idx []int, routes []route, errs []error) {
+	quorums := make([]quorum, len(idx))
 	writes := make([]replica.Write, 0, len(idx))
 	pos := make([]int, 0, len(idx)) // writes[j] is the write at index pos[j]
 	for _, i := range idx {
-		q, err := resolve("write", w, c.o.W, n, len(prefs[i]))
+		q, err := c.writeQuorum(lv.W, lv.PW, routes[i])
 		if err != nil {
 			errs[i] = err
 			continue
 		}
-		quorum[len(writes)] = q
+		quorums[len(writes)] = q
 		writes = append(writes, replica.Write{Key: keys[i], Value: values[i]})
 		pos = append(pos, i)
 	}
 	if len(writes) == 0 {
 		return
 	}
-	if skip := c.writeContexts(ctx, writes, quorum, n, pos, errs); skip != nil {
+	if skip := c.writeContexts(ctx, writes, quorums, routes[pos[0]].n, pos, errs); skip != nil {
 		kept := 0
 		for j := range writes {
 			if !skip[j] {
-				writes[kept], quorum[kept], pos[kept] = writes[j], quorum[j], pos[j]
+				writes[kept], quorums[kept], pos[kept] = writes[j], quorums[j], pos[j]
 				kept++
 			}
 		}
-		if writes, quorum, pos = writes[:kept], quorum[:kept], pos[:kept]; kept == 0 {
+		if writes, quorums, pos = writes[:kept], quorums[:kept], pos[:kept]; kept == 0 {
 			return
 		}
 	}
-	results := make([]chan error, len(writes))
-	sent := make([]int, len(writes))
+	results := make([]chan ack, len(writes))
+	sent := make([]fanout, len(writes))
 	anySent := false
-	// The other replicas get the new versions as soon as they are stamped,
-	// in parallel with the local write: one message per replica for all the
-	// batch's keys it holds.
+	// The other targets get the new versions as soon as they are stamped,
+	// in parallel with the local write: one message per target (per
+	// primary stood in for, for a fallback) for all the batch's keys it
+	// serves.
 	stamped := func(objs []*version.Object) {
-		type peerBatch struct {
-			idx  []int
-			keys [][]byte
-			objs []*version.Object
-		}
-		var peers map[string]*peerBatch
+		peers := map[ring.Target]*peerBatch{}
 		for j, obj := range objs {
-			pref := prefs[pos[j]]
-			if obj == nil || len(pref) < 2 {
+			targets := routes[pos[j]].targets
+			if obj == nil || len(targets) < 2 {
 				continue
 			}
-			results[j] = make(chan error, len(pref))
-			for _, node := range pref {
-				if node == c.self {
+			results[j] = make(chan ack, len(targets))
+			for _, tg := range targets {
+				if tg.Node == c.self {
 					continue
 				}
-				if peers == nil {
-					peers = make(map[string]*peerBatch)
-				}
-				pb := peers[node]
+				pb := peers[tg]
 				if pb == nil {
 					pb = &peerBatch{}
-					peers[node] = pb
+					peers[tg] = pb
 				}
 				key := writes[j].Key
 				if c.o.Hints != nil {
@@ -145,44 +143,16 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 				pb.idx = append(pb.idx, j)
 				pb.keys = append(pb.keys, key)
 				pb.objs = append(pb.objs, obj)
-				sent[j]++
+				sent[j].all++
+				if tg.For == "" {
+					sent[j].primaries++
+				}
 			}
 		}
-		for node, pb := range peers {
+		for tg, pb := range peers {
 			anySent = true
 			for _, m := range splitReplicateBatch(pb.keys, pb.objs) {
-				payload := encodeReplicateBatch(m.keys, m.encoded)
-				idx := pb.idx[m.from:m.to]
-				go func() {
-					sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
-					defer cancel()
-					objs := pb.objs[m.from:m.to]
-					err := c.send(sctx, node, kindReplicateBatch, payload)
-					if err != nil && isRemote(err) {
-						// The replica answered but refused the batch: a
-						// node of an older version that does not know the
-						// message, or one entry it could not store. Send
-						// the entries one by one, each with its own answer.
-						var hkeys [][]byte
-						var hobjs []*version.Object
-						for n, j := range idx {
-							err := c.send(sctx, node, kindReplicate, appendReplicate(nil, m.keys[n], m.encoded[n]))
-							results[j] <- err
-							if missed(err) {
-								hkeys, hobjs = append(hkeys, m.keys[n]), append(hobjs, objs[n])
-							}
-						}
-						c.hint(node, hkeys, hobjs)
-						return
-					}
-					for _, j := range idx {
-						results[j] <- err
-					}
-					if err != nil {
-						// Not acknowledged in time: keep them for node.
-						c.hint(node, m.keys, objs)
-					}
-				}()
+				go c.sendBatch(tg, m, pb.idx[m.from:m.to], pb.objs[m.from:m.to], results)
 			}
 		}
 	}
@@ -198,16 +168,63 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 		if writeErrs != nil && writeErrs[j] != nil {
 			localErr = writeErrs[j]
 		}
-		if localErr == nil && quorum[j] <= 1 {
+		if localErr == nil && quorums[j].met(1, 1) {
 			continue
 		}
-		acks, qerr := c.awaitAcks(ctx, quorum[j], localErr, sent[j], results[j], len(prefs[i]))
+		replicas := len(routes[i].pref)
+		acks, qerr := c.awaitAcks(ctx, quorums[j], localErr, sent[j], results[j], replicas)
 		switch {
 		case qerr != nil:
 			errs[i] = qerr
 		case localErr != nil:
-			errs[i] = &QuorumError{Op: "write", Needed: quorum[j], Answered: acks, Replicas: len(prefs[i]), Last: localErr}
+			errs[i] = &QuorumError{Op: "write", Needed: quorums[j].w, Answered: acks, Replicas: replicas, Last: localErr}
 		}
+	}
+}
+
+// peerBatch is one target's share of a batch of writes: the writes' indices
+// in the batch, their keys and stamped objects.
+type peerBatch struct {
+	idx  []int
+	keys [][]byte
+	objs []*version.Object
+}
+
+// sendBatch sends one message of a batch's versions to tg (a primary:
+// kindReplicateBatch; a fallback: kindHandoff) and reports each entry's
+// answer on results[idx[n]]. Entries not acknowledged are kept as hints for
+// the primary tg serves.
+func (c *Coordinator) sendBatch(tg ring.Target, m replicateMessage, idx []int, objs []*version.Object, results []chan ack) {
+	sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
+	defer cancel()
+	primary := tg.For == ""
+	kind, payload := kindReplicateBatch, encodeReplicateBatch(m.keys, m.encoded)
+	if !primary {
+		kind, payload = kindHandoff, encodeHandoff(tg.For, payload)
+	}
+	err := c.send(sctx, tg.Node, kind, payload)
+	if err != nil && isRemote(err) && primary {
+		// The replica answered but refused the batch: a node of an older
+		// version that does not know the message, or one entry it could
+		// not store. Send the entries one by one, each with its own answer.
+		var hkeys [][]byte
+		var hobjs []*version.Object
+		for n, j := range idx {
+			err := c.send(sctx, tg.Node, kindReplicate, appendReplicate(nil, m.keys[n], m.encoded[n]))
+			results[j] <- ack{err: err, primary: true}
+			if missed(err) {
+				hkeys, hobjs = append(hkeys, m.keys[n]), append(hobjs, objs[n])
+			}
+		}
+		c.hint(tg.Node, hkeys, hobjs)
+		return
+	}
+	for _, j := range idx {
+		results[j] <- ack{err: err, primary: primary}
+	}
+	if missed(err) {
+		// Not acknowledged in time: keep them for the primary.
+		c.hint(primaryOf(tg), m.keys, objs)
 	}
 }
 
@@ -220,7 +237,7 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 // apply) fails gets its error in errs, at its batch index pos[j], and is
 // marked in skip (nil when none is), as is every later write to its key, so
 // that none is stamped or sent.
-func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write, quorum []int, n int, pos []int, errs []error) (skip []bool) {
+func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write, quorums []quorum, n int, pos []int, errs []error) (skip []bool) {
 	r, _ := resolve("read", Default, c.o.R, n, n)
 	first := make(map[string]int, len(writes)) // key -> index of its first write
 	byLevel := map[int][]int{}                 // read level -> first writes to read for
@@ -229,7 +246,7 @@ func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write,
 			continue
 		}
 		first[string(writes[j].Key)] = j
-		if rq := min(r, quorum[j]); rq > 1 {
+		if rq := min(r, quorums[j].w); rq > 1 {
 			byLevel[rq] = append(byLevel[rq], j)
 		}
 	}
@@ -325,6 +342,13 @@ func splitReplicateBatch(keys [][]byte, objs []*version.Object) []replicateMessa
 // picked for a full read-repair read, and keys whose batched answers did not
 // come (a failed or slow replica) take Get's own path, concurrently.
 func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*version.Object, []error) {
+	return c.GetBatchAt(ctx, keys, Levels{R: r})
+}
+
+// GetBatchAt is GetBatch at the read levels of lv (R and PR), each key with
+// the rules of GetAt. The batched path asks primaries only; keys whose
+// levels it cannot meet that way take GetAt's path.
+func (c *Coordinator) GetBatchAt(ctx context.Context, keys [][]byte, lv Levels) ([]*version.Object, []error) {
 	objs := make([]*version.Object, len(keys))
 	errs := make([]error, len(keys))
 	type pending struct {
@@ -344,14 +368,14 @@ func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*ve
 	}
 	peers := map[string]*peerRead{}
 	for i, key := range keys {
-		plan, err := c.readPlan(key, r)
+		plan, err := c.readPlan(key, lv)
 		if err != nil {
 			errs[i] = err
 			continue
 		}
 		plans[i] = plan
-		pref, q := plan.pref, plan.r
-		if !contains(pref, c.self) || plan.full && len(pref) > 1 {
+		pref, q := plan.rt.pref, plan.r
+		if !contains(pref, c.self) || plan.full && len(pref) > 1 || plan.pr > q {
 			slow = append(slow, i)
 			continue
 		}
@@ -439,7 +463,7 @@ func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*ve
 				p.want = -1 // fall back
 				continue
 			}
-			p.got = append(p.got, readReply{node: a.node, obj: a.objs[n]})
+			p.got = append(p.got, readReply{node: a.node, primary: true, obj: a.objs[n]})
 		}
 	}
 	for i, p := range pend {
@@ -447,7 +471,7 @@ func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*ve
 			slow = append(slow, i)
 			continue
 		}
-		got := append([]readReply{{node: c.self, obj: p.local}}, p.got...)
+		got := append([]readReply{{node: c.self, primary: true, obj: p.local}}, p.got...)
 		merged := mergeReplies(got)
 		c.repairStale(keys[i], got, merged)
 		if merged != nil && merged.Empty() {
@@ -474,8 +498,16 @@ func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*ve
 // twice changes nothing. It returns how many leading entries node
 // acknowledged: all of them, or those before the first that failed. A node
 // that refuses a batch message gets the entries one by one, as a write
-// would send them.
+// would send them. For each acknowledged entry of a key this node stood in
+// for as a fallback, it then removes its own copy when the delivered
+// version covers it (see standin.go).
 func (c *Coordinator) DeliverBatch(ctx context.Context, node string, keys [][]byte, objs []*version.Object) (int, error) {
+	done, err := c.deliver(ctx, node, keys, objs)
+	c.dropStandIns(keys[:done], objs[:done])
+	return done, err
+}
+
+func (c *Coordinator) deliver(ctx context.Context, node string, keys [][]byte, objs []*version.Object) (int, error) {
 	done := 0
 	for _, m := range splitReplicateBatch(keys, objs) {
 		err := c.send(ctx, node, kindReplicateBatch, encodeReplicateBatch(m.keys, m.encoded))

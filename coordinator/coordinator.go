@@ -1,10 +1,20 @@
 // Package coordinator runs a key's quorum reads and writes. Any node can
-// take a request: a write is forwarded to a replica of the key (so only
-// replicas stamp versions and clock entries stay bounded by the replica
-// count), which stamps it, stores it and sends it to the other replicas,
-// answering after W acknowledgements; a read asks every replica, answers
-// with the merge of the first R answers, and repairs the replicas that
-// answered with an older state (read repair).
+// take a request: a write is forwarded to a primary replica of the key (so
+// only primaries stamp versions and clock entries stay bounded by the
+// replica count), which stamps it, stores it and sends it to the key's
+// other targets, answering after W acknowledgements; a read asks R
+// targets, answers with the merge of their answers, and repairs the
+// primaries that answered with an older state (read repair).
+//
+// Targets follow sloppy quorum (ring.Targets): the key's primaries, and in
+// place of each primary the failure detector reports down, the first
+// healthy fallback of the key's extended preference list. A fallback keeps
+// what it receives as a hint for the primary it stands in for (durably,
+// before it acknowledges) and as an ordinary object that reads can find;
+// once its hint is delivered it removes that object again, unless
+// something newer arrived or it has become a replica of the key (see
+// standin.go). Per request, PR and PW (Levels) demand answers from
+// primaries.
 package coordinator
 
 import (
@@ -14,6 +24,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ringkv/ringkv/replica"
@@ -59,7 +70,9 @@ type Options struct {
 	// Timeout), for later delivery (hinted handoff: package handoff). Hints
 	// are kept even when the write failed its quorum: it may still have
 	// been applied, and a hint is merged, so delivering it is idempotent.
-	// nil: no hints.
+	// nil: no hints. When it is also a HintKeeper (as package handoff's
+	// Service is), this node can stand in for down primaries as a
+	// fallback; otherwise it refuses to.
 	Hints Hints
 }
 
@@ -69,6 +82,16 @@ type Options struct {
 // its return (keys are not modified afterwards; objects never are).
 type Hints interface {
 	Add(target string, keys [][]byte, objs []*version.Object)
+}
+
+// HintKeeper is Hints that can also keep versions durably for a primary
+// this node stands in for as a fallback (sloppy quorum). Keep stores all of
+// them before returning, or keeps none and says why (a bound refused one,
+// or the engine failed); the fallback acknowledges only after it returned
+// nil.
+type HintKeeper interface {
+	Hints
+	Keep(target string, keys [][]byte, objs []*version.Object) error
 }
 
 // Consistency levels accepted wherever a quorum number is.
@@ -149,14 +172,19 @@ var (
 
 // QuorumError says that too few replicas answered in time, or (Last
 // wrapping ErrTooFewReplicas) that the ring places too few replicas for the
-// level asked.
+// level asked. With Primaries set it is about PR or PW: Needed and Answered
+// count primaries, and Last wrapping ErrTooFewPrimaries means the request
+// was refused before anything was sent because fewer primaries were up.
+// A write that fails with a QuorumError after it was sent may still have
+// been applied on the nodes that took it.
 type QuorumError struct {
-	Op       string // "read" or "write"
-	Needed   int    // R or W
-	Answered int    // how many answered successfully
-	Replicas int    // replicas placed for this key
-	N        int    // replicas the key is meant to have (0: not known)
-	Last     error  // one of the errors met, for context
+	Op        string // "read" or "write"
+	Needed    int    // R or W (PR or PW with Primaries)
+	Answered  int    // how many answered successfully
+	Replicas  int    // replicas placed for this key
+	N         int    // replicas the key is meant to have (0: not known)
+	Last      error  // one of the errors met, for context
+	Primaries bool   // Needed and Answered count primaries (PR, PW)
 }
 
 func (e *QuorumError) Error() string {
@@ -164,8 +192,31 @@ func (e *QuorumError) Error() string {
 		return fmt.Sprintf("%s refused: %s: it needs %d replicas but the ring places %d for this key (N=%d); add nodes or use a lower level",
 			e.Op, ErrTooFewReplicas, e.Needed, e.Replicas, e.N)
 	}
+	if e.Primaries {
+		return e.primariesError()
+	}
 	s := fmt.Sprintf("%s quorum not reached: %d of %d required replicas answered (%d replicas)",
 		e.Op, e.Answered, e.Needed, e.Replicas)
+	if e.Last != nil {
+		s += ": " + e.Last.Error()
+	}
+	return s
+}
+
+func (e *QuorumError) primariesError() string {
+	level := "pr"
+	if e.Op == "write" {
+		level = "pw"
+	}
+	if errors.Is(e.Last, ErrTooFewPrimaries) {
+		return fmt.Sprintf("%s refused: %s: %s=%d needs %d primaries but %d of the key's %d are up; nothing was sent (retry later or lower %s)",
+			e.Op, ErrTooFewPrimaries, level, e.Needed, e.Needed, e.Answered, e.Replicas, level)
+	}
+	s := fmt.Sprintf("%s quorum of primaries not reached: %d of %d required primaries answered (%s; %d primaries)",
+		e.Op, e.Answered, e.Needed, level, e.Replicas)
+	if e.Op == "write" {
+		s += "; the write may still have been applied on the nodes that took it"
+	}
 	if e.Last != nil {
 		s += ": " + e.Last.Error()
 	}
@@ -181,6 +232,11 @@ type Coordinator struct {
 	store   *replica.Store
 	tr      transport.Transport
 	o       Options
+
+	// standIns serialise, per stripe of keys, the writes this node takes
+	// for keys it is not a primary of with the removal of such copies
+	// once their hints are delivered (see standin.go).
+	standIns [standInStripes]sync.Mutex
 }
 
 // New returns a coordinator for node self.
@@ -229,21 +285,46 @@ func (c *Coordinator) fullRead() bool {
 	return c.o.ReadRepairChance >= 1 || (c.o.ReadRepairChance > 0 && rand.Float64() < c.o.ReadRepairChance)
 }
 
-// preference returns the key's replicas in the current ring, in
-// preference order, and N, the replicas it is meant to have; or
-// ErrNoReplicas.
-func (c *Coordinator) preference(key []byte) ([]string, int, error) {
-	return preferenceIn(c.cluster.Ring(), key)
+// route is where a request for one key goes: the key's primaries in
+// preference order, the sloppy-quorum targets (one per primary: itself, or
+// the fallback standing in for it), and N, the replicas the key is meant
+// to have.
+type route struct {
+	pref    []string
+	targets []ring.Target
+	n       int
 }
 
-// preferenceIn is preference in a given ring (a batch uses one ring for
-// all its keys).
-func preferenceIn(rg *ring.Ring, key []byte) ([]string, int, error) {
-	pref := rg.PreferenceForKey(key)
+// route returns the key's route in the current ring, or ErrNoReplicas.
+func (c *Coordinator) route(key []byte) (route, error) {
+	return c.routeIn(c.cluster.Ring(), key)
+}
+
+// routeIn is route in a given ring (a batch uses one ring for all its
+// keys).
+func (c *Coordinator) routeIn(rg *ring.Ring, key []byte) (route, error) {
+	p := rg.PartitionOfKey(key)
+	pref := rg.Preference(p)
 	if len(pref) == 0 {
-		return nil, 0, ErrNoReplicas
+		return route{}, ErrNoReplicas
 	}
-	return pref, rg.Replicas(), nil
+	return route{pref: pref, targets: rg.Targets(p, c.healthy), n: rg.Replicas()}, nil
+}
+
+// healthy is the failure detector's opinion, this node being up.
+func (c *Coordinator) healthy(node string) bool {
+	return node == c.self || c.cluster.Alive(node)
+}
+
+// primariesUp counts the primaries the failure detector says are up.
+func (c *Coordinator) primariesUp(pref []string) int {
+	up := 0
+	for _, node := range pref {
+		if c.healthy(node) {
+			up++
+		}
+	}
+	return up
 }
 
 // hint hands versions that target did not acknowledge to Options.Hints.

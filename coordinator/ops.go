@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/storage"
 	"github.com/ringkv/ringkv/transport"
 	"github.com/ringkv/ringkv/version"
@@ -18,21 +19,37 @@ import (
 // configured default). It returns the object as stored by the coordinating
 // replica.
 func (c *Coordinator) Put(ctx context.Context, key, value []byte, causal version.Clock, w int) (*version.Object, error) {
-	return c.write(ctx, writeRequest{key: key, value: value, hasCtx: causal != nil, ctx: causal, w: w})
+	return c.PutAt(ctx, key, value, causal, Levels{W: w})
+}
+
+// PutAt is Put at the write levels of lv (W and PW; R and PR are unused).
+// With PW set, the write needs that many primaries among its W
+// acknowledgements; it is refused before anything is written when fewer
+// primaries are up (a QuorumError wrapping ErrTooFewPrimaries), and fails
+// with a QuorumError (Primaries set) when fewer acknowledge in time, in
+// which case, as with an unmet W, it may still have been applied.
+func (c *Coordinator) PutAt(ctx context.Context, key, value []byte, causal version.Clock, lv Levels) (*version.Object, error) {
+	return c.write(ctx, writeRequest{key: key, value: value, hasCtx: causal != nil, ctx: causal, w: lv.W, pw: lv.PW})
 }
 
 // Delete writes a tombstone for key, with the same rules as Put.
 func (c *Coordinator) Delete(ctx context.Context, key []byte, causal version.Clock, w int) (*version.Object, error) {
-	return c.write(ctx, writeRequest{key: key, deleted: true, hasCtx: causal != nil, ctx: causal, w: w})
+	return c.DeleteAt(ctx, key, causal, Levels{W: w})
+}
+
+// DeleteAt is Delete at the write levels of lv, with the rules of PutAt.
+func (c *Coordinator) DeleteAt(ctx context.Context, key []byte, causal version.Clock, lv Levels) (*version.Object, error) {
+	return c.write(ctx, writeRequest{key: key, deleted: true, hasCtx: causal != nil, ctx: causal, w: lv.W, pw: lv.PW})
 }
 
 func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Object, error) {
-	pref, n, err := c.preference(req.key)
+	rt, err := c.route(req.key)
 	if err != nil {
 		return nil, err
 	}
+	pref := rt.pref
 	if contains(pref, c.self) {
-		return c.coordinateWrite(ctx, req, pref, n)
+		return c.coordinateWrite(ctx, req, rt)
 	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
@@ -77,16 +94,17 @@ func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Obj
 	return nil, fmt.Errorf("forward write of %q: no replica reachable: %w", req.key, last)
 }
 
-// coordinateWrite runs on a replica of the key: stamp, store locally, send
-// to the other replicas and wait for W acknowledgements (this one counts).
-// pref is the key's preference list, which holds this node; n is N.
+// coordinateWrite runs on a primary of the key: stamp, store locally,
+// send to the key's other targets (primaries, and fallbacks standing in
+// for those that are down) and wait for W acknowledgements, PW of them
+// from primaries (this one counts as both).
 //
 // A blind write (no client context) is stamped with the merged context of
-// min(W, default R) replicas (writeContext), not just this one's: a
+// min(W, default R) targets (writeContext), not just this one's: a
 // replica that missed an acknowledged write would otherwise make the new
 // write concurrent with it, and an older value would survive beside it.
-func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, pref []string, n int) (*version.Object, error) {
-	w, err := resolve("write", req.w, c.o.W, n, len(pref))
+func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, rt route) (*version.Object, error) {
+	need, err := c.writeQuorum(req.w, req.pw, rt)
 	if err != nil {
 		return nil, err
 	}
@@ -96,51 +114,71 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, pre
 		if causal == nil {
 			causal = version.Clock{}
 		}
-		if err := c.learnContext(ctx, req.key, causal, pref, n); err != nil {
+		if err := c.learnContext(ctx, req.key, causal, rt); err != nil {
 			return nil, err
 		}
 	} else {
-		if causal, err = c.writeContext(ctx, req.key, pref, n, w); err != nil {
+		if causal, err = c.writeContext(ctx, req.key, rt, need.w); err != nil {
 			return nil, err
 		}
 	}
-	// The other replicas get the new version as soon as it is stamped, in
+	// The other targets get the new version as soon as it is stamped, in
 	// parallel with the local write and its fsync: the write's latency is
 	// the slower of the two, not their sum.
-	var results chan error
-	sent := 0
+	var results chan ack
+	var sent fanout
 	var stamped func(*version.Object)
-	if len(pref) > 1 {
-		results = make(chan error, len(pref))
-		stamped = func(obj *version.Object) { sent = c.replicate(req.key, obj, pref, results) }
+	if len(rt.targets) > 1 {
+		results = make(chan ack, len(rt.targets))
+		stamped = func(obj *version.Object) { sent = c.replicate(req.key, obj, rt.targets, results) }
 	}
 	obj, err := c.store.CoordinateThen(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano(), stamped)
-	if err != nil && sent == 0 && (stamped != nil || isRefusal(err)) {
+	if err != nil && sent.all == 0 && (stamped != nil || isRefusal(err)) {
 		// Refused before anything was stamped (an oversized object, a bad
 		// context): nothing was sent, so no quorum can make up for it. The
 		// client's error, not a quorum failure.
 		return nil, err
 	}
-	if err == nil && w <= 1 {
+	if err == nil && need.met(1, 1) {
 		return obj, nil
 	}
-	if sent > 0 {
-		// Bound the wait for the other replicas (the local write needed
+	if sent.all > 0 {
+		// Bound the wait for the other targets (the local write needed
 		// no timer).
 		var cancel context.CancelFunc
 		ctx, cancel = c.withTimeout(ctx)
 		defer cancel()
 	}
-	acks, qerr := c.awaitAcks(ctx, w, err, sent, results, len(pref))
+	acks, qerr := c.awaitAcks(ctx, need, err, sent, results, len(rt.pref))
 	if qerr != nil {
 		return nil, qerr
 	}
 	if err != nil {
-		// Enough other replicas took it, but there is no stored object to
+		// Enough other targets took it, but there is no stored object to
 		// answer with.
-		return nil, &QuorumError{Op: "write", Needed: w, Answered: acks, Replicas: len(pref), Last: err}
+		return nil, &QuorumError{Op: "write", Needed: need.w, Answered: acks, Replicas: len(rt.pref), Last: err}
 	}
 	return obj, nil
+}
+
+// quorum is what a write waits for: w acknowledgements, pw of them from
+// primaries.
+type quorum struct{ w, pw int }
+
+func (q quorum) met(acks, primaryAcks int) bool { return acks >= q.w && primaryAcks >= q.pw }
+
+// writeQuorum resolves a write's W and PW for its route, refusing a PW
+// that more primaries than are up.
+func (c *Coordinator) writeQuorum(w, pw int, rt route) (quorum, error) {
+	var q quorum
+	var err error
+	if q.w, err = resolve("write", w, c.o.W, rt.n, len(rt.pref)); err != nil {
+		return q, err
+	}
+	if q.pw, err = resolvePrimaries("write", pw, rt.n, len(rt.pref)); err != nil {
+		return q, err
+	}
+	return q, checkPrimariesUp("write", q.pw, c.primariesUp(rt.pref), len(rt.pref), rt.n)
 }
 
 // isRefusal reports whether a local write error refuses the write itself
@@ -164,13 +202,13 @@ func isRefusal(err error) bool {
 // is also applied to the local replica, so that it holds every version the
 // context covers. At w = 1 (or R = 1) it is nil: the write supersedes what
 // this replica holds, at no extra cost.
-func (c *Coordinator) writeContext(ctx context.Context, key []byte, pref []string, n, w int) (version.Clock, error) {
-	r, _ := resolve("read", Default, c.o.R, n, n)
+func (c *Coordinator) writeContext(ctx context.Context, key []byte, rt route, w int) (version.Clock, error) {
+	r, _ := resolve("read", Default, c.o.R, rt.n, rt.n)
 	r = min(r, w)
 	if r <= 1 {
 		return nil, nil
 	}
-	merged, err := c.learn(ctx, key, pref, r)
+	merged, err := c.learn(ctx, key, rt, r)
 	if err != nil {
 		return nil, fmt.Errorf("blind write of %q: %w", key, err)
 	}
@@ -188,7 +226,7 @@ func (c *Coordinator) writeContext(ctx context.Context, key []byte, pref []strin
 // replica knows is refused, and a counter ahead of every replica is
 // lowered, so the write supersedes exactly what the client saw — never a
 // version no replica has.
-func (c *Coordinator) learnContext(ctx context.Context, key []byte, causal version.Clock, pref []string, n int) error {
+func (c *Coordinator) learnContext(ctx context.Context, key []byte, causal version.Clock, rt route) error {
 	cur, err := c.store.Get(key)
 	if err != nil {
 		return fmt.Errorf("write of %q: read the local version: %w", key, err)
@@ -206,28 +244,28 @@ func (c *Coordinator) learnContext(ctx context.Context, key []byte, causal versi
 	// what the client saw, or a deleted value would come back. Only a
 	// context ahead of every replica (forged, or naming a write no replica
 	// kept) is then lowered or refused by the replica.
-	r, _ := resolve("read", Default, c.o.R, n, n)
-	r = min(max(r, 2), len(pref))
-	for _, r := range []int{r, len(pref)} {
-		merged, err := c.learn(ctx, key, pref, r)
+	r, _ := resolve("read", Default, c.o.R, rt.n, rt.n)
+	r = min(max(r, 2), len(rt.targets))
+	for _, r := range []int{r, len(rt.targets)} {
+		merged, err := c.learn(ctx, key, rt, r)
 		if err != nil {
 			return fmt.Errorf("write of %q: its context names writes this replica has not seen, and reading %d replicas failed: %w", key, r, err)
 		}
 		if merged != nil {
 			have = have.Merge(merged.Context)
 		}
-		if have.Descends(causal) || r == len(pref) {
+		if have.Descends(causal) || r == len(rt.targets) {
 			return nil
 		}
 	}
 	return nil
 }
 
-// learn reads key from r replicas (this one first) and merges what they
+// learn reads key from r targets (this one first) and merges what they
 // hold into the local replica, returning the merge (nil when none has the
 // key).
-func (c *Coordinator) learn(ctx context.Context, key []byte, pref []string, r int) (*version.Object, error) {
-	merged, localCurrent, err := c.read(ctx, key, readPlan{pref: pref, r: min(r, len(pref))})
+func (c *Coordinator) learn(ctx context.Context, key []byte, rt route, r int) (*version.Object, error) {
+	merged, localCurrent, err := c.read(ctx, key, readPlan{rt: rt, r: min(r, len(rt.targets))})
 	if err != nil {
 		return nil, fmt.Errorf("read the replicas' versions first: %w", err)
 	}
@@ -240,52 +278,84 @@ func (c *Coordinator) learn(ctx context.Context, key []byte, pref []string, r in
 	return merged, nil
 }
 
-// awaitAcks waits until w replicas acknowledged a write: the local one
-// (localErr nil) and those of the sent replication requests answering on
-// results. It gives up with a QuorumError once the replicas still to answer
-// cannot make w, or when ctx ends.
-func (c *Coordinator) awaitAcks(ctx context.Context, w int, localErr error, sent int, results <-chan error, replicas int) (int, error) {
-	acks, failed := 0, 0
-	last := localErr
+// ack is one target's answer to a write it was sent.
+type ack struct {
+	err     error
+	primary bool // the target is a primary, not a fallback
+}
+
+// fanout counts the targets a version was sent to, and the primaries among
+// them.
+type fanout struct{ all, primaries int }
+
+// awaitAcks waits until the write's quorum is met: the local replica (a
+// primary; localErr nil) and those of the sent replication requests
+// answering on results. It gives up with a QuorumError once the targets
+// still to answer cannot meet it, or when ctx ends. It returns the
+// acknowledgements counted.
+func (c *Coordinator) awaitAcks(ctx context.Context, need quorum, localErr error, sent fanout, results <-chan ack, replicas int) (int, error) {
+	t := tally{need: need, pending: sent, last: localErr}
 	if localErr == nil {
-		acks = 1
+		t.acks, t.primaryAcks = 1, 1
 	}
-	count := func(err error) {
-		if err == nil {
-			acks++
-		} else {
-			failed++
-			last = err
-		}
-	}
-	for acks < w && acks+(sent-failed-(acks-boolInt(localErr == nil))) >= w {
+	for !t.done() {
 		// Answers already in count even when ctx has ended meanwhile: a
 		// batch waits for its keys one after another under one deadline,
 		// and select would otherwise pick at random between the two.
 		select {
-		case err := <-results:
-			count(err)
+		case a := <-results:
+			t.count(a)
 			continue
 		default:
 		}
 		select {
-		case err := <-results:
-			count(err)
+		case a := <-results:
+			t.count(a)
 		case <-ctx.Done():
-			return acks, &QuorumError{Op: "write", Needed: w, Answered: acks, Replicas: replicas, Last: ctx.Err()}
+			t.last = ctx.Err()
+			return t.acks, t.failure(replicas)
 		}
 	}
-	if acks < w {
-		return acks, &QuorumError{Op: "write", Needed: w, Answered: acks, Replicas: replicas, Last: last}
+	if !need.met(t.acks, t.primaryAcks) {
+		return t.acks, t.failure(replicas)
 	}
-	return acks, nil
+	return t.acks, nil
 }
 
-func boolInt(b bool) int {
-	if b {
-		return 1
+// tally counts a write's acknowledgements against its quorum.
+type tally struct {
+	need              quorum
+	acks, primaryAcks int
+	pending           fanout // sent, not yet answered
+	last              error
+}
+
+func (t *tally) count(a ack) {
+	t.pending.all--
+	if a.primary {
+		t.pending.primaries--
 	}
-	return 0
+	if a.err != nil {
+		t.last = a.err
+		return
+	}
+	t.acks++
+	if a.primary {
+		t.primaryAcks++
+	}
+}
+
+// done reports whether the quorum is met or can no longer be.
+func (t *tally) done() bool {
+	return t.need.met(t.acks, t.primaryAcks) ||
+		!t.need.met(t.acks+t.pending.all, t.primaryAcks+t.pending.primaries)
+}
+
+func (t *tally) failure(replicas int) error {
+	if t.acks < t.need.w {
+		return &QuorumError{Op: "write", Needed: t.need.w, Answered: t.acks, Replicas: replicas, Last: t.last}
+	}
+	return &QuorumError{Op: "write", Primaries: true, Needed: t.need.pw, Answered: t.primaryAcks, Replicas: replicas, Last: t.last}
 }
 
 // send calls node with a peer message, failing fast for unknown nodes.
@@ -304,37 +374,50 @@ func (c *Coordinator) call(ctx context.Context, node string, kind uint8, payload
 
 func isRemote(err error) bool { return errors.Is(err, transport.ErrRemote) }
 
-// readPlan is how a read of one key goes: the key's preference list, the
-// read quorum resolved against it, whether this read asks every replica (a
-// ReadRepairChance draw), and whether the local replica's answer is the
-// whole answer. That is the common read at R=1 on a replica, with nothing
-// to merge or repair; only when the local read fails does the read ask the
-// other replicas.
+// readPlan is how a read of one key goes: the key's route, the read
+// quorums resolved against it (r nodes, pr of them primaries), whether
+// this read asks every target (a ReadRepairChance draw), and whether the
+// local replica's answer is the whole answer. That is the common read at
+// R=1 on a replica, with nothing to merge or repair; only when the local
+// read fails does the read ask the other targets.
 type readPlan struct {
-	pref      []string
-	r         int
+	rt        route
+	r, pr     int
 	full      bool
 	localOnly bool
 }
 
-func (c *Coordinator) readPlan(key []byte, r int) (readPlan, error) {
-	pref, n, err := c.preference(key)
+func (c *Coordinator) readPlan(key []byte, lv Levels) (readPlan, error) {
+	rt, err := c.route(key)
 	if err != nil {
 		return readPlan{}, err
 	}
-	if r, err = resolve("read", r, c.o.R, n, len(pref)); err != nil {
+	r, err := resolve("read", lv.R, c.o.R, rt.n, len(rt.pref))
+	if err != nil {
+		return readPlan{}, err
+	}
+	pr, err := resolvePrimaries("read", lv.PR, rt.n, len(rt.pref))
+	if err != nil {
+		return readPlan{}, err
+	}
+	if err := checkPrimariesUp("read", pr, c.primariesUp(rt.pref), len(rt.pref), rt.n); err != nil {
 		return readPlan{}, err
 	}
 	full := c.fullRead()
-	localOnly := r == 1 && contains(pref, c.self) && (!full || len(pref) == 1)
-	return readPlan{pref: pref, r: r, full: full, localOnly: localOnly}, nil
+	localOnly := r == 1 && pr <= 1 && contains(rt.pref, c.self) && (!full || len(rt.pref) == 1)
+	return readPlan{rt: rt, r: r, pr: pr, full: full, localOnly: localOnly}, nil
 }
 
 // GetLive is Get for a caller that wants only the value a single-value read
 // answers (version.LiveValue), as Redis GET does. On the local read at R=1
 // it picks the value from the stored bytes without decoding the object.
 func (c *Coordinator) GetLive(ctx context.Context, key []byte, r int) ([]byte, bool, error) {
-	plan, err := c.readPlan(key, r)
+	return c.GetLiveAt(ctx, key, Levels{R: r})
+}
+
+// GetLiveAt is GetLive at the read levels of lv (R and PR).
+func (c *Coordinator) GetLiveAt(ctx context.Context, key []byte, lv Levels) ([]byte, bool, error) {
+	plan, err := c.readPlan(key, lv)
 	if err != nil {
 		return nil, false, err
 	}
@@ -352,20 +435,29 @@ func (c *Coordinator) GetLive(ctx context.Context, key []byte, r int) ([]byte, b
 	return value, found, nil
 }
 
-// readReply is one replica's answer to a read.
+// readReply is one target's answer to a read.
 type readReply struct {
-	node string
-	obj  *version.Object
-	err  error
+	node    string
+	primary bool // node is a primary, not a fallback
+	obj     *version.Object
+	err     error
 }
 
-// Get reads key with read quorum r. It asks R replicas (the local one
-// first, then alive ones in preference order; more as any fail), or all N on
-// a ReadRepairChance fraction of reads, and returns the merge of the first R
-// answers (nil when no replica has the key). Replicas whose answer is older
+// Get reads key with read quorum r. It asks R targets (the local replica
+// first, then alive primaries in preference order, then the fallbacks
+// standing in for primaries that are down; more as any fail), or every
+// target on a ReadRepairChance fraction of reads, and returns the merge of
+// the answers (nil when none has the key). Primaries whose answer is older
 // than the merge of all answers are repaired in the background.
 func (c *Coordinator) Get(ctx context.Context, key []byte, r int) (*version.Object, error) {
-	plan, err := c.readPlan(key, r)
+	return c.GetAt(ctx, key, Levels{R: r})
+}
+
+// GetAt is Get at the read levels of lv: R answers, PR of them from
+// primaries. A PR above the primaries up is refused before anything is
+// read (a QuorumError wrapping ErrTooFewPrimaries).
+func (c *Coordinator) GetAt(ctx context.Context, key []byte, lv Levels) (*version.Object, error) {
+	plan, err := c.readPlan(key, lv)
 	if err != nil {
 		return nil, err
 	}
@@ -377,11 +469,47 @@ func (c *Coordinator) get(ctx context.Context, key []byte, plan readPlan) (*vers
 	return merged, err
 }
 
+// readOrder is the order a read asks nodes in: this node when it is a
+// primary, the other primaries that are up, the fallbacks standing in for
+// those that are down, then the targets the failure detector says are
+// down, and last the down primaries that a fallback replaced (the failure
+// detector may be wrong).
+func (c *Coordinator) readOrder(rt route) []readReply {
+	order := make([]readReply, 0, len(rt.pref)+len(rt.targets))
+	add := func(node string, primary bool) {
+		for _, o := range order {
+			if o.node == node {
+				return
+			}
+		}
+		order = append(order, readReply{node: node, primary: primary})
+	}
+	if contains(rt.pref, c.self) {
+		add(c.self, true)
+	}
+	for _, pass := range []func(ring.Target) bool{
+		func(tg ring.Target) bool { return tg.For == "" && c.healthy(tg.Node) },
+		func(tg ring.Target) bool { return tg.For != "" && c.healthy(tg.Node) },
+		func(tg ring.Target) bool { return !c.healthy(tg.Node) },
+	} {
+		for _, tg := range rt.targets {
+			if pass(tg) {
+				add(tg.Node, tg.For == "")
+			}
+		}
+	}
+	for _, tg := range rt.targets {
+		if tg.For != "" {
+			add(tg.For, true)
+		}
+	}
+	return order
+}
+
 // read is get, also reporting whether the local replica answered with a
 // state that holds everything merged does (so that nothing need be merged
 // into it).
 func (c *Coordinator) read(ctx context.Context, key []byte, plan readPlan) (merged *version.Object, localCurrent bool, err error) {
-	pref, r, full := plan.pref, plan.r, plan.full
 	if plan.localOnly {
 		obj, err := c.store.Get(key)
 		if err == nil {
@@ -391,136 +519,206 @@ func (c *Coordinator) read(ctx context.Context, key []byte, plan readPlan) (merg
 			return obj, true, nil
 		}
 	}
-	local := contains(pref, c.self)
-	// Order: self, then alive replicas, then the rest.
-	order := make([]string, 0, len(pref))
-	if local {
-		order = append(order, c.self)
+	rs := c.newReadState(key, plan)
+	want := plan.r
+	if plan.full {
+		want = max(want, len(plan.rt.targets))
 	}
-	for _, alive := range []bool{true, false} {
-		for _, node := range pref {
-			if node != c.self && c.cluster.Alive(node) == alive {
-				order = append(order, node)
-			}
+	for rs.asked < want && rs.ask(rs.nextAsk(false)) {
+	}
+	for !rs.met() {
+		for rs.askMore() {
 		}
-	}
-	want := r
-	if full {
-		want = len(order)
-	}
-
-	// Remote answers outlive the request (read repair waits for the slow
-	// ones), so they run under a deadline of their own.
-	replies := make(chan readReply, len(order))
-	cancel := context.CancelFunc(func() {})
-	var rctx context.Context
-	next, outstanding := 0, 0
-	var got []readReply
-	ask := func() {
-		node := order[next]
-		next++
-		if node == c.self {
-			got = append(got, c.readOne(nil, node, key))
-			return
-		}
-		if rctx == nil {
-			rctx, cancel = context.WithTimeout(context.Background(), c.o.RepairTimeout)
-		}
-		outstanding++
-		go func() { replies <- c.readOne(rctx, node, key) }()
-	}
-	for next < want {
-		ask()
-	}
-
-	ok, failed := 0, 0
-	var last error
-	tally := func(rep readReply) {
-		if rep.err != nil {
-			failed++
-			last = rep.err
-			return
-		}
-		ok++
-		merged = mergeReply(merged, rep.obj)
-	}
-	for _, rep := range got {
-		tally(rep)
-	}
-	var reqCtx context.Context
-	for ok < r {
-		// Ask more replicas when those in flight cannot make the quorum.
-		for ok+outstanding < r && next < len(order) {
-			before := len(got)
-			ask()
-			if len(got) > before {
-				tally(got[len(got)-1])
-			}
-		}
-		if ok >= r || outstanding == 0 {
+		if rs.met() || rs.outstanding == 0 {
 			break
 		}
-		if reqCtx == nil {
+		if rs.reqCtx == nil {
 			var cancelReq context.CancelFunc
-			reqCtx, cancelReq = c.withTimeout(ctx)
+			rs.reqCtx, cancelReq = c.withTimeout(ctx)
 			defer cancelReq()
 		}
 		var speculate <-chan time.Time
-		if next < len(order) {
-			// A replica that died but is not yet marked down would hold
+		if rs.asked < len(rs.order) {
+			// A target that died but is not yet marked down would hold
 			// the read until its timeout: past a short delay, ask one more.
 			speculate = time.After(c.o.SpeculativeDelay)
 		}
 		select {
-		case rep := <-replies:
-			outstanding--
-			got = append(got, rep)
-			tally(rep)
+		case rep := <-rs.replies:
+			rs.outstanding--
+			if rep.primary {
+				rs.outstandingPrimaries--
+			}
+			rs.got = append(rs.got, rep)
+			rs.tally(rep)
 		case <-speculate:
-			ask() // always a remote replica: the local one is asked first
-
-		case <-reqCtx.Done():
-			last = reqCtx.Err()
-			c.finishRead(key, next, got, replies, outstanding, cancel)
-			return nil, false, &QuorumError{Op: "read", Needed: r, Answered: ok, Replicas: len(pref), Last: last}
+			// Always a remote target: the local one is asked first.
+			if !rs.askMore() {
+				rs.ask(rs.nextAsk(false))
+			}
+		case <-rs.reqCtx.Done():
+			rs.last = rs.reqCtx.Err()
+			c.finishRead(key, rs)
+			return nil, false, rs.failure()
 		}
 	}
 	// The local replica, when asked, was asked first (synchronously).
-	localCurrent = local && got[0].err == nil && got[0].obj.Descends(merged)
-	c.finishRead(key, next, got, replies, outstanding, cancel)
-	if ok < r {
-		return nil, false, &QuorumError{Op: "read", Needed: r, Answered: ok, Replicas: len(pref), Last: last}
+	local := contains(plan.rt.pref, c.self)
+	localCurrent = local && rs.got[0].err == nil && rs.got[0].obj.Descends(rs.merged)
+	c.finishRead(key, rs)
+	if !rs.met() {
+		return nil, false, rs.failure()
 	}
+	merged = rs.merged
 	if merged != nil && merged.Empty() {
 		merged = nil
 	}
 	return merged, localCurrent, nil
 }
 
-// finishRead hands read repair to a background goroutine when answers are
-// still outstanding, and otherwise checks inline whether anything needs
-// repair (the common case: every replica agreed).
-func (c *Coordinator) finishRead(key []byte, asked int, got []readReply, replies <-chan readReply, outstanding int, cancel context.CancelFunc) {
-	if outstanding > 0 {
-		go c.repair(key, asked, got, replies, cancel)
-		return
-	}
-	cancel()
-	c.repairStale(key, got, mergeReplies(got))
+// readState is one read in progress: whom it asks, in what order, and the
+// answers so far.
+type readState struct {
+	c                    *Coordinator
+	key                  []byte
+	plan                 readPlan
+	order                []readReply // node and primary set
+	askedAt              []bool
+	asked                int
+	replies              chan readReply
+	rctx                 context.Context // remote reads, which outlive the request
+	cancel               context.CancelFunc
+	reqCtx               context.Context
+	outstanding          int
+	outstandingPrimaries int
+	got                  []readReply
+	ok, okPrimaries      int
+	merged               *version.Object
+	last                 error
 }
 
-// repairStale starts read repair when one of the answers in got (all in) is
-// older than their merge.
+func (c *Coordinator) newReadState(key []byte, plan readPlan) *readState {
+	order := c.readOrder(plan.rt)
+	return &readState{
+		c: c, key: key, plan: plan, order: order,
+		askedAt: make([]bool, len(order)),
+		replies: make(chan readReply, len(order)),
+		cancel:  func() {},
+	}
+}
+
+func (rs *readState) met() bool { return rs.ok >= rs.plan.r && rs.okPrimaries >= rs.plan.pr }
+
+// needPrimary reports whether the primaries asked cannot meet PR.
+func (rs *readState) needPrimary() bool {
+	return rs.okPrimaries+rs.outstandingPrimaries < rs.plan.pr
+}
+
+// askMore asks one more target when those in flight cannot meet the
+// levels: a primary when PR needs one (and one is left), else the next in
+// order. It reports whether it asked one.
+func (rs *readState) askMore() bool {
+	if rs.needPrimary() {
+		if i := rs.nextAsk(true); i >= 0 {
+			return rs.ask(i)
+		}
+	}
+	if rs.ok+rs.outstanding < rs.plan.r {
+		return rs.ask(rs.nextAsk(false))
+	}
+	return false
+}
+
+// nextAsk returns the first target in order not asked yet (a primary, if
+// primary is set), or -1.
+func (rs *readState) nextAsk(primary bool) int {
+	for i, o := range rs.order {
+		if !rs.askedAt[i] && (!primary || o.primary) {
+			return i
+		}
+	}
+	return -1
+}
+
+// ask asks order[i] (nothing when i < 0) and reports whether it did. The
+// local replica answers at once; remote targets answer on replies.
+func (rs *readState) ask(i int) bool {
+	if i < 0 {
+		return false
+	}
+	rs.askedAt[i] = true
+	rs.asked++
+	target := rs.order[i]
+	if target.node == rs.c.self {
+		rep := rs.c.readOne(nil, target, rs.key)
+		rs.got = append(rs.got, rep)
+		rs.tally(rep)
+		return true
+	}
+	if rs.rctx == nil {
+		rs.rctx, rs.cancel = context.WithTimeout(context.Background(), rs.c.o.RepairTimeout)
+	}
+	rs.outstanding++
+	if target.primary {
+		rs.outstandingPrimaries++
+	}
+	rctx := rs.rctx
+	go func() { rs.replies <- rs.c.readOne(rctx, target, rs.key) }()
+	return true
+}
+
+func (rs *readState) tally(rep readReply) {
+	if rep.err != nil {
+		rs.last = rep.err
+		return
+	}
+	rs.ok++
+	if rep.primary {
+		rs.okPrimaries++
+	}
+	rs.merged = mergeReply(rs.merged, rep.obj)
+}
+
+func (rs *readState) failure() error {
+	placed := len(rs.plan.rt.pref)
+	if rs.ok < rs.plan.r {
+		return &QuorumError{Op: "read", Needed: rs.plan.r, Answered: rs.ok, Replicas: placed, Last: rs.last}
+	}
+	return &QuorumError{Op: "read", Primaries: true, Needed: rs.plan.pr, Answered: rs.okPrimaries, Replicas: placed, Last: rs.last}
+}
+
+// finishRead hands read repair to a background goroutine when answers are
+// still outstanding, and otherwise checks inline whether anything needs
+// repair (the common case: every target agreed).
+func (c *Coordinator) finishRead(key []byte, rs *readState) {
+	if rs.outstanding > 0 {
+		go c.repair(key, rs.asked, rs.got, rs.replies, rs.cancel)
+		return
+	}
+	rs.cancel()
+	c.repairStale(key, rs.got, mergeReplies(rs.got))
+}
+
+// repairStale starts read repair when one of the primaries' answers in got
+// (all in) is older than the merge of all of them.
 func (c *Coordinator) repairStale(key []byte, got []readReply, merged *version.Object) {
 	if merged == nil || merged.Empty() {
 		return
 	}
 	for _, rep := range got {
-		if rep.err == nil && (rep.obj == nil || !rep.obj.Descends(merged)) {
+		if stale(rep, merged) {
 			go c.repair(key, len(got), got, nil, func() {})
 			return
 		}
 	}
+}
+
+// stale reports whether read repair sends merged to the node that gave
+// rep: a primary that answered with an older state. Fallbacks are never
+// repaired: what they hold beyond their hints would be a copy no hint
+// accounts for, kept forever.
+func stale(rep readReply, merged *version.Object) bool {
+	return rep.primary && rep.err == nil && (rep.obj == nil || !rep.obj.Descends(merged))
 }
 
 // mergeReplies merges the successful answers in got.
@@ -534,24 +732,27 @@ func mergeReplies(got []readReply) *version.Object {
 	return merged
 }
 
-func (c *Coordinator) readOne(ctx context.Context, node string, key []byte) readReply {
-	if node == c.self {
-		obj, err := c.store.Get(key)
-		return readReply{node: node, obj: obj, err: err}
+// readOne reads key from target (a readReply with node and primary set).
+func (c *Coordinator) readOne(ctx context.Context, target readReply, key []byte) readReply {
+	rep := readReply{node: target.node, primary: target.primary}
+	if target.node == c.self {
+		rep.obj, rep.err = c.store.Get(key)
+		return rep
 	}
-	reply, err := c.call(ctx, node, kindRead, key)
+	reply, err := c.call(ctx, target.node, kindRead, key)
 	if err != nil {
-		return readReply{node: node, err: err}
+		rep.err = err
+		return rep
 	}
 	if len(reply) == 0 {
-		return readReply{node: node}
+		return rep
 	}
-	obj, err := version.DecodeObject(reply)
-	return readReply{node: node, obj: obj, err: err}
+	rep.obj, rep.err = version.DecodeObject(reply)
+	return rep
 }
 
 // repair waits (bounded) for the answers not yet in, merges everything, and
-// sends the merge to each replica that answered with an older state.
+// sends the merge to each primary that answered with an older state.
 func (c *Coordinator) repair(key []byte, asked int, got []readReply, replies <-chan readReply, cancel context.CancelFunc) {
 	defer cancel()
 	for len(got) < asked {
@@ -565,7 +766,7 @@ func (c *Coordinator) repair(key []byte, asked int, got []readReply, replies <-c
 	ctx, done := context.WithTimeout(context.Background(), c.o.RepairTimeout)
 	defer done()
 	for _, rep := range got {
-		if rep.err != nil || (rep.obj != nil && rep.obj.Descends(merged)) {
+		if !stale(rep, merged) {
 			continue
 		}
 		var err error
@@ -593,35 +794,56 @@ func mergeReply(merged, obj *version.Object) *version.Object {
 	return version.Merge(merged, obj)
 }
 
-// replicate sends a freshly stamped version to the key's other replicas,
-// each answer going to results, and returns how many it sent to.
-// Replication outlives the request when W is reached early, so it runs
-// under its own deadline, not the client's.
-func (c *Coordinator) replicate(key []byte, obj *version.Object, pref []string, results chan<- error) int {
+// replicate sends a freshly stamped version to the key's other targets:
+// primaries get kindReplicate, fallbacks kindHandoff naming the primary
+// they stand in for. Each answer goes to results; it returns how many it
+// sent to. Replication outlives the request when W is reached early, so it
+// runs under its own deadline, not the client's. A target that does not
+// acknowledge leaves a hint for the primary it serves.
+func (c *Coordinator) replicate(key []byte, obj *version.Object, targets []ring.Target, results chan<- ack) fanout {
 	payload := encodeReplicate(key, obj)
+	var handoff []byte // the kindHandoff batch of one entry, when needed
 	var hkey [][]byte
 	if c.o.Hints != nil {
 		// The caller's key buffer may be reused once the write answers,
-		// which can be before a replica's failure is known.
+		// which can be before a target's failure is known.
 		hkey = [][]byte{bytes.Clone(key)}
 	}
-	sent := 0
-	for _, node := range pref {
-		if node == c.self {
+	var sent fanout
+	for _, tg := range targets {
+		if tg.Node == c.self {
 			continue
 		}
-		sent++
-		go func(node string) {
+		kind, msg := kindReplicate, payload
+		if tg.For != "" {
+			if handoff == nil {
+				handoff = encodeReplicateBatch([][]byte{key}, [][]byte{obj.Encode(nil)})
+			}
+			kind, msg = kindHandoff, encodeHandoff(tg.For, handoff)
+		} else {
+			sent.primaries++
+		}
+		sent.all++
+		go func() {
 			sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
 			defer cancel()
-			err := c.send(sctx, node, kindReplicate, payload)
-			results <- err
+			err := c.send(sctx, tg.Node, kind, msg)
+			results <- ack{err: err, primary: tg.For == ""}
 			if missed(err) {
-				// Not acknowledged in time: keep it for node (after the
-				// answer is counted, so the client does not wait for it).
-				c.hint(node, hkey, []*version.Object{obj})
+				// Not acknowledged in time: keep it for the primary (after
+				// the answer is counted, so the client does not wait).
+				c.hint(primaryOf(tg), hkey, []*version.Object{obj})
 			}
-		}(node)
+		}()
 	}
 	return sent
+}
+
+// primaryOf is the primary a target serves: itself, or the one it stands
+// in for.
+func primaryOf(tg ring.Target) string {
+	if tg.For != "" {
+		return tg.For
+	}
+	return tg.Node
 }

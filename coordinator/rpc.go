@@ -28,6 +28,11 @@ const (
 	// Request: see encodeKeys. Reply: uvarint count | count × (uvarint
 	// len(object) | encoded object), a length of 0 for an absent key.
 	kindReadBatch uint8 = 5
+	// kindHandoff sends versions to a fallback standing in for a primary
+	// that is down (sloppy quorum). The fallback keeps them durably as
+	// hints for that primary and merges them into its store before it
+	// answers. Request: see encodeHandoff. Reply: empty.
+	kindHandoff uint8 = 6
 )
 
 // encodeKeys: uvarint count | count × (uvarint len(key) | key).
@@ -149,14 +154,20 @@ type writeRequest struct {
 	hasCtx  bool
 	ctx     version.Clock
 	w       int
+	pw      int
 }
 
-// encodeWrite: flags byte (1 deleted, 2 has context) | uvarint w+3 (levels
-// are negative) | uvarint len(key) | key | uvarint len(ctx) | ctx | value.
+// encodeWrite: flags byte (1 deleted, 2 has context, 4 has pw) | uvarint
+// w+3 (levels are negative) | [uvarint pw+3, with flag 4] | uvarint
+// len(key) | key | uvarint len(ctx) | ctx | value. pw travels only when
+// set, so that a write without it stays readable by nodes that predate it.
 func encodeWrite(r writeRequest) []byte {
 	var flags byte
 	if r.deleted {
 		flags |= 1
+	}
+	if r.pw != Default {
+		flags |= 4
 	}
 	var ctxBytes []byte
 	if r.hasCtx {
@@ -165,6 +176,9 @@ func encodeWrite(r writeRequest) []byte {
 	}
 	b := []byte{flags}
 	b = binary.AppendUvarint(b, uint64(r.w+3))
+	if r.pw != Default {
+		b = binary.AppendUvarint(b, uint64(r.pw+3))
+	}
 	b = binary.AppendUvarint(b, uint64(len(r.key)))
 	b = append(b, r.key...)
 	b = binary.AppendUvarint(b, uint64(len(ctxBytes)))
@@ -179,8 +193,9 @@ func decodeWrite(b []byte) (writeRequest, error) {
 	if len(b) < 1 {
 		return r, errMalformed
 	}
-	r.deleted = b[0]&1 != 0
-	r.hasCtx = b[0]&2 != 0
+	flags := b[0]
+	r.deleted = flags&1 != 0
+	r.hasCtx = flags&2 != 0
 	b = b[1:]
 	w, n := binary.Uvarint(b)
 	if n <= 0 || w > 1<<20 {
@@ -188,6 +203,14 @@ func decodeWrite(b []byte) (writeRequest, error) {
 	}
 	r.w = int(w) - 3
 	b = b[n:]
+	if flags&4 != 0 {
+		pw, n := binary.Uvarint(b)
+		if n <= 0 || pw > 1<<20 {
+			return r, errMalformed
+		}
+		r.pw = int(pw) - 3
+		b = b[n:]
+	}
 	var err error
 	if r.key, b, err = readBytes(b); err != nil {
 		return r, err
@@ -245,14 +268,19 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 		if err != nil {
 			return nil, fmt.Errorf("replicate %q: %w", key, err)
 		}
-		_, _, err = c.store.Apply(key, obj)
-		return nil, err
+		return nil, c.applyReplicated([][]byte{key}, []*version.Object{obj})
 	case kindReplicateBatch:
 		keys, objs, err := decodeReplicateBatch(payload)
 		if err != nil {
 			return nil, err
 		}
-		return nil, c.store.ApplyBatch(keys, objs)
+		return nil, c.applyReplicated(keys, objs)
+	case kindHandoff:
+		primary, keys, objs, err := decodeHandoff(payload)
+		if err != nil {
+			return nil, err
+		}
+		return nil, c.standIn(primary, keys, objs)
 	case kindReadBatch:
 		keys, err := decodeKeys(payload)
 		if err != nil {
@@ -278,15 +306,15 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 		if err != nil {
 			return nil, err
 		}
-		pref, n, err := c.preference(req.key)
+		rt, err := c.route(req.key)
 		if err != nil {
 			return nil, err
 		}
-		if !contains(pref, c.self) {
+		if !contains(rt.pref, c.self) {
 			// The ring changed under the forwarding node.
 			return nil, fmt.Errorf("node %s is not a replica of %q", c.self, req.key)
 		}
-		obj, err := c.coordinateWrite(ctx, req, pref, n)
+		obj, err := c.coordinateWrite(ctx, req, rt)
 		if err != nil {
 			return nil, err
 		}

@@ -13,6 +13,11 @@
 // merges any replicated version (version.Merge), so delivering one twice,
 // or after a newer write, changes nothing.
 //
+// A node standing in for a down primary as a fallback (sloppy quorum)
+// keeps what it receives for that primary with Service.Keep, all or
+// nothing, and acknowledges the write only once Keep has stored the hints;
+// they are then delivered like any other.
+//
 // Hints are bounded: per target, in bytes (Options.MaxBytes), and in time
 // (Options.Window: a target whose hints have been pending for longer than
 // that collects no new ones). What is refused is counted, not queued;
@@ -99,6 +104,27 @@ func (c *core) admit(t string, size int64, now time.Time) bool {
 	}
 	tg.pending++
 	tg.bytes += size
+	return true
+}
+
+// admitAll is admit for hints that must be kept together or not at all (a
+// fallback's, which it acknowledges only when it keeps them all): it
+// admits every one of sizes for t, or none, counting them all as refused.
+func (c *core) admitAll(t string, sizes []int64, now time.Time) bool {
+	tg := c.target(t)
+	var total int64
+	for _, size := range sizes {
+		total += size
+	}
+	if tg.bytes+total > c.lim.maxBytes || (tg.pending > 0 && now.Sub(tg.since) > c.lim.window) {
+		tg.refused += uint64(len(sizes))
+		return false
+	}
+	if tg.pending == 0 {
+		tg.since = now
+	}
+	tg.pending += len(sizes)
+	tg.bytes += total
 	return true
 }
 

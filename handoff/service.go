@@ -188,6 +188,56 @@ func (s *Service) Add(target string, keys [][]byte, objs []*version.Object) {
 	}
 }
 
+// ErrRefused: the bounds (Options.MaxBytes, Options.Window) refused hints
+// that Keep was asked to keep.
+var ErrRefused = errors.New("handoff: hints refused: past the target's byte bound or hint window")
+
+// ErrClosed: Keep was called after Close.
+var ErrClosed = errors.New("handoff: closed")
+
+// Keep keeps objs[i], the version of keys[i], for target, all of them or
+// none: it is what a fallback standing in for a down target calls, and it
+// acknowledges the write only when Keep returned nil, by which time the
+// hints are in the engine under its sync mode (as durable as a write). It
+// returns ErrRefused when the bounds refuse them (they are counted as
+// refused), and the engine's error when it could not store them.
+func (s *Service) Keep(target string, keys [][]byte, objs []*version.Object) error {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	now := s.o.Now()
+	recKeys, recValues := make([][]byte, len(keys)), make([][]byte, len(keys))
+	sizes := make([]int64, len(keys))
+	for i, obj := range objs {
+		recValues[i] = encodeValue(now, obj)
+		sizes[i] = recordSize(encodeKey(target, 0, keys[i]), recValues[i])
+	}
+	s.mu.Lock()
+	if !s.core.admitAll(target, sizes, now) {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %d hints for %s", ErrRefused, len(keys), target)
+	}
+	for i, key := range keys {
+		recKeys[i] = encodeKey(target, s.seq, key)
+		s.seq++
+	}
+	s.mu.Unlock()
+	if err := s.store.PutHints(recKeys, recValues); err != nil {
+		s.mu.Lock()
+		for _, size := range sizes {
+			s.core.unadmit(target, size)
+		}
+		s.mu.Unlock()
+		return fmt.Errorf("handoff: keep %d hints for %s: %w", len(keys), target, err)
+	}
+	return nil
+}
+
 // Stats returns, per target, the hints kept and the state of their
 // delivery.
 func (s *Service) Stats() map[string]Stats {

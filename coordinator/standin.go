@@ -1,0 +1,161 @@
+package coordinator
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+
+	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/ring"
+	"github.com/ringkv/ringkv/version"
+)
+
+// A fallback's copies.
+//
+// A fallback that stands in for a down primary receives the version in a
+// kindHandoff message naming that primary. Before it acknowledges, it keeps
+// the version durably as a hint for the primary (HintKeeper.Keep) and then
+// merges it into its own store as an ordinary object, so that a sloppy
+// read can find it while the primary is down. Its hint is delivered like
+// any other (package handoff, through DeliverBatch). Once the primary has
+// acknowledged a delivered version, the fallback removes its own object of
+// the key physically, but only when
+//
+//   - it is not a primary of the key in its current ring (a replica's copy
+//     is never removed), and
+//   - the delivered version covers everything its object holds
+//     (version.Object.Descends), so nothing newer that reached it since
+//     (another sloppy write) is lost from it.
+//
+// The check and the removal run under the key's stand-in stripe lock,
+// which every write this node takes for a key it is not a primary of also
+// holds (kindHandoff, and kindReplicate from a node with another ring), so
+// no such write can land between them. A write is never lost by the
+// removal: the primary holds what was removed, and a newer write kept here
+// is kept with its own hint, removed only when that hint is delivered.
+
+// standInStripes is the number of stand-in locks: enough that unrelated
+// keys rarely share one, few enough that a batch locks them as a bitmask.
+const standInStripes = 64
+
+// lockStandIns locks the stand-in stripes of keys (of those this node is
+// not a primary of in rg, unless all) in stripe order, and returns the
+// unlock.
+func (c *Coordinator) lockStandIns(rg *ring.Ring, keys [][]byte, all bool) (unlock func()) {
+	var mask uint64
+	for _, key := range keys {
+		if all || !contains(rg.PreferenceForKey(key), c.self) {
+			mask |= 1 << (ring.Token(key) % standInStripes)
+		}
+	}
+	for m := mask; m != 0; m &= m - 1 {
+		c.standIns[bits.TrailingZeros64(m)].Lock()
+	}
+	return func() {
+		for m := mask; m != 0; m &= m - 1 {
+			c.standIns[bits.TrailingZeros64(m)].Unlock()
+		}
+	}
+}
+
+// applyReplicated merges replicated versions into the local store (a
+// kindReplicate or kindReplicateBatch message), under the stand-in locks
+// of the keys this node does not replicate in its ring.
+func (c *Coordinator) applyReplicated(keys [][]byte, objs []*version.Object) error {
+	unlock := c.lockStandIns(c.cluster.Ring(), keys, false)
+	defer unlock()
+	return c.applyLocal(keys, objs)
+}
+
+func (c *Coordinator) applyLocal(keys [][]byte, objs []*version.Object) error {
+	if len(keys) == 1 {
+		_, _, err := c.store.Apply(keys[0], objs[0])
+		return err
+	}
+	return c.store.ApplyBatch(keys, objs)
+}
+
+// standIn serves a kindHandoff message: this node is a fallback for
+// primary. It keeps the versions as hints for primary, durably, then
+// merges them into its store; only then does the sender count it.
+func (c *Coordinator) standIn(primary string, keys [][]byte, objs []*version.Object) error {
+	if primary == c.self {
+		return c.applyReplicated(keys, objs) // a ring change made this node the primary
+	}
+	keeper, ok := c.o.Hints.(HintKeeper)
+	if !ok {
+		return fmt.Errorf("node %s keeps no hints, so it cannot stand in for %s", c.self, primary)
+	}
+	unlock := c.lockStandIns(c.cluster.Ring(), keys, true)
+	defer unlock()
+	if err := keeper.Keep(primary, keys, objs); err != nil {
+		return fmt.Errorf("stand in for %s: keep %d hints: %w", primary, len(keys), err)
+	}
+	if err := c.applyLocal(keys, objs); err != nil {
+		return fmt.Errorf("stand in for %s: %w", primary, err)
+	}
+	return nil
+}
+
+// keyRemover is a store that can remove a key's object physically when a
+// given version covers it, under its own key lock (so that observers of
+// the store hear of it).
+type keyRemover interface {
+	RemoveIfCovered(key []byte, by *version.Object) (bool, error)
+}
+
+// dropStandIns is called with versions their targets acknowledged (hints
+// delivered): it removes this node's own copies of those keys where it
+// stood in as a fallback (see the comment at the top of this file).
+func (c *Coordinator) dropStandIns(keys [][]byte, objs []*version.Object) {
+	rg := c.cluster.Ring()
+	for i, key := range keys {
+		if contains(rg.PreferenceForKey(key), c.self) {
+			continue // a replica's copy: the hint was a coordinator's
+		}
+		if err := c.dropStandIn(key, objs[i]); err != nil {
+			c.o.Logf("remove the stand-in copy of %q: %v", key, err)
+		}
+	}
+}
+
+func (c *Coordinator) dropStandIn(key []byte, delivered *version.Object) error {
+	rg := c.cluster.Ring()
+	unlock := c.lockStandIns(rg, [][]byte{key}, true)
+	defer unlock()
+	if contains(rg.PreferenceForKey(key), c.self) {
+		return nil
+	}
+	if r, ok := any(c.store).(keyRemover); ok {
+		_, err := r.RemoveIfCovered(key, delivered)
+		return err
+	}
+	obj, err := c.store.Get(key)
+	if err != nil || obj == nil || !delivered.Descends(obj) {
+		return err
+	}
+	// Every write of this key on this node holds the stripe lock and has
+	// committed, so the engine holds the whole state.
+	return c.store.DB().Delete(replica.EncodeKey(nil, key))
+}
+
+// encodeHandoff: uvarint len(primary) | primary | a kindReplicateBatch
+// request (see encodeReplicateBatch).
+func encodeHandoff(primary string, batch []byte) []byte {
+	b := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen16+len(primary)+len(batch)), uint64(len(primary)))
+	b = append(b, primary...)
+	return append(b, batch...)
+}
+
+func decodeHandoff(b []byte) (primary string, keys [][]byte, objs []*version.Object, err error) {
+	p, rest, err := readBytes(b)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if len(p) == 0 {
+		return "", nil, nil, errors.Join(errMalformed, errors.New("handoff without a primary"))
+	}
+	keys, objs, err = decodeReplicateBatch(rest)
+	return string(p), keys, objs, err
+}
