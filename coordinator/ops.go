@@ -51,6 +51,11 @@ func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Obj
 	if contains(pref, c.self) {
 		return c.coordinateWrite(ctx, req, rt)
 	}
+	// Levels the coordinating replica would refuse are refused here, with
+	// the same error (a forwarded error arrives as text).
+	if _, err := c.writeQuorum(req.w, req.pw, rt); err != nil {
+		return nil, err
+	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	// Not a replica: forward to one, alive ones first. Another replica is
@@ -351,8 +356,11 @@ func (t *tally) done() bool {
 		!t.need.met(t.acks+t.pending.all, t.primaryAcks+t.pending.primaries)
 }
 
+// failure is the QuorumError of a write whose quorum was not met: about
+// primaries when those can no longer meet PW (the request stops as soon
+// as either requirement cannot be met), else about W.
 func (t *tally) failure(replicas int) error {
-	if t.acks < t.need.w {
+	if t.primaryAcks+t.pending.primaries >= t.need.pw && t.acks < t.need.w {
 		return &QuorumError{Op: "write", Needed: t.need.w, Answered: t.acks, Replicas: replicas, Last: t.last}
 	}
 	return &QuorumError{Op: "write", Primaries: true, Needed: t.need.pw, Answered: t.primaryAcks, Replicas: replicas, Last: t.last}
