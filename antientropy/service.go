@@ -462,15 +462,37 @@ func (s *Service) syncLeaves(peer string, p int, leaves []int) error {
 	if err := s.pull(peer, pull); err != nil {
 		return fmt.Errorf("partition %d: %w", p, err)
 	}
-	// Every key that differed goes back, merged with the peer's version
-	// (also one that was absent here: what was pulled is here now).
-	push = append(push, pull...)
+	// Every key that differed goes back, merged with the peer's version,
+	// unless the merge is what the peer has (it had everything this node
+	// had, as when the key was missing here).
+	theirHash := make(map[string]uint64, len(pull))
+	for _, kh := range theirs {
+		theirHash[kh.key] = kh.hash
+	}
+	for _, k := range pull {
+		same, err := s.holds(k, theirHash[k])
+		if err != nil {
+			return fmt.Errorf("partition %d: %w", p, err)
+		}
+		if !same {
+			push = append(push, k)
+		}
+	}
 	slices.Sort(push)
 	push = slices.Compact(push)
 	if err := s.push(peer, push); err != nil {
 		return fmt.Errorf("partition %d: %w", p, err)
 	}
 	return nil
+}
+
+// holds reports whether the stored object of key has the given hash.
+func (s *Service) holds(key string, hash uint64) (bool, error) {
+	obj, err := s.store.Get([]byte(key))
+	if err != nil || obj == nil {
+		return false, err
+	}
+	return replica.ObjectHash([]byte(key), obj.Encode(nil)) == hash, nil
 }
 
 // getPerMessage bounds the keys of one KindGet request (a reply that would

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"time"
 
 	httpapi "github.com/ringkv/ringkv/api/http"
 )
@@ -23,6 +25,8 @@ func (s *Server) httpHandler() http.Handler {
 			pprof.Trace(w, r)
 		case strings.HasPrefix(r.URL.Path, "/debug/pprof/"):
 			pprof.Index(w, r)
+		case r.URL.Path == "/v1/repair":
+			s.serveRepair(w, r)
 		default:
 			api.ServeHTTP(w, r)
 		}
@@ -39,13 +43,77 @@ func (v clusterView) Status() httpapi.ClusterStatus {
 	st.DefaultR, st.DefaultW = v.s.coord.Defaults(r.Replicas())
 	st.Members = st.Members[:0]
 	hints := v.s.hints.Stats()
+	verified := v.s.ae.PeerStatus()
+	now := time.Now()
 	for _, m := range v.s.members.Members() {
 		h := hints[m.ID]
-		st.Members = append(st.Members, httpapi.MemberStatus{
+		ms := httpapi.MemberStatus{
 			ID: m.ID, DC: m.DC, Rack: m.Rack, Weight: m.Weight, State: m.State.String(),
 			Alive: m.Alive, PeerAddr: m.PeerAddr, RESPAddr: m.RespAddr, HTTPAddr: m.HTTPAddr,
 			HintsPending: h.Pending, HintsBytes: h.Bytes, HintsRefused: h.Refused, HintError: h.LastError,
-		})
+		}
+		if ps, ok := verified[m.ID]; ok {
+			ms.RepairShared, ms.RepairUnverified = ps.Shared, ps.Unverified
+			ms.RepairOldestAgeSeconds = -1
+			if !ps.OldestVerified.IsZero() {
+				ms.RepairOldestVerified = ps.OldestVerified.UTC().Format(time.RFC3339)
+				if ps.Unverified == 0 {
+					ms.RepairOldestAgeSeconds = now.Sub(ps.OldestVerified).Seconds()
+				}
+			}
+		}
+		st.Members = append(st.Members, ms)
 	}
 	return st
+}
+
+// RepairStatus is the JSON body of GET and POST /v1/repair: the node's
+// anti-entropy rounds. POST asks for a full round now; Wait is the round
+// number that, once RoundsDone reaches it, began after the request.
+type RepairStatus struct {
+	NodeID          string  `json:"node_id"`
+	Wait            uint64  `json:"wait,omitempty"`
+	RoundsStarted   uint64  `json:"rounds_started"`
+	RoundsDone      uint64  `json:"rounds_done"`
+	Running         bool    `json:"running"`
+	PartitionsTotal int     `json:"partitions_total"`
+	PartitionsDone  int     `json:"partitions_done"`
+	TreesTrusted    int     `json:"trees_trusted"`
+	TreesTotal      int     `json:"trees_total"`
+	KeysPulled      uint64  `json:"keys_pulled"`
+	KeysPushed      uint64  `json:"keys_pushed"`
+	BytesSent       uint64  `json:"bytes_sent"`
+	BytesReceived   uint64  `json:"bytes_received"`
+	LastRoundStart  string  `json:"last_round_start,omitempty"`
+	LastRoundSecs   float64 `json:"last_round_seconds,omitempty"`
+	LastError       string  `json:"last_error,omitempty"`
+}
+
+func (s *Server) serveRepair(w http.ResponseWriter, r *http.Request) {
+	var wait uint64
+	switch r.Method {
+	case http.MethodGet:
+	case http.MethodPost:
+		wait = s.ae.Repair()
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	st := s.ae.Status()
+	out := RepairStatus{
+		NodeID: s.cfg.NodeID, Wait: wait, RoundsStarted: st.RoundsStarted, RoundsDone: st.RoundsDone,
+		Running: st.Running, PartitionsTotal: st.PartitionsTotal, PartitionsDone: st.PartitionsDone,
+		TreesTrusted: st.TreesTrusted, TreesTotal: st.TreesTotal, KeysPulled: st.KeysPulled,
+		KeysPushed: st.KeysPushed, BytesSent: st.BytesSent, BytesReceived: st.BytesReceived,
+		LastError: st.LastError,
+	}
+	if !st.LastRoundStart.IsZero() {
+		out.LastRoundStart = st.LastRoundStart.UTC().Format(time.RFC3339Nano)
+		if !st.Running {
+			out.LastRoundSecs = st.LastRoundEnd.Sub(st.LastRoundStart).Seconds()
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(out)
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ringkv/ringkv/antientropy"
 	"github.com/ringkv/ringkv/api/resp"
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/handoff"
@@ -76,7 +77,12 @@ type Config struct {
 	HintWindow time.Duration
 	// HintRate bounds hint delivery, bytes per second. Default: 8 MiB/s.
 	HintRate int64
-	Logf     func(format string, args ...any)
+	// RepairInterval is the pause between two anti-entropy rounds.
+	// Default: 10s. RepairRate bounds anti-entropy's exchange, bytes per
+	// second (default 16 MiB/s; negative: no bound).
+	RepairInterval time.Duration
+	RepairRate     int64
+	Logf           func(format string, args ...any)
 }
 
 // ParseReplicasPerDC parses per-datacenter replica counts written as
@@ -111,6 +117,7 @@ type Server struct {
 	members *membership.Membership
 	coord   *coordinator.Coordinator
 	hints   *handoff.Service
+	ae      *antientropy.Service
 	resp    *resp.Server
 	respLn  net.Listener
 	http    *http.Server
@@ -213,6 +220,12 @@ func Start(cfg Config) (s *Server, err error) {
 	// The coordinator needs the membership and the membership needs the
 	// peer server up; the handler indirection breaks the cycle.
 	var handler transport.HandlerFunc = func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
+		if antientropy.Owns(kind) {
+			if s.ae == nil {
+				return nil, errors.New("node is starting")
+			}
+			return s.ae.Handle(ctx, from, kind, payload)
+		}
 		if s.coord == nil {
 			return nil, errors.New("node is starting")
 		}
@@ -246,10 +259,18 @@ func Start(cfg Config) (s *Server, err error) {
 	}); err != nil {
 		return nil, err
 	}
+	// Anti-entropy's trees must see every write: installed before the
+	// coordinator exists, built from the engine once started.
+	if s.ae, err = antientropy.New(cfg.NodeID, s.store, s.members, s.client, antientropy.Options{
+		Interval: cfg.RepairInterval, Rate: cfg.RepairRate, Timeout: cfg.RequestTimeout * 5, Logf: cfg.Logf,
+	}); err != nil {
+		return nil, err
+	}
 	s.coord = coordinator.New(cfg.NodeID, s.members, s.store, s.client, coordinator.Options{
 		R: rLevel, W: wLevel, Timeout: cfg.RequestTimeout, Logf: cfg.Logf, Hints: s.hints,
 	})
 	s.hints.Start(s.coord, s.members.Alive)
+	s.ae.Start()
 	if cfg.RespAddr != "" {
 		s.resp = resp.NewServer(respBackend{s}, resp.Options{MaxValueSize: cfg.MaxValueSize, Logf: cfg.Logf})
 		if s.respLn, err = net.Listen("tcp", cfg.RespAddr); err != nil {
@@ -313,6 +334,9 @@ func (s *Server) Close() error {
 		// hints of writes still replicating are no longer kept (they are
 		// lost only if this node is also the one that stays behind).
 		s.hints.Close()
+	}
+	if s.ae != nil {
+		s.ae.Close() // before the engine closes: a round in progress stops
 	}
 	if s.client != nil {
 		s.client.Close()

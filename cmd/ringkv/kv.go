@@ -142,13 +142,14 @@ func newStatusCmd() *cobra.Command {
 				placed = fmt.Sprintf(" (%d placed: too few eligible members)", st.ReplicasPlaced)
 			}
 			fmt.Fprintf(out, "seen from %s: %d partitions, N=%d%s, R=%d, W=%d\n", st.NodeID, st.Partitions, st.Replicas, placed, st.DefaultR, st.DefaultW)
-			fmt.Fprintf(out, "%-10s %-8s %-6s %-8s %-6s %9s %9s %18s %8s  %s\n", "node", "state", "alive", "dc", "rack", "primary", "replicas",
-				"hints (bytes)", "refused", "resp / http / peer")
+			fmt.Fprintf(out, "%-10s %-8s %-6s %-8s %-6s %9s %9s %18s %8s %14s  %s\n", "node", "state", "alive", "dc", "rack", "primary", "replicas",
+				"hints (bytes)", "refused", "verified", "resp / http / peer")
 			for _, m := range st.Members {
-				fmt.Fprintf(out, "%-10s %-8s %-6v %-8s %-6s %9d %9d %18s %8d  %s / %s / %s\n", m.ID, m.State, m.Alive, m.DC, m.Rack,
+				fmt.Fprintf(out, "%-10s %-8s %-6v %-8s %-6s %9d %9d %18s %8d %14s  %s / %s / %s\n", m.ID, m.State, m.Alive, m.DC, m.Rack,
 					st.PrimaryCounts[m.ID], st.ReplicaCounts[m.ID], fmt.Sprintf("%d (%d)", m.HintsPending, m.HintsBytes), m.HintsRefused,
-					m.RESPAddr, m.HTTPAddr, m.PeerAddr)
+					verifiedColumn(m.RepairShared, m.RepairUnverified, m.RepairOldestAgeSeconds), m.RESPAddr, m.HTTPAddr, m.PeerAddr)
 			}
+			fmt.Fprintf(out, "(verified: the oldest anti-entropy verification of the partitions %s shares with the node)\n", st.NodeID)
 			for _, m := range st.Members {
 				if m.HintError != "" {
 					fmt.Fprintf(out, "hints for %s: last delivery failed: %s\n", m.ID, m.HintError)

@@ -92,6 +92,8 @@ commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
 	f.Int64Var(&cfg.HintMaxBytes, "hint-max-bytes", 256<<20, "hinted handoff: most bytes of hints kept for one node; past it new hints are refused and counted")
 	f.DurationVar(&cfg.HintWindow, "hint-window", 3*time.Hour, "hinted handoff: a node whose hints have been pending this long collects no new ones")
 	f.Int64Var(&cfg.HintRate, "hint-rate", 8<<20, "hinted handoff: delivery rate, bytes per second")
+	f.DurationVar(&cfg.RepairInterval, "repair-interval", 10*time.Second, "anti-entropy: pause between two rounds of comparing hash trees with the other replicas")
+	f.Int64Var(&cfg.RepairRate, "repair-rate", 16<<20, "anti-entropy: exchange rate, bytes per second (negative: unbounded)")
 	f.BoolVar(&quiet, "quiet", false, "do not log")
 	return cmd
 }
