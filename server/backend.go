@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/ringkv/ringkv/api/resp"
 	"github.com/ringkv/ringkv/coordinator"
@@ -14,6 +15,8 @@ import (
 // respBackend adapts the coordinator to the Redis protocol. GET returns the
 // live sibling with the newest timestamp (ties broken by dot); a SET carries
 // no causal context, so it supersedes what the coordinating replica holds.
+// Requests run at the levels the connection chose with RINGKV.CONFIG SET
+// (r, w, pr, pw), else at the node's defaults.
 type respBackend struct {
 	s *Server
 }
@@ -49,7 +52,7 @@ func (b respBackend) Get(ctx context.Context, key []byte) ([]byte, bool, error) 
 	if err := b.checkKey(key); err != nil {
 		return nil, false, err
 	}
-	value, found, err := b.s.coord.GetLive(ctx, key, coordinator.Default)
+	value, found, err := b.s.coord.GetLiveAt(ctx, key, levels(ctx))
 	if err != nil {
 		return nil, false, respErr(err)
 	}
@@ -60,7 +63,7 @@ func (b respBackend) Set(ctx context.Context, key, value []byte) error {
 	if err := b.checkKey(key); err != nil {
 		return err
 	}
-	_, err := b.s.coord.Put(ctx, key, value, nil, coordinator.Default)
+	_, err := b.s.coord.PutAt(ctx, key, value, nil, levels(ctx))
 	return respErr(err)
 }
 
@@ -92,7 +95,7 @@ func subset(xs [][]byte, pos []int) [][]byte {
 // this node is a replica of share one engine batch.
 func (b respBackend) SetBatch(ctx context.Context, keys, values [][]byte) []error {
 	pos, errs := b.checkKeys(keys)
-	for j, err := range b.s.coord.PutBatch(ctx, subset(keys, pos), subset(values, pos), coordinator.Default) {
+	for j, err := range b.s.coord.PutBatchAt(ctx, subset(keys, pos), subset(values, pos), levels(ctx)) {
 		errs[pos[j]] = respErr(err)
 	}
 	return errs
@@ -106,7 +109,7 @@ func (b respBackend) GetBatch(ctx context.Context, keys [][]byte) ([][]byte, []b
 	if len(pos) == 0 {
 		return values, found, errs
 	}
-	objs, oerrs := b.s.coord.GetBatch(ctx, subset(keys, pos), coordinator.Default)
+	objs, oerrs := b.s.coord.GetBatchAt(ctx, subset(keys, pos), levels(ctx))
 	for j, i := range pos {
 		if oerrs[j] != nil {
 			errs[i] = respErr(oerrs[j])
@@ -121,7 +124,7 @@ func (b respBackend) Delete(ctx context.Context, key []byte) (bool, error) {
 	if err := b.checkKey(key); err != nil {
 		return false, err
 	}
-	obj, err := b.s.coord.Get(ctx, key, coordinator.Default)
+	obj, err := b.s.coord.GetAt(ctx, key, levels(ctx))
 	if err != nil {
 		return false, respErr(err)
 	}
@@ -135,7 +138,7 @@ func (b respBackend) Delete(ctx context.Context, key []byte) (bool, error) {
 		// quorum holds, as this read did.
 		causal = nil
 	}
-	_, err = b.s.coord.Delete(ctx, key, causal, coordinator.Default)
+	_, err = b.s.coord.DeleteAt(ctx, key, causal, levels(ctx))
 	return err == nil, respErr(err)
 }
 
@@ -143,7 +146,7 @@ func (b respBackend) Siblings(ctx context.Context, key []byte) (string, [][]byte
 	if err := b.checkKey(key); err != nil {
 		return "", nil, err
 	}
-	obj, err := b.s.coord.Get(ctx, key, coordinator.Default)
+	obj, err := b.s.coord.GetAt(ctx, key, levels(ctx))
 	if err != nil {
 		return "", nil, respErr(err)
 	}
@@ -168,7 +171,7 @@ func (b respBackend) PutWithContext(ctx context.Context, key []byte, token strin
 	if causal == nil {
 		causal = version.Clock{}
 	}
-	_, err = b.s.coord.Put(ctx, key, value, causal, coordinator.Default)
+	_, err = b.s.coord.PutAt(ctx, key, value, causal, levels(ctx))
 	return respErr(err)
 }
 
@@ -211,4 +214,67 @@ func (b respBackend) Info() []resp.InfoSection {
 			{"write_amplification", strconv.FormatFloat(m.WriteAmplification(), 'f', 2, 64)},
 		}},
 	}
+}
+
+// connLevels are the per-connection settings RINGKV.CONFIG accepts, and
+// where each goes in coordinator.Levels.
+var connLevels = map[string]func(*coordinator.Levels) *int{
+	"r":  func(lv *coordinator.Levels) *int { return &lv.R },
+	"w":  func(lv *coordinator.Levels) *int { return &lv.W },
+	"pr": func(lv *coordinator.Levels) *int { return &lv.PR },
+	"pw": func(lv *coordinator.Levels) *int { return &lv.PW },
+}
+
+// levels returns the levels the connection of ctx chose (Default for the
+// others). The values were checked when they were set.
+func levels(ctx context.Context) coordinator.Levels {
+	var lv coordinator.Levels
+	for name, value := range resp.ConnSettings(ctx) {
+		if field, ok := connLevels[name]; ok {
+			*field(&lv), _ = parseConnLevel(name, value)
+		}
+	}
+	return lv
+}
+
+func parseConnLevel(name, value string) (int, error) {
+	if name == "pr" || name == "pw" {
+		return coordinator.ParsePrimaryLevel(value)
+	}
+	return coordinator.ParseLevel(value)
+}
+
+// CheckConnSetting implements resp.ConnConfigurer: a level (a number, ONE,
+// QUORUM or ALL; 0 for pr and pw: no requirement), or DEFAULT to go back
+// to the node's default.
+func (b respBackend) CheckConnSetting(name, value string) (string, error) {
+	if strings.EqualFold(value, "default") {
+		return "", nil
+	}
+	lv, err := parseConnLevel(name, value)
+	if err == nil && lv == coordinator.Default {
+		return "", nil // pr or pw 0: the default
+	}
+	if err == nil && lv > 0 && lv > b.s.members.Ring().Replicas() {
+		err = fmt.Errorf("%w: asked for %d replicas but keys have %d", coordinator.ErrBadLevel, lv, b.s.members.Ring().Replicas())
+	}
+	if err != nil {
+		return "", &resp.Error{Code: "ERR", Msg: fmt.Sprintf("RINGKV.CONFIG SET %s: %v", name, err)}
+	}
+	return coordinator.FormatLevel(lv), nil
+}
+
+// ConnSettingDefault implements resp.ConnConfigurer: the node's default R
+// and W, and 0 (no requirement) for pr and pw.
+func (b respBackend) ConnSettingDefault(name string) (string, bool) {
+	def := b.s.coord.DefaultLevels()
+	switch name {
+	case "r":
+		return coordinator.FormatLevel(def.R), true
+	case "w":
+		return coordinator.FormatLevel(def.W), true
+	case "pr", "pw":
+		return "0", true
+	}
+	return "", false
 }

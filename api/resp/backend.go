@@ -93,3 +93,28 @@ func errorReply(err error) string {
 	}
 	return "ERR " + err.Error()
 }
+
+// ConnConfigurer is optionally implemented by a Backend with per-connection
+// settings: RINGKV.CONFIG SET name value changes one for the connection,
+// RINGKV.CONFIG GET name reads it, RESET forgets them. The settings a
+// connection has set reach the Backend in the context of every call made
+// for it (ConnSettings). ringkv's are the levels r, w, pr and pw.
+type ConnConfigurer interface {
+	// CheckConnSetting validates value for the setting name and returns
+	// the form to keep; it returns "" to reset the setting to its default.
+	// Its error is sent to the client as the reply.
+	CheckConnSetting(name, value string) (string, error)
+	// ConnSettingDefault returns what RINGKV.CONFIG GET reports for a
+	// setting the connection has not set, and whether name is a setting.
+	ConnSettingDefault(name string) (string, bool)
+}
+
+type connSettingsKey struct{}
+
+// ConnSettings returns the settings the connection of a Backend call has
+// set (name to value, as CheckConnSetting returned it), or nil when it
+// has set none. The map must not be modified.
+func ConnSettings(ctx context.Context) map[string]string {
+	m, _ := ctx.Value(connSettingsKey{}).(map[string]string)
+	return m
+}

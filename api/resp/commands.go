@@ -2,8 +2,10 @@ package resp
 
 import (
 	"bytes"
+	"context"
 	"crypto/subtle"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"strconv"
@@ -63,6 +65,7 @@ func newCommandTable() map[string]*command {
 		{name: "client", arity: -2, flags: []string{"loading", "stale"}, fn: cmdClient},
 		{name: "config", arity: -2, flags: []string{"admin", "loading", "stale"}, fn: cmdConfig},
 		{name: "ringkv.siblings", arity: 2, flags: []string{"readonly"}, firstKey: 1, lastKey: 1, step: 1, pipelined: true, fn: cmdSiblings},
+		{name: "ringkv.config", arity: -3, flags: []string{"loading", "stale", "fast"}, fn: cmdRingkvConfig},
 		{name: "ringkv.put", arity: 4, flags: []string{"write", "denyoom"}, firstKey: 1, lastKey: 1, step: 1, pipelined: true, fn: cmdPut},
 	}
 	m := make(map[string]*command, len(list))
@@ -526,6 +529,7 @@ func cmdQuit(c *conn, rw *replyWriter, args [][]byte) {
 // cmdReset and cmdHello change connection state (c.rw.proto, c.authed): they
 // are barriers, so they run alone on the connection's goroutine and rw is &c.rw.
 func cmdReset(c *conn, rw *replyWriter, args [][]byte) {
+	c.setConnSettings(nil)
 	c.rw.proto = 2
 	c.proto.Store(2)
 	c.authed = c.s.opt.Password == ""
@@ -938,4 +942,54 @@ func cmdPut(c *conn, rw *replyWriter, args [][]byte) {
 		return
 	}
 	rw.OK()
+}
+
+// cmdRingkvConfig is RINGKV.CONFIG SET name value and RINGKV.CONFIG GET
+// name: the connection's own settings (see ConnConfigurer). It changes
+// c.ctx, so it is a barrier: no command of the connection is in flight.
+func cmdRingkvConfig(c *conn, rw *replyWriter, args [][]byte) {
+	cc, ok := c.s.b.(ConnConfigurer)
+	if !ok {
+		rw.Error("ERR RINGKV.CONFIG: this server has no per-connection settings")
+		return
+	}
+	name := strings.ToLower(string(args[2]))
+	def, known := cc.ConnSettingDefault(name)
+	switch sub := strings.ToLower(string(args[1])); {
+	case !known && (sub == "get" || sub == "set"):
+		rw.Error(fmt.Sprintf("ERR RINGKV.CONFIG: unknown setting '%s'", truncate(args[2], 64)))
+	case sub == "get" && len(args) == 3:
+		if v, ok := ConnSettings(c.ctx)[name]; ok {
+			def = v
+		}
+		rw.BulkString(def)
+	case sub == "set" && len(args) == 4:
+		v, err := cc.CheckConnSetting(name, string(args[3]))
+		if err != nil {
+			rw.backendError(err)
+			return
+		}
+		next := make(map[string]string, len(ConnSettings(c.ctx))+1)
+		maps.Copy(next, ConnSettings(c.ctx))
+		if v == "" {
+			delete(next, name)
+		} else {
+			next[name] = v
+		}
+		c.setConnSettings(next)
+		rw.OK()
+	case sub == "get" || sub == "set":
+		rw.Error(wrongArgs("ringkv.config|" + sub))
+	default:
+		rw.Error(unknownSubcommand(args[1], "RINGKV.CONFIG"))
+	}
+}
+
+// setConnSettings makes settings (nil or empty: none) the connection's.
+func (c *conn) setConnSettings(settings map[string]string) {
+	if len(settings) == 0 {
+		c.ctx = c.s.ctx
+		return
+	}
+	c.ctx = context.WithValue(c.s.ctx, connSettingsKey{}, settings)
 }

@@ -30,7 +30,20 @@
 // [DBSizer], else an error), SELECT 0, QUIT, RESET, AUTH [user] password,
 // HELLO [2|3 [AUTH user password] [SETNAME name]], COMMAND [COUNT|INFO|DOCS|
 // LIST], CLIENT ID|GETNAME|SETNAME|SETINFO|INFO|LIST, CONFIG GET|RESETSTAT,
-// RINGKV.SIBLINGS and RINGKV.PUT.
+// RINGKV.SIBLINGS, RINGKV.PUT and RINGKV.CONFIG.
+//
+// # Per-connection settings
+//
+// A Backend that implements [ConnConfigurer] has settings each connection
+// may choose for itself (ringkv's: the levels r, w, pr and pw):
+//
+//	RINGKV.CONFIG SET name value -> +OK    (value DEFAULT: back to the default)
+//	RINGKV.CONFIG GET name       -> value  (the default when not set)
+//
+// They last until the connection closes or sends RESET, and reach the
+// Backend in the context of every call made for the connection
+// ([ConnSettings]). A client that pools connections must keep them on one
+// connection (with go-redis, Client.Conn), as with any connection state.
 //
 // Not Redis: ringkv keeps no expiry (SET with EX, PX, EXAT, PXAT or KEEPTTL
 // answers "ERR ringkv does not support key expiry"); SET NX/XX/GET is a Get
