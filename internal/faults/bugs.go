@@ -7,7 +7,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/ringkv/ringkv/handoff"
 	"github.com/ringkv/ringkv/internal/testcluster"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/storage"
@@ -143,6 +145,102 @@ func dropSiblings(p []byte) ([]byte, bool) {
 	win, _ := version.LWW(obj)
 	obj.Siblings = []version.Sibling{win}
 	return obj.Encode(slices.Clone(head)), true
+}
+
+// BugPurgeTombstones is a planted bug, run as Config.Background: every
+// few milliseconds it physically removes, from every running node's store,
+// each key whose siblings are all tombstones, as a tombstone purge by age
+// with no grace period (and no proof that every replica holds the
+// tombstone) would. A replica that missed the delete then brings the
+// deleted value back.
+func BugPurgeTombstones(ctx context.Context, cl *testcluster.Cluster) {
+	purge := func() {
+		for _, id := range cl.IDs() {
+			st, err := cl.StoreOf(id)
+			if err != nil {
+				continue
+			}
+			var dead [][]byte
+			st.Scan(0, ^uint64(0), func(e replica.Entry) bool {
+				if !e.Object.Empty() && e.Object.IsDeleted() {
+					dead = append(dead, replica.EncodeKey(nil, e.Key))
+				}
+				return true
+			})
+			for _, k := range dead {
+				st.DB().Delete(k)
+			}
+		}
+	}
+	for {
+		purge()
+		select {
+		case <-ctx.Done():
+			purge() // the last deletes' tombstones go too
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// BugDropDeleteReplication is a planted bug: the given nodes acknowledge,
+// without storing it, every replicated version (kindReplicate: replication
+// and read repair) that carries a tombstone, so that they keep values the
+// others deleted although they were never down.
+func BugDropDeleteReplication(nodes ...string) func(string, transport.Handler) transport.Handler {
+	return func(id string, h transport.Handler) transport.Handler {
+		if !slices.Contains(nodes, id) {
+			return h
+		}
+		return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, p []byte) ([]byte, error) {
+			if kind == kindReplicate && hasTombstone(p) {
+				return nil, nil
+			}
+			return h.Handle(ctx, from, kind, p)
+		})
+	}
+}
+
+// hasTombstone reports whether a kindReplicate payload (uvarint len(key) |
+// key | encoded object) carries a tombstone sibling.
+func hasTombstone(p []byte) bool {
+	n, w := binary.Uvarint(p)
+	if w <= 0 || uint64(len(p)-w) < n {
+		return false
+	}
+	obj, err := version.DecodeObject(p[w+int(n):])
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(obj.Siblings, func(s version.Sibling) bool { return s.Deleted })
+}
+
+// BugAckBatchesWithoutStoring is a planted bug: the given nodes (all if
+// none are named) acknowledge batches of replicated versions
+// (kindReplicateBatch: PutBatch replication and hint delivery) without
+// storing them, so that the hints delivered to them are deleted by their
+// holders although they never stored them.
+func BugAckBatchesWithoutStoring(nodes ...string) func(string, transport.Handler) transport.Handler {
+	return func(id string, h transport.Handler) transport.Handler {
+		if len(nodes) > 0 && !slices.Contains(nodes, id) {
+			return h
+		}
+		return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, p []byte) ([]byte, error) {
+			if kind == kindReplicateBatch {
+				return nil, nil
+			}
+			return h.Handle(ctx, from, kind, p)
+		})
+	}
+}
+
+// NeverDeliverHints is a planted bug in the handoff configuration: hints
+// are kept, but the delivery pass never runs (its interval is an hour),
+// as with a handoff that waits for an event that does not come.
+func NeverDeliverHints(timeout time.Duration) *handoff.Options {
+	o := FastHandoff(timeout)
+	o.Interval = time.Hour
+	return o
 }
 
 // ReuseActorOpener opens every store with the same actor (incarnation 1),

@@ -41,6 +41,39 @@
 //     one key twice, a read that began after the later write was
 //     acknowledged does not return the earlier one (if it was
 //     acknowledged too): the batch applies as Puts in order.
+//   - CheckNoResurrection: no deleted key resurrected. Coverage computes,
+//     per write, a lower bound of the values its stamped context covers (a
+//     context write covers what its read saw; a blind write covers the
+//     writes acknowledged before it began with W + min(W, R) > N, since it
+//     learns from a read quorum first; and, transitively, what those
+//     covered). After the heal and the replicas' convergence, neither the
+//     read at R=ALL nor any replica's local state may hold a value that an
+//     acknowledged delete covers.
+//   - CheckDeletedGone: every key whose writes that may have applied are
+//     all covered by acknowledged writes, one of them a delete (the last
+//     acknowledged operation is a delete and no write is concurrent with
+//     it or later: DeletedKeys), reads as not found on every replica, read
+//     from each replica's local store, not through a quorum read.
+//   - CheckHintsDelivered: with hinted handoff, after the heal and a
+//     bounded wait, no node reports pending hints for a live target
+//     (handoff.Service.Stats) nor stores hint records for one, and every
+//     hint record sampled during the run is present on its target (the
+//     target's local state descends the hinted version), before any
+//     final read could repair it.
+//   - CheckCaughtUp: the returning-node scenario (RunReturningNode). One
+//     node is killed after every key was written; writes, overwrites and
+//     deletes, blind and with contexts, and PutBatch calls run while it is
+//     down; it restarts on its disk, and with no client operation at all
+//     (so no read repair), within a deadline every replica's local store
+//     holds the same state for every key (whole objects compared, not
+//     hashes). Hinted handoff is what does it today; anti-entropy will be
+//     a second mechanism.
+//
+// The delete workload (Deletes) mixes reads, blind writes and deletes and
+// writes and deletes with a read's context (half of them deletes), and
+// ends, with a node down (killed if none is), by deleting every other key
+// once more; its runs use hinted handoff (Config.Handoff, FastHandoff)
+// and are checked by the three delete and hint checkers above, b, e and d.
 //
 // The context-register workload (ContextRegisters) is checked by b and e:
 // blind writes and deletes, reads, context writes and deletes (after a read
@@ -54,9 +87,13 @@
 //
 // Each checker has a canary test: the same kind of schedule with a planted
 // bug (bugs.go: replicas that acknowledge without storing, a sibling
-// dropped on merge, an actor reused after a wipe, a last-write-wins client
-// on skewed clocks, a forwarded context write coordinated with an empty
-// context), which passes only if the checker reports a violation.
+// dropped on merge — last-write-wins on merge —, an actor reused after a
+// wipe, a last-write-wins client on skewed clocks, a forwarded context
+// write coordinated with an empty context, tombstones purged at once, two
+// replicas that drop replicated tombstones, hints that are never
+// delivered, hint deliveries acknowledged without storing, and hinted
+// handoff disabled for the returning node), which passes only if the
+// checker reports a violation.
 // A short preference list (fewer placed replicas than N, with quorums
 // counted against the placed ones) has no canary: it cannot be planted from
 // outside the coordinator.
@@ -74,7 +111,8 @@
 // # Time
 //
 // Runs use real time with short timeouts (coordinator Timeout 300ms,
-// workloads of about a second), not testing/synctest: the storage engine's
+// workloads of about a second, hint delivery passes every 50ms), not
+// testing/synctest: the storage engine's
 // commit queue, flush and compaction goroutines and the key locks block on
 // mutexes, which synctest does not treat as durably blocked, so a bubble
 // would advance its clock unpredictably or report deadlocks while an engine

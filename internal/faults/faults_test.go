@@ -163,6 +163,93 @@ func TestContextRegistersAllOne(t *testing.T) {
 	runContextRegisters(t, Config{R: coordinator.One, W: coordinator.All, Nodes: 3, Faults: staleFaults})
 }
 
+// --- deletes: no deleted key resurrected, deleted keys gone from every
+// replica, hints delivered and removed (and b, e, d) ---
+
+// runDeletes runs the delete workload with hinted handoff under faults. It
+// logs how many keys ended deleted (the keys CheckDeletedGone checks) and
+// how many hints were seen, and fails if, over several seeds, no key ended
+// deleted or no hint was kept (the schedules no longer reach the cases
+// they exist for).
+func runDeletes(t *testing.T, c Config) {
+	var deleted, hinted int
+	n := len(seeds(t))
+	forSeeds(t, func(t *testing.T, seed int64) {
+		c.Seed, c.Workload = seed, Deletes
+		res := Run(t, withDuration(c))
+		ops := res.History.Ops()
+		nr := res.Cfg.Replicas
+		vs := CheckNoResurrection(ops, res.Final, res.Replicas, nr)
+		vs = append(vs, CheckDeletedGone(ops, res.Replicas, nr)...)
+		vs = append(vs, CheckHintsDelivered(res.Hints)...)
+		vs = append(vs, CheckRegisterReads(ops, nr)...)
+		vs = append(vs, CheckContextWrites(ops, nr)...)
+		vs = append(vs, CheckConverged(res.Replicas)...)
+		Report(t, res, vs)
+		dk := DeletedKeys(ops, nr)
+		deleted += len(dk)
+		hinted += len(res.Hints.Hinted)
+		t.Logf("%s", res.History.Summary())
+		t.Logf("keys deleted at the end: %v; %d hint records seen, drained %v after the heal",
+			dk, len(res.Hints.Hinted), res.Hints.Wait.Round(time.Millisecond))
+	})
+	t.Logf("all seeds: %d keys deleted at the end, %d hint records seen", deleted, hinted)
+	if n > 1 && (deleted == 0 || hinted == 0) {
+		t.Errorf("the schedules never reached the case they exist for: %d keys deleted at the end, %d hint records", deleted, hinted)
+	}
+}
+
+// Every fault, hinted handoff on, eight keys.
+func TestDeletesQuorum(t *testing.T) {
+	runDeletes(t, Config{R: coordinator.Quorum, W: coordinator.Quorum, Keys: 8, Faults: allFaults,
+		Handoff: FastHandoff(300 * time.Millisecond)})
+}
+
+// --- a returning node catches up, with no client read ---
+
+// runReturningNode runs the returning-node scenario and its checkers: the
+// replicas hold equal states with no client operation after the restart,
+// hints are delivered and removed, deleted keys read as not found on every
+// replica's local store and no deleted value is held anywhere (and b, e on
+// the reads made before the writes with a context).
+func runReturningNode(t *testing.T, c Config) {
+	var deleted, hinted int
+	forSeeds(t, func(t *testing.T, seed int64) {
+		c.Seed = seed
+		res := RunReturningNode(t, withDuration(c))
+		ops := res.History.Ops()
+		nr := res.Cfg.Replicas
+		vs := CheckCaughtUp(res)
+		vs = append(vs, CheckHintsDelivered(res.Hints)...)
+		vs = append(vs, CheckDeletedGone(ops, res.Replicas, nr)...)
+		vs = append(vs, CheckNoResurrection(ops, nil, res.Replicas, nr)...)
+		vs = append(vs, CheckRegisterReads(ops, nr)...)
+		vs = append(vs, CheckContextWrites(ops, nr)...)
+		Report(t, res, vs)
+		dk := DeletedKeys(ops, nr)
+		deleted += len(dk)
+		hinted += len(res.Hints.Hinted)
+		t.Logf("%s", res.History.Summary())
+		t.Logf("%s returned; every replica equal %v after its restart; %d hint records seen; %d of %d keys deleted at the end",
+			res.Returned, res.CaughtUp.Round(time.Millisecond), len(res.Hints.Hinted), len(dk), len(res.Keys))
+	})
+	if deleted == 0 || hinted == 0 {
+		t.Errorf("the scenario did not reach the case it exists for: %d keys deleted at the end, %d hint records", deleted, hinted)
+	}
+}
+
+// N=3 on three nodes: the returning node replicates every key.
+func TestReturningNodeCatchesUp(t *testing.T) {
+	runReturningNode(t, Config{Nodes: 3, ReadRepairChance: -1, Handoff: FastHandoff(300 * time.Millisecond)})
+}
+
+// N=3 on five nodes: writes through nodes that are not replicas of their
+// key are forwarded; the returning node replicates about three fifths of
+// the keys.
+func TestReturningNodeCatchesUpFiveNodes(t *testing.T) {
+	runReturningNode(t, Config{Nodes: 5, ReadRepairChance: -1, Handoff: FastHandoff(300 * time.Millisecond)})
+}
+
 // --- canaries: each runs a schedule with a planted bug; the checker must
 // report it. They pass only if it does. ---
 
@@ -170,9 +257,15 @@ func TestContextRegistersAllOne(t *testing.T) {
 // check reports a violation, failing if no seed makes it.
 func canary(t *testing.T, c Config, check func(*Result) []Violation) {
 	t.Helper()
+	canaryOf(t, Run, c, check)
+}
+
+// canaryOf is canary for a scenario other than Run.
+func canaryOf(t *testing.T, run func(testing.TB, Config) *Result, c Config, check func(*Result) []Violation) {
+	t.Helper()
 	for _, seed := range []int64{1, 2, 3} {
 		c.Seed = seed
-		res := Run(t, c)
+		res := run(t, c)
 		if vs := check(res); len(vs) > 0 {
 			t.Logf("seed %d: the planted bug was caught: %d violations, first: %s", seed, len(vs), vs[0])
 			return
@@ -244,4 +337,51 @@ func TestCanaryWriteAppliedTwice(t *testing.T) {
 func TestCanaryContextForgotten(t *testing.T) {
 	canary(t, Config{Workload: ContextRegisters, Keys: 2, Duration: 500 * time.Millisecond, WrapHandler: BugForgetForwardedContext()},
 		func(r *Result) []Violation { return CheckContextWrites(r.History.Ops(), r.Cfg.Replicas) })
+}
+
+// Without hinted handoff, nothing brings the returning node the writes and
+// deletes it missed unless a client reads those keys: the catch-up checker
+// must find its replicas differing at the deadline.
+func TestCanaryHintsDisabledReturningNodeStale(t *testing.T) {
+	canaryOf(t, RunReturningNode, Config{Nodes: 3, Keys: 16, Duration: 500 * time.Millisecond, ReadRepairChance: -1,
+		CatchUpDeadline: time.Second},
+		CheckCaughtUp)
+}
+
+// Hints kept but never delivered (the delivery pass never runs): the hints
+// checker must find them still pending for a live target.
+func TestCanaryHintsNeverDelivered(t *testing.T) {
+	canaryOf(t, RunReturningNode, Config{Nodes: 3, Keys: 16, Duration: 500 * time.Millisecond, ReadRepairChance: -1,
+		CatchUpDeadline: time.Second, Handoff: NeverDeliverHints(300 * time.Millisecond)},
+		func(r *Result) []Violation { return CheckHintsDelivered(r.Hints) })
+}
+
+// Every node acknowledges delivered hints (batches) without storing them:
+// the holders delete the hints, and the hints checker must find hinted
+// versions missing from their target.
+func TestCanaryHintsAckedNotStored(t *testing.T) {
+	canaryOf(t, RunReturningNode, Config{Nodes: 3, Keys: 16, Duration: 500 * time.Millisecond, ReadRepairChance: -1,
+		CatchUpDeadline: time.Second, Handoff: FastHandoff(300 * time.Millisecond), WrapHandler: BugAckBatchesWithoutStoring()},
+		func(r *Result) []Violation { return CheckHintsDelivered(r.Hints) })
+}
+
+// Tombstones purged at once (by age, with no grace and no proof that every
+// replica has them), no hinted handoff: a node that was down during a
+// delete brings the value back, and the resurrection checker must find it
+// in a read at ALL after the heal.
+func TestCanaryTombstonesPurged(t *testing.T) {
+	canary(t, Config{Workload: Deletes, Nodes: 3, Keys: 4, Duration: time.Second,
+		Faults: Faults{Kill: true, MarkDown: true, Interval: 100 * time.Millisecond}, Background: BugPurgeTombstones},
+		func(r *Result) []Violation {
+			return CheckNoResurrection(r.History.Ops(), r.Final, nil, r.Cfg.Replicas)
+		})
+}
+
+// Two replicas acknowledge deletes (replicated tombstones) without storing
+// them: after the returning node caught up by hints, with no client read,
+// the deleted-key checker must find live values on their local stores.
+func TestCanaryDeleteNotReplicated(t *testing.T) {
+	canaryOf(t, RunReturningNode, Config{Nodes: 3, Keys: 16, Duration: 500 * time.Millisecond, ReadRepairChance: -1,
+		CatchUpDeadline: time.Second, Handoff: FastHandoff(300 * time.Millisecond), WrapHandler: BugDropDeleteReplication("n1", "n2")},
+		func(r *Result) []Violation { return CheckDeletedGone(r.History.Ops(), r.Replicas, r.Cfg.Replicas) })
 }

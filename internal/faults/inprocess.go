@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/handoff"
 	"github.com/ringkv/ringkv/internal/testcluster"
 	"github.com/ringkv/ringkv/transport"
 	"github.com/ringkv/ringkv/version"
@@ -38,6 +39,12 @@ const (
 	// stale replicas included), PutBatch calls that write one key twice,
 	// and reads (checkers b and e).
 	ContextRegisters
+	// Deletes: reads, blind writes and deletes, writes and deletes with
+	// the context of a read (half of them deletes); at the end, while the
+	// last faults still hold and with a node down (one is killed if none
+	// is, when the schedule kills), one more delete of every other key
+	// (the resurrection and deleted-key checkers, with b and e).
+	Deletes
 )
 
 func (w Workload) String() string {
@@ -50,6 +57,8 @@ func (w Workload) String() string {
 		return "sibling-pairs"
 	case ContextRegisters:
 		return "context-registers"
+	case Deletes:
+		return "deletes"
 	}
 	return "?"
 }
@@ -105,6 +114,23 @@ type Config struct {
 	// BigValues: in the context-register workload, about one write in
 	// five carries a value of 1-32 KiB instead of a few bytes.
 	BigValues bool
+
+	// Handoff, if set, runs every node with hinted handoff (FastHandoff is
+	// the usual choice). The run then samples the nodes' hint records, and
+	// after the heal waits up to HintDeadline (default 3s) for every hint
+	// to be delivered before any final read (Result.Hints, for
+	// CheckHintsDelivered).
+	Handoff      *handoff.Options
+	HintDeadline time.Duration
+	// Background, if set, runs from the start of the workload until just
+	// before the heal (a planted bug acting on the nodes' stores).
+	Background func(ctx context.Context, cl *testcluster.Cluster)
+	// ReadRepairChance is the coordinators' (0: their default; -1: no
+	// read asks every replica).
+	ReadRepairChance float64
+	// CatchUpDeadline bounds the returning-node scenario's wait for the
+	// returned node to hold every other replica's state. Default 5s.
+	CatchUpDeadline time.Duration
 }
 
 func (c *Config) defaults() {
@@ -137,6 +163,12 @@ func (c *Config) defaults() {
 	}
 	if c.Faults.Interval == 0 {
 		c.Faults.Interval = 60 * time.Millisecond
+	}
+	if c.HintDeadline == 0 {
+		c.HintDeadline = 3 * time.Second
+	}
+	if c.CatchUpDeadline == 0 {
+		c.CatchUpDeadline = 5 * time.Second
 	}
 }
 
@@ -178,6 +210,15 @@ type Result struct {
 	Replicas map[string][]ReplicaState
 	Cluster  *testcluster.Cluster
 	Stats    *Stats
+	sampler  *hintSampler
+	// Hints is what the run learned of its hints (Config.Handoff only).
+	Hints *HintReport
+	// Returning-node scenario only (RunReturningNode): the node that was
+	// down, every node's full local contents once it caught up (or at the
+	// deadline), and how long after its restart that took (-1: never).
+	Returned string
+	Contents map[string]map[string]*version.Object
+	CaughtUp time.Duration
 }
 
 // Stats counts what the context-register workload exercised, so that a
@@ -207,20 +248,10 @@ func (s *Stats) String() string {
 func Run(tb testing.TB, cfg Config) *Result {
 	tb.Helper()
 	cfg.defaults()
-	cl := testcluster.New(tb, testcluster.Options{
-		Nodes: cfg.Nodes, Replicas: cfg.Replicas, Partitions: cfg.Partitions, Seed: cfg.Seed,
-		Coordinator: coordinator.Options{Timeout: cfg.Timeout},
-		WrapHandler: cfg.WrapHandler,
-		OpenStore:   cfg.OpenStore,
-		Crashable:   true,
-	})
-	cl.Net.SetDefaultTimeout(2 * cfg.Timeout)
-	res := &Result{Cfg: cfg, History: NewHistory(), Cluster: cl, Final: map[string]ReadResult{}, Stats: &Stats{}}
-	for i := 0; i < cfg.Keys; i++ {
-		res.Keys = append(res.Keys, fmt.Sprintf("k%d", i))
-	}
-	h := res.History
+	res := newRun(tb, cfg)
+	cfg, cl, h := res.Cfg, res.Cluster, res.History
 	h.Event("start: %s, seed %d, %d nodes, N=%d, R=%s W=%s", cfg.Workload, cfg.Seed, cfg.Nodes, cfg.Replicas, LevelName(cfg.R), LevelName(cfg.W))
+	stopBackground := res.background()
 
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration)
 	defer cancel()
@@ -240,14 +271,143 @@ func Run(tb testing.TB, cfg Config) *Result {
 		nemesis(ctx, &cfg, cl, h)
 	}()
 	wg.Wait()
+	if cfg.Workload == Deletes {
+		if cfg.Faults.Kill {
+			res.killOneForTheEnd()
+		}
+		res.closingDeletes()
+	}
+	stopBackground()
 
-	// Heal, let in-flight replication end, then read everything at ALL.
+	// Heal, let in-flight replication end, wait for the hints to be
+	// delivered, then read everything at ALL.
 	cl.Heal()
 	h.Event("healed")
 	time.Sleep(2 * cfg.Timeout)
+	if res.sampler != nil {
+		res.sampler.sample(cl)
+		res.Hints = res.sampler.drain(cl, cfg.HintDeadline)
+		h.Event("hints drained in %v (deadline %v)", res.Hints.Wait.Round(time.Millisecond), cfg.HintDeadline)
+	}
 	res.finalReads()
 	res.collectReplicas()
 	return res
+}
+
+// newRun starts the cluster of a run.
+func newRun(tb testing.TB, cfg Config) *Result {
+	tb.Helper()
+	cfg.defaults()
+	cl := testcluster.New(tb, testcluster.Options{
+		Nodes: cfg.Nodes, Replicas: cfg.Replicas, Partitions: cfg.Partitions, Seed: cfg.Seed,
+		Coordinator: coordinator.Options{Timeout: cfg.Timeout, ReadRepairChance: cfg.ReadRepairChance},
+		WrapHandler: cfg.WrapHandler,
+		OpenStore:   cfg.OpenStore,
+		Handoff:     cfg.Handoff,
+		Crashable:   true,
+	})
+	cl.Net.SetDefaultTimeout(2 * cfg.Timeout)
+	res := &Result{Cfg: cfg, History: NewHistory(), Cluster: cl, Final: map[string]ReadResult{}, Stats: &Stats{}}
+	for i := 0; i < cfg.Keys; i++ {
+		res.Keys = append(res.Keys, fmt.Sprintf("k%d", i))
+	}
+	if cfg.Handoff != nil {
+		res.sampler = newHintSampler(res.History)
+	}
+	return res
+}
+
+// background starts Config.Background and, with hinted handoff, the
+// sampling of hint records; the returned function stops both and waits.
+func (res *Result) background() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	if f := res.Cfg.Background; f != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(ctx, res.Cluster)
+		}()
+	}
+	if s := res.sampler; s != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				s.sample(res.Cluster)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(30 * time.Millisecond):
+				}
+			}
+		}()
+	}
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// killOneForTheEnd kills a node (chosen by the seed, and the failure
+// detector told) unless one is down already, so that the closing deletes
+// always miss a replica that comes back at the heal with the values they
+// deleted.
+func (res *Result) killOneForTheEnd() {
+	cl := res.Cluster
+	ids := cl.IDs()
+	for _, id := range ids {
+		if cl.IsDown(id) {
+			return
+		}
+	}
+	rng := rand.New(rand.NewPCG(uint64(res.Cfg.Seed), 0xe4d))
+	id := ids[rng.IntN(len(ids))]
+	cl.Kill(id)
+	cl.View.SetAlive(id, false)
+	res.History.Event("kill %s before the closing deletes (detector told: true)", id)
+}
+
+// closingDeletes deletes every other key once more, blind or with the
+// context of a read, while the last faults still hold: through random
+// running nodes until one attempt's outcome is not Fail (a Fail applied
+// nothing, so trying another node is no blind retry). The keys whose
+// writes are then all covered by acknowledged deletes are the ones
+// CheckDeletedGone checks.
+func (res *Result) closingDeletes() {
+	cfg := &res.Cfg
+	c := &client{id: cfg.Clients, cfg: cfg, cl: res.Cluster, h: res.History, keys: res.Keys, stats: res.Stats,
+		rng: rand.New(rand.NewPCG(uint64(cfg.Seed), 0xde1))}
+	ids := res.Cluster.IDs()
+	for i, key := range res.Keys {
+		if i%2 != 0 {
+			continue
+		}
+		for _, p := range c.rng.Perm(len(ids)) {
+			node := ids[p]
+			var op *Op
+			if i%4 == 0 {
+				op = c.h.Invoke(c.writeOp(node, key, Delete, "", false, nil))
+				c.put(op, node, key, nil, nil, true)
+			} else {
+				rop, obj := c.read(node, key)
+				if !rop.Acked() {
+					continue
+				}
+				causal := version.Clock{}
+				if obj != nil {
+					causal = obj.Context.Clone()
+				}
+				o := c.writeOp(node, key, Delete, "", true, rop.Read.Values)
+				o.SawTomb = rop.Read.Tombstones > 0
+				op = c.h.Invoke(o)
+				c.put(op, node, key, nil, causal, true)
+			}
+			if op.Outcome != Fail {
+				break
+			}
+		}
+	}
 }
 
 // finalReads reads every key at R=ALL, through each node in turn until one
@@ -381,6 +541,8 @@ func (c *client) loop(ctx context.Context) {
 			c.siblings(node, key)
 		case ContextRegisters:
 			c.contextRegister(node, key)
+		case Deletes:
+			c.deletes(node, key)
 		}
 		// A little think time, so faults and ops interleave.
 		time.Sleep(time.Duration(c.rng.IntN(4)) * time.Millisecond)
@@ -555,18 +717,37 @@ func (c *client) contextRegister(node, key string) {
 		op := c.h.Invoke(c.writeOp(node, key, Delete, "", false, nil))
 		c.put(op, node, key, nil, nil, true)
 	case p < 0.85:
-		c.contextWrite(key)
+		c.contextWrite(key, 0.3)
 	default:
 		c.batch(node, key)
 	}
 }
 
+// deletes is one op of the delete workload: reads, blind writes and
+// deletes, and writes and deletes with a read's context (half of them
+// deletes).
+func (c *client) deletes(node, key string) {
+	switch p := c.rng.Float64(); {
+	case p < 0.25:
+		c.read(node, key)
+	case p < 0.5:
+		v := c.value(key)
+		op := c.h.Invoke(c.writeOp(node, key, Put, v, false, nil))
+		c.put(op, node, key, []byte(v), nil, false)
+	case p < 0.65:
+		op := c.h.Invoke(c.writeOp(node, key, Delete, "", false, nil))
+		c.put(op, node, key, nil, nil, true)
+	default:
+		c.contextWrite(key, 0.5)
+	}
+}
+
 // contextWrite reads key (at R, or at ONE half of the time, through a
 // random node, a replica of the key half of the time) and writes a new
-// value or a delete with the read's context through another random node, a
-// replica of the key most of the time: with replicas left behind by the
-// faults, now and then a stale one.
-func (c *client) contextWrite(key string) {
+// value or (with probability delP) a delete with the read's context
+// through another random node, a replica of the key most of the time: with
+// replicas left behind by the faults, now and then a stale one.
+func (c *client) contextWrite(key string, delP float64) {
 	ids := c.cl.IDs()
 	level := c.cfg.R
 	if c.rng.Float64() < 0.5 {
@@ -588,7 +769,7 @@ func (c *client) contextWrite(key string) {
 		causal = obj.Context.Clone()
 	}
 	wnode := pick(0.7)
-	del := c.rng.Float64() < 0.3
+	del := c.rng.Float64() < delP
 	kind, v := Put, ""
 	if del {
 		kind = Delete
