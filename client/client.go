@@ -159,7 +159,7 @@ func (r *Result) Latest() (s Sibling, ok bool) {
 	return s, ok
 }
 
-type reqOptions struct{ r, w string }
+type reqOptions struct{ r, w, pr, pw string }
 
 // ReadOption modifies a read.
 type ReadOption func(*reqOptions)
@@ -173,6 +173,16 @@ func WithR(level string) ReadOption { return func(o *reqOptions) { o.r = level }
 // WithW sets the write quorum: a replica count or ONE, QUORUM, ALL.
 func WithW(level string) WriteOption { return func(o *reqOptions) { o.w = level } }
 
+// WithPR sets how many of the answers must come from the key's primaries
+// (fallbacks standing in for down primaries do not count): a count or ONE,
+// QUORUM, ALL; "0" or "" for no requirement. A read that cannot meet it
+// fails with a 503 Error.
+func WithPR(level string) ReadOption { return func(o *reqOptions) { o.pr = level } }
+
+// WithPW sets how many of the acknowledgements must come from the key's
+// primaries, as WithPR. A write that fails it may still have been applied.
+func WithPW(level string) WriteOption { return func(o *reqOptions) { o.pw = level } }
+
 // Get reads key. It returns ErrNotFound when the key has no live value; the
 // Result is then still non-nil and its Context (empty for a key never
 // written) orders a following write after the delete.
@@ -181,7 +191,7 @@ func (c *Client) Get(ctx context.Context, key []byte, opts ...ReadOption) (*Resu
 	for _, f := range opts {
 		f(&ro)
 	}
-	resp, body, err := c.do(ctx, http.MethodGet, kvPath(key, "r", ro.r), nil, nil, true)
+	resp, body, err := c.do(ctx, http.MethodGet, kvPath(key, "r", ro.r, "pr", ro.pr), nil, nil, true)
 	if err != nil {
 		return nil, fmt.Errorf("get %q: %w", key, err)
 	}
@@ -242,7 +252,7 @@ func (c *Client) write(ctx context.Context, method string, key, value []byte, to
 	if method == http.MethodPut {
 		hdr.Set("Content-Type", "application/octet-stream")
 	}
-	resp, body, err := c.do(ctx, method, kvPath(key, "w", wo.w), value, hdr, false)
+	resp, body, err := c.do(ctx, method, kvPath(key, "w", wo.w, "pw", wo.pw), value, hdr, false)
 	if err != nil {
 		return nil, err
 	}
@@ -377,12 +387,16 @@ func toResult(rr httpapi.ReadResponse) *Result {
 	return res
 }
 
-// kvPath is the escaped path of key's route, with an optional quorum
-// parameter.
-func kvPath(key []byte, param, level string) string {
+// kvPath is the escaped path of key's route, with the level parameters
+// (name, level pairs) that are set.
+func kvPath(key []byte, params ...string) string {
 	p := "/v1/kv/" + escapeKey(key)
-	if level != "" {
-		p += "?" + param + "=" + url.QueryEscape(strings.TrimSpace(level))
+	sep := "?"
+	for i := 0; i+1 < len(params); i += 2 {
+		if level := strings.TrimSpace(params[i+1]); level != "" {
+			p += sep + params[i] + "=" + url.QueryEscape(level)
+			sep = "&"
+		}
 	}
 	return p
 }

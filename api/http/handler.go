@@ -133,9 +133,65 @@ func (h *handler) serveKV(w http.ResponseWriter, r *http.Request, escaped string
 	}
 }
 
-// level parses the query parameter name ("r" or "w").
-func level(w http.ResponseWriter, r *http.Request, name string) (int, bool) {
-	lv, err := coordinator.ParseLevel(r.URL.Query().Get(name))
+// LevelStore is a Store that also takes the primary levels PR and PW
+// (?pr=, ?pw=); *coordinator.Coordinator is one. With a Store that is not,
+// a request that sets either is answered 400.
+type LevelStore interface {
+	GetAt(ctx context.Context, key []byte, lv coordinator.Levels) (*version.Object, error)
+	PutAt(ctx context.Context, key, value []byte, causal version.Clock, lv coordinator.Levels) (*version.Object, error)
+	DeleteAt(ctx context.Context, key []byte, causal version.Clock, lv coordinator.Levels) (*version.Object, error)
+}
+
+// levels parses a request's levels: ?r= and ?pr= for a read, ?w= and ?pw=
+// for a write (a number, ONE, QUORUM or ALL; for pr and pw also 0, no
+// requirement). It answers 400 itself and returns false on a bad one, or
+// when pr or pw is set and the store cannot take it.
+func (h *handler) levels(w http.ResponseWriter, r *http.Request, write bool) (coordinator.Levels, bool) {
+	var lv coordinator.Levels
+	quorum, primaries := "r", "pr"
+	q, p := &lv.R, &lv.PR
+	if write {
+		quorum, primaries = "w", "pw"
+		q, p = &lv.W, &lv.PW
+	}
+	var ok bool
+	if *q, ok = level(w, r, quorum, coordinator.ParseLevel); !ok {
+		return lv, false
+	}
+	if *p, ok = level(w, r, primaries, coordinator.ParsePrimaryLevel); !ok {
+		return lv, false
+	}
+	if _, can := h.store.(LevelStore); *p != coordinator.Default && !can {
+		writeJSON(w, http.StatusBadRequest, ErrorResponse{Error: fmt.Sprintf("parameter %s is not supported by this node", primaries)})
+		return lv, false
+	}
+	return lv, true
+}
+
+func (h *handler) getAt(ctx context.Context, key []byte, lv coordinator.Levels) (*version.Object, error) {
+	if ls, ok := h.store.(LevelStore); ok {
+		return ls.GetAt(ctx, key, lv)
+	}
+	return h.store.Get(ctx, key, lv.R)
+}
+
+func (h *handler) putAt(ctx context.Context, key, value []byte, causal version.Clock, lv coordinator.Levels) (*version.Object, error) {
+	if ls, ok := h.store.(LevelStore); ok {
+		return ls.PutAt(ctx, key, value, causal, lv)
+	}
+	return h.store.Put(ctx, key, value, causal, lv.W)
+}
+
+func (h *handler) deleteAt(ctx context.Context, key []byte, causal version.Clock, lv coordinator.Levels) (*version.Object, error) {
+	if ls, ok := h.store.(LevelStore); ok {
+		return ls.DeleteAt(ctx, key, causal, lv)
+	}
+	return h.store.Delete(ctx, key, causal, lv.W)
+}
+
+// level parses the query parameter name with parse.
+func level(w http.ResponseWriter, r *http.Request, name string, parse func(string) (int, error)) (int, bool) {
+	lv, err := parse(r.URL.Query().Get(name))
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, ErrorResponse{Error: fmt.Sprintf("parameter %s: %v", name, err)})
 		return 0, false
@@ -158,11 +214,11 @@ func causal(w http.ResponseWriter, r *http.Request) (version.Clock, bool) {
 }
 
 func (h *handler) get(w http.ResponseWriter, r *http.Request, key []byte) {
-	rl, ok := level(w, r, "r")
+	lv, ok := h.levels(w, r, false)
 	if !ok {
 		return
 	}
-	obj, err := h.store.Get(r.Context(), key, rl)
+	obj, err := h.getAt(r.Context(), key, lv)
 	if err != nil {
 		h.fail(w, r, fmt.Errorf("read %q: %w", key, err))
 		return
@@ -215,7 +271,7 @@ func wantsRaw(accept string) bool {
 }
 
 func (h *handler) put(w http.ResponseWriter, r *http.Request, key []byte) {
-	wl, ok := level(w, r, "w")
+	lv, ok := h.levels(w, r, true)
 	if !ok {
 		return
 	}
@@ -237,7 +293,7 @@ func (h *handler) put(w http.ResponseWriter, r *http.Request, key []byte) {
 		writeJSON(w, http.StatusBadRequest, ErrorResponse{Error: fmt.Sprintf("read request body: %v", err)})
 		return
 	}
-	obj, err := h.store.Put(r.Context(), key, value, c, wl)
+	obj, err := h.putAt(r.Context(), key, value, c, lv)
 	if err != nil {
 		h.fail(w, r, fmt.Errorf("write %q: %w", key, err))
 		return
@@ -257,7 +313,7 @@ func (h *handler) tooLarge(w http.ResponseWriter, size int64) {
 }
 
 func (h *handler) del(w http.ResponseWriter, r *http.Request, key []byte) {
-	wl, ok := level(w, r, "w")
+	lv, ok := h.levels(w, r, true)
 	if !ok {
 		return
 	}
@@ -265,7 +321,7 @@ func (h *handler) del(w http.ResponseWriter, r *http.Request, key []byte) {
 	if !ok {
 		return
 	}
-	obj, err := h.store.Delete(r.Context(), key, c, wl)
+	obj, err := h.deleteAt(r.Context(), key, c, lv)
 	if err != nil {
 		h.fail(w, r, fmt.Errorf("delete %q: %w", key, err))
 		return
