@@ -35,6 +35,13 @@ type Options struct {
 	Rate int64
 	// Timeout bounds one peer message. Default: 10s.
 	Timeout time.Duration
+	// TombstoneGrace is how long a tombstone is kept at least, counted
+	// from when a scan noted it, and only once every other replica of its
+	// partition was verified against this one after that (see purge.go).
+	// It must exceed the longest time a hint or a fallback's copy of an
+	// older version can wait for delivery. Default: 24h. Negative: never
+	// purge.
+	TombstoneGrace time.Duration
 	// Now is the clock of verification times. Default: time.Now.
 	Now func() time.Time
 	// Logf receives notable events. Default: discard.
@@ -53,6 +60,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.TombstoneGrace == 0 {
+		o.TombstoneGrace = 24 * time.Hour
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
@@ -79,6 +89,11 @@ type Service struct {
 	verified map[verifiedKey]time.Time // when partition p was last verified against peer
 	st       Status
 	debt     time.Duration // throttle: time owed for bytes already exchanged
+
+	// Owned by the rounds' goroutine (purge.go).
+	purged    map[string]purgedTombstone // guarded by mu
+	noted     map[int]*candidates        // tombstones noted per partition
+	lastNoted map[int]time.Time   // when each partition was last scanned for them
 }
 
 type verifiedKey struct {
@@ -103,6 +118,8 @@ type Status struct {
 	BytesSent, BytesReceived uint64
 	// LastRoundStart and LastRoundEnd time the last round.
 	LastRoundStart, LastRoundEnd time.Time
+	// TombstonesPurged counts tombstones removed since start.
+	TombstonesPurged uint64
 	// LastError is the last failure of an exchange (empty if none since
 	// the last round without one).
 	LastError string
@@ -132,6 +149,8 @@ func New(self string, store *replica.Store, peers Peers, tr transport.Transport,
 		self: self, store: store, trees: trees, peers: peers, tr: tr, o: o.withDefaults(),
 		kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 		verified: make(map[verifiedKey]time.Time),
+		noted:    make(map[int]*candidates), lastNoted: make(map[int]time.Time),
+		purged:   make(map[string]purgedTombstone),
 	}, nil
 }
 
@@ -316,6 +335,7 @@ func (s *Service) round() {
 			s.o.Logf("antientropy: exchange with %s: %v", peer, err)
 		}
 	}
+	s.purge(rg)
 	s.mu.Lock()
 	s.st.RoundsDone++
 	s.st.Running = false
@@ -450,7 +470,11 @@ func (s *Service) syncLeaves(peer string, p int, leaves []int) error {
 	seen := make(map[string]bool, len(theirs))
 	for _, kh := range theirs {
 		seen[kh.key] = true
-		if h, ok := ours[kh.key]; !ok || h != kh.hash {
+		h, ok := ours[kh.key]
+		if !ok && s.wasPurged(kh.key, kh.hash) {
+			continue // a tombstone purged here, not yet there
+		}
+		if !ok || h != kh.hash {
 			pull = append(pull, kh.key)
 		}
 	}
@@ -710,6 +734,10 @@ func (s *Service) Handle(ctx context.Context, from string, kind uint8, payload [
 		if err != nil {
 			return nil, err
 		}
+		keys, objs, err = s.withoutPurged(keys, objs)
+		if err != nil {
+			return nil, err
+		}
 		n := s.apply(keys, objs)
 		if n < len(keys) {
 			return nil, fmt.Errorf("antientropy: merged %d of %d keys", n, len(keys))
@@ -717,6 +745,32 @@ func (s *Service) Handle(ctx context.Context, from string, kind uint8, payload [
 		return nil, nil
 	}
 	return nil, fmt.Errorf("antientropy: unknown message kind %d", kind)
+}
+
+// withoutPurged drops from a KindPut the tombstones this node purged
+// recently and does not hold again.
+func (s *Service) withoutPurged(keys [][]byte, objs []*version.Object) ([][]byte, []*version.Object, error) {
+	s.mu.Lock()
+	none := len(s.purged) == 0
+	s.mu.Unlock()
+	if none {
+		return keys, objs, nil
+	}
+	var ks [][]byte
+	var os []*version.Object
+	for i, k := range keys {
+		if s.wasPurged(string(k), replica.ObjectHash(k, objs[i].Encode(nil))) {
+			cur, err := s.store.Get(k)
+			if err != nil {
+				return nil, nil, err
+			}
+			if cur == nil {
+				continue
+			}
+		}
+		ks, os = append(ks, k), append(os, objs[i])
+	}
+	return ks, os, nil
 }
 
 // keysReply lists the keys and hashes stored in leaves of partition p.

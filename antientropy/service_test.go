@@ -273,3 +273,81 @@ func TestHandleRefusesMalformedMessages(t *testing.T) {
 		}
 	}
 }
+
+// A tombstone is purged only once every replica holds it: while one
+// replica (holding the deleted value) is down, the others keep theirs
+// however long it has been; once it is back, anti-entropy gives it the
+// tombstone, and then every replica purges the key. The value never comes
+// back on any of them.
+func TestTombstonesPurgedOnlyOnceEveryReplicaHasThem(t *testing.T) {
+	nodes, peers := newNodes(t, 3, 4, Options{Interval: 20 * time.Millisecond, Rate: -1, TombstoneGrace: 50 * time.Millisecond}, nil)
+	key := []byte("k")
+	written, err := nodes[0].store.Coordinate(key, nil, []byte("old"), false, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes[1:] {
+		if _, _, err := n.store.Apply(key, written); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// n3 is down: it keeps the value; n1 deletes and n2 gets the delete.
+	peers.mu.Lock()
+	peers.down["n3"] = true
+	peers.mu.Unlock()
+	deleted, err := nodes[0].store.Coordinate(key, written.Context, nil, true, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := nodes[1].store.Apply(key, deleted); err != nil {
+		t.Fatal(err)
+	}
+	nodes[0].ae.Start()
+	nodes[1].ae.Start()
+	time.Sleep(500 * time.Millisecond) // many rounds, ten times the grace
+	for _, n := range nodes[:2] {
+		obj, err := n.store.Get(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if obj == nil || !obj.IsDeleted() {
+			t.Fatalf("%s purged its tombstone while a replica holding the value was down: %v", n.id, obj)
+		}
+		if n.ae.Status().RoundsDone < 5 {
+			t.Fatalf("%s ran only %d rounds", n.id, n.ae.Status().RoundsDone)
+		}
+	}
+	peers.mu.Lock()
+	peers.down["n3"] = false
+	peers.mu.Unlock()
+	nodes[2].ae.Start()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		gone := 0
+		for _, n := range nodes {
+			obj, err := n.store.Get(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if obj == nil {
+				gone++
+			} else if len(obj.Live()) > 0 && n != nodes[2] {
+				t.Fatalf("%s: the deleted value came back: %v", n.id, obj)
+			}
+		}
+		if gone == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tombstone not purged everywhere: %d of 3 replicas", gone)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var purged uint64
+	for _, n := range nodes {
+		purged += n.ae.Status().TombstonesPurged
+	}
+	if purged < 3 {
+		t.Fatalf("%d tombstones purged, want at least 3", purged)
+	}
+}

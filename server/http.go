@@ -71,22 +71,23 @@ func (v clusterView) Status() httpapi.ClusterStatus {
 // anti-entropy rounds. POST asks for a full round now; Wait is the round
 // number that, once RoundsDone reaches it, began after the request.
 type RepairStatus struct {
-	NodeID          string  `json:"node_id"`
-	Wait            uint64  `json:"wait,omitempty"`
-	RoundsStarted   uint64  `json:"rounds_started"`
-	RoundsDone      uint64  `json:"rounds_done"`
-	Running         bool    `json:"running"`
-	PartitionsTotal int     `json:"partitions_total"`
-	PartitionsDone  int     `json:"partitions_done"`
-	TreesTrusted    int     `json:"trees_trusted"`
-	TreesTotal      int     `json:"trees_total"`
-	KeysPulled      uint64  `json:"keys_pulled"`
-	KeysPushed      uint64  `json:"keys_pushed"`
-	BytesSent       uint64  `json:"bytes_sent"`
-	BytesReceived   uint64  `json:"bytes_received"`
-	LastRoundStart  string  `json:"last_round_start,omitempty"`
-	LastRoundSecs   float64 `json:"last_round_seconds,omitempty"`
-	LastError       string  `json:"last_error,omitempty"`
+	NodeID           string  `json:"node_id"`
+	Wait             uint64  `json:"wait,omitempty"`
+	RoundsStarted    uint64  `json:"rounds_started"`
+	RoundsDone       uint64  `json:"rounds_done"`
+	Running          bool    `json:"running"`
+	PartitionsTotal  int     `json:"partitions_total"`
+	PartitionsDone   int     `json:"partitions_done"`
+	TreesTrusted     int     `json:"trees_trusted"`
+	TreesTotal       int     `json:"trees_total"`
+	KeysPulled       uint64  `json:"keys_pulled"`
+	KeysPushed       uint64  `json:"keys_pushed"`
+	TombstonesPurged uint64  `json:"tombstones_purged"`
+	BytesSent        uint64  `json:"bytes_sent"`
+	BytesReceived    uint64  `json:"bytes_received"`
+	LastRoundStart   string  `json:"last_round_start,omitempty"`
+	LastRoundSecs    float64 `json:"last_round_seconds,omitempty"`
+	LastError        string  `json:"last_error,omitempty"`
 }
 
 func (s *Server) serveRepair(w http.ResponseWriter, r *http.Request) {
@@ -105,7 +106,7 @@ func (s *Server) serveRepair(w http.ResponseWriter, r *http.Request) {
 		NodeID: s.cfg.NodeID, Wait: wait, RoundsStarted: st.RoundsStarted, RoundsDone: st.RoundsDone,
 		Running: st.Running, PartitionsTotal: st.PartitionsTotal, PartitionsDone: st.PartitionsDone,
 		TreesTrusted: st.TreesTrusted, TreesTotal: st.TreesTotal, KeysPulled: st.KeysPulled,
-		KeysPushed: st.KeysPushed, BytesSent: st.BytesSent, BytesReceived: st.BytesReceived,
+		KeysPushed: st.KeysPushed, TombstonesPurged: st.TombstonesPurged, BytesSent: st.BytesSent, BytesReceived: st.BytesReceived,
 		LastError: st.LastError,
 	}
 	if !st.LastRoundStart.IsZero() {

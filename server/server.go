@@ -82,6 +82,10 @@ type Config struct {
 	// second (default 16 MiB/s; negative: no bound).
 	RepairInterval time.Duration
 	RepairRate     int64
+	// TombstoneGrace: a tombstone is purged no sooner than this after a
+	// scan noted it, and only once every replica of its partition was
+	// verified to hold it. Default: 24h; negative: never.
+	TombstoneGrace time.Duration
 	Logf           func(format string, args ...any)
 }
 
@@ -262,7 +266,8 @@ func Start(cfg Config) (s *Server, err error) {
 	// Anti-entropy's trees must see every write: installed before the
 	// coordinator exists, built from the engine once started.
 	if s.ae, err = antientropy.New(cfg.NodeID, s.store, s.members, s.client, antientropy.Options{
-		Interval: cfg.RepairInterval, Rate: cfg.RepairRate, Timeout: cfg.RequestTimeout * 5, Logf: cfg.Logf,
+		Interval: cfg.RepairInterval, Rate: cfg.RepairRate, TombstoneGrace: cfg.TombstoneGrace,
+		Timeout: cfg.RequestTimeout * 5, Logf: cfg.Logf,
 	}); err != nil {
 		return nil, err
 	}
