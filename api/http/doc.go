@@ -6,10 +6,10 @@
 //
 // # Routes
 //
-//	GET    /v1/kv/{key}[?r=LEVEL]   read a key
-//	HEAD   /v1/kv/{key}[?r=LEVEL]   same, without a body
-//	PUT    /v1/kv/{key}[?w=LEVEL]   write the request body as the value
-//	DELETE /v1/kv/{key}[?w=LEVEL]   delete (write a tombstone)
+//	GET    /v1/kv/{key}[?r=LEVEL][&pr=LEVEL]   read a key
+//	HEAD   /v1/kv/{key}[?r=LEVEL][&pr=LEVEL]   same, without a body
+//	PUT    /v1/kv/{key}[?w=LEVEL][&pw=LEVEL]   write the request body as the value
+//	DELETE /v1/kv/{key}[?w=LEVEL][&pw=LEVEL]   delete (write a tombstone)
 //	GET    /v1/cluster              membership and partition ownership
 //	GET    /healthz                 "ok"
 //
@@ -17,6 +17,10 @@
 // included (as %2F; an unescaped "/" is part of the key too). Keys are 1 to
 // [Options.MaxKeySize] bytes. LEVEL is a positive replica count or ONE,
 // QUORUM or ALL (case-insensitive); absent means the coordinator's default.
+// r and w count the nodes that answer, fallbacks standing in for down
+// primaries included (sloppy quorum); pr and pw how many of them must be
+// the key's primaries (absent or 0: no requirement). An unmet level is a
+// 503 naming it, with the counts in replicas_needed and replicas_answered.
 //
 // # Causal context and siblings
 //
