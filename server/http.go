@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ringkv/ringkv/antientropy"
 	httpapi "github.com/ringkv/ringkv/api/http"
 )
 
@@ -43,7 +44,10 @@ func (v clusterView) Status() httpapi.ClusterStatus {
 	st.DefaultR, st.DefaultW = v.s.coord.Defaults(r.Replicas())
 	st.Members = st.Members[:0]
 	hints := v.s.hints.Stats()
-	verified := v.s.ae.PeerStatus()
+	var verified map[string]antientropy.PeerStatus
+	if ae := v.s.ae.Load(); ae != nil {
+		verified = ae.PeerStatus()
+	}
 	now := time.Now()
 	for _, m := range v.s.members.Members() {
 		h := hints[m.ID]
@@ -91,17 +95,22 @@ type RepairStatus struct {
 }
 
 func (s *Server) serveRepair(w http.ResponseWriter, r *http.Request) {
+	ae := s.ae.Load()
+	if ae == nil {
+		http.Error(w, "anti-entropy is off on this node (--repair-interval is negative)", http.StatusServiceUnavailable)
+		return
+	}
 	var wait uint64
 	switch r.Method {
 	case http.MethodGet:
 	case http.MethodPost:
-		wait = s.ae.Repair()
+		wait = ae.Repair()
 	default:
 		w.Header().Set("Allow", "GET, POST")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	st := s.ae.Status()
+	st := ae.Status()
 	out := RepairStatus{
 		NodeID: s.cfg.NodeID, Wait: wait, RoundsStarted: st.RoundsStarted, RoundsDone: st.RoundsDone,
 		Running: st.Running, PartitionsTotal: st.PartitionsTotal, PartitionsDone: st.PartitionsDone,

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ringkv/ringkv/antientropy"
@@ -78,7 +79,8 @@ type Config struct {
 	// HintRate bounds hint delivery, bytes per second. Default: 8 MiB/s.
 	HintRate int64
 	// RepairInterval is the pause between two anti-entropy rounds.
-	// Default: 10s. RepairRate bounds anti-entropy's exchange, bytes per
+	// Default: 10s. Negative: no anti-entropy at all (no trees, no rounds;
+	// for measurements). RepairRate bounds anti-entropy's exchange, bytes per
 	// second (default 16 MiB/s; negative: no bound).
 	RepairInterval time.Duration
 	RepairRate     int64
@@ -121,7 +123,7 @@ type Server struct {
 	members *membership.Membership
 	coord   *coordinator.Coordinator
 	hints   *handoff.Service
-	ae      *antientropy.Service
+	ae      atomic.Pointer[antientropy.Service] // nil until started, or when disabled
 	resp    *resp.Server
 	respLn  net.Listener
 	http    *http.Server
@@ -225,10 +227,11 @@ func Start(cfg Config) (s *Server, err error) {
 	// peer server up; the handler indirection breaks the cycle.
 	var handler transport.HandlerFunc = func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
 		if antientropy.Owns(kind) {
-			if s.ae == nil {
-				return nil, errors.New("node is starting")
+			ae := s.ae.Load()
+			if ae == nil {
+				return nil, errors.New("anti-entropy is not running on this node")
 			}
-			return s.ae.Handle(ctx, from, kind, payload)
+			return ae.Handle(ctx, from, kind, payload)
 		}
 		if s.coord == nil {
 			return nil, errors.New("node is starting")
@@ -265,17 +268,23 @@ func Start(cfg Config) (s *Server, err error) {
 	}
 	// Anti-entropy's trees must see every write: installed before the
 	// coordinator exists, built from the engine once started.
-	if s.ae, err = antientropy.New(cfg.NodeID, s.store, s.members, s.client, antientropy.Options{
-		Interval: cfg.RepairInterval, Rate: cfg.RepairRate, TombstoneGrace: cfg.TombstoneGrace,
-		Timeout: cfg.RequestTimeout * 5, Logf: cfg.Logf,
-	}); err != nil {
-		return nil, err
+	var ae *antientropy.Service
+	if cfg.RepairInterval >= 0 {
+		if ae, err = antientropy.New(cfg.NodeID, s.store, s.members, s.client, antientropy.Options{
+			Interval: cfg.RepairInterval, Rate: cfg.RepairRate, TombstoneGrace: cfg.TombstoneGrace,
+			Timeout: cfg.RequestTimeout * 5, Logf: cfg.Logf,
+		}); err != nil {
+			return nil, err
+		}
 	}
 	s.coord = coordinator.New(cfg.NodeID, s.members, s.store, s.client, coordinator.Options{
 		R: rLevel, W: wLevel, Timeout: cfg.RequestTimeout, Logf: cfg.Logf, Hints: s.hints,
 	})
 	s.hints.Start(s.coord, s.members.Alive)
-	s.ae.Start()
+	if ae != nil {
+		ae.Start()
+		s.ae.Store(ae)
+	}
 	if cfg.RespAddr != "" {
 		s.resp = resp.NewServer(respBackend{s}, resp.Options{MaxValueSize: cfg.MaxValueSize, Logf: cfg.Logf})
 		if s.respLn, err = net.Listen("tcp", cfg.RespAddr); err != nil {
@@ -340,8 +349,8 @@ func (s *Server) Close() error {
 		// lost only if this node is also the one that stays behind).
 		s.hints.Close()
 	}
-	if s.ae != nil {
-		s.ae.Close() // before the engine closes: a round in progress stops
+	if ae := s.ae.Load(); ae != nil {
+		ae.Close() // before the engine closes: a round in progress stops
 	}
 	if s.client != nil {
 		s.client.Close()

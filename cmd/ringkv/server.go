@@ -92,7 +92,7 @@ commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
 	f.Int64Var(&cfg.HintMaxBytes, "hint-max-bytes", 256<<20, "hinted handoff: most bytes of hints kept for one node; past it new hints are refused and counted")
 	f.DurationVar(&cfg.HintWindow, "hint-window", 3*time.Hour, "hinted handoff: a node whose hints have been pending this long collects no new ones")
 	f.Int64Var(&cfg.HintRate, "hint-rate", 8<<20, "hinted handoff: delivery rate, bytes per second")
-	f.DurationVar(&cfg.RepairInterval, "repair-interval", 10*time.Second, "anti-entropy: pause between two rounds of comparing hash trees with the other replicas")
+	f.DurationVar(&cfg.RepairInterval, "repair-interval", 10*time.Second, "anti-entropy: pause between two rounds of comparing hash trees with the other replicas (negative: no anti-entropy)")
 	f.Int64Var(&cfg.RepairRate, "repair-rate", 16<<20, "anti-entropy: exchange rate, bytes per second (negative: unbounded)")
 	f.DurationVar(&cfg.TombstoneGrace, "tombstone-grace", 24*time.Hour, "deletes: a tombstone is purged no sooner than this after it was noted, and only once anti-entropy verified every replica of its partition holds it (negative: never); keep it above the longest a hint may wait")
 	f.BoolVar(&quiet, "quiet", false, "do not log")
