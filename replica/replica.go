@@ -366,7 +366,10 @@ func (s *Store) observe(ekeys, encoded [][]byte, oldHashes []uint64) (hashes []u
 	}
 	hashes = make([]uint64, len(ekeys))
 	changes := make([]Change, 0, len(ekeys))
-	at := make(map[string]int, len(ekeys))
+	var at map[string]int // engine key -> its change, for a batch that may repeat keys
+	if len(ekeys) > 1 {
+		at = make(map[string]int, len(ekeys))
+	}
 	for i, ekey := range ekeys {
 		if encoded[i] == nil {
 			continue
@@ -376,7 +379,9 @@ func (s *Store) observe(ekeys, encoded [][]byte, oldHashes []uint64) (hashes []u
 			changes[j].New = hashes[i]
 			continue
 		}
-		at[string(ekey)] = len(changes)
+		if at != nil {
+			at[string(ekey)] = len(changes)
+		}
 		changes = append(changes, Change{Token: tokenOf(ekey), Old: oldHashes[i], New: hashes[i]})
 	}
 	s.observer.Changing(changes)

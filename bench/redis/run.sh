@@ -12,7 +12,9 @@
 # ringkv-1-periodic ringkv-3-batch redis floor (default: all, in that
 # order); -b benchmarks a ringkv binary built elsewhere (an A/B of two
 # commits: build each, run the script once per binary, interleaved)
-# instead of building this checkout.
+# instead of building this checkout. RINGKV_FLAGS (environment) adds
+# flags to every ringkv server, e.g. RINGKV_FLAGS="--repair-interval -1"
+# for an A/B of a server setting.
 #
 # Per target and pipeline depth (-P 1, -P 16) it runs
 #   redis-benchmark -h 127.0.0.1 -p PORT -t set,get -d 100 -r 1000000 -c 50 -n N -P P --csv
@@ -163,6 +165,8 @@ start_ringkv() { # start_ringkv NAME SYNC REPLICAS [JOIN]: sets RESP_PORT, HTTP_
 		local args=(server --node-id "$name" --data-dir "$TMP/data/$name" --resp-addr "127.0.0.1:$RESP_PORT"
 			--http-addr "127.0.0.1:$HTTP_PORT" --peer-addr "127.0.0.1:$PEER_PORT" --replicas "$replicas" --sync "$sync")
 		[ -n "$join" ] && args+=(--join "$join")
+		# shellcheck disable=SC2206 # RINGKV_FLAGS is split on purpose
+		[ -n "${RINGKV_FLAGS:-}" ] && args+=($RINGKV_FLAGS)
 		"$TMP/ringkv" "${args[@]}" >"$TMP/$name.log" 2>&1 &
 		pid=$!
 		PIDS+=($pid)
