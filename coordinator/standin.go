@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/bits"
 
-	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/version"
 )
@@ -98,13 +97,6 @@ func (c *Coordinator) standIn(primary string, keys [][]byte, objs []*version.Obj
 	return nil
 }
 
-// keyRemover is a store that can remove a key's object physically when a
-// given version covers it, under its own key lock (so that observers of
-// the store hear of it).
-type keyRemover interface {
-	RemoveIfCovered(key []byte, by *version.Object) (bool, error)
-}
-
 // dropStandIns is called with versions their targets acknowledged (hints
 // delivered): it removes this node's own copies of those keys where it
 // stood in as a fallback (see the comment at the top of this file).
@@ -127,17 +119,11 @@ func (c *Coordinator) dropStandIn(key []byte, delivered *version.Object) error {
 	if contains(rg.PreferenceForKey(key), c.self) {
 		return nil
 	}
-	if r, ok := any(c.store).(keyRemover); ok {
-		_, err := r.RemoveIfCovered(key, delivered)
-		return err
-	}
-	obj, err := c.store.Get(key)
-	if err != nil || obj == nil || !delivered.Descends(obj) {
-		return err
-	}
-	// Every write of this key on this node holds the stripe lock and has
-	// committed, so the engine holds the whole state.
-	return c.store.DB().Delete(replica.EncodeKey(nil, key))
+	// replica.Store removes under its own key lock (so that its
+	// observers, anti-entropy's trees, hear of it), and only when
+	// delivered covers what it holds.
+	_, err := c.store.RemoveIfCovered(key, delivered)
+	return err
 }
 
 // encodeHandoff: uvarint len(primary) | primary | a kindReplicateBatch
