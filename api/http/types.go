@@ -87,8 +87,8 @@ type MemberStatus struct {
 	// nodes replicate (RepairShared), how many were never verified against
 	// this member since the answering node started (RepairUnverified), and
 	// the oldest time one of the others was last verified (compared and
-	// repaired; RepairOldestVerified, RFC 3339, empty if none). On the
-	// answering node's own entry, RepairRound* describe its rounds.
+	// repaired; RepairOldestVerified, RFC 3339, empty if none). The
+	// answering node's rounds are in GET /v1/repair.
 	RepairShared         int    `json:"repair_shared,omitempty"`
 	RepairUnverified     int    `json:"repair_unverified,omitempty"`
 	RepairOldestVerified string `json:"repair_oldest_verified,omitempty"`

@@ -13,7 +13,7 @@
 # order); -b benchmarks a ringkv binary built elsewhere (an A/B of two
 # commits: build each, run the script once per binary, interleaved)
 # instead of building this checkout. RINGKV_FLAGS (environment) adds
-# flags to every ringkv server, e.g. RINGKV_FLAGS="--repair-interval -1"
+# flags to every ringkv server, e.g. RINGKV_FLAGS="--repair-interval -1s"
 # for an A/B of a server setting.
 #
 # Per target and pipeline depth (-P 1, -P 16) it runs
