@@ -29,6 +29,11 @@ import (
 // that superseded x carries x's context). Writes are taken in invocation
 // order, so that what x covers is known before any y that covers x.
 //
+// The rule for blind writes holds at strict quorum only (Config.Strict:
+// pw = W, and the reads counted are primaries'): under sloppy quorum a
+// write acknowledged by a fallback, or a blind write that learned from one,
+// may miss a primary's write, and both rightly survive as siblings.
+//
 // A blind write that was not stamped (its read failed) covers nothing, but
 // it is then no use to anyone: only acknowledged writes are trusted to
 // supersede anything in the checkers below. Like CheckRegisterReads, this

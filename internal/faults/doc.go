@@ -98,6 +98,15 @@
 // counted against the placed ones) has no canary: it cannot be planted from
 // outside the coordinator.
 //
+// # Sloppy and strict quorum
+//
+// Clients ask for the default, sloppy quorum (fallback nodes stand in for
+// primaries marked down, and their acknowledgements and answers count),
+// or with Config.Strict for strict quorum (pr = R, pw = W). The checkers
+// that rest on R+W>N (b, c's rule for reads, e, and Coverage's rule for
+// blind writes, hence the delete checkers) run at strict quorum; no
+// acknowledged write lost (a) and convergence run in both.
+//
 // # Schedules and replay
 //
 // A run (Config, Run) is fixed by its seed: the fault schedule and every

@@ -69,6 +69,12 @@ func TestSetsQuorum(t *testing.T) {
 	runSets(t, Config{R: coordinator.Quorum, W: coordinator.Quorum, Faults: allFaults})
 }
 
+// No acknowledged write is lost at strict quorum either (the other sets
+// schedules run the default, sloppy quorum).
+func TestSetsQuorumStrict(t *testing.T) {
+	runSets(t, Config{R: coordinator.Quorum, W: coordinator.Quorum, Strict: true, Faults: allFaults})
+}
+
 func TestSetsOne(t *testing.T) {
 	runSets(t, Config{R: coordinator.One, W: coordinator.One, Faults: allFaults})
 }
@@ -99,8 +105,10 @@ func runRegisters(t *testing.T, c Config) {
 	})
 }
 
+// Strict quorum (pr = R, pw = W): R+W>N holds only there (sloppy quorum
+// lets fallbacks count).
 func TestRegistersQuorum(t *testing.T) {
-	runRegisters(t, Config{R: coordinator.Quorum, W: coordinator.Quorum, Faults: allFaults})
+	runRegisters(t, Config{R: coordinator.Quorum, W: coordinator.Quorum, Strict: true, Faults: allFaults})
 }
 
 func TestRegistersAllOne(t *testing.T) {
@@ -111,7 +119,10 @@ func TestRegistersAllOne(t *testing.T) {
 
 func TestSiblingPairs(t *testing.T) {
 	forSeeds(t, func(t *testing.T, seed int64) {
-		res := Run(t, withDuration(Config{Seed: seed, Workload: SiblingPairs, Faults: allFaults}))
+		// Strict quorum: a read counting a fallback may miss a write that
+		// only primaries hold (sloppy quorum), and checker c's rule for
+		// reads is an R+W>N rule. The final read holds in both modes.
+		res := Run(t, withDuration(Config{Seed: seed, Workload: SiblingPairs, Strict: true, Faults: allFaults}))
 		vs := CheckSiblings(res.History.Ops(), res.Final, res.Cfg.Replicas)
 		vs = append(vs, CheckConverged(res.Replicas)...)
 		Report(t, res, vs)
@@ -154,7 +165,7 @@ func runContextRegisters(t *testing.T, c Config) {
 // node cut: it misses the other replicas' writes but still coordinates its
 // own), which leave replicas behind that then coordinate context writes.
 func TestContextRegistersQuorum(t *testing.T) {
-	runContextRegisters(t, Config{R: coordinator.Quorum, W: coordinator.Quorum, Faults: staleFaults})
+	runContextRegisters(t, Config{R: coordinator.Quorum, W: coordinator.Quorum, Strict: true, Faults: staleFaults})
 }
 
 // R=ONE, W=ALL on three nodes: only writes of unknown outcome leave a
@@ -199,9 +210,10 @@ func runDeletes(t *testing.T, c Config) {
 	}
 }
 
-// Every fault, hinted handoff on, eight keys.
+// Every fault, hinted handoff on, eight keys, strict quorum (Coverage's
+// rule for blind writes needs it).
 func TestDeletesQuorum(t *testing.T) {
-	runDeletes(t, Config{R: coordinator.Quorum, W: coordinator.Quorum, Keys: 8, Faults: allFaults,
+	runDeletes(t, Config{R: coordinator.Quorum, W: coordinator.Quorum, Strict: true, Keys: 8, Faults: allFaults,
 		Handoff: FastHandoff(300 * time.Millisecond)})
 }
 
@@ -245,9 +257,11 @@ func TestReturningNodeCatchesUp(t *testing.T) {
 
 // N=3 on five nodes: writes through nodes that are not replicas of their
 // key are forwarded; the returning node replicates about three fifths of
-// the keys.
+// the keys. Strict quorum: under sloppy quorum a blind delete may learn
+// from a fallback instead of a primary and rightly not cover a write,
+// which the deleted-key checkers would take for a resurrection.
 func TestReturningNodeCatchesUpFiveNodes(t *testing.T) {
-	runReturningNode(t, Config{Nodes: 5, ReadRepairChance: -1, Handoff: FastHandoff(300 * time.Millisecond)})
+	runReturningNode(t, Config{Nodes: 5, Strict: true, ReadRepairChance: -1, Handoff: FastHandoff(300 * time.Millisecond)})
 }
 
 // --- canaries: each runs a schedule with a planted bug; the checker must

@@ -98,7 +98,13 @@ type Config struct {
 	Duration time.Duration
 	// R and W are the levels clients ask for (coordinator.One, Quorum, All
 	// or a number). Default Quorum.
-	R, W     int
+	R, W int
+	// Strict makes clients demand primaries (strict quorum: pr = R,
+	// pw = W) instead of the default sloppy quorum, under which fallback
+	// nodes stand in for primaries marked down. The R+W>N guarantees
+	// (checkers b and e, and Coverage's rule for blind writes) hold only
+	// at strict quorum.
+	Strict   bool
 	Workload Workload
 	Faults   Faults
 	// Timeout is the coordinators' request timeout. Default 300ms.
@@ -131,6 +137,16 @@ type Config struct {
 	// CatchUpDeadline bounds the returning-node scenario's wait for the
 	// returned node to hold every other replica's state. Default 5s.
 	CatchUpDeadline time.Duration
+}
+
+// levels are a client request's levels: r and w, and under Strict as many
+// primaries (pr = r, pw = w).
+func (c *Config) levels(r, w int) coordinator.Levels {
+	lv := coordinator.Levels{R: r, W: w}
+	if c.Strict {
+		lv.PR, lv.PW = r, w
+	}
+	return lv
 }
 
 func (c *Config) defaults() {
@@ -509,6 +525,7 @@ func classify(err error) Outcome {
 	case err == nil:
 		return OK
 	case errors.Is(err, testcluster.ErrNodeDown),
+		errors.Is(err, coordinator.ErrTooFewPrimaries),
 		errors.Is(err, coordinator.ErrBadLevel),
 		errors.Is(err, coordinator.ErrNoReplicas):
 		return Fail
@@ -573,7 +590,7 @@ func (c *client) readAt(node, key string, level int) (*Op, *version.Object) {
 	}
 	ctx, cancel := c.opCtx()
 	defer cancel()
-	obj, err := co.Get(ctx, []byte(key), level)
+	obj, err := co.GetAt(ctx, []byte(key), c.cfg.levels(level, coordinator.Default))
 	if err != nil {
 		c.h.Complete(op, Info, err)
 		return op, nil
@@ -593,9 +610,9 @@ func (c *client) put(op *Op, node, key string, value []byte, causal version.Cloc
 	ctx, cancel := c.opCtx()
 	defer cancel()
 	if del {
-		_, err = co.Delete(ctx, []byte(key), causal, c.cfg.W)
+		_, err = co.DeleteAt(ctx, []byte(key), causal, c.cfg.levels(coordinator.Default, c.cfg.W))
 	} else {
-		_, err = co.Put(ctx, []byte(key), value, causal, c.cfg.W)
+		_, err = co.PutAt(ctx, []byte(key), value, causal, c.cfg.levels(coordinator.Default, c.cfg.W))
 	}
 	c.h.Complete(op, classify(err), err)
 }
@@ -615,7 +632,7 @@ func (c *client) add(node, key string) {
 		return
 	}
 	ctx, cancel := c.opCtx()
-	obj, err := co.Get(ctx, []byte(key), c.cfg.R)
+	obj, err := co.GetAt(ctx, []byte(key), c.cfg.levels(c.cfg.R, coordinator.Default))
 	cancel()
 	if err != nil {
 		c.h.Complete(op, Fail, fmt.Errorf("read before the add: %w", err))
@@ -858,7 +875,7 @@ func (c *client) batch(node, key string) {
 	}
 	ctx, cancel := c.opCtx()
 	defer cancel()
-	errs := co.PutBatch(ctx, bkeys, values, c.cfg.W)
+	errs := co.PutBatchAt(ctx, bkeys, values, c.cfg.levels(coordinator.Default, c.cfg.W))
 	for i, op := range ops {
 		c.h.Complete(op, classify(errs[i]), errs[i])
 	}
