@@ -87,7 +87,7 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 	writes := make([]replica.Write, 0, len(idx))
 	pos := make([]int, 0, len(idx)) // writes[j] is the write at index pos[j]
 	for _, i := range idx {
-		q, err := c.writeQuorum(lv.W, lv.PW, routes[i])
+		q, err := c.writeQuorum(lv.W, lv.PW, routes[i], c.localDC(routes[i]))
 		if err != nil {
 			errs[i] = err
 			continue
@@ -121,18 +121,18 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 	stamped := func(objs []*version.Object) {
 		peers := map[ring.Target]*peerBatch{}
 		for j, obj := range objs {
-			targets := routes[pos[j]].targets
-			if obj == nil || len(targets) < 2 {
+			rt := routes[pos[j]]
+			if obj == nil || len(rt.targets) < 2 {
 				continue
 			}
-			results[j] = make(chan ack, len(targets))
-			for _, tg := range targets {
+			results[j] = make(chan ack, len(rt.targets))
+			for _, tg := range rt.targets {
 				if tg.Node == c.self {
 					continue
 				}
 				pb := peers[tg]
 				if pb == nil {
-					pb = &peerBatch{}
+					pb = &peerBatch{dc: rt.rg.DC(tg.Node)}
 					peers[tg] = pb
 				}
 				key := writes[j].Key
@@ -143,16 +143,13 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 				pb.idx = append(pb.idx, j)
 				pb.keys = append(pb.keys, key)
 				pb.objs = append(pb.objs, obj)
-				sent[j].all++
-				if tg.For == "" {
-					sent[j].primaries++
-				}
+				sent[j].add(quorums[j], tg.For == "", pb.dc)
 			}
 		}
 		for tg, pb := range peers {
 			anySent = true
 			for _, m := range splitReplicateBatch(pb.keys, pb.objs) {
-				go c.sendBatch(tg, m, pb.idx[m.from:m.to], pb.objs[m.from:m.to], results)
+				go c.sendBatch(tg, pb.dc, m, pb.idx[m.from:m.to], pb.objs[m.from:m.to], results)
 			}
 		}
 	}
@@ -168,7 +165,7 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 		if writeErrs != nil && writeErrs[j] != nil {
 			localErr = writeErrs[j]
 		}
-		if localErr == nil && quorums[j].met(1, 1) {
+		if localErr == nil && quorums[j].metLocally() {
 			continue
 		}
 		replicas := len(routes[i].pref)
@@ -183,18 +180,21 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 }
 
 // peerBatch is one target's share of a batch of writes: the writes' indices
-// in the batch, their keys and stamped objects.
+// in the batch, their keys and stamped objects, and the target's
+// datacenter.
 type peerBatch struct {
 	idx  []int
 	keys [][]byte
 	objs []*version.Object
+	dc   string
 }
 
 // sendBatch sends one message of a batch's versions to tg (a primary:
 // kindReplicateBatch; a fallback: kindHandoff) and reports each entry's
 // answer on results[idx[n]]. Entries not acknowledged are kept as hints for
 // the primary tg serves.
-func (c *Coordinator) sendBatch(tg ring.Target, m replicateMessage, idx []int, objs []*version.Object, results []chan ack) {
+// dc is tg's datacenter.
+func (c *Coordinator) sendBatch(tg ring.Target, dc string, m replicateMessage, idx []int, objs []*version.Object, results []chan ack) {
 	sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
 	defer cancel()
 	primary := tg.For == ""
@@ -211,7 +211,7 @@ func (c *Coordinator) sendBatch(tg ring.Target, m replicateMessage, idx []int, o
 		var hobjs []*version.Object
 		for n, j := range idx {
 			err := c.send(sctx, tg.Node, kindReplicate, appendReplicate(nil, m.keys[n], m.encoded[n]))
-			results[j] <- ack{err: err, primary: true}
+			results[j] <- ack{err: err, primary: true, dc: dc}
 			if missed(err) {
 				hkeys, hobjs = append(hkeys, m.keys[n]), append(hobjs, objs[n])
 			}
@@ -220,7 +220,7 @@ func (c *Coordinator) sendBatch(tg ring.Target, m replicateMessage, idx []int, o
 		return
 	}
 	for _, j := range idx {
-		results[j] <- ack{err: err, primary: primary}
+		results[j] <- ack{err: err, primary: primary, dc: dc}
 	}
 	if missed(err) {
 		// Not acknowledged in time: keep them for the primary.
@@ -246,7 +246,13 @@ func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write,
 			continue
 		}
 		first[string(writes[j].Key)] = j
-		if rq := min(r, quorums[j].w); rq > 1 {
+		q := quorums[j]
+		switch rq := min(r, q.w); {
+		case len(q.dcs) > 0 && r > 1 && q.w > 1:
+			// A datacenter level reads at the same level (see
+			// writeContext).
+			byLevel[q.level] = append(byLevel[q.level], j)
+		case len(q.dcs) == 0 && rq > 1:
 			byLevel[rq] = append(byLevel[rq], j)
 		}
 	}
@@ -375,7 +381,9 @@ func (c *Coordinator) GetBatchAt(ctx context.Context, keys [][]byte, lv Levels) 
 		}
 		plans[i] = plan
 		pref, q := plan.rt.pref, plan.r
-		if !contains(pref, c.self) || plan.full && len(pref) > 1 || plan.pr > q {
+		// The batched path asks primaries in preference order, whatever
+		// their datacenter: a datacenter level takes Get's path.
+		if !contains(pref, c.self) || plan.full && len(pref) > 1 || plan.pr > q || len(plan.dcs) > 0 && !plan.localOnly {
 			slow = append(slow, i)
 			continue
 		}

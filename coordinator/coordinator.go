@@ -104,24 +104,44 @@ const (
 	Quorum = -2
 	// All needs every replica.
 	All = -3
+
+	// The datacenter levels (see dc.go) count per datacenter, against the
+	// ring's ReplicasPerDC; on a ring without it, LocalOne is One and
+	// LocalQuorum and EachQuorum are Quorum.
+
+	// LocalOne needs one replica in the local datacenter: the DC of the
+	// node the client talked to.
+	LocalOne = -4
+	// LocalQuorum needs a majority of the local datacenter's replicas.
+	LocalQuorum = -5
+	// EachQuorum needs a majority of the replicas of every datacenter that
+	// holds replicas.
+	EachQuorum = -6
 )
 
-// ParseLevel parses a quorum: a positive number, or ONE, QUORUM or ALL
-// (case-insensitive). The empty string is Default.
+// levelNames are the named levels, as ParseLevel reads and FormatLevel
+// writes them.
+var levelNames = map[int]string{
+	One: "ONE", Quorum: "QUORUM", All: "ALL",
+	LocalOne: "LOCAL_ONE", LocalQuorum: "LOCAL_QUORUM", EachQuorum: "EACH_QUORUM",
+}
+
+// ParseLevel parses a quorum: a positive number, or ONE, QUORUM, ALL,
+// LOCAL_ONE, LOCAL_QUORUM or EACH_QUORUM (case-insensitive). The empty
+// string is Default.
 func ParseLevel(s string) (int, error) {
-	switch strings.ToUpper(strings.TrimSpace(s)) {
-	case "":
+	name := strings.ToUpper(strings.TrimSpace(s))
+	if name == "" {
 		return Default, nil
-	case "ONE":
-		return One, nil
-	case "QUORUM":
-		return Quorum, nil
-	case "ALL":
-		return All, nil
+	}
+	for level, n := range levelNames {
+		if n == name {
+			return level, nil
+		}
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 1 {
-		return 0, fmt.Errorf("bad consistency level %q: want a positive number, ONE, QUORUM or ALL", s)
+		return 0, fmt.Errorf("bad consistency level %q: want a positive number, ONE, QUORUM, ALL, LOCAL_ONE, LOCAL_QUORUM or EACH_QUORUM", s)
 	}
 	return n, nil
 }
@@ -137,7 +157,11 @@ func resolve(op string, level, def, n, placed int) (int, error) {
 	}
 	var count int
 	switch level {
-	case Default, Quorum:
+	case LocalOne:
+		// Without a route (Defaults), a datacenter level counts as the
+		// level it is on a ring without ReplicasPerDC.
+		count = 1
+	case Default, Quorum, LocalQuorum, EachQuorum:
 		count = n/2 + 1
 	case One:
 		count = 1
@@ -185,15 +209,34 @@ type QuorumError struct {
 	N         int    // replicas the key is meant to have (0: not known)
 	Last      error  // one of the errors met, for context
 	Primaries bool   // Needed and Answered count primaries (PR, PW)
+	// DC, when set, is the datacenter a datacenter level (LOCAL_ONE,
+	// LOCAL_QUORUM, EACH_QUORUM) was not met in: Needed, Answered,
+	// Replicas and N count that datacenter's replicas only.
+	DC string
 }
 
 func (e *QuorumError) Error() string {
 	if errors.Is(e.Last, ErrTooFewReplicas) {
+		if e.DC != "" {
+			return fmt.Sprintf("%s refused: %s: it needs %d replicas in datacenter %q but the ring places %d there for this key (%d per key in %q); add nodes there or use another level",
+				e.Op, ErrTooFewReplicas, e.Needed, e.DC, e.Replicas, e.N, e.DC)
+		}
 		return fmt.Sprintf("%s refused: %s: it needs %d replicas but the ring places %d for this key (N=%d); add nodes or use a lower level",
 			e.Op, ErrTooFewReplicas, e.Needed, e.Replicas, e.N)
 	}
 	if e.Primaries {
 		return e.primariesError()
+	}
+	if e.DC != "" {
+		s := fmt.Sprintf("%s quorum not reached in datacenter %q: %d of %d required replicas there answered (%d replicas there)",
+			e.Op, e.DC, e.Answered, e.Needed, e.Replicas)
+		if e.Op == "write" {
+			s += "; the write may still have been applied on the nodes that took it"
+		}
+		if e.Last != nil {
+			s += ": " + e.Last.Error()
+		}
+		return s
 	}
 	s := fmt.Sprintf("%s quorum not reached: %d of %d required replicas answered (%d replicas)",
 		e.Op, e.Answered, e.Needed, e.Replicas)
@@ -267,10 +310,25 @@ func (c *Coordinator) Self() string { return c.self }
 
 // Defaults returns the default R and W for keys meant to have n replicas
 // (N, not the replicas placed now: levels count against N).
+// A datacenter level is counted for this node's datacenter (EACH_QUORUM:
+// the sum of the datacenters' majorities); 0 when it cannot be met here.
 func (c *Coordinator) Defaults(n int) (r, w int) {
-	r, _ = resolve("read", c.o.R, Quorum, n, n)
-	w, _ = resolve("write", c.o.W, Quorum, n, n)
-	return r, w
+	rg := c.cluster.Ring()
+	count := func(level int) int {
+		if level == Default {
+			level = Quorum
+		}
+		if _, perDC := rg.ReplicasIn(""); perDC && isDCLevel(level) {
+			nd, err := dcNeeds(level, rg, rg.DC(c.self))
+			if err != nil {
+				return 0
+			}
+			return nd.count
+		}
+		k, _ := resolve("", level, level, n, n)
+		return k
+	}
+	return count(c.o.R), count(c.o.W)
 }
 
 func (c *Coordinator) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -293,6 +351,7 @@ type route struct {
 	pref    []string
 	targets []ring.Target
 	n       int
+	rg      *ring.Ring // the ring the route was taken from
 }
 
 // route returns the key's route in the current ring, or ErrNoReplicas.
@@ -308,7 +367,7 @@ func (c *Coordinator) routeIn(rg *ring.Ring, key []byte) (route, error) {
 	if len(pref) == 0 {
 		return route{}, ErrNoReplicas
 	}
-	return route{pref: pref, targets: rg.Targets(p, c.healthy), n: rg.Replicas()}, nil
+	return route{pref: pref, targets: rg.Targets(p, c.healthy), n: rg.Replicas(), rg: rg}, nil
 }
 
 // healthy is the failure detector's opinion, this node being up.

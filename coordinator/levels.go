@@ -23,23 +23,24 @@ var ErrTooFewPrimaries = errors.New("too few primaries up")
 
 // ParsePrimaryLevel parses a pr or pw level: as ParseLevel, and "0" for no
 // requirement (Default).
+// The datacenter levels are refused: pr and pw count the key's primaries,
+// wherever they are.
 func ParsePrimaryLevel(s string) (int, error) {
 	if s == "0" {
 		return Default, nil
 	}
-	return ParseLevel(s)
+	level, err := ParseLevel(s)
+	if err == nil && isDCLevel(level) {
+		return 0, fmt.Errorf("%w %q for pr or pw: they count the key's primaries in every datacenter; want a number, ONE, QUORUM or ALL", ErrBadLevel, s)
+	}
+	return level, err
 }
 
-// FormatLevel is the inverse of ParseLevel: ONE, QUORUM, ALL or the
-// number; Default is "0".
+// FormatLevel is the inverse of ParseLevel: ONE, QUORUM, ALL, LOCAL_ONE,
+// LOCAL_QUORUM, EACH_QUORUM or the number; Default is "0".
 func FormatLevel(level int) string {
-	switch level {
-	case One:
-		return "ONE"
-	case Quorum:
-		return "QUORUM"
-	case All:
-		return "ALL"
+	if name, ok := levelNames[level]; ok {
+		return name
 	}
 	return strconv.Itoa(level)
 }
@@ -62,6 +63,9 @@ func (c *Coordinator) DefaultLevels() Levels {
 func resolvePrimaries(op string, level, n, placed int) (int, error) {
 	if level == Default {
 		return 0, nil
+	}
+	if isDCLevel(level) {
+		return 0, fmt.Errorf("p%c: %w: %s counts per datacenter, pr and pw count primaries", op[0], ErrBadLevel, FormatLevel(level))
 	}
 	count, err := resolve(op, level, level, n, placed)
 	if err != nil {

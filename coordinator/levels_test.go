@@ -61,20 +61,20 @@ func TestTallyStopsWhenEitherLevelIsOutOfReach(t *testing.T) {
 		done, met bool
 		primaries bool // the failure is about PW
 	}{
-		{"W met by a fallback", quorum{w: 2}, fanout{2, 1}, []ack{{primary: false}}, true, true, false},
-		{"PW waits for a primary", quorum{w: 2, pw: 2}, fanout{2, 1}, []ack{{primary: false}}, false, false, false},
-		{"PW met", quorum{w: 2, pw: 2}, fanout{2, 1}, []ack{{primary: false}, {primary: true}}, true, true, false},
-		{"PW out of reach", quorum{w: 2, pw: 2}, fanout{2, 1}, []ack{{primary: true, err: fail}}, true, false, true},
-		{"W out of reach", quorum{w: 3}, fanout{2, 2}, []ack{{primary: true, err: fail}}, true, false, false},
+		{"W met by a fallback", quorum{w: 2}, fanout{all: 2, primaries: 1}, []ack{{primary: false}}, true, true, false},
+		{"PW waits for a primary", quorum{w: 2, pw: 2}, fanout{all: 2, primaries: 1}, []ack{{primary: false}}, false, false, false},
+		{"PW met", quorum{w: 2, pw: 2}, fanout{all: 2, primaries: 1}, []ack{{primary: false}, {primary: true}}, true, true, false},
+		{"PW out of reach", quorum{w: 2, pw: 2}, fanout{all: 2, primaries: 1}, []ack{{primary: true, err: fail}}, true, false, true},
+		{"W out of reach", quorum{w: 3}, fanout{all: 2, primaries: 2}, []ack{{primary: true, err: fail}}, true, false, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tl := tally{need: tc.need, acks: 1, primaryAcks: 1, pending: tc.sent}
+			tl := newTally(tc.need, nil, tc.sent)
 			for _, a := range tc.answers {
 				tl.count(a)
 			}
-			if tl.done() != tc.done || tc.need.met(tl.acks, tl.primaryAcks) != tc.met {
-				t.Fatalf("done %v met %v, want %v %v", tl.done(), tc.need.met(tl.acks, tl.primaryAcks), tc.done, tc.met)
+			if tl.done() != tc.done || tl.met() != tc.met {
+				t.Fatalf("done %v met %v, want %v %v", tl.done(), tl.met(), tc.done, tc.met)
 			}
 			if tc.done && !tc.met {
 				var qe *QuorumError

@@ -47,53 +47,55 @@ func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Obj
 	if err != nil {
 		return nil, err
 	}
-	pref := rt.pref
-	if contains(pref, c.self) {
+	if contains(rt.pref, c.self) {
 		return c.coordinateWrite(ctx, req, rt)
 	}
 	// Levels the coordinating replica would refuse are refused here, with
 	// the same error (a forwarded error arrives as text).
-	if _, err := c.writeQuorum(req.w, req.pw, rt); err != nil {
+	local := c.localDC(rt)
+	q, err := c.writeQuorum(req.w, req.pw, rt, local)
+	if err != nil {
 		return nil, err
+	}
+	if len(q.dcs) > 0 {
+		// LOCAL means this node's datacenter, wherever the write is
+		// coordinated.
+		req.dc = local
 	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	// Not a replica: forward to one, alive ones first. Another replica is
-	// tried only when the request provably never reached the first (it
-	// could not be sent): a replica that got it may still apply it, and a
-	// second coordinator would apply it again (two siblings for one write).
+	// Not a replica: forward to one, alive ones first, of this node's
+	// datacenter first. Another replica is tried only when the request
+	// provably never reached the first (it could not be sent): a replica
+	// that got it may still apply it, and a second coordinator would apply
+	// it again (two siblings for one write).
 	var last error
-	for _, alive := range []bool{true, false} {
-		for _, node := range pref {
-			if c.cluster.Alive(node) != alive {
-				continue
-			}
-			addr, ok := c.cluster.Addr(node)
-			if !ok {
-				continue
-			}
-			// A replica that died but is not yet marked down must not eat
-			// the whole request's time: each attempt gets half of what is
-			// left, so there is time to try another when the first could
-			// not even be reached.
-			actx, cancel := ctx, context.CancelFunc(func() {})
-			if d, ok := ctx.Deadline(); ok {
-				actx, cancel = context.WithTimeout(ctx, time.Until(d)/2)
-			}
-			reply, err := c.tr.Call(actx, addr, kindCoordinate, encodeWrite(req))
-			cancel()
-			if err == nil {
-				return version.DecodeObject(reply)
-			}
-			last = err
-			switch {
-			case isRemote(err):
-				// The replica answered with an error (a quorum failure,
-				// say): its outcome is its own to report.
-				return nil, err
-			case !errors.Is(err, transport.ErrNotSent) || ctx.Err() != nil:
-				return nil, fmt.Errorf("forward write of %q to %s: %w: %w", req.key, node, ErrUnknownOutcome, err)
-			}
+	for _, node := range c.forwardOrder(rt, local) {
+		addr, ok := c.cluster.Addr(node)
+		if !ok {
+			continue
+		}
+		// A replica that died but is not yet marked down must not eat
+		// the whole request's time: each attempt gets half of what is
+		// left, so there is time to try another when the first could
+		// not even be reached.
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if d, ok := ctx.Deadline(); ok {
+			actx, cancel = context.WithTimeout(ctx, time.Until(d)/2)
+		}
+		reply, err := c.tr.Call(actx, addr, kindCoordinate, encodeWrite(req))
+		cancel()
+		if err == nil {
+			return version.DecodeObject(reply)
+		}
+		last = err
+		switch {
+		case isRemote(err):
+			// The replica answered with an error (a quorum failure,
+			// say): its outcome is its own to report.
+			return nil, err
+		case !errors.Is(err, transport.ErrNotSent) || ctx.Err() != nil:
+			return nil, fmt.Errorf("forward write of %q to %s: %w: %w", req.key, node, ErrUnknownOutcome, err)
 		}
 	}
 	return nil, fmt.Errorf("forward write of %q: no replica reachable: %w", req.key, last)
@@ -108,8 +110,15 @@ func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Obj
 // min(W, default R) targets (writeContext), not just this one's: a
 // replica that missed an acknowledged write would otherwise make the new
 // write concurrent with it, and an older value would survive beside it.
+//
+// Datacenter levels count for the datacenter the request names (req.dc,
+// set by the node that forwarded it), else for this node's.
 func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, rt route) (*version.Object, error) {
-	need, err := c.writeQuorum(req.w, req.pw, rt)
+	local := req.dc
+	if local == "" {
+		local = c.localDC(rt)
+	}
+	need, err := c.writeQuorum(req.w, req.pw, rt, local)
 	if err != nil {
 		return nil, err
 	}
@@ -119,11 +128,11 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, rt 
 		if causal == nil {
 			causal = version.Clock{}
 		}
-		if err := c.learnContext(ctx, req.key, causal, rt); err != nil {
+		if err := c.learnContext(ctx, req.key, causal, rt, need); err != nil {
 			return nil, err
 		}
 	} else {
-		if causal, err = c.writeContext(ctx, req.key, rt, need.w); err != nil {
+		if causal, err = c.writeContext(ctx, req.key, rt, need); err != nil {
 			return nil, err
 		}
 	}
@@ -135,7 +144,7 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, rt 
 	var stamped func(*version.Object)
 	if len(rt.targets) > 1 {
 		results = make(chan ack, len(rt.targets))
-		stamped = func(obj *version.Object) { sent = c.replicate(req.key, obj, rt.targets, results) }
+		stamped = func(obj *version.Object) { sent = c.replicate(req.key, obj, rt, need, results) }
 	}
 	obj, err := c.store.CoordinateThen(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano(), stamped)
 	if err != nil && sent.all == 0 && (stamped != nil || isRefusal(err)) {
@@ -144,7 +153,7 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, rt 
 		// client's error, not a quorum failure.
 		return nil, err
 	}
-	if err == nil && need.met(1, 1) {
+	if err == nil && need.metLocally() {
 		return obj, nil
 	}
 	if sent.all > 0 {
@@ -167,19 +176,58 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, rt 
 }
 
 // quorum is what a write waits for: w acknowledgements, pw of them from
-// primaries.
-type quorum struct{ w, pw int }
+// primaries, and for a datacenter level (dcs set), dcs[i].n of them from
+// the targets in datacenter dcs[i].dc (w is then their sum).
+type quorum struct {
+	w, pw int
+	dcs   []dcNeed
+	// level is the write level W resolved from (Default replaced by the
+	// configured default), and selfDC this node's datacenter, whose
+	// count its own acknowledgement adds to.
+	level  int
+	selfDC string
+}
 
-func (q quorum) met(acks, primaryAcks int) bool { return acks >= q.w && primaryAcks >= q.pw }
+// met reports whether acks acknowledgements, primaryAcks of them from
+// primaries and dcAcks[i] from the datacenter of dcs[i], meet q.
+func (q quorum) met(acks, primaryAcks int, dcAcks []int) bool {
+	if acks < q.w || primaryAcks < q.pw {
+		return false
+	}
+	for i, d := range q.dcs {
+		if dcAcks[i] < d.n {
+			return false
+		}
+	}
+	return true
+}
 
-// writeQuorum resolves a write's W and PW for its route, refusing a PW
-// that more primaries than are up.
-func (c *Coordinator) writeQuorum(w, pw int, rt route) (quorum, error) {
-	var q quorum
-	var err error
-	if q.w, err = resolve("write", w, c.o.W, rt.n, len(rt.pref)); err != nil {
+// metLocally reports whether this node's own acknowledgement meets q.
+func (q quorum) metLocally() bool {
+	if q.w > 1 || q.pw > 1 {
+		return false
+	}
+	for _, d := range q.dcs {
+		if d.n > 1 || d.dc != q.selfDC {
+			return false
+		}
+	}
+	return true
+}
+
+// writeQuorum resolves a write's W and PW for its route, datacenter levels
+// for the local datacenter local, refusing a PW that more primaries than
+// are up.
+func (c *Coordinator) writeQuorum(w, pw int, rt route, local string) (quorum, error) {
+	q := quorum{level: w, selfDC: c.localDC(rt)}
+	if q.level == Default {
+		q.level = c.o.W
+	}
+	nd, err := resolveLevel("write", w, c.o.W, rt, local)
+	if err != nil {
 		return q, err
 	}
+	q.w, q.dcs = nd.count, nd.dcs
 	if q.pw, err = resolvePrimaries("write", pw, rt.n, len(rt.pref)); err != nil {
 		return q, err
 	}
@@ -207,13 +255,21 @@ func isRefusal(err error) bool {
 // is also applied to the local replica, so that it holds every version the
 // context covers. At w = 1 (or R = 1) it is nil: the write supersedes what
 // this replica holds, at no extra cost.
-func (c *Coordinator) writeContext(ctx context.Context, key []byte, rt route, w int) (version.Clock, error) {
+//
+// For a datacenter level the read has the write's own datacenter
+// requirements (a LOCAL_QUORUM write reads a majority of the local
+// replicas, never waiting on another datacenter), so the promise holds
+// per datacenter: among the writes at that level of the same datacenter.
+func (c *Coordinator) writeContext(ctx context.Context, key []byte, rt route, q quorum) (version.Clock, error) {
 	r, _ := resolve("read", Default, c.o.R, rt.n, rt.n)
-	r = min(r, w)
-	if r <= 1 {
+	plan := readPlan{rt: rt, r: min(r, q.w, len(rt.targets))}
+	if len(q.dcs) > 0 {
+		plan.r, plan.dcs = q.w, q.dcs
+	}
+	if r <= 1 || plan.r <= 1 {
 		return nil, nil
 	}
-	merged, err := c.learn(ctx, key, rt, r)
+	merged, err := c.learn(ctx, key, plan)
 	if err != nil {
 		return nil, fmt.Errorf("blind write of %q: %w", key, err)
 	}
@@ -231,7 +287,11 @@ func (c *Coordinator) writeContext(ctx context.Context, key []byte, rt route, w 
 // replica knows is refused, and a counter ahead of every replica is
 // lowered, so the write supersedes exactly what the client saw — never a
 // version no replica has.
-func (c *Coordinator) learnContext(ctx context.Context, key []byte, causal version.Clock, rt route) error {
+//
+// For a datacenter level both reads keep to the level's datacenters (a
+// LOCAL write learns from the local ones only), so that it never waits on
+// a datacenter it does not count.
+func (c *Coordinator) learnContext(ctx context.Context, key []byte, causal version.Clock, rt route, q quorum) error {
 	cur, err := c.store.Get(key)
 	if err != nil {
 		return fmt.Errorf("write of %q: read the local version: %w", key, err)
@@ -250,27 +310,37 @@ func (c *Coordinator) learnContext(ctx context.Context, key []byte, causal versi
 	// context ahead of every replica (forged, or naming a write no replica
 	// kept) is then lowered or refused by the replica.
 	r, _ := resolve("read", Default, c.o.R, rt.n, rt.n)
-	r = min(max(r, 2), len(rt.targets))
-	for _, r := range []int{r, len(rt.targets)} {
-		merged, err := c.learn(ctx, key, rt, r)
+	plans := [2]readPlan{{rt: rt, r: min(max(r, 2), len(rt.targets))}, {rt: rt, r: len(rt.targets)}}
+	if len(q.dcs) > 0 {
+		plans = [2]readPlan{{rt: rt}, {rt: rt}}
+		for _, d := range q.dcs {
+			in := rt.targetsIn(d.dc)
+			first, all := d, d
+			first.n, all.n = min(max(d.n, 2), in), in
+			plans[0].dcs, plans[0].r = append(plans[0].dcs, first), plans[0].r+first.n
+			plans[1].dcs, plans[1].r = append(plans[1].dcs, all), plans[1].r+all.n
+		}
+	}
+	for i, plan := range plans {
+		merged, err := c.learn(ctx, key, plan)
 		if err != nil {
-			return fmt.Errorf("write of %q: its context names writes this replica has not seen, and reading %d replicas failed: %w", key, r, err)
+			return fmt.Errorf("write of %q: its context names writes this replica has not seen, and reading %d replicas failed: %w", key, plan.r, err)
 		}
 		if merged != nil {
 			have = have.Merge(merged.Context)
 		}
-		if have.Descends(causal) || r == len(rt.targets) {
+		if have.Descends(causal) || i == len(plans)-1 {
 			return nil
 		}
 	}
 	return nil
 }
 
-// learn reads key from r targets (this one first) and merges what they
-// hold into the local replica, returning the merge (nil when none has the
-// key).
-func (c *Coordinator) learn(ctx context.Context, key []byte, rt route, r int) (*version.Object, error) {
-	merged, localCurrent, err := c.read(ctx, key, readPlan{rt: rt, r: min(r, len(rt.targets))})
+// learn reads key as plan says (this node first) and merges what the
+// targets hold into the local replica, returning the merge (nil when none
+// has the key).
+func (c *Coordinator) learn(ctx context.Context, key []byte, plan readPlan) (*version.Object, error) {
+	merged, localCurrent, err := c.read(ctx, key, plan)
 	if err != nil {
 		return nil, fmt.Errorf("read the replicas' versions first: %w", err)
 	}
@@ -286,12 +356,43 @@ func (c *Coordinator) learn(ctx context.Context, key []byte, rt route, r int) (*
 // ack is one target's answer to a write it was sent.
 type ack struct {
 	err     error
-	primary bool // the target is a primary, not a fallback
+	primary bool   // the target is a primary, not a fallback
+	dc      string // the target's datacenter, when the write's level counts per datacenter
 }
 
-// fanout counts the targets a version was sent to, and the primaries among
-// them.
-type fanout struct{ all, primaries int }
+// fanout counts the targets a version was sent to, the primaries among
+// them, and for a datacenter level those in each datacenter of the
+// quorum's dcs (dcs[i] for need.dcs[i]).
+type fanout struct {
+	all, primaries int
+	dcs            []int
+}
+
+// add counts one target in datacenter dc for q.
+func (f *fanout) add(q quorum, primary bool, dc string) {
+	f.all++
+	if primary {
+		f.primaries++
+	}
+	if len(q.dcs) == 0 {
+		return
+	}
+	if f.dcs == nil {
+		f.dcs = make([]int, len(q.dcs))
+	}
+	if i := dcIndex(q.dcs, dc); i >= 0 {
+		f.dcs[i]++
+	}
+}
+
+// targetDC is the datacenter of a write's target, when q counts per
+// datacenter ("" otherwise: no lookup on the common path).
+func targetDC(q quorum, rt route, node string) string {
+	if len(q.dcs) == 0 {
+		return ""
+	}
+	return rt.rg.DC(node)
+}
 
 // awaitAcks waits until the write's quorum is met: the local replica (a
 // primary; localErr nil) and those of the sent replication requests
@@ -299,10 +400,7 @@ type fanout struct{ all, primaries int }
 // still to answer cannot meet it, or when ctx ends. It returns the
 // acknowledgements counted.
 func (c *Coordinator) awaitAcks(ctx context.Context, need quorum, localErr error, sent fanout, results <-chan ack, replicas int) (int, error) {
-	t := tally{need: need, pending: sent, last: localErr}
-	if localErr == nil {
-		t.acks, t.primaryAcks = 1, 1
-	}
+	t := newTally(need, localErr, sent)
 	for !t.done() {
 		// Answers already in count even when ctx has ended meanwhile: a
 		// batch waits for its keys one after another under one deadline,
@@ -321,7 +419,7 @@ func (c *Coordinator) awaitAcks(ctx context.Context, need quorum, localErr error
 			return t.acks, t.failure(replicas)
 		}
 	}
-	if !need.met(t.acks, t.primaryAcks) {
+	if !t.met() {
 		return t.acks, t.failure(replicas)
 	}
 	return t.acks, nil
@@ -331,14 +429,37 @@ func (c *Coordinator) awaitAcks(ctx context.Context, need quorum, localErr error
 type tally struct {
 	need              quorum
 	acks, primaryAcks int
+	dcAcks            []int  // per need.dcs
 	pending           fanout // sent, not yet answered
 	last              error
+}
+
+// newTally starts counting for need: the local replica's acknowledgement
+// (localErr nil) and the pending answers of the targets sent to.
+func newTally(need quorum, localErr error, sent fanout) *tally {
+	t := &tally{need: need, pending: sent, last: localErr}
+	if len(need.dcs) > 0 {
+		t.dcAcks = make([]int, len(need.dcs))
+		t.pending.dcs = make([]int, len(need.dcs))
+		copy(t.pending.dcs, sent.dcs)
+	}
+	if localErr == nil {
+		t.acks, t.primaryAcks = 1, 1
+		if i := dcIndex(need.dcs, need.selfDC); i >= 0 {
+			t.dcAcks[i]++
+		}
+	}
+	return t
 }
 
 func (t *tally) count(a ack) {
 	t.pending.all--
 	if a.primary {
 		t.pending.primaries--
+	}
+	i := dcIndex(t.need.dcs, a.dc)
+	if i >= 0 {
+		t.pending.dcs[i]--
 	}
 	if a.err != nil {
 		t.last = a.err
@@ -348,22 +469,59 @@ func (t *tally) count(a ack) {
 	if a.primary {
 		t.primaryAcks++
 	}
+	if i >= 0 {
+		t.dcAcks[i]++
+	}
 }
 
+func (t *tally) met() bool { return t.need.met(t.acks, t.primaryAcks, t.dcAcks) }
+
 // done reports whether the quorum is met or can no longer be.
-func (t *tally) done() bool {
-	return t.need.met(t.acks, t.primaryAcks) ||
-		!t.need.met(t.acks+t.pending.all, t.primaryAcks+t.pending.primaries)
+func (t *tally) done() bool { return t.met() || t.unmet(true) != nil }
+
+// unmet returns the first requirement of the quorum that is not met, as
+// the QuorumError the write fails with, or nil. With withPending, the
+// acknowledgements still pending count as if they came (so it reports
+// what can no longer be met): each datacenter of a datacenter level, then
+// PW, then W. Without (at the deadline): each datacenter, W, then PW.
+func (t *tally) unmet(withPending bool) *QuorumError {
+	p := t.pending
+	if !withPending {
+		p = fanout{dcs: make([]int, len(t.need.dcs))}
+	}
+	for i, d := range t.need.dcs {
+		if t.dcAcks[i]+p.dcs[i] < d.n {
+			return &QuorumError{Op: "write", DC: d.dc, Needed: d.n, Answered: t.dcAcks[i], Replicas: d.placed, Last: t.last}
+		}
+	}
+	pw := &QuorumError{Op: "write", Primaries: true, Needed: t.need.pw, Answered: t.primaryAcks, Last: t.last}
+	w := &QuorumError{Op: "write", Needed: t.need.w, Answered: t.acks, Last: t.last}
+	pwUnmet := t.primaryAcks+p.primaries < t.need.pw
+	wUnmet := t.acks+p.all < t.need.w
+	switch {
+	case withPending && pwUnmet, !withPending && pwUnmet && !wUnmet:
+		return pw
+	case wUnmet:
+		return w
+	}
+	return nil
 }
 
 // failure is the QuorumError of a write whose quorum was not met: about
-// primaries when those can no longer meet PW (the request stops as soon
-// as either requirement cannot be met), else about W.
+// the first requirement that can no longer be met (the request stops as
+// soon as one cannot), else, at the deadline, about the first not met.
 func (t *tally) failure(replicas int) error {
-	if t.primaryAcks+t.pending.primaries >= t.need.pw && t.acks < t.need.w {
-		return &QuorumError{Op: "write", Needed: t.need.w, Answered: t.acks, Replicas: replicas, Last: t.last}
+	qe := t.unmet(true)
+	if qe == nil {
+		qe = t.unmet(false)
 	}
-	return &QuorumError{Op: "write", Primaries: true, Needed: t.need.pw, Answered: t.primaryAcks, Replicas: replicas, Last: t.last}
+	if qe == nil {
+		qe = &QuorumError{Op: "write", Needed: t.need.w, Answered: t.acks, Last: t.last}
+	}
+	if qe.DC == "" {
+		qe.Replicas = replicas
+	}
+	return qe
 }
 
 // send calls node with a peer message, failing fast for unknown nodes.
@@ -388,9 +546,15 @@ func isRemote(err error) bool { return errors.Is(err, transport.ErrRemote) }
 // local replica's answer is the whole answer. That is the common read at
 // R=1 on a replica, with nothing to merge or repair; only when the local
 // read fails does the read ask the other targets.
+//
+// For a datacenter level, dcs says how many answers each datacenter must
+// give (r is their sum), and the read asks only the targets of those
+// datacenters for them: a LOCAL read never waits on another datacenter.
+// This node's datacenter is the local one (reads are not forwarded).
 type readPlan struct {
 	rt        route
 	r, pr     int
+	dcs       []dcNeed
 	full      bool
 	localOnly bool
 }
@@ -400,10 +564,11 @@ func (c *Coordinator) readPlan(key []byte, lv Levels) (readPlan, error) {
 	if err != nil {
 		return readPlan{}, err
 	}
-	r, err := resolve("read", lv.R, c.o.R, rt.n, len(rt.pref))
+	nd, err := resolveLevel("read", lv.R, c.o.R, rt, c.localDC(rt))
 	if err != nil {
 		return readPlan{}, err
 	}
+	r := nd.count
 	pr, err := resolvePrimaries("read", lv.PR, rt.n, len(rt.pref))
 	if err != nil {
 		return readPlan{}, err
@@ -412,8 +577,12 @@ func (c *Coordinator) readPlan(key []byte, lv Levels) (readPlan, error) {
 		return readPlan{}, err
 	}
 	full := c.fullRead()
-	localOnly := r == 1 && pr <= 1 && contains(rt.pref, c.self) && (!full || len(rt.pref) == 1)
-	return readPlan{rt: rt, r: r, pr: pr, full: full, localOnly: localOnly}, nil
+	// A datacenter level of one answer (LOCAL_ONE, or EACH_QUORUM on a
+	// ring with one datacenter of one replica) is met by this node's when
+	// it is in that datacenter.
+	localDCs := len(nd.dcs) == 0 || len(nd.dcs) == 1 && nd.dcs[0].dc == c.localDC(rt)
+	localOnly := r == 1 && pr <= 1 && localDCs && contains(rt.pref, c.self) && (!full || len(rt.pref) == 1)
+	return readPlan{rt: rt, r: r, pr: pr, dcs: nd.dcs, full: full, localOnly: localOnly}, nil
 }
 
 // GetLive is Get for a caller that wants only the value a single-value read
@@ -446,7 +615,8 @@ func (c *Coordinator) GetLiveAt(ctx context.Context, key []byte, lv Levels) ([]b
 // readReply is one target's answer to a read.
 type readReply struct {
 	node    string
-	primary bool // node is a primary, not a fallback
+	primary bool   // node is a primary, not a fallback
+	dc      string // node's datacenter, for a datacenter level
 	obj     *version.Object
 	err     error
 }
@@ -532,7 +702,12 @@ func (c *Coordinator) read(ctx context.Context, key []byte, plan readPlan) (merg
 	if plan.full {
 		want = max(want, len(plan.rt.targets))
 	}
-	for rs.asked < want && rs.ask(rs.nextAsk(false)) {
+	if len(plan.dcs) > 0 && !plan.full {
+		for rs.askMore() {
+		}
+	} else {
+		for rs.asked < want && rs.ask(rs.nextAsk(false)) {
+		}
 	}
 	for !rs.met() {
 		for rs.askMore() {
@@ -546,7 +721,7 @@ func (c *Coordinator) read(ctx context.Context, key []byte, plan readPlan) (merg
 			defer cancelReq()
 		}
 		var speculate <-chan time.Time
-		if rs.asked < len(rs.order) {
+		if rs.nextUseful() >= 0 {
 			// A target that died but is not yet marked down would hold
 			// the read until its timeout: past a short delay, ask one more.
 			speculate = time.After(c.o.SpeculativeDelay)
@@ -557,12 +732,15 @@ func (c *Coordinator) read(ctx context.Context, key []byte, plan readPlan) (merg
 			if rep.primary {
 				rs.outstandingPrimaries--
 			}
+			if i := dcIndex(plan.dcs, rep.dc); i >= 0 {
+				rs.outstandingDC[i]--
+			}
 			rs.got = append(rs.got, rep)
 			rs.tally(rep)
 		case <-speculate:
 			// Always a remote target: the local one is asked first.
 			if !rs.askMore() {
-				rs.ask(rs.nextAsk(false))
+				rs.ask(rs.nextUseful())
 			}
 		case <-rs.reqCtx.Done():
 			rs.last = rs.reqCtx.Err()
@@ -570,9 +748,13 @@ func (c *Coordinator) read(ctx context.Context, key []byte, plan readPlan) (merg
 			return nil, false, rs.failure()
 		}
 	}
-	// The local replica, when asked, was asked first (synchronously).
-	local := contains(plan.rt.pref, c.self)
-	localCurrent = local && rs.got[0].err == nil && rs.got[0].obj.Descends(rs.merged)
+	// The local replica, when asked, answered synchronously.
+	for _, rep := range rs.got {
+		if rep.node == c.self {
+			localCurrent = rep.err == nil && rep.obj.Descends(rs.merged)
+			break
+		}
+	}
 	c.finishRead(key, rs)
 	if !rs.met() {
 		return nil, false, rs.failure()
@@ -601,21 +783,39 @@ type readState struct {
 	outstandingPrimaries int
 	got                  []readReply
 	ok, okPrimaries      int
+	okDC, outstandingDC  []int // per plan.dcs
 	merged               *version.Object
 	last                 error
 }
 
 func (c *Coordinator) newReadState(key []byte, plan readPlan) *readState {
 	order := c.readOrder(plan.rt)
-	return &readState{
+	rs := &readState{
 		c: c, key: key, plan: plan, order: order,
 		askedAt: make([]bool, len(order)),
 		replies: make(chan readReply, len(order)),
 		cancel:  func() {},
 	}
+	if len(plan.dcs) > 0 {
+		for i := range order {
+			order[i].dc = plan.rt.rg.DC(order[i].node)
+		}
+		rs.okDC, rs.outstandingDC = make([]int, len(plan.dcs)), make([]int, len(plan.dcs))
+	}
+	return rs
 }
 
-func (rs *readState) met() bool { return rs.ok >= rs.plan.r && rs.okPrimaries >= rs.plan.pr }
+func (rs *readState) met() bool {
+	if rs.ok < rs.plan.r || rs.okPrimaries < rs.plan.pr {
+		return false
+	}
+	for i, d := range rs.plan.dcs {
+		if rs.okDC[i] < d.n {
+			return false
+		}
+	}
+	return true
+}
 
 // needPrimary reports whether the primaries asked cannot meet PR.
 func (rs *readState) needPrimary() bool {
@@ -625,16 +825,58 @@ func (rs *readState) needPrimary() bool {
 // askMore asks one more target when those in flight cannot meet the
 // levels: a primary when PR needs one (and one is left), else the next in
 // order. It reports whether it asked one.
+//
+// For a datacenter level, it asks the next target of a datacenter whose
+// answers in flight cannot meet its count, and never a target of a
+// datacenter the level does not count.
 func (rs *readState) askMore() bool {
 	if rs.needPrimary() {
 		if i := rs.nextAsk(true); i >= 0 {
 			return rs.ask(i)
 		}
 	}
+	if len(rs.plan.dcs) > 0 {
+		for i, d := range rs.plan.dcs {
+			if rs.okDC[i]+rs.outstandingDC[i] < d.n {
+				if j := rs.nextAskIn(d.dc); j >= 0 {
+					return rs.ask(j)
+				}
+			}
+		}
+		return false
+	}
 	if rs.ok+rs.outstanding < rs.plan.r {
 		return rs.ask(rs.nextAsk(false))
 	}
 	return false
+}
+
+// nextAskIn returns the first target in order not asked yet in
+// datacenter dc, or -1.
+func (rs *readState) nextAskIn(dc string) int {
+	for i, o := range rs.order {
+		if !rs.askedAt[i] && o.dc == dc {
+			return i
+		}
+	}
+	return -1
+}
+
+// nextUseful returns the target a speculative ask goes to, or -1: the
+// next in order, and for a datacenter level the next of a datacenter
+// whose count is not met yet.
+func (rs *readState) nextUseful() int {
+	if len(rs.plan.dcs) == 0 {
+		return rs.nextAsk(false)
+	}
+	for i, d := range rs.plan.dcs {
+		if rs.okDC[i] < d.n {
+			if j := rs.nextAskIn(d.dc); j >= 0 {
+				return j
+			}
+		}
+	}
+	return -1
 }
 
 // nextAsk returns the first target in order not asked yet (a primary, if
@@ -670,6 +912,9 @@ func (rs *readState) ask(i int) bool {
 	if target.primary {
 		rs.outstandingPrimaries++
 	}
+	if i := dcIndex(rs.plan.dcs, target.dc); i >= 0 {
+		rs.outstandingDC[i]++
+	}
 	rctx := rs.rctx
 	go func() { rs.replies <- rs.c.readOne(rctx, target, rs.key) }()
 	return true
@@ -684,11 +929,19 @@ func (rs *readState) tally(rep readReply) {
 	if rep.primary {
 		rs.okPrimaries++
 	}
+	if i := dcIndex(rs.plan.dcs, rep.dc); i >= 0 {
+		rs.okDC[i]++
+	}
 	rs.merged = mergeReply(rs.merged, rep.obj)
 }
 
 func (rs *readState) failure() error {
 	placed := len(rs.plan.rt.pref)
+	for i, d := range rs.plan.dcs {
+		if rs.okDC[i] < d.n {
+			return &QuorumError{Op: "read", DC: d.dc, Needed: d.n, Answered: rs.okDC[i], Replicas: d.placed, Last: rs.last}
+		}
+	}
 	if rs.ok < rs.plan.r {
 		return &QuorumError{Op: "read", Needed: rs.plan.r, Answered: rs.ok, Replicas: placed, Last: rs.last}
 	}
@@ -742,7 +995,7 @@ func mergeReplies(got []readReply) *version.Object {
 
 // readOne reads key from target (a readReply with node and primary set).
 func (c *Coordinator) readOne(ctx context.Context, target readReply, key []byte) readReply {
-	rep := readReply{node: target.node, primary: target.primary}
+	rep := readReply{node: target.node, primary: target.primary, dc: target.dc}
 	if target.node == c.self {
 		rep.obj, rep.err = c.store.Get(key)
 		return rep
@@ -808,7 +1061,7 @@ func mergeReply(merged, obj *version.Object) *version.Object {
 // sent to. Replication outlives the request when W is reached early, so it
 // runs under its own deadline, not the client's. A target that does not
 // acknowledge leaves a hint for the primary it serves.
-func (c *Coordinator) replicate(key []byte, obj *version.Object, targets []ring.Target, results chan<- ack) fanout {
+func (c *Coordinator) replicate(key []byte, obj *version.Object, rt route, q quorum, results chan<- ack) fanout {
 	payload := encodeReplicate(key, obj)
 	var handoff []byte // the kindHandoff batch of one entry, when needed
 	var hkey [][]byte
@@ -818,7 +1071,7 @@ func (c *Coordinator) replicate(key []byte, obj *version.Object, targets []ring.
 		hkey = [][]byte{bytes.Clone(key)}
 	}
 	var sent fanout
-	for _, tg := range targets {
+	for _, tg := range rt.targets {
 		if tg.Node == c.self {
 			continue
 		}
@@ -828,15 +1081,14 @@ func (c *Coordinator) replicate(key []byte, obj *version.Object, targets []ring.
 				handoff = encodeReplicateBatch([][]byte{key}, [][]byte{obj.Encode(nil)})
 			}
 			kind, msg = kindHandoff, encodeHandoff(tg.For, handoff)
-		} else {
-			sent.primaries++
 		}
-		sent.all++
+		dc := targetDC(q, rt, tg.Node)
+		sent.add(q, tg.For == "", dc)
 		go func() {
 			sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
 			defer cancel()
 			err := c.send(sctx, tg.Node, kind, msg)
-			results <- ack{err: err, primary: tg.For == ""}
+			results <- ack{err: err, primary: tg.For == "", dc: dc}
 			if missed(err) {
 				// Not acknowledged in time: keep it for the primary (after
 				// the answer is counted, so the client does not wait).

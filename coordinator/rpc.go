@@ -155,12 +155,25 @@ type writeRequest struct {
 	ctx     version.Clock
 	w       int
 	pw      int
+	// dc is the local datacenter of a datacenter level (LOCAL_ONE,
+	// LOCAL_QUORUM), set by the node that forwards the write: the
+	// datacenter of the node the client talked to. "" means the
+	// coordinating node's own.
+	dc string
 }
 
-// encodeWrite: flags byte (1 deleted, 2 has context, 4 has pw) | uvarint
-// w+3 (levels are negative) | [uvarint pw+3, with flag 4] | uvarint
-// len(key) | key | uvarint len(ctx) | ctx | value. pw travels only when
-// set, so that a write without it stays readable by nodes that predate it.
+// levelBase is what levels are offset by in a write that carries a
+// datacenter (flag 8): above the 2^20 that nodes before datacenter levels
+// accept, so that they refuse such a write as malformed instead of
+// reading LOCAL_QUORUM as another level.
+const levelBase = 1<<21 + 8
+
+// encodeWrite: flags byte (1 deleted, 2 has context, 4 has pw, 8 has a
+// datacenter) | uvarint w+3 (levels are negative; w+levelBase with flag 8)
+// | [uvarint pw+3, with flag 4; pw+levelBase with flag 8 too] | [uvarint
+// len(dc) | dc, with flag 8] | uvarint len(key) | key | uvarint len(ctx) |
+// ctx | value. pw and dc travel only when set, so that a write without
+// them stays readable by nodes that predate them.
 func encodeWrite(r writeRequest) []byte {
 	var flags byte
 	if r.deleted {
@@ -169,15 +182,24 @@ func encodeWrite(r writeRequest) []byte {
 	if r.pw != Default {
 		flags |= 4
 	}
+	offset := 3
+	if r.dc != "" {
+		flags |= 8
+		offset = levelBase
+	}
 	var ctxBytes []byte
 	if r.hasCtx {
 		flags |= 2
 		ctxBytes = version.EncodeClock(r.ctx)
 	}
 	b := []byte{flags}
-	b = binary.AppendUvarint(b, uint64(r.w+3))
+	b = binary.AppendUvarint(b, uint64(r.w+offset))
 	if r.pw != Default {
-		b = binary.AppendUvarint(b, uint64(r.pw+3))
+		b = binary.AppendUvarint(b, uint64(r.pw+offset))
+	}
+	if r.dc != "" {
+		b = binary.AppendUvarint(b, uint64(len(r.dc)))
+		b = append(b, r.dc...)
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.key)))
 	b = append(b, r.key...)
@@ -197,21 +219,37 @@ func decodeWrite(b []byte) (writeRequest, error) {
 	r.deleted = flags&1 != 0
 	r.hasCtx = flags&2 != 0
 	b = b[1:]
-	w, n := binary.Uvarint(b)
-	if n <= 0 || w > 1<<20 {
-		return r, errMalformed
+	offset, lowest := uint64(3), uint64(0)
+	if flags&8 != 0 {
+		offset, lowest = levelBase, levelBase+EachQuorum
 	}
-	r.w = int(w) - 3
-	b = b[n:]
-	if flags&4 != 0 {
-		pw, n := binary.Uvarint(b)
-		if n <= 0 || pw > 1<<20 {
-			return r, errMalformed
+	level := func() (int, error) {
+		v, n := binary.Uvarint(b)
+		if n <= 0 || v < lowest || v > offset+1<<20 {
+			return 0, errMalformed
 		}
-		r.pw = int(pw) - 3
 		b = b[n:]
+		return int(v) - int(offset), nil
 	}
 	var err error
+	if r.w, err = level(); err != nil {
+		return r, err
+	}
+	if flags&4 != 0 {
+		if r.pw, err = level(); err != nil {
+			return r, err
+		}
+	}
+	if flags&8 != 0 {
+		var dc []byte
+		if dc, b, err = readBytes(b); err != nil {
+			return r, err
+		}
+		if len(dc) == 0 {
+			return r, errMalformed
+		}
+		r.dc = string(dc)
+	}
 	if r.key, b, err = readBytes(b); err != nil {
 		return r, err
 	}

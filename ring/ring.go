@@ -16,6 +16,7 @@ type Ring struct {
 	index   map[string]int
 	prefs   [][]string // per partition, primary first
 	ext     [][]string // per partition, prefs[p] followed by its fallbacks
+	dcs     []string   // the DCs ReplicasPerDC gives replicas, sorted
 }
 
 // New builds the ring for cfg and members. The result depends only on the
@@ -43,6 +44,11 @@ func New(cfg Config, members []Member) (*Ring, error) {
 	}
 	for i, m := range ms {
 		r.index[m.ID] = i
+	}
+	for _, dc := range slices.Sorted(maps.Keys(cfg.ReplicasPerDC)) {
+		if cfg.ReplicasPerDC[dc] > 0 {
+			r.dcs = append(r.dcs, dc)
+		}
 	}
 	ext, primaries := place(cfg, ms)
 	r.ext = ext
@@ -136,6 +142,31 @@ func (r *Ring) Config() Config {
 	cfg.ReplicasPerDC = maps.Clone(cfg.ReplicasPerDC)
 	return cfg
 }
+
+// DC returns the datacenter of member id ("" for an unknown member or one
+// without a DC).
+func (r *Ring) DC(id string) string {
+	if i, ok := r.index[id]; ok {
+		return r.members[i].DC
+	}
+	return ""
+}
+
+// ReplicasIn returns how many replicas every key is meant to have in dc
+// (its ReplicasPerDC count, 0 for an unlisted DC), and whether the ring is
+// configured per DC at all; without ReplicasPerDC it returns 0, false.
+func (r *Ring) ReplicasIn(dc string) (n int, perDC bool) {
+	if r.cfg.ReplicasPerDC == nil {
+		return 0, false
+	}
+	return r.cfg.ReplicasPerDC[dc], true
+}
+
+// DCs returns the datacenters ReplicasPerDC gives at least one replica,
+// sorted (nil without ReplicasPerDC). A DC with no member yet is listed:
+// counts are what keys are meant to have, not what is placed. The slice is
+// shared with the ring: callers must not modify it.
+func (r *Ring) DCs() []string { return r.dcs }
 
 // Partitions returns Q.
 func (r *Ring) Partitions() int { return r.cfg.Partitions }
