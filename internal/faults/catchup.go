@@ -44,8 +44,8 @@ func RunReturningNode(tb testing.TB, cfg Config) *Result {
 		}
 	}
 	res.Returned = victim
-	h.Event("start: returning node %s, seed %d, %d nodes, N=%d, W=%s, %d keys, handoff %v",
-		victim, cfg.Seed, cfg.Nodes, cfg.Replicas, LevelName(cfg.W), cfg.Keys, cfg.Handoff != nil)
+	h.Event("start: returning node %s, seed %d, %d nodes, N=%d, W=%s, %d keys, handoff %v, anti-entropy %v",
+		victim, cfg.Seed, cfg.Nodes, cfg.Replicas, LevelName(cfg.W), cfg.Keys, cfg.Handoff != nil, cfg.AntiEntropy != nil)
 	stopBackground := res.background()
 
 	// Every key once, everyone up: the victim holds values to be
@@ -89,10 +89,14 @@ func RunReturningNode(tb testing.TB, cfg Config) *Result {
 		res.sampler.sample(cl)
 	}
 
-	cl.Restart(victim)
+	if cfg.WipeReturning {
+		cl.RestartWiped(victim)
+	} else {
+		cl.Restart(victim)
+	}
 	cl.View.SetAlive(victim, true)
 	restarted := time.Now()
-	h.Event("restart %s on its disk; no client operation from now on", victim)
+	h.Event("restart %s on its disk (wiped: %v); no client operation from now on", victim, cfg.WipeReturning)
 
 	res.CaughtUp = -1
 	for {

@@ -224,7 +224,11 @@ func TestDeletesQuorum(t *testing.T) {
 // hints are delivered and removed, deleted keys read as not found on every
 // replica's local store and no deleted value is held anywhere (and b, e on
 // the reads made before the writes with a context).
-func runReturningNode(t *testing.T, c Config) {
+func runReturningNode(t *testing.T, c Config) { runReturningNodeWith(t, c, true) }
+
+// runReturningNodeWith is runReturningNode; wantHints says whether the
+// scenario must have produced hints (not when hinted handoff is off).
+func runReturningNodeWith(t *testing.T, c Config, wantHints bool) {
 	var deleted, hinted int
 	forSeeds(t, func(t *testing.T, seed int64) {
 		c.Seed = seed
@@ -240,12 +244,16 @@ func runReturningNode(t *testing.T, c Config) {
 		Report(t, res, vs)
 		dk := DeletedKeys(ops, nr)
 		deleted += len(dk)
-		hinted += len(res.Hints.Hinted)
+		hints := 0
+		if res.Hints != nil {
+			hints = len(res.Hints.Hinted)
+		}
+		hinted += hints
 		t.Logf("%s", res.History.Summary())
 		t.Logf("%s returned; every replica equal %v after its restart; %d hint records seen; %d of %d keys deleted at the end",
-			res.Returned, res.CaughtUp.Round(time.Millisecond), len(res.Hints.Hinted), len(dk), len(res.Keys))
+			res.Returned, res.CaughtUp.Round(time.Millisecond), hints, len(dk), len(res.Keys))
 	})
-	if deleted == 0 || hinted == 0 {
+	if deleted == 0 || (wantHints && hinted == 0) {
 		t.Errorf("the scenario did not reach the case it exists for: %d keys deleted at the end, %d hint records", deleted, hinted)
 	}
 }
@@ -262,6 +270,45 @@ func TestReturningNodeCatchesUp(t *testing.T) {
 // which the deleted-key checkers would take for a resurrection.
 func TestReturningNodeCatchesUpFiveNodes(t *testing.T) {
 	runReturningNode(t, Config{Nodes: 5, Strict: true, ReadRepairChance: -1, Handoff: FastHandoff(300 * time.Millisecond)})
+}
+
+// Anti-entropy alone (no hinted handoff) brings the returning node
+// everything it missed, with no client read.
+func TestReturningNodeCatchesUpByAntiEntropy(t *testing.T) {
+	runReturningNodeWith(t, Config{Nodes: 3, ReadRepairChance: -1, AntiEntropy: FastAntiEntropy(100*time.Millisecond, -1)}, false)
+}
+
+// A node restarted on a wiped disk gets back, through anti-entropy, what
+// it held before as well as what it missed (hints alone cannot: they hold
+// only the writes made while it was away). No purge here: the hints
+// checker wants every hinted version on its target (TestDeletesWithTombstonePurge
+// purges under faults).
+func TestWipedReturningNodeRebuiltByAntiEntropy(t *testing.T) {
+	// As its canary TestCanaryAntiEntropyDisabledWipedNodeStale: most keys
+	// are not written while the node is away.
+	runReturningNodeWith(t, Config{Nodes: 3, Keys: 200, Duration: 100 * time.Millisecond, ReadRepairChance: -1, WipeReturning: true,
+		Handoff: FastHandoff(300 * time.Millisecond), AntiEntropy: FastAntiEntropy(100*time.Millisecond, -1)}, true)
+}
+
+// Deletes under kills with anti-entropy purging tombstones by its rule,
+// hints off (the canary TestCanaryTombstonesPurged purges by age alone in
+// the same schedule and is caught): no deleted value comes back.
+func TestDeletesWithTombstonePurge(t *testing.T) {
+	forSeeds(t, func(t *testing.T, seed int64) {
+		res := Run(t, withDuration(Config{Seed: seed, Workload: Deletes, Nodes: 3, Keys: 4, Strict: true,
+			Faults:      Faults{Kill: true, MarkDown: true, Interval: 100 * time.Millisecond},
+			AntiEntropy: FastAntiEntropy(50*time.Millisecond, 100*time.Millisecond)}))
+		ops := res.History.Ops()
+		vs := CheckNoResurrection(ops, res.Final, nil, res.Cfg.Replicas)
+		Report(t, res, vs)
+		purged := uint64(0)
+		for _, id := range res.Cluster.IDs() {
+			if n := res.Cluster.Node(id); n.AE != nil {
+				purged += n.AE.Status().TombstonesPurged
+			}
+		}
+		t.Logf("%s; %d tombstones purged", res.History.Summary(), purged)
+	})
 }
 
 // --- canaries: each runs a schedule with a planted bug; the checker must
@@ -359,6 +406,18 @@ func TestCanaryContextForgotten(t *testing.T) {
 func TestCanaryHintsDisabledReturningNodeStale(t *testing.T) {
 	canaryOf(t, RunReturningNode, Config{Nodes: 3, Keys: 16, Duration: 500 * time.Millisecond, ReadRepairChance: -1,
 		CatchUpDeadline: time.Second},
+		CheckCaughtUp)
+}
+
+// A node restarted on a wiped disk, with hinted handoff but no
+// anti-entropy: nothing gives it back what it held before it went away,
+// and the catch-up checker must find its replicas differing.
+func TestCanaryAntiEntropyDisabledWipedNodeStale(t *testing.T) {
+	// Many keys and a short absence: most keys are not written while the
+	// node is away, so no hint carries them (a hint carries a key's whole
+	// object, which would restore it).
+	canaryOf(t, RunReturningNode, Config{Nodes: 3, Keys: 200, Duration: 100 * time.Millisecond, ReadRepairChance: -1,
+		CatchUpDeadline: time.Second, WipeReturning: true, Handoff: FastHandoff(300 * time.Millisecond)},
 		CheckCaughtUp)
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringkv/ringkv/antientropy"
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/handoff"
 	"github.com/ringkv/ringkv/internal/testcluster"
@@ -137,6 +138,19 @@ type Config struct {
 	// CatchUpDeadline bounds the returning-node scenario's wait for the
 	// returned node to hold every other replica's state. Default 5s.
 	CatchUpDeadline time.Duration
+	// AntiEntropy, if set, runs every node with anti-entropy (package
+	// antientropy) with these options (FastAntiEntropy is the usual choice).
+	AntiEntropy *antientropy.Options
+	// WipeReturning makes the returning-node scenario restart the node on
+	// an empty disk (a replaced disk) instead of on its own data.
+	WipeReturning bool
+}
+
+// FastAntiEntropy is anti-entropy with rounds every interval, no rate
+// bound, and tombstones purged (by the real rule: every replica verified
+// to hold them) once grace has passed; a negative grace never purges.
+func FastAntiEntropy(interval, grace time.Duration) *antientropy.Options {
+	return &antientropy.Options{Interval: interval, Rate: -1, TombstoneGrace: grace}
 }
 
 // levels are a client request's levels: r and w, and under Strict as many
@@ -320,6 +334,7 @@ func newRun(tb testing.TB, cfg Config) *Result {
 		WrapHandler: cfg.WrapHandler,
 		OpenStore:   cfg.OpenStore,
 		Handoff:     cfg.Handoff,
+		AntiEntropy: cfg.AntiEntropy,
 		Crashable:   true,
 	})
 	cl.Net.SetDefaultTimeout(2 * cfg.Timeout)
