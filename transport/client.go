@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"sync/atomic"
 	"time"
 )
@@ -142,7 +143,9 @@ func (c *Client) forget(addr string, s *connSlot) {
 }
 
 func (c *Client) dial(addr string, s *connSlot) {
-	d := net.Dialer{Timeout: c.o.DialTimeout}
+	d := net.Dialer{Timeout: c.o.DialTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
+		return setUnackedTimeout(rc, c.o.UnackedTimeout)
+	}}
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		s.err = fmt.Errorf("transport: dial %s: %w: %w: %w", addr, ErrUnreachable, ErrNotSent, err)

@@ -103,6 +103,13 @@ func (s *Server) acceptLoop() {
 			continue
 		}
 		backoff = 0
+		if tc, ok := conn.(*net.TCPConn); ok {
+			if rc, err := tc.SyscallConn(); err == nil {
+				if err := setUnackedTimeout(rc, s.o.UnackedTimeout); err != nil {
+					s.o.Logf("transport: setting TCP_USER_TIMEOUT on a connection from %s: %v", conn.RemoteAddr(), err)
+				}
+			}
+		}
 		ctx, cancel := context.WithCancel(s.ctx)
 		sc := &serverConn{
 			s:        s,

@@ -90,6 +90,12 @@ type Options struct {
 	// WriteTimeout: a connection whose peer does not accept written bytes
 	// for this long is considered broken. Default 10 s.
 	WriteTimeout time.Duration
+	// UnackedTimeout: a connection whose sent bytes stay unacknowledged by
+	// the peer's kernel this long is aborted (TCP_USER_TIMEOUT, on Linux,
+	// on both ends), so that a peer cut off silently breaks the connection
+	// and the next call dials afresh once the cut heals. Default 5 s;
+	// negative: the system's (many minutes).
+	UnackedTimeout time.Duration
 	// MaxConcurrentHandlers bounds running handlers per server connection.
 	// Default 256.
 	MaxConcurrentHandlers int
@@ -121,6 +127,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 10 * time.Second
+	}
+	if o.UnackedTimeout == 0 {
+		o.UnackedTimeout = 5 * time.Second
 	}
 	if o.MaxConcurrentHandlers <= 0 {
 		o.MaxConcurrentHandlers = 256
