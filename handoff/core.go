@@ -55,6 +55,9 @@ type target struct {
 	failures int // consecutive failed deliveries
 	retryAt  time.Time
 	lastErr  string
+	// seenDown: a pass found the target down since its last failure; its
+	// return ends the backoff (the failures were its absence).
+	seenDown bool
 }
 
 // core is the decision logic of hinted handoff: no I/O, no clock (every
@@ -138,11 +141,24 @@ func (c *core) unadmit(t string, size int64) {
 }
 
 // due returns, sorted, the targets with hints pending that alive says are
-// up and whose backoff has expired.
+// up and whose backoff has expired. A target that a pass saw down and now
+// sees up is due at once: the failures that grew its backoff (up to
+// backoffMax) were its absence, and a returning node must get its hints in
+// seconds, not after the backoff.
 func (c *core) due(now time.Time, alive func(string) bool) []string {
 	var out []string
 	for t, tg := range c.targets {
-		if tg.pending > 0 && !now.Before(tg.retryAt) && alive(t) {
+		if tg.pending == 0 {
+			continue
+		}
+		if !alive(t) {
+			tg.seenDown = tg.failures > 0 || tg.seenDown
+			continue
+		}
+		if tg.seenDown {
+			tg.seenDown, tg.failures, tg.retryAt = false, 0, time.Time{}
+		}
+		if !now.Before(tg.retryAt) {
 			out = append(out, t)
 		}
 	}

@@ -191,3 +191,29 @@ func TestRecordKeysGroupTargetsAndOrderOldestFirst(t *testing.T) {
 		}
 	}
 }
+
+// A target whose deliveries failed and which the failure detector then saw
+// down is due as soon as it is seen up again, not after its backoff.
+func TestCoreReturningTargetIsDueAtOnce(t *testing.T) {
+	c := newCore(testLimits())
+	c.admit("n2", 1, t0)
+	up := func(string) bool { return true }
+	down := func(string) bool { return false }
+	for range 4 {
+		c.failed("n2", errors.New("unreachable"), t0) // backoff now 8s
+	}
+	if got := c.due(t0.Add(time.Second), up); len(got) != 0 {
+		t.Fatalf("due during backoff while never seen down: %v", got)
+	}
+	if got := c.due(t0.Add(time.Second), down); len(got) != 0 {
+		t.Fatalf("due while down: %v", got)
+	}
+	if got := c.due(t0.Add(2*time.Second), up); len(got) != 1 {
+		t.Fatalf("a returning target is not due at once: %v (retry at %v)", got, c.stats()["n2"].RetryAt)
+	}
+	// Its next failure starts the backoff again from the minimum.
+	c.failed("n2", errors.New("again"), t0.Add(2*time.Second))
+	if got := c.stats()["n2"].RetryAt.Sub(t0.Add(2 * time.Second)); got != time.Second {
+		t.Fatalf("backoff after the return is %v, want 1s", got)
+	}
+}
