@@ -219,6 +219,14 @@ func (db *DB) runCompaction(c *compaction) error {
 	if cerr := it.Close(); err == nil {
 		err = cerr
 	}
+	if num, ok := db.damagedTable(err); ok {
+		// Nothing was installed and writeTables removed its output: abort,
+		// take the damaged input out of service and let the next
+		// compaction merge the rest. The engine stays up.
+		db.opts.Logf("storage: compaction L%d->L%d aborted: %v", c.level, out, err)
+		db.quarantine(num, err)
+		return nil
+	}
 	if err != nil {
 		return err
 	}

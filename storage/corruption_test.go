@@ -20,10 +20,14 @@ import (
 // table — and check that the engine either reports ErrCorruption naming the
 // file or (where the damage is indistinguishable from a torn write) opens
 // with a clean prefix. It must never return a wrong value or panic.
+//
+// They run with quarantine off: a damaged table stays in service, so every
+// read that meets it must report it. quarantine_test.go covers quarantine.
 
 func corruptionOptions(fs vfs.FS) *Options {
 	return &Options{
 		FS:                  fs,
+		DisableQuarantine:   true,
 		MemTableSize:        1 << 20,
 		BlockSize:           512,
 		TargetFileSize:      8 << 10,

@@ -4,6 +4,16 @@
 // manifest changed atomically, and leveled compaction in the background.
 // It knows nothing of clusters: keys and values are opaque bytes.
 //
+// A table that fails a check (a block's checksum, its footer or index, its
+// size) is quarantined, unless Options.DisableQuarantine: the read, scan or
+// compaction that met the damage fails with ErrCorruption, a version edit
+// takes the table out, its file moves to quarantine/ (never deleted), and
+// Options.OnQuarantine is told its key range, which later reads answer from
+// older tables; the owner repairs the range from the cluster's replicas.
+// Open quarantines a table whose size or footer is wrong the same way
+// unless Options.RefuseCorruptTablesAtOpen. DB.Quarantined lists the tables
+// kept aside. See quarantine.go for the crash-safety argument.
+//
 // The engine's files live in one directory:
 //
 //	CURRENT           names the live manifest
@@ -11,6 +21,7 @@
 //	NNNNNN.log        commit logs, one per memtable
 //	NNNNNN.sst        tables
 //	LOCK              keeps a second engine out of the directory
+//	quarantine/       damaged tables taken out of service (NNNNNN.sst)
 package storage
 
 import (
@@ -131,6 +142,11 @@ type DB struct {
 	compacting  bool
 	compactPtr  [NumLevels][]byte
 	flushReq    bool
+	// quarantined holds the records of the tables kept in quarantine/.
+	quarantined map[uint64]QuarantinedTable
+	// quarantineDirReady: quarantine/ exists and its entry is durable
+	// (guarded by manifestMu).
+	quarantineDirReady bool
 
 	bg sync.WaitGroup
 	// keepFiles stops obsolete-table deletion once Close starts: versions
@@ -146,11 +162,12 @@ type DB struct {
 func Open(dirname string, opts *Options) (*DB, error) {
 	o := opts.EnsureDefaults()
 	db := &DB{
-		dirname:   dirname,
-		opts:      o,
-		fs:        o.FS,
-		cache:     cache.New(o.BlockCacheSize),
-		snapshots: make(map[*Snapshot]struct{}),
+		dirname:     dirname,
+		opts:        o,
+		fs:          o.FS,
+		cache:       cache.New(o.BlockCacheSize),
+		snapshots:   make(map[*Snapshot]struct{}),
+		quarantined: make(map[uint64]QuarantinedTable),
 	}
 	db.cond = sync.NewCond(&db.mu)
 	if err := db.fs.MkdirAll(dirname, 0o755); err != nil {
@@ -173,7 +190,8 @@ func Open(dirname string, opts *Options) (*DB, error) {
 		return nil, fmt.Errorf("open %s: lock (is another engine using it?): %w", dirname, err)
 	}
 	db.dirLock = lock
-	if err := db.recover(); err != nil {
+	notify, err := db.recover()
+	if err != nil {
 		db.closeFiles()
 		lock.Close()
 		return nil, fmt.Errorf("open %s: %w", dirname, err)
@@ -188,6 +206,9 @@ func Open(dirname string, opts *Options) (*DB, error) {
 	db.mu.Lock()
 	db.maybeScheduleCompactionLocked()
 	db.mu.Unlock()
+	for _, q := range notify {
+		db.notifyQuarantined(q)
+	}
 	return db, nil
 }
 
@@ -239,7 +260,11 @@ func (db *DB) Close() error {
 		}
 	}
 	db.logMu.Unlock()
+	// A reader quarantining a table writes the manifest under manifestMu;
+	// it sees closing, or finishes before the files close.
+	db.manifestMu.Lock()
 	db.closeFiles()
+	db.manifestMu.Unlock()
 
 	db.keepFiles.Store(true)
 	db.rsMu.Lock()
@@ -345,7 +370,9 @@ func (db *DB) getAt(key []byte, seq base.SeqNum) ([]byte, error) {
 	defer rs.unref()
 	value, kind, found, err := rs.get(key, seq)
 	if err != nil {
-		return nil, fmt.Errorf("get %q: %w", key, err)
+		err = fmt.Errorf("get %q: %w", key, err)
+		db.noteReadError(err)
+		return nil, err
 	}
 	if !found || kind == base.KindDelete {
 		return nil, ErrNotFound

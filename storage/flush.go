@@ -130,10 +130,15 @@ func (db *DB) writeTables(it base.InternalIterator, keep func(ikey []byte) bool,
 		w, f = nil, nil
 		return nil
 	}
+	// On failure no table of this call is kept: none is in a version yet,
+	// and an aborted compaction must leave no partial output behind.
 	fail := func(err error) ([]manifest.FileMeta, error) {
 		if f != nil {
 			f.Close()
 			db.fs.Remove(db.path(tableName(num) + tmpSuffix))
+		}
+		for _, m := range metas {
+			db.fs.Remove(db.path(tableName(m.Num)))
 		}
 		return nil, err
 	}
@@ -193,6 +198,11 @@ func (db *DB) writeTables(it base.InternalIterator, keep func(ikey []byte) bool,
 func (db *DB) logAndApply(edit *manifest.VersionEdit, also func()) error {
 	db.manifestMu.Lock()
 	defer db.manifestMu.Unlock()
+	return db.logAndApplyLocked(edit, also)
+}
+
+// logAndApplyLocked is logAndApply with db.manifestMu held.
+func (db *DB) logAndApplyLocked(edit *manifest.VersionEdit, also func()) error {
 	db.mu.Lock()
 	if db.bgErr != nil {
 		db.mu.Unlock()

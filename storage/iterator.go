@@ -209,6 +209,7 @@ type IterOptions struct {
 // writes made after it was created are not seen. Key and Value are valid
 // until the next positioning call. Close it to release the tables it pins.
 type Iterator struct {
+	db         *DB
 	rs         *readState
 	iter       base.InternalIterator
 	seq        base.SeqNum
@@ -227,7 +228,7 @@ func (db *DB) NewIter(o *IterOptions) *Iterator {
 }
 
 func (db *DB) newIterAt(o *IterOptions, seq base.SeqNum) *Iterator {
-	it := &Iterator{seq: seq}
+	it := &Iterator{db: db, seq: seq}
 	if o != nil {
 		it.lower = bytes.Clone(o.LowerBound)
 		it.upper = bytes.Clone(o.UpperBound)
@@ -341,6 +342,7 @@ func (it *Iterator) findNext(skip []byte) bool {
 	}
 	if err := it.iter.Error(); err != nil {
 		it.err = err
+		it.db.noteReadError(err)
 	}
 	return false
 }

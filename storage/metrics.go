@@ -23,6 +23,7 @@ type metricsCounters struct {
 	compactWriteBytes atomic.Uint64
 	stalls            atomic.Uint64
 	stallNanos        atomic.Uint64
+	quarantines       atomic.Uint64
 }
 
 func (m *metricsCounters) recordStall(d time.Duration) {
@@ -58,6 +59,11 @@ type Metrics struct {
 
 	WriteStalls        uint64 // writes that were delayed or stopped
 	WriteStallDuration time.Duration
+
+	// TablesQuarantined counts the tables taken out of service as damaged
+	// since Open (those found by Open included); DB.Quarantined lists every
+	// table kept aside, earlier runs' too.
+	TablesQuarantined uint64
 
 	BlockCache cache.Metrics
 }
@@ -98,6 +104,7 @@ func (db *DB) Metrics() Metrics {
 	m.CompactionWriteBytes = c.compactWriteBytes.Load()
 	m.WriteStalls = c.stalls.Load()
 	m.WriteStallDuration = time.Duration(c.stallNanos.Load())
+	m.TablesQuarantined = c.quarantines.Load()
 	m.BlockCache = db.cache.Metrics()
 	return m
 }
@@ -114,6 +121,9 @@ func (m Metrics) String() string {
 	fmt.Fprintf(&b, "flushes %d (%d bytes), compactions %d (+%d moves) read %d wrote %d\n",
 		m.Flushes, m.FlushBytes, m.Compactions, m.TrivialMoves, m.CompactionReadBytes, m.CompactionWriteBytes)
 	fmt.Fprintf(&b, "write stalls %d (%s), write amplification %.2f\n", m.WriteStalls, m.WriteStallDuration, m.WriteAmplification())
+	if m.TablesQuarantined > 0 {
+		fmt.Fprintf(&b, "tables quarantined %d\n", m.TablesQuarantined)
+	}
 	fmt.Fprintf(&b, "block cache %d/%d bytes, hit rate %.3f\n", m.BlockCache.Size, m.BlockCache.Capacity, m.BlockCache.HitRate())
 	return b.String()
 }

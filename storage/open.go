@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/ringkv/ringkv/storage/base"
 	"github.com/ringkv/ringkv/storage/manifest"
 	"github.com/ringkv/ringkv/storage/memtable"
+	"github.com/ringkv/ringkv/storage/sstable"
 	"github.com/ringkv/ringkv/storage/wal"
 )
 
@@ -22,8 +24,10 @@ const manifestMagic = "ringkv-manifest-v1"
 // recover rebuilds the engine's state from its directory: the manifest's
 // version, then every commit log not yet flushed, replayed into L0 tables.
 // It ends by writing a fresh manifest and starting a fresh log, so that
-// every open starts from a clean, fully synced state.
-func (db *DB) recover() error {
+// every open starts from a clean, fully synced state. It returns the
+// quarantined tables the owner must be told about: those it quarantined
+// and those whose move an earlier run left unfinished.
+func (db *DB) recover() (notify []QuarantinedTable, err error) {
 	env := &tableEnv{fs: db.fs, dirname: db.dirname, cache: db.cache, obsolete: db.deleteObsoleteTable}
 	v := &version{env: env}
 	v.refs.Store(1)
@@ -32,7 +36,7 @@ func (db *DB) recover() error {
 
 	names, err := db.fs.List(db.dirname)
 	if err != nil {
-		return fmt.Errorf("list directory: %w", err)
+		return nil, fmt.Errorf("list directory: %w", err)
 	}
 	hasCurrent := false
 	var logs []uint64
@@ -53,7 +57,7 @@ func (db *DB) recover() error {
 	if hasCurrent {
 		torn, err := db.replayManifest(&flushedSeq)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		// A torn last edit was never acknowledged, and logs are deleted only
 		// after a later edit is durable, so the log the surviving edits name
@@ -61,7 +65,7 @@ func (db *DB) recover() error {
 		// edit (a flush whose log is gone): refuse rather than lose it.
 		if torn && db.logNumber != 0 {
 			if _, err := db.fs.Stat(db.path(logName(db.logNumber))); err != nil {
-				return base.CorruptionErrorf("manifest ends in a damaged record and commit log %s it needs is missing", logName(db.logNumber))
+				return nil, base.CorruptionErrorf("manifest ends in a damaged record and commit log %s it needs is missing", logName(db.logNumber))
 			}
 		}
 	} else {
@@ -70,19 +74,80 @@ func (db *DB) recover() error {
 		// Logs or tables without CURRENT mean CURRENT was lost.
 		for _, name := range names {
 			if kind, _, ok := parseFileName(name); ok && kind != "manifest" {
-				return base.CorruptionErrorf("directory holds engine file %s but no %s; refusing to start empty over it", name, currentName)
+				return nil, base.CorruptionErrorf("directory holds engine file %s but no %s; refusing to start empty over it", name, currentName)
 			}
 		}
 	}
 	db.nextFileNum = max(db.nextFileNum, maxNum+1)
 	db.lastSeq = flushedSeq
+	quarantineAtOpen := !db.opts.DisableQuarantine && !db.opts.RefuseCorruptTablesAtOpen
+	damaged := &manifest.VersionEdit{}
+	var condemned []QuarantinedTable
 	for level := range db.current.levels {
 		for _, f := range db.current.levels[level] {
-			if err := db.checkTable(f); err != nil {
-				return err
-			}
 			db.lastSeq = max(db.lastSeq, f.meta.LargestSeq)
+			damage, err := db.checkTable(f)
+			if err != nil {
+				return nil, err
+			}
+			if damage == nil {
+				continue
+			}
+			if !quarantineAtOpen {
+				return nil, damage
+			}
+			q := newQuarantined(f, level, damage)
+			damaged.Deleted = append(damaged.Deleted, manifest.DeletedFile{Level: level, Num: f.meta.Num})
+			condemned = append(condemned, q)
 		}
+	}
+	if len(condemned) > 0 {
+		// Out of the version now; the fresh manifest written below records
+		// it, and the files move once that manifest is durable.
+		nv, err := db.current.applyEdit(damaged)
+		if err != nil {
+			return nil, err
+		}
+		db.current.unrefNoDelete()
+		db.current = nv
+		for _, q := range condemned {
+			db.quarantined[q.FileNum] = q
+			db.m.quarantines.Add(1)
+			db.opts.Logf("storage: quarantined table %s (L%d, keys %q..%q) at open: %s", tableName(q.FileNum), q.Level, q.Smallest, q.Largest, q.Reason)
+		}
+	}
+	// Quarantined tables still in the engine directory are moves an earlier
+	// run did not finish (or this Open's); records whose file is gone
+	// altogether are forgotten.
+	inDir := make(map[string]bool, len(names))
+	for _, name := range names {
+		inDir[name] = true
+	}
+	var toMove []uint64
+	if len(db.quarantined) > 0 {
+		kept, err := db.listQuarantineDir()
+		if err != nil {
+			return nil, err
+		}
+		if len(kept) > 0 {
+			// A run that failed after a rename may have left a new name
+			// there that is not durable: make it so before this Open syncs
+			// the engine directory.
+			if err := db.syncQuarantineDir(); err != nil {
+				return nil, err
+			}
+		}
+		for num := range db.quarantined {
+			name := tableName(num)
+			switch {
+			case inDir[name]:
+				toMove = append(toMove, num)
+			case !kept[name]:
+				db.opts.Logf("storage: quarantined table %s is no longer in %s; forgetting it", name, quarantineDir)
+				delete(db.quarantined, num)
+			}
+		}
+		sort.Slice(toMove, func(i, j int) bool { return toMove[i] < toMove[j] })
 	}
 
 	// Replay the logs not yet flushed, oldest first.
@@ -99,10 +164,10 @@ func (db *DB) recover() error {
 	for i, n := range live {
 		count, torn, err := db.replayLog(n, flushedSeq, &mem)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if tornIn >= 0 && count > 0 {
-			return base.CorruptionErrorf("commit log %s is torn but the later log %s holds writes", logName(live[tornIn]), logName(n))
+			return nil, base.CorruptionErrorf("commit log %s is torn but the later log %s holds writes", logName(live[tornIn]), logName(n))
 		}
 		if torn {
 			tornIn = i
@@ -111,7 +176,7 @@ func (db *DB) recover() error {
 	}
 	if !mem.Empty() {
 		if err := db.flushRecovered(mem); err != nil {
-			return err
+			return nil, err
 		}
 	}
 
@@ -122,14 +187,30 @@ func (db *DB) recover() error {
 	db.nextFileNum++
 	db.logNumber = logNum
 	if err := db.writeNewManifest(); err != nil {
-		return err
+		return nil, err
 	}
 	logFile, err := db.fs.Create(db.path(logName(logNum)))
 	if err == nil {
 		err = db.syncDir()
 	}
 	if err != nil {
-		return fmt.Errorf("create commit log: %w", err)
+		return nil, fmt.Errorf("create commit log: %w", err)
+	}
+	for _, num := range toMove {
+		if fatal, err := db.moveToQuarantine(num); fatal {
+			return nil, fmt.Errorf("quarantine table %s: %w", tableName(num), err)
+		} else if err != nil {
+			// The record stays, so the file is kept; the next Open retries.
+			db.opts.Logf("storage: move of quarantined table %s failed: %v", tableName(num), err)
+		}
+	}
+	notify = append(notify, condemned...)
+	for _, num := range toMove {
+		if !slices.ContainsFunc(condemned, func(q QuarantinedTable) bool { return q.FileNum == num }) {
+			// The run that quarantined it may have stopped before telling
+			// its owner: tell again.
+			notify = append(notify, db.quarantined[num])
+		}
 	}
 	db.logFile = logFile
 	db.log = wal.NewWriter(logFile)
@@ -141,22 +222,40 @@ func (db *DB) recover() error {
 	if replayed > 0 {
 		db.opts.Logf("storage: recovered %d writes from %d commit log(s)", replayed, len(live))
 	}
-	return nil
+	return notify, nil
 }
 
-// checkTable makes sure a table the manifest lists exists with its size.
-func (db *DB) checkTable(f *tableFile) error {
-	fi, err := db.fs.Stat(db.path(tableName(f.meta.Num)))
+// checkTable makes sure a table the manifest lists exists, has its size and
+// ends in a valid footer. damage (wrapping ErrCorruption) reports a table
+// that is there but wrong: the engine may quarantine it. err reports what
+// Open must refuse: a missing table (nothing to quarantine, and more likely
+// the wrong directory or a hand at work than a disk's damage), or an I/O
+// error, which may pass.
+func (db *DB) checkTable(f *tableFile) (damage, err error) {
+	name := db.path(tableName(f.meta.Num))
+	fi, err := db.fs.Stat(name)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return base.CorruptionErrorf("table %s listed in the manifest is missing", tableName(f.meta.Num))
+			return nil, base.CorruptionErrorf("table %s listed in the manifest is missing", tableName(f.meta.Num))
 		}
-		return fmt.Errorf("stat table %s: %w", tableName(f.meta.Num), err)
+		return nil, fmt.Errorf("stat table %s: %w", tableName(f.meta.Num), err)
 	}
 	if uint64(fi.Size()) != f.meta.Size {
-		return base.CorruptionErrorf("table %s is %d bytes, the manifest says %d", tableName(f.meta.Num), fi.Size(), f.meta.Size)
+		return base.CorruptionErrorf("table %s is %d bytes, the manifest says %d", tableName(f.meta.Num), fi.Size(), f.meta.Size), nil
 	}
-	return nil
+	file, err := db.fs.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("open table %s: %w", tableName(f.meta.Num), err)
+	}
+	_, err = sstable.ReadFooter(file, fi.Size(), f.meta.Num)
+	file.Close()
+	if errors.Is(err, ErrCorruption) {
+		return fmt.Errorf("table %s: %w", tableName(f.meta.Num), err), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("table %s: %w", tableName(f.meta.Num), err)
+	}
+	return nil, nil
 }
 
 // replayManifest reads CURRENT and applies every edit of the manifest it
@@ -222,6 +321,9 @@ func (db *DB) replayManifest(flushedSeq *base.SeqNum) (torn bool, err error) {
 		}
 		if edit.HasLastSeq {
 			*flushedSeq = max(*flushedSeq, edit.LastSeq)
+		}
+		for _, r := range edit.Quarantined {
+			db.quarantined[r.Num] = quarantinedFromRecord(r)
 		}
 	}
 }
@@ -342,6 +444,9 @@ func (db *DB) writeNewManifest() error {
 	}
 	w := wal.NewWriter(f)
 	edit := db.current.snapshotEdit()
+	for _, q := range db.Quarantined() {
+		edit.Quarantined = append(edit.Quarantined, q.record())
+	}
 	edit.LogNumber, edit.HasLogNumber = db.logNumber, true
 	edit.NextFileNumber, edit.HasNextFileNumber = db.nextFileNum, true
 	edit.LastSeq, edit.HasLastSeq = db.lastSeq, true
@@ -407,7 +512,9 @@ func (db *DB) removeObsoleteFiles() {
 			case "log":
 				remove = num < db.logNumber
 			case "table":
-				remove = !live[num]
+				// A quarantined table here is one whose move failed: keep it.
+				_, quarantined := db.quarantined[num]
+				remove = !live[num] && !quarantined
 			}
 		}
 		if remove {
@@ -422,7 +529,7 @@ func (db *DB) removeObsoleteFiles() {
 func (db *DB) deleteObsoleteTable(f *tableFile) {
 	f.close()
 	db.cache.EvictFile(f.meta.Num)
-	if db.keepFiles.Load() {
+	if db.keepFiles.Load() || f.quarantined.Load() {
 		return
 	}
 	if err := db.fs.Remove(db.path(tableName(f.meta.Num))); err != nil {

@@ -131,6 +131,28 @@ type Options struct {
 	TargetFileSize int64
 	// MaxOpenTables bounds the table-reader cache. Default: 1000.
 	MaxOpenTables int
+	// OnQuarantine, if set, is told about every table the engine
+	// quarantines (see DB.Quarantined): once per table, after the table is
+	// out of the version, outside the engine's locks, on the goroutine that
+	// found the damage (a reader, the compaction goroutine, or Open before
+	// it returns). The engine no longer holds the table's keys: reads of
+	// [Smallest, Largest] may now answer with older values or not found,
+	// and the owner is expected to repair that range from elsewhere (the
+	// cluster's replicas). Keep it short; hand slow work to another
+	// goroutine. Default: nil.
+	OnQuarantine func(QuarantinedTable)
+	// DisableQuarantine keeps damaged tables in service: every read that
+	// meets one fails with ErrCorruption, a compaction that meets one fails
+	// the engine, and Open refuses a table whose size or footer is wrong.
+	// For an engine with no replica to repair from. Default: off
+	// (quarantine).
+	DisableQuarantine bool
+	// RefuseCorruptTablesAtOpen makes Open fail with ErrCorruption when a
+	// table the manifest lists has the wrong size or an unreadable footer,
+	// instead of quarantining it. Tables damaged elsewhere are still
+	// quarantined when a read or a compaction meets them. Default: off
+	// (Open quarantines them and opens).
+	RefuseCorruptTablesAtOpen bool
 	// Logf receives human-readable events (flushes, compactions, recovery).
 	// Default: discard.
 	Logf func(format string, args ...any)

@@ -29,6 +29,9 @@ type tableFile struct {
 
 	// compacting is set (under db.mu) while a compaction reads this table.
 	compacting bool
+	// quarantined is set when the table left the version as damaged: its
+	// file is moved aside, never deleted.
+	quarantined atomic.Bool
 }
 
 // open returns the table's reader, opening it on first use.
@@ -36,6 +39,12 @@ func (f *tableFile) open() (*sstable.Reader, error) {
 	f.openOnce.Do(func() {
 		name := f.env.fs.PathJoin(f.env.dirname, tableName(f.meta.Num))
 		file, err := f.env.fs.Open(name)
+		if err != nil && f.quarantined.Load() {
+			// A reader that still holds a version listing the table opens
+			// it where quarantine moved it.
+			name = f.env.fs.PathJoin(f.env.dirname, quarantineDir, tableName(f.meta.Num))
+			file, err = f.env.fs.Open(name)
+		}
 		if err != nil {
 			f.openErr = fmt.Errorf("open table %s: %w", name, err)
 			return
@@ -107,6 +116,18 @@ func (v *version) unref() {
 	} else if n < 0 {
 		panic("storage: version reference count below zero")
 	}
+}
+
+// find returns the table numbered num and its level, or nil.
+func (v *version) find(num uint64) (*tableFile, int) {
+	for level := range v.levels {
+		for _, f := range v.levels[level] {
+			if f.meta.Num == num {
+				return f, level
+			}
+		}
+	}
+	return nil, -1
 }
 
 func (v *version) numFiles(level int) int { return len(v.levels[level]) }
@@ -229,6 +250,8 @@ const (
 	currentName = "CURRENT"
 	lockName    = "LOCK"
 	tmpSuffix   = ".tmp"
+	// quarantineDir is the subdirectory damaged tables are moved into.
+	quarantineDir = "quarantine"
 )
 
 // parseFileName recognises engine files: kind is "table", "log" or

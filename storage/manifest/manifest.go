@@ -15,17 +15,21 @@
 //	tag 3  LastSeq         uvarint (<= base.SeqNumMax)
 //	tag 4  DeletedFile     level, num
 //	tag 5  NewFile         level, num, size, smallest, largest, smallestSeq, largestSeq
+//	tag 6  Quarantined     level, num, smallest, largest, reason
 //
 // Tags 1-3 appear at most once. Encode writes them in tag order, then every
-// deleted file, then every added file, each list in its slice order; Decode
+// deleted file, then every added file, then every quarantined file, each
+// list in its slice order; Decode
 // accepts the fields in any order but keeps the order within each list.
 // Unknown tags are rejected: an older binary must not silently drop a field
 // it does not understand.
 package manifest
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 
 	"github.com/ringkv/ringkv/storage/base"
 )
@@ -42,7 +46,11 @@ const (
 	tagLastSeq        = 3
 	tagDeletedFile    = 4
 	tagNewFile        = 5
+	tagQuarantined    = 6
 )
+
+// MaxReasonLen bounds the reason recorded with a quarantined table.
+const MaxReasonLen = 1024
 
 // FileMeta describes one table.
 type FileMeta struct {
@@ -71,6 +79,22 @@ type DeletedFile struct {
 	Num   uint64
 }
 
+// QuarantinedFile records a table the engine took out of its version
+// because its contents failed a check, and moved aside instead of deleting.
+// The edit that quarantines a table also deletes it from its level; a
+// manifest's first edit repeats the records of the tables still kept aside,
+// so that every later Open knows them.
+type QuarantinedFile struct {
+	// Level is the level the table was on.
+	Level int
+	Num   uint64
+	// Smallest and Largest are the table's smallest and largest user keys
+	// (not internal keys): the range whose data the engine no longer has.
+	Smallest, Largest []byte
+	// Reason says what check failed, for people.
+	Reason string
+}
+
 // VersionEdit is one change to the set of live tables and the engine's
 // counters. A scalar field is meaningful only when its Has flag is set; an
 // unset field is left unchanged by the edit.
@@ -90,6 +114,8 @@ type VersionEdit struct {
 	// between levels appears in both.
 	Deleted []DeletedFile
 	Added   []NewFile
+	// Quarantined records tables taken out of the version as damaged.
+	Quarantined []QuarantinedFile
 }
 
 // Encode appends the encoding of e to dst and returns the result. It does
@@ -126,13 +152,26 @@ func (e *VersionEdit) Encode(dst []byte) []byte {
 		dst = binary.AppendUvarint(dst, uint64(m.SmallestSeq))
 		dst = binary.AppendUvarint(dst, uint64(m.LargestSeq))
 	}
+	for _, q := range e.Quarantined {
+		dst = binary.AppendUvarint(dst, tagQuarantined)
+		dst = binary.AppendUvarint(dst, uint64(q.Level))
+		dst = binary.AppendUvarint(dst, q.Num)
+		dst = binary.AppendUvarint(dst, uint64(len(q.Smallest)))
+		dst = append(dst, q.Smallest...)
+		dst = binary.AppendUvarint(dst, uint64(len(q.Largest)))
+		dst = append(dst, q.Largest...)
+		dst = binary.AppendUvarint(dst, uint64(len(q.Reason)))
+		dst = append(dst, q.Reason...)
+	}
 	return dst
 }
 
 // Validate checks the invariants Decode enforces: levels in range, keys at
 // least base.TrailerLen bytes with Smallest <= Largest, sequence numbers in
-// range and ordered, no table added twice and no (level, table) deleted
-// twice. Errors wrap base.ErrCorruption.
+// range and ordered, no table added twice, no (level, table) deleted twice,
+// and quarantine records with a level in range, Smallest <= Largest, a
+// reason of at most MaxReasonLen bytes and no table twice. Errors wrap
+// base.ErrCorruption.
 func (e *VersionEdit) Validate() error {
 	if e.HasLastSeq && e.LastSeq > base.SeqNumMax {
 		return corruptf("last sequence number %d exceeds the maximum %d", e.LastSeq, base.SeqNumMax)
@@ -166,6 +205,27 @@ func (e *VersionEdit) Validate() error {
 				return corruptf("new file %d: table %d added twice", i, a.Meta.Num)
 			}
 			added[a.Meta.Num] = true
+		}
+	}
+	var quarantined map[uint64]bool
+	if len(e.Quarantined) > 1 {
+		quarantined = make(map[uint64]bool, len(e.Quarantined))
+	}
+	for i := range e.Quarantined {
+		q := &e.Quarantined[i]
+		switch {
+		case q.Level < 0 || q.Level >= NumLevels:
+			return corruptf("quarantined file %d (table %d): level %d out of range 0..%d", i, q.Num, q.Level, NumLevels-1)
+		case bytes.Compare(q.Smallest, q.Largest) > 0:
+			return corruptf("quarantined file %d (table %d): smallest key %q > largest key %q", i, q.Num, q.Smallest, q.Largest)
+		case len(q.Reason) > MaxReasonLen:
+			return corruptf("quarantined file %d (table %d): reason is %d bytes, more than %d", i, q.Num, len(q.Reason), MaxReasonLen)
+		}
+		if quarantined != nil {
+			if quarantined[q.Num] {
+				return corruptf("quarantined file %d: table %d quarantined twice", i, q.Num)
+			}
+			quarantined[q.Num] = true
 		}
 	}
 	return nil
@@ -247,6 +307,12 @@ func (e *VersionEdit) Decode(b []byte) error {
 				return err
 			}
 			ne.Added = append(ne.Added, nf)
+		case tagQuarantined:
+			q, err := d.quarantined()
+			if err != nil {
+				return err
+			}
+			ne.Quarantined = append(ne.Quarantined, q)
 		default:
 			return corruptf("unknown tag %d at byte %d", tag, tagPos)
 		}
@@ -304,6 +370,52 @@ func (d *decoder) key(what string) ([]byte, error) {
 	copy(k, d.b[d.pos:])
 	d.pos += int(n)
 	return k, nil
+}
+
+// bytes reads a length-prefixed byte string of at most max bytes and
+// returns a copy (nil when empty).
+func (d *decoder) bytes(what string, max uint64) ([]byte, error) {
+	pos := d.pos
+	n, err := d.uvarint(what + " length")
+	if err != nil {
+		return nil, err
+	}
+	if rem := uint64(len(d.b) - d.pos); n > rem {
+		return nil, corruptf("%s at byte %d claims %d bytes, only %d remain", what, pos, n, rem)
+	}
+	if n > max {
+		return nil, corruptf("%s at byte %d is %d bytes, more than %d", what, pos, n, max)
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	b := make([]byte, n)
+	copy(b, d.b[d.pos:])
+	d.pos += int(n)
+	return b, nil
+}
+
+func (d *decoder) quarantined() (QuarantinedFile, error) {
+	var q QuarantinedFile
+	var err error
+	if q.Level, err = d.level("quarantined file"); err != nil {
+		return q, err
+	}
+	if q.Num, err = d.uvarint("quarantined file number"); err != nil {
+		return q, err
+	}
+	if q.Smallest, err = d.bytes("quarantined file smallest key", math.MaxUint32); err != nil {
+		return q, err
+	}
+	if q.Largest, err = d.bytes("quarantined file largest key", math.MaxUint32); err != nil {
+		return q, err
+	}
+	reason, err := d.bytes("quarantined file reason", MaxReasonLen)
+	if err != nil {
+		return q, err
+	}
+	q.Reason = string(reason)
+	return q, nil
 }
 
 func (d *decoder) newFile() (NewFile, error) {

@@ -50,7 +50,32 @@ func randEdit(rng *rand.Rand) *VersionEdit {
 			Smallest: a, Largest: b, SmallestSeq: s1, LargestSeq: s2,
 		}})
 	}
+	for i := range rng.Intn(3) {
+		a, b := randUserKey(rng), randUserKey(rng)
+		if bytes.Compare(a, b) > 0 {
+			a, b = b, a
+		}
+		var reason string
+		if rng.Intn(4) > 0 {
+			reason = strings.Repeat("r", rng.Intn(MaxReasonLen+1))
+		}
+		e.Quarantined = append(e.Quarantined, QuarantinedFile{
+			Level: rng.Intn(NumLevels), Num: uint64(i)*1000 + uint64(rng.Intn(1000)),
+			Smallest: a, Largest: b, Reason: reason,
+		})
+	}
 	return e
+}
+
+// randUserKey is nil or a non-empty user key, as Decode gives them back.
+func randUserKey(rng *rand.Rand) []byte {
+	n := rng.Intn(20)
+	if n == 0 {
+		return nil
+	}
+	u := make([]byte, n)
+	rng.Read(u)
+	return u
 }
 
 func TestRoundTripRandom(t *testing.T) {
@@ -162,6 +187,12 @@ func TestDecodeMalformed(t *testing.T) {
 		{"seqs reversed", newFileBytes(1, 7, a, b, 6, 5), "smallest sequence number 6 > largest 5"},
 		{"largest seq too large", newFileBytes(1, 7, a, b, 1, uint64(base.SeqNumMax)+1), "largest sequence number 72057594037927936 exceeds"},
 		{"table added twice", cat(good, newFileBytes(2, 7, a, b, 1, 5)), "table 7 added twice"},
+		{"quarantined level out of range", cat(uv(tagQuarantined, 7, 3), str([]byte("a")), str([]byte("b")), str(nil)), "quarantined file level 7 at byte 1 out of range"},
+		{"quarantined truncated", cat(uv(tagQuarantined, 1, 3), str([]byte("a")), str([]byte("b"))), "truncated varint for quarantined file reason length"},
+		{"quarantined key beyond input", cat(uv(tagQuarantined, 1, 3, 40), []byte("a")), "quarantined file smallest key at byte 3 claims 40 bytes, only 1 remain"},
+		{"quarantined reason too long", cat(uv(tagQuarantined, 1, 3), str([]byte("a")), str([]byte("b")), str(bytes.Repeat([]byte("x"), MaxReasonLen+1))), "quarantined file reason at byte 7 is 1025 bytes, more than 1024"},
+		{"quarantined keys reversed", cat(uv(tagQuarantined, 1, 3), str([]byte("b")), str([]byte("a")), str(nil)), `table 3): smallest key "b" > largest key "a"`},
+		{"quarantined twice", bytes.Repeat(cat(uv(tagQuarantined, 1, 3), str([]byte("a")), str([]byte("b")), str(nil)), 2), "table 3 quarantined twice"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -200,6 +231,10 @@ func TestValidate(t *testing.T) {
 		{Added: []NewFile{{Level: -1, Meta: ok.Meta}}},
 		{Added: []NewFile{ok, ok}},
 		{HasLastSeq: true, LastSeq: base.SeqNumMax + 1},
+		{Quarantined: []QuarantinedFile{{Level: NumLevels, Num: 1}}},
+		{Quarantined: []QuarantinedFile{{Level: 1, Num: 1, Smallest: []byte("b"), Largest: []byte("a")}}},
+		{Quarantined: []QuarantinedFile{{Level: 1, Num: 1}, {Level: 2, Num: 1}}},
+		{Quarantined: []QuarantinedFile{{Level: 1, Num: 1, Reason: strings.Repeat("x", MaxReasonLen+1)}}},
 	}
 	for i, e := range bad {
 		err := e.Validate()

@@ -2,6 +2,7 @@ package sstable
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 
@@ -182,8 +183,25 @@ func unwrapBlock(raw, dst []byte) ([]byte, error) {
 }
 
 // corruptError reports damaged table data. It wraps base.ErrCorruption and
-// reads "ringkv/storage: corruption: sstable: <context>: <what>".
-type corruptError struct{ msg string }
+// reads "ringkv/storage: corruption: sstable: <context>: <what>". Errors
+// made by a Reader name its table (hasTable).
+type corruptError struct {
+	msg      string
+	table    uint64
+	hasTable bool
+}
+
+// CorruptTable returns the file number of the table whose damage err
+// reports: err (or an error it wraps) is a corruption error made by a
+// Reader, which knows its table by ReaderOptions.FileNum. ok is false for
+// any other error, including corruption found by the decoders alone.
+func CorruptTable(err error) (fileNum uint64, ok bool) {
+	var ce *corruptError
+	if errors.As(err, &ce) && ce.hasTable {
+		return ce.table, true
+	}
+	return 0, false
+}
 
 func (e *corruptError) Error() string { return base.ErrCorruption.Error() + ": " + e.msg }
 func (e *corruptError) Unwrap() error { return base.ErrCorruption }

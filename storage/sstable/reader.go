@@ -51,37 +51,14 @@ type Reader struct {
 // the file's contents wrap base.ErrCorruption.
 func Open(f vfs.File, size int64, o ReaderOptions) (*Reader, error) {
 	r := &Reader{f: f, size: size, fileNum: o.FileNum, cache: o.Cache}
-	if size < FooterLen {
-		return nil, r.corruptf("file is %d bytes, shorter than the %d-byte footer", size, FooterLen)
-	}
-	buf := make([]byte, FooterLen)
-	if err := r.readAt(buf, size-FooterLen); err != nil {
-		return nil, err
-	}
-	ft, err := DecodeFooter(buf)
+	ft, err := r.readFooter()
 	if err != nil {
-		return nil, r.wrapf(err, "footer at offset %d", size-FooterLen)
+		return nil, err
 	}
 	r.footer = ft
-	metaEnd := uint64(size - FooterLen)
-	check := func(name string, h BlockHandle) error {
-		if end, ok := h.end(); !ok || end > metaEnd {
-			return r.corruptf("%s handle %v (footer at offset %d) lies outside the %d bytes before the footer", name, h, size-FooterLen, metaEnd)
-		}
-		return nil
-	}
 	// The data blocks end where the first meta block begins.
 	r.dataEnd = ft.Index.Offset
-	if err := check("index", ft.Index); err != nil {
-		return nil, err
-	}
-	if err := check("properties", ft.Properties); err != nil {
-		return nil, err
-	}
 	if ft.Filter.Length > 0 || ft.Filter.Offset > 0 {
-		if err := check("filter", ft.Filter); err != nil {
-			return nil, err
-		}
 		r.dataEnd = min(r.dataEnd, ft.Filter.Offset)
 	}
 
@@ -107,15 +84,66 @@ func Open(f vfs.File, size int64, o ReaderOptions) (*Reader, error) {
 	return r, nil
 }
 
+// ReadFooter reads and checks the footer of the table in f, whose size is
+// size, without reading anything else: a cheap check that the file ends as a
+// table does and that its handles lie inside it. fileNum names the table in
+// errors; errors about the contents wrap base.ErrCorruption (and name the
+// table for CorruptTable). f stays open.
+func ReadFooter(f vfs.File, size int64, fileNum uint64) (Footer, error) {
+	r := &Reader{f: f, size: size, fileNum: fileNum}
+	return r.readFooter()
+}
+
+func (r *Reader) readFooter() (Footer, error) {
+	size := r.size
+	if size < FooterLen {
+		return Footer{}, r.corruptf("file is %d bytes, shorter than the %d-byte footer", size, FooterLen)
+	}
+	buf := make([]byte, FooterLen)
+	if err := r.readAt(buf, size-FooterLen); err != nil {
+		return Footer{}, err
+	}
+	ft, err := DecodeFooter(buf)
+	if err != nil {
+		return Footer{}, r.wrapf(err, "footer at offset %d", size-FooterLen)
+	}
+	metaEnd := uint64(size - FooterLen)
+	check := func(name string, h BlockHandle) error {
+		if end, ok := h.end(); !ok || end > metaEnd {
+			return r.corruptf("%s handle %v (footer at offset %d) lies outside the %d bytes before the footer", name, h, size-FooterLen, metaEnd)
+		}
+		return nil
+	}
+	if err := check("index", ft.Index); err != nil {
+		return Footer{}, err
+	}
+	if err := check("properties", ft.Properties); err != nil {
+		return Footer{}, err
+	}
+	if ft.Filter.Length > 0 || ft.Filter.Offset > 0 {
+		if err := check("filter", ft.Filter); err != nil {
+			return Footer{}, err
+		}
+	}
+	return ft, nil
+}
+
 func (r *Reader) corruptf(format string, args ...any) error {
-	return corruptf("sstable: table %d: %s", r.fileNum, fmt.Sprintf(format, args...))
+	return r.named(corruptf("sstable: table %d: %s", r.fileNum, fmt.Sprintf(format, args...)))
+}
+
+// named marks a corruption error as this table's (see CorruptTable).
+func (r *Reader) named(err error) error {
+	ce := err.(*corruptError)
+	ce.table, ce.hasTable = r.fileNum, true
+	return ce
 }
 
 // wrapf adds the table and a context to an error from a decoder.
 func (r *Reader) wrapf(err error, format string, args ...any) error {
 	var ce *corruptError
 	if errors.As(err, &ce) {
-		return corruptf("sstable: table %d: %s: %s", r.fileNum, fmt.Sprintf(format, args...), strings.TrimPrefix(ce.msg, "sstable: "))
+		return r.named(corruptf("sstable: table %d: %s: %s", r.fileNum, fmt.Sprintf(format, args...), strings.TrimPrefix(ce.msg, "sstable: ")))
 	}
 	return fmt.Errorf("sstable: table %d: %s: %w", r.fileNum, fmt.Sprintf(format, args...), err)
 }

@@ -464,9 +464,13 @@ func checkAgainstModel(t *testing.T, f *memFile, size int64, es []entry, start, 
 		if !errors.Is(err, base.ErrCorruption) {
 			t.Fatalf("%s: error does not wrap ErrCorruption: %v", desc, err)
 		}
+		// The engine quarantines the table an error names.
+		if num, ok := CorruptTable(err); !ok || num != 77 {
+			t.Fatalf("%s: CorruptTable = %d, %v; want table 77: %v", desc, num, ok, err)
+		}
 		detected = true
 	}
-	r, err := Open(f, size, ReaderOptions{})
+	r, err := Open(f, size, ReaderOptions{FileNum: 77})
 	if err != nil {
 		check(err)
 		return detected
@@ -547,12 +551,19 @@ func TestTruncated(t *testing.T) {
 	rng := rand.New(rand.NewSource(7))
 	es := randEntries(rng, 100, 2, 20)
 	f, _ := buildTable(t, es, WriterOptions{BlockSize: 128})
+	if ft, err := ReadFooter(f, int64(len(f.data)), 12); err != nil || ft != openTable(t, f, ReaderOptions{}).Footer() {
+		t.Fatalf("ReadFooter of the whole table = %+v, %v", ft, err)
+	}
 	for n := 0; n < len(f.data); n++ {
 		// The file really is shorter...
 		short := &memFile{data: f.data[:n]}
 		_, err := Open(short, int64(n), ReaderOptions{})
 		if !errors.Is(err, base.ErrCorruption) {
 			t.Fatalf("Open of %d-byte prefix: %v", n, err)
+		}
+		_, err = ReadFooter(short, int64(n), 12)
+		if num, ok := CorruptTable(err); !errors.Is(err, base.ErrCorruption) || !ok || num != 12 {
+			t.Fatalf("ReadFooter of %d-byte prefix: %v (table %d, %v)", n, err, num, ok)
 		}
 		// ...or the caller believes it is longer than it is.
 		if n%7 == 0 {
