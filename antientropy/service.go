@@ -803,3 +803,25 @@ func trustedByte(ok bool) byte {
 	}
 	return 0
 }
+
+// LostRange tells the service that the store lost what it held in an
+// engine key range (the engine quarantined a damaged table: see
+// storage.Options.OnQuarantine): the trees of the partitions it covers
+// are distrusted, so that they are rebuilt from what the store still
+// holds, and a round starts at once to get the range back from the other
+// replicas.
+func (s *Service) LostRange(smallest, largest []byte) {
+	first, last, ok := replica.TokenSpan(smallest, largest)
+	if !ok {
+		return
+	}
+	for p := s.trees.Partition(first); p <= s.trees.Partition(last); p++ {
+		s.trees.Distrust(p)
+	}
+	s.o.Logf("antientropy: the store lost tokens %016x-%016x (partitions %d-%d); repairing them from the other replicas",
+		first, last, s.trees.Partition(first), s.trees.Partition(last))
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -350,4 +352,118 @@ func TestTombstonesPurgedOnlyOnceEveryReplicaHasThem(t *testing.T) {
 	if purged < 3 {
 		t.Fatalf("%d tombstones purged, want at least 3", purged)
 	}
+}
+
+// A replica whose engine quarantines a damaged table (a flipped byte in a
+// data block) loses that table's keys; told through the engine's callback,
+// anti-entropy gets them back from the other replica.
+func TestQuarantinedTableIsRepairedFromPeers(t *testing.T) {
+	var members []ring.Member
+	for _, id := range []string{"n1", "n2"} {
+		members = append(members, ring.Member{ID: id, State: ring.StateNormal})
+	}
+	rg, err := ring.New(ring.Config{Partitions: 16, Replicas: 2}, members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := &staticPeers{ring: rg, down: map[string]bool{}}
+	net := transport.NewNetwork()
+	var stores []*replica.Store
+	var services []*Service
+	dirs := []string{t.TempDir(), t.TempDir()}
+	for i, id := range []string{"n1", "n2"} {
+		var ae *Service
+		var aeMu sync.Mutex
+		db, err := storage.Open(dirs[i], &storage.Options{Sync: storage.SyncNone, BlockCacheSize: 1, // no block stays cached: reads see the damage
+			OnQuarantine: func(q storage.QuarantinedTable) {
+				aeMu.Lock()
+				defer aeMu.Unlock()
+				if ae != nil {
+					ae.LostRange(q.Smallest, q.Largest)
+				}
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := replica.New(db, version.Actor(id, uint64(i+1)))
+		s, err := New(id, st, peers, net.Client(id), Options{Interval: time.Hour, Rate: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		aeMu.Lock()
+		ae = s
+		aeMu.Unlock()
+		stop, err := net.Listen(id, transport.HandlerFunc(s.Handle))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close(); stop.Close(); db.Close() })
+		stores, services = append(stores, st), append(services, s)
+	}
+	var keys [][]byte
+	var objs []*version.Object
+	for i := range 2000 {
+		o := &version.Object{}
+		if _, err := o.Write(version.Actor("w", 1), nil, bytes.Repeat([]byte{byte(i)}, 64), false, int64(i)); err != nil {
+			t.Fatal(err)
+		}
+		keys, objs = append(keys, []byte(fmt.Sprintf("key-%05d", i))), append(objs, o)
+	}
+	for _, st := range stores {
+		if err := st.ApplyBatch(keys, objs); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.DB().Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range services {
+		s.Build()
+		s.Start()
+	}
+	waitRounds(t, services[0], 1)
+	// Flip a byte in the middle of n1's table.
+	tables, _ := filepath.Glob(filepath.Join(dirs[0], "*.sst"))
+	if len(tables) != 1 {
+		t.Fatalf("want one table, found %v", tables)
+	}
+	f, err := os.OpenFile(tables[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := f.Stat()
+	b := make([]byte, 1)
+	off := info.Size() / 3
+	f.ReadAt(b, off)
+	b[0] ^= 0xff
+	f.WriteAt(b, off)
+	f.Close()
+	// Reads find the damage; the table is quarantined and its keys lost.
+	corrupt := 0
+	for _, k := range keys {
+		if _, err := stores[0].Get(k); err != nil {
+			corrupt++
+		}
+	}
+	if corrupt == 0 || len(stores[0].DB().Quarantined()) != 1 {
+		t.Fatalf("%d reads failed, %d tables quarantined: the damage was not found", corrupt, len(stores[0].DB().Quarantined()))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		missing := 0
+		for i, k := range keys {
+			obj, err := stores[0].Get(k)
+			if err != nil || obj == nil || !obj.Equal(objs[i]) {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys still missing on n1 after the quarantine (status %+v)", missing, services[0].Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("n1 pulled %d keys back", services[0].Status().KeysPulled)
 }

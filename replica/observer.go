@@ -62,3 +62,31 @@ func (s *Store) ScanHashes(start, end uint64, fn func(KeyHash) bool) error {
 		return fn(KeyHash{Key: key, Token: token, Hash: ObjectHash(key, raw)})
 	})
 }
+
+// TokenSpan returns the tokens of the data keys an engine key range
+// [smallest, largest] (inclusive, engine keys as EncodeKey makes them)
+// may hold; ok is false when it holds no data key (only hints or
+// metadata).
+func TokenSpan(smallest, largest []byte) (first, last uint64, ok bool) {
+	token := func(k []byte, high bool) uint64 {
+		switch {
+		case len(k) == 0 || k[0] < dataPrefix:
+			return 0
+		case k[0] > dataPrefix:
+			return ^uint64(0)
+		case len(k) < 9:
+			// A prefix of a data key: pad its token bytes.
+			var b [8]byte
+			if high {
+				b = [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+			}
+			copy(b[:], k[1:])
+			return binary.BigEndian.Uint64(b[:])
+		}
+		return tokenOf(k)
+	}
+	if (len(largest) > 0 && largest[0] < dataPrefix) || (len(smallest) > 0 && smallest[0] > dataPrefix) {
+		return 0, 0, false
+	}
+	return token(smallest, false), token(largest, true), true
+}

@@ -211,7 +211,16 @@ func Start(cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "engine"), &storage.Options{Sync: syncMode, BlockCacheSize: cfg.BlockCacheSize, MemTableSize: cfg.MemTableSize, MemTableIndex: true,
-		MemTableFingers: true, MemTableFingerOffset: replica.TokenOffset, Logf: cfg.Logf}); err != nil {
+		MemTableFingers: true, MemTableFingerOffset: replica.TokenOffset, Logf: cfg.Logf,
+		// A table that fails its checksum is set aside; anti-entropy gets
+		// its keys back from the other replicas (at start, the first round
+		// does, as the trees are built from what the engine holds).
+		OnQuarantine: func(q storage.QuarantinedTable) {
+			cfg.Logf("node %s: storage quarantined a damaged table (%s): %s", cfg.NodeID, q.FileName(), q.Reason)
+			if ae := s.ae.Load(); ae != nil {
+				ae.LostRange(q.Smallest, q.Largest)
+			}
+		}}); err != nil {
 		return nil, err
 	}
 	if s.store, err = replica.Open(s.db, cfg.NodeID); err != nil {
