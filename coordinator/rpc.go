@@ -169,11 +169,12 @@ type writeRequest struct {
 const levelBase = 1<<21 + 8
 
 // encodeWrite: flags byte (1 deleted, 2 has context, 4 has pw, 8 has a
-// datacenter) | uvarint w+3 (levels are negative; w+levelBase with flag 8)
-// | [uvarint pw+3, with flag 4; pw+levelBase with flag 8 too] | [uvarint
-// len(dc) | dc, with flag 8] | uvarint len(key) | key | uvarint len(ctx) |
-// ctx | value. pw and dc travel only when set, so that a write without
-// them stays readable by nodes that predate them.
+// datacenter or a datacenter level) | uvarint w+3 (levels are negative;
+// w+levelBase with flag 8) | [uvarint pw+3, with flag 4; pw+levelBase with
+// flag 8 too] | [uvarint len(dc) | dc, with flag 8; dc may be empty] |
+// uvarint len(key) | key | uvarint len(ctx) | ctx | value. pw and flag 8
+// are used only when needed, so that a write without them stays readable
+// by nodes that predate them.
 func encodeWrite(r writeRequest) []byte {
 	var flags byte
 	if r.deleted {
@@ -183,7 +184,8 @@ func encodeWrite(r writeRequest) []byte {
 		flags |= 4
 	}
 	offset := 3
-	if r.dc != "" {
+	dcFlag := r.dc != "" || isDCLevel(r.w) || isDCLevel(r.pw)
+	if dcFlag {
 		flags |= 8
 		offset = levelBase
 	}
@@ -197,7 +199,7 @@ func encodeWrite(r writeRequest) []byte {
 	if r.pw != Default {
 		b = binary.AppendUvarint(b, uint64(r.pw+offset))
 	}
-	if r.dc != "" {
+	if dcFlag {
 		b = binary.AppendUvarint(b, uint64(len(r.dc)))
 		b = append(b, r.dc...)
 	}
@@ -244,9 +246,6 @@ func decodeWrite(b []byte) (writeRequest, error) {
 		var dc []byte
 		if dc, b, err = readBytes(b); err != nil {
 			return r, err
-		}
-		if len(dc) == 0 {
-			return r, errMalformed
 		}
 		r.dc = string(dc)
 	}
