@@ -167,15 +167,18 @@ type ReadOption func(*reqOptions)
 // WriteOption modifies a write.
 type WriteOption func(*reqOptions)
 
-// WithR sets the read quorum: a replica count or ONE, QUORUM, ALL.
+// WithR sets the read quorum: a replica count or ONE, QUORUM, ALL, or a
+// datacenter level: LOCAL_ONE, LOCAL_QUORUM (counted in the datacenter of
+// the node the request goes to), EACH_QUORUM.
 func WithR(level string) ReadOption { return func(o *reqOptions) { o.r = level } }
 
-// WithW sets the write quorum: a replica count or ONE, QUORUM, ALL.
+// WithW sets the write quorum, as WithR: a replica count or ONE, QUORUM,
+// ALL, LOCAL_ONE, LOCAL_QUORUM, EACH_QUORUM.
 func WithW(level string) WriteOption { return func(o *reqOptions) { o.w = level } }
 
 // WithPR sets how many of the answers must come from the key's primaries
 // (fallbacks standing in for down primaries do not count): a count or ONE,
-// QUORUM, ALL; "0" or "" for no requirement. A read that cannot meet it
+// QUORUM, ALL (not a datacenter level); "0" or "" for no requirement. A read that cannot meet it
 // fails with a 503 Error.
 func WithPR(level string) ReadOption { return func(o *reqOptions) { o.pr = level } }
 

@@ -245,8 +245,9 @@ func parseConnLevel(name, value string) (int, error) {
 }
 
 // CheckConnSetting implements resp.ConnConfigurer: a level (a number, ONE,
-// QUORUM or ALL; 0 for pr and pw: no requirement), or DEFAULT to go back
-// to the node's default.
+// QUORUM or ALL; for r and w also LOCAL_ONE, LOCAL_QUORUM and EACH_QUORUM,
+// counted in this node's datacenter; 0 for pr and pw: no requirement), or
+// DEFAULT to go back to the node's default.
 func (b respBackend) CheckConnSetting(name, value string) (string, error) {
 	if strings.EqualFold(value, "default") {
 		return "", nil

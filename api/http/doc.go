@@ -17,10 +17,14 @@
 // included (as %2F; an unescaped "/" is part of the key too). Keys are 1 to
 // [Options.MaxKeySize] bytes. LEVEL is a positive replica count or ONE,
 // QUORUM or ALL (case-insensitive); absent means the coordinator's default.
-// r and w count the nodes that answer, fallbacks standing in for down
-// primaries included (sloppy quorum); pr and pw how many of them must be
-// the key's primaries (absent or 0: no requirement). An unmet level is a
-// 503 naming it, with the counts in replicas_needed and replicas_answered.
+// r and w also take the datacenter levels LOCAL_ONE, LOCAL_QUORUM (counted
+// in the datacenter of the node the request was sent to) and EACH_QUORUM
+// (a majority in every datacenter with replicas). r and w count the nodes
+// that answer, fallbacks standing in for down primaries included (sloppy
+// quorum); pr and pw how many of them must be the key's primaries (absent
+// or 0: no requirement; not a datacenter level). An unmet level is a 503
+// naming it, with the counts in replicas_needed and replicas_answered
+// (those of the datacenter named, for a datacenter level).
 //
 // # Causal context and siblings
 //

@@ -116,3 +116,44 @@ func TestPrimaryLevelsNeedALevelStore(t *testing.T) {
 		t.Fatalf("GET ?r=1: %d, want 404 (no key)", code)
 	}
 }
+
+// The datacenter levels are accepted for r and w (any case) and reach the
+// store; pr and pw count primaries and refuse them; an unmet datacenter
+// level is a 503 that names the datacenter.
+func TestDatacenterLevelsReachTheStore(t *testing.T) {
+	st := &levelStore{MemoryStore: NewMemoryStore("n1")}
+	srv := httptest.NewServer(NewHandler(st, nil, Options{}))
+	defer srv.Close()
+	for _, c := range []struct {
+		method, query string
+		want          coordinator.Levels
+	}{
+		{http.MethodPut, "?w=LOCAL_QUORUM", coordinator.Levels{W: coordinator.LocalQuorum}},
+		{http.MethodPut, "?w=each_quorum&pw=2", coordinator.Levels{W: coordinator.EachQuorum, PW: 2}},
+		{http.MethodGet, "?r=Local_One", coordinator.Levels{R: coordinator.LocalOne}},
+		{http.MethodDelete, "?w=LOCAL_ONE", coordinator.Levels{W: coordinator.LocalOne}},
+	} {
+		st.levels = nil
+		if code, body := call(t, c.method, srv.URL+"/v1/kv/k"+c.query); code >= 300 && code != http.StatusNotFound {
+			t.Fatalf("%s %s: %d %s", c.method, c.query, code, body)
+		}
+		if len(st.levels) != 1 || st.levels[0] != c.want {
+			t.Fatalf("%s %s: store got %+v, want %+v", c.method, c.query, st.levels, c.want)
+		}
+	}
+	for _, q := range []string{"?pw=LOCAL_QUORUM", "?w=LOCAL", "?pw=each_quorum"} {
+		if code, _ := call(t, http.MethodPut, srv.URL+"/v1/kv/k"+q); code != http.StatusBadRequest {
+			t.Fatalf("PUT %s: %d, want 400", q, code)
+		}
+	}
+	st.err = &coordinator.QuorumError{Op: "write", DC: "dc2", Needed: 2, Answered: 0, Replicas: 3}
+	code, body := call(t, http.MethodPut, srv.URL+"/v1/kv/k?w=EACH_QUORUM")
+	var er ErrorResponse
+	if err := json.Unmarshal([]byte(body), &er); err != nil {
+		t.Fatalf("body %q: %v", body, err)
+	}
+	if code != http.StatusServiceUnavailable || !strings.Contains(er.Error, `datacenter "dc2"`) ||
+		er.ReplicasNeeded == nil || *er.ReplicasNeeded != 2 {
+		t.Fatalf("unmet EACH_QUORUM: %d %s, want 503 naming dc2 with 2 needed", code, body)
+	}
+}

@@ -35,7 +35,8 @@
 // # Per-connection settings
 //
 // A Backend that implements [ConnConfigurer] has settings each connection
-// may choose for itself (ringkv's: the levels r, w, pr and pw):
+// may choose for itself (ringkv's: the levels r, w, pr and pw; r and w
+// also take LOCAL_ONE, LOCAL_QUORUM and EACH_QUORUM):
 //
 //	RINGKV.CONFIG SET name value -> +OK    (value DEFAULT: back to the default)
 //	RINGKV.CONFIG GET name       -> value  (the default when not set)

@@ -24,7 +24,7 @@ type kvFlags struct {
 func (f *kvFlags) register(cmd *cobra.Command, levelName string) {
 	cmd.Flags().StringVar(&f.addrs, "addr", "127.0.0.1:8081", "HTTP addresses of nodes, comma-separated (tried in turn)")
 	if levelName != "" {
-		cmd.Flags().StringVar(&f.level, levelName, "", "quorum for this request: a number, ONE, QUORUM or ALL (default: the node's)")
+		cmd.Flags().StringVar(&f.level, levelName, "", "quorum for this request: a number, ONE, QUORUM, ALL, LOCAL_ONE, LOCAL_QUORUM (in the DC of the --addr node) or EACH_QUORUM (default: the node's)")
 	}
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 5*time.Second, "request timeout")
 }
