@@ -169,12 +169,16 @@ type writeRequest struct {
 const levelBase = 1<<21 + 8
 
 // encodeWrite: flags byte (1 deleted, 2 has context, 4 has pw, 8 has a
-// datacenter or a datacenter level) | uvarint w+3 (levels are negative;
-// w+levelBase with flag 8) | [uvarint pw+3, with flag 4; pw+levelBase with
-// flag 8 too] | [uvarint len(dc) | dc, with flag 8; dc may be empty] |
-// uvarint len(key) | key | uvarint len(ctx) | ctx | value. pw and flag 8
-// are used only when needed, so that a write without them stays readable
-// by nodes that predate them.
+// datacenter field, levels offset by levelBase) | uvarint w+3 (levels are
+// negative; w+levelBase with flag 8) | [uvarint pw+levelBase, with flag 4]
+// | [uvarint len(dc) | dc, with flag 8; dc may be empty] | uvarint
+// len(key) | key | uvarint len(ctx) | ctx | value.
+//
+// A write with pw or a datacenter (level) sets flag 8: nodes before PW
+// ignore flag 4 and would read the pw field as the key's length (and apply
+// the write to another key), but they refuse a w field above 2^20 as
+// malformed. Flag 4 is never sent without flag 8. A write with neither
+// stays byte for byte what those nodes read.
 func encodeWrite(r writeRequest) []byte {
 	var flags byte
 	if r.deleted {
@@ -184,7 +188,7 @@ func encodeWrite(r writeRequest) []byte {
 		flags |= 4
 	}
 	offset := 3
-	dcFlag := r.dc != "" || isDCLevel(r.w) || isDCLevel(r.pw)
+	dcFlag := r.dc != "" || isDCLevel(r.w) || r.pw != Default
 	if dcFlag {
 		flags |= 8
 		offset = levelBase
@@ -212,12 +216,19 @@ func encodeWrite(r writeRequest) []byte {
 
 var errMalformed = errors.New("malformed peer message")
 
+// writeFlags are the flag bits decodeWrite knows; it refuses any other.
+const writeFlags = 1 | 2 | 4 | 8
+
 func decodeWrite(b []byte) (writeRequest, error) {
 	var r writeRequest
 	if len(b) < 1 {
 		return r, errMalformed
 	}
 	flags := b[0]
+	if flags&^writeFlags != 0 {
+		// A field of a later release: refused rather than misread.
+		return r, fmt.Errorf("%w: unknown write flags %#x", errMalformed, flags&^writeFlags)
+	}
 	r.deleted = flags&1 != 0
 	r.hasCtx = flags&2 != 0
 	b = b[1:]
