@@ -285,11 +285,14 @@ func (s *Service) buildAll() {
 // it is trusted now.
 func (s *Service) rebuild(p int) bool {
 	first, last := s.trees.PartitionRange(p)
-	ok, err := s.trees.Rebuild(p, func(add func(token, hash uint64)) error {
-		return s.store.ScanHashes(first, last, func(kh replica.KeyHash) bool {
-			add(kh.Token, kh.Hash)
-			return true
-		})
+	ok, err := s.trees.Rebuild(p, func() func(add func(token, hash uint64)) error {
+		scan := s.store.SnapshotHashes(first, last)
+		return func(add func(token, hash uint64)) error {
+			return scan(func(kh replica.KeyHash) bool {
+				add(kh.Token, kh.Hash)
+				return true
+			})
+		}
 	})
 	if err != nil {
 		s.o.Logf("antientropy: rebuilding the tree of partition %d: %v", p, err)
@@ -562,6 +565,10 @@ func (s *Service) pullChunk(peer string, keys []string) error {
 	s.mu.Lock()
 	s.st.KeysPulled += uint64(n)
 	s.mu.Unlock()
+	if n < len(ks) {
+		// Not repaired: the partition must not be recorded as verified.
+		return fmt.Errorf("merged %d of %d keys pulled", n, len(ks))
+	}
 	return nil
 }
 

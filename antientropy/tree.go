@@ -39,8 +39,12 @@ type partTree struct {
 	leaves  []uint64 // nil until built
 	root    uint64
 	pending int    // changes announced (Changing) and not finished (Changed)
-	gen     uint64 // changes finished, so a Rebuild sees one that began and ended during its scan
+	gen     uint64 // bumped by Rebuild's start and by Distrust: a rebuild installs only if it is still its own
 	trusted bool
+	// While a Rebuild scans its snapshot: the sum of the changes finished
+	// since, per leaf, to fold into the result.
+	building bool
+	deltas   map[int]uint64
 }
 
 // NewTrees returns untrusted, empty trees for a ring of partitions
@@ -96,14 +100,19 @@ func (t *Trees) Changed(changes []replica.Change, ok bool) {
 		pt := &t.parts[t.Partition(c.Token)]
 		pt.mu.Lock()
 		pt.pending--
-		pt.gen++
+		d := c.New - c.Old
 		switch {
 		case !ok:
 			pt.trusted = false
-		case pt.leaves != nil:
-			d := c.New - c.Old
-			pt.leaves[t.Leaf(c.Token)] += d
-			pt.root += d
+			pt.gen++ // a rebuild in progress cannot know what the engine holds
+		default:
+			if pt.leaves != nil {
+				pt.leaves[t.Leaf(c.Token)] += d
+				pt.root += d
+			}
+			if pt.building {
+				pt.deltas[t.Leaf(c.Token)] += d
+			}
 		}
 		pt.mu.Unlock()
 	}
@@ -141,36 +150,49 @@ func (t *Trees) Distrust(p int) {
 	pt := &t.parts[p]
 	pt.mu.Lock()
 	pt.trusted = false
+	pt.gen++ // a Rebuild scanning now may have read what is lost: it must not install
 	pt.mu.Unlock()
 }
 
-// Rebuild recomputes partition p's tree from scan, which must call add
-// with the ObjectHash of every key stored in the partition (as
-// replica.Store.ScanHashes does). The result is installed, and the tree
-// trusted, only if no change to the partition was in flight when the scan
-// began and none began or ended before it finished; otherwise Rebuild
-// reports false and the caller tries again later.
-func (t *Trees) Rebuild(p int, scan func(add func(token, hash uint64)) error) (bool, error) {
+// Rebuild recomputes partition p's tree from a snapshot of the store.
+// open is called under the partition's lock, at a moment when no change to
+// the partition is in flight, and must take the snapshot there (as
+// replica.Store.SnapshotHashes does) and return the scan of it, which
+// calls add with the ObjectHash of every key the partition held then. The
+// changes that begin after that moment are folded into the result when it
+// is installed, so a partition that is never idle for long still gets a
+// trusted tree. Rebuild reports false, installing nothing, when a change
+// was in flight at the start (try again later), or when during the scan a
+// commit failed or the tree was distrusted (what the snapshot holds may be
+// wrong).
+func (t *Trees) Rebuild(p int, open func() (scan func(add func(token, hash uint64)) error)) (bool, error) {
 	pt := &t.parts[p]
 	pt.mu.Lock()
-	busy, gen := pt.pending != 0, pt.gen
-	pt.mu.Unlock()
-	if busy {
+	if pt.pending != 0 || pt.building {
+		pt.mu.Unlock()
 		return false, nil
 	}
+	scan := open()
+	pt.building, pt.deltas, pt.gen = true, make(map[int]uint64), pt.gen+1
+	gen := pt.gen
+	pt.mu.Unlock()
+
 	leaves := make([]uint64, Leaves)
-	var root uint64
 	err := scan(func(token, hash uint64) {
 		leaves[t.Leaf(token)] += hash
-		root += hash
 	})
-	if err != nil {
-		return false, err
-	}
 	pt.mu.Lock()
 	defer pt.mu.Unlock()
-	if pt.pending != 0 || pt.gen != gen {
-		return false, nil
+	intact := pt.building && pt.gen == gen
+	deltas := pt.deltas
+	pt.building, pt.deltas = false, nil
+	if err != nil || !intact {
+		return false, err
+	}
+	var root uint64
+	for l := range leaves {
+		leaves[l] += deltas[l]
+		root += leaves[l]
 	}
 	pt.leaves, pt.root, pt.trusted = leaves, root, true
 	return true, nil

@@ -15,15 +15,22 @@ import (
 // there (tokens stand for keys: one key per token here).
 type model map[uint64]uint64
 
-func (m model) scan(p int, t *Trees) func(add func(token, hash uint64)) error {
-	first, last := t.PartitionRange(p)
-	return func(add func(token, hash uint64)) error {
+// scan is a Rebuild's open: a snapshot of the model's partition p now.
+func (m model) scan(p int, t *Trees) func() func(add func(token, hash uint64)) error {
+	return func() func(add func(token, hash uint64)) error {
+		first, last := t.PartitionRange(p)
+		snap := model{}
 		for tok, h := range m {
 			if tok >= first && tok <= last {
-				add(tok, h)
+				snap[tok] = h
 			}
 		}
-		return nil
+		return func(add func(token, hash uint64)) error {
+			for tok, h := range snap {
+				add(tok, h)
+			}
+			return nil
+		}
 	}
 }
 
@@ -190,28 +197,51 @@ func TestDiffFindsExactlyTheDifferingKeys(t *testing.T) {
 	})
 }
 
-// A rebuild that overlaps a write in flight is refused, so that it can
-// neither miss the write nor count it twice.
-func TestRebuildRefusedWhileAWriteIsInFlight(t *testing.T) {
+// A rebuild cannot start while a write is in flight in the partition; a
+// write that begins and ends during its scan (of a snapshot taken before
+// it) is folded in; a failed commit or a Distrust during the scan makes it
+// install nothing.
+func TestRebuildAroundWritesInFlight(t *testing.T) {
 	tr, _ := NewTrees(4)
 	m := model{}
 	ch := []replica.Change{{Token: 1 << 62, New: 7}}
 	tr.Changing(ch)
 	if ok, _ := tr.Rebuild(1, m.scan(1, tr)); ok {
-		t.Fatal("rebuild accepted with a write in flight")
+		t.Fatal("rebuild started with a write in flight")
 	}
-	// A write that begins and ends during the scan also refuses it.
-	ok, _ := tr.Rebuild(2, func(add func(token, hash uint64)) error {
-		c2 := []replica.Change{{Token: 2 << 62, New: 9}}
-		tr.Changing(c2)
-		tr.Changed(c2, true)
-		return nil
-	})
-	if ok {
-		t.Fatal("rebuild accepted although a write began and ended during its scan")
-	}
-	tr.Changed(ch, true)
 	m[1<<62] = 7
+	tr.Changed(ch, true)
+
+	during := func(p int, c []replica.Change, ok bool, also func()) func() func(add func(token, hash uint64)) error {
+		return func() func(add func(token, hash uint64)) error {
+			scan := m.scan(p, tr)() // the snapshot, before the change
+			return func(add func(token, hash uint64)) error {
+				tr.Changing(c)
+				if ok {
+					m[c[0].Token] = c[0].New
+				}
+				tr.Changed(c, ok)
+				if also != nil {
+					also()
+				}
+				return scan(add)
+			}
+		}
+	}
+	c2 := []replica.Change{{Token: 2 << 62, New: 9}}
+	if ok, err := tr.Rebuild(2, during(2, c2, true, nil)); !ok || err != nil {
+		t.Fatalf("a write during the scan kept the rebuild from installing: %v %v", ok, err)
+	}
+	if root, ok := tr.Root(2); !ok || root != 9 {
+		t.Fatalf("root %d trusted %v: the write made during the scan was not folded in", root, ok)
+	}
+	c3 := []replica.Change{{Token: 3 << 62, New: 5}}
+	if ok, _ := tr.Rebuild(3, during(3, c3, false, nil)); ok {
+		t.Fatal("rebuild installed although a commit failed during its scan")
+	}
+	if ok, _ := tr.Rebuild(0, during(0, []replica.Change{{Token: 1, New: 4}}, true, func() { tr.Distrust(0) })); ok {
+		t.Fatal("rebuild installed although the tree was distrusted during its scan")
+	}
 	rebuildAll(t, tr, m)
 	if root, ok := tr.Root(1); !ok || root != 7 {
 		t.Fatalf("root %d trusted %v, want 7 true", root, ok)

@@ -97,7 +97,7 @@ type keyHash struct {
 
 func decodeKeyHashes(b []byte) ([]keyHash, error) {
 	n, w := binary.Uvarint(b)
-	if w <= 0 || n > uint64(len(b)) {
+	if w <= 0 || n > uint64(len(b)/9) { // each entry takes 9 bytes at least
 		return nil, errMalformed
 	}
 	b = b[w:]

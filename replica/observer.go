@@ -63,6 +63,18 @@ func (s *Store) ScanHashes(start, end uint64, fn func(KeyHash) bool) error {
 	})
 }
 
+// SnapshotHashes is ScanHashes over the store as it is when
+// SnapshotHashes is called (an engine snapshot taken now); the returned
+// scan may run later, once, and ignores every change made meanwhile.
+func (s *Store) SnapshotHashes(start, end uint64) (scan func(fn func(KeyHash) bool) error) {
+	it := s.rangeIter(start, end)
+	return func(fn func(KeyHash) bool) error {
+		return scanIter(it, func(key []byte, token uint64, raw []byte) bool {
+			return fn(KeyHash{Key: key, Token: token, Hash: ObjectHash(key, raw)})
+		})
+	}
+}
+
 // TokenSpan returns the tokens of the data keys an engine key range
 // [smallest, largest] (inclusive, engine keys as EncodeKey makes them)
 // may hold; ok is false when it holds no data key (only hints or

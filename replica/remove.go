@@ -33,8 +33,16 @@ func (s *Store) RemoveIf(key []byte, remove func(cur *version.Object) bool) (boo
 	if err != nil || cur == nil || !remove(cur) {
 		return false, err
 	}
+	s.removeMu.Lock()
+	defer s.removeMu.Unlock()
 	b := s.db.NewBatch()
 	b.Delete(ekey)
+	// The key's context goes: raise the counter floor with it, durably and
+	// atomically with the removal (see floor.go).
+	raise := cur.Context[s.actor]
+	if raise > s.floor.Load() {
+		b.Set(metaCounterFloor, counterFloorRecord(s.actor, raise))
+	}
 	if err := b.Err(); err != nil {
 		return false, fmt.Errorf("replica remove %q: %w", key, err)
 	}
@@ -55,6 +63,9 @@ func (s *Store) RemoveIf(key []byte, remove func(cur *version.Object) bool) (boo
 		return false, fmt.Errorf("replica remove %q: %w", key, err)
 	}
 	ok = true
+	if raise > s.floor.Load() {
+		s.floor.Store(raise) // removals are serialised by removeMu
+	}
 	// A writer that staged the state just removed may not have unstaged
 	// it yet (it waits for this lock to do so); the next writer must build
 	// on the absence the engine now shows, not on that state.

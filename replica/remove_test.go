@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringkv/ringkv/storage/vfs"
 	"github.com/ringkv/ringkv/version"
 )
 
@@ -109,4 +110,53 @@ func TestRemoveRacingWritesKeepsObserverExact(t *testing.T) {
 	if got, want := obs.sum, scanSum(t, s); got != want {
 		t.Fatalf("observer sum %x, scan %x", got, want)
 	}
+}
+
+// A key whose tombstone was purged here but is still held by another
+// replica: the next write of the key here must not reuse a counter the
+// tombstone's context covers, or that replica (and then anti-entropy
+// everywhere) would drop it as an old, superseded write. The floor that
+// prevents it survives a clean restart.
+func TestRemovedKeyDoesNotReuseCounters(t *testing.T) {
+	fs := vfs.NewStrictMem()
+	db := openDB(t, fs)
+	s := openNode(t, db, "n1")
+	key := []byte("k")
+	written, err := s.Coordinate(key, nil, []byte("old"), false, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tomb, err := s.Coordinate(key, written.Context, nil, true, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := s.RemoveIf(key, func(o *version.Object) bool { return o.IsDeleted() }); err != nil || !removed {
+		t.Fatalf("purge: %v %v", removed, err)
+	}
+	check := func(s *Store, value string) {
+		t.Helper()
+		obj, err := s.Coordinate(key, nil, []byte(value), false, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		merged := version.Merge(tomb.Clone(), obj)
+		if live := merged.Live(); len(live) != 1 || string(live[0].Value) != value {
+			t.Fatalf("a replica still holding the tombstone %v drops the new write %v: merge is %v", tomb, obj, merged)
+		}
+		if _, err := s.RemoveIf(key, func(*version.Object) bool { return true }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check(s, "new")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openNode(t, db, "n1")
+	if s2.Actor() != s.Actor() {
+		t.Fatalf("clean restart changed the actor: %s, %s", s.Actor(), s2.Actor())
+	}
+	if s2.CounterFloor() < tomb.Context[s.Actor()] {
+		t.Fatalf("counter floor %d after the restart, want at least %d", s2.CounterFloor(), tomb.Context[s.Actor()])
+	}
+	check(s2, "after restart")
 }

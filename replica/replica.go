@@ -33,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/storage"
@@ -76,7 +77,9 @@ type Store struct {
 	minted      string // why Open minted the incarnation; "" when kept
 	persist     bool   // made by Open: Close records a clean shutdown
 	locks       *keyLocks
-	observer    Observer // nil: no one to tell of changes
+	observer    Observer      // nil: no one to tell of changes
+	floor       atomic.Uint64 // see floor.go
+	removeMu    sync.Mutex    // serialises removals, so the floor record only grows
 
 	// closeMu is held shared by every coordinated write from stamping to
 	// commit, and exclusively by Close, so that no dot is stamped after
@@ -121,6 +124,11 @@ func Open(db *storage.DB, nodeID string) (*Store, error) {
 	}
 	s := New(db, version.Actor(nodeID, inc))
 	s.minted, s.persist = why, true
+	floor, err := loadCounterFloor(db, s.actor)
+	if err != nil {
+		return nil, err
+	}
+	s.floor.Store(floor)
 	return s, nil
 }
 
@@ -531,6 +539,7 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 // stamp applies one client write to obj, the key's current state.
 func (s *Store) stamp(obj *version.Object, w Write, ts int64) error {
 	if w.Ctx == nil {
+		s.applyFloor(obj)
 		_, err := obj.WriteBlind(s.actor, w.Value, w.Deleted, ts)
 		return err
 	}
@@ -538,6 +547,7 @@ func (s *Store) stamp(obj *version.Object, w Write, ts int64) error {
 	if err != nil {
 		return err
 	}
+	s.applyFloor(obj)
 	_, err = obj.Write(s.actor, ctx, w.Value, w.Deleted, ts)
 	return err
 }
@@ -673,6 +683,12 @@ func (s *Store) Scan(start, end uint64, fn func(Entry) bool) error {
 // [start, end], in token order, until fn returns false. key and raw are
 // only valid during the call.
 func (s *Store) scanRaw(start, end uint64, fn func(key []byte, token uint64, raw []byte) bool) error {
+	return scanIter(s.rangeIter(start, end), fn)
+}
+
+// rangeIter opens an iterator over the data keys whose token is in
+// [start, end]: a consistent snapshot of the engine as of now.
+func (s *Store) rangeIter(start, end uint64) *storage.Iterator {
 	lower := binary.BigEndian.AppendUint64([]byte{dataPrefix}, start)
 	var upper []byte
 	if end == ^uint64(0) {
@@ -680,7 +696,12 @@ func (s *Store) scanRaw(start, end uint64, fn func(key []byte, token uint64, raw
 	} else {
 		upper = binary.BigEndian.AppendUint64([]byte{dataPrefix}, end+1)
 	}
-	it := s.db.NewIter(&storage.IterOptions{LowerBound: lower, UpperBound: upper})
+	return s.db.NewIter(&storage.IterOptions{LowerBound: lower, UpperBound: upper})
+}
+
+// scanIter calls fn for every entry of it until fn returns false, then
+// closes it.
+func scanIter(it *storage.Iterator, fn func(key []byte, token uint64, raw []byte) bool) error {
 	for ok := it.First(); ok; ok = it.Next() {
 		key, token, err := DecodeKey(it.Key())
 		if err != nil {

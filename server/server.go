@@ -291,8 +291,8 @@ func Start(cfg Config) (s *Server, err error) {
 	})
 	s.hints.Start(s.coord, s.members.Alive)
 	if ae != nil {
+		s.ae.Store(ae) // first: a quarantine from now on reaches it
 		ae.Start()
-		s.ae.Store(ae)
 	}
 	if cfg.RespAddr != "" {
 		s.resp = resp.NewServer(respBackend{s}, resp.Options{MaxValueSize: cfg.MaxValueSize, Logf: cfg.Logf})

@@ -93,7 +93,9 @@ type Options struct {
 	// UnackedTimeout: a connection whose sent bytes stay unacknowledged by
 	// the peer's kernel this long is aborted (TCP_USER_TIMEOUT, on Linux,
 	// on both ends), so that a peer cut off silently breaks the connection
-	// and the next call dials afresh once the cut heals. Default 5 s;
+	// and the next call dials afresh once the cut heals. Default: the
+	// WriteTimeout (recent kernels apply it to a zero receive window too,
+	// and a peer not reading for WriteTimeout is already taken as broken);
 	// negative: the system's (many minutes).
 	UnackedTimeout time.Duration
 	// MaxConcurrentHandlers bounds running handlers per server connection.
@@ -129,7 +131,7 @@ func (o Options) withDefaults() Options {
 		o.WriteTimeout = 10 * time.Second
 	}
 	if o.UnackedTimeout == 0 {
-		o.UnackedTimeout = 5 * time.Second
+		o.UnackedTimeout = o.WriteTimeout
 	}
 	if o.MaxConcurrentHandlers <= 0 {
 		o.MaxConcurrentHandlers = 256
