@@ -93,7 +93,7 @@ type Service struct {
 	// Owned by the rounds' goroutine (purge.go).
 	purged    map[string]purgedTombstone // guarded by mu
 	noted     map[int]*candidates        // tombstones noted per partition
-	lastNoted map[int]time.Time   // when each partition was last scanned for them
+	lastNoted map[int]time.Time          // when each partition was last scanned for them
 }
 
 type verifiedKey struct {
@@ -150,7 +150,7 @@ func New(self string, store *replica.Store, peers Peers, tr transport.Transport,
 		kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 		verified: make(map[verifiedKey]time.Time),
 		noted:    make(map[int]*candidates), lastNoted: make(map[int]time.Time),
-		purged:   make(map[string]purgedTombstone),
+		purged: make(map[string]purgedTombstone),
 	}, nil
 }
 

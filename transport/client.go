@@ -8,8 +8,8 @@ import (
 	"io"
 	"net"
 	"sync"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
