@@ -240,35 +240,56 @@ func (c *Coordinator) sendBatch(tg ring.Target, dc string, m replicateMessage, i
 func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write, quorums []quorum, n int, pos []int, errs []error) (skip []bool) {
 	r, _ := resolve("read", Default, c.o.R, n, n)
 	first := make(map[string]int, len(writes)) // key -> index of its first write
-	byLevel := map[int][]int{}                 // read level -> first writes to read for
+	// read level (and whether its answers must come from primaries) ->
+	// first writes to read for
+	type readLevel struct {
+		r        int
+		primaries bool
+	}
+	byLevel := map[readLevel][]int{}
+	fail := func(j int, err error) {
+		skip = markSkip(skip, len(writes), j)
+		errs[pos[j]] = fmt.Errorf("blind write of %q: %w", writes[j].Key, err)
+	}
 	for j := range writes {
 		if _, seen := first[string(writes[j].Key)]; seen {
 			continue
 		}
 		first[string(writes[j].Key)] = j
 		q := quorums[j]
+		// Under strict quorum the answers come from primaries (see
+		// fromPrimaries).
+		strict := q.pw > 0
 		switch rq := min(r, q.w); {
+		case len(q.dcs) > 0 && r > 1 && q.w > 1 && strict:
+			// Primaries per datacenter: GetBatchAt has no such level, so
+			// this key reads on its own, as a single write would.
+			rt, err := c.route(writes[j].Key)
+			if err == nil {
+				writes[j].Ctx, err = c.writeContext(ctx, writes[j].Key, rt, q)
+			}
+			if err != nil {
+				skip = markSkip(skip, len(writes), j)
+				errs[pos[j]] = err
+			}
 		case len(q.dcs) > 0 && r > 1 && q.w > 1:
 			// A datacenter level reads at the same level (see
 			// writeContext).
-			byLevel[q.level] = append(byLevel[q.level], j)
+			byLevel[readLevel{r: q.level}] = append(byLevel[readLevel{r: q.level}], j)
 		case len(q.dcs) == 0 && rq > 1:
-			byLevel[rq] = append(byLevel[rq], j)
+			byLevel[readLevel{rq, strict}] = append(byLevel[readLevel{rq, strict}], j)
 		}
 	}
-	fail := func(j int, err error) {
-		if skip == nil {
-			skip = make([]bool, len(writes))
-		}
-		skip[j] = true
-		errs[pos[j]] = fmt.Errorf("blind write of %q: %w", writes[j].Key, err)
-	}
-	for rq, js := range byLevel {
+	for rl, js := range byLevel {
 		keys := make([][]byte, len(js))
 		for k, j := range js {
 			keys[k] = writes[j].Key
 		}
-		objs, rerrs := c.GetBatch(ctx, keys, rq)
+		lv := Levels{R: rl.r}
+		if rl.primaries {
+			lv.PR = rl.r
+		}
+		objs, rerrs := c.GetBatchAt(ctx, keys, lv)
 		var apply [][]byte
 		var merged []*version.Object
 		var applied []int
@@ -297,6 +318,15 @@ func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write,
 			}
 		}
 	}
+	return skip
+}
+
+// markSkip marks write j of n in skip, making skip when it is nil.
+func markSkip(skip []bool, n, j int) []bool {
+	if skip == nil {
+		skip = make([]bool, n)
+	}
+	skip[j] = true
 	return skip
 }
 

@@ -257,6 +257,10 @@ func (e *QuorumError) primariesError() string {
 	}
 	s := fmt.Sprintf("%s quorum of primaries not reached: %d of %d required primaries answered (%s; %d primaries)",
 		e.Op, e.Answered, e.Needed, level, e.Replicas)
+	if e.DC != "" {
+		s = fmt.Sprintf("%s quorum of primaries not reached in datacenter %q: %d of %d required primaries there answered",
+			e.Op, e.DC, e.Answered, e.Needed)
+	}
 	if e.Op == "write" {
 		s += "; the write may still have been applied on the nodes that took it"
 	}

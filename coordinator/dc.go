@@ -131,6 +131,17 @@ func (rt route) targetsIn(dc string) int {
 	return k
 }
 
+// primariesIn counts rt's primaries in datacenter dc.
+func (rt route) primariesIn(dc string) int {
+	k := 0
+	for _, node := range rt.pref {
+		if rt.rg.DC(node) == dc {
+			k++
+		}
+	}
+	return k
+}
+
 // forwardOrder is the order a node that is not a replica of the key tries
 // its primaries in: those the failure detector says are up first, and
 // among them, on a ring with ReplicasPerDC, those of the local datacenter

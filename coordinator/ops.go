@@ -269,6 +269,7 @@ func (c *Coordinator) writeContext(ctx context.Context, key []byte, rt route, q 
 	if r <= 1 || plan.r <= 1 {
 		return nil, nil
 	}
+	fromPrimaries(&plan, q)
 	merged, err := c.learn(ctx, key, plan)
 	if err != nil {
 		return nil, fmt.Errorf("blind write of %q: %w", key, err)
@@ -309,8 +310,13 @@ func (c *Coordinator) learnContext(ctx context.Context, key []byte, causal versi
 	// what the client saw, or a deleted value would come back. Only a
 	// context ahead of every replica (forged, or naming a write no replica
 	// kept) is then lowered or refused by the replica.
+	//
+	// The second read needs every primary (of the level's datacenters):
+	// what the client saw may be on one primary only, and a fallback
+	// standing in for it does not hold it. So while a primary does not
+	// answer, the write is refused.
 	r, _ := resolve("read", Default, c.o.R, rt.n, rt.n)
-	plans := [2]readPlan{{rt: rt, r: min(max(r, 2), len(rt.targets))}, {rt: rt, r: len(rt.targets)}}
+	plans := [2]readPlan{{rt: rt, r: min(max(r, 2), len(rt.targets))}, {rt: rt, r: len(rt.targets), pr: len(rt.pref)}}
 	if len(q.dcs) > 0 {
 		plans = [2]readPlan{{rt: rt}, {rt: rt}}
 		for _, d := range q.dcs {
@@ -319,8 +325,10 @@ func (c *Coordinator) learnContext(ctx context.Context, key []byte, causal versi
 			first.n, all.n = min(max(d.n, 2), in), in
 			plans[0].dcs, plans[0].r = append(plans[0].dcs, first), plans[0].r+first.n
 			plans[1].dcs, plans[1].r = append(plans[1].dcs, all), plans[1].r+all.n
+			plans[1].prDC = append(plans[1].prDC, rt.primariesIn(d.dc))
 		}
 	}
+	fromPrimaries(&plans[0], q) // as in writeContext
 	for i, plan := range plans {
 		merged, err := c.learn(ctx, key, plan)
 		if err != nil {
@@ -334,6 +342,26 @@ func (c *Coordinator) learnContext(ctx context.Context, key []byte, causal versi
 		}
 	}
 	return nil
+}
+
+// fromPrimaries makes the read that prepares a write under strict quorum
+// (q.pw > 0) take all its answers from primaries (for a datacenter level,
+// all those of each datacenter): an acknowledged strict write is on PW
+// primaries, and only primaries are sure to hold it; a fallback's answer
+// counted instead could leave it out, and the new write would then be its
+// sibling instead of superseding it.
+func fromPrimaries(plan *readPlan, q quorum) {
+	if q.pw <= 0 {
+		return
+	}
+	if len(plan.dcs) == 0 {
+		plan.pr = plan.r
+		return
+	}
+	plan.prDC = make([]int, len(plan.dcs))
+	for i, d := range plan.dcs {
+		plan.prDC[i] = d.n
+	}
 }
 
 // learn reads key as plan says (this node first) and merges what the
@@ -552,9 +580,12 @@ func isRemote(err error) bool { return errors.Is(err, transport.ErrRemote) }
 // datacenters for them: a LOCAL read never waits on another datacenter.
 // This node's datacenter is the local one (reads are not forwarded).
 type readPlan struct {
-	rt        route
-	r, pr     int
-	dcs       []dcNeed
+	rt    route
+	r, pr int
+	dcs   []dcNeed
+	// prDC, when set, is how many of the answers from each datacenter of
+	// dcs must come from primaries (a read that prepares a write).
+	prDC      []int
 	full      bool
 	localOnly bool
 }
@@ -734,6 +765,9 @@ func (c *Coordinator) read(ctx context.Context, key []byte, plan readPlan) (merg
 			}
 			if i := dcIndex(plan.dcs, rep.dc); i >= 0 {
 				rs.outstandingDC[i]--
+				if rep.primary {
+					rs.outstandingPrimDC[i]--
+				}
 			}
 			rs.got = append(rs.got, rep)
 			rs.tally(rep)
@@ -766,6 +800,15 @@ func (c *Coordinator) read(ctx context.Context, key []byte, plan readPlan) (merg
 	return merged, localCurrent, nil
 }
 
+// primariesIn is how many answers from the datacenter of dcs[i] must come
+// from primaries.
+func (p readPlan) primariesIn(i int) int {
+	if p.prDC == nil {
+		return 0
+	}
+	return p.prDC[i]
+}
+
 // readState is one read in progress: whom it asks, in what order, and the
 // answers so far.
 type readState struct {
@@ -784,8 +827,10 @@ type readState struct {
 	got                  []readReply
 	ok, okPrimaries      int
 	okDC, outstandingDC  []int // per plan.dcs
-	merged               *version.Object
-	last                 error
+	// primaries answered and in flight, per plan.dcs
+	okPrimDC, outstandingPrimDC []int
+	merged                      *version.Object
+	last                        error
 }
 
 func (c *Coordinator) newReadState(key []byte, plan readPlan) *readState {
@@ -801,6 +846,7 @@ func (c *Coordinator) newReadState(key []byte, plan readPlan) *readState {
 			order[i].dc = plan.rt.rg.DC(order[i].node)
 		}
 		rs.okDC, rs.outstandingDC = make([]int, len(plan.dcs)), make([]int, len(plan.dcs))
+		rs.okPrimDC, rs.outstandingPrimDC = make([]int, len(plan.dcs)), make([]int, len(plan.dcs))
 	}
 	return rs
 }
@@ -810,7 +856,7 @@ func (rs *readState) met() bool {
 		return false
 	}
 	for i, d := range rs.plan.dcs {
-		if rs.okDC[i] < d.n {
+		if rs.okDC[i] < d.n || rs.okPrimDC[i] < rs.plan.primariesIn(i) {
 			return false
 		}
 	}
@@ -837,8 +883,13 @@ func (rs *readState) askMore() bool {
 	}
 	if len(rs.plan.dcs) > 0 {
 		for i, d := range rs.plan.dcs {
+			if rs.okPrimDC[i]+rs.outstandingPrimDC[i] < rs.plan.primariesIn(i) {
+				if j := rs.nextAskIn(d.dc, true); j >= 0 {
+					return rs.ask(j)
+				}
+			}
 			if rs.okDC[i]+rs.outstandingDC[i] < d.n {
-				if j := rs.nextAskIn(d.dc); j >= 0 {
+				if j := rs.nextAskIn(d.dc, false); j >= 0 {
 					return rs.ask(j)
 				}
 			}
@@ -852,10 +903,10 @@ func (rs *readState) askMore() bool {
 }
 
 // nextAskIn returns the first target in order not asked yet in
-// datacenter dc, or -1.
-func (rs *readState) nextAskIn(dc string) int {
+// datacenter dc (a primary, if primary is set), or -1.
+func (rs *readState) nextAskIn(dc string, primary bool) int {
 	for i, o := range rs.order {
-		if !rs.askedAt[i] && o.dc == dc {
+		if !rs.askedAt[i] && o.dc == dc && (!primary || o.primary) {
 			return i
 		}
 	}
@@ -870,8 +921,13 @@ func (rs *readState) nextUseful() int {
 		return rs.nextAsk(false)
 	}
 	for i, d := range rs.plan.dcs {
+		if rs.okPrimDC[i] < rs.plan.primariesIn(i) {
+			if j := rs.nextAskIn(d.dc, true); j >= 0 {
+				return j
+			}
+		}
 		if rs.okDC[i] < d.n {
-			if j := rs.nextAskIn(d.dc); j >= 0 {
+			if j := rs.nextAskIn(d.dc, false); j >= 0 {
 				return j
 			}
 		}
@@ -914,6 +970,9 @@ func (rs *readState) ask(i int) bool {
 	}
 	if i := dcIndex(rs.plan.dcs, target.dc); i >= 0 {
 		rs.outstandingDC[i]++
+		if target.primary {
+			rs.outstandingPrimDC[i]++
+		}
 	}
 	rctx := rs.rctx
 	go func() { rs.replies <- rs.c.readOne(rctx, target, rs.key) }()
@@ -931,6 +990,9 @@ func (rs *readState) tally(rep readReply) {
 	}
 	if i := dcIndex(rs.plan.dcs, rep.dc); i >= 0 {
 		rs.okDC[i]++
+		if rep.primary {
+			rs.okPrimDC[i]++
+		}
 	}
 	rs.merged = mergeReply(rs.merged, rep.obj)
 }
@@ -940,6 +1002,9 @@ func (rs *readState) failure() error {
 	for i, d := range rs.plan.dcs {
 		if rs.okDC[i] < d.n {
 			return &QuorumError{Op: "read", DC: d.dc, Needed: d.n, Answered: rs.okDC[i], Replicas: d.placed, Last: rs.last}
+		}
+		if rs.okPrimDC[i] < rs.plan.primariesIn(i) {
+			return &QuorumError{Op: "read", DC: d.dc, Primaries: true, Needed: rs.plan.primariesIn(i), Answered: rs.okPrimDC[i], Replicas: d.placed, Last: rs.last}
 		}
 	}
 	if rs.ok < rs.plan.r {
