@@ -243,7 +243,7 @@ func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write,
 	// read level (and whether its answers must come from primaries) ->
 	// first writes to read for
 	type readLevel struct {
-		r        int
+		r         int
 		primaries bool
 	}
 	byLevel := map[readLevel][]int{}
