@@ -78,7 +78,24 @@ func (c *Coordinator) applyLocal(keys [][]byte, objs []*version.Object) error {
 // standIn serves a kindHandoff message: this node is a fallback for
 // primary. It keeps the versions as hints for primary, durably, then
 // merges them into its store; only then does the sender count it.
+//
+// The message is refused whole, before anything is kept or stored, unless
+// primary is a valid node ID that is a primary of every key in this
+// node's current ring: a hint for anything else could never be delivered
+// where it belongs. The sender then keeps its own hint, as for any target
+// that did not acknowledge. A message naming this node itself (the ring
+// changed under the sender) is applied as a replica's write, which the
+// same check allows only when this node is a primary of every key.
 func (c *Coordinator) standIn(primary string, keys [][]byte, objs []*version.Object) error {
+	if err := version.CheckNodeID(primary); err != nil {
+		return fmt.Errorf("refuse to stand in: %w", err)
+	}
+	rg := c.cluster.Ring()
+	for _, key := range keys {
+		if !contains(rg.PreferenceForKey(key), primary) {
+			return fmt.Errorf("refuse to stand in for %s: it is not a primary of %q in the ring of %s", primary, key, c.self)
+		}
+	}
 	if primary == c.self {
 		return c.applyReplicated(keys, objs) // a ring change made this node the primary
 	}

@@ -168,7 +168,7 @@ func TestRecordKeysGroupTargetsAndOrderOldestFirst(t *testing.T) {
 	}{
 		{"n1", 2, "a"}, {"n10", 1, "b"}, {"n1", 1, "zzz"}, {"n1", 256, "b"}, {"n10", 0, "c"}, {"n", 9, "x"},
 	} {
-		keys = append(keys, encodeKey(r.target, r.seq, []byte(r.key)))
+		keys = append(keys, mustKey(t, r.target, r.seq, []byte(r.key)))
 	}
 	sort.Slice(keys, func(i, j int) bool { return bytes.Compare(keys[i], keys[j]) < 0 })
 	var got []string

@@ -22,17 +22,30 @@ const recordFormat = 1
 
 var errBadRecord = errors.New("handoff: malformed hint record")
 
-// targetPrefix is the key prefix of target's hints. Node IDs are at most
-// version.MaxNodeIDSize (< 256) bytes.
+// maxTarget is the longest target a record's one-byte length can hold.
+// Node IDs are at most version.MaxNodeIDSize (< 256) bytes.
+const maxTarget = 255
+
+// errTargetTooLong: a hint's target does not fit a record's length byte.
+var errTargetTooLong = fmt.Errorf("handoff: target longer than %d bytes", maxTarget)
+
+// targetPrefix is the key prefix of target's hints (target at most
+// maxTarget bytes: those read back from records, or checked by encodeKey).
 func targetPrefix(target string) []byte {
 	return append([]byte{byte(len(target))}, target...)
 }
 
-func encodeKey(target string, seq uint64, key []byte) []byte {
+// encodeKey is the record key of a hint; it refuses a target longer than
+// maxTarget bytes, whose length would not fit its byte (truncated, it
+// would file the hint under another target's range).
+func encodeKey(target string, seq uint64, key []byte) ([]byte, error) {
+	if len(target) > maxTarget {
+		return nil, fmt.Errorf("%w: %d", errTargetTooLong, len(target))
+	}
 	b := make([]byte, 0, 1+len(target)+8+len(key))
 	b = append(b, targetPrefix(target)...)
 	b = binary.BigEndian.AppendUint64(b, seq)
-	return append(b, key...)
+	return append(b, key...), nil
 }
 
 // decodeKey splits a hint record's key.

@@ -155,6 +155,10 @@ func (s *Service) Add(target string, keys [][]byte, objs []*version.Object) {
 	if s.closed || len(keys) == 0 {
 		return
 	}
+	if len(target) > maxTarget {
+		s.o.Logf("handoff: %d hints not kept: %v: %d", len(keys), errTargetTooLong, len(target))
+		return
+	}
 	now := s.o.Now()
 	values := make([][]byte, len(keys))
 	for i, obj := range objs {
@@ -165,11 +169,13 @@ func (s *Service) Add(target string, keys [][]byte, objs []*version.Object) {
 	s.mu.Lock()
 	for i, key := range keys {
 		// The sequence number's size is fixed: the size is known before it.
-		size := recordSize(encodeKey(target, 0, key), values[i])
+		rk, _ := encodeKey(target, 0, key) // target checked above
+		size := recordSize(rk, values[i])
 		if !s.core.admit(target, size, now) {
 			continue
 		}
-		recKeys = append(recKeys, encodeKey(target, s.seq, key))
+		rk, _ = encodeKey(target, s.seq, key)
+		recKeys = append(recKeys, rk)
 		recValues = append(recValues, values[i])
 		sizes = append(sizes, size)
 		s.seq++
@@ -214,8 +220,12 @@ func (s *Service) Keep(target string, keys [][]byte, objs []*version.Object) err
 	recKeys, recValues := make([][]byte, len(keys)), make([][]byte, len(keys))
 	sizes := make([]int64, len(keys))
 	for i, obj := range objs {
+		rk, err := encodeKey(target, 0, keys[i])
+		if err != nil {
+			return err
+		}
 		recValues[i] = encodeValue(now, obj)
-		sizes[i] = recordSize(encodeKey(target, 0, keys[i]), recValues[i])
+		sizes[i] = recordSize(rk, recValues[i])
 	}
 	s.mu.Lock()
 	if !s.core.admitAll(target, sizes, now) {
@@ -223,7 +233,7 @@ func (s *Service) Keep(target string, keys [][]byte, objs []*version.Object) err
 		return fmt.Errorf("%w: %d hints for %s", ErrRefused, len(keys), target)
 	}
 	for i, key := range keys {
-		recKeys[i] = encodeKey(target, s.seq, key)
+		recKeys[i], _ = encodeKey(target, s.seq, key) // checked above
 		s.seq++
 	}
 	s.mu.Unlock()

@@ -195,7 +195,7 @@ func TestServiceKeepsUnacknowledgedHintsAndBacksOff(t *testing.T) {
 
 func TestServiceRefusesHintsPastByteBound(t *testing.T) {
 	obj := testObject(t, "v")
-	size := recordSize(encodeKey("n2", 0, []byte("key-000")), encodeValue(t0, obj))
+	size := recordSize(mustKey(t, "n2", 0, []byte("key-000")), encodeValue(t0, obj))
 	s, st, _ := newTestService(t, Options{MaxBytes: 5*size + size/2})
 	for i := range 8 {
 		s.Add("n2", [][]byte{[]byte(fmt.Sprintf("key-%03d", i))}, []*version.Object{obj})
@@ -226,7 +226,7 @@ func TestServiceWindowRefusesHintsForLongDownTarget(t *testing.T) {
 
 func TestServiceRateLimitsDelivery(t *testing.T) {
 	obj := testObject(t, "v")
-	size := recordSize(encodeKey("n2", 0, []byte("key-000")), encodeValue(t0, obj))
+	size := recordSize(mustKey(t, "n2", 0, []byte("key-000")), encodeValue(t0, obj))
 	s, _, clk := newTestService(t, Options{Rate: 3 * size, BatchEntries: 1})
 	for i := range 10 {
 		s.Add("n2", [][]byte{[]byte(fmt.Sprintf("key-%03d", i))}, []*version.Object{obj})
@@ -309,7 +309,7 @@ func TestOpenDropsUnreadableHintRecords(t *testing.T) {
 	s, st, db := openServiceAt(t, dir, clk)
 	addN(t, s, "n2", 0, 2)
 	s.Close()
-	bad := encodeKey("n2", 1<<40, []byte("future"))
+	bad := mustKey(t, "n2", 1<<40, []byte("future"))
 	if err := st.PutHints([][]byte{bad, []byte("\x01")}, [][]byte{{2, 0}, {1}}); err != nil {
 		t.Fatal(err)
 	}
@@ -325,4 +325,35 @@ func TestOpenDropsUnreadableHintRecords(t *testing.T) {
 	if n := storedHints(t, st); n != 2 {
 		t.Fatalf("%d hint records stored, want the 2 good ones", n)
 	}
+}
+
+// A target longer than a record's one-byte length is refused, never
+// stored under a truncated length (which would file its hints under
+// another target's range).
+func TestHintsForAnOverlongTargetAreRefused(t *testing.T) {
+	s, st, _ := newTestService(t, Options{})
+	long := string(make([]byte, 256))
+	obj := testObject(t, "v")
+	if err := s.Keep(long, [][]byte{[]byte("k")}, []*version.Object{obj}); err == nil {
+		t.Fatal("Keep for a 256-byte target succeeded")
+	}
+	s.Add(long, [][]byte{[]byte("k")}, []*version.Object{obj})
+	if n := storedHints(t, st); n != 0 {
+		t.Fatalf("%d hints stored for a 256-byte target", n)
+	}
+	if _, err := encodeKey(long, 0, []byte("k")); err == nil {
+		t.Fatal("encodeKey of a 256-byte target succeeded")
+	}
+	if err := s.Keep(string(make([]byte, 255)), [][]byte{[]byte("k")}, []*version.Object{obj}); err != nil {
+		t.Fatalf("Keep for a 255-byte target: %v", err)
+	}
+}
+
+func mustKey(t testing.TB, target string, seq uint64, key []byte) []byte {
+	t.Helper()
+	b, err := encodeKey(target, seq, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
