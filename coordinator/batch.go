@@ -537,11 +537,11 @@ func (c *Coordinator) GetBatchAt(ctx context.Context, keys [][]byte, lv Levels) 
 // acknowledged: all of them, or those before the first that failed. A node
 // that refuses a batch message gets the entries one by one, as a write
 // would send them. For each acknowledged entry of a key this node stood in
-// for as a fallback, it then removes its own copy when the delivered
-// version covers it (see standin.go).
+// for as a fallback, it then removes its own copy when the versions of
+// that key delivered in the batch cover it (see standin.go).
 func (c *Coordinator) DeliverBatch(ctx context.Context, node string, keys [][]byte, objs []*version.Object) (int, error) {
 	done, err := c.deliver(ctx, node, keys, objs)
-	c.dropStandIns(keys[:done], objs[:done])
+	c.dropStandIns(node, keys[:done], objs[:done])
 	return done, err
 }
 

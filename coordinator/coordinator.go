@@ -94,6 +94,15 @@ type HintKeeper interface {
 	Keep(target string, keys [][]byte, objs []*version.Object) error
 }
 
+// HintLedger is a HintKeeper that can also say how many hints it keeps for
+// a key, for any target (those of a delivery in progress included). A
+// fallback with one re-hints a copy that the delivered hints do not cover
+// when no other hint of its key remains (see standin.go).
+type HintLedger interface {
+	HintKeeper
+	PendingFor(key []byte) int
+}
+
 // Consistency levels accepted wherever a quorum number is.
 const (
 	// Default (0) means the coordinator's configured default.

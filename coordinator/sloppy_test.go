@@ -301,3 +301,69 @@ func TestPWCountsOnlyPrimaryAcknowledgements(t *testing.T) {
 		t.Fatalf("put at W=ALL, PW=QUORUM through a fallback: %v", err)
 	}
 }
+
+// Two concurrent writes taken by a fallback are merged in its copy; their
+// hints, each covering only its own write, are delivered (together in one
+// batch, or one by one) and the copy goes: checked against the merge of
+// the versions delivered together, and when the last hint of the key does
+// not cover it, kept as a new hint whose delivery removes it. (Before:
+// neither hint alone covered the merged copy, which stayed for good.)
+func TestStandInCopyOfConcurrentWritesIsRemoved(t *testing.T) {
+	for _, entries := range []int{0, 1} {
+		t.Run(fmt.Sprintf("batch-entries-%d", entries), func(t *testing.T) {
+			c := testcluster.New(t, testcluster.Options{
+				Nodes: 5, Replicas: 3, Seed: 13,
+				Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 300 * time.Millisecond},
+				Handoff: &handoff.Options{Interval: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
+					Timeout: 300 * time.Millisecond, BatchEntries: entries},
+			})
+			ctx := ctxT(t)
+			key := []byte("concurrent-standin")
+			pref := c.Ring.PreferenceForKey(key)
+			p1, p2, p3 := pref[0], pref[1], pref[2]
+			killPrimaries(c, key, 0)
+			var fb string
+			for f := range standIns(c, key) {
+				fb = f
+			}
+			// v1 reaches p2 and the fallback, v2 p3 and the fallback.
+			c.Net.Cut(p2, p3)
+			c.Net.Cut(p3, p2)
+			if _, err := c.Node(p2).Coord.Put(ctx, key, []byte("v1"), nil, coordinator.One); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Node(p3).Coord.Put(ctx, key, []byte("v2"), nil, coordinator.One); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the fallback holds both writes", func() (bool, string) {
+				got := storedValues(t, c, fb, key)
+				return slices.Equal(got, []string{"v1", "v2"}), fmt.Sprintf("%q", got)
+			})
+			c.Net.Heal()
+			c.Restart(p1)
+			c.View.SetAlive(p1, true)
+			waitFor(t, "the primary holds both writes and the fallback no copy", func() (bool, string) {
+				got := storedValues(t, c, p1, key)
+				st, err := c.StoreOf(fb)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cp, err := st.Get(key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return slices.Equal(got, []string{"v1", "v2"}) && cp == nil,
+					fmt.Sprintf("primary %s holds %q, fallback %s holds %v", p1, got, fb, cp)
+			})
+			waitFor(t, "the fallback keeps no hints", func() (bool, string) {
+				st := c.Node(fb).Hints.Stats()
+				for target, s := range st {
+					if s.Pending != 0 {
+						return false, fmt.Sprintf("%d for %s", s.Pending, target)
+					}
+				}
+				return true, ""
+			})
+		})
+	}
+}

@@ -23,9 +23,15 @@ import (
 //
 //   - it is not a primary of the key in its current ring (a replica's copy
 //     is never removed), and
-//   - the delivered version covers everything its object holds
-//     (version.Object.Descends), so nothing newer that reached it since
-//     (another sloppy write) is lost from it.
+//   - the versions of the key delivered in the batch, merged, cover
+//     everything its object holds (version.Object.Descends), so nothing
+//     newer that reached it since (another sloppy write) is lost from it.
+//
+// When they do not cover it and no hint of the key remains to be
+// delivered (HintLedger.PendingFor), no later delivery would remove the
+// copy: the fallback keeps the copy itself as a new hint for the primary,
+// and its delivery removes the copy unless something newer arrived (which
+// has its own hint).
 //
 // The check and the removal run under the key's stand-in stripe lock,
 // which every write this node takes for a key it is not a primary of also
@@ -114,22 +120,48 @@ func (c *Coordinator) standIn(primary string, keys [][]byte, objs []*version.Obj
 	return nil
 }
 
-// dropStandIns is called with versions their targets acknowledged (hints
+// dropStandIns is called with versions node acknowledged (hints
 // delivered): it removes this node's own copies of those keys where it
-// stood in as a fallback (see the comment at the top of this file).
-func (c *Coordinator) dropStandIns(keys [][]byte, objs []*version.Object) {
+// stood in as a fallback (see the comment at the top of this file). The
+// versions of one key delivered together are checked together: two
+// concurrent writes merged into the copy are covered only by both.
+func (c *Coordinator) dropStandIns(node string, keys [][]byte, objs []*version.Object) {
 	rg := c.cluster.Ring()
+	type delivered struct {
+		key    []byte
+		merged *version.Object
+		n      int
+	}
+	var order []*delivered
+	byKey := map[string]*delivered{}
 	for i, key := range keys {
 		if contains(rg.PreferenceForKey(key), c.self) {
 			continue // a replica's copy: the hint was a coordinator's
 		}
-		if err := c.dropStandIn(key, objs[i]); err != nil {
-			c.o.Logf("remove the stand-in copy of %q: %v", key, err)
+		d := byKey[string(key)]
+		if d == nil {
+			d = &delivered{key: key}
+			byKey[string(key)] = d
+			order = append(order, d)
+		}
+		d.merged = mergeReply(d.merged, objs[i])
+		d.n++
+	}
+	for _, d := range order {
+		if err := c.dropStandIn(node, d.key, d.merged, d.n); err != nil {
+			c.o.Logf("remove the stand-in copy of %q: %v", d.key, err)
 		}
 	}
 }
 
-func (c *Coordinator) dropStandIn(key []byte, delivered *version.Object) error {
+// dropStandIn removes this node's copy of key when delivered (the merge of
+// the n versions of key just delivered to node) covers it and this node is
+// not a primary of the key. When delivered does not cover the copy and no
+// other hint of the key remains to be delivered (so no later delivery
+// would remove it), it keeps the copy as a new hint for node (or, when
+// node is no longer a primary of the key, its first primary), whose
+// delivery removes the copy if nothing newer arrived by then.
+func (c *Coordinator) dropStandIn(node string, key []byte, delivered *version.Object, n int) error {
 	rg := c.cluster.Ring()
 	unlock := c.lockStandIns(rg, [][]byte{key}, true)
 	defer unlock()
@@ -138,9 +170,35 @@ func (c *Coordinator) dropStandIn(key []byte, delivered *version.Object) error {
 	}
 	// replica.Store removes under its own key lock (so that its
 	// observers, anti-entropy's trees, hear of it), and only when
-	// delivered covers what it holds.
-	_, err := c.store.RemoveIfCovered(key, delivered)
-	return err
+	// delivered covers what it holds and this node is still not a primary
+	// in the ring as it is now (one that just became a primary keeps its
+	// copy).
+	removed, err := c.store.RemoveIf(key, func(cur *version.Object) bool {
+		return delivered.Descends(cur) && !contains(c.cluster.Ring().PreferenceForKey(key), c.self)
+	})
+	if err != nil || removed {
+		return err
+	}
+	ledger, ok := c.o.Hints.(HintLedger)
+	if !ok || ledger.PendingFor(key) > n {
+		return nil // another hint of the key is still to be delivered
+	}
+	cur, err := c.store.Get(key)
+	if err != nil || cur == nil || delivered.Descends(cur) {
+		return err
+	}
+	pref := c.cluster.Ring().PreferenceForKey(key)
+	if len(pref) == 0 || contains(pref, c.self) {
+		return nil
+	}
+	target := node
+	if !contains(pref, node) {
+		target = pref[0]
+	}
+	if err := ledger.Keep(target, [][]byte{key}, []*version.Object{cur}); err != nil {
+		return fmt.Errorf("keep the copy as a hint for %s: %w", target, err)
+	}
+	return nil
 }
 
 // encodeHandoff: uvarint len(primary) | primary | a kindReplicateBatch

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sync"
 	"time"
 
@@ -91,9 +92,13 @@ type Service struct {
 	store *replica.Store
 	o     Options
 
-	mu   sync.Mutex // guards core and seq
+	mu   sync.Mutex // guards core, seq and byKey
 	core *core
 	seq  uint64 // the next hint's sequence number
+	// byKey counts the hints kept per user key (by a 64-bit hash of it),
+	// for every target (see PendingFor).
+	byKey map[uint64]int
+	seed  maphash.Seed
 
 	// closeMu is held shared by Add while it writes to the store, and
 	// exclusively by Close, so that no hint is written once Close returns.
@@ -114,14 +119,14 @@ func Open(store *replica.Store, o Options) (*Service, error) {
 	s := &Service{store: store, o: o, core: newCore(limits{
 		maxBytes: o.MaxBytes, window: o.Window, rate: o.Rate,
 		backoffMin: o.Interval, backoffMax: o.BackoffMax,
-	})}
+	}), byKey: map[uint64]int{}, seed: maphash.MakeSeed()}
 	// An unreadable record (damaged, or written by a newer release) can
 	// never be delivered: it is dropped, loudly, as a delivery pass drops
 	// one, rather than keeping the node from starting.
 	var bad [][]byte
 	var lastBad error
 	err := store.ScanHints(nil, nil, func(k, v []byte) bool {
-		target, seq, _, err := decodeKey(k)
+		target, seq, key, err := decodeKey(k)
 		var created time.Time
 		if err == nil {
 			created, err = createdOf(v)
@@ -131,6 +136,7 @@ func Open(store *replica.Store, o Options) (*Service, error) {
 			return true
 		}
 		s.core.restore(target, recordSize(k, v), created)
+		s.count(key, 1)
 		s.seq = max(s.seq, seq+1)
 		return true
 	})
@@ -164,7 +170,7 @@ func (s *Service) Add(target string, keys [][]byte, objs []*version.Object) {
 	for i, obj := range objs {
 		values[i] = encodeValue(now, obj)
 	}
-	var recKeys, recValues [][]byte
+	var recKeys, recValues, kept [][]byte
 	var sizes []int64
 	s.mu.Lock()
 	for i, key := range keys {
@@ -175,7 +181,7 @@ func (s *Service) Add(target string, keys [][]byte, objs []*version.Object) {
 			continue
 		}
 		rk, _ = encodeKey(target, s.seq, key)
-		recKeys = append(recKeys, rk)
+		recKeys, kept = append(recKeys, rk), append(kept, key)
 		recValues = append(recValues, values[i])
 		sizes = append(sizes, size)
 		s.seq++
@@ -191,7 +197,13 @@ func (s *Service) Add(target string, keys [][]byte, objs []*version.Object) {
 			s.core.unadmit(target, size)
 		}
 		s.mu.Unlock()
+		return
 	}
+	s.mu.Lock()
+	for _, key := range kept {
+		s.count(key, 1)
+	}
+	s.mu.Unlock()
 }
 
 // ErrRefused: the bounds (Options.MaxBytes, Options.Window) refused hints
@@ -245,7 +257,32 @@ func (s *Service) Keep(target string, keys [][]byte, objs []*version.Object) err
 		s.mu.Unlock()
 		return fmt.Errorf("handoff: keep %d hints for %s: %w", len(keys), target, err)
 	}
+	s.mu.Lock()
+	for _, key := range keys {
+		s.count(key, 1)
+	}
+	s.mu.Unlock()
 	return nil
+}
+
+// count adds d to the hints counted for key. Called with s.mu held.
+func (s *Service) count(key []byte, d int) {
+	h := maphash.Bytes(s.seed, key)
+	if n := s.byKey[h] + d; n > 0 {
+		s.byKey[h] = n
+	} else {
+		delete(s.byKey, h)
+	}
+}
+
+// PendingFor returns how many hints this node keeps for key, for any
+// target, counting those of a delivery in progress until they are deleted
+// after it (keys are counted by a 64-bit hash: a collision can only make
+// it larger). It costs a few bytes of memory per key with hints.
+func (s *Service) PendingFor(key []byte) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byKey[maphash.Bytes(s.seed, key)]
 }
 
 // Stats returns, per target, the hints kept and the state of their
@@ -343,6 +380,11 @@ func (s *Service) deliverTo(ctx context.Context, target string) bool {
 			if err := s.store.DeleteHints(b.bad); err == nil {
 				s.mu.Lock()
 				s.core.delivered(target, len(b.bad), b.badBytes)
+				for _, rec := range b.bad {
+					if _, _, key, err := decodeKey(rec); err == nil {
+						s.count(key, -1)
+					}
+				}
 				s.mu.Unlock()
 			}
 		}
@@ -370,6 +412,9 @@ func (s *Service) deliverTo(ctx context.Context, target string) bool {
 			s.mu.Lock()
 			s.core.delivered(target, n, size)
 			s.core.accepted(target, s.o.Now())
+			for _, key := range b.keys[:n] {
+				s.count(key, -1)
+			}
 			s.mu.Unlock()
 		}
 		if derr != nil {

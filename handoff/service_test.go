@@ -357,3 +357,39 @@ func mustKey(t testing.TB, target string, seq uint64, key []byte) []byte {
 	}
 	return b
 }
+
+// PendingFor counts a key's hints for every target, from Add and Keep, and
+// forgets them once delivered; a reopened service counts what is stored.
+func TestPendingForCountsAKeysHints(t *testing.T) {
+	dir := t.TempDir()
+	st, db := openStore(t, dir)
+	s, err := Open(st, Options{Tick: make(chan time.Time)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, other := []byte("k"), []byte("other")
+	s.Add("n2", [][]byte{k, other}, []*version.Object{testObject(t, "a"), testObject(t, "b")})
+	if err := s.Keep("n3", [][]byte{k}, []*version.Object{testObject(t, "c")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.PendingFor(k); got != 2 {
+		t.Fatalf("PendingFor(k) = %d, want 2", got)
+	}
+	s.Close()
+	db.Close()
+	st, db = openStore(t, dir)
+	t.Cleanup(func() { db.Close() })
+	s, err = Open(st, Options{Tick: make(chan time.Time)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if got := s.PendingFor(k); got != 2 {
+		t.Fatalf("after reopening, PendingFor(k) = %d, want 2", got)
+	}
+	s.Start(&fakeDeliverer{}, func(id string) bool { return id == "n2" })
+	s.Pass(context.Background())
+	if got, got2 := s.PendingFor(k), s.PendingFor(other); got != 1 || got2 != 0 {
+		t.Fatalf("after delivering to n2, PendingFor = %d (k), %d (other), want 1, 0", got, got2)
+	}
+}
