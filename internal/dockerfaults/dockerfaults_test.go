@@ -272,8 +272,8 @@ func TestCanaryLostWrite(t *testing.T) {
 		keys = append(keys, k)
 		v := k + ".v"
 		op := h.Invoke(faults.Op{Client: 1, Node: victim.id, Kind: faults.Put, Key: k, Value: v, Level: "1", Quorum: 1})
-		err := httpPut(c.hc, hp, k, []byte(v), "", "1")
-		h.Complete(op, outcome(err), err)
+		err := faults.HTTPPut(c.hc, hp, k, []byte(v), "", "1")
+		h.Complete(op, faults.NetOutcome(err), err)
 		if err == nil {
 			acked = append(acked, k)
 		}

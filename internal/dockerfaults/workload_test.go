@@ -1,15 +1,10 @@
 package dockerfaults
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,7 +16,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	httpapi "github.com/ringkv/ringkv/api/http"
 	"github.com/ringkv/ringkv/internal/faults"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
@@ -68,7 +62,7 @@ func (w *workload) seedSets(t *testing.T) {
 	for _, k := range setKeys {
 		_, h := w.c.nodes[0].addrs()
 		waitFor(t, 15*time.Second, "write the empty set "+k, func() bool {
-			return httpPut(w.c.hc, h, k, nil, "", "ALL") == nil
+			return faults.HTTPPut(w.c.hc, h, k, nil, "", "ALL") == nil
 		})
 	}
 }
@@ -157,7 +151,7 @@ func (w *workload) set(id int, nd *node, key, v string, strict bool) {
 	defer cancel()
 	op := w.h.Invoke(faults.Op{Client: id, Node: nd.id, Kind: faults.Put, Key: key, Value: v, Level: level(strict), Quorum: 2})
 	err := nd.redis(strict).Set(ctx, key, v, 0).Err()
-	w.h.Complete(op, outcome(err), err)
+	w.h.Complete(op, faults.NetOutcome(err), err)
 }
 
 func (w *workload) del(id int, nd *node, key string, strict bool) {
@@ -171,7 +165,7 @@ func (w *workload) del(id int, nd *node, key string, strict bool) {
 		w.h.Complete(op, faults.Fail, errors.New("DEL answered 0: nothing written"))
 		return
 	}
-	w.h.Complete(op, outcome(err), err)
+	w.h.Complete(op, faults.NetOutcome(err), err)
 }
 
 // read reads every sibling of key with RINGKV.SIBLINGS (the context token
@@ -224,7 +218,7 @@ func (w *workload) add(c *client) {
 	elem := c.value(key)
 	_, h := nd.addrs()
 	op := w.h.Invoke(faults.Op{Client: c.id, Node: nd.id, Kind: faults.Add, Key: key, Value: elem, Level: "QUORUM", Quorum: 2, Context: true})
-	rr, tok, err := httpGet(w.c.hc, h, key, "QUORUM")
+	rr, tok, err := faults.HTTPGet(w.c.hc, h, key, "QUORUM")
 	if err != nil || tok == "" {
 		if err == nil {
 			err = errors.New("read returned no context")
@@ -235,8 +229,8 @@ func (w *workload) add(c *client) {
 	set := faults.DecodeSets(rr.Values)
 	set[elem] = true
 	op.Saw = rr.Values
-	err = httpPut(w.c.hc, h, key, []byte(faults.EncodeSet(set)), tok, "QUORUM")
-	w.h.Complete(op, outcome(err), err)
+	err = faults.HTTPPut(w.c.hc, h, key, []byte(faults.EncodeSet(set)), tok, "QUORUM")
+	w.h.Complete(op, faults.NetOutcome(err), err)
 }
 
 // keys returns every key the workload touched.
@@ -244,75 +238,6 @@ func (w *workload) keys() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append(append(slices.Clone(regKeys), setKeys...), w.onceKey...)
-}
-
-// outcome classifies a write's error: only a connection that could not be
-// made proves the request was not sent.
-func outcome(err error) faults.Outcome {
-	if err == nil {
-		return faults.OK
-	}
-	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Op == "dial" {
-		return faults.Fail
-	}
-	return faults.Info
-}
-
-// httpGet reads key at level r: the live siblings' values and the context
-// token (a 404 of a deleted key carries one too).
-func httpGet(hc *http.Client, addr, key, r string) (faults.ReadResult, string, error) {
-	resp, err := hc.Get("http://" + addr + "/v1/kv/" + key + "?r=" + r)
-	if err != nil {
-		return faults.ReadResult{}, "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return faults.ReadResult{}, "", err
-	}
-	switch resp.StatusCode {
-	case http.StatusOK:
-		var rr httpapi.ReadResponse
-		if err := json.Unmarshal(body, &rr); err != nil {
-			return faults.ReadResult{}, "", fmt.Errorf("decode %s: %w", body, err)
-		}
-		res := faults.ReadResult{Exists: true, Tombstones: -1}
-		for _, s := range rr.Siblings {
-			res.Values = append(res.Values, string(s.Value))
-		}
-		sort.Strings(res.Values)
-		return res, rr.Context, nil
-	case http.StatusNotFound:
-		var er httpapi.ErrorResponse
-		if err := json.Unmarshal(body, &er); err != nil {
-			return faults.ReadResult{}, "", fmt.Errorf("decode %s: %w", body, err)
-		}
-		return faults.ReadResult{Exists: er.Context != "", Tombstones: -1}, er.Context, nil
-	}
-	return faults.ReadResult{}, "", fmt.Errorf("GET %s: %d %s", key, resp.StatusCode, bytes.TrimSpace(body))
-}
-
-// httpPut writes value under key at level w with the context token tok
-// ("" for a blind write).
-func httpPut(hc *http.Client, addr, key string, value []byte, tok, w string) error {
-	req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/v1/kv/"+key+"?w="+w, bytes.NewReader(value))
-	if err != nil {
-		return err
-	}
-	if tok != "" {
-		req.Header.Set(httpapi.HeaderContext, tok)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
-		return fmt.Errorf("PUT %s: %d %s", key, resp.StatusCode, bytes.TrimSpace(body))
-	}
-	return nil
 }
 
 // finalReads reads every key at R=ALL once the cluster has healed, each
@@ -330,7 +255,7 @@ func finalReads(t *testing.T, c *cluster, h *faults.History, keys []string) map[
 			nd := c.nodes[(i+attempt)%len(c.nodes)]
 			op := h.Invoke(faults.Op{Client: -1, Node: nd.id, Kind: faults.Read, Key: k, Level: "ALL", Quorum: n})
 			_, hp := nd.addrs()
-			rr, _, err := httpGet(c.hc, hp, k, "ALL")
+			rr, _, err := faults.HTTPGet(c.hc, hp, k, "ALL")
 			if err != nil {
 				h.Complete(op, faults.Info, err)
 				time.Sleep(200 * time.Millisecond)

@@ -1,18 +1,13 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,7 +16,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	httpapi "github.com/ringkv/ringkv/api/http"
 	"github.com/ringkv/ringkv/internal/faults"
 )
 
@@ -69,7 +63,7 @@ func TestProcessFaults(t *testing.T) {
 	// adds it never saw).
 	for _, k := range setKeys {
 		waitFor(t, 10*time.Second, "seed "+k, func() bool {
-			return httpPut(hc, nodes[0].http, k, nil, "", "ALL") == nil
+			return faults.HTTPPut(hc, nodes[0].http, k, nil, "", "ALL") == nil
 		})
 	}
 
@@ -143,7 +137,7 @@ func TestProcessFaults(t *testing.T) {
 		for attempt := 0; attempt < 10; attempt++ {
 			n := nodes[attempt%len(nodes)]
 			op := h.Invoke(faults.Op{Client: -1, Node: n.id, Kind: faults.Read, Key: k, Level: "ALL", Quorum: 3})
-			rr, _, err := httpGet(hc, n.http, k, "ALL")
+			rr, _, err := faults.HTTPGet(hc, n.http, k, "ALL")
 			if err != nil {
 				h.Complete(op, faults.Info, err)
 				time.Sleep(200 * time.Millisecond)
@@ -214,7 +208,7 @@ func (c *procClient) add(key string) {
 	n := c.nodes[c.rng.IntN(len(c.nodes))]
 	elem := c.value(key)
 	op := c.h.Invoke(faults.Op{Client: c.id, Node: n.id, Kind: faults.Add, Key: key, Value: elem, Level: "QUORUM", Quorum: 2, Context: true})
-	rr, tok, err := httpGet(c.hc, n.http, key, "QUORUM")
+	rr, tok, err := faults.HTTPGet(c.hc, n.http, key, "QUORUM")
 	if err != nil || tok == "" {
 		if err == nil {
 			err = errors.New("read returned no context")
@@ -225,8 +219,8 @@ func (c *procClient) add(key string) {
 	set := faults.DecodeSets(rr.Values)
 	set[elem] = true
 	op.Saw = rr.Values
-	err = httpPut(c.hc, n.http, key, []byte(faults.EncodeSet(set)), tok, "QUORUM")
-	c.h.Complete(op, outcome(err), err)
+	err = faults.HTTPPut(c.hc, n.http, key, []byte(faults.EncodeSet(set)), tok, "QUORUM")
+	c.h.Complete(op, faults.NetOutcome(err), err)
 }
 
 // register does a blind SET or a DEL over Redis, or reads every sibling
@@ -239,7 +233,7 @@ func (c *procClient) register(rcs []*redis.Client, key string) {
 	switch p := c.rng.Float64(); {
 	case p < 0.45:
 		op := c.h.Invoke(faults.Op{Client: c.id, Node: n.id, Kind: faults.Read, Key: key, Level: "QUORUM", Quorum: 2})
-		rr, _, err := httpGet(c.hc, n.http, key, "QUORUM")
+		rr, _, err := faults.HTTPGet(c.hc, n.http, key, "QUORUM")
 		if err != nil {
 			c.h.Complete(op, faults.Info, err)
 			return
@@ -256,80 +250,11 @@ func (c *procClient) register(rcs []*redis.Client, key string) {
 			c.h.Complete(op, faults.Fail, errors.New("DEL answered 0: nothing written"))
 			return
 		}
-		c.h.Complete(op, outcome(err), err)
+		c.h.Complete(op, faults.NetOutcome(err), err)
 	default:
 		v := c.value(key)
 		op := c.h.Invoke(faults.Op{Client: c.id, Node: n.id, Kind: faults.Put, Key: key, Value: v, Level: "QUORUM", Quorum: 2})
 		err := rcs[i].Set(ctx, key, v, 0).Err()
-		c.h.Complete(op, outcome(err), err)
+		c.h.Complete(op, faults.NetOutcome(err), err)
 	}
-}
-
-// outcome classifies a write's error: only a connection that could not be
-// made proves the request was not sent.
-func outcome(err error) faults.Outcome {
-	if err == nil {
-		return faults.OK
-	}
-	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Op == "dial" {
-		return faults.Fail
-	}
-	return faults.Info
-}
-
-// httpGet reads key at level r: the live siblings' values and the context
-// token (a 404 of a deleted key carries one too).
-func httpGet(hc *http.Client, addr, key, r string) (faults.ReadResult, string, error) {
-	resp, err := hc.Get("http://" + addr + "/v1/kv/" + key + "?r=" + r)
-	if err != nil {
-		return faults.ReadResult{}, "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return faults.ReadResult{}, "", err
-	}
-	switch resp.StatusCode {
-	case http.StatusOK:
-		var rr httpapi.ReadResponse
-		if err := json.Unmarshal(body, &rr); err != nil {
-			return faults.ReadResult{}, "", fmt.Errorf("decode %s: %w", body, err)
-		}
-		res := faults.ReadResult{Exists: true, Tombstones: -1}
-		for _, s := range rr.Siblings {
-			res.Values = append(res.Values, string(s.Value))
-		}
-		sort.Strings(res.Values)
-		return res, rr.Context, nil
-	case http.StatusNotFound:
-		var er httpapi.ErrorResponse
-		if err := json.Unmarshal(body, &er); err != nil {
-			return faults.ReadResult{}, "", fmt.Errorf("decode %s: %w", body, err)
-		}
-		return faults.ReadResult{Exists: er.Context != "", Tombstones: -1}, er.Context, nil
-	}
-	return faults.ReadResult{}, "", fmt.Errorf("GET %s: %d %s", key, resp.StatusCode, bytes.TrimSpace(body))
-}
-
-// httpPut writes value under key at level w with the context token tok
-// ("" for a blind write).
-func httpPut(hc *http.Client, addr, key string, value []byte, tok, w string) error {
-	req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/v1/kv/"+key+"?w="+w, bytes.NewReader(value))
-	if err != nil {
-		return err
-	}
-	if tok != "" {
-		req.Header.Set(httpapi.HeaderContext, tok)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
-		return fmt.Errorf("PUT %s: %d %s", key, resp.StatusCode, bytes.TrimSpace(body))
-	}
-	return nil
 }
