@@ -87,8 +87,11 @@ type Service struct {
 
 	mu       sync.Mutex
 	verified map[verifiedKey]time.Time // when partition p was last verified against peer
-	st       Status
-	debt     time.Duration // throttle: time owed for bytes already exchanged
+	// incarnations: each peer's incarnation as its last KindRoots reply
+	// named it; verifications are of that incarnation.
+	incarnations map[string]uint64
+	st           Status
+	debt         time.Duration // throttle: time owed for bytes already exchanged
 
 	// Owned by the rounds' goroutine (purge.go).
 	purged    map[string]purgedTombstone // guarded by mu
@@ -148,8 +151,8 @@ func New(self string, store *replica.Store, peers Peers, tr transport.Transport,
 	return &Service{
 		self: self, store: store, trees: trees, peers: peers, tr: tr, o: o.withDefaults(),
 		kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
-		verified: make(map[verifiedKey]time.Time),
-		noted:    make(map[int]*candidates), lastNoted: make(map[int]time.Time),
+		verified: make(map[verifiedKey]time.Time), incarnations: make(map[string]uint64),
+		noted: make(map[int]*candidates), lastNoted: make(map[int]time.Time),
 		purged: make(map[string]purgedTombstone),
 	}, nil
 }
@@ -351,6 +354,23 @@ func (s *Service) round() {
 	s.mu.Unlock()
 }
 
+// peerIncarnation records the incarnation a peer's KindRoots reply named.
+// A new one (the peer restarted on a wiped disk, or after a crash) voids
+// every verification against the peer: what it held then may be gone.
+func (s *Service) peerIncarnation(peer string, inc uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.incarnations[peer]; ok && old == inc {
+		return
+	}
+	s.incarnations[peer] = inc
+	for k := range s.verified {
+		if k.peer == peer {
+			delete(s.verified, k)
+		}
+	}
+}
+
 // rootsPerMessage bounds the partitions of one KindRoots request.
 const rootsPerMessage = 8192
 
@@ -368,9 +388,10 @@ func (s *Service) exchange(peer string, parts []int) error {
 		if err != nil {
 			return fmt.Errorf("roots: %w", err)
 		}
-		if len(reply) != 9*len(chunk) {
+		if len(reply) != 9*len(chunk)+8 {
 			return fmt.Errorf("roots: %w", errMalformed)
 		}
+		s.peerIncarnation(peer, binary.BigEndian.Uint64(reply[9*len(chunk):]))
 		for i, p := range chunk {
 			theirs, theirsOK := binary.BigEndian.Uint64(reply[9*i+1:]), reply[9*i] == 1
 			ours, oursOK := s.trees.Root(p)
@@ -684,13 +705,13 @@ func (s *Service) Handle(ctx context.Context, from string, kind uint8, payload [
 		if err != nil || len(rest) != 0 {
 			return nil, errMalformed
 		}
-		reply := make([]byte, 0, 9*len(parts))
+		reply := make([]byte, 0, 9*len(parts)+8)
 		for _, p := range parts {
 			root, ok := s.trees.Root(p)
 			reply = append(reply, trustedByte(ok))
 			reply = binary.BigEndian.AppendUint64(reply, root)
 		}
-		return reply, nil
+		return binary.BigEndian.AppendUint64(reply, s.store.Incarnation()), nil
 	case KindLeaves:
 		p, w := binary.Uvarint(payload)
 		if w <= 0 || w != len(payload) || p >= uint64(q) {

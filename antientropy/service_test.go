@@ -467,3 +467,34 @@ func TestQuarantinedTableIsRepairedFromPeers(t *testing.T) {
 	}
 	t.Logf("n1 pulled %d keys back", services[0].Status().KeysPulled)
 }
+
+// Verifications are of a peer's incarnation: once the peer answers with a
+// new one (restarted on a wiped disk), what was verified against the old
+// one no longer counts (it could let a tombstone be purged that the peer
+// no longer holds).
+func TestVerificationsAreVoidedByANewIncarnation(t *testing.T) {
+	nodes, _ := newNodes(t, 2, 16, Options{Interval: time.Hour, Rate: -1}, nil)
+	nodes[1].ae.Build()
+	nodes[0].ae.Start()
+	waitRounds(t, nodes[0].ae, 1)
+	if ps := nodes[0].ae.PeerStatus()["n2"]; ps.Unverified != 0 || ps.Shared != 16 {
+		t.Fatalf("after a round: %+v, want 16 shared, all verified", ps)
+	}
+	// n2 comes back on a new disk: a new incarnation whose trees are not
+	// built yet, so no partition can be verified against it for now.
+	db, err := storage.Open(t.TempDir(), &storage.Options{Sync: storage.SyncNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	fresh, err := New("n2", replica.New(db, version.Actor("n2", 99)), nodes[1].ae.peers, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes[1].ae.store = fresh.store // n2's handler now answers as the new incarnation
+	nodes[1].ae.trees = fresh.trees
+	waitRounds(t, nodes[0].ae, nodes[0].ae.Repair())
+	if ps := nodes[0].ae.PeerStatus()["n2"]; ps.Unverified != 16 {
+		t.Fatalf("after the peer's new incarnation: %+v, want all 16 unverified", ps)
+	}
+}

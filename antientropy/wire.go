@@ -13,7 +13,8 @@ import (
 const (
 	// KindRoots asks for the roots of some partitions' trees.
 	// Request: uvarint count | count × uvarint partition.
-	// Reply: count × (trusted byte | 8-byte root).
+	// Reply: count × (trusted byte | 8-byte root) | 8-byte incarnation of
+	// the replying store (a new one voids earlier verifications).
 	KindRoots uint8 = 64
 	// KindLeaves asks for one partition's leaves.
 	// Request: uvarint partition. Reply: trusted byte | Leaves × 8 bytes
