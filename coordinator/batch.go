@@ -120,9 +120,26 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 	// serves.
 	stamped := func(objs []*version.Object) {
 		peers := map[ring.Target]*peerBatch{}
+		pending := map[string]*peerBatch{}
 		for j, obj := range objs {
 			rt := routes[pos[j]]
-			if obj == nil || len(rt.targets) < 2 {
+			if obj == nil {
+				continue
+			}
+			for _, node := range c.pendingTargets(rt) {
+				pb := pending[node]
+				if pb == nil {
+					pb = &peerBatch{}
+					pending[node] = pb
+				}
+				key := writes[j].Key
+				if c.o.Hints != nil {
+					key = bytes.Clone(key)
+				}
+				pb.keys = append(pb.keys, key)
+				pb.objs = append(pb.objs, obj)
+			}
+			if len(rt.targets) < 2 {
 				continue
 			}
 			results[j] = make(chan ack, len(rt.targets))
@@ -150,6 +167,11 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 			anySent = true
 			for _, m := range splitReplicateBatch(pb.keys, pb.objs) {
 				go c.sendBatch(tg, pb.dc, m, pb.idx[m.from:m.to], pb.objs[m.from:m.to], results)
+			}
+		}
+		for node, pb := range pending {
+			for _, m := range splitReplicateBatch(pb.keys, pb.objs) {
+				go c.sendPending(node, m, pb.objs[m.from:m.to])
 			}
 		}
 	}
@@ -225,6 +247,31 @@ func (c *Coordinator) sendBatch(tg ring.Target, dc string, m replicateMessage, i
 	if missed(err) {
 		// Not acknowledged in time: keep them for the primary.
 		c.hint(primaryOf(tg), m.keys, objs)
+	}
+}
+
+// sendPending sends one message of a batch's versions to a pending owner
+// of their keys (see pendingTargets): no answer is counted; what it does not
+// acknowledge is kept as hints for it.
+func (c *Coordinator) sendPending(node string, m replicateMessage, objs []*version.Object) {
+	sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
+	defer cancel()
+	err := c.send(sctx, node, kindReplicateBatch, encodeReplicateBatch(m.keys, m.encoded))
+	if err != nil && isRemote(err) {
+		// Refused as a batch (an older node, or one entry it could not
+		// store): one by one, as sendBatch does.
+		var hkeys [][]byte
+		var hobjs []*version.Object
+		for n := range m.keys {
+			if missed(c.send(sctx, node, kindReplicate, appendReplicate(nil, m.keys[n], m.encoded[n]))) {
+				hkeys, hobjs = append(hkeys, m.keys[n]), append(hobjs, objs[n])
+			}
+		}
+		c.hint(node, hkeys, hobjs)
+		return
+	}
+	if missed(err) {
+		c.hint(node, m.keys, objs)
 	}
 }
 

@@ -363,6 +363,9 @@ func (c *Coordinator) fullRead() bool {
 type route struct {
 	pref    []string
 	targets []ring.Target
+	// pending are the key's pending owners (ring.Pending): nodes joining
+	// its preference list, sent every write but not counted toward W.
+	pending []string
 	n       int
 	rg      *ring.Ring // the ring the route was taken from
 }
@@ -380,7 +383,7 @@ func (c *Coordinator) routeIn(rg *ring.Ring, key []byte) (route, error) {
 	if len(pref) == 0 {
 		return route{}, ErrNoReplicas
 	}
-	return route{pref: pref, targets: rg.Targets(p, c.healthy), n: rg.Replicas(), rg: rg}, nil
+	return route{pref: pref, targets: rg.Targets(p, c.healthy), pending: rg.Pending(p), n: rg.Replicas(), rg: rg}, nil
 }
 
 // healthy is the failure detector's opinion, this node being up.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ringkv/ringkv/ring"
@@ -142,7 +143,7 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, rt 
 	var results chan ack
 	var sent fanout
 	var stamped func(*version.Object)
-	if len(rt.targets) > 1 {
+	if len(rt.targets) > 1 || len(rt.pending) > 0 {
 		results = make(chan ack, len(rt.targets))
 		stamped = func(obj *version.Object) { sent = c.replicate(req.key, obj, rt, need, results) }
 	}
@@ -1161,7 +1162,32 @@ func (c *Coordinator) replicate(key []byte, obj *version.Object, rt route, q quo
 			}
 		}()
 	}
+	for _, node := range c.pendingTargets(rt) {
+		go func() {
+			sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
+			defer cancel()
+			if err := c.send(sctx, node, kindReplicate, payload); missed(err) {
+				c.hint(node, hkey, []*version.Object{obj})
+			}
+		}()
+	}
 	return sent
+}
+
+// pendingTargets returns the key's pending owners that its targets do not
+// already include (a joining node can stand in as a fallback). A pending
+// owner gets every write, so that what is written while it streams the
+// partition is not missed, but its answer counts toward no level and the
+// client does not wait for it; a failure leaves a hint for it.
+func (c *Coordinator) pendingTargets(rt route) []string {
+	var out []string
+	for _, node := range rt.pending {
+		if node == c.self || slices.ContainsFunc(rt.targets, func(tg ring.Target) bool { return tg.Node == node }) {
+			continue
+		}
+		out = append(out, node)
+	}
+	return out
 }
 
 // primaryOf is the primary a target serves: itself, or the one it stands

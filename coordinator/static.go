@@ -28,6 +28,13 @@ func (s *StaticCluster) Ring() *ring.Ring {
 	return s.ring
 }
 
+// SetRing replaces the ring (a member changed state, say).
+func (s *StaticCluster) SetRing(r *ring.Ring) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ring = r
+}
+
 // Addr returns a node's peer address.
 func (s *StaticCluster) Addr(id string) (string, bool) {
 	s.mu.RLock()

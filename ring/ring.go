@@ -17,6 +17,7 @@ type Ring struct {
 	prefs   [][]string // per partition, primary first
 	ext     [][]string // per partition, prefs[p] followed by its fallbacks
 	dcs     []string   // the DCs ReplicasPerDC gives replicas, sorted
+	future  future     // the ring once joining members are normal (pending.go)
 }
 
 // New builds the ring for cfg and members. The result depends only on the

@@ -71,7 +71,9 @@ func (n *Node) Now() time.Time { return time.Now().Add(time.Duration(n.skew.Load
 
 // Cluster is a set of nodes sharing a ring and an in-memory network.
 type Cluster struct {
-	Net   *transport.Network
+	Net *transport.Network
+	// Ring is the ring the cluster started with; View.Ring() is the
+	// current one (SetState changes it).
 	Ring  *ring.Ring
 	View  *coordinator.StaticCluster
 	Nodes []*Node
@@ -114,6 +116,10 @@ type Options struct {
 	// other replicas of each partition that View marks alive. The service
 	// stops when the node is killed.
 	AntiEntropy *antientropy.Options
+	// Joining is how many of the last nodes start in ring.StateJoining:
+	// they own nothing in the ring, but are its pending owners (writes go
+	// to them too) until the test marks them normal (Cluster.SetState).
+	Joining int
 	// Crashable puts each node's engine on a strict in-memory filesystem
 	// with the server's default sync mode (batch), so that Kill drops
 	// exactly the unsynced data. See the package doc.
@@ -150,7 +156,11 @@ func New(tb testing.TB, o Options) *Cluster {
 	addrs := map[string]string{}
 	for i := 0; i < o.Nodes; i++ {
 		id := fmt.Sprintf("n%d", i+1)
-		members = append(members, ring.Member{ID: id, Weight: 1, State: ring.StateNormal})
+		st := ring.StateNormal
+		if i >= o.Nodes-o.Joining {
+			st = ring.StateJoining
+		}
+		members = append(members, ring.Member{ID: id, Weight: 1, State: st})
 		addrs[id] = id
 	}
 	r, err := ring.New(ring.Config{Partitions: o.Partitions, Replicas: o.Replicas}, members)
@@ -256,6 +266,24 @@ func (c *Cluster) start(n *Node, wiped bool) error {
 		ae.Start()
 	}
 	return nil
+}
+
+// SetState changes a member's ring state in the cluster's shared view
+// (every node sees the new ring at once) and returns the new ring.
+func (c *Cluster) SetState(id string, st ring.State) *ring.Ring {
+	c.tb.Helper()
+	ms := c.View.Ring().Members()
+	for i := range ms {
+		if ms[i].ID == id {
+			ms[i].State = st
+		}
+	}
+	r, err := ring.New(c.View.Ring().Config(), ms)
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	c.View.SetRing(r)
+	return r
 }
 
 // Node returns the node with the given ID.
@@ -407,7 +435,7 @@ func (c *Cluster) Heal() {
 // Replicas returns the nodes holding key, in preference order.
 func (c *Cluster) Replicas(key []byte) []*Node {
 	var out []*Node
-	for _, id := range c.Ring.PreferenceForKey(key) {
+	for _, id := range c.View.Ring().PreferenceForKey(key) {
 		out = append(out, c.byID[id])
 	}
 	return out
@@ -416,7 +444,7 @@ func (c *Cluster) Replicas(key []byte) []*Node {
 // NonReplica returns a node that does not hold key, or nil.
 func (c *Cluster) NonReplica(key []byte) *Node {
 	pref := map[string]bool{}
-	for _, id := range c.Ring.PreferenceForKey(key) {
+	for _, id := range c.View.Ring().PreferenceForKey(key) {
 		pref[id] = true
 	}
 	for _, n := range c.Nodes {

@@ -1,0 +1,81 @@
+package ring
+
+import (
+	"slices"
+	"sync"
+)
+
+// future is the ring as it will be once every joining member is normal,
+// built on first use (a ring without joining members is its own future).
+type future struct {
+	once    sync.Once
+	ring    *Ring
+	pending [][]string // per partition: future primaries not primaries now
+	err     error
+}
+
+// Future returns the ring the members will form once every Joining member
+// has become Normal: the same config and members, with the joining ones
+// placed. It is built once per ring, on first use; a ring with no joining
+// member returns itself.
+func (r *Ring) Future() (*Ring, error) {
+	r.future.once.Do(r.buildFuture)
+	return r.future.ring, r.future.err
+}
+
+func (r *Ring) buildFuture() {
+	f := &r.future
+	ms := slices.Clone(r.members)
+	joining := false
+	for i := range ms {
+		if ms[i].State == StateJoining {
+			ms[i].State = StateNormal
+			joining = true
+		}
+	}
+	if !joining {
+		f.ring = r
+		return
+	}
+	fr, err := New(r.cfg, ms)
+	if err != nil {
+		f.err = err
+		return
+	}
+	f.ring = fr
+	f.pending = make([][]string, len(r.prefs))
+	for p, pref := range fr.prefs {
+		for _, id := range pref {
+			if !slices.Contains(r.prefs[p], id) {
+				f.pending[p] = append(f.pending[p], id)
+			}
+		}
+	}
+}
+
+// Pending returns partition's pending owners: the nodes that will
+// replicate it once the joining members are normal but do not now (joining
+// members, mostly). Writes go to them too, so that nothing written while
+// they stream the partition is missed, but they are not counted toward a
+// write's quorum and not read from. Nil when no member is joining. The
+// slice is shared with the ring: callers must not modify it.
+func (r *Ring) Pending(partition int) []string {
+	r.future.once.Do(r.buildFuture)
+	if r.future.pending == nil {
+		return nil
+	}
+	return r.future.pending[partition]
+}
+
+// Gained returns the partitions node will replicate in the Future ring and
+// does not replicate now, ascending.
+func (r *Ring) Gained(node string) []int {
+	r.future.once.Do(r.buildFuture)
+	var out []int
+	for p, pend := range r.future.pending {
+		if slices.Contains(pend, node) {
+			out = append(out, p)
+		}
+	}
+	return out
+}

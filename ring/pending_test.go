@@ -1,0 +1,79 @@
+package ring
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestPendingOwnersAreTheFuturePrimariesNotPrimariesNow(t *testing.T) {
+	cfg := Config{Partitions: 256, Replicas: 3}
+	ms := nodes(4)
+	ms[3].State = StateJoining
+	r := mustNew(t, cfg, ms)
+	all := nodes(4)
+	want := mustNew(t, cfg, all)
+	fr, err := r.Future()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gained := 0
+	for p := range r.Partitions() {
+		if got := fr.Preference(p); !slices.Equal(got, want.Preference(p)) {
+			t.Fatalf("partition %d: future preference %v, want %v (the ring with the joiner normal)", p, got, want.Preference(p))
+		}
+		if slices.Contains(r.Preference(p), "node-03") {
+			t.Fatalf("partition %d: a joining member is a primary now: %v", p, r.Preference(p))
+		}
+		pend := r.Pending(p)
+		if slices.Contains(want.Preference(p), "node-03") {
+			if !slices.Equal(pend, []string{"node-03"}) {
+				t.Fatalf("partition %d: pending %v, want [node-03]", p, pend)
+			}
+			gained++
+		} else if len(pend) != 0 {
+			t.Fatalf("partition %d: pending %v, want none", p, pend)
+		}
+	}
+	g := r.Gained("node-03")
+	if len(g) != gained || gained == 0 {
+		t.Fatalf("Gained = %d partitions, want %d (> 0)", len(g), gained)
+	}
+	if !slices.IsSorted(g) {
+		t.Fatal("Gained is not ascending")
+	}
+	if len(r.Gained("node-00")) != 0 {
+		t.Fatal("a normal member gains partitions")
+	}
+}
+
+func TestRingWithoutJoiningMembersIsItsOwnFutureAndHasNoPending(t *testing.T) {
+	r := mustNew(t, Config{Partitions: 64, Replicas: 3}, nodes(4))
+	fr, err := r.Future()
+	if err != nil || fr != r {
+		t.Fatalf("Future = %p, %v; want the ring itself", fr, err)
+	}
+	for p := range r.Partitions() {
+		if pend := r.Pending(p); pend != nil {
+			t.Fatalf("partition %d: pending %v", p, pend)
+		}
+	}
+	if g := r.Gained("node-01"); g != nil {
+		t.Fatalf("Gained = %v", g)
+	}
+}
+
+func TestTwoJoinersArePendingTogether(t *testing.T) {
+	ms := nodes(5)
+	ms[3].State, ms[4].State = StateJoining, StateJoining
+	r := mustNew(t, Config{Partitions: 128, Replicas: 3}, ms)
+	for p := range r.Partitions() {
+		for _, id := range r.Pending(p) {
+			if id != "node-03" && id != "node-04" {
+				t.Fatalf("partition %d: %s pending, not a joiner", p, id)
+			}
+		}
+	}
+	if len(r.Gained("node-03")) == 0 || len(r.Gained("node-04")) == 0 {
+		t.Fatal("a joiner gains nothing")
+	}
+}
