@@ -336,7 +336,7 @@ func (s *Service) round() {
 		if s.ctx.Err() != nil {
 			break
 		}
-		if err := s.exchange(peer, shared[peer]); err != nil {
+		if _, err := s.exchange(peer, shared[peer], true); err != nil {
 			failed = err
 			s.o.Logf("antientropy: exchange with %s: %v", peer, err)
 		}
@@ -374,11 +374,22 @@ func (s *Service) peerIncarnation(peer string, inc uint64) {
 // rootsPerMessage bounds the partitions of one KindRoots request.
 const rootsPerMessage = 8192
 
+// SyncPartitions compares and repairs the given partitions with peer now,
+// outside the rounds and whether or not this node replicates them (a
+// joining node streams the partitions it will replicate this way: its
+// trees cover every partition). It returns the partitions verified:
+// everything stored on peer before the call is stored here too, and the
+// other way round. It is throttled by Options.Rate, with the rounds.
+func (s *Service) SyncPartitions(peer string, parts []int) (verified []int, err error) {
+	return s.exchange(peer, parts, false)
+}
+
 // exchange compares and repairs the given partitions with peer. A
 // partition whose roots match, or whose differences were all repaired, is
 // recorded as verified at the time the exchange began: everything stored
-// here before then is now on the peer, and the other way round.
-func (s *Service) exchange(peer string, parts []int) error {
+// here before then is now on the peer, and the other way round. inRound
+// counts progress in the current round's status.
+func (s *Service) exchange(peer string, parts []int, inRound bool) (verified []int, err error) {
 	start := s.o.Now()
 	var firstErr error
 	for len(parts) > 0 {
@@ -386,10 +397,10 @@ func (s *Service) exchange(peer string, parts []int) error {
 		parts = parts[len(chunk):]
 		reply, err := s.call(peer, KindRoots, appendUvarints(nil, chunk))
 		if err != nil {
-			return fmt.Errorf("roots: %w", err)
+			return verified, fmt.Errorf("roots: %w", err)
 		}
 		if len(reply) != 9*len(chunk)+8 {
-			return fmt.Errorf("roots: %w", errMalformed)
+			return verified, fmt.Errorf("roots: %w", errMalformed)
 		}
 		s.peerIncarnation(peer, binary.BigEndian.Uint64(reply[9*len(chunk):]))
 		for i, p := range chunk {
@@ -409,18 +420,21 @@ func (s *Service) exchange(peer string, parts []int) error {
 				s.mu.Lock()
 				s.verified[verifiedKey{p, peer}] = start
 				s.mu.Unlock()
+				verified = append(verified, p)
 			} else if firstErr == nil {
 				firstErr = err
 			}
-			s.mu.Lock()
-			s.st.PartitionsDone++
-			s.mu.Unlock()
+			if inRound {
+				s.mu.Lock()
+				s.st.PartitionsDone++
+				s.mu.Unlock()
+			}
 			if s.ctx.Err() != nil {
-				return s.ctx.Err()
+				return verified, s.ctx.Err()
 			}
 		}
 	}
-	return firstErr
+	return verified, firstErr
 }
 
 // leavesPerMessage bounds the leaves of one KindKeys request.

@@ -39,6 +39,15 @@ type Config struct {
 	DataDir string
 	// Ring is the ring configuration; it must be the same on every node.
 	Ring ring.Config
+	// StreamOnJoin makes a new node (no persisted state) that joins an
+	// established cluster (one whose ring, without this node, already
+	// places every key's N replicas) enter as ring.StateJoining: it owns
+	// nothing until whoever set this (package rebalance) has streamed its
+	// partitions to it and calls SetState(ring.StateNormal). A node that
+	// forms a cluster (the ring places fewer than N), or whose ID the
+	// cluster already knows as an owner (a node back on an empty disk),
+	// enters Normal, as every new node does without this option.
+	StreamOnJoin bool
 
 	// ProbeInterval is how often each node probes one random peer
 	// (default 500ms). ProbeTimeout is how long a direct probe may take

@@ -56,6 +56,9 @@ type Membership struct {
 	// push/pulls made by a join, so Start can tell a join that taught us
 	// the cluster from one that only reached a node.
 	joinStates atomic.Uint64
+	// ownerBefore is set when a peer's table held a record of our ID in
+	// a state that owns partitions (see Config.StreamOnJoin).
+	ownerBefore atomic.Bool
 }
 
 // view is an immutable snapshot served to readers.
@@ -161,9 +164,16 @@ func Start(cfg Config) (*Membership, error) {
 		GossipAddr: net.JoinHostPort(advIP.String(), strconv.Itoa(advPort)),
 		Version:    nextVersion(0),
 	}
+	targets := m.joinTargetsFor(cfg.Join, self.GossipAddr)
 	if prev != nil {
 		self.State = prev.State
 		self.Version = nextVersion(prev.Version)
+	} else if cfg.StreamOnJoin && len(targets) > 0 {
+		// Joining until the join shows whether the cluster is established
+		// (then the node streams before it owns) or forming (then it is
+		// Normal at once, as before): a Normal record gossiped first would
+		// make it an owner, empty, for a moment.
+		self.State = ring.StateJoining
 	}
 	worst := self
 	worst.Version, worst.State = math.MaxUint64, ring.StateJoining
@@ -211,7 +221,7 @@ func Start(cfg Config) (*Membership, error) {
 	go m.announceLoop()
 	go m.rejoinLoop()
 
-	if targets := m.joinTargets(cfg.Join); len(targets) > 0 {
+	if len(targets) > 0 {
 		if err := m.joinRetry(targets); err != nil {
 			if peers == 0 {
 				// A node that knows no peers must not serve a ring of
@@ -231,8 +241,36 @@ func Start(cfg Config) (*Membership, error) {
 			}
 			m.logf("membership: building the ring after joining %v: %v; keeping the persisted ring", targets, err)
 		}
+		if m.LocalNode().State == ring.StateJoining && prev == nil && !m.establishedWithoutUs() {
+			if err := m.SetState(ring.StateNormal); err != nil {
+				m.Close()
+				return nil, err
+			}
+		}
 	}
 	return m, nil
+}
+
+// establishedWithoutUs reports whether the cluster this new node joined
+// already places every key's N replicas without it, and did not know its ID
+// as an owner: only then must it stream its partitions before it owns them.
+func (m *Membership) establishedWithoutUs() bool {
+	if m.ownerBefore.Load() {
+		m.logf("membership: the cluster knows %s as an owner already (a node back on an empty disk): entering as normal", m.cfg.NodeID)
+		return false
+	}
+	v := m.view.Load()
+	var others []ring.Member
+	for id, r := range v.recs {
+		if id != m.cfg.NodeID {
+			others = append(others, r.Member)
+		}
+	}
+	r, err := ring.New(m.cfg.Ring, others)
+	if err != nil || len(others) == 0 {
+		return false
+	}
+	return r.Placed() >= r.Replicas()
 }
 
 // rebuildNow installs the ring for the current records if the published
@@ -268,7 +306,10 @@ func nextVersion(old uint64) uint64 {
 
 // joinTargets drops our own address from addrs.
 func (m *Membership) joinTargets(addrs []string) []string {
-	me := m.LocalNode().GossipAddr
+	return m.joinTargetsFor(addrs, m.LocalNode().GossipAddr)
+}
+
+func (m *Membership) joinTargetsFor(addrs []string, me string) []string {
 	var out []string
 	for _, a := range addrs {
 		if a = strings.TrimSpace(a); a != "" && normAddr(a) != me && normAddr(a) != normAddr(m.cfg.BindAddr) {
@@ -638,6 +679,9 @@ func (m *Membership) mergeLocked(r Record, from string) bool {
 	if err := checkRecord(r, m.cfg.Ring); err != nil {
 		m.warnOnce("bad\x00"+r.ID+"\x00"+from, "membership: ignoring record from %s: %v", from, err)
 		return false
+	}
+	if r.ID == m.cfg.NodeID && (r.State == ring.StateNormal || r.State == ring.StateLeaving) {
+		m.ownerBefore.Store(true)
 	}
 	switch m.tab.merge(r) {
 	case mergeApplied:

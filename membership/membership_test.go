@@ -568,3 +568,61 @@ func TestRestartWithJoinTargetsDownUsesPersistedRing(t *testing.T) {
 		t.Fatalf("ring after restart with its join target down: %v", got)
 	}
 }
+
+// TestStreamOnJoin: with StreamOnJoin, nodes forming a cluster enter
+// Normal, a new node joining an established one enters Joining (owning
+// nothing) and stays Joining across a restart, and a node back on an empty
+// disk under an ID the cluster knows as an owner enters Normal.
+func TestStreamOnJoin(t *testing.T) {
+	h := newHarness(t)
+	var ms []*Membership
+	var cfgs []Config
+	for i := range 4 {
+		cfg := h.config(fmt.Sprintf("n%d", i))
+		if i > 0 {
+			cfg.Join = []string{ms[0].LocalNode().GossipAddr}
+		}
+		cfg.StreamOnJoin = true
+		cfgs = append(cfgs, cfg)
+		m := h.start(cfg)
+		ms = append(ms, m)
+		want := ring.StateNormal
+		if i == 3 { // testRing places 3 replicas: the fourth finds it established
+			want = ring.StateJoining
+		}
+		if got := m.LocalNode().State; got != want {
+			t.Fatalf("n%d entered as %v, want %v", i, got, want)
+		}
+	}
+	waitFor(t, 10*time.Second, "every node sees n3 joining", func() bool {
+		for _, m := range ms {
+			if !slices.Equal(ringIDs(m.Ring(), ring.StateJoining), []string{"n3"}) {
+				return false
+			}
+		}
+		return true
+	})
+	if inAnyPreference(ms[0].Ring(), "n3") {
+		t.Fatal("a joining node owns partitions")
+	}
+	ms[3].Close()
+	ms[3] = h.start(cfgs[3])
+	if got := ms[3].LocalNode().State; got != ring.StateJoining {
+		t.Fatalf("n3 restarted mid-join as %v, want joining", got)
+	}
+	if err := ms[3].SetState(ring.StateNormal); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "n3 normal everywhere", func() bool { return converged(ms, "n0", "n1", "n2", "n3") })
+
+	// n2 loses its disk and comes back under its ID: it was an owner.
+	ms[2].Close()
+	if err := os.RemoveAll(cfgs[2].DataDir); err != nil {
+		t.Fatal(err)
+	}
+	cfgs[2].Join = []string{ms[0].LocalNode().GossipAddr}
+	ms[2] = h.start(cfgs[2])
+	if got := ms[2].LocalNode().State; got != ring.StateNormal {
+		t.Fatalf("n2 back on an empty disk entered as %v, want normal", got)
+	}
+}
