@@ -9,6 +9,7 @@ import (
 
 	"github.com/ringkv/ringkv/antientropy"
 	httpapi "github.com/ringkv/ringkv/api/http"
+	"github.com/ringkv/ringkv/rebalance"
 )
 
 func (s *Server) httpHandler() http.Handler {
@@ -28,6 +29,8 @@ func (s *Server) httpHandler() http.Handler {
 			pprof.Index(w, r)
 		case r.URL.Path == "/v1/repair":
 			s.serveRepair(w, r)
+		case r.URL.Path == "/v1/transfers":
+			s.serveTransfers(w, r)
 		default:
 			api.ServeHTTP(w, r)
 		}
@@ -123,6 +126,28 @@ func (s *Server) serveRepair(w http.ResponseWriter, r *http.Request) {
 		if !st.Running {
 			out.LastRoundSecs = st.LastRoundEnd.Sub(st.LastRoundStart).Seconds()
 		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(out)
+}
+
+// TransfersStatus is the JSON body of GET /v1/transfers: the partition
+// moves this node runs (today: its own join, while and after it streams).
+type TransfersStatus struct {
+	NodeID    string               `json:"node_id"`
+	State     string               `json:"state"` // this node's ring state
+	Transfers []rebalance.Transfer `json:"transfers"`
+}
+
+func (s *Server) serveTransfers(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	out := TransfersStatus{NodeID: s.cfg.NodeID, State: s.members.LocalNode().State.String(), Transfers: []rebalance.Transfer{}}
+	if s.rb != nil {
+		out.Transfers = s.rb.Transfers()
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(out)

@@ -21,6 +21,7 @@ import (
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/handoff"
 	"github.com/ringkv/ringkv/membership"
+	"github.com/ringkv/ringkv/rebalance"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/storage"
@@ -124,6 +125,7 @@ type Server struct {
 	coord   *coordinator.Coordinator
 	hints   *handoff.Service
 	ae      atomic.Pointer[antientropy.Service] // nil until started, or when disabled
+	rb      *rebalance.Service                  // nil when anti-entropy is disabled
 	resp    *resp.Server
 	respLn  net.Listener
 	http    *http.Server
@@ -245,6 +247,9 @@ func Start(cfg Config) (s *Server, err error) {
 		if s.coord == nil {
 			return nil, errors.New("node is starting")
 		}
+		if rebalance.Owns(kind) {
+			return rebalance.HandleView(s.members.Ring(), payload)
+		}
 		return s.coord.Handle(ctx, from, kind, payload)
 	}
 	if s.peer, err = transport.Listen(cfg.PeerAddr, handler, transport.Options{Logf: cfg.Logf}); err != nil {
@@ -262,7 +267,10 @@ func Start(cfg Config) (s *Server, err error) {
 		Join:     joins,
 		DataDir:  cfg.DataDir,
 		Ring:     ring.Config{Partitions: cfg.Partitions, Replicas: cfg.Replicas, ReplicasPerDC: cfg.ReplicasPerDC},
-		Logf:     cfg.Logf,
+		// A joiner streams its partitions through anti-entropy before it
+		// owns them; without anti-entropy it enters normal, empty.
+		StreamOnJoin: cfg.RepairInterval >= 0,
+		Logf:         cfg.Logf,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("membership: %w", err)
@@ -293,6 +301,15 @@ func Start(cfg Config) (s *Server, err error) {
 	if ae != nil {
 		s.ae.Store(ae) // first: a quarantine from now on reaches it
 		ae.Start()
+		s.rb = rebalance.New(cfg.NodeID, s.members, ae, s.client, rebalance.Options{Logf: cfg.Logf})
+		s.rb.Start()
+	} else if s.members.LocalNode().State == ring.StateJoining {
+		// Joining from an earlier run, anti-entropy off now: nothing can
+		// stream, so own the partitions empty as a node without it would.
+		cfg.Logf("node %s: joining, but anti-entropy is off (--repair-interval): entering normal without streaming", cfg.NodeID)
+		if err := s.members.SetState(ring.StateNormal); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.RespAddr != "" {
 		s.resp = resp.NewServer(respBackend{s}, resp.Options{MaxValueSize: cfg.MaxValueSize, Logf: cfg.Logf})
@@ -357,6 +374,9 @@ func (s *Server) Close() error {
 		// hints of writes still replicating are no longer kept (they are
 		// lost only if this node is also the one that stays behind).
 		s.hints.Close()
+	}
+	if s.rb != nil {
+		s.rb.Close() // before anti-entropy: it streams through it
 	}
 	if ae := s.ae.Load(); ae != nil {
 		ae.Close() // before the engine closes: a round in progress stops

@@ -1,0 +1,186 @@
+// Package rebalance moves partitions between nodes when the ring changes.
+// Today it does one move: a node that joins an established cluster
+// (membership.Config.StreamOnJoin) enters as ring.StateJoining, streams
+// every partition it will replicate from the partition's current owners,
+// and becomes ring.StateNormal once each of them is verified.
+//
+// The decision logic (Plan: which partitions are gained, from whom, which
+// are due for another try, when the move is done) is pure; the Service
+// around it does the I/O: it asks the other members whether they see the
+// joiner joining, runs the exchanges through anti-entropy
+// (antientropy.Service.SyncPartitions, a Merkle comparison that copies
+// what differs) and changes the node's state through membership. Data is
+// reached only through those: rebalance reads and writes no store itself.
+package rebalance
+
+import (
+	"slices"
+	"time"
+
+	"github.com/ringkv/ringkv/ring"
+)
+
+// Plan is a joining node's move: the partitions it gains (those it
+// replicates in the ring's Future and not now) and, for each, the sources
+// to stream it from (its current owners). A partition is done once it was
+// verified against every source the failure detector reports up, and at
+// least one: every write acknowledged before the stream began is on W of
+// its owners, so one of those that are up holds it (writes since go to the
+// joiner directly, as a pending owner).
+type Plan struct {
+	self     string
+	backoff  Backoff
+	parts    map[int]*move // by partition; rebuilt by Update, verifications kept
+	verified map[verifiedKey]bool
+	order    []int // partitions, ascending
+}
+
+type verifiedKey struct {
+	p    int
+	peer string
+}
+
+type move struct {
+	sources  []string
+	attempts int       // failed attempts since the last success
+	due      time.Time // no attempt before
+	lastErr  string
+}
+
+// Backoff is the wait before another attempt at a partition that failed:
+// Min after the first failure, doubling up to Max.
+type Backoff struct{ Min, Max time.Duration }
+
+func (b Backoff) after(attempts int) time.Duration {
+	d := b.Min
+	for i := 1; i < attempts && d < b.Max; i++ {
+		d *= 2
+	}
+	return min(d, b.Max)
+}
+
+// NewPlan returns the plan of self's move in r (Update it as the ring
+// changes).
+func NewPlan(self string, r *ring.Ring, b Backoff) *Plan {
+	p := &Plan{self: self, backoff: b, parts: map[int]*move{}, verified: map[verifiedKey]bool{}}
+	p.Update(r)
+	return p
+}
+
+// Update recomputes the gained partitions and their sources for a new ring.
+// Verifications already made stay valid: they are of the data, not of the
+// ring.
+func (p *Plan) Update(r *ring.Ring) {
+	old := p.parts
+	p.parts, p.order = map[int]*move{}, r.Gained(p.self)
+	for _, part := range p.order {
+		m := &move{sources: r.Preference(part)}
+		if o := old[part]; o != nil {
+			m.attempts, m.due, m.lastErr = o.attempts, o.due, o.lastErr
+		}
+		p.parts[part] = m
+	}
+}
+
+// Partitions returns the gained partitions, ascending.
+func (p *Plan) Partitions() []int { return p.order }
+
+// done reports whether partition part is verified against every source
+// that is up, and at least one.
+func (p *Plan) done(part int, m *move, alive func(string) bool) bool {
+	any := false
+	for _, src := range m.sources {
+		v := p.verified[verifiedKey{part, src}]
+		if !v && alive(src) {
+			return false
+		}
+		any = any || v
+	}
+	return any
+}
+
+// Progress returns how many gained partitions are done, of how many.
+func (p *Plan) Progress(alive func(string) bool) (done, total int) {
+	for _, part := range p.order {
+		if p.done(part, p.parts[part], alive) {
+			done++
+		}
+	}
+	return done, len(p.order)
+}
+
+// Done reports whether every gained partition is done: the node may become
+// normal.
+func (p *Plan) Done(alive func(string) bool) bool {
+	done, total := p.Progress(alive)
+	return done == total
+}
+
+// Next returns the next exchange to run: a source that is up and at most
+// max partitions due now that still need verifying against it, the source
+// with the most such partitions first. It returns "" when nothing is due;
+// wait is then how long until something is (0 if nothing ever will be
+// without a change: every unverified source is down).
+func (p *Plan) Next(now time.Time, alive func(string) bool, max int) (peer string, parts []int, wait time.Duration) {
+	byPeer := map[string][]int{}
+	for _, part := range p.order {
+		m := p.parts[part]
+		if p.done(part, m, alive) {
+			continue
+		}
+		if now.Before(m.due) {
+			if d := m.due.Sub(now); wait == 0 || d < wait {
+				wait = d
+			}
+			continue
+		}
+		for _, src := range m.sources {
+			if alive(src) && !p.verified[verifiedKey{part, src}] {
+				byPeer[src] = append(byPeer[src], part)
+			}
+		}
+	}
+	for src, ps := range byPeer {
+		if len(ps) > len(parts) || len(ps) == len(parts) && src < peer {
+			peer, parts = src, ps
+		}
+	}
+	if peer == "" {
+		return "", nil, wait
+	}
+	return peer, parts[:min(len(parts), max)], 0
+}
+
+// Result records an exchange with peer of the partitions asked: those
+// verified are, the others are tried again after a backoff.
+func (p *Plan) Result(peer string, asked, verified []int, err error, now time.Time) {
+	for _, part := range asked {
+		m := p.parts[part]
+		if slices.Contains(verified, part) {
+			p.verified[verifiedKey{part, peer}] = true
+			if m != nil {
+				m.attempts, m.lastErr = 0, ""
+			}
+			continue
+		}
+		if m == nil {
+			continue
+		}
+		m.attempts++
+		m.due = now.Add(p.backoff.after(m.attempts))
+		if err != nil {
+			m.lastErr = peer + ": " + err.Error()
+		}
+	}
+}
+
+// LastError returns the latest failure of a partition not yet done ("" if
+// none).
+func (p *Plan) LastError() string {
+	for _, part := range p.order {
+		if e := p.parts[part].lastErr; e != "" {
+			return e
+		}
+	}
+	return ""
+}
