@@ -16,7 +16,12 @@
 // it keeps coordinating writes it cannot replicate); a minority is cut
 // from a majority by iptables rules that drop packets inside each
 // container's network namespace (nsenter), or, where that is not
-// possible, by disconnecting the minority's nodes.
+// possible, by disconnecting the minority's nodes. TestDatacenterCut
+// starts two datacenters of two nodes (--dc, --replicas-per-dc dc1:2,dc2:2)
+// and cuts them apart the same way while clients bound to each side write
+// and read at LOCAL_QUORUM; it checks each side stays available, QUORUM
+// fails, and writes made on both sides during the cut end as siblings on
+// every replica.
 //
 // Every operation goes into a faults.History (invoked, then ok, fail or
 // info; unique values; no client retries a write), and the checkers of

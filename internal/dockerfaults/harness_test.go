@@ -255,6 +255,12 @@ func (n *node) closeClients() {
 // and waits until every node sees every member alive. Everything it
 // creates is removed by t.Cleanup, by name, even when the test fails.
 func newCluster(t *testing.T, name string, size int) *cluster {
+	return newClusterArgs(t, name, size, nil)
+}
+
+// newClusterArgs is newCluster with extra server flags for node i (0-based)
+// from extra, when not nil (e.g. --dc).
+func newClusterArgs(t *testing.T, name string, size int, extra func(i int) []string) *cluster {
 	img := image(t)
 	c := &cluster{t: t, image: img, prefix: fmt.Sprintf("rkvdf-%s-%s", runID, name),
 		// Connections are kept alive: fewer short-lived loopback
@@ -290,6 +296,9 @@ func newCluster(t *testing.T, name string, size int) *cluster {
 		n.args = []string{"--node-id", n.id, "--peer-addr", n.peerAddr(), "--timeout", "1s"}
 		if i > 0 {
 			n.args = append(n.args, "--join", c.nodes[0].peerAddr())
+		}
+		if extra != nil {
+			n.args = append(n.args, extra(i)...)
 		}
 		c.nodes = append(c.nodes, n)
 	}

@@ -248,12 +248,19 @@ func (w *workload) keys() []string {
 // resurrection). A read that fails is recorded and tried again through
 // the next node (reads write nothing). It returns the successful reads.
 func finalReads(t *testing.T, c *cluster, h *faults.History, keys []string) map[string]faults.ReadResult {
+	return finalReadsAt(t, c, h, keys, n)
+}
+
+// finalReadsAt is finalReads recording each read as standing for quorum
+// replicas (ALL is N: 3 for the default ring, the sum of the per-datacenter
+// counts for a multi-datacenter one).
+func finalReadsAt(t *testing.T, c *cluster, h *faults.History, keys []string, quorum int) map[string]faults.ReadResult {
 	t.Helper()
 	final := map[string]faults.ReadResult{}
 	for i, k := range keys {
 		for attempt := 0; attempt < 6; attempt++ {
 			nd := c.nodes[(i+attempt)%len(c.nodes)]
-			op := h.Invoke(faults.Op{Client: -1, Node: nd.id, Kind: faults.Read, Key: k, Level: "ALL", Quorum: n})
+			op := h.Invoke(faults.Op{Client: -1, Node: nd.id, Kind: faults.Read, Key: k, Level: "ALL", Quorum: quorum})
 			_, hp := nd.addrs()
 			rr, _, err := faults.HTTPGet(c.hc, hp, k, "ALL")
 			if err != nil {
@@ -279,6 +286,13 @@ func finalReads(t *testing.T, c *cluster, h *faults.History, keys []string) map[
 // reported before stopping. That is each replica's own state, not a
 // coordinator's merge: no endpoint serves a node's local copy alone.
 func replicaStates(t *testing.T, c *cluster, keys []string) map[string][]faults.ReplicaState {
+	return replicaStatesPerDC(t, c, keys, nil)
+}
+
+// replicaStatesPerDC is replicaStates for a ring placed with
+// --replicas-per-dc perDC (nil: one datacenter), which /v1/cluster does not
+// report, so the caller passes what every node was started with.
+func replicaStatesPerDC(t *testing.T, c *cluster, keys []string, perDC map[string]int) map[string][]faults.ReplicaState {
 	t.Helper()
 	st, err := c.status(c.nodes[0])
 	if err != nil {
@@ -292,7 +306,7 @@ func replicaStates(t *testing.T, c *cluster, keys []string) map[string][]faults.
 		}
 		members = append(members, ring.Member{ID: m.ID, Weight: m.Weight, DC: m.DC, Rack: m.Rack, State: s})
 	}
-	rg, err := ring.New(ring.Config{Partitions: st.Partitions, Replicas: st.Replicas}, members)
+	rg, err := ring.New(ring.Config{Partitions: st.Partitions, Replicas: st.Replicas, ReplicasPerDC: perDC}, members)
 	if err != nil {
 		t.Fatalf("rebuild the ring: %v", err)
 	}
