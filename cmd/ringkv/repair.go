@@ -107,25 +107,30 @@ a round that began after the request.`,
 }
 
 func repairCall(ctx context.Context, method, addr string) (server.RepairStatus, error) {
-	var st server.RepairStatus
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+"/v1/repair", nil)
+	return nodeJSON[server.RepairStatus](ctx, method, addr, "/v1/repair")
+}
+
+// nodeJSON calls a node's HTTP endpoint and decodes its JSON answer.
+func nodeJSON[T any](ctx context.Context, method, addr, path string) (T, error) {
+	var st T
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
 	if err != nil {
 		return st, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return st, fmt.Errorf("repair at %s: %w", addr, err)
+		return st, fmt.Errorf("%s at %s: %w", path, addr, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return st, fmt.Errorf("repair at %s: %w", addr, err)
+		return st, fmt.Errorf("%s at %s: %w", path, addr, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("repair at %s: %s: %s", addr, resp.Status, strings.TrimSpace(string(body)))
+		return st, fmt.Errorf("%s at %s: %s: %s", path, addr, resp.Status, strings.TrimSpace(string(body)))
 	}
 	if err := json.Unmarshal(body, &st); err != nil {
-		return st, fmt.Errorf("repair at %s: %w", addr, errors.Join(err, errors.New(string(body))))
+		return st, fmt.Errorf("%s at %s: %w", path, addr, errors.Join(err, errors.New(string(body))))
 	}
 	return st, nil
 }

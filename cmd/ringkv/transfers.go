@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -85,25 +83,5 @@ func humanBytes(n float64) string {
 }
 
 func transfersCall(ctx context.Context, addr string) (server.TransfersStatus, error) {
-	var st server.TransfersStatus
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/transfers", nil)
-	if err != nil {
-		return st, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return st, fmt.Errorf("transfers at %s: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return st, fmt.Errorf("transfers at %s: %w", addr, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("transfers at %s: %s: %s", addr, resp.Status, strings.TrimSpace(string(body)))
-	}
-	if err := json.Unmarshal(body, &st); err != nil {
-		return st, fmt.Errorf("transfers at %s: %w", addr, err)
-	}
-	return st, nil
+	return nodeJSON[server.TransfersStatus](ctx, http.MethodGet, addr, "/v1/transfers")
 }
