@@ -779,8 +779,17 @@ func (c *Coordinator) read(ctx context.Context, key []byte, plan readPlan) (merg
 			}
 		case <-rs.reqCtx.Done():
 			rs.last = rs.reqCtx.Err()
+			if rs.ok+rs.weak >= plan.r && rs.okPrimaries >= plan.pr && len(plan.dcs) == 0 {
+				// A primary asked never answered (down, not yet detected):
+				// the fallbacks' not-found answers stand, as a sloppy read.
+				rs.outstandingPrimaries = 0
+				break
+			}
 			c.finishRead(key, rs)
 			return nil, false, rs.failure()
+		}
+		if rs.reqCtx.Err() != nil && rs.met() {
+			break
 		}
 	}
 	// The local replica, when asked, answered synchronously.
@@ -827,7 +836,9 @@ type readState struct {
 	outstandingPrimaries int
 	got                  []readReply
 	ok, okPrimaries      int
-	okDC, outstandingDC  []int // per plan.dcs
+	// weak counts fallbacks' not-found answers (see tally).
+	weak                int
+	okDC, outstandingDC []int // per plan.dcs
 	// primaries answered and in flight, per plan.dcs
 	okPrimDC, outstandingPrimDC []int
 	merged                      *version.Object
@@ -853,7 +864,11 @@ func (c *Coordinator) newReadState(key []byte, plan readPlan) *readState {
 }
 
 func (rs *readState) met() bool {
-	if rs.ok < rs.plan.r || rs.okPrimaries < rs.plan.pr {
+	ok := rs.ok
+	if rs.outstandingPrimaries == 0 {
+		ok += rs.weak
+	}
+	if ok < rs.plan.r || rs.okPrimaries < rs.plan.pr {
 		return false
 	}
 	for i, d := range rs.plan.dcs {
@@ -897,7 +912,7 @@ func (rs *readState) askMore() bool {
 		}
 		return false
 	}
-	if rs.ok+rs.outstanding < rs.plan.r {
+	if rs.ok+rs.weak+rs.outstanding < rs.plan.r {
 		return rs.ask(rs.nextAsk(false))
 	}
 	return false
@@ -983,6 +998,15 @@ func (rs *readState) ask(i int) bool {
 func (rs *readState) tally(rep readReply) {
 	if rep.err != nil {
 		rs.last = rep.err
+		return
+	}
+	if !rep.primary && rep.obj == nil && len(rs.plan.dcs) == 0 {
+		// A fallback that holds nothing for the key: weak evidence (it
+		// holds only what was handed off to it), counted only once no
+		// primary's answer is in flight. Otherwise a fallback's quick
+		// not-found, the coordinator's own above all, would satisfy R
+		// while the primary that holds the key is still answering.
+		rs.weak++
 		return
 	}
 	rs.ok++

@@ -367,3 +367,44 @@ func TestStandInCopyOfConcurrentWritesIsRemoved(t *testing.T) {
 		})
 	}
 }
+
+// A fallback's not-found does not answer a read while a primary that holds
+// the key is still answering: with two of a key's primaries down, a read
+// at R=1 coordinated by a fallback (whose own empty copy answers first)
+// waits for the surviving primary, even when that primary is slower than
+// the speculative delay.
+func TestFallbackNotFoundDoesNotSatisfyR(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{
+		Nodes: 5, Replicas: 3, Seed: 13,
+		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 2 * time.Second, SpeculativeDelay: 5 * time.Millisecond},
+		Handoff:     &handoff.Options{Interval: time.Hour, Timeout: 300 * time.Millisecond},
+	})
+	ctx := ctxT(t)
+	first := []byte("weak-0")
+	if _, err := c.Nodes[0].Coord.Put(ctx, first, []byte("v"), nil, coordinator.All); err != nil {
+		t.Fatal(err)
+	}
+	// Kill its first two primaries; read it through a fallback standing in
+	// for them, with the surviving primary slow.
+	pref := c.Ring.PreferenceForKey(first)
+	killPrimaries(c, first, 0, 1)
+	survivor := pref[2]
+	var via string
+	for node := range standIns(c, first) {
+		via = node
+	}
+	if via == "" {
+		t.Fatal("no fallback stands in for the dead primaries")
+	}
+	c.Net.SetDelay(via, survivor, 100*time.Millisecond)
+	obj, err := c.Node(via).Coord.Get(ctx, first, 1)
+	if err != nil || fmt.Sprint(liveValues(obj)) != "[v]" {
+		t.Fatalf("read at R=1 through fallback %s with %s slow: %v, %v (a fallback's not-found answered)", via, survivor, liveValues(obj), err)
+	}
+	// A key nobody holds still reads as not found, through the same node.
+	missing := keyWithPrimaries(t, c.Ring, "weak-missing", pref[:2], survivor)
+	obj, err = c.Node(via).Coord.Get(ctx, missing, 2)
+	if err != nil || obj != nil {
+		t.Fatalf("missing key at R=2 with two primaries down: %v, %v", obj, err)
+	}
+}

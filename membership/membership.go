@@ -56,6 +56,8 @@ type Membership struct {
 	// push/pulls made by a join, so Start can tell a join that taught us
 	// the cluster from one that only reached a node.
 	joinStates atomic.Uint64
+	// bcast queues records changed by SetMemberState for gossip.
+	bcast *memberlist.TransmitLimitedQueue
 	// ownerBefore is set when a peer's table held a record of our ID in
 	// a state that owns partitions (see Config.StreamOnJoin).
 	ownerBefore atomic.Bool
@@ -98,6 +100,15 @@ func Start(cfg Config) (*Membership, error) {
 		stop:       make(chan struct{}),
 		tab:        table{self: cfg.NodeID, recs: map[string]Record{}, live: map[string]string{}},
 	}
+	m.bcast = &memberlist.TransmitLimitedQueue{
+		NumNodes: func() int {
+			if v := m.view.Load(); v != nil {
+				return len(v.alive) + 1
+			}
+			return 1
+		},
+		RetransmitMult: 4,
+	}
 
 	// Restore the persisted table before anything can gossip to us.
 	var restored []Record
@@ -110,6 +121,9 @@ func Start(cfg Config) (*Membership, error) {
 	peers := 0
 	for _, r := range restored {
 		if r.ID == cfg.NodeID {
+			if r.State == ring.StateLeft {
+				return nil, errLeft(cfg.NodeID)
+			}
 			prev = &r
 			continue
 		}
@@ -241,6 +255,10 @@ func Start(cfg Config) (*Membership, error) {
 			}
 			m.logf("membership: building the ring after joining %v: %v; keeping the persisted ring", targets, err)
 		}
+		if m.LocalNode().State == ring.StateLeft {
+			m.Close()
+			return nil, errLeft(cfg.NodeID)
+		}
 		if m.LocalNode().State == ring.StateJoining && prev == nil && !m.establishedWithoutUs() {
 			if err := m.SetState(ring.StateNormal); err != nil {
 				m.Close()
@@ -249,6 +267,11 @@ func Start(cfg Config) (*Membership, error) {
 		}
 	}
 	return m, nil
+}
+
+// errLeft is why a node whose ID has left the cluster does not start.
+func errLeft(id string) error {
+	return fmt.Errorf("membership: node %q has left the cluster (decommissioned or removed); a node ID is not reused: start the node with a new --node-id and an empty data directory", id)
 }
 
 // establishedWithoutUs reports whether the cluster this new node joined
@@ -696,8 +719,84 @@ func (m *Membership) mergeLocked(r Record, from string) bool {
 		m.tab.recs[me.ID] = me
 		signal(m.announceCh)
 		return true
+	case mergeSelfState:
+		me := m.tab.recs[m.cfg.NodeID]
+		m.logf("membership: %s learns from %s that it is %v (was %v): an operator decommissioned or removed it", me.ID, from, r.State, me.State)
+		me.State = r.State
+		me.Version = nextVersion(max(me.Version, r.Version))
+		m.tab.recs[me.ID] = me
+		signal(m.announceCh)
+		return true
 	}
 	return false
+}
+
+// SetMemberState is the operator's path to another node's state: it moves
+// node id to ring.StateLeaving (decommission, or removal of a dead node)
+// or ring.StateLeft (the move is done), writes the record with a higher
+// version, persists it, and gossips it to every node, including id itself,
+// which adopts it (see table.merge). States only move forward: a node that
+// is leaving or left never returns to normal, even if it restarts from an
+// old data directory. For this node's own ID it is SetState.
+func (m *Membership) SetMemberState(id string, s ring.State) error {
+	if id == m.cfg.NodeID {
+		return m.SetState(s)
+	}
+	if s != ring.StateLeaving && s != ring.StateLeft {
+		return fmt.Errorf("membership: another node's state can only be set to leaving or left, not %v", s)
+	}
+	if m.closed.Load() {
+		return errors.New("membership: closed")
+	}
+	m.mu.Lock()
+	rec, ok := m.tab.recs[id]
+	switch {
+	case !ok:
+		m.mu.Unlock()
+		return fmt.Errorf("membership: unknown node %q", id)
+	case rec.State == s:
+		m.mu.Unlock()
+		return nil
+	case rec.State > s:
+		m.mu.Unlock()
+		return fmt.Errorf("membership: node %q is %v already", id, rec.State)
+	}
+	old := rec
+	rec.State = s
+	rec.Version = nextVersion(rec.Version)
+	m.tab.recs[id] = rec
+	r, err := m.buildRingLocked()
+	if err != nil {
+		m.tab.recs[id] = old
+		m.mu.Unlock()
+		return fmt.Errorf("membership: %s to %v: %w", id, s, err)
+	}
+	m.publishLocked(true, r)
+	m.mu.Unlock()
+	m.logf("membership: %s is now %v (set here, on %s)", id, s, m.cfg.NodeID)
+	m.broadcast(rec)
+	if err := m.persist(); err != nil {
+		return fmt.Errorf("membership: persisting ring state: %w", err)
+	}
+	return nil
+}
+
+// recordBroadcast gossips one record that is not the sender's own (the
+// sender's own rides in its metadata): an operator's state change.
+type recordBroadcast struct {
+	id  string
+	msg []byte
+}
+
+func (b recordBroadcast) Invalidates(o memberlist.Broadcast) bool {
+	ob, ok := o.(recordBroadcast)
+	return ok && ob.id == b.id
+}
+func (b recordBroadcast) Message() []byte { return b.msg }
+func (b recordBroadcast) Finished()       {}
+
+func (m *Membership) broadcast(r Record) {
+	m.bcast.QueueBroadcast(recordBroadcast{id: r.ID, msg: encodeMeta(m.fp, r)})
 }
 
 func (m *Membership) ownerAddrLocked(id string) string {
@@ -742,8 +841,24 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	return b
 }
 
-func (d *delegate) NotifyMsg([]byte)                           {}
-func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+// NotifyMsg merges a record gossiped by SetMemberState.
+func (d *delegate) NotifyMsg(b []byte) {
+	m := d.m
+	cfg, r, err := decodeMeta(b)
+	if err != nil || cfg != m.fp {
+		m.warnOnce("badmsg", "membership: ignoring a gossiped record (%v, ring config %s; ours %s)", err, cfg, m.fp)
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.mergeLocked(r, "gossip") {
+		m.publishLocked(true, nil)
+	}
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.m.bcast.GetBroadcasts(overhead, limit)
+}
 
 // LocalState returns the whole table for push/pull.
 func (d *delegate) LocalState(join bool) []byte {

@@ -13,9 +13,11 @@ import (
 	"github.com/ringkv/ringkv/ring"
 )
 
-// Record is one node's entry in the ring state table. Only the node itself
+// Record is one node's entry in the ring state table. The node itself
 // changes its record, bumping Version each time; everyone else keeps the
-// highest version they have seen.
+// highest version they have seen. The one exception is an operator's
+// decommission or removal (Membership.SetMemberState), which any node may
+// write: the states it sets, leaving and left, are never undone.
 type Record struct {
 	ring.Member
 	// Advertised service addresses and the gossip address (host:port).
@@ -138,10 +140,11 @@ func checkRecord(r Record, rc ring.Config) error {
 type mergeResult int
 
 const (
-	mergeIgnored  mergeResult = iota // not newer
-	mergeApplied                     // table changed
-	mergeConflict                    // ID collision: ignored, worth a log line
-	mergeSelf                        // a version of our own record not older than ours: re-assert
+	mergeIgnored   mergeResult = iota // not newer
+	mergeApplied                      // table changed
+	mergeConflict                     // ID collision: ignored, worth a log line
+	mergeSelf                         // a version of our own record not older than ours: re-assert
+	mergeSelfState                    // our own record moved to leaving or left by an operator: adopt
 )
 
 // table is the record table and the liveness facts the merge rules need.
@@ -158,6 +161,12 @@ type table struct {
 func (t *table) merge(r Record) mergeResult {
 	if r.ID == t.self {
 		me := t.recs[t.self]
+		if r.State > me.State && r.State >= ring.StateLeaving {
+			// An operator decommissioned or removed us (the record was
+			// written by another node, perhaps while we were down, perhaps
+			// at an older address): the state only moves forward.
+			return mergeSelfState
+		}
 		if r.GossipAddr != me.GossipAddr {
 			return mergeConflict // someone else claims our ID
 		}
@@ -168,6 +177,12 @@ func (t *table) merge(r Record) mergeResult {
 	}
 	old, known := t.recs[r.ID]
 	if known && r.Version <= old.Version {
+		return mergeIgnored
+	}
+	if known && old.State >= ring.StateLeaving && r.State < old.State {
+		// Leaving and left are never undone: a removed node restarted from
+		// an old data directory asserts its old state with a newer version,
+		// and must not take its partitions back.
 		return mergeIgnored
 	}
 	if addr, alive := t.live[r.ID]; alive && addr != r.GossipAddr {

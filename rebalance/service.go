@@ -2,8 +2,13 @@ package rebalance
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,22 +17,83 @@ import (
 	"github.com/ringkv/ringkv/transport"
 )
 
-// KindView asks a peer which state its ring gives a node (payload: the
-// node's ID; reply: one byte, the ring.State, or 0xff for a node it does
-// not know). The joiner waits until every member that is up answers
-// joining before it streams: see Service.
-const KindView uint8 = 72
+// Peer message kinds of this package.
+const (
+	// KindView asks a peer for the hash of its ring's members and states
+	// (RingHash; reply: 8 bytes). A node streams the partitions it gains
+	// only once every member that is up answers with its own hash: from
+	// then on every coordinator sends writes to it as a pending owner.
+	KindView uint8 = 72
+	// KindMoveStatus asks a peer how far it is with the partitions it
+	// gains in the current change (reply: moveStatus, 25 bytes). The
+	// member that completes a change asks every gainer.
+	KindMoveStatus uint8 = 73
+)
 
 // Owns reports whether a peer message kind is this package's.
-func Owns(kind uint8) bool { return kind == KindView }
+func Owns(kind uint8) bool { return kind == KindView || kind == KindMoveStatus }
 
-// HandleView answers KindView from the ring this node uses.
-func HandleView(r *ring.Ring, payload []byte) ([]byte, error) {
-	m, ok := r.Member(string(payload))
-	if !ok {
-		return []byte{0xff}, nil
+// RingHash identifies a ring's members with their states, weights and
+// places: two nodes with equal hashes compute the same preference lists
+// and the same pending owners.
+func RingHash(r *ring.Ring) uint64 {
+	h := fnv.New64a()
+	ms := r.Members()
+	sort.Slice(ms, func(i, j int) bool { return ms[i].ID < ms[j].ID })
+	for _, m := range ms {
+		fmt.Fprintf(h, "%q %d %d %q %q\n", m.ID, m.State, m.Weight, m.DC, m.Rack)
 	}
-	return []byte{byte(m.State)}, nil
+	return h.Sum64()
+}
+
+// moveStatus is a KindMoveStatus reply: a node's progress with the
+// partitions it gains in the ring of hash Hash.
+type moveStatus struct {
+	Hash                       uint64
+	Done                       bool // settled, and every gained partition verified
+	PartitionsDone, Partitions uint32
+	Bytes                      uint64
+}
+
+func (m moveStatus) encode() []byte {
+	b := binary.BigEndian.AppendUint64(nil, m.Hash)
+	d := byte(0)
+	if m.Done {
+		d = 1
+	}
+	b = append(b, d)
+	b = binary.BigEndian.AppendUint32(b, m.PartitionsDone)
+	b = binary.BigEndian.AppendUint32(b, m.Partitions)
+	return binary.BigEndian.AppendUint64(b, m.Bytes)
+}
+
+func decodeMoveStatus(b []byte) (moveStatus, error) {
+	if len(b) != 25 || b[8] > 1 {
+		return moveStatus{}, fmt.Errorf("rebalance: malformed move status (%d bytes)", len(b))
+	}
+	return moveStatus{
+		Hash: binary.BigEndian.Uint64(b), Done: b[8] == 1,
+		PartitionsDone: binary.BigEndian.Uint32(b[9:]), Partitions: binary.BigEndian.Uint32(b[13:]),
+		Bytes: binary.BigEndian.Uint64(b[17:]),
+	}, nil
+}
+
+// Handle answers this package's peer messages. r is the ring this node
+// uses; s may be nil (anti-entropy off: no moves run here), and then a
+// move status is refused, so no change completes counting on this node.
+func (s *Service) Handle(r *ring.Ring, kind uint8, payload []byte) ([]byte, error) {
+	switch kind {
+	case KindView:
+		return binary.BigEndian.AppendUint64(nil, RingHash(r)), nil
+	case KindMoveStatus:
+		if s == nil {
+			return nil, errors.New("rebalance: moves are off on this node (anti-entropy is disabled)")
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.status.encode(), nil
+	}
+	return nil, fmt.Errorf("rebalance: unknown message kind %d", kind)
 }
 
 // Cluster is what the service needs of membership.
@@ -36,6 +102,7 @@ type Cluster interface {
 	Addr(nodeID string) (string, bool)
 	Alive(nodeID string) bool
 	SetState(ring.State) error
+	SetMemberState(id string, s ring.State) error
 }
 
 // Syncer runs the exchanges (antientropy.Service).
@@ -46,16 +113,19 @@ type Syncer interface {
 
 // Options configure a Service. Zero fields take their defaults.
 type Options struct {
-	// Settle bounds the wait for every member that is up to see this node
-	// joining before the stream starts. Default: 30s.
+	// Settle bounds the wait for every member that is up to see the ring
+	// this node sees before it streams. Default: 30s.
 	Settle time.Duration
 	// Backoff is the retry of a partition whose exchange failed. Default:
 	// 200ms doubling to 10s.
 	Backoff Backoff
 	// Batch is the partitions of one exchange. Default: 16.
 	Batch int
-	// Timeout bounds one KindView call. Default: 2s.
+	// Timeout bounds one call to a peer. Default: 2s.
 	Timeout time.Duration
+	// Poll is how often the ring is looked at when nothing moves.
+	// Default: 250ms.
+	Poll time.Duration
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 	// Logf receives notable events. Default: discard.
@@ -78,6 +148,9 @@ func (o Options) withDefaults() Options {
 	if o.Timeout <= 0 {
 		o.Timeout = 2 * time.Second
 	}
+	if o.Poll <= 0 {
+		o.Poll = 250 * time.Millisecond
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -87,12 +160,18 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Transfer is one move as GET /v1/transfers shows it.
+// Transfer is one move as GET /v1/transfers shows it. A node shows the
+// partitions it receives (kind "stream") and, where it completes a change,
+// the change with every receiver's progress summed (kind "join" or
+// "leave": Node is the member joining or leaving).
 type Transfer struct {
-	Kind string `json:"kind"` // "join"
+	Kind string `json:"kind"` // "stream", "join" or "leave"
 	Node string `json:"node"`
-	// State: settling (waiting for the members to see the joiner),
-	// streaming, done.
+	// Changes lists the ring changes in progress ("n4 joining").
+	Changes []string `json:"changes,omitempty"`
+	// State: settling (waiting for the members to see the ring change),
+	// streaming, done; for a change that was overtaken (the node it moves
+	// went back, or another change replaced it): stopped.
 	State           string  `json:"state"`
 	PartitionsTotal int     `json:"partitions_total"`
 	PartitionsDone  int     `json:"partitions_done"`
@@ -101,10 +180,26 @@ type Transfer struct {
 	ETASeconds      float64 `json:"eta_seconds"`
 	Started         string  `json:"started,omitempty"`
 	Finished        string  `json:"finished,omitempty"`
-	LastError       string  `json:"last_error,omitempty"`
+	// Waiting names what the move waits for (a receiver that is down, a
+	// member that does not see the change yet).
+	Waiting   string `json:"waiting,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+
+	started time.Time
 }
 
-// Service runs this node's move, if it is joining.
+// maxHistory bounds the finished transfers kept for display.
+const maxHistory = 16
+
+// Service runs this node's part of every ring change: it streams the
+// partitions this node gains (from their current owners, through
+// anti-entropy exchanges), and completes the changes it is responsible
+// for: a joining node makes itself normal, and a leaving node makes
+// itself left (a dead leaving node, removed by an operator, is completed
+// by the normal member with the lowest ID that is up) once every node that
+// gains partitions in the change reports them verified. Everything is
+// recomputed from the ring, so a node that restarts resumes where the ring
+// says the change is.
 type Service struct {
 	self string
 	cl   Cluster
@@ -116,159 +211,392 @@ type Service struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu sync.Mutex
-	t  *Transfer // nil until a move starts
+	// Owned by the run goroutine.
+	hash     uint64 // RingHash of the ring the plan is for
+	seen     time.Time
+	settled  bool
+	plan     *Plan
+	bytes0   uint64 // anti-entropy bytes when the stream began
+	streamed uint64
+
+	mu       sync.Mutex
+	status   moveStatus           // served to KindMoveStatus
+	active   map[string]*Transfer // by kind+node
+	finished []Transfer
 }
 
 // New returns a service; Start runs it.
 func New(self string, cl Cluster, s Syncer, tr transport.Transport, o Options) *Service {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Service{self: self, cl: cl, sync: s, tr: tr, o: o.withDefaults(), ctx: ctx, cancel: cancel}
+	return &Service{self: self, cl: cl, sync: s, tr: tr, o: o.withDefaults(), ctx: ctx, cancel: cancel, active: map[string]*Transfer{}}
 }
 
-// Start runs the move in the background if this node is joining.
+// Start runs the service in the background.
 func (s *Service) Start() {
-	if m, _ := s.cl.Ring().Member(s.self); m.State != ring.StateJoining {
-		return
-	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := s.join(); err != nil && s.ctx.Err() == nil {
-			s.o.Logf("rebalance: join: %v", err)
+		for s.ctx.Err() == nil {
+			if !s.sleep(s.step()) {
+				return
+			}
 		}
 	}()
 }
 
-// Close stops the move (a restarted joiner resumes it) and waits.
+// Close stops the service (a restarted node resumes its moves) and waits.
 func (s *Service) Close() {
 	s.cancel()
 	s.wg.Wait()
 }
 
-// Transfers lists this node's moves.
+// Transfers lists this node's moves: the ones in progress, then the last
+// finished ones, oldest first.
 func (s *Service) Transfers() []Transfer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.t == nil {
-		return []Transfer{}
+	out := slices.Clone(s.finished)
+	var act []Transfer
+	for _, t := range s.active {
+		act = append(act, *t)
 	}
-	return []Transfer{*s.t}
-}
-
-func (s *Service) update(fn func(t *Transfer)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	fn(s.t)
+	sort.Slice(act, func(i, j int) bool { return act[i].Kind+act[i].Node < act[j].Kind+act[j].Node })
+	out = append(out, act...)
+	if out == nil {
+		out = []Transfer{}
+	}
+	return out
 }
 
 func (s *Service) sleep(d time.Duration) bool {
+	if d <= 0 {
+		return s.ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
-	case <-time.After(d):
+	case <-t.C:
 		return true
 	case <-s.ctx.Done():
 		return false
 	}
 }
 
-func (s *Service) join() error {
-	now := s.o.Now()
-	s.mu.Lock()
-	s.t = &Transfer{Kind: "join", Node: s.self, State: "settling", Started: now.UTC().Format(time.RFC3339)}
-	s.mu.Unlock()
-	s.settle()
-	if s.ctx.Err() != nil {
-		return s.ctx.Err()
+// transfer returns the active transfer kind/node, creating it.
+func (s *Service) transfer(kind, node string, changes []string) *Transfer {
+	k := kind + "\x00" + node
+	t := s.active[k]
+	if t == nil {
+		now := s.o.Now()
+		t = &Transfer{Kind: kind, Node: node, State: "settling", Started: now.UTC().Format(time.RFC3339), started: now}
+		s.active[k] = t
 	}
-	plan := NewPlan(s.self, s.cl.Ring(), s.o.Backoff)
-	bytes0 := s.sync.Status().BytesSent + s.sync.Status().BytesReceived
-	start := s.o.Now()
-	s.o.Logf("rebalance: %s streams %d partitions from their owners", s.self, len(plan.Partitions()))
-	for {
-		r := s.cl.Ring()
-		if m, _ := r.Member(s.self); m.State != ring.StateJoining {
-			return fmt.Errorf("%s is %v, no longer joining: move stopped", s.self, m.State)
+	t.Changes = changes
+	return t
+}
+
+// finish moves the active transfer kind/node to the history in state st.
+func (s *Service) finish(kind, node, st string) {
+	k := kind + "\x00" + node
+	t := s.active[k]
+	if t == nil {
+		return
+	}
+	delete(s.active, k)
+	t.State, t.ETASeconds, t.Waiting = st, 0, ""
+	if st == "done" {
+		t.PartitionsDone = t.PartitionsTotal
+	}
+	t.Finished = s.o.Now().UTC().Format(time.RFC3339)
+	s.finished = append(s.finished, *t)
+	if len(s.finished) > maxHistory {
+		s.finished = s.finished[len(s.finished)-maxHistory:]
+	}
+}
+
+// changes returns the members joining or leaving, and their description.
+func changes(r *ring.Ring) ([]ring.Member, []string) {
+	var ms []ring.Member
+	var desc []string
+	for _, m := range r.Members() {
+		if m.State == ring.StateJoining || m.State == ring.StateLeaving {
+			ms = append(ms, m)
+			desc = append(desc, m.ID+" "+m.State.String())
 		}
-		plan.Update(r)
-		alive := func(id string) bool { return id != s.self && s.cl.Alive(id) }
-		done, total := plan.Progress(alive)
-		st := s.sync.Status()
-		moved := st.BytesSent + st.BytesReceived - bytes0
-		elapsed := s.o.Now().Sub(start).Seconds()
-		s.update(func(t *Transfer) {
-			t.State, t.PartitionsDone, t.PartitionsTotal, t.Bytes = "streaming", done, total, moved
-			t.LastError = plan.LastError()
-			if elapsed > 0 {
-				t.RateBytesPerSec = float64(moved) / elapsed
+	}
+	return ms, desc
+}
+
+// step does one unit of work and returns how long to wait before the next.
+func (s *Service) step() time.Duration {
+	r := s.cl.Ring()
+	h := RingHash(r)
+	changing, desc := changes(r)
+	if h != s.hash {
+		s.newRing(r, h, changing)
+	}
+	if len(changing) == 0 {
+		return s.o.Poll
+	}
+	alive := func(id string) bool { return id != s.self && s.cl.Alive(id) }
+
+	// This node's gains.
+	if gained := s.plan.Partitions(); len(gained) > 0 {
+		if !s.settled {
+			waiting, err := s.unsettled(r, h)
+			if len(waiting) > 0 && s.o.Now().Sub(s.seen) < s.o.Settle {
+				s.mu.Lock()
+				t := s.transfer("stream", s.self, desc)
+				t.State, t.PartitionsTotal = "settling", len(gained)
+				t.Waiting = fmt.Sprintf("%v to see the change", waiting)
+				s.mu.Unlock()
+				return 100 * time.Millisecond
 			}
-			if done > 0 && done < total {
-				t.ETASeconds = elapsed / float64(done) * float64(total-done)
+			if len(waiting) > 0 {
+				s.o.Logf("rebalance: after %v, %v do not confirm seeing the change (%v); streaming anyway: writes they coordinated meanwhile reach this node by anti-entropy", s.o.Settle, waiting, err)
 			}
-		})
-		if done == total {
-			// Done before the state changes, so that whoever sees the node
-			// normal sees its move done.
-			s.update(func(t *Transfer) {
-				t.State, t.ETASeconds = "done", 0
-				t.Finished = s.o.Now().UTC().Format(time.RFC3339)
-			})
-			if err := s.cl.SetState(ring.StateNormal); err != nil {
-				s.update(func(t *Transfer) { t.State, t.Finished, t.LastError = "streaming", "", err.Error() })
-				return err
-			}
-			s.o.Logf("rebalance: %s streamed %d partitions (%d bytes) in %.1fs: now normal", s.self, total, moved, elapsed)
-			return nil
+			s.settled = true
+			s.bytes0 = s.syncBytes()
+			s.o.Logf("rebalance: %s streams %d partitions from their owners (%s)", s.self, len(gained), strings.Join(desc, ", "))
 		}
-		peer, parts, wait := plan.Next(s.o.Now(), alive, s.o.Batch)
-		if peer == "" {
-			if wait <= 0 || wait > time.Second {
-				wait = time.Second // every source down: wait for one to return
+		if peer, parts, _ := s.plan.Next(s.o.Now(), alive, s.o.Batch); peer != "" && !s.plan.Done(alive) {
+			verified, err := s.sync.SyncPartitions(peer, parts)
+			if err != nil && s.ctx.Err() == nil {
+				s.o.Logf("rebalance: streaming %d partitions from %s: %v (retrying)", len(parts), peer, err)
 			}
-			if !s.sleep(wait) {
-				return s.ctx.Err()
+			s.plan.Result(peer, parts, verified, err, s.o.Now())
+			s.publishStream(h, desc, alive)
+			return 0
+		}
+	}
+	s.publishStream(h, desc, alive)
+
+	// The changes this node completes.
+	for _, c := range changing {
+		if s.completes(r, c) {
+			s.drive(r, h, c, desc)
+		}
+	}
+	return s.o.Poll
+}
+
+// newRing starts over for a changed ring: the plan is recomputed (its
+// verifications kept: they are of the data), the members must be asked
+// again whether they see the ring, and the moves of changes that are over
+// are closed.
+func (s *Service) newRing(r *ring.Ring, h uint64, changing []ring.Member) {
+	s.hash, s.seen, s.settled = h, s.o.Now(), false
+	if s.plan == nil || len(changing) == 0 {
+		s.plan = NewPlan(s.self, r, s.o.Backoff)
+	} else {
+		s.plan.Update(r)
+	}
+	gains := len(s.plan.Partitions())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status = moveStatus{Hash: h, Done: gains == 0, Partitions: uint32(gains)}
+	for _, t := range s.active {
+		if t.Kind == "stream" {
+			switch {
+			case t.State == "done":
+				s.finish(t.Kind, t.Node, "done")
+			case gains == 0:
+				s.finish(t.Kind, t.Node, "stopped")
 			}
 			continue
 		}
-		verified, err := s.sync.SyncPartitions(peer, parts)
-		if err != nil {
-			s.o.Logf("rebalance: streaming %d partitions from %s: %v (retrying)", len(parts), peer, err)
+		want := ring.StateLeaving
+		if t.Kind == "join" {
+			want = ring.StateJoining
 		}
-		plan.Result(peer, parts, verified, err, s.o.Now())
-		if s.ctx.Err() != nil {
-			return s.ctx.Err()
+		m, _ := r.Member(t.Node)
+		switch {
+		case m.State == want:
+		case t.Kind == "join" && m.State == ring.StateNormal, t.Kind == "leave" && m.State == ring.StateLeft:
+			s.finish(t.Kind, t.Node, "done") // completed, by this node or another
+		default:
+			s.finish(t.Kind, t.Node, "stopped")
 		}
 	}
 }
 
-// settle waits until every member that is up, in any state but left, sees
-// this node joining (then it coordinates every write to the partitions
-// this node gains with this node as a pending owner), or Settle passes. A
-// write coordinated on a ring without the joiner is not sent to it: the
-// stream must begin after the last such write was stored by its owners.
-// Asking beats waiting a fixed time: gossip usually spreads in well under
-// a second, but a member that missed the broadcast learns the state only
-// at its next push/pull.
-func (s *Service) settle() {
-	deadline := s.o.Now().Add(s.o.Settle)
-	for s.ctx.Err() == nil {
-		waiting, err := s.unsettled()
-		if len(waiting) == 0 {
-			return
-		}
-		if s.o.Now().After(deadline) {
-			s.o.Logf("rebalance: after %v, %v do not confirm seeing %s joining (%v); streaming anyway: writes they coordinated meanwhile reach this node by anti-entropy once it is normal", s.o.Settle, waiting, s.self, err)
-			return
-		}
-		s.sleep(100 * time.Millisecond)
+func (s *Service) syncBytes() uint64 {
+	st := s.sync.Status()
+	return st.BytesSent + st.BytesReceived
+}
+
+// publishStream updates this node's stream transfer and the status it
+// serves to KindMoveStatus.
+func (s *Service) publishStream(h uint64, desc []string, alive func(string) bool) {
+	done, total := s.plan.Progress(alive)
+	complete := s.settled && done == total || total == 0
+	var moved uint64
+	if s.settled {
+		moved = s.syncBytes() - s.bytes0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status = moveStatus{Hash: h, Done: complete, PartitionsDone: uint32(done), Partitions: uint32(total), Bytes: moved}
+	if total == 0 {
+		return
+	}
+	t := s.transfer("stream", s.self, desc)
+	if t.State == "done" {
+		return
+	}
+	t.State, t.PartitionsDone, t.PartitionsTotal, t.Bytes = "streaming", done, total, moved
+	t.LastError, t.Waiting = s.plan.LastError(), ""
+	fillRate(t, s.o.Now())
+	if complete {
+		t.State = "done"
+		t.Finished = s.o.Now().UTC().Format(time.RFC3339)
+		t.ETASeconds = 0
+		s.o.Logf("rebalance: %s holds the %d partitions it gains (%d bytes exchanged)", s.self, total, moved)
 	}
 }
 
-// unsettled lists the members that are up and do not (yet) see this node
-// joining.
-func (s *Service) unsettled() ([]string, error) {
+func fillRate(t *Transfer, now time.Time) {
+	elapsed := now.Sub(t.started).Seconds()
+	if elapsed > 0 {
+		t.RateBytesPerSec = float64(t.Bytes) / elapsed
+	}
+	t.ETASeconds = 0
+	if t.PartitionsDone > 0 && t.PartitionsDone < t.PartitionsTotal {
+		t.ETASeconds = elapsed / float64(t.PartitionsDone) * float64(t.PartitionsTotal-t.PartitionsDone)
+	}
+}
+
+// completes reports whether this node completes change c: its own join or
+// leave, or the leave of a member that is down (an operator's removal) when
+// this node is the normal member with the lowest ID that is up.
+func (s *Service) completes(r *ring.Ring, c ring.Member) bool {
+	if c.ID == s.self {
+		return true
+	}
+	if c.State != ring.StateLeaving || s.cl.Alive(c.ID) {
+		return false
+	}
+	me, _ := r.Member(s.self)
+	if me.State != ring.StateNormal {
+		return false
+	}
+	for _, m := range r.Members() {
+		if m.State == ring.StateNormal && m.ID < s.self && s.cl.Alive(m.ID) {
+			return false
+		}
+	}
+	return true
+}
+
+// gainers returns every pending owner of any partition.
+func gainers(r *ring.Ring) []string {
+	set := map[string]bool{}
+	for p := range r.Partitions() {
+		for _, id := range r.Pending(p) {
+			set[id] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for id := range set {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// drive asks every gainer of the change how far it is and, once all hold
+// what they gain, completes change c: a joining node becomes normal, a
+// leaving one left.
+func (s *Service) drive(r *ring.Ring, h uint64, c ring.Member, desc []string) {
+	kind := "leave"
+	if c.State == ring.StateJoining {
+		kind = "join"
+	}
+	var waiting []string
+	var done, total int
+	var moved uint64
+	for _, g := range gainers(r) {
+		var st moveStatus
+		if g == s.self {
+			s.mu.Lock()
+			st = s.status
+			s.mu.Unlock()
+		} else if !s.cl.Alive(g) {
+			waiting = append(waiting, g+" (down)")
+			continue
+		} else {
+			var err error
+			if st, err = s.moveStatus(g); err != nil {
+				waiting = append(waiting, fmt.Sprintf("%s (%v)", g, err))
+				continue
+			}
+		}
+		done, total, moved = done+int(st.PartitionsDone), total+int(st.Partitions), moved+st.Bytes
+		switch {
+		case st.Hash != h:
+			waiting = append(waiting, g+" (does not see the change yet)")
+		case !st.Done:
+			waiting = append(waiting, g)
+		}
+	}
+	s.mu.Lock()
+	t := s.transfer(kind, c.ID, desc)
+	t.State, t.PartitionsDone, t.PartitionsTotal, t.Bytes = "streaming", done, total, moved
+	t.Waiting = ""
+	if len(waiting) > 0 {
+		t.Waiting = strings.Join(waiting, ", ")
+	}
+	fillRate(t, s.o.Now())
+	s.mu.Unlock()
+	if len(waiting) > 0 {
+		return
+	}
+	next := ring.StateNormal
+	if kind == "leave" {
+		next = ring.StateLeft
+	}
+	// Done before the state changes, so that whoever sees the new state
+	// sees the move done.
+	s.mu.Lock()
+	s.finish(kind, c.ID, "done")
+	s.mu.Unlock()
+	if err := s.cl.SetMemberState(c.ID, next); err != nil {
+		s.o.Logf("rebalance: %s %s: setting it %v: %v", kind, c.ID, next, err)
+		s.mu.Lock()
+		t := s.finished[len(s.finished)-1]
+		s.finished = s.finished[:len(s.finished)-1]
+		t.State, t.Finished, t.LastError = "streaming", "", err.Error()
+		s.active[kind+"\x00"+c.ID] = &t
+		s.mu.Unlock()
+		return
+	}
+	s.o.Logf("rebalance: %s %s is complete (%d partitions, %d bytes): it is now %v", kind, c.ID, total, moved, next)
+}
+
+func (s *Service) moveStatus(peer string) (moveStatus, error) {
+	addr, ok := s.cl.Addr(peer)
+	if !ok {
+		return moveStatus{}, errors.New("no address")
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.o.Timeout)
+	defer cancel()
+	reply, err := s.tr.Call(ctx, addr, KindMoveStatus, nil)
+	if err != nil {
+		return moveStatus{}, err
+	}
+	return decodeMoveStatus(reply)
+}
+
+// unsettled lists the members that are up and do not (yet) see the ring
+// of hash h. A write coordinated on an older ring is not sent to a pending
+// owner: the stream must begin after the last such write was stored by
+// the owners. Asking beats waiting a fixed time: gossip usually spreads in
+// well under a second, but a member that missed the broadcast learns the
+// change only at its next push/pull.
+func (s *Service) unsettled(r *ring.Ring, h uint64) ([]string, error) {
 	var waiting []string
 	var errs []error
-	for _, m := range s.cl.Ring().Members() {
+	for _, m := range r.Members() {
 		if m.ID == s.self || m.State == ring.StateLeft || !s.cl.Alive(m.ID) {
 			continue
 		}
@@ -277,9 +605,9 @@ func (s *Service) unsettled() ([]string, error) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, s.o.Timeout)
-		reply, err := s.tr.Call(ctx, addr, KindView, []byte(s.self))
+		reply, err := s.tr.Call(ctx, addr, KindView, nil)
 		cancel()
-		if err != nil || len(reply) != 1 || ring.State(reply[0]) != ring.StateJoining {
+		if err != nil || len(reply) != 8 || binary.BigEndian.Uint64(reply) != h {
 			waiting = append(waiting, m.ID)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", m.ID, err))

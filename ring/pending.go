@@ -5,8 +5,9 @@ import (
 	"sync"
 )
 
-// future is the ring as it will be once every joining member is normal,
-// built on first use (a ring without joining members is its own future).
+// future is the ring as it will be once every joining member is normal
+// and every leaving member has left, built on first use (a ring with no
+// member joining or leaving is its own future).
 type future struct {
 	once    sync.Once
 	ring    *Ring
@@ -15,9 +16,10 @@ type future struct {
 }
 
 // Future returns the ring the members will form once every Joining member
-// has become Normal: the same config and members, with the joining ones
-// placed. It is built once per ring, on first use; a ring with no joining
-// member returns itself.
+// has become Normal and every Leaving member Left: the same config and
+// members, with the joining ones placed and the leaving ones not. It is
+// built once per ring, on first use; a ring with no member joining or
+// leaving returns itself.
 func (r *Ring) Future() (*Ring, error) {
 	r.future.once.Do(r.buildFuture)
 	return r.future.ring, r.future.err
@@ -26,14 +28,18 @@ func (r *Ring) Future() (*Ring, error) {
 func (r *Ring) buildFuture() {
 	f := &r.future
 	ms := slices.Clone(r.members)
-	joining := false
+	changing := false
 	for i := range ms {
-		if ms[i].State == StateJoining {
+		switch ms[i].State {
+		case StateJoining:
 			ms[i].State = StateNormal
-			joining = true
+			changing = true
+		case StateLeaving:
+			ms[i].State = StateLeft
+			changing = true
 		}
 	}
-	if !joining {
+	if !changing {
 		f.ring = r
 		return
 	}
@@ -54,10 +60,11 @@ func (r *Ring) buildFuture() {
 }
 
 // Pending returns partition's pending owners: the nodes that will
-// replicate it once the joining members are normal but do not now (joining
-// members, mostly). Writes go to them too, so that nothing written while
+// replicate it once the joining members are normal and the leaving ones
+// left, but do not now (joining members, and the next owners of a leaving
+// member's partitions). Writes go to them too, so that nothing written while
 // they stream the partition is missed, but they are not counted toward a
-// write's quorum and not read from. Nil when no member is joining. The
+// write's quorum and not read from. Nil when no member is joining or leaving. The
 // slice is shared with the ring: callers must not modify it.
 func (r *Ring) Pending(partition int) []string {
 	r.future.once.Do(r.buildFuture)

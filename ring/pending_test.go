@@ -77,3 +77,44 @@ func TestTwoJoinersArePendingTogether(t *testing.T) {
 		t.Fatal("a joiner gains nothing")
 	}
 }
+
+// A leaving member's partitions are pending on their next owners: the
+// future is the ring without it, and every pending owner of a partition is
+// a future primary that is not a primary now.
+func TestLeavingMembersPartitionsArePendingOnTheirNextOwners(t *testing.T) {
+	cfg := Config{Partitions: 256, Replicas: 3}
+	ms := nodes(5)
+	ms[2].State = StateLeaving
+	r := mustNew(t, cfg, ms)
+	without := mustNew(t, cfg, append(slices.Clone(ms[:2]), ms[3:]...))
+	fr, err := r.Future()
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := 0
+	for p := range r.Partitions() {
+		if !slices.Equal(fr.Preference(p), without.Preference(p)) {
+			t.Fatalf("partition %d: future %v, want %v (the ring without the leaving member)", p, fr.Preference(p), without.Preference(p))
+		}
+		var want []string
+		for _, id := range without.Preference(p) {
+			if !slices.Contains(r.Preference(p), id) {
+				want = append(want, id)
+			}
+		}
+		if !slices.Equal(r.Pending(p), want) {
+			t.Fatalf("partition %d: pending %v, want %v", p, r.Pending(p), want)
+		}
+		if slices.Contains(r.Preference(p), "node-02") {
+			if len(want) != 1 {
+				t.Fatalf("partition %d: the leaving member's place goes to %v, want one node", p, want)
+			}
+			moved++
+		}
+		// Other partitions may move too: placement balances load, so
+		// removing a member can shift a partition it did not own.
+	}
+	if moved == 0 || len(r.Gained("node-02")) != 0 {
+		t.Fatalf("moved %d, leaving member gains %v", moved, r.Gained("node-02"))
+	}
+}

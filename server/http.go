@@ -31,6 +31,10 @@ func (s *Server) httpHandler() http.Handler {
 			s.serveRepair(w, r)
 		case r.URL.Path == "/v1/transfers":
 			s.serveTransfers(w, r)
+		case r.URL.Path == "/v1/decommission":
+			s.serveMove(w, r, false)
+		case r.URL.Path == "/v1/removenode":
+			s.serveMove(w, r, true)
 		default:
 			api.ServeHTTP(w, r)
 		}
@@ -146,8 +150,8 @@ func (s *Server) serveTransfers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := TransfersStatus{NodeID: s.cfg.NodeID, State: s.members.LocalNode().State.String(), Transfers: []rebalance.Transfer{}}
-	if s.rb != nil {
-		out.Transfers = s.rb.Transfers()
+	if rb := s.rb.Load(); rb != nil {
+		out.Transfers = rb.Transfers()
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(out)

@@ -125,7 +125,7 @@ type Server struct {
 	coord   *coordinator.Coordinator
 	hints   *handoff.Service
 	ae      atomic.Pointer[antientropy.Service] // nil until started, or when disabled
-	rb      *rebalance.Service                  // nil when anti-entropy is disabled
+	rb      atomic.Pointer[rebalance.Service]   // nil when anti-entropy is disabled
 	resp    *resp.Server
 	respLn  net.Listener
 	http    *http.Server
@@ -248,7 +248,7 @@ func Start(cfg Config) (s *Server, err error) {
 			return nil, errors.New("node is starting")
 		}
 		if rebalance.Owns(kind) {
-			return rebalance.HandleView(s.members.Ring(), payload)
+			return s.rb.Load().Handle(s.members.Ring(), kind, payload)
 		}
 		return s.coord.Handle(ctx, from, kind, payload)
 	}
@@ -301,8 +301,9 @@ func Start(cfg Config) (s *Server, err error) {
 	if ae != nil {
 		s.ae.Store(ae) // first: a quarantine from now on reaches it
 		ae.Start()
-		s.rb = rebalance.New(cfg.NodeID, s.members, ae, s.client, rebalance.Options{Logf: cfg.Logf})
-		s.rb.Start()
+		rb := rebalance.New(cfg.NodeID, s.members, ae, s.client, rebalance.Options{Logf: cfg.Logf})
+		s.rb.Store(rb)
+		rb.Start()
 	} else if s.members.LocalNode().State == ring.StateJoining {
 		// Joining from an earlier run, anti-entropy off now: nothing can
 		// stream, so own the partitions empty as a node without it would.
@@ -375,8 +376,8 @@ func (s *Server) Close() error {
 		// lost only if this node is also the one that stays behind).
 		s.hints.Close()
 	}
-	if s.rb != nil {
-		s.rb.Close() // before anti-entropy: it streams through it
+	if rb := s.rb.Load(); rb != nil {
+		rb.Close() // before anti-entropy: it streams through it
 	}
 	if ae := s.ae.Load(); ae != nil {
 		ae.Close() // before the engine closes: a round in progress stops

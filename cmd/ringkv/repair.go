@@ -126,7 +126,7 @@ func nodeJSON[T any](ctx context.Context, method, addr, path string) (T, error) 
 	if err != nil {
 		return st, fmt.Errorf("%s at %s: %w", path, addr, err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode/100 != 2 {
 		return st, fmt.Errorf("%s at %s: %s: %s", path, addr, resp.Status, strings.TrimSpace(string(body)))
 	}
 	if err := json.Unmarshal(body, &st); err != nil {

@@ -31,7 +31,7 @@ func newTransfersCmd() *cobra.Command {
 				fmt.Fprint(out, formatTransfers(st))
 				active := false
 				for _, t := range st.Transfers {
-					active = active || t.State != "done"
+					active = active || t.State == "settling" || t.State == "streaming"
 				}
 				if !watch || !active {
 					return nil
