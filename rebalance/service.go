@@ -287,7 +287,12 @@ func (s *Service) transfer(kind, node string, changes []string) *Transfer {
 	k := kind + "\x00" + node
 	t := s.active[k]
 	if t == nil {
-		now := s.o.Now()
+		// Timed from when this node saw the change: the receivers' bytes
+		// count from then.
+		now := s.seen
+		if now.IsZero() {
+			now = s.o.Now()
+		}
 		t = &Transfer{Kind: kind, Node: node, State: "settling", Started: now.UTC().Format(time.RFC3339), started: now}
 		s.active[k] = t
 	}

@@ -151,10 +151,13 @@ func (n *node) kill() {
 }
 
 // startCluster starts three nodes on 127.0.0.11-13.
-func startCluster(t *testing.T) []*node {
+func startCluster(t *testing.T) []*node { return startClusterOf(t, 3) }
+
+// startClusterOf starts size nodes n1.. on 127.0.0.11.., each joining n1.
+func startClusterOf(t *testing.T, size int) []*node {
 	bin := ringkvBinary(t)
 	var nodes []*node
-	for i := 0; i < 3; i++ {
+	for i := 0; i < size; i++ {
 		ip := fmt.Sprintf("127.0.0.%d", 11+i)
 		n := &node{
 			id:    fmt.Sprintf("n%d", i+1),
@@ -184,9 +187,9 @@ func startCluster(t *testing.T) []*node {
 		n.start(t, bin)
 	}
 	// Wait until every node sees three alive members.
-	waitFor(t, 20*time.Second, "all nodes see 3 alive members", func() bool {
+	waitFor(t, 20*time.Second, fmt.Sprintf("all nodes see %d alive members", size), func() bool {
 		for _, n := range nodes {
-			if alive(t, n) != 3 {
+			if alive(t, n) != size {
 				return false
 			}
 		}

@@ -61,7 +61,7 @@ func transfers(n *node) (server.TransfersStatus, error) {
 // keys; a fourth joins while a writer keeps writing new keys at W=QUORUM.
 // Once the fourth is normal, two of the original three are killed, and
 // every acknowledged key still reads back through the new node at R=1
-// (PR=1 for the keys it does not replicate: see below):
+// (where it does not replicate a key, its own not-found must not count):
 // with N=3 on four nodes each key misses one node, so the new node or the
 // last original holds it, and the new node holds every key it replicates
 // only if its stream and the writes sent to it as a pending owner missed

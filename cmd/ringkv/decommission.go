@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	httpapi "github.com/ringkv/ringkv/api/http"
+	"github.com/ringkv/ringkv/rebalance"
+	"github.com/ringkv/ringkv/server"
+)
+
+func newDecommissionCmd() *cobra.Command {
+	return newMoveCmd("decommission", false,
+		"Take a live node out of the ring: its partitions stream to their next owners, then it is left and can be stopped",
+		`Marks NODE-ID leaving on the node at --addr (any member). Every node that
+gains a share of its partitions streams it from the current owners
+(NODE-ID included), throttled by each node's --repair-rate; once every one
+holds its share, verified by a Merkle comparison, NODE-ID becomes left: it
+owns nothing and can be stopped. A node that has left does not come back
+under its ID. Progress is shown until then, unless --detach.`)
+}
+
+func newRemoveNodeCmd() *cobra.Command {
+	return newMoveCmd("removenode", true,
+		"Take a dead node out of the ring, rebuilding its replicas from the surviving copies",
+		`For a node that is down and will not return. Marks NODE-ID leaving on the
+node at --addr; the nodes that take over its partitions stream them from
+the surviving replicas, and once every one holds its share NODE-ID becomes
+left, as a decommissioned node does. Refused while NODE-ID is up: use
+decommission, which streams its own copies too.`)
+}
+
+func newMoveCmd(verb string, remove bool, short, long string) *cobra.Command {
+	var addr string
+	var detach bool
+	var interval time.Duration
+	cmd := &cobra.Command{
+		Use:   verb + " NODE-ID",
+		Short: short,
+		Long:  long,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, out := args[0], cmd.OutOrStdout()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			rep, err := nodeJSON[server.MoveReply](ctx, http.MethodPost, addr, "/v1/"+verb+"?node="+url.QueryEscape(id))
+			cancel()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "%s is %s\n", rep.Node, rep.State)
+			if detach || rep.State == "left" {
+				return nil
+			}
+			return watchLeave(cmd.Context(), out, addr, id, interval)
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8081", "HTTP address of any member")
+	cmd.Flags().BoolVar(&detach, "detach", false, "return once the move has started")
+	cmd.Flags().DurationVar(&interval, "interval", time.Second, "how often progress is shown")
+	return cmd
+}
+
+// watchLeave prints the progress of id's leave until it has left.
+func watchLeave(ctx context.Context, out io.Writer, addr, id string, interval time.Duration) error {
+	start := time.Now()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := nodeJSON[httpapi.ClusterStatus](cctx, http.MethodGet, addr, "/v1/cluster")
+		if err != nil {
+			cancel()
+			return err
+		}
+		state := ""
+		for _, m := range st.Members {
+			if m.ID == id {
+				state = m.State
+			}
+		}
+		if state == "left" {
+			cancel()
+			fmt.Fprintf(out, "%s has left the ring after %s: it owns nothing and can be stopped\n", id, time.Since(start).Round(time.Second))
+			return nil
+		}
+		t, found := leaveProgress(cctx, st, id)
+		cancel()
+		if found {
+			fmt.Fprint(out, formatTransfers(server.TransfersStatus{NodeID: t.Node, State: state, Transfers: []rebalance.Transfer{t}}))
+			if t.Waiting != "" {
+				fmt.Fprintf(out, "        waiting for: %s\n", t.Waiting)
+			}
+		} else {
+			fmt.Fprintf(out, "%s is %s; waiting for the move to report progress\n", id, state)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+}
+
+// leaveProgress finds the leave of id among the members' transfers: the
+// member that completes it sums every receiver's progress.
+func leaveProgress(ctx context.Context, st httpapi.ClusterStatus, id string) (rebalance.Transfer, bool) {
+	for _, m := range st.Members {
+		if !m.Alive || m.HTTPAddr == "" {
+			continue
+		}
+		ts, err := transfersCall(ctx, m.HTTPAddr)
+		if err != nil {
+			continue
+		}
+		for _, t := range ts.Transfers {
+			if t.Kind == "leave" && t.Node == id && !strings.EqualFold(t.State, "stopped") {
+				return t, true
+			}
+		}
+	}
+	return rebalance.Transfer{}, false
+}
