@@ -35,6 +35,10 @@ func (s *Server) httpHandler() http.Handler {
 			s.serveMove(w, r, false)
 		case r.URL.Path == "/v1/removenode":
 			s.serveMove(w, r, true)
+		case strings.HasPrefix(r.URL.Path, "/v1/kv/"):
+			start := time.Now()
+			api.ServeHTTP(w, r)
+			s.load.observe(time.Since(start))
 		default:
 			api.ServeHTTP(w, r)
 		}
@@ -49,6 +53,8 @@ func (v clusterView) Status() httpapi.ClusterStatus {
 	r := v.s.members.Ring()
 	st := httpapi.StatusFromRing(v.s.cfg.NodeID, r)
 	st.DefaultR, st.DefaultW = v.s.coord.Defaults(r.Replicas())
+	load := v.s.load.status()
+	st.Load = &load
 	st.Members = st.Members[:0]
 	hints := v.s.hints.Stats()
 	var verified map[string]antientropy.PeerStatus

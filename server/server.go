@@ -131,6 +131,9 @@ type Server struct {
 	http    *http.Server
 	httpLn  net.Listener
 	dirLock *os.File // held for the node's life: one process per data directory
+
+	// load counts the client requests served, for /v1/cluster.
+	load *loadMeter
 }
 
 // GossipAddr returns the gossip address that goes with a peer address.
@@ -201,7 +204,7 @@ func Start(cfg Config) (s *Server, err error) {
 		joins = append(joins, g)
 	}
 
-	srv := &Server{cfg: cfg}
+	srv := &Server{cfg: cfg, load: newLoadMeter()}
 	s = srv
 	defer func() {
 		// A failed start releases what it opened; s itself is nil by then.
@@ -313,7 +316,7 @@ func Start(cfg Config) (s *Server, err error) {
 		}
 	}
 	if cfg.RespAddr != "" {
-		s.resp = resp.NewServer(respBackend{s}, resp.Options{MaxValueSize: cfg.MaxValueSize, Logf: cfg.Logf})
+		s.resp = resp.NewServer(respBackend{s}, resp.Options{MaxValueSize: cfg.MaxValueSize, Logf: cfg.Logf, OnCommand: s.load.onCommand})
 		if s.respLn, err = net.Listen("tcp", cfg.RespAddr); err != nil {
 			return nil, fmt.Errorf("resp listener: %w", err)
 		}

@@ -59,6 +59,23 @@ type ClusterStatus struct {
 	// ReplicaCounts maps a node to the number of partitions it holds in any
 	// position of their preference lists.
 	ReplicaCounts map[string]int `json:"replica_counts"`
+	// Load is the answering node's own client load (absent from nodes
+	// that do not measure it). Each node reports only itself: ask every
+	// member for the cluster's.
+	Load *LoadStatus `json:"load,omitempty"`
+}
+
+// LoadStatus is the client load one node served over its last
+// WindowSeconds whole seconds: Redis commands and HTTP key operations
+// (GET, HEAD, PUT, DELETE on /v1/kv/), failed ones included, counted on
+// the node the client sent them to (not the replicas it forwarded to).
+// P99Ms is their 99th-percentile latency as the node measured it, rounded
+// up to its histogram's bin (at most 25% above), 0 when there were none.
+type LoadStatus struct {
+	RequestsPerSecond float64 `json:"requests_per_second"`
+	P99Ms             float64 `json:"p99_ms"`
+	WindowSeconds     int     `json:"window_seconds"`
+	Requests          uint64  `json:"requests"`
 }
 
 // MemberStatus is one node in [ClusterStatus].
