@@ -28,5 +28,6 @@ func newRootCmd() *cobra.Command {
 	bench := &cobra.Command{Use: "bench", Short: "Benchmarks"}
 	bench.AddCommand(newBenchEngineCmd())
 	root.AddCommand(bench, newServerCmd(), newDemoCmd(), newGetCmd(), newPutCmd(), newDelCmd(), newStatusCmd(), newRepairCmd(), newTransfersCmd(), newDecommissionCmd(), newRemoveNodeCmd())
+	root.AddCommand(newAutoscaleCmd())
 	return root
 }
