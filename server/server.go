@@ -38,9 +38,13 @@ type Config struct {
 	DataDir  string
 	RespAddr string
 	HTTPAddr string
-	// PeerAddr is where other nodes reach this one for RPCs (TCP). Gossip
-	// (memberlist, TCP and UDP) listens on the next port, PeerAddr+1.
+	// PeerAddr is where other nodes reach this one for RPCs (TCP): an IP
+	// or a DNS name, kept as given in the node's record. Gossip (memberlist,
+	// TCP and UDP) uses the next port. PeerBind is where the RPC listener
+	// binds (default: PeerAddr's host if an IP, else 0.0.0.0, at its port);
+	// gossip binds its host at the next port. See addr.go.
 	PeerAddr string
+	PeerBind string
 	// Join lists peer addresses of existing nodes (any one is enough).
 	Join   []string
 	DC     string
@@ -191,17 +195,12 @@ func Start(cfg Config) (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	gossip, err := GossipAddr(cfg.PeerAddr)
+	peerPlan, err := planPeerAddrs(cfg.PeerAddr, cfg.PeerBind, cfg.Join)
 	if err != nil {
 		return nil, err
 	}
-	var joins []string
-	for _, j := range cfg.Join {
-		g, err := GossipAddr(j)
-		if err != nil {
-			return nil, fmt.Errorf("--join: %w", err)
-		}
-		joins = append(joins, g)
+	for _, note := range peerPlan.notes {
+		cfg.Logf("node %s: %s", cfg.NodeID, note)
 	}
 
 	srv := &Server{cfg: cfg, load: newLoadMeter()}
@@ -255,25 +254,27 @@ func Start(cfg Config) (s *Server, err error) {
 		}
 		return s.coord.Handle(ctx, from, kind, payload)
 	}
-	if s.peer, err = transport.Listen(cfg.PeerAddr, handler, transport.Options{Logf: cfg.Logf}); err != nil {
+	if s.peer, err = transport.Listen(peerPlan.rpcBind, handler, transport.Options{Logf: cfg.Logf}); err != nil {
 		return nil, fmt.Errorf("peer listener: %w", err)
 	}
 	s.members, err = membership.Start(membership.Config{
 		NodeID:   cfg.NodeID,
-		BindAddr: gossip,
+		BindAddr: peerPlan.gossipBind,
 		PeerAddr: cfg.PeerAddr,
 		RespAddr: cfg.RespAddr,
 		HTTPAddr: cfg.HTTPAddr,
 		DC:       cfg.DC,
 		Rack:     cfg.Rack,
 		Weight:   cfg.Weight,
-		Join:     joins,
+		Join:     peerPlan.join,
 		DataDir:  cfg.DataDir,
 		Ring:     ring.Config{Partitions: cfg.Partitions, Replicas: cfg.Replicas, ReplicasPerDC: cfg.ReplicasPerDC},
 		// A joiner streams its partitions through anti-entropy before it
 		// owns them; without anti-entropy it enters normal, empty.
 		StreamOnJoin: cfg.RepairInterval >= 0,
 		Logf:         cfg.Logf,
+		// Memberlist advertises an IP: the one PeerAddr's name resolves to.
+		AdvertiseAddr: peerPlan.gossipAdvertise,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("membership: %w", err)

@@ -23,7 +23,9 @@ func newServerCmd() *cobra.Command {
 		Short: "Run one ringkv node",
 		Long: `Runs one ringkv node. Clients use the Redis protocol (--resp-addr) or
 HTTP/JSON (--http-addr); nodes reach each other on --peer-addr (RPC, TCP) and
-gossip on the port after it (memberlist, TCP and UDP).
+gossip on the port after it (memberlist, TCP and UDP). --peer-addr and --join
+may be DNS names (e.g. a container's service name); the node listens on
+--peer-bind and gossip advertises the IP its --peer-addr name resolves to.
 
 Defaults: N=3 replicas, R=W=QUORUM (a majority of N), 1024 partitions,
 commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
@@ -73,8 +75,9 @@ commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
 	f.StringVar(&cfg.DataDir, "data-dir", "", "data directory (required)")
 	f.StringVar(&cfg.RespAddr, "resp-addr", "127.0.0.1:6379", "Redis-protocol listen address (empty to disable)")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (empty to disable)")
-	f.StringVar(&cfg.PeerAddr, "peer-addr", "127.0.0.1:7000", "peer RPC address; gossip uses the next port")
-	f.StringVar(&join, "join", "", "comma-separated peer addresses of existing nodes")
+	f.StringVar(&cfg.PeerAddr, "peer-addr", "127.0.0.1:7000", "address other nodes dial for peer RPCs, HOST:PORT (an IP or a DNS name resolving to this node); gossip uses the next port")
+	f.StringVar(&cfg.PeerBind, "peer-bind", "", "listen address for peer RPCs, IP:PORT (default: --peer-addr's host if an IP, else 0.0.0.0, at its port); gossip binds the next port")
+	f.StringVar(&join, "join", "", "comma-separated peer addresses (IPs or DNS names) of existing nodes; this node's own address is skipped")
 	f.StringVar(&cfg.DC, "dc", "", "datacenter name")
 	f.StringVar(&cfg.Rack, "rack", "", "rack or zone name")
 	f.IntVar(&cfg.Weight, "weight", 1, "relative capacity (partitions are spread in proportion)")
