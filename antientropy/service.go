@@ -336,7 +336,7 @@ func (s *Service) round() {
 		if s.ctx.Err() != nil {
 			break
 		}
-		if _, err := s.exchange(peer, shared[peer], true); err != nil {
+		if _, err := s.exchange(peer, shared[peer], modeRound); err != nil {
 			failed = err
 			s.o.Logf("antientropy: exchange with %s: %v", peer, err)
 		}
@@ -381,15 +381,25 @@ const rootsPerMessage = 8192
 // everything stored on peer before the call is stored here too, and the
 // other way round. It is throttled by Options.Rate, with the rounds.
 func (s *Service) SyncPartitions(peer string, parts []int) (verified []int, err error) {
-	return s.exchange(peer, parts, false)
+	return s.exchange(peer, parts, modeSync)
 }
+
+// exchangeMode says what an exchange repairs.
+type exchangeMode int
+
+const (
+	modeRound    exchangeMode = iota // both ways, counted in the round's progress
+	modeSync                         // both ways, outside the rounds
+	modeHandover                     // this node's keys to the peer only (see DropPartition)
+)
 
 // exchange compares and repairs the given partitions with peer. A
 // partition whose roots match, or whose differences were all repaired, is
-// recorded as verified at the time the exchange began: everything stored
-// here before then is now on the peer, and the other way round. inRound
-// counts progress in the current round's status.
-func (s *Service) exchange(peer string, parts []int, inRound bool) (verified []int, err error) {
+// returned verified: everything stored here before the exchange began is
+// now on the peer, and (unless mode is modeHandover) the other way round;
+// both-ways verifications are recorded at the time the exchange began.
+func (s *Service) exchange(peer string, parts []int, mode exchangeMode) (verified []int, err error) {
+	inRound, pushOnly := mode == modeRound, mode == modeHandover
 	start := s.o.Now()
 	var firstErr error
 	for len(parts) > 0 {
@@ -414,12 +424,14 @@ func (s *Service) exchange(peer string, parts []int, inRound bool) (verified []i
 			case !oursOK || !theirsOK:
 				err = fmt.Errorf("partition %d: tree not built yet (here %v, there %v)", p, oursOK, theirsOK)
 			case ours != theirs:
-				err = s.syncPartition(peer, p)
+				err = s.syncPartition(peer, p, pushOnly)
 			}
 			if err == nil {
-				s.mu.Lock()
-				s.verified[verifiedKey{p, peer}] = start
-				s.mu.Unlock()
+				if !pushOnly {
+					s.mu.Lock()
+					s.verified[verifiedKey{p, peer}] = start
+					s.mu.Unlock()
+				}
 				verified = append(verified, p)
 			} else if firstErr == nil {
 				firstErr = err
@@ -442,7 +454,7 @@ const leavesPerMessage = 64
 
 // syncPartition finds the leaves of partition p that differ from peer's
 // and repairs their keys.
-func (s *Service) syncPartition(peer string, p int) error {
+func (s *Service) syncPartition(peer string, p int, pushOnly bool) error {
 	reply, err := s.call(peer, KindLeaves, binary.AppendUvarint(nil, uint64(p)))
 	if err != nil {
 		return fmt.Errorf("partition %d leaves: %w", p, err)
@@ -466,7 +478,7 @@ func (s *Service) syncPartition(peer string, p int) error {
 	for len(differ) > 0 {
 		chunk := differ[:min(len(differ), leavesPerMessage)]
 		differ = differ[len(chunk):]
-		if err := s.syncLeaves(peer, p, chunk); err != nil {
+		if err := s.syncLeaves(peer, p, chunk, pushOnly); err != nil {
 			return err
 		}
 	}
@@ -476,17 +488,18 @@ func (s *Service) syncPartition(peer string, p int) error {
 // syncLeaves repairs the keys of some leaves of partition p: compares the
 // hash of every key here and on peer, merges here the peer's version of
 // each key that differs and then sends it this node's (merged) version, so
-// that both end with the merge of both.
-func (s *Service) syncLeaves(peer string, p int, leaves []int) error {
+// that both end with the merge of both. pushOnly sends this node's version
+// of every key that differs and takes nothing (the peer merges it).
+func (s *Service) syncLeaves(peer string, p int, leaves []int, pushOnly bool) error {
 	req := binary.AppendUvarint(nil, uint64(p))
 	reply, err := s.call(peer, KindKeys, appendUvarints(req, leaves))
 	if err != nil {
 		if isTooMany(err) && len(leaves) > 1 {
 			half := len(leaves) / 2
-			if err := s.syncLeaves(peer, p, leaves[:half]); err != nil {
+			if err := s.syncLeaves(peer, p, leaves[:half], pushOnly); err != nil {
 				return err
 			}
-			return s.syncLeaves(peer, p, leaves[half:])
+			return s.syncLeaves(peer, p, leaves[half:], pushOnly)
 		}
 		return fmt.Errorf("partition %d keys: %w", p, err)
 	}
@@ -505,6 +518,22 @@ func (s *Service) syncLeaves(peer string, p int, leaves []int) error {
 		}
 	}
 	var pull, push []string
+	if pushOnly {
+		theirHash := make(map[string]uint64, len(theirs))
+		for _, kh := range theirs {
+			theirHash[kh.key] = kh.hash
+		}
+		for k, h := range ours {
+			if th, ok := theirHash[k]; !ok || th != h {
+				push = append(push, k)
+			}
+		}
+		slices.Sort(push)
+		if err := s.push(peer, push); err != nil {
+			return fmt.Errorf("partition %d: %w", p, err)
+		}
+		return nil
+	}
 	seen := make(map[string]bool, len(theirs))
 	for _, kh := range theirs {
 		seen[kh.key] = true

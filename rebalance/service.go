@@ -109,6 +109,11 @@ type Cluster interface {
 type Syncer interface {
 	SyncPartitions(peer string, parts []int) ([]int, error)
 	Status() antientropy.Status
+	// Holds reports whether this node may hold keys of a partition.
+	Holds(p int) bool
+	// DropPartition hands a partition this node no longer replicates to
+	// its owners, verified, and removes this node's copy.
+	DropPartition(p int, owners []string) (removed int, err error)
 }
 
 // Options configure a Service. Zero fields take their defaults.
@@ -126,6 +131,11 @@ type Options struct {
 	// Poll is how often the ring is looked at when nothing moves.
 	// Default: 250ms.
 	Poll time.Duration
+	// DropInterval is how often, while no change is in progress, this
+	// node looks for partitions it holds but no longer replicates (after
+	// a join or a leave), hands them to their owners and removes its copy.
+	// Default: 10s.
+	DropInterval time.Duration
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 	// Logf receives notable events. Default: discard.
@@ -151,6 +161,9 @@ func (o Options) withDefaults() Options {
 	if o.Poll <= 0 {
 		o.Poll = 250 * time.Millisecond
 	}
+	if o.DropInterval <= 0 {
+		o.DropInterval = 10 * time.Second
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -165,7 +178,7 @@ func (o Options) withDefaults() Options {
 // the change with every receiver's progress summed (kind "join" or
 // "leave": Node is the member joining or leaving).
 type Transfer struct {
-	Kind string `json:"kind"` // "stream", "join" or "leave"
+	Kind string `json:"kind"` // "stream", "join", "leave" or "drop"
 	Node string `json:"node"`
 	// Changes lists the ring changes in progress ("n4 joining").
 	Changes []string `json:"changes,omitempty"`
@@ -184,6 +197,9 @@ type Transfer struct {
 	// member that does not see the change yet).
 	Waiting   string `json:"waiting,omitempty"`
 	LastError string `json:"last_error,omitempty"`
+	// KeysRemoved counts the keys a drop removed once their owners held
+	// them.
+	KeysRemoved int `json:"keys_removed,omitempty"`
 
 	started time.Time
 }
@@ -231,14 +247,25 @@ func New(self string, cl Cluster, s Syncer, tr transport.Transport, o Options) *
 	return &Service{self: self, cl: cl, sync: s, tr: tr, o: o.withDefaults(), ctx: ctx, cancel: cancel, active: map[string]*Transfer{}}
 }
 
-// Start runs the service in the background.
+// Start runs the service in the background: the moves in one goroutine,
+// and in another the drops of what this node no longer replicates (an
+// exchange with an owner that does not answer must not hold up a move).
 func (s *Service) Start() {
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		for s.ctx.Err() == nil {
 			if !s.sleep(s.step()) {
 				return
+			}
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		for s.sleep(s.o.DropInterval) {
+			r := s.cl.Ring()
+			if ms, _ := changes(r); len(ms) == 0 {
+				s.drop(r, RingHash(r))
 			}
 		}
 	}()
@@ -282,18 +309,13 @@ func (s *Service) sleep(d time.Duration) bool {
 	}
 }
 
-// transfer returns the active transfer kind/node, creating it.
-func (s *Service) transfer(kind, node string, changes []string) *Transfer {
+// transfer returns the active transfer kind/node, creating it as started
+// at since. s.mu must be held.
+func (s *Service) transfer(kind, node string, changes []string, since time.Time) *Transfer {
 	k := kind + "\x00" + node
 	t := s.active[k]
 	if t == nil {
-		// Timed from when this node saw the change: the receivers' bytes
-		// count from then.
-		now := s.seen
-		if now.IsZero() {
-			now = s.o.Now()
-		}
-		t = &Transfer{Kind: kind, Node: node, State: "settling", Started: now.UTC().Format(time.RFC3339), started: now}
+		t = &Transfer{Kind: kind, Node: node, State: "settling", Started: since.UTC().Format(time.RFC3339), started: since}
 		s.active[k] = t
 	}
 	t.Changes = changes
@@ -351,7 +373,7 @@ func (s *Service) step() time.Duration {
 			waiting, err := s.unsettled(r, h)
 			if len(waiting) > 0 && s.o.Now().Sub(s.seen) < s.o.Settle {
 				s.mu.Lock()
-				t := s.transfer("stream", s.self, desc)
+				t := s.transfer("stream", s.self, desc, s.seen)
 				t.State, t.PartitionsTotal = "settling", len(gained)
 				t.Waiting = fmt.Sprintf("%v to see the change", waiting)
 				s.mu.Unlock()
@@ -445,7 +467,7 @@ func (s *Service) publishStream(h uint64, desc []string, alive func(string) bool
 	if total == 0 {
 		return
 	}
-	t := s.transfer("stream", s.self, desc)
+	t := s.transfer("stream", s.self, desc, s.seen)
 	if t.State == "done" {
 		return
 	}
@@ -545,7 +567,7 @@ func (s *Service) drive(r *ring.Ring, h uint64, c ring.Member, desc []string) {
 		}
 	}
 	s.mu.Lock()
-	t := s.transfer(kind, c.ID, desc)
+	t := s.transfer(kind, c.ID, desc, s.seen)
 	t.State, t.PartitionsDone, t.PartitionsTotal, t.Bytes = "streaming", done, total, moved
 	t.Waiting = ""
 	if len(waiting) > 0 {
@@ -620,4 +642,69 @@ func (s *Service) unsettled(r *ring.Ring, h uint64) ([]string, error) {
 		}
 	}
 	return waiting, errors.Join(errs...)
+}
+
+// drop hands the partitions this node holds but does not replicate in
+// ring r (of hash h) to their owners and removes its copies, while r
+// stays current. A partition with an owner down waits for the next pass:
+// every owner must be verified to hold what is removed.
+func (s *Service) drop(r *ring.Ring, h uint64) {
+	var parts []int
+	for p := range r.Partitions() {
+		if !slices.Contains(r.Preference(p), s.self) && s.sync.Holds(p) {
+			parts = append(parts, p)
+		}
+	}
+	if len(parts) == 0 {
+		return
+	}
+	s.mu.Lock()
+	t := s.transfer("drop", s.self, nil, s.o.Now())
+	t.State, t.PartitionsTotal, t.PartitionsDone, t.Waiting = "streaming", len(parts), 0, ""
+	s.mu.Unlock()
+	var waiting []string
+	var lastErr error
+	for _, p := range parts {
+		if s.ctx.Err() != nil || RingHash(s.cl.Ring()) != h {
+			break
+		}
+		owners := r.Preference(p)
+		up := true
+		for _, o := range owners {
+			if !s.cl.Alive(o) {
+				up = false
+				if !slices.Contains(waiting, o) {
+					waiting = append(waiting, o)
+				}
+			}
+		}
+		var removed int
+		var err error
+		if up {
+			removed, err = s.sync.DropPartition(p, owners)
+		}
+		if err != nil {
+			lastErr = err
+		}
+		s.mu.Lock()
+		if up && err == nil {
+			t.PartitionsDone++
+		}
+		t.KeysRemoved += removed
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(waiting) > 0 {
+		t.Waiting = fmt.Sprintf("%v (down) to hand partitions to", waiting)
+	}
+	if lastErr != nil {
+		t.LastError = lastErr.Error()
+	}
+	if t.PartitionsDone == t.PartitionsTotal {
+		if t.KeysRemoved > 0 {
+			s.o.Logf("rebalance: %s handed %d partitions it no longer replicates to their owners and removed %d keys", s.self, t.PartitionsTotal, t.KeysRemoved)
+		}
+		s.finish("drop", s.self, "done")
+	}
 }

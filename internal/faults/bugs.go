@@ -11,6 +11,7 @@ import (
 
 	"github.com/ringkv/ringkv/handoff"
 	"github.com/ringkv/ringkv/internal/testcluster"
+	"github.com/ringkv/ringkv/rebalance"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/storage"
 	"github.com/ringkv/ringkv/transport"
@@ -316,4 +317,41 @@ func Describe(tb testing.TB, res *Result, vs []Violation) string {
 	fmt.Fprintf(&b, "summary: %s\n", res.History.Summary())
 	fmt.Fprintf(&b, "history of %s:\n%s", strings.Join(keys, ", "), res.History.Format(keys...))
 	return b.String()
+}
+
+// BugMovesWithoutMerkleCheck is a rebalance that trusts instead of
+// checking: a partition a node gains counts as streamed without any
+// exchange, and a node drops what it no longer replicates without handing
+// it to the owners first. New owners start empty and old ones discard
+// their copies, so keys lose replicas with every move.
+func BugMovesWithoutMerkleCheck(c *testcluster.Cluster, nodeID string, st *replica.Store, s rebalance.Syncer) rebalance.Syncer {
+	return trustingSyncer{Syncer: s, c: c, st: st}
+}
+
+type trustingSyncer struct {
+	rebalance.Syncer
+	c  *testcluster.Cluster
+	st *replica.Store
+}
+
+func (t trustingSyncer) SyncPartitions(peer string, parts []int) ([]int, error) { return parts, nil }
+
+func (t trustingSyncer) DropPartition(p int, owners []string) (int, error) {
+	first, last := t.c.View.Ring().PartitionRange(p)
+	var keys [][]byte
+	if err := t.st.Scan(first, last, func(e replica.Entry) bool {
+		keys = append(keys, e.Key)
+		return true
+	}); err != nil {
+		return 0, err
+	}
+	removed := 0
+	for _, k := range keys {
+		if ok, err := t.st.RemoveIf(k, func(*version.Object) bool { return true }); err != nil {
+			return removed, err
+		} else if ok {
+			removed++
+		}
+	}
+	return removed, nil
 }

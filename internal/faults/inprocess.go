@@ -17,6 +17,8 @@ import (
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/handoff"
 	"github.com/ringkv/ringkv/internal/testcluster"
+	"github.com/ringkv/ringkv/rebalance"
+	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/transport"
 	"github.com/ringkv/ringkv/version"
 )
@@ -144,13 +146,22 @@ type Config struct {
 	// WipeReturning makes the returning-node scenario restart the node on
 	// an empty disk (a replaced disk) instead of on its own data.
 	WipeReturning bool
+	// Moves, if set, joins and decommissions nodes during the workload
+	// (see Moves); the cluster then has Moves.Join spare nodes beyond
+	// Nodes, and runs the rebalance service with Rebalance (default
+	// FastRebalance) and anti-entropy (default FastAntiEntropy(100ms, -1)).
+	Moves     *Moves
+	Rebalance *rebalance.Options
+	// WrapSyncer plants a bug in the moves (testcluster.Options.WrapSyncer).
+	WrapSyncer func(c *testcluster.Cluster, nodeID string, st *replica.Store, s rebalance.Syncer) rebalance.Syncer
 }
 
 // FastAntiEntropy is anti-entropy with rounds every interval, no rate
-// bound, and tombstones purged (by the real rule: every replica verified
+// bound, a call to a peer cut off by the nemesis given up after a second,
+// and tombstones purged (by the real rule: every replica verified
 // to hold them) once grace has passed; a negative grace never purges.
 func FastAntiEntropy(interval, grace time.Duration) *antientropy.Options {
-	return &antientropy.Options{Interval: interval, Rate: -1, TombstoneGrace: grace}
+	return &antientropy.Options{Interval: interval, Rate: -1, TombstoneGrace: grace, Timeout: time.Second}
 }
 
 // levels are a client request's levels: r and w, and under Strict as many
@@ -199,6 +210,14 @@ func (c *Config) defaults() {
 	}
 	if c.CatchUpDeadline == 0 {
 		c.CatchUpDeadline = 5 * time.Second
+	}
+	if c.Moves != nil {
+		if c.Rebalance == nil {
+			c.Rebalance = FastRebalance()
+		}
+		if c.AntiEntropy == nil {
+			c.AntiEntropy = FastAntiEntropy(100*time.Millisecond, -1)
+		}
 	}
 }
 
@@ -249,6 +268,8 @@ type Result struct {
 	Returned string
 	Contents map[string]map[string]*version.Object
 	CaughtUp time.Duration
+	// Moves is what an elastic run saw after the heal (Config.Moves only).
+	Moves *MovesReport
 }
 
 // Stats counts what the context-register workload exercised, so that a
@@ -300,6 +321,13 @@ func Run(tb testing.TB, cfg Config) *Result {
 		defer wg.Done()
 		nemesis(ctx, &cfg, cl, h)
 	}()
+	if cfg.Moves != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			moveNemesis(ctx, &cfg, res)
+		}()
+	}
 	wg.Wait()
 	if cfg.Workload == Deletes {
 		if cfg.Faults.Kill {
@@ -319,6 +347,9 @@ func Run(tb testing.TB, cfg Config) *Result {
 		res.Hints = res.sampler.drain(cl, cfg.HintDeadline)
 		h.Event("hints drained in %v (deadline %v)", res.Hints.Wait.Round(time.Millisecond), cfg.HintDeadline)
 	}
+	if cfg.Moves != nil {
+		res.waitMoves()
+	}
 	res.finalReads()
 	res.collectReplicas()
 	return res
@@ -328,8 +359,13 @@ func Run(tb testing.TB, cfg Config) *Result {
 func newRun(tb testing.TB, cfg Config) *Result {
 	tb.Helper()
 	cfg.defaults()
+	nodes, spare := cfg.Nodes, 0
+	if cfg.Moves != nil {
+		spare = cfg.Moves.Join
+		nodes += spare
+	}
 	cl := testcluster.New(tb, testcluster.Options{
-		Nodes: cfg.Nodes, Replicas: cfg.Replicas, Partitions: cfg.Partitions, Seed: cfg.Seed,
+		Nodes: nodes, Spare: spare, Rebalance: cfg.Rebalance, WrapSyncer: cfg.WrapSyncer, Replicas: cfg.Replicas, Partitions: cfg.Partitions, Seed: cfg.Seed,
 		Coordinator: coordinator.Options{Timeout: cfg.Timeout, ReadRepairChance: cfg.ReadRepairChance},
 		WrapHandler: cfg.WrapHandler,
 		OpenStore:   cfg.OpenStore,

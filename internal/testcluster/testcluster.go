@@ -32,6 +32,7 @@ import (
 	"github.com/ringkv/ringkv/antientropy"
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/handoff"
+	"github.com/ringkv/ringkv/rebalance"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/storage"
@@ -55,6 +56,8 @@ type Node struct {
 	Hints *handoff.Service
 	// AE is the node's anti-entropy service (Options.AntiEntropy only).
 	AE *antientropy.Service
+	// RB is the node's rebalance service (Options.Rebalance only).
+	RB *rebalance.Service
 
 	stop   io.Closer
 	tr     transport.Transport
@@ -78,10 +81,12 @@ type Cluster struct {
 	View  *coordinator.StaticCluster
 	Nodes []*Node
 
-	mu   sync.Mutex // guards the Node fields that Kill and Restart change
-	byID map[string]*Node
-	tb   testing.TB
-	o    Options
+	mu sync.Mutex // guards the Node fields that Kill and Restart change
+	// ringMu serialises changes of the shared ring (setState).
+	ringMu sync.Mutex
+	byID   map[string]*Node
+	tb     testing.TB
+	o      Options
 }
 
 // StoreOpener makes a node's replica store over a freshly opened engine.
@@ -116,6 +121,17 @@ type Options struct {
 	// other replicas of each partition that View marks alive. The service
 	// stops when the node is killed.
 	AntiEntropy *antientropy.Options
+	// Rebalance, if set (with AntiEntropy), gives every node the rebalance
+	// service with these options: ring changes (Join, Decommission) move
+	// partitions as they do between servers; the shared View stands in for
+	// gossip, so every node sees a change at once.
+	Rebalance *rebalance.Options
+	// WrapSyncer, if set, wraps each node's anti-entropy as its rebalance
+	// service uses it (to plant a bug in the moves).
+	WrapSyncer func(c *Cluster, nodeID string, st *replica.Store, s rebalance.Syncer) rebalance.Syncer
+	// Spare is how many of the last nodes run without being ring members,
+	// until Join adds them.
+	Spare int
 	// Joining is how many of the last nodes start in ring.StateJoining:
 	// they own nothing in the ring, but are its pending owners (writes go
 	// to them too) until the test marks them normal (Cluster.SetState).
@@ -154,14 +170,19 @@ func New(tb testing.TB, o Options) *Cluster {
 	}
 	var members []ring.Member
 	addrs := map[string]string{}
+	var ids []string
 	for i := 0; i < o.Nodes; i++ {
 		id := fmt.Sprintf("n%d", i+1)
+		ids = append(ids, id)
+		addrs[id] = id
+		if i >= o.Nodes-o.Spare {
+			continue
+		}
 		st := ring.StateNormal
-		if i >= o.Nodes-o.Joining {
+		if i >= o.Nodes-o.Spare-o.Joining {
 			st = ring.StateJoining
 		}
 		members = append(members, ring.Member{ID: id, Weight: 1, State: st})
-		addrs[id] = id
 	}
 	r, err := ring.New(ring.Config{Partitions: o.Partitions, Replicas: o.Replicas}, members)
 	if err != nil {
@@ -176,15 +197,15 @@ func New(tb testing.TB, o Options) *Cluster {
 		o:    o,
 	}
 	tb.Cleanup(c.Close)
-	for _, m := range members {
-		n := &Node{ID: m.ID}
+	for _, id := range ids {
+		n := &Node{ID: id}
 		if o.Crashable {
 			n.fs = vfs.NewStrictMem()
 		} else {
 			n.dir = tb.TempDir()
 		}
 		c.Nodes = append(c.Nodes, n)
-		c.byID[m.ID] = n
+		c.byID[id] = n
 		if err := c.start(n, false); err != nil {
 			tb.Fatal(err)
 		}
@@ -240,11 +261,22 @@ func (c *Cluster) start(n *Node, wiped bool) error {
 	if hints != nil {
 		hints.Start(coord, c.View.Alive)
 	}
+	var rb *rebalance.Service
+	if ae != nil && c.o.Rebalance != nil {
+		var sy rebalance.Syncer = ae
+		if c.o.WrapSyncer != nil {
+			sy = c.o.WrapSyncer(c, n.ID, st, ae)
+		}
+		rb = rebalance.New(n.ID, nodeView{c, n.ID}, sy, tr, *c.o.Rebalance)
+	}
 	var h transport.Handler = coord
 	if ae != nil {
 		h = transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
 			if antientropy.Owns(kind) {
 				return ae.Handle(ctx, from, kind, payload)
+			}
+			if rebalance.Owns(kind) {
+				return rb.Handle(c.View.Ring(), kind, payload)
 			}
 			return coord.Handle(ctx, from, kind, payload)
 		})
@@ -261,9 +293,12 @@ func (c *Cluster) start(n *Node, wiped bool) error {
 		db.Close()
 		return fmt.Errorf("node %s: listen: %w", n.ID, err)
 	}
-	n.DB, n.Store, n.Coord, n.Hints, n.AE, n.stop, n.tr, n.down = db, st, coord, hints, ae, stop, tr, false
+	n.DB, n.Store, n.Coord, n.Hints, n.AE, n.RB, n.stop, n.tr, n.down = db, st, coord, hints, ae, rb, stop, tr, false
 	if ae != nil {
 		ae.Start()
+	}
+	if rb != nil {
+		rb.Start()
 	}
 	return nil
 }
@@ -272,18 +307,72 @@ func (c *Cluster) start(n *Node, wiped bool) error {
 // (every node sees the new ring at once) and returns the new ring.
 func (c *Cluster) SetState(id string, st ring.State) *ring.Ring {
 	c.tb.Helper()
-	ms := c.View.Ring().Members()
-	for i := range ms {
-		if ms[i].ID == id {
-			ms[i].State = st
-		}
-	}
-	r, err := ring.New(c.View.Ring().Config(), ms)
+	r, err := c.setState(id, st)
 	if err != nil {
 		c.tb.Fatal(err)
 	}
-	c.View.SetRing(r)
 	return r
+}
+
+// Join adds node id (one of Options.Spare) to the ring as joining; with
+// Options.Rebalance it streams its partitions and becomes normal.
+func (c *Cluster) Join(id string) error {
+	_, err := c.setState(id, ring.StateJoining)
+	return err
+}
+
+// Decommission marks member id leaving, as `ringkv decommission` (or
+// removenode, for a node that is down) does; with Options.Rebalance its
+// partitions move to their next owners and it becomes left.
+func (c *Cluster) Decommission(id string) error {
+	_, err := c.setState(id, ring.StateLeaving)
+	return err
+}
+
+// setState changes (or adds) member id's state in the shared view. Like
+// membership, it never takes a member back from leaving or left.
+func (c *Cluster) setState(id string, st ring.State) (*ring.Ring, error) {
+	c.ringMu.Lock()
+	defer c.ringMu.Unlock()
+	cur := c.View.Ring()
+	ms := cur.Members()
+	found := false
+	for i := range ms {
+		if ms[i].ID == id {
+			if ms[i].State >= ring.StateLeaving && st < ms[i].State {
+				return cur, fmt.Errorf("testcluster: %s is %v: it cannot become %v", id, ms[i].State, st)
+			}
+			ms[i].State, found = st, true
+		}
+	}
+	if !found {
+		if c.byID[id] == nil {
+			return cur, fmt.Errorf("testcluster: no node %q", id)
+		}
+		ms = append(ms, ring.Member{ID: id, Weight: 1, State: st})
+	}
+	r, err := ring.New(cur.Config(), ms)
+	if err != nil {
+		return cur, err
+	}
+	c.View.SetRing(r)
+	return r, nil
+}
+
+// nodeView is one node's view of the cluster for its rebalance service:
+// the shared View, and state changes applied to it.
+type nodeView struct {
+	c    *Cluster
+	self string
+}
+
+func (v nodeView) Ring() *ring.Ring              { return v.c.View.Ring() }
+func (v nodeView) Addr(id string) (string, bool) { return v.c.View.Addr(id) }
+func (v nodeView) Alive(id string) bool          { return v.c.View.Alive(id) }
+func (v nodeView) SetState(st ring.State) error  { _, err := v.c.setState(v.self, st); return err }
+func (v nodeView) SetMemberState(id string, st ring.State) error {
+	_, err := v.c.setState(id, st)
+	return err
 }
 
 // Node returns the node with the given ID.
@@ -362,6 +451,9 @@ func (c *Cluster) killLocked(n *Node) {
 	n.tr.Close()
 	if n.Hints != nil {
 		n.Hints.Close()
+	}
+	if n.RB != nil {
+		n.RB.Close() // before anti-entropy: it streams through it
 	}
 	if n.AE != nil {
 		n.AE.Close()
@@ -468,6 +560,9 @@ func (c *Cluster) Close() {
 		n.tr.Close()
 		if n.Hints != nil {
 			n.Hints.Close()
+		}
+		if n.RB != nil {
+			n.RB.Close()
 		}
 		if n.AE != nil {
 			n.AE.Close()

@@ -1,0 +1,62 @@
+package antientropy
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/version"
+)
+
+// Holds reports whether this node may hold keys of partition p: its tree
+// is not known empty (an untrusted tree counts as holding).
+func (s *Service) Holds(p int) bool {
+	root, trusted := s.trees.Root(p)
+	return !trusted || root != 0
+}
+
+// DropPartition hands partition p, which this node no longer replicates,
+// to its owners and removes this node's copy. It reads every key of p,
+// then hands p over to every owner: a Merkle comparison that sends this
+// node's version of every key that differs (the owner merges it) and takes
+// nothing back, so after all of them each owner holds every key read. Then each key read is
+// removed (physically, raising the counter floor: see replica.RemoveIf)
+// if what is stored now holds nothing the read state did not: a key
+// written since is kept, for the next pass. Nothing is removed unless every
+// owner was verified. It returns the number of keys removed.
+func (s *Service) DropPartition(p int, owners []string) (removed int, err error) {
+	if len(owners) == 0 {
+		return 0, errors.New("no owners to hand the partition to")
+	}
+	first, last := s.trees.PartitionRange(p)
+	var held []replica.Entry
+	if err := s.store.Scan(first, last, func(e replica.Entry) bool {
+		held = append(held, e)
+		return true
+	}); err != nil {
+		return 0, fmt.Errorf("partition %d: reading it: %w", p, err)
+	}
+	if len(held) == 0 {
+		return 0, nil
+	}
+	for _, o := range owners {
+		if o == s.self {
+			return 0, fmt.Errorf("partition %d: this node is an owner", p)
+		}
+		verified, err := s.exchange(o, []int{p}, modeHandover)
+		if err != nil || len(verified) != 1 {
+			return 0, fmt.Errorf("partition %d: not verified against owner %s (%v): nothing removed", p, o, err)
+		}
+	}
+	for _, e := range held {
+		read := e.Object
+		ok, err := s.store.RemoveIf(e.Key, func(cur *version.Object) bool { return read.Descends(cur) })
+		if err != nil {
+			return removed, fmt.Errorf("partition %d: removing %q: %w", p, e.Key, err)
+		}
+		if ok {
+			removed++
+		}
+	}
+	return removed, nil
+}
