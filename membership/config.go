@@ -48,6 +48,13 @@ type Config struct {
 	// cluster already knows as an owner (a node back on an empty disk),
 	// enters Normal, as every new node does without this option.
 	StreamOnJoin bool
+	// Replace is the ID of a dead member this new node takes over: it
+	// takes that member's tokens (so it is placed where that member was),
+	// enters joining, marks the dead member leaving, and streams its
+	// partitions from the surviving replicas; package rebalance then makes
+	// it normal and the dead member left together. Needs StreamOnJoin and
+	// a data directory with no ring state.
+	Replace string
 
 	// ProbeInterval is how often each node probes one random peer
 	// (default 500ms). ProbeTimeout is how long a direct probe may take

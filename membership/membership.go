@@ -170,7 +170,7 @@ func Start(cfg Config) (*Membership, error) {
 	self := Record{
 		Member: ring.Member{
 			ID: cfg.NodeID, Weight: cfg.Weight, DC: cfg.DC, Rack: cfg.Rack,
-			State: ring.StateNormal,
+			State: ring.StateNormal, Tokens: cfg.Replace,
 		},
 		PeerAddr:   cfg.PeerAddr,
 		RespAddr:   cfg.RespAddr,
@@ -179,9 +179,17 @@ func Start(cfg Config) (*Membership, error) {
 		Version:    nextVersion(0),
 	}
 	targets := m.joinTargetsFor(cfg.Join, self.GossipAddr)
+	if cfg.Replace != "" && (prev != nil || len(targets) == 0 || !cfg.StreamOnJoin) {
+		if prev != nil && prev.Tokens == cfg.Replace {
+			// Restarted mid-replacement: carry on.
+		} else {
+			return fail(fmt.Errorf("membership: replacing %s needs a new node (no ring state in its data directory) that joins a running cluster", cfg.Replace))
+		}
+	}
 	if prev != nil {
 		self.State = prev.State
 		self.Version = nextVersion(prev.Version)
+		self.Tokens = prev.Tokens
 	} else if cfg.StreamOnJoin && len(targets) > 0 {
 		// Joining until the join shows whether the cluster is established
 		// (then the node streams before it owns) or forming (then it is
@@ -259,7 +267,18 @@ func Start(cfg Config) (*Membership, error) {
 			m.Close()
 			return nil, errLeft(cfg.NodeID)
 		}
-		if m.LocalNode().State == ring.StateJoining && prev == nil && !m.establishedWithoutUs() {
+		if cfg.Replace != "" && prev == nil {
+			if err := m.startReplacing(cfg.Replace); err != nil {
+				// This node was announced (joining) by the join: withdraw
+				// it, or the cluster would wait for its join forever.
+				if lerr := m.SetState(ring.StateLeft); lerr == nil {
+					m.ml.Leave(time.Second)
+					err = fmt.Errorf("%w; %s was withdrawn from the cluster (left): start the replacement under a new ID", err, cfg.NodeID)
+				}
+				m.Close()
+				return nil, err
+			}
+		} else if m.LocalNode().State == ring.StateJoining && prev == nil && !m.establishedWithoutUs() {
 			if err := m.SetState(ring.StateNormal); err != nil {
 				m.Close()
 				return nil, err
@@ -267,6 +286,32 @@ func Start(cfg Config) (*Membership, error) {
 		}
 	}
 	return m, nil
+}
+
+// startReplacing checks that old can be replaced by this new node and
+// marks it leaving: its partitions are then pending on this node (which
+// takes its tokens), and nowhere else.
+func (m *Membership) startReplacing(old string) error {
+	v := m.view.Load()
+	rec, ok := v.recs[old]
+	switch {
+	case old == m.cfg.NodeID:
+		return fmt.Errorf("membership: node %s cannot replace itself", old)
+	case !ok:
+		return fmt.Errorf("membership: cannot replace %s: the cluster has no such member", old)
+	case rec.State == ring.StateLeft:
+		return fmt.Errorf("membership: cannot replace %s: it has left the cluster already (join as a new node instead)", old)
+	case rec.State == ring.StateJoining:
+		return fmt.Errorf("membership: cannot replace %s: it is joining, it owns nothing", old)
+	case v.alive[old]:
+		return fmt.Errorf("membership: cannot replace %s: it is up (decommission it instead)", old)
+	case max(rec.Weight, 1) != max(m.cfg.Weight, 1):
+		return fmt.Errorf("membership: cannot replace %s of weight %d with weight %d: give the replacement its weight", old, max(rec.Weight, 1), max(m.cfg.Weight, 1))
+	case rec.DC != m.cfg.DC:
+		return fmt.Errorf("membership: cannot replace %s of DC %q from DC %q", old, rec.DC, m.cfg.DC)
+	}
+	m.logf("membership: %s replaces %s (down): it takes its tokens and streams its partitions from the surviving replicas", m.cfg.NodeID, old)
+	return m.SetMemberState(old, ring.StateLeaving)
 }
 
 // errLeft is why a node whose ID has left the cluster does not start.

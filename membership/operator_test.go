@@ -110,3 +110,36 @@ func TestOperatorSetsAnotherNodesState(t *testing.T) {
 		t.Fatalf("n3 restarted after leaving: err = %v", err)
 	}
 }
+
+// --replace is refused for a member that is up, an unknown one, and on a
+// node that joins nothing; accepted for a dead member, which becomes
+// leaving while the replacement joins with its tokens.
+func TestReplaceChecks(t *testing.T) {
+	h := newHarness(t)
+	ms, _ := h.cluster(3)
+	waitFor(t, 10*time.Second, "three nodes converge", func() bool { return converged(ms, "n0", "n1", "n2") })
+	seed := ms[0].LocalNode().GossipAddr
+	for _, bad := range []struct{ replace, want string }{
+		{"n1", "it is up"}, {"nobody", "no such member"},
+	} {
+		cfg := h.config("r-"+bad.replace, seed)
+		cfg.StreamOnJoin, cfg.Replace = true, bad.replace
+		if _, err := Start(cfg); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("replace %s: err = %v, want %q", bad.replace, err, bad.want)
+		}
+	}
+	ms[2].Close()
+	waitFor(t, 10*time.Second, "n2 down", func() bool { return !ms[0].Alive("n2") })
+	cfg := h.config("n9", seed)
+	cfg.StreamOnJoin, cfg.Replace = true, "n2"
+	n9 := h.start(cfg)
+	if me := n9.LocalNode(); me.State != ring.StateJoining || me.Tokens != "n2" {
+		t.Fatalf("replacement record: %+v", me)
+	}
+	waitFor(t, 10*time.Second, "n2 leaving everywhere", func() bool {
+		return stateOn(ms[0], "n2") == ring.StateLeaving && stateOn(ms[1], "n2") == ring.StateLeaving && stateOn(n9, "n2") == ring.StateLeaving
+	})
+	if m, _ := ms[0].Ring().Member("n9"); m.Tokens != "n2" {
+		t.Fatalf("n0 sees n9 as %+v", m)
+	}
+}

@@ -45,13 +45,15 @@ type wireRecord struct {
 	HTTPAddr string `json:"http,omitempty"`
 	Gossip   string `json:"gossip"`
 	Version  uint64 `json:"version"`
+	// Tokens is the ID whose tokens the node takes (a replacement).
+	Tokens string `json:"tokens,omitempty"`
 }
 
 func toWire(r Record) wireRecord {
 	return wireRecord{
 		ID: r.ID, Weight: r.Weight, DC: r.DC, Rack: r.Rack, State: r.State.String(),
 		PeerAddr: r.PeerAddr, RespAddr: r.RespAddr, HTTPAddr: r.HTTPAddr,
-		Gossip: r.GossipAddr, Version: r.Version,
+		Gossip: r.GossipAddr, Version: r.Version, Tokens: r.Tokens,
 	}
 }
 
@@ -61,7 +63,7 @@ func fromWire(w wireRecord) (Record, error) {
 		return Record{}, err
 	}
 	return Record{
-		Member:   ring.Member{ID: w.ID, Weight: w.Weight, DC: w.DC, Rack: w.Rack, State: st},
+		Member:   ring.Member{ID: w.ID, Weight: w.Weight, DC: w.DC, Rack: w.Rack, State: st, Tokens: w.Tokens},
 		PeerAddr: w.PeerAddr, RespAddr: w.RespAddr, HTTPAddr: w.HTTPAddr,
 		GossipAddr: w.Gossip, Version: w.Version,
 	}, nil
@@ -219,7 +221,7 @@ func ringMembers(recs map[string]Record) []ring.Member {
 func ringSignature(recs map[string]Record) string {
 	var b strings.Builder
 	for _, r := range sortedRecords(recs) {
-		fmt.Fprintf(&b, "%q %d %q %q %d\n", r.ID, r.Weight, r.DC, r.Rack, r.State)
+		fmt.Fprintf(&b, "%q %d %q %q %d %q\n", r.ID, r.Weight, r.DC, r.Rack, r.State, r.Tokens)
 	}
 	return b.String()
 }

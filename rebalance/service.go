@@ -3,6 +3,7 @@ package rebalance
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -28,10 +29,60 @@ const (
 	// gains in the current change (reply: moveStatus, 25 bytes). The
 	// member that completes a change asks every gainer.
 	KindMoveStatus uint8 = 73
+	// KindMember asks a peer what it knows of one member (payload: the
+	// ID; reply: MemberInfo as JSON), so that a replacement can be checked
+	// before the new node announces itself (CheckReplace).
+	KindMember uint8 = 74
 )
 
 // Owns reports whether a peer message kind is this package's.
-func Owns(kind uint8) bool { return kind == KindView || kind == KindMoveStatus }
+func Owns(kind uint8) bool { return kind >= KindView && kind <= KindMember }
+
+// MemberInfo is a KindMember reply.
+type MemberInfo struct {
+	Known  bool   `json:"known"`
+	State  string `json:"state,omitempty"`
+	Alive  bool   `json:"alive"`
+	Weight int    `json:"weight,omitempty"`
+	DC     string `json:"dc,omitempty"`
+}
+
+// CheckReplace asks the first of targets (peer addresses) that answers
+// whether member old can be replaced by a new node of that weight in dc:
+// it must be known, placed (normal or leaving) and down. A node started
+// with --replace checks this before it announces itself, so that a mistake
+// leaves no trace in the cluster.
+func CheckReplace(ctx context.Context, tr transport.Transport, targets []string, old string, weight int, dc string) error {
+	var errs []error
+	for _, addr := range targets {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		reply, err := tr.Call(cctx, addr, KindMember, []byte(old))
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			continue
+		}
+		var mi MemberInfo
+		if err := json.Unmarshal(reply, &mi); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			continue
+		}
+		switch {
+		case !mi.Known:
+			return fmt.Errorf("cannot replace %s: the cluster has no such member", old)
+		case mi.State != ring.StateNormal.String() && mi.State != ring.StateLeaving.String():
+			return fmt.Errorf("cannot replace %s: it is %s", old, mi.State)
+		case mi.Alive:
+			return fmt.Errorf("cannot replace %s: it is up (decommission it instead)", old)
+		case max(mi.Weight, 1) != max(weight, 1):
+			return fmt.Errorf("cannot replace %s of weight %d with weight %d: give the replacement its weight", old, max(mi.Weight, 1), max(weight, 1))
+		case mi.DC != dc:
+			return fmt.Errorf("cannot replace %s of DC %q from DC %q", old, mi.DC, dc)
+		}
+		return nil
+	}
+	return fmt.Errorf("cannot check the replacement of %s: no join target answered: %w", old, errors.Join(errs...))
+}
 
 // RingHash identifies a ring's members with their states, weights and
 // places: two nodes with equal hashes compute the same preference lists
@@ -41,7 +92,7 @@ func RingHash(r *ring.Ring) uint64 {
 	ms := r.Members()
 	sort.Slice(ms, func(i, j int) bool { return ms[i].ID < ms[j].ID })
 	for _, m := range ms {
-		fmt.Fprintf(h, "%q %d %d %q %q\n", m.ID, m.State, m.Weight, m.DC, m.Rack)
+		fmt.Fprintf(h, "%q %d %d %q %q %q\n", m.ID, m.State, m.Weight, m.DC, m.Rack, m.Tokens)
 	}
 	return h.Sum64()
 }
@@ -85,6 +136,16 @@ func (s *Service) Handle(r *ring.Ring, kind uint8, payload []byte) ([]byte, erro
 	switch kind {
 	case KindView:
 		return binary.BigEndian.AppendUint64(nil, RingHash(r)), nil
+	case KindMember:
+		if s == nil {
+			return nil, errors.New("rebalance: moves are off on this node (anti-entropy is disabled)")
+		}
+		m, ok := r.Member(string(payload))
+		mi := MemberInfo{Known: ok}
+		if ok {
+			mi.State, mi.Alive, mi.Weight, mi.DC = m.State.String(), s.cl.Alive(m.ID), m.Weight, m.DC
+		}
+		return json.Marshal(mi)
 	case KindMoveStatus:
 		if s == nil {
 			return nil, errors.New("rebalance: moves are off on this node (anti-entropy is disabled)")
@@ -503,6 +564,11 @@ func (s *Service) completes(r *ring.Ring, c ring.Member) bool {
 	if c.State != ring.StateLeaving || s.cl.Alive(c.ID) {
 		return false
 	}
+	for _, m := range r.Members() {
+		if m.State == ring.StateJoining && m.Tokens == c.ID {
+			return false // its replacement completes both
+		}
+	}
 	me, _ := r.Member(s.self)
 	if me.State != ring.StateNormal {
 		return false
@@ -598,6 +664,15 @@ func (s *Service) drive(r *ring.Ring, h uint64, c ring.Member, desc []string) {
 		return
 	}
 	s.o.Logf("rebalance: %s %s is complete (%d partitions, %d bytes): it is now %v", kind, c.ID, total, moved, next)
+	if old, ok := r.Member(c.Tokens); ok && kind == "join" && c.Tokens != c.ID && old.State == ring.StateLeaving {
+		// A replacement: the member it replaces leaves as it becomes
+		// normal (both were placed on the same tokens for that moment).
+		if err := s.cl.SetMemberState(old.ID, ring.StateLeft); err != nil {
+			s.o.Logf("rebalance: %s replaced %s, but setting %s left: %v", c.ID, old.ID, old.ID, err)
+			return
+		}
+		s.o.Logf("rebalance: %s has replaced %s, which is now left", c.ID, old.ID)
+	}
 }
 
 func (s *Service) moveStatus(peer string) (moveStatus, error) {

@@ -63,6 +63,18 @@ type Member struct {
 	// distinct racks where possible; ReplicasPerDC counts are per DC.
 	DC, Rack string
 	State    State
+	// Tokens, if set, is the ID whose virtual-node tokens this member
+	// takes instead of its own: a node that replaces a dead one (ringkv
+	// server --replace) is placed where it was.
+	Tokens string
+}
+
+// tokenSeed is the ID that seeds the member's tokens.
+func (m Member) tokenSeed() string {
+	if m.Tokens != "" {
+		return m.Tokens
+	}
+	return m.ID
 }
 
 func (m Member) weight() int {

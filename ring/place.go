@@ -22,6 +22,7 @@ type vnode struct {
 // pnode is an eligible node as placement sees it.
 type pnode struct {
 	id     string
+	seed   string // seeds its tokens: its ID, or the ID it replaces
 	weight int
 	rack   int // index of its failure domain
 	pool   int // index into placer.pools
@@ -128,7 +129,7 @@ func newPlacer(cfg Config, members []Member) *placer {
 			rackIndex[m.rackKey()] = rk
 		}
 		pl.pools[pi].nodes = append(pl.pools[pi].nodes, len(pl.nodes))
-		pl.nodes = append(pl.nodes, pnode{id: m.ID, weight: m.Weight, rack: rk, pool: pi})
+		pl.nodes = append(pl.nodes, pnode{id: m.ID, seed: m.tokenSeed(), weight: m.Weight, rack: rk, pool: pi})
 	}
 	pl.racks = len(rackIndex)
 	for i := range pl.pools {
@@ -154,7 +155,7 @@ func newPlacer(cfg Config, members []Member) *placer {
 
 	for i, nd := range pl.nodes {
 		for v := range nd.weight * cfg.VNodesPerWeight {
-			tok := Token([]byte(nd.id + "/" + strconv.Itoa(v)))
+			tok := Token([]byte(nd.seed + "/" + strconv.Itoa(v)))
 			pl.vnodes = append(pl.vnodes, vnode{token: tok, node: int32(i)})
 			pl.tokens[i] = append(pl.tokens[i], tok)
 		}

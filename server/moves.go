@@ -57,8 +57,15 @@ func (s *Server) startMove(id string, remove bool) (int, error) {
 		return http.StatusOK, nil
 	case m.State == ring.StateLeaving:
 		return http.StatusAccepted, nil
+	case m.State == ring.StateJoining && remove && !alive:
+		// A joiner that died for good owns nothing: it leaves at once.
+		if err := s.members.SetMemberState(id, ring.StateLeft); err != nil {
+			return http.StatusInternalServerError, err
+		}
+		s.cfg.Logf("node %s: %s, joining and down, is removed (it owned nothing)", s.cfg.NodeID, id)
+		return http.StatusOK, nil
 	case m.State == ring.StateJoining:
-		return http.StatusConflict, fmt.Errorf("%s is joining: wait until it is normal", id)
+		return http.StatusConflict, fmt.Errorf("%s is joining: wait until it is normal (or, if it is down for good, removenode it)", id)
 	case s.rb.Load() == nil:
 		return http.StatusServiceUnavailable, fmt.Errorf("anti-entropy is off on this node (--repair-interval is negative): partitions cannot be moved")
 	case remove && alive:

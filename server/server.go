@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -83,6 +84,9 @@ type Config struct {
 	HintWindow time.Duration
 	// HintRate bounds hint delivery, bytes per second. Default: 8 MiB/s.
 	HintRate int64
+	// Replace is the ID of a dead member this new node takes over (its
+	// tokens, its partitions, streamed from the surviving replicas).
+	Replace string
 	// RepairInterval is the pause between two anti-entropy rounds.
 	// Default: 10s. Negative: no anti-entropy at all (no trees, no rounds;
 	// for measurements). RepairRate bounds anti-entropy's exchange, bytes per
@@ -257,6 +261,17 @@ func Start(cfg Config) (s *Server, err error) {
 	if s.peer, err = transport.Listen(peerPlan.rpcBind, handler, transport.Options{Logf: cfg.Logf}); err != nil {
 		return nil, fmt.Errorf("peer listener: %w", err)
 	}
+	if cfg.Replace != "" {
+		if _, statErr := os.Stat(filepath.Join(cfg.DataDir, "ring.json")); errors.Is(statErr, fs.ErrNotExist) {
+			// A new replacement: check before announcing anything.
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			err := rebalance.CheckReplace(ctx, s.client, cfg.Join, cfg.Replace, cfg.Weight, cfg.DC)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("--replace: %w", err)
+			}
+		}
+	}
 	s.members, err = membership.Start(membership.Config{
 		NodeID:   cfg.NodeID,
 		BindAddr: peerPlan.gossipBind,
@@ -272,6 +287,7 @@ func Start(cfg Config) (s *Server, err error) {
 		// A joiner streams its partitions through anti-entropy before it
 		// owns them; without anti-entropy it enters normal, empty.
 		StreamOnJoin: cfg.RepairInterval >= 0,
+		Replace:      cfg.Replace,
 		Logf:         cfg.Logf,
 		// Memberlist advertises an IP: the one PeerAddr's name resolves to.
 		AdvertiseAddr: peerPlan.gossipAdvertise,

@@ -78,6 +78,7 @@ commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
 	f.StringVar(&cfg.PeerAddr, "peer-addr", "127.0.0.1:7000", "address other nodes dial for peer RPCs, HOST:PORT (an IP or a DNS name resolving to this node); gossip uses the next port")
 	f.StringVar(&cfg.PeerBind, "peer-bind", "", "listen address for peer RPCs, IP:PORT (default: --peer-addr's host if an IP, else 0.0.0.0, at its port); gossip binds the next port")
 	f.StringVar(&join, "join", "", "comma-separated peer addresses (IPs or DNS names) of existing nodes; this node's own address is skipped")
+	f.StringVar(&cfg.Replace, "replace", "", "ID of a dead member this new node takes over: it takes its place on the ring and streams its partitions from the surviving replicas (needs --join and an empty --data-dir)")
 	f.StringVar(&cfg.DC, "dc", "", "datacenter name")
 	f.StringVar(&cfg.Rack, "rack", "", "rack or zone name")
 	f.IntVar(&cfg.Weight, "weight", 1, "relative capacity (partitions are spread in proportion)")

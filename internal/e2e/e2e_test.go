@@ -85,6 +85,7 @@ type node struct {
 	id, dir          string
 	resp, http, peer string
 	join             string
+	extra            []string // more server flags
 	cmd              *exec.Cmd
 	log              *strings.Builder
 	logMu            *sync.Mutex
@@ -98,6 +99,7 @@ func (n *node) start(t *testing.T, bin string) {
 	if n.join != "" {
 		args = append(args, "--join", n.join)
 	}
+	args = append(args, n.extra...)
 	n.cmd = exec.Command(bin, args...)
 	pr, pw := io.Pipe()
 	n.cmd.Stderr = pw
