@@ -28,8 +28,9 @@ type Membership struct {
 	fp      string // fingerprint(cfg.Ring)
 	ml      *memberlist.Memberlist
 
-	mu  sync.Mutex // guards tab and serialises view updates
-	tab table
+	mu   sync.Mutex // guards tab and repl, and serialises view updates
+	tab  table
+	repl replState
 
 	view atomic.Pointer[view]
 
@@ -68,7 +69,9 @@ type view struct {
 	ring    *ring.Ring
 	ringSig string // ringSignature of the records ring was built from
 	recs    map[string]Record
-	recSig  string // ringSignature(recs)
+	recSig  string      // ringSignature(recs) and the replication's signature
+	ringCfg ring.Config // the ring configuration with the cluster's replication
+	repl    replState
 	alive   map[string]bool
 	recGen  uint64 // bumped on every change of recs
 }
@@ -113,8 +116,12 @@ func Start(cfg Config) (*Membership, error) {
 	// Restore the persisted table before anything can gossip to us.
 	var restored []Record
 	if cfg.DataDir != "" {
-		if restored, err = loadState(cfg.DataDir, cfg.NodeID, m.ringCfg); err != nil {
+		var repl *wireRepl
+		if restored, repl, err = loadState(cfg.DataDir, cfg.NodeID, m.ringCfg); err != nil {
 			return nil, err
+		}
+		if repl != nil {
+			m.repl = repl.state()
 		}
 	}
 	var prev *Record
@@ -334,7 +341,7 @@ func (m *Membership) establishedWithoutUs() bool {
 			others = append(others, r.Member)
 		}
 	}
-	r, err := ring.New(m.cfg.Ring, others)
+	r, err := ring.New(v.ringCfg, others)
 	if err != nil || len(others) == 0 {
 		return false
 	}
@@ -350,7 +357,7 @@ func (m *Membership) rebuildNow() error {
 	if v.ringSig == v.recSig {
 		return nil
 	}
-	r, err := ring.New(m.cfg.Ring, ringMembers(v.recs))
+	r, err := ring.New(v.ringCfg, ringMembers(v.recs))
 	if err != nil {
 		return err
 	}
@@ -552,7 +559,9 @@ func (m *Membership) publishLocked(records bool, built *ring.Ring) {
 			v.recs[id] = r
 		}
 		v.recGen++
-		v.recSig = ringSignature(v.recs)
+		v.repl = m.repl
+		v.ringCfg = m.ringConfigLocked()
+		v.recSig = ringSignature(v.recs) + m.repl.signature()
 	}
 	if built != nil {
 		v.ring, v.ringSig = built, v.recSig
@@ -569,7 +578,7 @@ func (m *Membership) publishLocked(records bool, built *ring.Ring) {
 
 // buildRingLocked builds the ring for the current table. m.mu must be held.
 func (m *Membership) buildRingLocked() (*ring.Ring, error) {
-	return ring.New(m.cfg.Ring, ringMembers(m.tab.recs))
+	return ring.New(m.ringConfigLocked(), ringMembers(m.tab.recs))
 }
 
 // rebuildLoop rebuilds the ring after records learned from peers changed
@@ -587,7 +596,7 @@ func (m *Membership) rebuildLoop() {
 		if v.ringSig == v.recSig {
 			continue
 		}
-		r, err := ring.New(m.cfg.Ring, ringMembers(v.recs))
+		r, err := ring.New(v.ringCfg, ringMembers(v.recs))
 		if err != nil {
 			m.warnOnce("ring\x00"+err.Error(), "membership: keeping the previous ring: %v", err)
 			continue
@@ -623,7 +632,7 @@ func (m *Membership) persist() error {
 	if v.recGen == m.written {
 		return nil
 	}
-	ds := diskState{Format: stateFormat, NodeID: m.cfg.NodeID, Ring: m.ringCfg}
+	ds := diskState{Format: stateFormat, NodeID: m.cfg.NodeID, Ring: m.ringCfg, Repl: v.repl.wire()}
 	for _, r := range sortedRecords(v.recs) {
 		ds.Records = append(ds.Records, toWire(r))
 	}
@@ -744,7 +753,7 @@ func (m *Membership) warnOnce(key, format string, args ...any) {
 // mergeLocked merges one record from gossip and reports whether the table
 // changed. m.mu must be held.
 func (m *Membership) mergeLocked(r Record, from string) bool {
-	if err := checkRecord(r, m.cfg.Ring); err != nil {
+	if err := checkRecord(r, m.ringConfigLocked()); err != nil {
 		m.warnOnce("bad\x00"+r.ID+"\x00"+from, "membership: ignoring record from %s: %v", from, err)
 		return false
 	}
@@ -886,17 +895,27 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	return b
 }
 
-// NotifyMsg merges a record gossiped by SetMemberState.
+// NotifyMsg merges a record gossiped by SetMemberState, or a replication
+// gossiped by a change of it.
 func (d *delegate) NotifyMsg(b []byte) {
 	m := d.m
-	cfg, r, err := decodeMeta(b)
-	if err != nil || cfg != m.fp {
-		m.warnOnce("badmsg", "membership: ignoring a gossiped record (%v, ring config %s; ours %s)", err, cfg, m.fp)
+	var msg metaMsg
+	if err := json.Unmarshal(b, &msg); err != nil || msg.Cfg != m.fp {
+		m.warnOnce("badmsg", "membership: ignoring a gossiped message (%v, ring config %s; ours %s)", err, msg.Cfg, m.fp)
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.mergeLocked(r, "gossip") {
+	changed := m.mergeReplLocked(msg.Repl, "gossip")
+	if msg.Repl == nil {
+		r, err := fromWire(msg.Rec)
+		if err != nil {
+			m.warnOnce("badmsg\x00"+msg.Rec.ID, "membership: ignoring a gossiped record: %v", err)
+		} else if m.mergeLocked(r, "gossip") {
+			changed = true
+		}
+	}
+	if changed {
 		m.publishLocked(true, nil)
 	}
 }
@@ -908,7 +927,7 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 // LocalState returns the whole table for push/pull.
 func (d *delegate) LocalState(join bool) []byte {
 	v := d.m.view.Load()
-	msg := stateMsg{Format: stateFormat, Cfg: d.m.fp}
+	msg := stateMsg{Format: stateFormat, Cfg: d.m.fp, Repl: v.repl.wire()}
 	for _, r := range sortedRecords(v.recs) {
 		msg.Records = append(msg.Records, toWire(r))
 	}
@@ -937,7 +956,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 		// Counted under m.mu once merged: see joinRetry.
 		defer m.joinStates.Add(1)
 	}
-	changed := false
+	changed := m.mergeReplLocked(msg.Repl, "push/pull")
 	for _, w := range msg.Records {
 		r, err := fromWire(w)
 		if err != nil {

@@ -143,3 +143,48 @@ func TestReplaceChecks(t *testing.T) {
 		t.Fatalf("n0 sees n9 as %+v", m)
 	}
 }
+
+// A replication change set on one node reaches every node (and a node
+// that restarts keeps it, one that joins later learns it): first the
+// target, then, finished, the ring's own N.
+func TestReplicationChangeSpreads(t *testing.T) {
+	h := newHarness(t)
+	ms, cfgs := h.cluster(3)
+	waitFor(t, 10*time.Second, "three nodes converge", func() bool { return converged(ms, "n0", "n1", "n2") })
+	if err := ms[1].SetReplicationTarget(ring.Replication{Replicas: 2}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the target everywhere", func() bool {
+		for _, m := range ms {
+			cur, next := m.Replication()
+			if cur.Replicas != 3 || next == nil || next.Replicas != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	if err := ms[2].FinishReplication(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "N=2 everywhere", func() bool {
+		for _, m := range ms {
+			cur, next := m.Replication()
+			if cur.Replicas != 2 || next != nil || m.Ring().Replicas() != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	if err := ms[0].FinishReplication(); err == nil {
+		t.Error("finishing with no change in progress succeeded")
+	}
+	ms[2].Close()
+	m2 := h.start(cfgs[2])
+	if cur, _ := m2.Replication(); cur.Replicas != 2 {
+		t.Errorf("restarted node: N=%d", cur.Replicas)
+	}
+	late := h.start(h.config("n9", ms[0].LocalNode().GossipAddr))
+	if cur, _ := late.Replication(); cur.Replicas != 2 || late.Ring().Replicas() != 2 {
+		t.Errorf("late joiner: N=%d, ring %d", cur.Replicas, late.Ring().Replicas())
+	}
+}

@@ -20,40 +20,42 @@ type diskState struct {
 	// run with a different one.
 	Ring    string       `json:"ring"`
 	Records []wireRecord `json:"records"`
+	// Repl is the cluster's replication once set-replicas changed it.
+	Repl *wireRepl `json:"repl,omitempty"`
 }
 
 // loadState reads DataDir/ring.json. A missing file is not an error: it
 // returns nil records.
-func loadState(dir, nodeID, ringCfg string) ([]Record, error) {
+func loadState(dir, nodeID, ringCfg string) ([]Record, *wireRepl, error) {
 	path := filepath.Join(dir, stateFile)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("membership: %w", err)
+		return nil, nil, fmt.Errorf("membership: %w", err)
 	}
 	var ds diskState
 	if err := json.Unmarshal(b, &ds); err != nil {
-		return nil, fmt.Errorf("membership: %s is corrupt: %w", path, err)
+		return nil, nil, fmt.Errorf("membership: %s is corrupt: %w", path, err)
 	}
 	switch {
 	case ds.Format != stateFormat:
-		return nil, fmt.Errorf("membership: %s has format %d, want %d", path, ds.Format, stateFormat)
+		return nil, nil, fmt.Errorf("membership: %s has format %d, want %d", path, ds.Format, stateFormat)
 	case ds.NodeID != nodeID:
-		return nil, fmt.Errorf("membership: %s belongs to node %q, not %q", path, ds.NodeID, nodeID)
+		return nil, nil, fmt.Errorf("membership: %s belongs to node %q, not %q", path, ds.NodeID, nodeID)
 	case ds.Ring != ringCfg:
-		return nil, fmt.Errorf("membership: %s was written with ring config %q, now %q; the ring config is fixed when the cluster is created", path, ds.Ring, ringCfg)
+		return nil, nil, fmt.Errorf("membership: %s was written with ring config %q, now %q; the ring config is fixed when the cluster is created", path, ds.Ring, ringCfg)
 	}
 	recs := make([]Record, 0, len(ds.Records))
 	for _, w := range ds.Records {
 		r, err := fromWire(w)
 		if err != nil {
-			return nil, fmt.Errorf("membership: %s: %w", path, err)
+			return nil, nil, fmt.Errorf("membership: %s: %w", path, err)
 		}
 		recs = append(recs, r)
 	}
-	return recs, nil
+	return recs, ds.Repl, nil
 }
 
 // saveState writes ring.json atomically and durably: a temp file in the same

@@ -73,6 +73,8 @@ func fromWire(w wireRecord) (Record, error) {
 type metaMsg struct {
 	Cfg string     `json:"cfg"`
 	Rec wireRecord `json:"rec"`
+	// Repl is set in a gossiped replication change (and Rec is empty).
+	Repl *wireRepl `json:"repl,omitempty"`
 }
 
 // stateMsg is the push/pull payload: the whole table.
@@ -80,6 +82,7 @@ type stateMsg struct {
 	Format  int          `json:"format"`
 	Cfg     string       `json:"cfg"`
 	Records []wireRecord `json:"records"`
+	Repl    *wireRepl    `json:"repl,omitempty"`
 }
 
 const stateFormat = 1

@@ -81,7 +81,7 @@ func TestSaveStateAtomic(t *testing.T) {
 	if err := saveState(dir, ds); err != nil {
 		t.Fatal(err)
 	}
-	recs, err := loadState(dir, "a", "k")
+	recs, _, err := loadState(dir, "a", "k")
 	if err != nil || len(recs) != 2 || recs[1].Version != 7 {
 		t.Fatalf("load: %+v %v", recs, err)
 	}
@@ -89,11 +89,11 @@ func TestSaveStateAtomic(t *testing.T) {
 	if len(ents) != 1 {
 		t.Errorf("leftover files: %v", ents)
 	}
-	if recs, err := loadState(t.TempDir(), "a", "k"); err != nil || recs != nil {
+	if recs, _, err := loadState(t.TempDir(), "a", "k"); err != nil || recs != nil {
 		t.Errorf("missing file: %v %v", recs, err)
 	}
 	os.WriteFile(filepath.Join(dir, stateFile), []byte("{"), 0o644)
-	if _, err := loadState(dir, "a", "k"); err == nil {
+	if _, _, err := loadState(dir, "a", "k"); err == nil {
 		t.Error("corrupt file loaded")
 	}
 }

@@ -94,6 +94,10 @@ func RingHash(r *ring.Ring) uint64 {
 	for _, m := range ms {
 		fmt.Fprintf(h, "%q %d %d %q %q %q\n", m.ID, m.State, m.Weight, m.DC, m.Rack, m.Tokens)
 	}
+	fmt.Fprintf(h, "replicas %s", r.Config().Replication())
+	if next := r.Config().Next; next != nil {
+		fmt.Fprintf(h, " to %s", next)
+	}
 	return h.Sum64()
 }
 
@@ -164,6 +168,8 @@ type Cluster interface {
 	Alive(nodeID string) bool
 	SetState(ring.State) error
 	SetMemberState(id string, s ring.State) error
+	// FinishReplication makes the replication being moved to the ring's.
+	FinishReplication() error
 }
 
 // Syncer runs the exchanges (antientropy.Service).
@@ -235,11 +241,12 @@ func (o Options) withDefaults() Options {
 }
 
 // Transfer is one move as GET /v1/transfers shows it. A node shows the
-// partitions it receives (kind "stream") and, where it completes a change,
-// the change with every receiver's progress summed (kind "join" or
-// "leave": Node is the member joining or leaving).
+// partitions it receives (kind "stream"), what it hands over and drops
+// (kind "drop") and, where it completes a change, the change with every
+// receiver's progress summed (kind "join" or "leave": Node is the member
+// joining or leaving; kind "replicas": Node is the replication moved to).
 type Transfer struct {
-	Kind string `json:"kind"` // "stream", "join", "leave" or "drop"
+	Kind string `json:"kind"` // "stream", "join", "leave", "replicas" or "drop"
 	Node string `json:"node"`
 	// Changes lists the ring changes in progress ("n4 joining").
 	Changes []string `json:"changes,omitempty"`
@@ -325,7 +332,7 @@ func (s *Service) Start() {
 		defer s.wg.Done()
 		for s.sleep(s.o.DropInterval) {
 			r := s.cl.Ring()
-			if ms, _ := changes(r); len(ms) == 0 {
+			if ms, replicas, _ := changes(r); len(ms) == 0 && !replicas {
 				s.drop(r, RingHash(r))
 			}
 		}
@@ -402,28 +409,31 @@ func (s *Service) finish(kind, node, st string) {
 	}
 }
 
-// changes returns the members joining or leaving, and their description.
-func changes(r *ring.Ring) ([]ring.Member, []string) {
-	var ms []ring.Member
-	var desc []string
+// changes returns the members joining or leaving and whether the
+// replication changes, with a description of each change.
+func changes(r *ring.Ring) (ms []ring.Member, replicas bool, desc []string) {
 	for _, m := range r.Members() {
 		if m.State == ring.StateJoining || m.State == ring.StateLeaving {
 			ms = append(ms, m)
 			desc = append(desc, m.ID+" "+m.State.String())
 		}
 	}
-	return ms, desc
+	if next := r.Config().Next; next != nil {
+		replicas = true
+		desc = append(desc, "replicas "+r.Config().Replication().String()+" to "+next.String())
+	}
+	return ms, replicas, desc
 }
 
 // step does one unit of work and returns how long to wait before the next.
 func (s *Service) step() time.Duration {
 	r := s.cl.Ring()
 	h := RingHash(r)
-	changing, desc := changes(r)
+	changing, replicas, desc := changes(r)
 	if h != s.hash {
-		s.newRing(r, h, changing)
+		s.newRing(r, h, changing, replicas)
 	}
-	if len(changing) == 0 {
+	if len(changing) == 0 && !replicas {
 		return s.o.Poll
 	}
 	alive := func(id string) bool { return id != s.self && s.cl.Alive(id) }
@@ -465,6 +475,10 @@ func (s *Service) step() time.Duration {
 			s.drive(r, h, c, desc)
 		}
 	}
+	if replicas && len(changing) == 0 && s.lowestNormal(r) {
+		// One change at a time: a member's move first.
+		s.driveReplication(r, h, desc)
+	}
 	return s.o.Poll
 }
 
@@ -472,9 +486,9 @@ func (s *Service) step() time.Duration {
 // verifications kept: they are of the data), the members must be asked
 // again whether they see the ring, and the moves of changes that are over
 // are closed.
-func (s *Service) newRing(r *ring.Ring, h uint64, changing []ring.Member) {
+func (s *Service) newRing(r *ring.Ring, h uint64, changing []ring.Member, replicas bool) {
 	s.hash, s.seen, s.settled = h, s.o.Now(), false
-	if s.plan == nil || len(changing) == 0 {
+	if s.plan == nil || len(changing) == 0 && !replicas {
 		s.plan = NewPlan(s.self, r, s.o.Backoff)
 	} else {
 		s.plan.Update(r)
@@ -489,6 +503,16 @@ func (s *Service) newRing(r *ring.Ring, h uint64, changing []ring.Member) {
 			case t.State == "done":
 				s.finish(t.Kind, t.Node, "done")
 			case gains == 0:
+				s.finish(t.Kind, t.Node, "stopped")
+			}
+			continue
+		}
+		if t.Kind == "replicas" {
+			switch {
+			case replicas && t.Node == r.Config().Next.String():
+			case !replicas && r.Config().Replication().String() == t.Node:
+				s.finish(t.Kind, t.Node, "done")
+			default:
 				s.finish(t.Kind, t.Node, "stopped")
 			}
 			continue
@@ -569,6 +593,12 @@ func (s *Service) completes(r *ring.Ring, c ring.Member) bool {
 			return false // its replacement completes both
 		}
 	}
+	return s.lowestNormal(r)
+}
+
+// lowestNormal reports whether this node is the normal member with the
+// lowest ID that is up.
+func (s *Service) lowestNormal(r *ring.Ring) bool {
 	me, _ := r.Member(s.self)
 	if me.State != ring.StateNormal {
 		return false
@@ -601,10 +631,44 @@ func gainers(r *ring.Ring) []string {
 // what they gain, completes change c: a joining node becomes normal, a
 // leaving one left.
 func (s *Service) drive(r *ring.Ring, h uint64, c ring.Member, desc []string) {
-	kind := "leave"
+	kind, next := "leave", ring.StateLeft
 	if c.State == ring.StateJoining {
-		kind = "join"
+		kind, next = "join", ring.StateNormal
 	}
+	if !s.gainersDone(r, h, kind, c.ID, desc) {
+		return
+	}
+	if !s.complete(kind, c.ID, func() error { return s.cl.SetMemberState(c.ID, next) }) {
+		return
+	}
+	s.o.Logf("rebalance: %s %s is complete: it is now %v", kind, c.ID, next)
+	if old, ok := r.Member(c.Tokens); ok && kind == "join" && c.Tokens != c.ID && old.State == ring.StateLeaving {
+		// A replacement: the member it replaces leaves as it becomes
+		// normal (both were placed on the same tokens for that moment).
+		if err := s.cl.SetMemberState(old.ID, ring.StateLeft); err != nil {
+			s.o.Logf("rebalance: %s replaced %s, but setting %s left: %v", c.ID, old.ID, old.ID, err)
+			return
+		}
+		s.o.Logf("rebalance: %s has replaced %s, which is now left", c.ID, old.ID)
+	}
+}
+
+// driveReplication completes a change of the replication once every
+// gainer holds its new replicas.
+func (s *Service) driveReplication(r *ring.Ring, h uint64, desc []string) {
+	node := r.Config().Next.String()
+	if !s.gainersDone(r, h, "replicas", node, desc) {
+		return
+	}
+	if s.complete("replicas", node, s.cl.FinishReplication) {
+		s.o.Logf("rebalance: the cluster's replication is now %s", node)
+	}
+}
+
+// gainersDone asks every pending owner how far it is, shows the sum as
+// the transfer kind/node, and reports whether all hold what they gain in
+// the ring of hash h.
+func (s *Service) gainersDone(r *ring.Ring, h uint64, kind, node string, desc []string) bool {
 	var waiting []string
 	var done, total int
 	var moved uint64
@@ -633,7 +697,7 @@ func (s *Service) drive(r *ring.Ring, h uint64, c ring.Member, desc []string) {
 		}
 	}
 	s.mu.Lock()
-	t := s.transfer(kind, c.ID, desc, s.seen)
+	t := s.transfer(kind, node, desc, s.seen)
 	t.State, t.PartitionsDone, t.PartitionsTotal, t.Bytes = "streaming", done, total, moved
 	t.Waiting = ""
 	if len(waiting) > 0 {
@@ -641,38 +705,27 @@ func (s *Service) drive(r *ring.Ring, h uint64, c ring.Member, desc []string) {
 	}
 	fillRate(t, s.o.Now())
 	s.mu.Unlock()
-	if len(waiting) > 0 {
-		return
-	}
-	next := ring.StateNormal
-	if kind == "leave" {
-		next = ring.StateLeft
-	}
-	// Done before the state changes, so that whoever sees the new state
-	// sees the move done.
+	return len(waiting) == 0
+}
+
+// complete ends the transfer kind/node and makes the ring change with
+// apply; on failure the transfer goes on. The transfer is marked done
+// first, so that whoever sees the change sees the move done.
+func (s *Service) complete(kind, node string, apply func() error) bool {
 	s.mu.Lock()
-	s.finish(kind, c.ID, "done")
+	s.finish(kind, node, "done")
 	s.mu.Unlock()
-	if err := s.cl.SetMemberState(c.ID, next); err != nil {
-		s.o.Logf("rebalance: %s %s: setting it %v: %v", kind, c.ID, next, err)
+	if err := apply(); err != nil {
+		s.o.Logf("rebalance: completing %s %s: %v", kind, node, err)
 		s.mu.Lock()
 		t := s.finished[len(s.finished)-1]
 		s.finished = s.finished[:len(s.finished)-1]
 		t.State, t.Finished, t.LastError = "streaming", "", err.Error()
-		s.active[kind+"\x00"+c.ID] = &t
+		s.active[kind+"\x00"+node] = &t
 		s.mu.Unlock()
-		return
+		return false
 	}
-	s.o.Logf("rebalance: %s %s is complete (%d partitions, %d bytes): it is now %v", kind, c.ID, total, moved, next)
-	if old, ok := r.Member(c.Tokens); ok && kind == "join" && c.Tokens != c.ID && old.State == ring.StateLeaving {
-		// A replacement: the member it replaces leaves as it becomes
-		// normal (both were placed on the same tokens for that moment).
-		if err := s.cl.SetMemberState(old.ID, ring.StateLeft); err != nil {
-			s.o.Logf("rebalance: %s replaced %s, but setting %s left: %v", c.ID, old.ID, old.ID, err)
-			return
-		}
-		s.o.Logf("rebalance: %s has replaced %s, which is now left", c.ID, old.ID)
-	}
+	return true
 }
 
 func (s *Service) moveStatus(peer string) (moveStatus, error) {

@@ -49,6 +49,49 @@ type Config struct {
 	// joining node's takeover over more donors, at the cost of a longer
 	// walk per partition. Default 64.
 	VNodesPerWeight int
+	// Next, when set, is the replication the cluster is moving to
+	// (ringkv set-replicas): Future places every partition with it, so the
+	// nodes that will hold the extra replicas are pending owners until the
+	// change is complete; then it becomes Replicas and ReplicasPerDC.
+	Next *Replication
+}
+
+// Replication is a replica count: N, or N per datacenter.
+type Replication struct {
+	Replicas      int
+	ReplicasPerDC map[string]int
+}
+
+func (rp Replication) clone() Replication {
+	rp.ReplicasPerDC = maps.Clone(rp.ReplicasPerDC)
+	return rp
+}
+
+// Replication returns cfg's replication.
+func (cfg Config) Replication() Replication {
+	return Replication{Replicas: cfg.Replicas, ReplicasPerDC: maps.Clone(cfg.ReplicasPerDC)}
+}
+
+// WithReplication returns cfg replicated as rp, with no change pending.
+func (cfg Config) WithReplication(rp Replication) Config {
+	cfg.Replicas, cfg.ReplicasPerDC, cfg.Next = rp.Replicas, maps.Clone(rp.ReplicasPerDC), nil
+	return cfg
+}
+
+// String renders a replication as set-replicas takes it: "3" or
+// "dc1:3,dc2:2".
+func (rp Replication) String() string {
+	if len(rp.ReplicasPerDC) == 0 {
+		return fmt.Sprint(rp.Replicas)
+	}
+	var b []byte
+	for i, dc := range slices.Sorted(maps.Keys(rp.ReplicasPerDC)) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = fmt.Appendf(b, "%s:%d", dc, rp.ReplicasPerDC[dc])
+	}
+	return string(b)
 }
 
 // withDefaults returns cfg with zero fields filled in and Replicas derived
@@ -74,6 +117,10 @@ func (cfg Config) withDefaults() Config {
 			cfg.Replicas = DefaultReplicas
 		}
 	}
+	if cfg.Next != nil {
+		n := cfg.WithReplication(*cfg.Next).withDefaults()
+		cfg.Next = &Replication{Replicas: n.Replicas, ReplicasPerDC: n.ReplicasPerDC}
+	}
 	return cfg
 }
 
@@ -92,6 +139,11 @@ func (cfg Config) validate(members []Member) error {
 	}
 	if cfg.Replicas < 1 {
 		return invalid("replicas = %d: must be at least 1", cfg.Replicas)
+	}
+	if cfg.Next != nil {
+		if err := cfg.WithReplication(*cfg.Next).validate(members); err != nil {
+			return fmt.Errorf("the replication being moved to: %w", err)
+		}
 	}
 
 	seen := make(map[string]bool, len(members))

@@ -39,11 +39,16 @@ func (r *Ring) buildFuture() {
 			changing = true
 		}
 	}
+	fcfg := r.cfg
+	if r.cfg.Next != nil {
+		fcfg = r.cfg.WithReplication(*r.cfg.Next)
+		changing = true
+	}
 	if !changing {
 		f.ring = r
 		return
 	}
-	fr, err := New(r.cfg, ms)
+	fr, err := New(fcfg, ms)
 	if err != nil {
 		f.err = err
 		return

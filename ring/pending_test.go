@@ -118,3 +118,49 @@ func TestLeavingMembersPartitionsArePendingOnTheirNextOwners(t *testing.T) {
 		t.Fatalf("moved %d, leaving member gains %v", moved, r.Gained("node-02"))
 	}
 }
+
+// A change of N (Config.Next) makes the nodes that will hold the extra
+// replicas pending owners; a decrease makes none.
+func TestReplicationChangeIsPending(t *testing.T) {
+	up := mustNew(t, Config{Partitions: 256, Replicas: 2, Next: &Replication{Replicas: 3}}, nodes(5))
+	three := mustNew(t, Config{Partitions: 256, Replicas: 3}, nodes(5))
+	if up.Replicas() != 2 {
+		t.Fatalf("N = %d while moving to 3", up.Replicas())
+	}
+	for p := range up.Partitions() {
+		var want []string
+		for _, id := range three.Preference(p) {
+			if !slices.Contains(up.Preference(p), id) {
+				want = append(want, id)
+			}
+		}
+		if len(want) == 0 || !slices.Equal(up.Pending(p), want) {
+			t.Fatalf("partition %d: pending %v, want %v (non-empty)", p, up.Pending(p), want)
+		}
+	}
+	// Down: mostly a subset (placement balances load per N, so a few
+	// partitions move), and what is not is pending.
+	down := mustNew(t, Config{Partitions: 256, Replicas: 3, Next: &Replication{Replicas: 2}}, nodes(5))
+	two := mustNew(t, Config{Partitions: 256, Replicas: 2}, nodes(5))
+	moved := 0
+	for p := range down.Partitions() {
+		var want []string
+		for _, id := range two.Preference(p) {
+			if !slices.Contains(down.Preference(p), id) {
+				want = append(want, id)
+			}
+		}
+		if !slices.Equal(down.Pending(p), want) {
+			t.Fatalf("partition %d: pending %v, want %v", p, down.Pending(p), want)
+		}
+		if len(want) > 0 {
+			moved++
+		}
+	}
+	if moved > down.Partitions()/4 {
+		t.Fatalf("%d of %d partitions move when N goes from 3 to 2", moved, down.Partitions())
+	}
+	if _, err := New(Config{Replicas: 3, Next: &Replication{Replicas: 0, ReplicasPerDC: map[string]int{"x": -1}}}, nodes(3)); err == nil {
+		t.Fatal("a bad target replication was accepted")
+	}
+}

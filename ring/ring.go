@@ -141,6 +141,10 @@ func (r *Ring) Member(id string) (Member, bool) {
 func (r *Ring) Config() Config {
 	cfg := r.cfg
 	cfg.ReplicasPerDC = maps.Clone(cfg.ReplicasPerDC)
+	if cfg.Next != nil {
+		next := cfg.Next.clone()
+		cfg.Next = &next
+	}
 	return cfg
 }
 

@@ -35,6 +35,8 @@ func (s *Server) httpHandler() http.Handler {
 			s.serveMove(w, r, false)
 		case r.URL.Path == "/v1/removenode":
 			s.serveMove(w, r, true)
+		case r.URL.Path == "/v1/replicas":
+			s.serveReplicas(w, r)
 		case strings.HasPrefix(r.URL.Path, "/v1/kv/"):
 			start := time.Now()
 			api.ServeHTTP(w, r)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/ringkv/ringkv/ring"
 )
@@ -98,5 +99,93 @@ func (s *Server) startMove(id string, remove bool) (int, error) {
 		verb = "removed"
 	}
 	s.cfg.Logf("node %s: %s is being %s: its partitions stream to their next owners", s.cfg.NodeID, id, verb)
+	return http.StatusAccepted, nil
+}
+
+// ReplicasReply is the JSON body of GET and POST /v1/replicas: the
+// cluster's replication, and the one it is moving to.
+type ReplicasReply struct {
+	Replicas string `json:"replicas"`
+	Next     string `json:"next,omitempty"`
+}
+
+// serveReplicas shows (GET) or changes (POST ?n=3 or ?per_dc=dc1:3,dc2:2)
+// the replication of the whole cluster. A change is a move like a join:
+// the nodes that will hold the extra replicas stream them, then the ring
+// uses the new count, and the surplus of a decrease is dropped after the
+// owners are verified to hold it.
+func (s *Server) serveReplicas(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+	case http.MethodPost:
+		if code, err := s.startReplicas(r.URL.Query().Get("n"), r.URL.Query().Get("per_dc")); err != nil {
+			http.Error(w, err.Error(), code)
+			return
+		}
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	cur, next := s.members.Replication()
+	out := ReplicasReply{Replicas: cur.String()}
+	if next != nil {
+		out.Next = next.String()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if r.Method == http.MethodPost {
+		w.WriteHeader(http.StatusAccepted)
+	}
+	json.NewEncoder(w).Encode(out)
+}
+
+func (s *Server) startReplicas(n, perDC string) (int, error) {
+	var next ring.Replication
+	switch {
+	case n != "" && perDC != "":
+		return http.StatusBadRequest, fmt.Errorf("give n or per_dc, not both")
+	case perDC != "":
+		m, err := ParseReplicasPerDC(perDC)
+		if err != nil {
+			return http.StatusBadRequest, err
+		}
+		next.ReplicasPerDC = m
+	case n != "":
+		v, err := strconv.Atoi(n)
+		if err != nil || v < 1 {
+			return http.StatusBadRequest, fmt.Errorf("n=%q: want a positive count", n)
+		}
+		next.Replicas = v
+	default:
+		return http.StatusBadRequest, fmt.Errorf("say the new replication: ?n=3 or ?per_dc=dc1:3,dc2:2")
+	}
+	rg := s.members.Ring()
+	cur := rg.Config()
+	if (cur.ReplicasPerDC == nil) != (next.ReplicasPerDC == nil) {
+		return http.StatusBadRequest, fmt.Errorf("the cluster is replicated %s: give the new replication the same way (per DC or not)", cur.Replication())
+	}
+	if s.rb.Load() == nil {
+		return http.StatusServiceUnavailable, fmt.Errorf("anti-entropy is off on this node (--repair-interval is negative): replicas cannot be moved")
+	}
+	for _, m := range rg.Members() {
+		if m.State == ring.StateJoining || m.State == ring.StateLeaving {
+			return http.StatusConflict, fmt.Errorf("%s is %v: change the replication once that move is over", m.ID, m.State)
+		}
+	}
+	// Every key must get its replicas, on distinct nodes.
+	probe := cur
+	probe.Next = nil
+	probe = probe.WithReplication(next)
+	target, err := ring.New(probe, rg.Members())
+	if err != nil {
+		return http.StatusBadRequest, err
+	}
+	if target.Placed() < target.Replicas() {
+		return http.StatusConflict, fmt.Errorf("replication %s needs more nodes: the ring places %d replicas of some keys", next, target.Placed())
+	}
+	if err := s.members.SetReplicationTarget(next); err != nil {
+		return http.StatusInternalServerError, err
+	}
+	s.cfg.Logf("node %s: the cluster's replication moves from %s to %s", s.cfg.NodeID, cur.Replication(), next)
 	return http.StatusAccepted, nil
 }

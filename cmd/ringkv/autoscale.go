@@ -18,10 +18,10 @@ import (
 
 func newAutoscaleCmd() *cobra.Command {
 	var (
-		addrs, seeds, orchestrator string
-		p                          autoscale.Policy
-		o                          autoscale.Options
-		d                          autoscale.Docker
+		addrs, seeds, orchestrator, peerAddr string
+		p                                    autoscale.Policy
+		o                                    autoscale.Options
+		d                                    autoscale.Docker
 	)
 	cmd := &cobra.Command{
 		Use:   "autoscale",
@@ -65,6 +65,13 @@ threshold set (--low-rps, --low-p99). See docs/autoscale.md.`,
 			if d.Network == "" && !o.DryRun {
 				return errors.New("--docker-network: say which network the nodes are on")
 			}
+			switch peerAddr {
+			case "name":
+				d.PeerByName = true
+			case "ip":
+			default:
+				return fmt.Errorf("--docker-peer-addr %q: name or ip", peerAddr)
+			}
 			d.Reserved = func(ctx context.Context) ([]string, error) {
 				ms, err := cluster.Members(ctx)
 				ids := make([]string, len(ms))
@@ -97,12 +104,12 @@ threshold set (--low-rps, --low-p99). See docs/autoscale.md.`,
 	f.StringVar(&seeds, "seed", "", "peer addresses new nodes join through, comma-separated (default: the live members' at start)")
 	f.StringVar(&d.Socket, "docker-socket", dockerSocket(), "the Docker daemon's unix socket")
 	f.StringVar(&d.Image, "docker-image", "ringkv:dev", "the ringkv image (deploy/docker/Dockerfile; it is not pulled)")
-	f.StringVar(&d.Network, "docker-network", "", "the network the nodes reach each other on (created with --subnet: new nodes get a fixed address)")
+	f.StringVar(&d.Network, "docker-network", "", "the user-defined network the nodes reach each other on")
 	f.StringSliceVar(&d.ExtraNetworks, "docker-extra-network", nil, "more networks for new nodes (repeatable)")
 	f.StringVar(&d.Prefix, "docker-prefix", "ringkv-auto", "container names and node IDs are PREFIX-<n>; only containers with this prefix's label are managed")
 	f.StringArrayVar(&d.Args, "docker-arg", nil, "a server flag for new nodes, e.g. --docker-arg=--replicas=3 (repeatable; give the cluster's --replicas and --partitions)")
 	f.StringVar(&d.PublishHost, "docker-publish", "", "publish new nodes' Redis and HTTP ports on this host address (e.g. 127.0.0.1; ports chosen by Docker)")
-	f.BoolVar(&d.PeerByName, "docker-peer-by-name", false, "give new nodes --peer-addr NAME:7000 instead of a fixed address (nodes that resolve peer names)")
+	f.StringVar(&peerAddr, "docker-peer-addr", "name", "new nodes' --peer-addr: name (the container's name, resolved by Docker's DNS on a user-defined network) or ip (a fixed address, the highest free one of the network's subnet: for a network created with --subnet)")
 	f.DurationVar(&d.StopTimeout, "docker-stop-timeout", 30*time.Second, "time a removed node has to shut down before it is killed")
 	return cmd
 }

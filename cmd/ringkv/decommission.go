@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -88,7 +87,7 @@ func watchLeave(ctx context.Context, out io.Writer, addr, id string, interval ti
 			fmt.Fprintf(out, "%s has left the ring after %s: it owns nothing and can be stopped\n", id, time.Since(start).Round(time.Second))
 			return nil
 		}
-		t, found := leaveProgress(cctx, st, id)
+		t, found := findTransfer(cctx, st, "leave", id)
 		cancel()
 		if found {
 			fmt.Fprint(out, formatTransfers(server.TransfersStatus{NodeID: t.Node, State: state, Transfers: []rebalance.Transfer{t}}))
@@ -106,9 +105,9 @@ func watchLeave(ctx context.Context, out io.Writer, addr, id string, interval ti
 	}
 }
 
-// leaveProgress finds the leave of id among the members' transfers: the
-// member that completes it sums every receiver's progress.
-func leaveProgress(ctx context.Context, st httpapi.ClusterStatus, id string) (rebalance.Transfer, bool) {
+// findTransfer finds the change kind/node among the members' transfers:
+// the member that completes it sums every receiver's progress.
+func findTransfer(ctx context.Context, st httpapi.ClusterStatus, kind, node string) (rebalance.Transfer, bool) {
 	for _, m := range st.Members {
 		if !m.Alive || m.HTTPAddr == "" {
 			continue
@@ -118,7 +117,7 @@ func leaveProgress(ctx context.Context, st httpapi.ClusterStatus, id string) (re
 			continue
 		}
 		for _, t := range ts.Transfers {
-			if t.Kind == "leave" && t.Node == id && !strings.EqualFold(t.State, "stopped") {
+			if t.Kind == kind && t.Node == node && t.State != "stopped" {
 				return t, true
 			}
 		}

@@ -155,8 +155,9 @@ func (n *node) kill() {
 // startCluster starts three nodes on 127.0.0.11-13.
 func startCluster(t *testing.T) []*node { return startClusterOf(t, 3) }
 
-// startClusterOf starts size nodes n1.. on 127.0.0.11.., each joining n1.
-func startClusterOf(t *testing.T, size int) []*node {
+// startClusterOf starts size nodes n1.. on 127.0.0.11.., each joining n1,
+// with extra server flags.
+func startClusterOf(t *testing.T, size int, extra ...string) []*node {
 	bin := ringkvBinary(t)
 	var nodes []*node
 	for i := 0; i < size; i++ {
@@ -169,6 +170,7 @@ func startClusterOf(t *testing.T, size int) []*node {
 			peer:  fmt.Sprintf("%s:%d", ip, freePort(t, ip)),
 			log:   &strings.Builder{},
 			logMu: &sync.Mutex{},
+			extra: extra,
 		}
 		if i > 0 {
 			n.join = nodes[0].peer

@@ -23,6 +23,9 @@ type Moves struct {
 	// `ringkv removenode` removes it: from the surviving copies). The
 	// moves are spread over the workload.
 	Join, Decommission int
+	// Replicas, if not 0, is the N the cluster moves to (ringkv
+	// set-replicas), at some point of the workload.
+	Replicas int
 	// Deadline bounds the wait, after the heal, for every move to end and
 	// for every node to hand over and drop what it no longer replicates.
 	// Default 15s.
@@ -61,7 +64,7 @@ func moveNemesis(ctx context.Context, cfg *Config, res *Result) {
 	originals := ids[:len(ids)-m.Join]
 	type move struct {
 		join bool
-		node string
+		node string // "" for the change of N
 	}
 	var plan []move
 	for _, id := range spare {
@@ -70,6 +73,9 @@ func moveNemesis(ctx context.Context, cfg *Config, res *Result) {
 	for _, i := range rng.Perm(len(originals))[:m.Decommission] {
 		plan = append(plan, move{false, originals[i]})
 	}
+	if m.Replicas != 0 {
+		plan = append(plan, move{})
+	}
 	rng.Shuffle(len(plan), func(i, j int) { plan[i], plan[j] = plan[j], plan[i] })
 	step := cfg.Duration / time.Duration(len(plan)+1)
 	for _, mv := range plan {
@@ -77,6 +83,11 @@ func moveNemesis(ctx context.Context, cfg *Config, res *Result) {
 		case <-ctx.Done():
 			return
 		case <-time.After(step):
+		}
+		if mv.node == "" {
+			err := cl.SetReplication(ring.Replication{Replicas: m.Replicas})
+			h.Event("set replicas to %d (%v)", m.Replicas, err)
+			continue
 		}
 		if mv.join {
 			if err := cl.Join(mv.node); err != nil {
@@ -149,6 +160,9 @@ func (res *Result) unsettled() string {
 		if m.State == ring.StateJoining || m.State == ring.StateLeaving {
 			out = append(out, m.ID+" "+m.State.String())
 		}
+	}
+	if next := r.Config().Next; next != nil {
+		out = append(out, "replicas moving to "+next.String())
 	}
 	for _, n := range cl.Nodes {
 		if n.AE == nil || cl.IsDown(n.ID) {

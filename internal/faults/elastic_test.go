@@ -40,6 +40,22 @@ func TestElasticSetsQuorum(t *testing.T) {
 	})
 }
 
+// The cluster goes from N=3 to N=4 while a node joins and one leaves,
+// under the same faults: the fourth replicas are streamed, every key ends
+// on exactly its four owners.
+func TestElasticReplicasUp(t *testing.T) {
+	forSeeds(t, func(t *testing.T, seed int64) {
+		c := elasticSets(seed)
+		c.Moves.Replicas = 4
+		res := Run(t, withDuration(c))
+		Report(t, res, checkElastic(res))
+		if n := res.Cluster.View.Ring().Replicas(); n != 4 {
+			t.Errorf("N = %d at the end", n)
+		}
+		t.Logf("%s; moves settled in %v", res.History.Summary(), res.Moves.Wait.Round(time.Millisecond))
+	})
+}
+
 // movesAlone is the elastic schedule with two decommissions, and nothing
 // but the moves to put data where it belongs: no anti-entropy rounds, no
 // read repair.

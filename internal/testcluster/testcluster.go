@@ -329,6 +329,42 @@ func (c *Cluster) Decommission(id string) error {
 	return err
 }
 
+// SetReplication starts a change of the cluster's replication to rp, as
+// `ringkv set-replicas` does; with Options.Rebalance the extra replicas
+// are streamed and the change completed.
+func (c *Cluster) SetReplication(rp ring.Replication) error {
+	return c.setConfig(func(cfg *ring.Config) error {
+		cfg.Next = &rp
+		return nil
+	})
+}
+
+func (c *Cluster) finishReplication() error {
+	return c.setConfig(func(cfg *ring.Config) error {
+		if cfg.Next == nil {
+			return errors.New("testcluster: no replication change in progress")
+		}
+		*cfg = cfg.WithReplication(*cfg.Next)
+		return nil
+	})
+}
+
+func (c *Cluster) setConfig(change func(*ring.Config) error) error {
+	c.ringMu.Lock()
+	defer c.ringMu.Unlock()
+	cur := c.View.Ring()
+	cfg := cur.Config()
+	if err := change(&cfg); err != nil {
+		return err
+	}
+	r, err := ring.New(cfg, cur.Members())
+	if err != nil {
+		return err
+	}
+	c.View.SetRing(r)
+	return nil
+}
+
 // setState changes (or adds) member id's state in the shared view. Like
 // membership, it never takes a member back from leaving or left.
 func (c *Cluster) setState(id string, st ring.State) (*ring.Ring, error) {
@@ -370,6 +406,7 @@ func (v nodeView) Ring() *ring.Ring              { return v.c.View.Ring() }
 func (v nodeView) Addr(id string) (string, bool) { return v.c.View.Addr(id) }
 func (v nodeView) Alive(id string) bool          { return v.c.View.Alive(id) }
 func (v nodeView) SetState(st ring.State) error  { _, err := v.c.setState(v.self, st); return err }
+func (v nodeView) FinishReplication() error      { return v.c.finishReplication() }
 func (v nodeView) SetMemberState(id string, st ring.State) error {
 	_, err := v.c.setState(id, st)
 	return err
