@@ -173,6 +173,9 @@ func (t *table) merge(r Record) mergeResult {
 			return mergeSelfState
 		}
 		if r.GossipAddr != me.GossipAddr {
+			if r.Version < me.Version {
+				return mergeIgnored // our own record from before a move
+			}
 			return mergeConflict // someone else claims our ID
 		}
 		if r.Version >= me.Version && r != me {
