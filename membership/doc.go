@@ -9,8 +9,9 @@
 //     suspicion). It changes often and on its own.
 //   - Ring membership: which nodes own partitions? This is the table of
 //     member Records (ID, weight, DC, rack, ring state, service addresses).
-//     It changes only when a node changes its own record, which in practice
-//     means an operator action (join, decommission).
+//     It changes when a node changes its own record (a join, the end of a
+//     move) or an operator changes another node's (SetMemberState:
+//     decommission, removal of a dead node, replacement).
 //
 // # Down is not removed
 //
@@ -37,8 +38,13 @@
 //     still contain a member that is down. Push/pull lets a node that joins
 //     while a member is down learn that member's record anyway.
 //
-// Merging is last-writer-wins per ID on Record.Version. Only the owner of a
-// record bumps its version; versions start from the wall clock in
+// Merging is last-writer-wins per ID on Record.Version, with one more
+// rule: leaving and left are never undone (a record in either state is not
+// replaced by one in an earlier state, whatever its version), so a removed
+// node restarted from an old data directory cannot take its partitions
+// back. The owner of a record bumps its version, and so does an operator's
+// SetMemberState on any node (the record is then gossiped as a memberlist
+// broadcast; the node itself adopts the new state); versions start from the wall clock in
 // nanoseconds (or the persisted version plus one, whichever is higher), so a
 // restarted node outranks its old record even if its data directory was
 // lost. If a node sees a version of its own record that is not older than
@@ -61,15 +67,24 @@
 //
 // # Node lifecycle
 //
-// A new node starts in ring.StateNormal. The intended lifecycle is Joining
-// (announced, owns nothing, receiving data) → Normal once its partitions
-// have been streamed to it, and Normal → Leaving → Left on decommission;
-// the Joining→Normal handoff waits for data streaming (package rebalance), a
-// later feature. All states are supported by SetState already. A restarted
-// node keeps the state it persisted (a Left node does not silently come
-// back). Leave announces a graceful departure from gossip (peers see the
-// node down at once instead of after a failure-detection timeout); it does
-// not change ring membership.
+// Joining (announced, owns nothing, receiving its partitions; with
+// Config.StreamOnJoin a new node joining an established cluster) → Normal
+// once package rebalance has streamed them, and Normal → Leaving → Left on
+// decommission or removal. A node replacing a dead one (Config.Replace)
+// joins with the dead node's tokens and marks it leaving; the two switch
+// together. A restarted node keeps the state it persisted, and a node
+// whose ID has left refuses to start (an ID is never reused). Leave
+// announces a graceful departure from gossip (peers see the node down at
+// once instead of after a failure-detection timeout); it does not change
+// ring membership.
+//
+// # Replication
+//
+// The replication (N, or N per DC) starts as Config.Ring gives it; ringkv
+// set-replicas changes it for the whole cluster through a versioned record
+// of its own, gossiped and persisted with the members (see replication.go):
+// first the target (the ring's Config.Next: extra replicas are pending
+// owners), then, once they are streamed, the ring's own.
 //
 // # Joining
 //

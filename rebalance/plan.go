@@ -1,16 +1,33 @@
-// Package rebalance moves partitions between nodes when the ring changes.
-// Today it does one move: a node that joins an established cluster
-// (membership.Config.StreamOnJoin) enters as ring.StateJoining, streams
-// every partition it will replicate from the partition's current owners,
-// and becomes ring.StateNormal once each of them is verified.
+// Package rebalance moves partitions between nodes when the ring changes:
+// a node joins (membership.Config.StreamOnJoin: it enters joining), a
+// member is decommissioned or a dead one removed (leaving, then left), a
+// dead member is replaced (the new node takes its tokens), or the cluster's
+// replication changes (ring.Config.Next). Every case is the same move: the
+// ring's Future says who will replicate each partition, and the nodes that
+// will and do not yet (the pending owners, to which coordinators already
+// send every write) stream those partitions from their current owners.
+//
+// On every node the Service
+//   - streams the partitions this node gains, from every current owner that
+//     is up, once every member that is up sees the same ring (KindView);
+//   - completes the changes it is responsible for (a joining or leaving node
+//     its own; the normal member with the lowest ID that is up a dead
+//     leaving node's and a change of the replication) once every pending
+//     owner reports what it gains verified in that same ring
+//     (KindMoveStatus);
+//   - while no change is in progress, hands the partitions it holds but no
+//     longer replicates to their owners and drops its copies.
+//
+// Everything is recomputed from the ring, which membership persists, so a
+// node that crashes mid-move resumes where the ring says the move is.
 //
 // The decision logic (Plan: which partitions are gained, from whom, which
 // are due for another try, when the move is done) is pure; the Service
-// around it does the I/O: it asks the other members whether they see the
-// joiner joining, runs the exchanges through anti-entropy
-// (antientropy.Service.SyncPartitions, a Merkle comparison that copies
-// what differs) and changes the node's state through membership. Data is
-// reached only through those: rebalance reads and writes no store itself.
+// around it does the I/O through anti-entropy (SyncPartitions, a Merkle
+// comparison that copies what differs; DropPartition, a push-only one
+// followed by the removal of what was handed over) and membership. Data
+// is reached only through those: rebalance reads and writes no store
+// itself.
 package rebalance
 
 import (
