@@ -68,9 +68,11 @@ type Docker struct {
 	// PublishHost, when set, publishes each new node's Redis and HTTP
 	// ports on that host address (ports chosen by Docker; see Node).
 	PublishHost string
-	// PeerByName gives --peer-addr <container name>:7000 instead of a
-	// fixed address: for nodes that resolve peer names (Docker's DNS on
-	// a user-defined network).
+	// PeerByName gives --peer-addr <container name>:7000 (resolved by
+	// Docker's DNS on a user-defined network; the address may change when
+	// the container restarts) instead of a fixed address. Keep the fixed
+	// address when the containers share more than one network: the name
+	// may resolve to an address on the other one.
 	PeerByName bool
 	// Reserved returns node IDs that must not be given again: the
 	// cluster's members, left ones included (a left ID cannot join
