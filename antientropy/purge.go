@@ -1,6 +1,8 @@
 package antientropy
 
 import (
+	"encoding/binary"
+	"fmt"
 	"slices"
 	"time"
 
@@ -17,6 +19,9 @@ import (
 // TombstoneGrace has passed since t. A tombstone that changed meanwhile is
 // kept. Age alone never purges: a replica that is down, cut off or not yet
 // verified keeps every replica's tombstones of their shared partitions.
+// Nor does a member that is not an owner of the partition but may hold it
+// (an old owner yet to hand over, a streaming node, a fallback): see
+// heldElsewhere.
 
 // After a purge, the node remembers the tombstones it removed for a while
 // (purgedMemory × TombstoneGrace, at most maxPurgedMemory of them), and
@@ -70,17 +75,27 @@ func (s *Service) purge(rg *ring.Ring) {
 	}
 	now := s.o.Now()
 	s.forgetPurged(now)
+	var ready []int
 	for p := range rg.Partitions() {
-		if s.ctx.Err() != nil {
-			return
-		}
 		pref := rg.Preference(p)
 		if !slices.Contains(pref, s.self) {
 			delete(s.noted, p)
 			continue
 		}
+		if c := s.noted[p]; c != nil && now.Sub(c.at) >= s.o.TombstoneGrace && len(pref) >= rg.Replicas() && s.verifiedAfter(p, pref, c.at) {
+			ready = append(ready, p)
+		}
+	}
+	held := s.heldElsewhere(rg, ready)
+	for p := range rg.Partitions() {
+		if s.ctx.Err() != nil {
+			return
+		}
+		if !slices.Contains(rg.Preference(p), s.self) {
+			continue
+		}
 		c := s.noted[p]
-		if c != nil && now.Sub(c.at) >= s.o.TombstoneGrace && len(pref) >= rg.Replicas() && s.verifiedAfter(p, pref, c.at) {
+		if c != nil && slices.Contains(ready, p) && !held[p] {
 			s.removeTombstones(c)
 			c = nil
 			delete(s.noted, p)
@@ -92,6 +107,72 @@ func (s *Service) purge(rg *ring.Ring) {
 			}
 		}
 	}
+}
+
+// heldElsewhere returns the partitions of parts that a member other than
+// their owners may hold: an old owner that has not handed them over and
+// dropped them yet (it was down during the move, or an owner was down when
+// it tried), a fallback holding writes for them, a node streaming them.
+// Such a copy may be older than a tombstone: were the tombstone purged,
+// the handover would bring the deleted value back. So a tombstone stays
+// while any member that is not an owner of its partition holds the
+// partition or is down (a member that is down may hold anything; one that
+// has left never comes back). A member's answer is its tree's root, as an
+// exchange reads it: trusted and empty, or it may hold keys.
+func (s *Service) heldElsewhere(rg *ring.Ring, parts []int) map[int]bool {
+	held := make(map[int]bool)
+	if len(parts) == 0 {
+		return held
+	}
+	for _, m := range rg.Members() {
+		if m.ID == s.self || m.State == ring.StateLeft {
+			continue
+		}
+		var ask []int
+		for _, p := range parts {
+			if !held[p] && !slices.Contains(rg.Preference(p), m.ID) {
+				ask = append(ask, p)
+			}
+		}
+		if len(ask) == 0 {
+			continue
+		}
+		holds, err := s.peerHolds(m.ID, ask)
+		if err != nil {
+			for _, p := range ask {
+				held[p] = true
+			}
+			continue
+		}
+		for i, p := range ask {
+			held[p] = held[p] || holds[i]
+		}
+	}
+	return held
+}
+
+// peerHolds asks peer, by its roots, whether it may hold keys of each of
+// parts (an untrusted tree may).
+func (s *Service) peerHolds(peer string, parts []int) ([]bool, error) {
+	if !s.peers.Alive(peer) {
+		return nil, fmt.Errorf("%s is down", peer)
+	}
+	holds := make([]bool, 0, len(parts))
+	for len(parts) > 0 {
+		chunk := parts[:min(len(parts), rootsPerMessage)]
+		parts = parts[len(chunk):]
+		reply, err := s.call(peer, KindRoots, appendUvarints(nil, chunk))
+		if err != nil {
+			return nil, err
+		}
+		if len(reply) != 9*len(chunk)+8 {
+			return nil, errMalformed
+		}
+		for i := range chunk {
+			holds = append(holds, reply[9*i] != 1 || binary.BigEndian.Uint64(reply[9*i+1:]) != 0)
+		}
+	}
+	return holds, nil
 }
 
 // verifiedAfter reports whether every replica of partition p but this node

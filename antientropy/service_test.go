@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -49,11 +50,17 @@ type testNode struct {
 // that the initial build must find). Services are not started.
 func newNodes(t *testing.T, n, partitions int, o Options, fill func(i int, s *replica.Store)) ([]*testNode, *staticPeers) {
 	t.Helper()
+	return newNodesN(t, n, n, partitions, o, fill)
+}
+
+// newNodesN is newNodes with N = replicas.
+func newNodesN(t *testing.T, n, replicas, partitions int, o Options, fill func(i int, s *replica.Store)) ([]*testNode, *staticPeers) {
+	t.Helper()
 	var members []ring.Member
 	for i := range n {
 		members = append(members, ring.Member{ID: fmt.Sprintf("n%d", i+1), State: ring.StateNormal})
 	}
-	rg, err := ring.New(ring.Config{Partitions: partitions, Replicas: n}, members)
+	rg, err := ring.New(ring.Config{Partitions: partitions, Replicas: replicas}, members)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,6 +358,111 @@ func TestTombstonesPurgedOnlyOnceEveryReplicaHasThem(t *testing.T) {
 	}
 	if purged < 3 {
 		t.Fatalf("%d tombstones purged, want at least 3", purged)
+	}
+}
+
+// An old owner that has not handed a partition over yet (it was down when
+// the ring changed) holds a value its owners have deleted since. Its
+// handover must meet the tombstone, not an empty slot: while it is down,
+// and then while it holds the partition, the owners keep the tombstone;
+// once it has handed over and dropped its copy, they purge it, and the
+// value never comes back.
+func TestTombstoneKeptWhileANonOwnerHoldsThePartition(t *testing.T) {
+	nodes, peers := newNodesN(t, 4, 3, 4, Options{Interval: 20 * time.Millisecond, Rate: -1, TombstoneGrace: 50 * time.Millisecond}, nil)
+	byID := map[string]*testNode{}
+	for _, n := range nodes {
+		byID[n.id] = n
+	}
+	key := []byte("k")
+	p := peers.ring.PartitionOfKey(key)
+	owners := peers.ring.Preference(p)
+	var old *testNode
+	for _, n := range nodes {
+		if !slices.Contains(owners, n.id) {
+			old = n
+		}
+	}
+	written, err := byID[owners[0]].store.Coordinate(key, nil, []byte("old"), false, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if n.id != owners[0] {
+			if _, _, err := n.store.Apply(key, written); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	deleted, err := byID[owners[0]].store.Coordinate(key, written.Context, nil, true, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range owners[1:] {
+		if _, _, err := byID[id].store.Apply(key, deleted); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tombstoneKept := func(when string) {
+		t.Helper()
+		for _, id := range owners {
+			obj, err := byID[id].store.Get(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if obj == nil || !obj.IsDeleted() {
+				t.Fatalf("%s: owner %s purged the tombstone (%v)", when, id, obj)
+			}
+		}
+	}
+	peers.mu.Lock()
+	peers.down[old.id] = true
+	peers.mu.Unlock()
+	for _, id := range owners {
+		byID[id].ae.Start()
+	}
+	time.Sleep(400 * time.Millisecond) // many rounds, eight times the grace
+	tombstoneKept("while the old owner is down")
+	for _, id := range owners {
+		if r := byID[id].ae.Status().RoundsDone; r < 5 {
+			t.Fatalf("%s ran only %d rounds", id, r)
+		}
+	}
+	peers.mu.Lock()
+	peers.down[old.id] = false
+	peers.mu.Unlock()
+	old.ae.Build()
+	time.Sleep(300 * time.Millisecond)
+	tombstoneKept("while the old owner holds the partition")
+
+	removed, err := old.ae.DropPartition(p, owners)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if removed != 1 {
+		t.Fatalf("the old owner removed %d keys, want 1", removed)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		gone := 0
+		for _, n := range nodes {
+			obj, err := n.store.Get(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if obj != nil && len(obj.Live()) > 0 {
+				t.Fatalf("%s: the deleted value came back: %v", n.id, obj)
+			}
+			if obj == nil {
+				gone++
+			}
+		}
+		if gone == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tombstone not purged once the old owner dropped the partition: gone on %d of 4", gone)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
