@@ -19,12 +19,19 @@ func (s *Service) Holds(p int) bool {
 // to its owners and removes this node's copy. It reads every key of p,
 // then hands p over to every owner: a Merkle comparison that sends this
 // node's version of every key that differs (the owner merges it) and takes
-// nothing back, so after all of them each owner holds every key read. Then each key read is
-// removed (physically, raising the counter floor: see replica.RemoveIf)
-// if what is stored now holds nothing the read state did not: a key
-// written since is kept, for the next pass. Nothing is removed unless every
-// owner was verified. It returns the number of keys removed.
-func (s *Service) DropPartition(p int, owners []string) (removed int, err error) {
+// nothing back, so after all of them each owner holds every key read. Then
+// each key read is removed (physically, raising the counter floor: see
+// replica.RemoveIf) if what is stored now holds nothing the read state did
+// not: a key written since is kept, for the next pass. Nothing is removed
+// unless every owner was verified.
+//
+// dropped is asked before the removal begins and before each key: once it
+// says the partition is no longer to be dropped (a ring change gave it
+// back to this node), nothing more is removed. The removal never overlaps
+// a SyncPartitions stream, so a stream that sees the partition as gained
+// either runs after the removal, or before it and then dropped says no.
+// It returns the number of keys removed.
+func (s *Service) DropPartition(p int, owners []string, dropped func() bool) (removed int, err error) {
 	if len(owners) == 0 {
 		return 0, errors.New("no owners to hand the partition to")
 	}
@@ -48,7 +55,12 @@ func (s *Service) DropPartition(p int, owners []string) (removed int, err error)
 			return 0, fmt.Errorf("partition %d: not verified against owner %s (%v): nothing removed", p, o, err)
 		}
 	}
+	s.moving.Lock()
+	defer s.moving.Unlock()
 	for _, e := range held {
+		if !dropped() {
+			return removed, fmt.Errorf("partition %d: %w", p, ErrRegained)
+		}
 		read := e.Object
 		ok, err := s.store.RemoveIf(e.Key, func(cur *version.Object) bool { return read.Descends(cur) })
 		if err != nil {
@@ -60,3 +72,7 @@ func (s *Service) DropPartition(p int, owners []string) (removed int, err error)
 	}
 	return removed, nil
 }
+
+// ErrRegained is DropPartition's error when the partition stopped being
+// one to drop while it was being removed.
+var ErrRegained = errors.New("this node replicates it again: removal stopped")

@@ -85,6 +85,12 @@ type Service struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// moving keeps a stream of gained partitions (SyncPartitions) and the
+	// removal of a dropped one (DropPartition) apart: a stream that
+	// verified a partition this node gained back must not be followed by
+	// the removal of what it verified.
+	moving sync.Mutex
+
 	mu       sync.Mutex
 	verified map[verifiedKey]time.Time // when partition p was last verified against peer
 	// incarnations: each peer's incarnation as its last KindRoots reply
@@ -381,6 +387,8 @@ const rootsPerMessage = 8192
 // everything stored on peer before the call is stored here too, and the
 // other way round. It is throttled by Options.Rate, with the rounds.
 func (s *Service) SyncPartitions(peer string, parts []int) (verified []int, err error) {
+	s.moving.Lock()
+	defer s.moving.Unlock()
 	return s.exchange(peer, parts, modeSync)
 }
 

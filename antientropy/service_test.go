@@ -3,7 +3,9 @@ package antientropy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -434,7 +436,7 @@ func TestTombstoneKeptWhileANonOwnerHoldsThePartition(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	tombstoneKept("while the old owner holds the partition")
 
-	removed, err := old.ae.DropPartition(p, owners)
+	removed, err := old.ae.DropPartition(p, owners, func() bool { return true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -608,5 +610,60 @@ func TestVerificationsAreVoidedByANewIncarnation(t *testing.T) {
 	waitRounds(t, nodes[0].ae, nodes[0].ae.Repair())
 	if ps := nodes[0].ae.PeerStatus()["n2"]; ps.Unverified != 16 {
 		t.Fatalf("after the peer's new incarnation: %+v, want all 16 unverified", ps)
+	}
+}
+
+// A partition that a ring change gives back to the dropping node while it
+// removes its copy: the removal stops at the first key after the change,
+// with ErrRegained, and every key not yet removed stays.
+func TestDropStopsWhenThePartitionIsRegained(t *testing.T) {
+	nodes, peers := newNodesN(t, 4, 3, 1, Options{Interval: time.Hour, Rate: -1}, nil)
+	p := 0
+	owners := peers.ring.Preference(p)
+	var old *testNode
+	for _, n := range nodes {
+		if !slices.Contains(owners, n.id) {
+			old = n
+		}
+	}
+	const keys = 20
+	for i := range keys {
+		if _, err := old.store.Coordinate([]byte(fmt.Sprintf("k%02d", i)), nil, []byte("v"), false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range nodes {
+		n.ae.Build()
+	}
+	asked := 0
+	removed, err := old.ae.DropPartition(p, owners, func() bool {
+		asked++
+		return asked <= 5 // the ring gives the partition back after 5 keys
+	})
+	if !errors.Is(err, ErrRegained) {
+		t.Fatalf("DropPartition: %v, want ErrRegained", err)
+	}
+	if removed != 5 {
+		t.Fatalf("removed %d keys, want the 5 removed before the partition was regained", removed)
+	}
+	left := 0
+	if err := old.store.Scan(0, math.MaxUint64, func(replica.Entry) bool { left++; return true }); err != nil {
+		t.Fatal(err)
+	}
+	if left != keys-5 {
+		t.Fatalf("%d keys left on the node that regained the partition, want %d", left, keys-5)
+	}
+	for _, id := range owners {
+		n := 0
+		for _, m := range nodes {
+			if m.id == id {
+				if err := m.store.Scan(0, math.MaxUint64, func(replica.Entry) bool { n++; return true }); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if n != keys {
+			t.Fatalf("owner %s holds %d keys after the handover, want %d", id, n, keys)
+		}
 	}
 }

@@ -30,6 +30,10 @@ type Cluster interface {
 	// becomes leaving, streams its partitions to their next owners, then
 	// is left. It returns once the move has started.
 	Decommission(ctx context.Context, id string) error
+	// HandingOver returns how many partitions member m, as it reports
+	// itself, still holds but does not replicate: a member that has left
+	// is stopped only once it has handed them all to their owners.
+	HandingOver(ctx context.Context, m Member) (int, error)
 }
 
 // Member is one ring member.
@@ -154,6 +158,21 @@ func (c *HTTPCluster) Load(ctx context.Context, m Member) (NodeLoad, error) {
 		return NodeLoad{}, fmt.Errorf("load of %s: the node does not report its load (an older release?)", m.ID)
 	}
 	return NodeLoad{ID: m.ID, RPS: st.Load.RequestsPerSecond, P99: time.Duration(st.Load.P99Ms * float64(time.Millisecond))}, nil
+}
+
+// HandingOver asks member m itself.
+func (c *HTTPCluster) HandingOver(ctx context.Context, m Member) (int, error) {
+	st, err := c.status(ctx, c.resolve(m))
+	if err != nil {
+		return 0, err
+	}
+	if st.NodeID != m.ID {
+		return 0, fmt.Errorf("handover of %s: %s answered at its address", m.ID, st.NodeID)
+	}
+	if st.HandingOver == nil {
+		return 0, fmt.Errorf("handover of %s: the node does not report it", m.ID)
+	}
+	return *st.HandingOver, nil
 }
 
 func (c *HTTPCluster) status(ctx context.Context, addr string) (httpapi.ClusterStatus, error) {

@@ -164,11 +164,20 @@ func (c *Controller) observe(ctx context.Context, now time.Time) Observation {
 
 // removeLeft removes the orchestrator's nodes that the cluster reports
 // left: the second half of a scale-down, also when an earlier controller
-// started it.
+// started it. A left node that is up is removed only once it has handed
+// over what it still holds (writes it took while leaving): it says so
+// itself; one that does not answer holds nothing anybody can read.
 func (c *Controller) removeLeft(ctx context.Context, nodes []Node, byID map[string]Member) {
 	for _, n := range nodes {
-		if m, ok := byID[n.ID]; !ok || m.State != "left" {
+		m, ok := byID[n.ID]
+		if !ok || m.State != "left" {
 			continue
+		}
+		if m.Alive {
+			if held, err := c.cluster.HandingOver(ctx, m); err == nil && held > 0 {
+				c.o.Logf("autoscale: %s has left the ring and still hands %d partitions to their owners; removed once it is done", n.ID, held)
+				continue
+			}
 		}
 		if c.o.DryRun {
 			c.o.Logf("autoscale: dry run: would remove %s: it has left the ring", n.ID)

@@ -20,12 +20,13 @@ type fakeCluster struct {
 	loadErr  map[string]error
 	refuse   error // the answer to a decommission, if set
 	decomms  []string
+	handing  map[string]int // partitions a member still hands over
 	readErr  error
 	orchestr *fakeOrch // members appear as joining when it adds a node
 }
 
 func newFakeCluster(ids ...string) *fakeCluster {
-	c := &fakeCluster{members: map[string]*Member{}, rps: map[string]float64{}, loadErr: map[string]error{}}
+	c := &fakeCluster{members: map[string]*Member{}, rps: map[string]float64{}, loadErr: map[string]error{}, handing: map[string]int{}}
 	for _, id := range ids {
 		c.members[id] = &Member{ID: id, State: "normal", Alive: true}
 	}
@@ -53,6 +54,12 @@ func (c *fakeCluster) Load(ctx context.Context, m Member) (NodeLoad, error) {
 		return NodeLoad{}, err
 	}
 	return NodeLoad{ID: m.ID, RPS: c.rps[m.ID], P99: time.Millisecond}, nil
+}
+
+func (c *fakeCluster) HandingOver(ctx context.Context, m Member) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.handing[m.ID], nil
 }
 
 func (c *fakeCluster) Decommission(ctx context.Context, id string) error {
@@ -212,7 +219,18 @@ func TestControllerScalesUpThenDown(t *testing.T) {
 	if len(h.o.removed) != 0 {
 		t.Fatalf("removed %v before it left", h.o.removed)
 	}
-	h.c.set("auto-1", "left", false)
+	h.c.mu.Lock()
+	h.c.handing["auto-1"] = 7
+	h.c.mu.Unlock()
+	h.c.set("auto-1", "left", true)
+	h.step(5*time.Second, Hold, "the cluster has 3 nodes, the minimum is 3")
+	if len(h.o.removed) != 0 {
+		t.Fatalf("removed %v while it still hands partitions over", h.o.removed)
+	}
+	h.logged("auto-1 has left the ring and still hands 7 partitions to their owners")
+	h.c.mu.Lock()
+	h.c.handing["auto-1"] = 0
+	h.c.mu.Unlock()
 	h.step(5*time.Second, Hold, "the cluster has 3 nodes, the minimum is 3")
 	if len(h.o.removed) != 1 || len(h.o.nodes) != 0 {
 		t.Fatalf("removed %v, still running %v", h.o.removed, h.o.nodes)

@@ -586,7 +586,13 @@ func (c *Coordinator) GetBatchAt(ctx context.Context, keys [][]byte, lv Levels) 
 // would send them. For each acknowledged entry of a key this node stood in
 // for as a fallback, it then removes its own copy when the versions of
 // that key delivered in the batch cover it (see standin.go).
+//
+// Hints for a node that has left the ring go to the key's current owners
+// instead (see deliverForLeft).
 func (c *Coordinator) DeliverBatch(ctx context.Context, node string, keys [][]byte, objs []*version.Object) (int, error) {
+	if m, ok := c.cluster.Ring().Member(node); ok && m.State == ring.StateLeft {
+		return c.deliverForLeft(ctx, node, keys, objs)
+	}
 	done, err := c.deliver(ctx, node, keys, objs)
 	c.dropStandIns(node, keys[:done], objs[:done])
 	return done, err
@@ -610,5 +616,36 @@ func (c *Coordinator) deliver(ctx context.Context, node string, keys [][]byte, o
 		}
 		done += len(m.keys)
 	}
+	return done, nil
+}
+
+// deliverForLeft delivers hints for node, which has left the ring, to the
+// current owners of each key. A left node handed over what it held before
+// it could be stopped, but a write it missed while leaving (it was down or
+// cut off, and a fallback stood in for it) counted toward the write's
+// quorum: delivered to the left node, the write would leave with it.
+// Every owner must acknowledge an entry (this node, when an owner, merges
+// it into its own store); entries count as delivered up to the first
+// that one owner did not take. This node's stand-in copy of an entry is
+// then removed as for any delivery, unless it is an owner.
+func (c *Coordinator) deliverForLeft(ctx context.Context, node string, keys [][]byte, objs []*version.Object) (int, error) {
+	rg := c.cluster.Ring()
+	done := 0
+	for i, key := range keys {
+		for _, owner := range rg.PreferenceForKey(key) {
+			var err error
+			if owner == c.self {
+				_, _, err = c.store.Apply(key, objs[i])
+			} else {
+				_, err = c.deliver(ctx, owner, keys[i:i+1], objs[i:i+1])
+			}
+			if err != nil {
+				c.dropStandIns(node, keys[:done], objs[:done])
+				return done, fmt.Errorf("hint of %q for %s, which has left: owner %s: %w", key, node, owner, err)
+			}
+		}
+		done++
+	}
+	c.dropStandIns(node, keys[:done], objs[:done])
 	return done, nil
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/ringkv/ringkv/ring"
+	"slices"
 	"testing"
 	"time"
 
@@ -247,4 +249,63 @@ func TestDeliverBatchCountsLeadingAcknowledgedEntries(t *testing.T) {
 	if n != 4 || err != nil {
 		t.Fatalf("DeliverBatch to a current node = %d, %v; want 4, nil", n, err)
 	}
+}
+
+// A hint for a node that then leaves the ring goes to the key's current
+// owners: delivered to the left node (or kept for it forever), the write
+// would leave with it, though it counted toward the write's quorum. n1
+// and n2 take writes whose third replica is n4, which is cut off, as is
+// n3 (so no fallback stands in): n1 keeps the hints for n4. Then n4 leaves
+// the ring without coming back, n3 is healed and replicates those keys in
+// its place; the hints reach n3.
+func TestHintsForALeftNodeGoToTheKeysOwners(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{
+		Nodes: 4, Replicas: 3,
+		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 300 * time.Millisecond},
+		Handoff:     &handoff.Options{Interval: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond, Timeout: 200 * time.Millisecond},
+	})
+	ctx := context.Background()
+	rg := c.View.Ring()
+	var keys []string
+	for i := 0; len(keys) < 30 && i < 10000; i++ {
+		k := fmt.Sprintf("k-%04d", i)
+		pref := rg.PreferenceForKey([]byte(k))
+		if slices.Contains(pref, "n1") && slices.Contains(pref, "n2") && slices.Contains(pref, "n4") {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) < 30 {
+		t.Fatalf("found only %d keys replicated on n1, n2 and n4", len(keys))
+	}
+	for _, id := range []string{"n3", "n4"} {
+		c.Net.Isolate(id)
+		c.View.SetAlive(id, false)
+	}
+	want := map[string]*version.Object{}
+	for _, k := range keys {
+		if _, err := c.Node("n1").Coord.Put(ctx, []byte(k), []byte("v"), nil, coordinator.Default); err != nil {
+			t.Fatalf("put %s: %v", k, err)
+		}
+		obj, err := c.Node("n1").Store.Get([]byte(k))
+		if err != nil || obj == nil {
+			t.Fatalf("n1 lacks %s: %v", k, err)
+		}
+		want[k] = obj
+	}
+	stats := pendingFor(c, "n1", "n4")
+	eventually(t, "n1 keeps a hint for n4 per write", func() (bool, string) {
+		return stats().Pending == len(keys), fmt.Sprintf("%+v", stats())
+	})
+
+	c.SetState("n4", ring.StateLeft)
+	c.Net.Heal()
+	c.Net.Isolate("n4") // gone for good
+	c.View.SetAlive("n3", true)
+	eventually(t, "n3, which replicates n4's keys now, holds every write n4 missed", func() (bool, string) {
+		m := missing(t, c, "n3", want)
+		return len(m) == 0, fmt.Sprintf("%d missing, hints %+v", len(m), stats())
+	})
+	eventually(t, "n1's hints for n4 are done", func() (bool, string) {
+		return stats().Pending == 0, fmt.Sprintf("%+v", stats())
+	})
 }

@@ -184,6 +184,18 @@ func (t *table) merge(r Record) mergeResult {
 		return mergeIgnored
 	}
 	old, known := t.recs[r.ID]
+	if known && r.Version <= old.Version && r.State >= ring.StateLeaving && r.State > old.State {
+		// An operator's decommission or removal written on a version of
+		// the record that the node itself has since bumped (a restart, an
+		// address change): both are at the same version, or ours is
+		// newer. The state only moves forward, so it is taken whatever
+		// the version; the rest of our record stays. Were it ignored, the
+		// nodes that saw the operator's record first would see the node
+		// leaving and the others not, for good if the node is down.
+		old.State = r.State
+		t.recs[r.ID] = old
+		return mergeApplied
+	}
 	if known && r.Version <= old.Version {
 		return mergeIgnored
 	}

@@ -43,6 +43,35 @@ func TestMergeRules(t *testing.T) {
 	}
 }
 
+// An operator's leaving (or left) record for a node whose own record has
+// since moved to the same or a newer version is taken anyway: the state
+// only moves forward, and every node must end with the same state.
+func TestMergeTakesALeavingStateWhateverItsVersion(t *testing.T) {
+	tab := table{self: "a", recs: map[string]Record{"b": rec("b", "2.2.2.2:1", 7)}, live: map[string]string{}}
+	leaving := rec("b", "2.2.2.2:0", 7) // written from b's version 6, at an older address
+	leaving.State = ring.StateLeaving
+	if got := tab.merge(leaving); got != mergeApplied {
+		t.Fatalf("leaving at the same version: got %d, want applied", got)
+	}
+	if b := tab.recs["b"]; b.State != ring.StateLeaving || b.Version != 7 || b.GossipAddr != "2.2.2.2:1" {
+		t.Fatalf("b after the merge: %+v, want leaving with its own version and address", b)
+	}
+	normal := rec("b", "2.2.2.2:1", 7)
+	if got := tab.merge(normal); got != mergeIgnored || tab.recs["b"].State != ring.StateLeaving {
+		t.Fatalf("b's own normal record undid leaving: %d, %+v", got, tab.recs["b"])
+	}
+	left := rec("b", "2.2.2.2:1", 3)
+	left.State = ring.StateLeft
+	if got := tab.merge(left); got != mergeApplied || tab.recs["b"].State != ring.StateLeft {
+		t.Fatalf("an older left record: %d, %+v", got, tab.recs["b"])
+	}
+	back := rec("b", "2.2.2.2:1", 2)
+	back.State = ring.StateLeaving
+	if got := tab.merge(back); got != mergeIgnored || tab.recs["b"].State != ring.StateLeft {
+		t.Fatalf("an older leaving record undid left: %d, %+v", got, tab.recs["b"])
+	}
+}
+
 func TestWireRoundTrip(t *testing.T) {
 	r := Record{
 		Member:   ring.Member{ID: "n1", Weight: 3, DC: "eu", Rack: "r2", State: ring.StateLeaving},

@@ -85,8 +85,10 @@ func NewPlan(self string, r *ring.Ring, b Backoff) *Plan {
 }
 
 // Update recomputes the gained partitions and their sources for a new ring.
-// Verifications already made stay valid: they are of the data, not of the
-// ring.
+// Verifications of a partition still gained stay valid: they are of the
+// data, not of the ring. Those of a partition no longer gained are
+// forgotten: this node may drop its copy, and a verification kept for a
+// later gain of the same partition would claim data it no longer holds.
 func (p *Plan) Update(r *ring.Ring) {
 	old := p.parts
 	p.parts, p.order = map[int]*move{}, r.Gained(p.self)
@@ -96,6 +98,11 @@ func (p *Plan) Update(r *ring.Ring) {
 			m.attempts, m.due, m.lastErr = o.attempts, o.due, o.lastErr
 		}
 		p.parts[part] = m
+	}
+	for k := range p.verified {
+		if p.parts[k.p] == nil {
+			delete(p.verified, k)
+		}
 	}
 }
 

@@ -196,3 +196,26 @@ func TestPlanUpdateKeepsVerifications(t *testing.T) {
 		}
 	}
 }
+
+// A partition that stops being gained (the change is undone) loses its
+// verifications: the node may drop its copy, and a later gain of the same
+// partition must stream it again.
+func TestPlanForgetsVerificationsOfPartitionsNoLongerGained(t *testing.T) {
+	r := testRing(t, 3, 1)
+	p := NewPlan("n4", r, b)
+	drive(t, p, up(), func(peer string, parts []int) ([]int, error) { return parts, nil })
+	if !p.Done(up()) {
+		t.Fatal("the first move is not done")
+	}
+	p.Update(testRing(t, 4, 0)) // n4 normal: it gains nothing
+	if len(p.Partitions()) != 0 {
+		t.Fatalf("a normal n4 gains %v", p.Partitions())
+	}
+	p.Update(r) // the same gains again
+	if len(p.Partitions()) == 0 {
+		t.Fatal("n4 gains nothing")
+	}
+	if done, total := p.Progress(up()); done != 0 {
+		t.Fatalf("%d of %d partitions done before any stream of the new gain", done, total)
+	}
+}

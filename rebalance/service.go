@@ -179,8 +179,10 @@ type Syncer interface {
 	// Holds reports whether this node may hold keys of a partition.
 	Holds(p int) bool
 	// DropPartition hands a partition this node no longer replicates to
-	// its owners, verified, and removes this node's copy.
-	DropPartition(p int, owners []string) (removed int, err error)
+	// its owners, verified, and removes this node's copy while dropped
+	// says it is still not this node's; the removal never overlaps
+	// SyncPartitions.
+	DropPartition(p int, owners []string, dropped func() bool) (removed int, err error)
 }
 
 // Options configure a Service. Zero fields take their defaults.
@@ -772,6 +774,27 @@ func (s *Service) unsettled(r *ring.Ring, h uint64) ([]string, error) {
 	return waiting, errors.Join(errs...)
 }
 
+// HandingOver returns how many partitions this node holds but neither
+// replicates nor gains in the current ring: its drops hand them to their
+// owners and remove its copies. A node that has left holds the writes it
+// took while leaving until this is 0; stop it only then.
+func (s *Service) HandingOver() int {
+	n := 0
+	for p := range s.cl.Ring().Partitions() {
+		if s.notMine(p) && s.sync.Holds(p) {
+			n++
+		}
+	}
+	return n
+}
+
+// notMine reports whether, in the current ring, this node neither
+// replicates partition p nor is gaining it.
+func (s *Service) notMine(p int) bool {
+	r := s.cl.Ring()
+	return !slices.Contains(r.Preference(p), s.self) && !slices.Contains(r.Pending(p), s.self)
+}
+
 // drop hands the partitions this node holds but does not replicate in
 // ring r (of hash h) to their owners and removes its copies, while r
 // stays current. A partition with an owner down waits for the next pass:
@@ -809,7 +832,7 @@ func (s *Service) drop(r *ring.Ring, h uint64) {
 		var removed int
 		var err error
 		if up {
-			removed, err = s.sync.DropPartition(p, owners)
+			removed, err = s.sync.DropPartition(p, owners, func() bool { return s.notMine(p) })
 		}
 		if err != nil {
 			lastErr = err

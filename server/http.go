@@ -57,6 +57,10 @@ func (v clusterView) Status() httpapi.ClusterStatus {
 	st.DefaultR, st.DefaultW = v.s.coord.Defaults(r.Replicas())
 	load := v.s.load.status()
 	st.Load = &load
+	if rb := v.s.rb.Load(); rb != nil {
+		n := rb.HandingOver()
+		st.HandingOver = &n
+	}
 	st.Members = st.Members[:0]
 	hints := v.s.hints.Stats()
 	var verified map[string]antientropy.PeerStatus

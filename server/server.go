@@ -317,7 +317,14 @@ func Start(cfg Config) (s *Server, err error) {
 	s.coord = coordinator.New(cfg.NodeID, s.members, s.store, s.client, coordinator.Options{
 		R: rLevel, W: wLevel, Timeout: cfg.RequestTimeout, Logf: cfg.Logf, Hints: s.hints,
 	})
-	s.hints.Start(s.coord, s.members.Alive)
+	s.hints.Start(s.coord, func(id string) bool {
+		// A left node's hints go to its key's owners (the coordinator's
+		// DeliverBatch), whether the left node is up or not.
+		if m, ok := s.members.Ring().Member(id); ok && m.State == ring.StateLeft {
+			return true
+		}
+		return s.members.Alive(id)
+	})
 	if ae != nil {
 		s.ae.Store(ae) // first: a quarantine from now on reaches it
 		ae.Start()

@@ -63,6 +63,11 @@ type ClusterStatus struct {
 	// that do not measure it). Each node reports only itself: ask every
 	// member for the cluster's.
 	Load *LoadStatus `json:"load,omitempty"`
+	// HandingOver is how many partitions the answering node holds but
+	// neither replicates nor gains in its ring (absent when it does not
+	// move data): it hands them to their owners and removes its copies.
+	// A node that has left can be stopped once this is 0.
+	HandingOver *int `json:"handing_over,omitempty"`
 }
 
 // LoadStatus is the client load one node served over its last

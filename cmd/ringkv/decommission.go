@@ -76,16 +76,25 @@ func watchLeave(ctx context.Context, out io.Writer, addr, id string, interval ti
 			cancel()
 			return err
 		}
-		state := ""
+		var me httpapi.MemberStatus
 		for _, m := range st.Members {
 			if m.ID == id {
-				state = m.State
+				me = m
 			}
 		}
+		state := me.State
 		if state == "left" {
+			held := handingOver(cctx, me)
 			cancel()
-			fmt.Fprintf(out, "%s has left the ring after %s: it owns nothing and can be stopped\n", id, time.Since(start).Round(time.Second))
-			return nil
+			if held <= 0 {
+				fmt.Fprintf(out, "%s has left the ring after %s: it owns nothing and can be stopped\n", id, time.Since(start).Round(time.Second))
+				return nil
+			}
+			fmt.Fprintf(out, "%s has left the ring; it still hands %d partitions (writes it took while leaving) to their owners: do not stop it yet\n", id, held)
+			if err := sleepCtx(ctx, interval); err != nil {
+				return err
+			}
+			continue
 		}
 		t, found := findTransfer(cctx, st, "leave", id)
 		cancel()
@@ -97,12 +106,33 @@ func watchLeave(ctx context.Context, out io.Writer, addr, id string, interval ti
 		} else {
 			fmt.Fprintf(out, "%s is %s; waiting for the move to report progress\n", id, state)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(interval):
+		if err := sleepCtx(ctx, interval); err != nil {
+			return err
 		}
 	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// handingOver asks member m itself how many partitions it still holds but
+// does not replicate; 0 when it is down, does not answer or does not say
+// (a node that is down holds nothing anybody reads).
+func handingOver(ctx context.Context, m httpapi.MemberStatus) int {
+	if !m.Alive || m.HTTPAddr == "" {
+		return 0
+	}
+	st, err := nodeJSON[httpapi.ClusterStatus](ctx, http.MethodGet, m.HTTPAddr, "/v1/cluster")
+	if err != nil || st.NodeID != m.ID || st.HandingOver == nil {
+		return 0
+	}
+	return *st.HandingOver
 }
 
 // findTransfer finds the change kind/node among the members' transfers:

@@ -336,7 +336,7 @@ type trustingSyncer struct {
 
 func (t trustingSyncer) SyncPartitions(peer string, parts []int) ([]int, error) { return parts, nil }
 
-func (t trustingSyncer) DropPartition(p int, owners []string) (int, error) {
+func (t trustingSyncer) DropPartition(p int, owners []string, dropped func() bool) (int, error) {
 	first, last := t.c.View.Ring().PartitionRange(p)
 	var keys [][]byte
 	if err := t.st.Scan(first, last, func(e replica.Entry) bool {

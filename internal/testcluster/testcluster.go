@@ -259,7 +259,12 @@ func (c *Cluster) start(n *Node, wiped bool) error {
 	}
 	coord := coordinator.New(n.ID, c.View, st, tr, co)
 	if hints != nil {
-		hints.Start(coord, c.View.Alive)
+		hints.Start(coord, func(id string) bool {
+			if m, ok := c.View.Ring().Member(id); ok && m.State == ring.StateLeft {
+				return true // delivered to the key's owners
+			}
+			return c.View.Alive(id)
+		})
 	}
 	var rb *rebalance.Service
 	if ae != nil && c.o.Rebalance != nil {
