@@ -44,6 +44,12 @@ func (s *Service) DropPartition(p int, owners []string, dropped func() bool) (re
 		return 0, fmt.Errorf("partition %d: reading it: %w", p, err)
 	}
 	if len(held) == 0 {
+		// Nothing to hand over. An untrusted tree (after a quarantine)
+		// would keep saying this node may hold the partition: rebuild it
+		// from the empty range.
+		if !s.trees.Trusted(p) {
+			s.rebuild(p)
+		}
 		return 0, nil
 	}
 	for _, o := range owners {
@@ -57,6 +63,14 @@ func (s *Service) DropPartition(p int, owners []string, dropped func() bool) (re
 	}
 	s.moving.Lock()
 	defer s.moving.Unlock()
+	// Counted before dropped is first asked: a move that sees this node
+	// gain p after that sees the count (see Removals).
+	s.mu.Lock()
+	if s.removals == nil {
+		s.removals = map[int]uint64{}
+	}
+	s.removals[p]++
+	s.mu.Unlock()
 	for _, e := range held {
 		if !dropped() {
 			return removed, fmt.Errorf("partition %d: %w", p, ErrRegained)
@@ -71,6 +85,15 @@ func (s *Service) DropPartition(p int, owners []string, dropped func() bool) (re
 		}
 	}
 	return removed, nil
+}
+
+// Removals returns how many removals of partition p DropPartition has
+// begun. A gained partition verified while it was n stands only while it
+// is still n: a removal since may have taken what the verification saw.
+func (s *Service) Removals(p int) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.removals[p]
 }
 
 // ErrRegained is DropPartition's error when the partition stopped being

@@ -116,8 +116,10 @@ func (s *Service) purge(rg *ring.Ring) {
 // Such a copy may be older than a tombstone: were the tombstone purged,
 // the handover would bring the deleted value back. So a tombstone stays
 // while any member that is not an owner of its partition holds the
-// partition or is down (a member that is down may hold anything; one that
-// has left never comes back). A member's answer is its tree's root, as an
+// partition or is down (a member that is down may hold anything). A left
+// member is asked too while it is up: it hands what it still holds to the
+// owners before it is stopped; once down it is not waited for (a left node
+// is refused if it restarts). A member's answer is its tree's root, as an
 // exchange reads it: trusted and empty, or it may hold keys.
 func (s *Service) heldElsewhere(rg *ring.Ring, parts []int) map[int]bool {
 	held := make(map[int]bool)
@@ -125,7 +127,7 @@ func (s *Service) heldElsewhere(rg *ring.Ring, parts []int) map[int]bool {
 		return held
 	}
 	for _, m := range rg.Members() {
-		if m.ID == s.self || m.State == ring.StateLeft {
+		if m.ID == s.self || m.State == ring.StateLeft && !s.peers.Alive(m.ID) {
 			continue
 		}
 		var ask []int

@@ -90,6 +90,10 @@ type Service struct {
 	// verified a partition this node gained back must not be followed by
 	// the removal of what it verified.
 	moving sync.Mutex
+	// removals counts, per partition, the removals DropPartition began
+	// (guarded by mu): a verification of a gained partition made before
+	// the latest removal no longer stands (see Removals).
+	removals map[int]uint64
 
 	mu       sync.Mutex
 	verified map[verifiedKey]time.Time // when partition p was last verified against peer

@@ -164,9 +164,10 @@ func (c *Controller) observe(ctx context.Context, now time.Time) Observation {
 
 // removeLeft removes the orchestrator's nodes that the cluster reports
 // left: the second half of a scale-down, also when an earlier controller
-// started it. A left node that is up is removed only once it has handed
-// over what it still holds (writes it took while leaving): it says so
-// itself; one that does not answer holds nothing anybody can read.
+// started it. A left node that is up is removed only once it says itself
+// that it has handed over what it still holds (writes it took while
+// leaving); one the cluster reports down is removed (a left node is
+// refused if it restarts, so its data is out of reach either way).
 func (c *Controller) removeLeft(ctx context.Context, nodes []Node, byID map[string]Member) {
 	for _, n := range nodes {
 		m, ok := byID[n.ID]
@@ -174,7 +175,12 @@ func (c *Controller) removeLeft(ctx context.Context, nodes []Node, byID map[stri
 			continue
 		}
 		if m.Alive {
-			if held, err := c.cluster.HandingOver(ctx, m); err == nil && held > 0 {
+			held, err := c.cluster.HandingOver(ctx, m)
+			if err != nil {
+				c.o.Logf("autoscale: %s has left the ring; cannot tell whether it has handed over what it holds (%v): not removed yet", n.ID, err)
+				continue
+			}
+			if held > 0 {
 				c.o.Logf("autoscale: %s has left the ring and still hands %d partitions to their owners; removed once it is done", n.ID, held)
 				continue
 			}

@@ -632,7 +632,12 @@ func (c *Coordinator) deliverForLeft(ctx context.Context, node string, keys [][]
 	rg := c.cluster.Ring()
 	done := 0
 	for i, key := range keys {
-		for _, owner := range rg.PreferenceForKey(key) {
+		owners := rg.PreferenceForKey(key)
+		if len(owners) == 0 {
+			c.dropStandIns(node, keys[:done], objs[:done])
+			return done, fmt.Errorf("hint of %q for %s, which has left: the ring places no owner", key, node)
+		}
+		for _, owner := range owners {
 			var err error
 			if owner == c.self {
 				_, _, err = c.store.Apply(key, objs[i])

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/ringkv/ringkv/ring"
 
 	"github.com/ringkv/ringkv/version"
 )
@@ -298,8 +299,22 @@ func appendReplicate(dst, key, encoded []byte) []byte {
 	return append(dst, encoded...)
 }
 
+// errLeft refuses a write sent to a node that has left the ring.
+var errLeft = errors.New("this node has left the ring: it takes no more writes (send them to the key's owners)")
+
 // Handle serves peer requests; the node's transport server calls it.
+//
+// A node that has left refuses writes (replication, stand-in copies): it
+// is about to be stopped, and a write it acknowledged would leave with it.
+// The sender keeps a hint, which goes to the key's owners once it sees the
+// node left.
 func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
+	switch kind {
+	case kindReplicate, kindReplicateBatch, kindHandoff:
+		if me, ok := c.cluster.Ring().Member(c.self); ok && me.State == ring.StateLeft {
+			return nil, errLeft
+		}
+	}
 	switch kind {
 	case kindRead:
 		obj, err := c.store.Get(payload)

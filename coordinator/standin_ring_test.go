@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -97,5 +98,51 @@ func TestStandInCopyIsKeptByANodeThatJustBecameAPrimary(t *testing.T) {
 	<-done
 	if got, err := st.Get(key); err != nil || got == nil {
 		t.Fatalf("a node that just became a primary of %q removed its copy (%v, %v)", key, got, err)
+	}
+}
+
+// A node that has left the ring refuses replication and stand-in writes:
+// it is about to be stopped, and a write it acknowledged would leave with
+// it. It took them while leaving.
+func TestLeftNodeRefusesWrites(t *testing.T) {
+	members := []ring.Member{
+		{ID: "n1", Weight: 1, State: ring.StateNormal},
+		{ID: "n2", Weight: 1, State: ring.StateNormal},
+		{ID: "n3", Weight: 1, State: ring.StateNormal},
+		{ID: "n4", Weight: 1, State: ring.StateLeaving},
+	}
+	leaving, err := ring.New(ring.Config{Partitions: 16, Replicas: 3}, members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	members[3].State = ring.StateLeft
+	left, err := ring.New(ring.Config{Partitions: 16, Replicas: 3}, members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := storage.Open(t.TempDir(), &storage.Options{Sync: storage.SyncNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	st := replica.New(db, version.Actor("n4", 1))
+	cl := &flipCluster{rg: leaving}
+	c := New("n4", cl, st, nil, Options{})
+	obj := &version.Object{}
+	if _, err := obj.WriteBlind(version.Actor("n1", 1), []byte("v"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Handle(t.Context(), "n1", kindReplicate, encodeReplicate([]byte("a"), obj)); err != nil {
+		t.Fatalf("leaving: replicate refused: %v", err)
+	}
+	cl.set(left)
+	if _, err := c.Handle(t.Context(), "n1", kindReplicate, encodeReplicate([]byte("b"), obj)); !errors.Is(err, errLeft) {
+		t.Fatalf("left: replicate answered %v, want errLeft", err)
+	}
+	if _, err := c.Handle(t.Context(), "n1", kindReplicateBatch, encodeReplicateBatch([][]byte{[]byte("c")}, [][]byte{obj.Encode(nil)})); !errors.Is(err, errLeft) {
+		t.Fatalf("left: replicate batch answered %v, want errLeft", err)
+	}
+	if got, _ := st.Get([]byte("b")); got != nil {
+		t.Fatal("the left node stored a refused write")
 	}
 }

@@ -47,9 +47,31 @@ import (
 type Plan struct {
 	self     string
 	backoff  Backoff
-	parts    map[int]*move // by partition; rebuilt by Update, verifications kept
-	verified map[verifiedKey]bool
-	order    []int // partitions, ascending
+	parts    map[int]*move          // by partition; rebuilt by Update, verifications kept
+	verified map[verifiedKey]uint64 // the partition's Removals count when verified, plus 1
+	order    []int                  // partitions, ascending
+
+	// Removals, when set, counts the removals of this node's copy of a
+	// partition (its drops): a verification stands only while the count
+	// is what it was when the verification was recorded. Without it a
+	// ring change this node's move did not see (a partition gained, lost
+	// and dropped, then gained again) would keep a verification of data
+	// since removed.
+	Removals func(part int) uint64
+}
+
+// stands reports whether part is verified against src and nothing was
+// removed since.
+func (p *Plan) stands(part int, src string) bool {
+	v := p.verified[verifiedKey{part, src}]
+	return v != 0 && v == p.removalCount(part)+1
+}
+
+func (p *Plan) removalCount(part int) uint64 {
+	if p.Removals == nil {
+		return 0
+	}
+	return p.Removals(part)
 }
 
 type verifiedKey struct {
@@ -79,7 +101,7 @@ func (b Backoff) after(attempts int) time.Duration {
 // NewPlan returns the plan of self's move in r (Update it as the ring
 // changes).
 func NewPlan(self string, r *ring.Ring, b Backoff) *Plan {
-	p := &Plan{self: self, backoff: b, parts: map[int]*move{}, verified: map[verifiedKey]bool{}}
+	p := &Plan{self: self, backoff: b, parts: map[int]*move{}, verified: map[verifiedKey]uint64{}}
 	p.Update(r)
 	return p
 }
@@ -114,7 +136,7 @@ func (p *Plan) Partitions() []int { return p.order }
 func (p *Plan) done(part int, m *move, alive func(string) bool) bool {
 	any := false
 	for _, src := range m.sources {
-		v := p.verified[verifiedKey{part, src}]
+		v := p.stands(part, src)
 		if !v && alive(src) {
 			return false
 		}
@@ -159,7 +181,7 @@ func (p *Plan) Next(now time.Time, alive func(string) bool, max int) (peer strin
 			continue
 		}
 		for _, src := range m.sources {
-			if alive(src) && !p.verified[verifiedKey{part, src}] {
+			if alive(src) && !p.stands(part, src) {
 				byPeer[src] = append(byPeer[src], part)
 			}
 		}
@@ -181,7 +203,7 @@ func (p *Plan) Result(peer string, asked, verified []int, err error, now time.Ti
 	for _, part := range asked {
 		m := p.parts[part]
 		if slices.Contains(verified, part) {
-			p.verified[verifiedKey{part, peer}] = true
+			p.verified[verifiedKey{part, peer}] = p.removalCount(part) + 1
 			if m != nil {
 				m.attempts, m.lastErr = 0, ""
 			}

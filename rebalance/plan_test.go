@@ -219,3 +219,30 @@ func TestPlanForgetsVerificationsOfPartitionsNoLongerGained(t *testing.T) {
 		t.Fatalf("%d of %d partitions done before any stream of the new gain", done, total)
 	}
 }
+
+// A verification stands only while no removal of the partition (a drop)
+// began since: a ring change the move did not see may have dropped the
+// data the verification saw.
+func TestPlanVerificationLapsesWhenThePartitionIsDropped(t *testing.T) {
+	r := testRing(t, 3, 1)
+	p := NewPlan("n4", r, b)
+	removals := map[int]uint64{}
+	p.Removals = func(part int) uint64 { return removals[part] }
+	drive(t, p, up(), func(peer string, parts []int) ([]int, error) { return parts, nil })
+	if !p.Done(up()) {
+		t.Fatal("the move is not done")
+	}
+	dropped := p.Partitions()[0]
+	removals[dropped]++
+	if done, total := p.Progress(up()); done != total-1 {
+		t.Fatalf("%d of %d done after partition %d was dropped, want all but it", done, total, dropped)
+	}
+	peer, parts, _ := p.Next(time.Now().Add(time.Hour), up(), 16)
+	if peer == "" || !slices.Equal(parts, []int{dropped}) {
+		t.Fatalf("next exchange %s %v, want the dropped partition %d again", peer, parts, dropped)
+	}
+	drive(t, p, up(), func(peer string, parts []int) ([]int, error) { return parts, nil })
+	if !p.Done(up()) {
+		t.Fatal("not done after streaming the dropped partition again")
+	}
+}

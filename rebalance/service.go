@@ -183,6 +183,8 @@ type Syncer interface {
 	// says it is still not this node's; the removal never overlaps
 	// SyncPartitions.
 	DropPartition(p int, owners []string, dropped func() bool) (removed int, err error)
+	// Removals counts the removals DropPartition began of a partition.
+	Removals(p int) uint64
 }
 
 // Options configure a Service. Zero fields take their defaults.
@@ -492,6 +494,7 @@ func (s *Service) newRing(r *ring.Ring, h uint64, changing []ring.Member, replic
 	s.hash, s.seen, s.settled = h, s.o.Now(), false
 	if s.plan == nil || len(changing) == 0 && !replicas {
 		s.plan = NewPlan(s.self, r, s.o.Backoff)
+		s.plan.Removals = s.sync.Removals
 	} else {
 		s.plan.Update(r)
 	}

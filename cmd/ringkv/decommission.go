@@ -84,13 +84,17 @@ func watchLeave(ctx context.Context, out io.Writer, addr, id string, interval ti
 		}
 		state := me.State
 		if state == "left" {
-			held := handingOver(cctx, me)
+			held, err := handingOver(cctx, me)
 			cancel()
-			if held <= 0 {
+			switch {
+			case err != nil:
+				fmt.Fprintf(out, "%s has left the ring; waiting for it to say it has handed over what it holds (%v): do not stop it yet\n", id, err)
+			case held == 0:
 				fmt.Fprintf(out, "%s has left the ring after %s: it owns nothing and can be stopped\n", id, time.Since(start).Round(time.Second))
 				return nil
+			default:
+				fmt.Fprintf(out, "%s has left the ring; it still hands %d partitions (writes it took while leaving) to their owners: do not stop it yet\n", id, held)
 			}
-			fmt.Fprintf(out, "%s has left the ring; it still hands %d partitions (writes it took while leaving) to their owners: do not stop it yet\n", id, held)
 			if err := sleepCtx(ctx, interval); err != nil {
 				return err
 			}
@@ -122,17 +126,26 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // handingOver asks member m itself how many partitions it still holds but
-// does not replicate; 0 when it is down, does not answer or does not say
-// (a node that is down holds nothing anybody reads).
-func handingOver(ctx context.Context, m httpapi.MemberStatus) int {
-	if !m.Alive || m.HTTPAddr == "" {
-		return 0
+// does not replicate: 0 when the cluster says it is down (nothing to wait
+// for: a left node is refused if it restarts), an error when it is up and
+// does not answer or does not say.
+func handingOver(ctx context.Context, m httpapi.MemberStatus) (int, error) {
+	if !m.Alive {
+		return 0, nil
+	}
+	if m.HTTPAddr == "" {
+		return 0, fmt.Errorf("%s advertises no HTTP address", m.ID)
 	}
 	st, err := nodeJSON[httpapi.ClusterStatus](ctx, http.MethodGet, m.HTTPAddr, "/v1/cluster")
-	if err != nil || st.NodeID != m.ID || st.HandingOver == nil {
-		return 0
+	switch {
+	case err != nil:
+		return 0, err
+	case st.NodeID != m.ID:
+		return 0, fmt.Errorf("%s answered at %s's address", st.NodeID, m.ID)
+	case st.HandingOver == nil:
+		return 0, fmt.Errorf("%s does not report what it hands over (anti-entropy off?)", m.ID)
 	}
-	return *st.HandingOver
+	return *st.HandingOver, nil
 }
 
 // findTransfer finds the change kind/node among the members' transfers:
