@@ -32,6 +32,15 @@ func (c *Coordinator) PutBatch(ctx context.Context, keys, values [][]byte, w int
 // PutBatchAt is PutBatch at the write levels of lv (W and PW), each key's
 // write with the rules of PutAt.
 func (c *Coordinator) PutBatchAt(ctx context.Context, keys, values [][]byte, lv Levels) []error {
+	start := time.Now()
+	errs := c.putBatchAt(ctx, keys, values, lv)
+	for _, err := range errs {
+		c.observe(ctx, OpPut, lv.W, start, err)
+	}
+	return errs
+}
+
+func (c *Coordinator) putBatchAt(ctx context.Context, keys, values [][]byte, lv Levels) []error {
 	errs := make([]error, len(keys))
 	var local []int
 	var remote map[string][]int // key -> indices, in batch order
@@ -233,6 +242,7 @@ func (c *Coordinator) sendBatch(tg ring.Target, dc string, m replicateMessage, i
 		var hobjs []*version.Object
 		for n, j := range idx {
 			err := c.send(sctx, tg.Node, kindReplicate, appendReplicate(nil, m.keys[n], m.encoded[n]))
+			c.countAck(err)
 			results[j] <- ack{err: err, primary: true, dc: dc}
 			if missed(err) {
 				hkeys, hobjs = append(hkeys, m.keys[n]), append(hobjs, objs[n])
@@ -242,6 +252,7 @@ func (c *Coordinator) sendBatch(tg ring.Target, dc string, m replicateMessage, i
 		return
 	}
 	for _, j := range idx {
+		c.countAck(err)
 		results[j] <- ack{err: err, primary: primary, dc: dc}
 	}
 	if missed(err) {
@@ -336,7 +347,7 @@ func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write,
 		if rl.primaries {
 			lv.PR = rl.r
 		}
-		objs, rerrs := c.GetBatchAt(ctx, keys, lv)
+		objs, rerrs := c.getBatchAt(ctx, keys, lv)
 		var apply [][]byte
 		var merged []*version.Object
 		var applied []int
@@ -432,6 +443,18 @@ func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*ve
 // the rules of GetAt. The batched path asks primaries only; keys whose
 // levels it cannot meet that way take GetAt's path.
 func (c *Coordinator) GetBatchAt(ctx context.Context, keys [][]byte, lv Levels) ([]*version.Object, []error) {
+	start := time.Now()
+	objs, errs := c.getBatchAt(ctx, keys, lv)
+	for i, err := range errs {
+		if err == nil {
+			c.countSiblings(objs[i])
+		}
+		c.observe(ctx, OpGet, lv.R, start, err)
+	}
+	return objs, errs
+}
+
+func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels) ([]*version.Object, []error) {
 	objs := make([]*version.Object, len(keys))
 	errs := make([]error, len(keys))
 	type pending struct {

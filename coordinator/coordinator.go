@@ -74,6 +74,8 @@ type Options struct {
 	// Service is), this node can stand in for down primaries as a
 	// fallback; otherwise it refuses to.
 	Hints Hints
+	// Observer, if set, is told of every client request (see Observer).
+	Observer Observer
 }
 
 // Hints keeps the versions that target missed (see Options.Hints). Add is
@@ -293,6 +295,8 @@ type Coordinator struct {
 	// for keys it is not a primary of with the removal of such copies
 	// once their hints are delivered (see standin.go).
 	standIns [standInStripes]sync.Mutex
+
+	m counters // see Stats
 }
 
 // New returns a coordinator for node self.

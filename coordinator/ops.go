@@ -30,7 +30,10 @@ func (c *Coordinator) Put(ctx context.Context, key, value []byte, causal version
 // with a QuorumError (Primaries set) when fewer acknowledge in time, in
 // which case, as with an unmet W, it may still have been applied.
 func (c *Coordinator) PutAt(ctx context.Context, key, value []byte, causal version.Clock, lv Levels) (*version.Object, error) {
-	return c.write(ctx, writeRequest{key: key, value: value, hasCtx: causal != nil, ctx: causal, w: lv.W, pw: lv.PW})
+	start := time.Now()
+	obj, err := c.write(ctx, writeRequest{key: key, value: value, hasCtx: causal != nil, ctx: causal, w: lv.W, pw: lv.PW})
+	c.observe(ctx, OpPut, lv.W, start, err)
+	return obj, err
 }
 
 // Delete writes a tombstone for key, with the same rules as Put.
@@ -40,7 +43,10 @@ func (c *Coordinator) Delete(ctx context.Context, key []byte, causal version.Clo
 
 // DeleteAt is Delete at the write levels of lv, with the rules of PutAt.
 func (c *Coordinator) DeleteAt(ctx context.Context, key []byte, causal version.Clock, lv Levels) (*version.Object, error) {
-	return c.write(ctx, writeRequest{key: key, deleted: true, hasCtx: causal != nil, ctx: causal, w: lv.W, pw: lv.PW})
+	start := time.Now()
+	obj, err := c.write(ctx, writeRequest{key: key, deleted: true, hasCtx: causal != nil, ctx: causal, w: lv.W, pw: lv.PW})
+	c.observe(ctx, OpDelete, lv.W, start, err)
+	return obj, err
 }
 
 func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Object, error) {
@@ -87,6 +93,7 @@ func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Obj
 		reply, err := c.tr.Call(actx, addr, kindCoordinate, encodeWrite(req))
 		cancel()
 		if err == nil {
+			c.m.forwarded.Add(1)
 			return version.DecodeObject(reply)
 		}
 		last = err
@@ -94,11 +101,15 @@ func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Obj
 		case isRemote(err):
 			// The replica answered with an error (a quorum failure,
 			// say): its outcome is its own to report.
+			c.m.forwarded.Add(1)
 			return nil, err
 		case !errors.Is(err, transport.ErrNotSent) || ctx.Err() != nil:
+			c.m.forwarded.Add(1)
+			c.m.forwardFailures.Add(1)
 			return nil, fmt.Errorf("forward write of %q to %s: %w: %w", req.key, node, ErrUnknownOutcome, err)
 		}
 	}
+	c.m.forwardFailures.Add(1)
 	return nil, fmt.Errorf("forward write of %q: no replica reachable: %w", req.key, last)
 }
 
@@ -625,7 +636,9 @@ func (c *Coordinator) GetLive(ctx context.Context, key []byte, r int) ([]byte, b
 }
 
 // GetLiveAt is GetLive at the read levels of lv (R and PR).
-func (c *Coordinator) GetLiveAt(ctx context.Context, key []byte, lv Levels) ([]byte, bool, error) {
+func (c *Coordinator) GetLiveAt(ctx context.Context, key []byte, lv Levels) (value []byte, found bool, err error) {
+	start := time.Now()
+	defer func() { c.observe(ctx, OpGet, lv.R, start, err) }()
 	plan, err := c.readPlan(key, lv)
 	if err != nil {
 		return nil, false, err
@@ -640,7 +653,8 @@ func (c *Coordinator) GetLiveAt(ctx context.Context, key []byte, lv Levels) ([]b
 	if err != nil {
 		return nil, false, err
 	}
-	value, found := version.LiveValue(obj)
+	c.countSiblings(obj)
+	value, found = version.LiveValue(obj)
 	return value, found, nil
 }
 
@@ -666,12 +680,17 @@ func (c *Coordinator) Get(ctx context.Context, key []byte, r int) (*version.Obje
 // GetAt is Get at the read levels of lv: R answers, PR of them from
 // primaries. A PR above the primaries up is refused before anything is
 // read (a QuorumError wrapping ErrTooFewPrimaries).
-func (c *Coordinator) GetAt(ctx context.Context, key []byte, lv Levels) (*version.Object, error) {
+func (c *Coordinator) GetAt(ctx context.Context, key []byte, lv Levels) (obj *version.Object, err error) {
+	start := time.Now()
+	defer func() { c.observe(ctx, OpGet, lv.R, start, err) }()
 	plan, err := c.readPlan(key, lv)
 	if err != nil {
 		return nil, err
 	}
-	return c.get(ctx, key, plan)
+	if obj, err = c.get(ctx, key, plan); err == nil {
+		c.countSiblings(obj)
+	}
+	return obj, err
 }
 
 func (c *Coordinator) get(ctx context.Context, key []byte, plan readPlan) (*version.Object, error) {
@@ -1126,7 +1145,9 @@ func (c *Coordinator) repair(key []byte, asked int, got []readReply, replies <-c
 		} else {
 			err = c.send(ctx, rep.node, kindReplicate, payload)
 		}
+		c.m.readRepairs.Add(1)
 		if err != nil {
+			c.m.readRepairFailures.Add(1)
 			c.o.Logf("read repair of %q on %s: %v", key, rep.node, err)
 		}
 	}
@@ -1178,6 +1199,7 @@ func (c *Coordinator) replicate(key []byte, obj *version.Object, rt route, q quo
 			sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
 			defer cancel()
 			err := c.send(sctx, tg.Node, kind, msg)
+			c.countAck(err)
 			results <- ack{err: err, primary: tg.For == "", dc: dc}
 			if missed(err) {
 				// Not acknowledged in time: keep it for the primary (after

@@ -50,11 +50,14 @@ type target struct {
 	// since is when the target's current run of pending hints began: the
 	// creation time of the oldest hint it had pending when its queue was
 	// last empty. The window counts from it.
-	since    time.Time
-	refused  uint64
-	failures int // consecutive failed deliveries
-	retryAt  time.Time
-	lastErr  string
+	since   time.Time
+	refused uint64
+	// delivered counts the hints the target acknowledged since this node
+	// started; discarded those dropped as unreadable.
+	delivered, discarded uint64
+	failures             int // consecutive failed deliveries
+	retryAt              time.Time
+	lastErr              string
 	// seenDown: a pass found the target down since its last failure; its
 	// return ends the backoff (the failures were its absence).
 	seenDown bool
@@ -186,6 +189,19 @@ func (c *core) spend(n int64) { c.tokens -= float64(n) }
 // delivered records that t acknowledged count hints of size bytes in all
 // (and that they were deleted).
 func (c *core) delivered(t string, count int, size int64) {
+	c.target(t).delivered += uint64(count)
+	c.removed(t, count, size)
+}
+
+// discarded records that count hints of size bytes for t were dropped
+// unread (they could not be decoded).
+func (c *core) discarded(t string, count int, size int64) {
+	c.target(t).discarded += uint64(count)
+	c.removed(t, count, size)
+}
+
+// removed records that count hints of size bytes for t are gone.
+func (c *core) removed(t string, count int, size int64) {
 	tg := c.target(t)
 	tg.pending = max(tg.pending-count, 0)
 	tg.bytes = max(tg.bytes-size, 0)
@@ -231,6 +247,9 @@ type Stats struct {
 	// Refused counts hints not kept since this node started: past the
 	// byte bound or the window, or not stored.
 	Refused uint64
+	// Delivered counts the hints the target acknowledged since this node
+	// started; Discarded those dropped because they could not be read.
+	Delivered, Discarded uint64
 	// LastError is the last delivery failure, cleared by a success.
 	LastError string
 	// RetryAt is when delivery is tried next after a failure (zero: at the
@@ -241,7 +260,7 @@ type Stats struct {
 func (c *core) stats() map[string]Stats {
 	out := make(map[string]Stats, len(c.targets))
 	for t, tg := range c.targets {
-		out[t] = Stats{Pending: tg.pending, Bytes: tg.bytes, Refused: tg.refused, LastError: tg.lastErr, RetryAt: tg.retryAt}
+		out[t] = Stats{Pending: tg.pending, Bytes: tg.bytes, Refused: tg.refused, Delivered: tg.delivered, Discarded: tg.discarded, LastError: tg.lastErr, RetryAt: tg.retryAt}
 	}
 	return out
 }

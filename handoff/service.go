@@ -379,7 +379,7 @@ func (s *Service) deliverTo(ctx context.Context, target string) bool {
 			s.o.Logf("handoff: dropping %d unreadable hints for %s", len(b.bad), target)
 			if err := s.store.DeleteHints(b.bad); err == nil {
 				s.mu.Lock()
-				s.core.delivered(target, len(b.bad), b.badBytes)
+				s.core.discarded(target, len(b.bad), b.badBytes)
 				for _, rec := range b.bad {
 					if _, _, key, err := decodeKey(rec); err == nil {
 						s.count(key, -1)

@@ -27,6 +27,10 @@ func (s *Server) httpHandler() http.Handler {
 			pprof.Trace(w, r)
 		case strings.HasPrefix(r.URL.Path, "/debug/pprof/"):
 			pprof.Index(w, r)
+		case r.URL.Path == "/metrics":
+			s.serveMetrics(w, r)
+		case r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, "/ui/"):
+			s.serveUI(w, r)
 		case r.URL.Path == "/v1/repair":
 			s.serveRepair(w, r)
 		case r.URL.Path == "/v1/transfers":

@@ -22,6 +22,7 @@ import (
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/handoff"
 	"github.com/ringkv/ringkv/membership"
+	"github.com/ringkv/ringkv/metrics"
 	"github.com/ringkv/ringkv/rebalance"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
@@ -142,6 +143,8 @@ type Server struct {
 
 	// load counts the client requests served, for /v1/cluster.
 	load *loadMeter
+	// metrics are served on /metrics.
+	metrics *metrics.Registry
 }
 
 // GossipAddr returns the gossip address that goes with a peer address.
@@ -314,8 +317,10 @@ func Start(cfg Config) (s *Server, err error) {
 			return nil, err
 		}
 	}
+	s.metrics = s.newMetrics()
 	s.coord = coordinator.New(cfg.NodeID, s.members, s.store, s.client, coordinator.Options{
 		R: rLevel, W: wLevel, Timeout: cfg.RequestTimeout, Logf: cfg.Logf, Hints: s.hints,
+		Observer: s.metrics.Observer(),
 	})
 	s.hints.Start(s.coord, func(id string) bool {
 		// A left node's hints go to its key's owners (the coordinator's
@@ -340,7 +345,8 @@ func Start(cfg Config) (s *Server, err error) {
 		}
 	}
 	if cfg.RespAddr != "" {
-		s.resp = resp.NewServer(respBackend{s}, resp.Options{MaxValueSize: cfg.MaxValueSize, Logf: cfg.Logf, OnCommand: s.load.onCommand})
+		s.resp = resp.NewServer(respBackend{s}, resp.Options{MaxValueSize: cfg.MaxValueSize, Logf: cfg.Logf, OnCommand: s.load.onCommand,
+			BaseContext: coordinator.WithAPI(context.Background(), "resp")})
 		if s.respLn, err = net.Listen("tcp", cfg.RespAddr); err != nil {
 			return nil, fmt.Errorf("resp listener: %w", err)
 		}
@@ -350,7 +356,8 @@ func Start(cfg Config) (s *Server, err error) {
 		if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 			return nil, fmt.Errorf("http listener: %w", err)
 		}
-		s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second,
+			BaseContext: func(net.Listener) context.Context { return coordinator.WithAPI(context.Background(), "http") }}
 		go s.http.Serve(s.httpLn)
 	}
 	return s, nil

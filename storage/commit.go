@@ -182,7 +182,7 @@ func (db *DB) commitGroup(group []*pendingWrite) error {
 		start := time.Now()
 		err = db.log.Sync()
 		db.lastSynced = start
-		db.m.walSyncs.Add(1)
+		db.m.recordSync(time.Since(start))
 	}
 	db.logMu.Unlock()
 	if err != nil {
@@ -412,9 +412,10 @@ func (db *DB) periodicSyncLoop() {
 		db.logMu.Lock()
 		var err error
 		if db.log != nil && time.Since(db.lastSynced) >= db.opts.SyncInterval {
-			db.lastSynced = time.Now()
+			start := time.Now()
+			db.lastSynced = start
 			err = db.log.Sync()
-			db.m.walSyncs.Add(1)
+			db.m.recordSync(time.Since(start))
 		}
 		db.logMu.Unlock()
 		if err != nil {

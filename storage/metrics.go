@@ -24,6 +24,28 @@ type metricsCounters struct {
 	stalls            atomic.Uint64
 	stallNanos        atomic.Uint64
 	quarantines       atomic.Uint64
+	walSyncNanos      atomic.Uint64
+	walSyncBuckets    [len(SyncLatencyBounds) + 1]atomic.Uint64
+}
+
+// SyncLatencyBounds are the upper bounds of Metrics.WALSyncLatency's
+// buckets but the last, which counts the slower syncs.
+var SyncLatencyBounds = [...]time.Duration{
+	100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond,
+	25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
+	500 * time.Millisecond, time.Second, 2500 * time.Millisecond,
+}
+
+// recordSync counts one commit-log fsync that took d.
+func (m *metricsCounters) recordSync(d time.Duration) {
+	m.walSyncs.Add(1)
+	m.walSyncNanos.Add(uint64(d))
+	i := 0
+	for i < len(SyncLatencyBounds) && d > SyncLatencyBounds[i] {
+		i++
+	}
+	m.walSyncBuckets[i].Add(1)
 }
 
 func (m *metricsCounters) recordStall(d time.Duration) {
@@ -49,6 +71,10 @@ type Metrics struct {
 	UserBytes uint64 // encoded size of the batches committed
 	WALBytes  uint64 // bytes written to commit logs
 	WALSyncs  uint64 // commit-log fsyncs (one per commit group that asked)
+	// WALSyncLatency counts those fsyncs by duration, in the buckets of
+	// SyncLatencyBounds plus one for slower; WALSyncTime is their sum.
+	WALSyncLatency [len(SyncLatencyBounds) + 1]uint64
+	WALSyncTime    time.Duration
 
 	Flushes              uint64
 	FlushBytes           uint64 // bytes of L0 tables written by flushes
@@ -96,6 +122,10 @@ func (db *DB) Metrics() Metrics {
 	m.UserBytes = c.userBytes.Load()
 	m.WALBytes = c.walBytes.Load()
 	m.WALSyncs = c.walSyncs.Load()
+	m.WALSyncTime = time.Duration(c.walSyncNanos.Load())
+	for i := range c.walSyncBuckets {
+		m.WALSyncLatency[i] = c.walSyncBuckets[i].Load()
+	}
 	m.Flushes = c.flushes.Load()
 	m.FlushBytes = c.flushBytes.Load()
 	m.Compactions = c.compactions.Load()

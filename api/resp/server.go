@@ -49,6 +49,9 @@ type Options struct {
 	// name ("unknown" for unknown commands), its duration, and whether it
 	// answered an error. It must be fast and safe for concurrent use.
 	OnCommand func(name string, d time.Duration, failed bool)
+	// BaseContext, if set, is the context every connection's commands
+	// derive from (its values reach the Backend). Default: Background.
+	BaseContext context.Context
 }
 
 func (o *Options) fill() {
@@ -105,7 +108,11 @@ type Server struct {
 // NewServer returns a server that answers commands with b.
 func NewServer(b Backend, o Options) *Server {
 	o.fill()
-	ctx, cancel := context.WithCancel(context.Background())
+	base := o.BaseContext
+	if base == nil {
+		base = context.Background()
+	}
+	ctx, cancel := context.WithCancel(base)
 	s := &Server{
 		b:         b,
 		opt:       o,
