@@ -532,16 +532,20 @@ func cmdReset(c *conn, rw *replyWriter, args [][]byte) {
 	c.setConnSettings(nil)
 	c.rw.proto = 2
 	c.proto.Store(2)
-	c.authed = c.s.opt.Password == ""
+	c.authed = !c.s.opt.authRequired()
 	c.mu.Lock()
 	c.name = ""
 	c.mu.Unlock()
 	rw.Simple("RESET")
 }
 
-// checkAuth reports whether user/pass authenticate the default user.
-// Without a configured password the default user accepts any password, as in Redis.
+// checkAuth reports whether user/pass authenticate: through
+// Options.Authenticate when set, else as the default user. Without a
+// configured password the default user accepts any password, as in Redis.
 func (c *conn) checkAuth(user, pass []byte) bool {
+	if c.s.opt.Authenticate != nil {
+		return c.s.opt.Authenticate(string(user), string(pass))
+	}
 	if !is(user, "default") {
 		return false
 	}
@@ -557,7 +561,7 @@ func cmdAuth(c *conn, rw *replyWriter, args [][]byte) {
 	var user, pass []byte
 	switch len(args) {
 	case 2:
-		if c.s.opt.Password == "" {
+		if !c.s.opt.authRequired() {
 			rw.Error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
 			return
 		}

@@ -43,6 +43,12 @@ type Options struct {
 	// Password, if set, must be given with AUTH (or HELLO ... AUTH default
 	// <password>) before any other command.
 	Password string
+	// Authenticate, if set, checks a user name and password (AUTH user
+	// pass, AUTH pass for the user "default", HELLO ... AUTH user pass)
+	// instead of Password: every connection must then authenticate before
+	// its first command. It must be safe for concurrent use; it may be slow
+	// (a password hash), it runs on the connection's goroutine.
+	Authenticate func(user, pass string) bool
 	// Logf receives the server's log lines. Nil: silent.
 	Logf func(format string, args ...any)
 	// OnCommand, if set, is called after each command with its lower-case
@@ -53,6 +59,9 @@ type Options struct {
 	// derive from (its values reach the Backend). Default: Background.
 	BaseContext context.Context
 }
+
+// authRequired reports whether connections must authenticate.
+func (o *Options) authRequired() bool { return o.Password != "" || o.Authenticate != nil }
 
 func (o *Options) fill() {
 	if o.MaxValueSize <= 0 {
@@ -284,7 +293,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		id:     s.nextID.Add(1),
 		ctx:    s.ctx,
 		born:   time.Now(),
-		authed: s.opt.Password == "",
+		authed: !s.opt.authRequired(),
 	}
 	c.rd = newReader(nc, s.opt.MaxMultiBulkLen, int64(s.opt.MaxBulkLen), s.opt.MaxValueSize, s.opt.MaxRequestSize)
 	c.bw = bufio.NewWriterSize(timedWriter{nc, s.opt.WriteTimeout}, 32*1024)

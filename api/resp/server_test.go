@@ -441,6 +441,45 @@ func TestAuth(t *testing.T) {
 	}
 }
 
+// With Authenticate, users other than "default" log in with AUTH user
+// pass or HELLO ... AUTH, and AUTH pass means the user "default".
+func TestAuthenticateUsers(t *testing.T) {
+	users := map[string]string{"alice": "wonder", "default": "dpass"}
+	_, addr := startServer(t, nil, Options{Authenticate: func(user, pass string) bool {
+		p, ok := users[user]
+		return ok && p == pass
+	}})
+	ctx := context.Background()
+	for _, proto := range []int{2, 3} {
+		anon := newClient(t, addr, proto, nil)
+		if err := anon.Get(ctx, "k").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOAUTH") {
+			t.Fatalf("RESP%d without credentials: %v", proto, err)
+		}
+		alice := newClient(t, addr, proto, func(o *redis.Options) { o.Username, o.Password = "alice", "wonder" })
+		if err := alice.Set(ctx, "k", "v", 0).Err(); err != nil {
+			t.Fatalf("RESP%d alice: %v", proto, err)
+		}
+		mallory := newClient(t, addr, proto, func(o *redis.Options) { o.Username, o.Password = "alice", "dpass" })
+		if err := mallory.Ping(ctx).Err(); err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
+			t.Fatalf("RESP%d alice with default's password: %v", proto, err)
+		}
+	}
+	r := dialRaw(t, addr)
+	r.send(cmd("AUTH", "wonder") + cmd("AUTH", "dpass") + cmd("PING") + cmd("RESET") + cmd("PING") + cmd("HELLO", "2", "AUTH", "alice", "wonder"))
+	for _, want := range []string{
+		"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+		"+OK\r\n", "+PONG\r\n", "+RESET\r\n",
+		"-NOAUTH Authentication required.\r\n",
+	} {
+		if got := r.reply(); got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+	if got := r.reply(); !strings.HasPrefix(got, "*") {
+		t.Fatalf("HELLO 2 AUTH alice: got %q, want the server's map as an array", got)
+	}
+}
+
 func TestProtocolErrorClosesConnection(t *testing.T) {
 	s, addr := startServer(t, nil, Options{})
 	for _, tc := range []struct{ in, want string }{
