@@ -31,6 +31,8 @@ func (s *Server) httpHandler() http.Handler {
 			s.serveMetrics(w, r)
 		case r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, "/ui/"):
 			s.serveUI(w, r)
+		case r.URL.Path == "/v1/snapshot":
+			s.serveSnapshot(w, r)
 		case r.URL.Path == "/v1/repair":
 			s.serveRepair(w, r)
 		case r.URL.Path == "/v1/transfers":
