@@ -62,8 +62,11 @@ type HTTPCluster struct {
 	// live members' addresses learned from them are asked too, so the
 	// cluster stays reachable when these nodes leave.
 	Addrs []string
-	// Client makes the requests; nil: a client with a 5 s timeout.
+	// Client makes the requests (it carries credentials and trusted CAs
+	// when the nodes need them); nil: a client with a 5 s timeout.
 	Client *http.Client
+	// Scheme is "http" (the default) or "https" for nodes with TLS.
+	Scheme string
 	// Resolve returns the address at which this process reaches member
 	// m's HTTP API; nil: [ReachableHTTPAddr].
 	Resolve func(m Member) string
@@ -214,7 +217,11 @@ func (c *HTTPCluster) Decommission(ctx context.Context, id string) error {
 }
 
 func (c *HTTPCluster) do(ctx context.Context, method, addr, path string) ([]byte, int, error) {
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
+	scheme := c.Scheme
+	if scheme == "" {
+		scheme = "http"
+	}
+	req, err := http.NewRequestWithContext(ctx, method, scheme+"://"+addr+path, nil)
 	if err != nil {
 		return nil, 0, err
 	}

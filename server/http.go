@@ -19,7 +19,7 @@ func (s *Server) httpHandler() http.Handler {
 		Logf:         s.cfg.Logf,
 	})
 	// Go's profiler and execution tracer, for operators chasing a slow node.
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return s.sec.requireAuth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/debug/pprof/profile":
 			pprof.Profile(w, r)
@@ -50,7 +50,7 @@ func (s *Server) httpHandler() http.Handler {
 		default:
 			api.ServeHTTP(w, r)
 		}
-	})
+	}), s.cfg.OpenMetrics)
 }
 
 // clusterView reports the ring as this node sees it, with liveness and

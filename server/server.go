@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -98,7 +99,21 @@ type Config struct {
 	// scan noted it, and only once every replica of its partition was
 	// verified to hold it. Default: 24h; negative: never.
 	TombstoneGrace time.Duration
-	Logf           func(format string, args ...any)
+
+	// AuthFile names the users file (package auth): clients then
+	// authenticate (Redis AUTH or HELLO AUTH; HTTP basic auth or a bearer
+	// token) on every path but /healthz, and /metrics and /debug/pprof/
+	// unless OpenMetrics.
+	AuthFile    string
+	OpenMetrics bool
+	// TLSCert and TLSKey (PEM files) put TLS on the Redis and HTTP ports;
+	// plaintext clients are then refused.
+	TLSCert, TLSKey string
+	// Insecure lets the node listen beyond loopback without
+	// authentication (clients without AuthFile; peers without mutual TLS).
+	Insecure bool
+
+	Logf func(format string, args ...any)
 }
 
 // ParseReplicasPerDC parses per-datacenter replica counts written as
@@ -145,6 +160,8 @@ type Server struct {
 	load *loadMeter
 	// metrics are served on /metrics.
 	metrics *metrics.Registry
+	// sec checks clients: users and TLS.
+	sec security
 }
 
 // GossipAddr returns the gossip address that goes with a peer address.
@@ -210,7 +227,12 @@ func Start(cfg Config) (s *Server, err error) {
 		cfg.Logf("node %s: %s", cfg.NodeID, note)
 	}
 
-	srv := &Server{cfg: cfg, load: newLoadMeter()}
+	sec, err := loadSecurity(cfg, peerPlan.rpcBind)
+	if err != nil {
+		return nil, err
+	}
+
+	srv := &Server{cfg: cfg, load: newLoadMeter(), sec: sec}
 	s = srv
 	defer func() {
 		// A failed start releases what it opened; s itself is nil by then.
@@ -345,16 +367,26 @@ func Start(cfg Config) (s *Server, err error) {
 		}
 	}
 	if cfg.RespAddr != "" {
-		s.resp = resp.NewServer(respBackend{s}, resp.Options{MaxValueSize: cfg.MaxValueSize, Logf: cfg.Logf, OnCommand: s.load.onCommand,
-			BaseContext: coordinator.WithAPI(context.Background(), "resp")})
+		ro := resp.Options{MaxValueSize: cfg.MaxValueSize, Logf: cfg.Logf, OnCommand: s.load.onCommand,
+			BaseContext: coordinator.WithAPI(context.Background(), "resp")}
+		if sec.users != nil {
+			ro.Authenticate = sec.authenticateRESP
+		}
+		s.resp = resp.NewServer(respBackend{s}, ro)
 		if s.respLn, err = net.Listen("tcp", cfg.RespAddr); err != nil {
 			return nil, fmt.Errorf("resp listener: %w", err)
+		}
+		if sec.clientTLS != nil {
+			s.respLn = tls.NewListener(s.respLn, sec.clientTLS)
 		}
 		go s.resp.Serve(s.respLn)
 	}
 	if cfg.HTTPAddr != "" {
 		if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 			return nil, fmt.Errorf("http listener: %w", err)
+		}
+		if sec.clientTLS != nil {
+			s.httpLn = tls.NewListener(s.httpLn, sec.clientTLS)
 		}
 		s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second,
 			BaseContext: func(net.Listener) context.Context { return coordinator.WithAPI(context.Background(), "http") }}

@@ -50,7 +50,15 @@ threshold set (--low-rps, --low-p99). See docs/autoscale.md.`,
 			}
 			logger := log.New(os.Stderr, "", log.LstdFlags)
 			o.Logf = logger.Printf
-			cluster := &autoscale.HTTPCluster{Addrs: strings.Split(addrs, ",")}
+			hc, err := httpClient()
+			if err != nil {
+				return err
+			}
+			hc.Timeout = 5 * time.Second
+			cluster := &autoscale.HTTPCluster{Addrs: strings.Split(addrs, ","), Client: hc}
+			if credentials.cacert != "" {
+				cluster.Scheme = "https"
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if seeds != "" {

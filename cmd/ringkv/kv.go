@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -30,7 +31,16 @@ func (f *kvFlags) register(cmd *cobra.Command, levelName string) {
 }
 
 func (f *kvFlags) client() (*client.Client, context.Context, context.CancelFunc) {
-	c := client.New(strings.Split(f.addrs, ","), client.Options{})
+	hc, err := httpClient()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ringkv:", err)
+		os.Exit(1)
+	}
+	var addrs []string
+	for _, a := range strings.Split(f.addrs, ",") {
+		addrs = append(addrs, nodeURL(strings.TrimSpace(a), ""))
+	}
+	c := client.New(addrs, client.Options{HTTPClient: hc})
 	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 	return c, ctx, cancel
 }

@@ -28,6 +28,7 @@ func newRootCmd() *cobra.Command {
 	bench := &cobra.Command{Use: "bench", Short: "Benchmarks"}
 	bench.AddCommand(newBenchEngineCmd())
 	root.AddCommand(bench, newServerCmd(), newDemoCmd(), newGetCmd(), newPutCmd(), newDelCmd(), newStatusCmd(), newRepairCmd(), newTransfersCmd(), newDecommissionCmd(), newRemoveNodeCmd(), newSetReplicasCmd())
-	root.AddCommand(newAutoscaleCmd())
+	root.AddCommand(newAutoscaleCmd(), newUserCmd())
+	addCredentialFlags(root)
 	return root
 }

@@ -113,11 +113,15 @@ func repairCall(ctx context.Context, method, addr string) (server.RepairStatus, 
 // nodeJSON calls a node's HTTP endpoint and decodes its JSON answer.
 func nodeJSON[T any](ctx context.Context, method, addr, path string) (T, error) {
 	var st T
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
+	hc, err := httpClient()
 	if err != nil {
 		return st, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	req, err := http.NewRequestWithContext(ctx, method, nodeURL(addr, path), nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return st, fmt.Errorf("%s at %s: %w", path, addr, err)
 	}

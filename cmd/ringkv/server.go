@@ -99,6 +99,11 @@ commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
 	f.DurationVar(&cfg.RepairInterval, "repair-interval", 10*time.Second, "anti-entropy: pause between two rounds of comparing hash trees with the other replicas (negative: no anti-entropy)")
 	f.Int64Var(&cfg.RepairRate, "repair-rate", 16<<20, "anti-entropy: exchange rate, bytes per second (negative: unbounded)")
 	f.DurationVar(&cfg.TombstoneGrace, "tombstone-grace", 24*time.Hour, "deletes: a tombstone is purged no sooner than this after it was noted, and only once anti-entropy verified every replica of its partition holds it (negative: never); keep it above the longest a hint may wait")
+	f.StringVar(&cfg.AuthFile, "auth-file", "", "users file (`ringkv user add`): clients must authenticate (Redis AUTH; HTTP basic auth or a bearer token); /healthz stays open")
+	f.BoolVar(&cfg.OpenMetrics, "open-metrics", false, "with --auth-file: serve /metrics and /debug/pprof/ without authentication")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) for TLS on the Redis and HTTP ports; plaintext clients are then refused")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "allow listening beyond loopback without authentication (clients without --auth-file, peers without mutual TLS)")
 	f.BoolVar(&quiet, "quiet", false, "do not log")
 	return cmd
 }

@@ -35,7 +35,7 @@ func dockerSocket() string {
 func orchestrator(t *testing.T, c *cluster) *autoscale.Docker {
 	d := &autoscale.Docker{
 		Socket: dockerSocket(), Image: c.image, Network: c.peerNet, ExtraNetworks: []string{c.clNet},
-		Prefix: c.prefix + "-as", Join: []string{c.nodes[0].peerAddr()}, Args: []string{"--timeout", "1s"},
+		Prefix: c.prefix + "-as", Join: []string{c.nodes[0].peerAddr()}, Args: []string{"--timeout", "1s", "--insecure"},
 		PublishHost: "127.0.0.1", StopTimeout: 10 * time.Second,
 	}
 	t.Cleanup(func() {

@@ -204,7 +204,7 @@ func TestComposeCluster(t *testing.T) {
 	// reconnected under its service name only.
 	mustDocker(t, "stop", "-t", "15", cid)
 	mustDocker(t, "network", "disconnect", network, cid)
-	mustDocker(t, "run", "-d", "--name", squatter, "--network", network, img, "--node-id", "squatter", "--peer-addr", "127.0.0.1:7000", "--quiet")
+	mustDocker(t, "run", "-d", "--name", squatter, "--network", network, img, "--node-id", "squatter", "--peer-addr", "127.0.0.1:7000", "--insecure", "--quiet")
 	mustDocker(t, "network", "connect", "--alias", "rk2", network, cid)
 	mustDocker(t, "start", cid)
 	ip1 := containerIP(cid)

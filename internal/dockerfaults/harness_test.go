@@ -293,7 +293,7 @@ func newClusterArgs(t *testing.T, name string, size int, extra func(i int) []str
 	for i := 0; i < size; i++ {
 		n := &node{c: c, id: fmt.Sprintf("n%d", i+1), container: fmt.Sprintf("%s-n%d", c.prefix, i+1),
 			ip: fmt.Sprintf("%s.%d", c.subnet, 11+i)}
-		n.args = []string{"--node-id", n.id, "--peer-addr", n.peerAddr(), "--timeout", "1s"}
+		n.args = []string{"--node-id", n.id, "--peer-addr", n.peerAddr(), "--timeout", "1s", "--insecure"}
 		if i > 0 {
 			n.args = append(n.args, "--join", c.nodes[0].peerAddr())
 		}
