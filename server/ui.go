@@ -1,0 +1,35 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/ringkv/ringkv/web"
+)
+
+// serveUI serves the dashboard under /ui (package web). The handler keeps
+// no state between requests (its files are read once when the package
+// loads, and it asks the other members through a client shared by the
+// package), so it is built per request rather than kept in the Server.
+func (s *Server) serveUI(w http.ResponseWriter, r *http.Request) {
+	web.New(web.Options{
+		Cluster: clusterView{s},
+		Local:   http.HandlerFunc(s.serveUILocal),
+	}).ServeHTTP(w, r)
+}
+
+// serveUILocal answers, in process, the GET requests the dashboard's
+// fan-out makes to this node itself.
+func (s *Server) serveUILocal(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/v1/cluster":
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(clusterView{s}.Status())
+	case "/v1/repair":
+		s.serveRepair(w, r)
+	case "/v1/transfers":
+		s.serveTransfers(w, r)
+	default:
+		http.NotFound(w, r)
+	}
+}
