@@ -56,6 +56,12 @@ type Config struct {
 	// a data directory with no ring state.
 	Replace string
 
+	// SecretKey, when set (16, 24 or 32 bytes: AES-128, -192 or -256),
+	// encrypts and authenticates every gossip message (memberlist's
+	// keyring, AES-GCM): a node without the key can neither read the
+	// cluster's gossip nor join it. Every node must have the same key.
+	SecretKey []byte
+
 	// ProbeInterval is how often each node probes one random peer
 	// (default 500ms). ProbeTimeout is how long a direct probe may take
 	// before indirect probes are tried (default 250ms).

@@ -237,6 +237,15 @@ func Start(cfg Config) (*Membership, error) {
 	d := &delegate{m}
 	mlc.Delegate, mlc.Events, mlc.Alive, mlc.Conflict = d, d, d, d
 	mlc.Logger = logger
+	if len(cfg.SecretKey) > 0 {
+		switch len(cfg.SecretKey) {
+		case 16, 24, 32:
+		default:
+			return nil, fmt.Errorf("membership: SecretKey of %d bytes: want 16, 24 or 32", len(cfg.SecretKey))
+		}
+		mlc.SecretKey = cfg.SecretKey
+		mlc.GossipVerifyIncoming, mlc.GossipVerifyOutgoing = true, true
+	}
 	ml, err := memberlist.Create(mlc)
 	if err != nil {
 		return fail(fmt.Errorf("membership: %w", err))

@@ -3,9 +3,13 @@ package server
 import (
 	"crypto/subtle"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/ringkv/ringkv/auth"
@@ -16,6 +20,100 @@ import (
 type security struct {
 	users     *auth.Users
 	clientTLS *tls.Config
+	gossipKey []byte
+	// peerServer and peerClient are the peer port's mutual TLS (nil:
+	// plaintext).
+	peerServer, peerClient *tls.Config
+	// uiClient asks the other members for the dashboard: it trusts the
+	// system's roots, the cluster CA and the CAs in the --tls-cert chain.
+	uiClient *http.Client
+}
+
+// loadPeerTLS builds the peer port's mutual TLS: both ends present a
+// certificate the cluster CA signed; the client checks the chain, not the
+// host name (peers are dialed by address, and the name a node advertises
+// may be an IP or a container's name), and the server hands the client's
+// common name to the handlers as its identity.
+func loadPeerTLS(cfg Config) (server, client *tls.Config, err error) {
+	set := 0
+	for _, f := range []string{cfg.PeerTLSCA, cfg.PeerTLSCert, cfg.PeerTLSKey} {
+		if f != "" {
+			set++
+		}
+	}
+	switch set {
+	case 0:
+		return nil, nil, nil
+	case 3:
+	default:
+		return nil, nil, fmt.Errorf("--peer-tls-ca, --peer-tls-cert and --peer-tls-key go together")
+	}
+	pem, err := os.ReadFile(cfg.PeerTLSCA)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--peer-tls-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, nil, fmt.Errorf("--peer-tls-ca %s: no PEM certificate in it", cfg.PeerTLSCA)
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.PeerTLSCert, cfg.PeerTLSKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--peer-tls-cert/--peer-tls-key: %w", err)
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, nil, fmt.Errorf("--peer-tls-cert: %w", err)
+		}
+	}
+	if leaf.Subject.CommonName != cfg.NodeID {
+		return nil, nil, fmt.Errorf("--peer-tls-cert %s: common name %q, want this node's ID %q (a node's peer certificate names it)", cfg.PeerTLSCert, leaf.Subject.CommonName, cfg.NodeID)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}); err != nil {
+		return nil, nil, fmt.Errorf("--peer-tls-cert %s is not signed by --peer-tls-ca %s for client and server use: %w", cfg.PeerTLSCert, cfg.PeerTLSCA, err)
+	}
+	server = &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    pool,
+		MinVersion:   tls.VersionTLS13,
+	}
+	client = &tls.Config{
+		Certificates:       []tls.Certificate{cert},
+		MinVersion:         tls.VersionTLS13,
+		InsecureSkipVerify: true, // the chain is checked below, the host name is not
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("peer presented no certificate")
+			}
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+			if err != nil {
+				return fmt.Errorf("peer certificate not signed by the cluster CA: %w", err)
+			}
+			return nil
+		},
+	}
+	return server, client, nil
+}
+
+// readGossipKey reads a gossip key file: base64 of 16, 24 or 32 bytes.
+func readGossipKey(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-key-file: %w", err)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-key-file %s: not base64: %w", path, err)
+	}
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("--gossip-key-file %s: %d bytes, want 16, 24 or 32 (make one with `ringkv gossip-key`)", path, n)
+	}
+	return key, nil
 }
 
 // loadSecurity reads the auth file and the client certificate, and
@@ -23,6 +121,7 @@ type security struct {
 // operator said --insecure.
 func loadSecurity(cfg Config, peerBind string) (security, error) {
 	var sec security
+	var err error
 	if cfg.AuthFile != "" {
 		users, err := auth.Load(cfg.AuthFile)
 		if err != nil {
@@ -40,6 +139,19 @@ func loadSecurity(cfg Config, peerBind string) (security, error) {
 	case cfg.TLSCert != "" || cfg.TLSKey != "":
 		return sec, fmt.Errorf("--tls-cert and --tls-key go together")
 	}
+	if sec.peerServer, sec.peerClient, err = loadPeerTLS(cfg); err != nil {
+		return sec, err
+	}
+	if sec.clientTLS != nil {
+		sec.uiClient = dashboardClient(cfg, sec.clientTLS)
+	}
+	if cfg.GossipKeyFile != "" {
+		key, err := readGossipKey(cfg.GossipKeyFile)
+		if err != nil {
+			return sec, err
+		}
+		sec.gossipKey = key
+	}
 	if cfg.Insecure {
 		return sec, nil
 	}
@@ -55,7 +167,33 @@ func loadSecurity(cfg Config, peerBind string) (security, error) {
 	if err := check("--http-addr", cfg.HTTPAddr, sec.users != nil, "authentication"); err != nil {
 		return sec, err
 	}
-	return sec, check("--peer-addr (bind)", peerBind, false, "authentication of the peers")
+	peersSecured := sec.peerServer != nil && sec.gossipKey != nil
+	return sec, check("--peer-addr (bind)", peerBind, peersSecured, "authentication of the peers")
+}
+
+// dashboardClient is the client the dashboard asks the other members'
+// HTTPS ports with.
+func dashboardClient(cfg Config, clientTLS *tls.Config) *http.Client {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if cfg.PeerTLSCA != "" {
+		if pem, err := os.ReadFile(cfg.PeerTLSCA); err == nil {
+			pool.AppendCertsFromPEM(pem)
+		}
+	}
+	for _, c := range clientTLS.Certificates {
+		for _, der := range c.Certificate[1:] {
+			if ca, err := x509.ParseCertificate(der); err == nil {
+				pool.AddCert(ca)
+			}
+		}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: tr}
 }
 
 // isLoopback reports whether a listen address stays on this host.

@@ -109,6 +109,15 @@ type Config struct {
 	// TLSCert and TLSKey (PEM files) put TLS on the Redis and HTTP ports;
 	// plaintext clients are then refused.
 	TLSCert, TLSKey string
+	// PeerTLSCA, PeerTLSCert and PeerTLSKey (PEM files) put mutual TLS on
+	// the peer port: every node presents a certificate signed by the
+	// cluster's CA whose common name is its node ID, and a peer without one
+	// is refused before it can send a message.
+	PeerTLSCA, PeerTLSCert, PeerTLSKey string
+	// GossipKeyFile holds the cluster's gossip secret (base64 of 16, 24
+	// or 32 bytes, `ringkv gossip-key`): gossip is then encrypted and
+	// authenticated, and a node without the key cannot join.
+	GossipKeyFile string
 	// Insecure lets the node listen beyond loopback without
 	// authentication (clients without AuthFile; peers without mutual TLS).
 	Insecure bool
@@ -264,7 +273,7 @@ func Start(cfg Config) (s *Server, err error) {
 	} else {
 		cfg.Logf("node %s: incarnation %d (actor %s), kept after a clean shutdown", cfg.NodeID, s.store.Incarnation(), s.store.Actor())
 	}
-	s.client = transport.NewClient(cfg.PeerAddr, transport.Options{Logf: cfg.Logf})
+	s.client = transport.NewClient(cfg.PeerAddr, transport.Options{Logf: cfg.Logf, ClientTLS: sec.peerClient})
 	// The coordinator needs the membership and the membership needs the
 	// peer server up; the handler indirection breaks the cycle.
 	var handler transport.HandlerFunc = func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
@@ -283,7 +292,7 @@ func Start(cfg Config) (s *Server, err error) {
 		}
 		return s.coord.Handle(ctx, from, kind, payload)
 	}
-	if s.peer, err = transport.Listen(peerPlan.rpcBind, handler, transport.Options{Logf: cfg.Logf}); err != nil {
+	if s.peer, err = transport.Listen(peerPlan.rpcBind, handler, transport.Options{Logf: cfg.Logf, ServerTLS: sec.peerServer}); err != nil {
 		return nil, fmt.Errorf("peer listener: %w", err)
 	}
 	if cfg.Replace != "" {
@@ -298,17 +307,18 @@ func Start(cfg Config) (s *Server, err error) {
 		}
 	}
 	s.members, err = membership.Start(membership.Config{
-		NodeID:   cfg.NodeID,
-		BindAddr: peerPlan.gossipBind,
-		PeerAddr: cfg.PeerAddr,
-		RespAddr: cfg.RespAddr,
-		HTTPAddr: cfg.HTTPAddr,
-		DC:       cfg.DC,
-		Rack:     cfg.Rack,
-		Weight:   cfg.Weight,
-		Join:     peerPlan.join,
-		DataDir:  cfg.DataDir,
-		Ring:     ring.Config{Partitions: cfg.Partitions, Replicas: cfg.Replicas, ReplicasPerDC: cfg.ReplicasPerDC},
+		NodeID:    cfg.NodeID,
+		SecretKey: sec.gossipKey,
+		BindAddr:  peerPlan.gossipBind,
+		PeerAddr:  cfg.PeerAddr,
+		RespAddr:  cfg.RespAddr,
+		HTTPAddr:  cfg.HTTPAddr,
+		DC:        cfg.DC,
+		Rack:      cfg.Rack,
+		Weight:    cfg.Weight,
+		Join:      peerPlan.join,
+		DataDir:   cfg.DataDir,
+		Ring:      ring.Config{Partitions: cfg.Partitions, Replicas: cfg.Replicas, ReplicasPerDC: cfg.ReplicasPerDC},
 		// A joiner streams its partitions through anti-entropy before it
 		// owns them; without anti-entropy it enters normal, empty.
 		StreamOnJoin: cfg.RepairInterval >= 0,

@@ -12,10 +12,17 @@ import (
 // loads, and it asks the other members through a client shared by the
 // package), so it is built per request rather than kept in the Server.
 func (s *Server) serveUI(w http.ResponseWriter, r *http.Request) {
-	web.New(web.Options{
+	o := web.Options{
 		Cluster: clusterView{s},
 		Local:   http.HandlerFunc(s.serveUILocal),
-	}).ServeHTTP(w, r)
+		// With users, the fan-out asks with the browser user's own
+		// credentials; with TLS, over HTTPS.
+		ForwardAuthorization: s.sec.users != nil,
+	}
+	if s.sec.clientTLS != nil {
+		o.Scheme, o.Client = "https", s.sec.uiClient
+	}
+	web.New(o).ServeHTTP(w, r)
 }
 
 // serveUILocal answers, in process, the GET requests the dashboard's

@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -147,6 +148,16 @@ func (c *Client) dial(addr string, s *connSlot) {
 		return setUnackedTimeout(rc, c.o.UnackedTimeout)
 	}}
 	conn, err := d.Dial("tcp", addr)
+	if err == nil && c.o.ClientTLS != nil {
+		tc := tls.Client(conn, c.o.ClientTLS)
+		ctx, cancel := context.WithTimeout(context.Background(), c.o.DialTimeout)
+		if err = tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			err = fmt.Errorf("TLS handshake: %w", err)
+		}
+		cancel()
+		conn = tc
+	}
 	if err != nil {
 		s.err = fmt.Errorf("transport: dial %s: %w: %w: %w", addr, ErrUnreachable, ErrNotSent, err)
 		// Failed dials are not cached: the next call tries again.

@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -110,6 +111,11 @@ func (s *Server) acceptLoop() {
 				}
 			}
 		}
+		if s.o.ServerTLS != nil {
+			// The handshake runs on the connection's goroutine, under the
+			// hello's deadline.
+			conn = tls.Server(conn, s.o.ServerTLS)
+		}
 		ctx, cancel := context.WithCancel(s.ctx)
 		sc := &serverConn{
 			s:        s,
@@ -213,6 +219,12 @@ func (sc *serverConn) serve() {
 	}
 	sc.from = string(hello)
 	sc.conn.SetReadDeadline(time.Time{})
+	if tc, ok := sc.conn.(*tls.Conn); ok {
+		// The handshake is done (the hello was read through it).
+		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+			sc.ctx = context.WithValue(sc.ctx, identityKey{}, certs[0].Subject.CommonName)
+		}
+	}
 
 	// The writer starts only now; close() tolerates a nil writer because
 	// it may run (from Server.Close) before this point.
@@ -338,6 +350,15 @@ func (sc *serverConn) runHandler(ctx context.Context, cancel context.CancelFunc,
 
 // callHandler runs the handler, turning a panic into an error reply: one bad
 // request must not take the node down.
+type identityKey struct{}
+
+// PeerIdentity returns the common name of the verified certificate the
+// calling peer presented (mutual TLS), or "" without one.
+func PeerIdentity(ctx context.Context) string {
+	id, _ := ctx.Value(identityKey{}).(string)
+	return id
+}
+
 func (sc *serverConn) callHandler(ctx context.Context, kind uint8, payload []byte) (resp []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {

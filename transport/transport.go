@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log"
@@ -98,6 +99,14 @@ type Options struct {
 	// and a peer not reading for WriteTimeout is already taken as broken);
 	// negative: the system's (many minutes).
 	UnackedTimeout time.Duration
+	// ServerTLS, when set, makes the server speak TLS (mutual TLS when it
+	// requires client certificates, as Peer TLS configs do): the
+	// handshake must complete within DialTimeout, and the verified client
+	// certificate's common name reaches handlers (PeerIdentity).
+	ServerTLS *tls.Config
+	// ClientTLS, when set, makes the client speak TLS to every peer; the
+	// handshake is part of the dial (a failed one is ErrUnreachable).
+	ClientTLS *tls.Config
 	// MaxConcurrentHandlers bounds running handlers per server connection.
 	// Default 256.
 	MaxConcurrentHandlers int

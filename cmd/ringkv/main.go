@@ -28,7 +28,7 @@ func newRootCmd() *cobra.Command {
 	bench := &cobra.Command{Use: "bench", Short: "Benchmarks"}
 	bench.AddCommand(newBenchEngineCmd())
 	root.AddCommand(bench, newServerCmd(), newDemoCmd(), newGetCmd(), newPutCmd(), newDelCmd(), newStatusCmd(), newRepairCmd(), newTransfersCmd(), newDecommissionCmd(), newRemoveNodeCmd(), newSetReplicasCmd())
-	root.AddCommand(newAutoscaleCmd(), newUserCmd())
+	root.AddCommand(newAutoscaleCmd(), newUserCmd(), newGossipKeyCmd())
 	addCredentialFlags(root)
 	return root
 }

@@ -103,6 +103,10 @@ commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
 	f.BoolVar(&cfg.OpenMetrics, "open-metrics", false, "with --auth-file: serve /metrics and /debug/pprof/ without authentication")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) for TLS on the Redis and HTTP ports; plaintext clients are then refused")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&cfg.PeerTLSCA, "peer-tls-ca", "", "PEM file of the cluster CA: mutual TLS on the peer port; a peer without a certificate it signed is refused")
+	f.StringVar(&cfg.PeerTLSCert, "peer-tls-cert", "", "PEM certificate of this node for the peer port, signed by --peer-tls-ca, common name = --node-id")
+	f.StringVar(&cfg.PeerTLSKey, "peer-tls-key", "", "PEM private key of --peer-tls-cert")
+	f.StringVar(&cfg.GossipKeyFile, "gossip-key-file", "", "file holding the cluster's gossip key (base64 of 32 bytes, `ringkv gossip-key`): gossip is encrypted and authenticated")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "allow listening beyond loopback without authentication (clients without --auth-file, peers without mutual TLS)")
 	f.BoolVar(&quiet, "quiet", false, "do not log")
 	return cmd
