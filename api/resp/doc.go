@@ -65,6 +65,24 @@
 // before them and run alone. Commands of different connections were never
 // ordered and still are not.
 //
+// # Limits
+//
+// What one client can make the server hold is bounded, and each bound is
+// checked before memory is allocated for it (see [Options]): bulk and
+// array lengths (MaxBulkLen, MaxMultiBulkLen), argument and request sizes
+// (MaxValueSize, MaxRequestSize; memory grows with the bytes that arrive,
+// never with a declared length), the inline line (64 KiB), open connections
+// (MaxConnections, default 10,000: over it "-ERR max number of clients
+// reached" and the connection is closed), pipelined commands in flight per
+// connection (32, and 8 MiB of arguments) and their unsent replies
+// (MaxOutputBuffer, default 4 MiB: past it the server stops reading the
+// connection). Deadlines: a command must arrive whole within ReadTimeout
+// (default 30 s) of the first wait for its rest, so a client trickling
+// bytes is closed; a client that does not read its replies is closed after
+// WriteTimeout (default 30 s); an idle one after IdleTimeout (default:
+// never). A quiet connection holds small buffers (4 KiB each way) that grow
+// for long commands and pipelines.
+//
 // # Errors
 //
 // A Backend error is sent as a RESP error. If the error (or one it wraps)

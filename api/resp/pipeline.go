@@ -2,6 +2,7 @@ package resp
 
 import (
 	"bytes"
+	"sync/atomic"
 	"time"
 )
 
@@ -117,6 +118,11 @@ type pipeline struct {
 	ring          [maxInFlight]*slot
 	head, n       int
 	inFlightBytes int
+	// replyBytes is the size of the replies of commands that finished and
+	// are not yet retired (written to the connection), bounded by
+	// Options.MaxOutputBuffer. Workers add to it; the connection's
+	// goroutine subtracts.
+	replyBytes atomic.Int64
 	// keys maps each key of a command in flight to the newest such command.
 	keys map[string]*slot
 	free []*slot
@@ -265,7 +271,11 @@ func (c *conn) newSlot(size int) *slot {
 	p := &c.p
 	// Wait for room: this is the backpressure that bounds the memory a
 	// connection holds however deep the client pipelines.
-	for p.n == maxInFlight || p.n > 0 && p.inFlightBytes+size > maxInFlightBytes {
+	// Replies waiting to be written count too: a client that never reads
+	// them stops being read from once they pass MaxOutputBuffer (and its
+	// writes time out after WriteTimeout).
+	for p.n == maxInFlight || p.n > 0 && (p.inFlightBytes+size > maxInFlightBytes ||
+		p.replyBytes.Load() > int64(c.s.opt.MaxOutputBuffer)) {
 		c.retire()
 	}
 	var s *slot
@@ -360,6 +370,7 @@ func (s *slot) addDep(d chan struct{}) {
 
 func (s *slot) run(c *conn) {
 	defer close(s.done)
+	defer func() { c.p.replyBytes.Add(int64(s.buf.Len())) }()
 	for _, d := range s.deps {
 		<-d
 	}
@@ -400,6 +411,7 @@ func (c *conn) retire() {
 	if s.panicked != nil {
 		panic(s.panicked)
 	}
+	p.replyBytes.Add(-int64(s.buf.Len()))
 	c.bw.Write(s.buf.Bytes()) // a failure is sticky; serve notices
 	s.cmd = nil
 	clear(s.args) // do not keep the arguments alive

@@ -10,7 +10,8 @@ import (
 
 // Limits of the request reader. The inline limit matches Redis' PROTO_INLINE_MAX_SIZE.
 const (
-	readBufSize     = 64 * 1024 // read buffer; also the longest accepted line (inline command, '*' or '$' header)
+	readBufSize     = 64 * 1024 // largest read buffer; also the longest accepted line (inline command, '*' or '$' header)
+	initialReadBuf  = 4 * 1024  // a connection's first read buffer; it grows to readBufSize for long lines or deep pipelines
 	scratchKeepSize = 256 * 1024
 )
 
@@ -56,19 +57,24 @@ type reader struct {
 	maxRequest   int   // largest total of argument bytes kept in one request
 
 	// beforeBlock, if set, is called before every read that may block;
-	// idle is true when no byte of the next request has been read yet.
-	beforeBlock func(idle bool)
+	// idle is true when no byte of the next request has been read yet,
+	// first when the request has started and this is the first read that
+	// waits for more of it. An error it returns ends the read with that
+	// error.
+	beforeBlock func(idle, first bool) error
 
 	scratch []byte
 	ends    []int
 	req     request
 	idle    bool
+	blocked bool // a read has waited in the middle of the current request
+	grow    bool // the last read filled the buffer: the next fill doubles it
 }
 
 func newReader(rd io.Reader, maxMultiBulk int, maxBulk int64, maxArg, maxRequest int) *reader {
 	return &reader{
 		rd:           rd,
-		buf:          make([]byte, readBufSize),
+		buf:          make([]byte, initialReadBuf),
 		maxMultiBulk: maxMultiBulk,
 		maxBulk:      maxBulk,
 		maxArg:       maxArg,
@@ -90,16 +96,26 @@ func (p *reader) fill() error {
 			p.r, p.w = 0, n
 		}
 	}
+	if (p.w == len(p.buf) || p.grow) && len(p.buf) < readBufSize {
+		// A line longer than the buffer, or a client sending faster
+		// than one buffer per read: grow, up to readBufSize. A quiet
+		// connection keeps its small buffer.
+		grown := make([]byte, min(2*len(p.buf), readBufSize))
+		copy(grown, p.buf[:p.w])
+		p.buf = grown
+	}
+	p.grow = false
 	if p.w == len(p.buf) {
 		return errBufferFull
 	}
-	if p.beforeBlock != nil {
-		p.beforeBlock(p.idle && p.r == p.w)
+	if err := p.block(p.idle && p.r == p.w); err != nil {
+		return err
 	}
 	for tries := 0; ; tries++ {
 		n, err := p.rd.Read(p.buf[p.w:])
 		p.w += n
 		if n > 0 {
+			p.grow = p.w == len(p.buf)
 			return nil
 		}
 		if err != nil {
@@ -112,6 +128,18 @@ func (p *reader) fill() error {
 }
 
 var errBufferFull = errors.New("resp: line too long")
+
+// block calls beforeBlock before a read that may wait.
+func (p *reader) block(idle bool) error {
+	first := !idle && !p.blocked
+	if !idle {
+		p.blocked = true
+	}
+	if p.beforeBlock != nil {
+		return p.beforeBlock(idle, first)
+	}
+	return nil
+}
 
 // readLine returns the next line up to, not including, its '\n' (a trailing
 // '\r' is left for the caller). The slice aliases the read buffer and is valid
@@ -140,7 +168,7 @@ func (p *reader) readLine(tooLong string) ([]byte, error) {
 // error comes from the connection.
 func (p *reader) ReadRequest() (*request, error) {
 	for {
-		p.idle = true
+		p.idle, p.blocked = true, false
 		p.scratch = p.scratch[:0]
 		p.ends = p.ends[:0]
 		p.req = request{Args: p.req.Args[:0]}
@@ -260,8 +288,8 @@ func (p *reader) readBulk(n int) error {
 			copy(grown, p.scratch)
 			p.scratch = grown
 		}
-		if p.beforeBlock != nil {
-			p.beforeBlock(false)
+		if err := p.block(false); err != nil {
+			return err
 		}
 		l := len(p.scratch)
 		k, err := p.rd.Read(p.scratch[l:min(cap(p.scratch), l+n)])

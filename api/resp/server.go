@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -32,14 +34,36 @@ type Options struct {
 	// MaxMultiBulkLen is the most elements one command may have; more is a
 	// protocol error. Default 1,048,576.
 	MaxMultiBulkLen int
-	// ReadTimeout bounds the wait for the rest of a command once its first
-	// byte has arrived. Zero: no limit.
+	// ReadTimeout bounds the time a command may take to arrive once the
+	// server has started waiting for its rest: a client that sends part
+	// of a command and then trickles the remainder (a "slowloris", one
+	// byte per second) is closed when it runs out, however steadily it
+	// sends. The clock starts at the first read that waits in the middle
+	// of a command, so a command whose bytes all arrived together never
+	// sees it. Default 30 s; negative: no limit.
 	ReadTimeout time.Duration
 	// IdleTimeout closes a connection that sends no command for this long
 	// (Redis' "timeout"). Zero: never.
 	IdleTimeout time.Duration
-	// WriteTimeout bounds each flush of replies to a client. Zero: no limit.
+	// WriteTimeout bounds each write of replies to a client: a client that
+	// stops reading its replies (a pipeline that never reads) is closed
+	// once the server has waited this long to write to it. Before that the
+	// server stops reading the client's commands (see [Options].MaxOutputBuffer),
+	// so such a client holds a bounded amount of memory. Default 30 s;
+	// negative: no limit.
 	WriteTimeout time.Duration
+	// MaxConnections bounds the client connections open at once (Redis'
+	// maxclients). A connection over it is answered "-ERR max number of
+	// clients reached" and closed. Default 10,000; negative: no limit.
+	MaxConnections int
+	// MaxOutputBuffer bounds the bytes of replies a connection holds
+	// that the client has not yet been sent (replies of pipelined commands
+	// that finished before the ones ahead of them). Past it the server
+	// stops decoding the connection's commands until the replies are
+	// written, so a client that never reads its replies only ever makes
+	// it hold about this much (plus one command's reply and the kernel's
+	// socket buffer), until WriteTimeout closes it. Default 4 MiB.
+	MaxOutputBuffer int
 	// Password, if set, must be given with AUTH (or HELLO ... AUTH default
 	// <password>) before any other command.
 	Password string
@@ -60,6 +84,26 @@ type Options struct {
 	BaseContext context.Context
 }
 
+// Defaults of the Options that bound what one client can make the server
+// hold (see Options).
+const (
+	DefaultReadTimeout     = 30 * time.Second
+	DefaultWriteTimeout    = 30 * time.Second
+	DefaultMaxConnections  = 10000
+	DefaultMaxOutputBuffer = 4 << 20
+)
+
+// durationDefault is d with zero meaning def and a negative value "none" (0).
+func durationDefault(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
 // authRequired reports whether connections must authenticate.
 func (o *Options) authRequired() bool { return o.Password != "" || o.Authenticate != nil }
 
@@ -75,6 +119,17 @@ func (o *Options) fill() {
 	}
 	if o.MaxMultiBulkLen <= 0 {
 		o.MaxMultiBulkLen = 1 << 20
+	}
+	o.ReadTimeout = durationDefault(o.ReadTimeout, DefaultReadTimeout)
+	o.WriteTimeout = durationDefault(o.WriteTimeout, DefaultWriteTimeout)
+	if o.IdleTimeout < 0 {
+		o.IdleTimeout = 0
+	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = DefaultMaxConnections
+	}
+	if o.MaxOutputBuffer <= 0 {
+		o.MaxOutputBuffer = DefaultMaxOutputBuffer
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
@@ -109,6 +164,9 @@ type Server struct {
 	protoErrors   atomic.Uint64
 	unknown       cmdStats
 	peakInFlight  atomic.Int64 // most pipelined commands one connection had in flight
+	rejectedConns atomic.Uint64
+	rejecting     atomic.Int64 // goodbyes (reject) in progress
+	timeouts      atomic.Uint64
 	// alwaysConcurrent turns off running quick commands inline, so tests can
 	// drive the concurrent path with a fast Backend.
 	alwaysConcurrent atomic.Bool
@@ -183,13 +241,20 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		c := s.newConn(nc)
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			nc.Close()
 			return ErrServerClosed
 		}
+		if m := s.opt.MaxConnections; m > 0 && len(s.conns) >= m {
+			s.wg.Add(1)
+			s.mu.Unlock()
+			s.rejectedConns.Add(1)
+			go s.reject(nc)
+			continue
+		}
+		c := s.newConn(nc)
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -202,6 +267,38 @@ func (s *Server) Serve(ln net.Listener) error {
 			s.mu.Unlock()
 		}()
 	}
+}
+
+// Bounds of the goodbye to a connection over MaxConnections.
+const (
+	maxRejecting  = 256         // goodbyes in progress; past it, close at once
+	rejectLinger  = time.Second // how long a goodbye waits for the client
+	rejectDiscard = 64 << 10    // input read and dropped meanwhile
+)
+
+var errMaxClients = []byte("-ERR max number of clients reached\r\n")
+
+// reject answers a connection over MaxConnections with Redis' error and
+// closes it. It half-closes first and reads what the client sends for a
+// moment (bounded in time and bytes): closing a socket with unread input
+// makes the kernel reset the connection, which could destroy the error
+// before the client reads it.
+func (s *Server) reject(nc net.Conn) {
+	defer s.wg.Done()
+	defer nc.Close()
+	if s.rejecting.Add(1) > maxRejecting {
+		s.rejecting.Add(-1)
+		return
+	}
+	defer s.rejecting.Add(-1)
+	nc.SetDeadline(time.Now().Add(rejectLinger))
+	if _, err := nc.Write(errMaxClients); err != nil {
+		return
+	}
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	io.Copy(io.Discard, io.LimitReader(nc, rejectDiscard))
 }
 
 // retryableAccept reports accept errors worth retrying: timeouts, running
@@ -271,7 +368,9 @@ type conn struct {
 
 	authed bool
 	quit   bool
-	p      pipeline // pipelined commands in flight; see pipeline.go
+	// deadline is set when the connection has a read deadline set.
+	deadline bool
+	p        pipeline // pipelined commands in flight; see pipeline.go
 
 	// Read by CLIENT LIST from other connections.
 	last   atomic.Pointer[command]
@@ -296,39 +395,64 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		authed: !s.opt.authRequired(),
 	}
 	c.rd = newReader(nc, s.opt.MaxMultiBulkLen, int64(s.opt.MaxBulkLen), s.opt.MaxValueSize, s.opt.MaxRequestSize)
-	c.bw = bufio.NewWriterSize(timedWriter{nc, s.opt.WriteTimeout}, 32*1024)
+	c.bw = bufio.NewWriterSize(timedWriter{nc, s.opt.WriteTimeout}, initialWriteBuf)
 	c.rw = replyWriter{w: c.bw, proto: 2}
 	c.proto.Store(2)
 	c.rd.beforeBlock = c.beforeBlock
 	return c
 }
 
+// Sizes of a connection's reply buffer: small while the connection is quiet
+// (thousands of idle clients should not cost much), the larger size once
+// its replies fill half of it between flushes (pipelining clients).
+const (
+	initialWriteBuf = 4 << 10
+	largeWriteBuf   = 32 << 10
+)
+
 // beforeBlock runs before every read that may wait for the network: the read
 // buffer is empty, so this is when the commands in flight are finished and
 // the buffered replies go out (one write for a whole pipeline) — the client
-// may wait for them before sending more — and when the read deadline is set.
-func (c *conn) beforeBlock(idle bool) {
+// may wait for them before sending more — and when the read deadline is set:
+// IdleTimeout while waiting for a command, and when a command has started
+// (first), ReadTimeout for all of the rest of it: later waits in the same
+// command keep that deadline, so trickling bytes does not extend it.
+func (c *conn) beforeBlock(idle, first bool) error {
 	c.drain()
 	c.flush()
+	if err := c.writeErr(); err != nil {
+		return err // the client does not take its replies: stop reading
+	}
+	if !idle && !first {
+		return nil
+	}
 	o := &c.s.opt
-	var d time.Duration
+	d := o.ReadTimeout
 	if idle {
 		d = o.IdleTimeout
-	} else {
-		d = o.ReadTimeout
 	}
 	if d > 0 {
 		c.nc.SetReadDeadline(time.Now().Add(d))
-	} else if o.IdleTimeout > 0 || o.ReadTimeout > 0 {
+		c.deadline = true
+	} else if c.deadline {
 		c.nc.SetReadDeadline(time.Time{})
+		c.deadline = false
 	}
+	return nil
 }
 
 func (c *conn) flush() {
-	if c.bw.Buffered() == 0 {
+	n := c.bw.Buffered()
+	if n == 0 {
 		return
 	}
-	c.bw.Flush() // a failure is sticky; the next read or flush notices.
+	if c.bw.Flush() != nil { // a failure is sticky; the next read or flush notices.
+		return
+	}
+	if n >= c.bw.Size()/2 && c.bw.Size() < largeWriteBuf {
+		c.bw = bufio.NewWriterSize(timedWriter{c.nc, c.s.opt.WriteTimeout}, largeWriteBuf)
+		c.rw.w = c.bw
+	}
 }
 
 // timedWriter gives every write to the connection its own WriteTimeout
@@ -366,6 +490,15 @@ func (c *conn) serve() {
 		if err != nil {
 			c.drain() // the replies of the commands before come first
 			var pe *ProtocolError
+			var ne net.Error
+			if c.writeErr() != nil {
+				c.noteWriteErr(c.writeErr())
+				return
+			}
+			if errors.As(err, &ne) && ne.Timeout() {
+				c.s.timeouts.Add(1)
+				c.s.opt.Logf("resp: closing client %d (%v): %v", c.id, c.nc.RemoteAddr(), c.timeoutReason())
+			}
 			if errors.As(err, &pe) {
 				c.s.protoErrors.Add(1)
 				c.s.opt.Logf("resp: protocol error from client %d (%v): %s", c.id, c.nc.RemoteAddr(), pe.Msg)
@@ -379,11 +512,30 @@ func (c *conn) serve() {
 			c.flush()
 		}
 		if err := c.writeErr(); err != nil {
+			c.noteWriteErr(err)
 			return
 		}
 	}
 	c.drain()
 	c.flush()
+	c.noteWriteErr(c.writeErr())
+}
+
+// noteWriteErr logs and counts a write that ran into WriteTimeout.
+func (c *conn) noteWriteErr(err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		c.s.timeouts.Add(1)
+		c.s.opt.Logf("resp: closing client %d (%v): not reading its replies for %v (WriteTimeout)", c.id, c.nc.RemoteAddr(), c.s.opt.WriteTimeout)
+	}
+}
+
+// timeoutReason says which deadline a read that timed out ran into.
+func (c *conn) timeoutReason() string {
+	if c.rd.idle {
+		return fmt.Sprintf("idle for %v (IdleTimeout)", c.s.opt.IdleTimeout)
+	}
+	return fmt.Sprintf("command not complete within %v (ReadTimeout)", c.s.opt.ReadTimeout)
 }
 
 func (c *conn) writeErr() error {

@@ -13,6 +13,13 @@ type Stats struct {
 	TotalConnections uint64 // connections accepted since start
 	TotalCommands    uint64 // commands executed (including failed and unknown ones)
 	ProtocolErrors   uint64 // connections closed for a malformed request
+	// RejectedConnections counts connections refused over MaxConnections
+	// (Redis' rejected_connections).
+	RejectedConnections uint64
+	// TimedOut counts connections closed by a deadline: IdleTimeout,
+	// ReadTimeout (a command that did not arrive in time) or WriteTimeout
+	// (a client that did not read its replies).
+	TimedOut uint64
 	// Commands holds per-command counters by lower-case command name;
 	// unknown commands are counted under "unknown". Commands never called
 	// are left out.
@@ -32,11 +39,13 @@ func (s *Server) Stats() Stats {
 	n := len(s.conns)
 	s.mu.Unlock()
 	st := Stats{
-		ConnectedClients: n,
-		TotalConnections: s.totalConns.Load(),
-		TotalCommands:    s.totalCommands.Load(),
-		ProtocolErrors:   s.protoErrors.Load(),
-		Commands:         make(map[string]CommandStats),
+		ConnectedClients:    n,
+		TotalConnections:    s.totalConns.Load(),
+		TotalCommands:       s.totalCommands.Load(),
+		ProtocolErrors:      s.protoErrors.Load(),
+		RejectedConnections: s.rejectedConns.Load(),
+		TimedOut:            s.timeouts.Load(),
+		Commands:            make(map[string]CommandStats),
 	}
 	add := func(name string, c *cmdStats) {
 		if calls := c.calls.Load(); calls > 0 {
@@ -91,6 +100,8 @@ func (s *Server) infoSections() []InfoSection {
 			{"total_connections_received", u(st.TotalConnections)},
 			{"total_commands_processed", u(st.TotalCommands)},
 			{"total_protocol_errors", u(st.ProtocolErrors)},
+			{"rejected_connections", u(st.RejectedConnections)},
+			{"timed_out_connections", u(st.TimedOut)},
 		}},
 	}
 	var cs InfoSection
