@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -109,6 +110,9 @@ type Config struct {
 	// TLSCert and TLSKey (PEM files) put TLS on the Redis and HTTP ports;
 	// plaintext clients are then refused.
 	TLSCert, TLSKey string
+	// HintInterval is the time between two hint delivery passes
+	// (default 1s).
+	HintInterval time.Duration
 	// PeerTLSCA, PeerTLSCert and PeerTLSKey (PEM files) put mutual TLS on
 	// the peer port: every node presents a certificate signed by the
 	// cluster's CA whose common name is its node ID, and a peer without one
@@ -171,6 +175,9 @@ type Server struct {
 	metrics *metrics.Registry
 	// sec checks clients: users and TLS.
 	sec security
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // GossipAddr returns the gossip address that goes with a peer address.
@@ -333,7 +340,7 @@ func Start(cfg Config) (s *Server, err error) {
 	// Hints are counted from the engine before the coordinator can add
 	// any; delivery starts once the coordinator exists.
 	if s.hints, err = handoff.Open(s.store, handoff.Options{
-		MaxBytes: cfg.HintMaxBytes, Window: cfg.HintWindow, Rate: cfg.HintRate,
+		MaxBytes: cfg.HintMaxBytes, Window: cfg.HintWindow, Rate: cfg.HintRate, Interval: cfg.HintInterval,
 		Timeout: cfg.RequestTimeout, Logf: cfg.Logf,
 	}); err != nil {
 		return nil, err
@@ -430,7 +437,13 @@ func (s *Server) HTTPAddr() string {
 // gracefully), peer RPCs, hint delivery, the replica store (recording a
 // clean shutdown, so the next start keeps this incarnation) and the engine
 // last.
+// A second call returns the first's result.
 func (s *Server) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *Server) close() error {
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		s.http.Shutdown(ctx)

@@ -24,11 +24,13 @@ func newRootCmd() *cobra.Command {
 		Short:         "ringkv: a Dynamo-style distributed key-value store",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// RINGKV_<FLAG> environment variables set the flags not given.
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error { return applySettings(cmd, "") },
 	}
 	bench := &cobra.Command{Use: "bench", Short: "Benchmarks"}
 	bench.AddCommand(newBenchEngineCmd())
 	root.AddCommand(bench, newServerCmd(), newDemoCmd(), newGetCmd(), newPutCmd(), newDelCmd(), newStatusCmd(), newRepairCmd(), newTransfersCmd(), newDecommissionCmd(), newRemoveNodeCmd(), newSetReplicasCmd())
-	root.AddCommand(newAutoscaleCmd(), newUserCmd(), newGossipKeyCmd())
+	root.AddCommand(newAutoscaleCmd(), newUserCmd(), newGossipKeyCmd(), newSnapshotCmd(), newRestoreCmd())
 	addCredentialFlags(root)
 	return root
 }

@@ -1,8 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"log"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -16,8 +17,9 @@ import (
 
 func newServerCmd() *cobra.Command {
 	var cfg server.Config
-	var join, perDC string
+	var join, perDC, configPath, logFormat, logLevel string
 	var quiet bool
+	var shutdownTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run one ringkv node",
@@ -28,8 +30,22 @@ may be DNS names (e.g. a container's service name); the node listens on
 --peer-bind and gossip advertises the IP its --peer-addr name resolves to.
 
 Defaults: N=3 replicas, R=W=QUORUM (a majority of N), 1024 partitions,
-commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
+commit-log sync mode "batch" (a write is acknowledged after its fsync).
+
+Every flag below can also come from the environment, as RINGKV_ and the
+flag's name in capitals with - as _ (RINGKV_DATA_DIR=/data), or from a
+config file (--config FILE: one "name = value" per line, # comments).
+A flag on the command line wins over the environment, which wins over the
+file.
+
+On SIGTERM or SIGINT the node shuts down gracefully: it stops accepting
+clients, lets the requests in flight finish, hands its hints to their
+targets that are up (bounded by --shutdown-timeout), leaves gossip and
+closes its engine cleanly.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := applySettings(cmd, configPath); err != nil {
+				return err
+			}
 			if join != "" {
 				cfg.Join = strings.Split(join, ",")
 			}
@@ -47,10 +63,12 @@ commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
 				}
 				cfg.Replicas, cfg.ReplicasPerDC = sum, m
 			}
-			logger := log.New(os.Stderr, "["+cfg.NodeID+"] ", log.LstdFlags|log.Lmicroseconds)
-			if !quiet {
-				cfg.Logf = logger.Printf
+			logger, err := newLogger(logFormat, logLevel, quiet)
+			if err != nil {
+				return err
 			}
+			logger = logger.With("node", cfg.NodeID)
+			cfg.Logf = func(format string, args ...any) { logger.Info(fmt.Sprintf(format, args...)) }
 			s, err := server.Start(cfg)
 			if err != nil {
 				return err
@@ -59,13 +77,15 @@ commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
 			sig := make(chan os.Signal, 1)
 			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 			<-sig
-			logger.Printf("shutting down")
+			logger.Info("shutting down")
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
 			done := make(chan error, 1)
-			go func() { done <- s.Close() }()
+			go func() { done <- s.Shutdown(ctx) }()
 			select {
 			case err := <-done:
 				return err
-			case <-time.After(10 * time.Second):
+			case <-time.After(shutdownTimeout + 10*time.Second):
 				return fmt.Errorf("shutdown timed out")
 			}
 		},
@@ -108,6 +128,40 @@ commit-log sync mode "batch" (a write is acknowledged after its fsync).`,
 	f.StringVar(&cfg.PeerTLSKey, "peer-tls-key", "", "PEM private key of --peer-tls-cert")
 	f.StringVar(&cfg.GossipKeyFile, "gossip-key-file", "", "file holding the cluster's gossip key (base64 of 32 bytes, `ringkv gossip-key`): gossip is encrypted and authenticated")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "allow listening beyond loopback without authentication (clients without --auth-file, peers without mutual TLS)")
-	f.BoolVar(&quiet, "quiet", false, "do not log")
+	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM: how long to drain requests in flight and hand hints over before closing")
+	f.BoolVar(&quiet, "quiet", false, "do not log (same as --log-level off)")
+	f.StringVar(&configPath, "config", "", "config file: one NAME = VALUE per line, NAME a flag of this command (flags and RINGKV_<FLAG> environment variables win over it)")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json (log/slog, on standard error)")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error or off")
 	return cmd
+}
+
+// newLogger returns the server's structured logger on standard error.
+func newLogger(format, level string, quiet bool) (*slog.Logger, error) {
+	var lv slog.Level
+	switch strings.ToLower(level) {
+	case "debug":
+		lv = slog.LevelDebug
+	case "info", "":
+		lv = slog.LevelInfo
+	case "warn":
+		lv = slog.LevelWarn
+	case "error":
+		lv = slog.LevelError
+	case "off":
+		quiet = true
+	default:
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn, error or off", level)
+	}
+	if quiet {
+		return slog.New(slog.DiscardHandler), nil
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
