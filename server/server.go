@@ -259,6 +259,9 @@ func Start(cfg Config) (s *Server, err error) {
 	if s.dirLock, err = lockDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	if err = checkDataFormat(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "engine"), &storage.Options{Sync: syncMode, BlockCacheSize: cfg.BlockCacheSize, MemTableSize: cfg.MemTableSize, MemTableIndex: true,
 		MemTableFingers: true, MemTableFingerOffset: replica.TokenOffset, Logf: cfg.Logf,
 		// A table that fails its checksum is set aside; anti-entropy gets
