@@ -158,7 +158,11 @@ func startCluster(t *testing.T) []*node { return startClusterOf(t, 3) }
 // startClusterOf starts size nodes n1.. on 127.0.0.11.., each joining n1,
 // with extra server flags.
 func startClusterOf(t *testing.T, size int, extra ...string) []*node {
-	bin := ringkvBinary(t)
+	return startClusterWith(t, ringkvBinary(t), size, extra...)
+}
+
+// startClusterWith is startClusterOf with the binary bin.
+func startClusterWith(t *testing.T, bin string, size int, extra ...string) []*node {
 	var nodes []*node
 	for i := 0; i < size; i++ {
 		ip := fmt.Sprintf("127.0.0.%d", 11+i)
