@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -357,8 +356,8 @@ func (cc *clientConn) readLoop() {
 			cc.fail(err)
 			return
 		}
-		payload := make([]byte, h.payloadLen())
-		if _, err := io.ReadFull(br, payload); err != nil {
+		payload, err := readPayload(br, h.payloadLen())
+		if err != nil {
 			cc.fail(fmt.Errorf("read from %s: %w", cc.addr, err))
 			return
 		}

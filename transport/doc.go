@@ -104,9 +104,18 @@
 // connection per address, and redials on the next call after a connection
 // broke. A broken connection fails all of its in-flight calls at once with an
 // error wrapping ErrUnreachable. Idle client connections are closed after
-// [Options].IdleTimeout. The server never closes a healthy connection on its
-// own (the client owns the lifecycle; TCP keep-alive, on by default in Go,
-// reaps connections of dead clients), except in [Server.Close], which closes
-// the listener and all connections, cancels running handlers' contexts and
-// waits for them to return.
+// [Options].IdleTimeout. The client owns the lifecycle: the server closes a
+// connection on its own only when it misbehaves or is abandoned — silent,
+// with no handler running, for [Options].ServerIdleTimeout (default 10 min,
+// well past the client's IdleTimeout), or stalling in the middle of a frame
+// for [Options].FrameTimeout (default 30 s, counted from the first wait for
+// the frame's rest, so trickling bytes does not extend it) — and in
+// [Server.Close], which closes the listener and all connections, cancels
+// running handlers' contexts and waits for them to return. Connections over
+// [Options].MaxConnections (default 4096) are closed as they are accepted.
+//
+// A frame's length is checked against MaxFrameSize before anything is
+// allocated for it, and a large payload's buffer grows as its bytes arrive
+// (from 64 KiB), so a peer declaring a large frame and sending little holds
+// little memory.
 package transport

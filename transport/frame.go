@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -81,6 +82,36 @@ func readHeader(r io.Reader, buf []byte) (header, error) {
 		kind:    buf[13],
 		timeout: binary.BigEndian.Uint32(buf[14:18]),
 	}, nil
+}
+
+// payloadChunk is the most a frame's payload is given before its bytes
+// arrive; past it the buffer grows (doubling) as they do.
+const payloadChunk = 64 << 10
+
+// readPayload reads an n-byte payload (n already checked against the max
+// frame size). Memory follows the bytes that arrive, not the declared
+// length: a peer that declares a large frame and sends little of it makes
+// the receiver hold about what it sent.
+func readPayload(br *bufio.Reader, n int) ([]byte, error) {
+	if n <= payloadChunk || br.Buffered() >= n {
+		b := make([]byte, n)
+		_, err := io.ReadFull(br, b)
+		return b, err
+	}
+	b := make([]byte, 0, payloadChunk)
+	for len(b) < n {
+		if len(b) == cap(b) {
+			grown := make([]byte, len(b), min(n, 2*cap(b)))
+			copy(grown, b)
+			b = grown
+		}
+		k, err := io.ReadFull(br, b[len(b):cap(b)])
+		b = b[:len(b)+k]
+		if err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // checkLength validates a header's length field against max. It returns a

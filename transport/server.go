@@ -10,6 +10,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +28,8 @@ type Server struct {
 	closed bool
 
 	wg        sync.WaitGroup // accept loop, connection loops, handlers
+	rejected  atomic.Uint64  // connections closed over MaxConnections
+	timedOut  atomic.Uint64  // connections closed by ServerIdleTimeout or FrameTimeout
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -104,6 +107,17 @@ func (s *Server) acceptLoop() {
 			continue
 		}
 		backoff = 0
+		s.mu.Lock()
+		full := s.o.MaxConnections > 0 && len(s.conns) >= s.o.MaxConnections
+		s.mu.Unlock()
+		if full {
+			if n := s.rejected.Add(1); n&(n-1) == 0 { // 1, 2, 4, 8 ...: a flood does not flood the log
+				s.o.Logf("transport: server %s: closing a connection from %s: %d connections open (MaxConnections); %d refused so far",
+					s.Addr(), conn.RemoteAddr(), s.o.MaxConnections, n)
+			}
+			conn.Close()
+			continue
+		}
 		if tc, ok := conn.(*net.TCPConn); ok {
 			if rc, err := tc.SyscallConn(); err == nil {
 				if err := setUnackedTimeout(rc, s.o.UnackedTimeout); err != nil {
@@ -150,6 +164,10 @@ type serverConn struct {
 	cancel context.CancelFunc
 	w      *connWriter
 	sem    chan struct{} // bounds running handlers
+	// deadline: a read deadline is set (only the connection's goroutine
+	// touches it).
+	deadline   bool
+	frameArmed bool // the current frame's FrameTimeout deadline is set
 
 	mu       sync.Mutex
 	inflight map[uint64]context.CancelFunc // for cancel frames
@@ -241,10 +259,18 @@ func (sc *serverConn) serve() {
 	}
 
 	for {
+		if err := sc.awaitFrame(br); err != nil {
+			if sc.ctx.Err() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				sc.logf("closing: read: %v", err)
+			}
+			return
+		}
+		sc.frameDeadline(br, headerLen)
 		h, err := readHeader(br, hbuf)
 		if err != nil {
 			if sc.ctx.Err() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				sc.logf("closing: read: %v", err)
+				sc.noteTimeout(err)
 			}
 			return
 		}
@@ -257,9 +283,11 @@ func (sc *serverConn) serve() {
 		}
 		switch h.typ {
 		case frameRequest:
-			payload := make([]byte, h.payloadLen())
-			if _, err := io.ReadFull(br, payload); err != nil {
+			sc.frameDeadline(br, h.payloadLen())
+			payload, err := readPayload(br, h.payloadLen())
+			if err != nil {
 				sc.logf("closing: reading request %d: %v", h.id, err)
+				sc.noteTimeout(err)
 				return
 			}
 			// Backpressure: with the handler slots full we stop reading.
@@ -285,6 +313,80 @@ func (sc *serverConn) serve() {
 			return
 		}
 	}
+}
+
+// awaitFrame waits for the first byte of the next frame under
+// ServerIdleTimeout. It returns at once when bytes are buffered. When the
+// deadline passes with handlers still running, the client is waiting for
+// their replies, not idle: it keeps waiting.
+func (sc *serverConn) awaitFrame(br *bufio.Reader) error {
+	sc.frameArmed = false
+	if br.Buffered() > 0 {
+		return nil
+	}
+	idle := sc.s.o.ServerIdleTimeout
+	for {
+		if idle > 0 {
+			sc.conn.SetReadDeadline(time.Now().Add(idle))
+			sc.deadline = true
+		} else if sc.deadline {
+			sc.conn.SetReadDeadline(time.Time{})
+			sc.deadline = false
+		}
+		_, err := br.Peek(1)
+		if err == nil {
+			return nil
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			if len(sc.sem) > 0 && sc.ctx.Err() == nil {
+				continue
+			}
+			sc.s.timedOut.Add(1)
+			return fmt.Errorf("idle for %v (ServerIdleTimeout): %w", idle, err)
+		}
+		return err
+	}
+}
+
+// frameDeadline gives the rest of the current frame FrameTimeout to
+// arrive, from the first time its next n bytes are not all buffered
+// already; later waits in the same frame keep that deadline.
+func (sc *serverConn) frameDeadline(br *bufio.Reader, n int) {
+	if sc.frameArmed || br.Buffered() >= n {
+		return
+	}
+	sc.frameArmed = true
+	if d := sc.s.o.FrameTimeout; d > 0 {
+		sc.conn.SetReadDeadline(time.Now().Add(d))
+		sc.deadline = true
+	} else if sc.deadline {
+		sc.conn.SetReadDeadline(time.Time{})
+		sc.deadline = false
+	}
+}
+
+// noteTimeout counts a read that ran into FrameTimeout.
+func (sc *serverConn) noteTimeout(err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		sc.s.timedOut.Add(1)
+	}
+}
+
+// ServerStats are a server's counters of refused and timed-out connections.
+type ServerStats struct {
+	Connections int    // open now
+	Rejected    uint64 // closed at once over MaxConnections
+	TimedOut    uint64 // closed by ServerIdleTimeout or FrameTimeout
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() ServerStats {
+	s.mu.Lock()
+	n := len(s.conns)
+	s.mu.Unlock()
+	return ServerStats{Connections: n, Rejected: s.rejected.Load(), TimedOut: s.timedOut.Load()}
 }
 
 // refuseAndClose answers an oversize request with an error frame, so the

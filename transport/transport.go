@@ -110,6 +110,21 @@ type Options struct {
 	// MaxConcurrentHandlers bounds running handlers per server connection.
 	// Default 256.
 	MaxConcurrentHandlers int
+	// ServerIdleTimeout: the server closes a connection that has no
+	// handler running and sends nothing for this long (a client's own
+	// IdleTimeout closes a healthy idle connection well before). Default
+	// 10 min; negative disables.
+	ServerIdleTimeout time.Duration
+	// FrameTimeout bounds the time the rest of a frame may take to arrive
+	// once the server has started waiting for it, so a peer trickling a
+	// frame (or stalling in the middle of one) is closed. Default 30 s;
+	// negative disables.
+	FrameTimeout time.Duration
+	// MaxConnections bounds the connections a server keeps open at once
+	// (one per calling node and address, plus tools); a connection over
+	// it is closed at once, with a log line. Default 4096; negative: no
+	// limit.
+	MaxConnections int
 	// Logf receives connection-level problems (malformed frames, refused
 	// oversize frames, handler panics). Default log.Printf.
 	Logf func(format string, args ...any)
@@ -144,6 +159,21 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxConcurrentHandlers <= 0 {
 		o.MaxConcurrentHandlers = 256
+	}
+	switch {
+	case o.ServerIdleTimeout == 0:
+		o.ServerIdleTimeout = 10 * time.Minute
+	case o.ServerIdleTimeout < 0:
+		o.ServerIdleTimeout = 0
+	}
+	switch {
+	case o.FrameTimeout == 0:
+		o.FrameTimeout = 30 * time.Second
+	case o.FrameTimeout < 0:
+		o.FrameTimeout = 0
+	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = 4096
 	}
 	if o.Logf == nil {
 		o.Logf = log.Printf
