@@ -35,4 +35,20 @@ fuzz ./replica FuzzApply
 fuzz ./api/resp FuzzReader
 fuzz ./storage/wal FuzzTruncate
 fuzz ./coordinator FuzzDecodeReplicateBatch
+fuzz ./coordinator FuzzDecodeKeys
+fuzz ./coordinator FuzzDecodeReadBatchReply
+fuzz ./coordinator FuzzDecodeWrite
+fuzz ./coordinator FuzzDecodeHandoff
+fuzz ./coordinator FuzzDecodeReplicate
+fuzz ./antientropy FuzzDecodeKeys
+fuzz ./antientropy FuzzDecodePut
+fuzz ./antientropy FuzzDecodeKeyHashes
+fuzz ./antientropy FuzzReadUvarints
+fuzz ./antientropy FuzzDecodeObjects
+fuzz ./handoff FuzzDecodeKey
+fuzz ./handoff FuzzDecodeValue
+fuzz ./version FuzzDecodeClock
+fuzz ./version FuzzParseClock
+fuzz ./transport FuzzFrames
+fuzz ./api/http FuzzHandler
 echo "== all tests passed"

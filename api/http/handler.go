@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/version"
@@ -20,6 +21,7 @@ import (
 const (
 	DefaultMaxValueSize = 1 << 20
 	DefaultMaxKeySize   = 1 << 10
+	DefaultBodyTimeout  = 30 * time.Second
 )
 
 // kvPrefix is the escaped path prefix of the key routes.
@@ -33,6 +35,13 @@ type Options struct {
 	// MaxKeySize bounds a key in bytes; longer keys are answered 400.
 	// Default 1 KiB.
 	MaxKeySize int
+	// BodyTimeout bounds reading a PUT body, from the moment the handler
+	// starts reading it: a client trickling its body (one byte a second)
+	// gets its connection closed instead of holding it forever. It sets
+	// the connection's read deadline (http.ResponseController), so it
+	// works whatever the http.Server's own timeouts. Default 30 s;
+	// negative: none.
+	BodyTimeout time.Duration
 	// Logf receives server-side failures (500s). Default: discard.
 	Logf func(format string, args ...any)
 }
@@ -54,6 +63,12 @@ func NewHandler(s Store, c ClusterView, o Options) http.Handler {
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
+	}
+	switch {
+	case o.BodyTimeout == 0:
+		o.BodyTimeout = DefaultBodyTimeout
+	case o.BodyTimeout < 0:
+		o.BodyTimeout = 0
 	}
 	return &handler{store: s, view: c, o: o}
 }
@@ -282,6 +297,11 @@ func (h *handler) put(w http.ResponseWriter, r *http.Request, key []byte) {
 	if r.ContentLength > h.o.MaxValueSize {
 		h.tooLarge(w, r.ContentLength)
 		return
+	}
+	if h.o.BodyTimeout > 0 {
+		// Not supported by every ResponseWriter (httptest's): then the
+		// server's own timeouts are all there is.
+		http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.o.BodyTimeout))
 	}
 	value, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.o.MaxValueSize))
 	if err != nil {
