@@ -112,7 +112,7 @@
 // the frame's rest, so trickling bytes does not extend it) — and in
 // [Server.Close], which closes the listener and all connections, cancels
 // running handlers' contexts and waits for them to return. Connections over
-// [Options].MaxConnections (default 4096) are closed as they are accepted.
+// [Options].MaxConnections (default 1024) are closed as they are accepted.
 //
 // A frame's length is checked against MaxFrameSize before anything is
 // allocated for it, and a large payload's buffer grows as its bytes arrive

@@ -203,8 +203,8 @@ func newConnWriter(conn net.Conn, timeout time.Duration, onError func(error)) *c
 		conn:    conn,
 		timeout: timeout,
 		onError: onError,
-		buf:     make([]byte, 0, 16<<10),
-		spare:   make([]byte, 0, 16<<10),
+		// buf and spare grow on first use (append), so a connection that
+		// never sends costs no write buffers.
 		space:   make(chan struct{}),
 		wake:    make(chan struct{}, 1),
 		quit:    make(chan struct{}),
@@ -312,7 +312,7 @@ func (w *connWriter) loop() {
 			if cap(out) <= maxKeptBuffer {
 				w.spare = out[:0]
 			} else {
-				w.spare = make([]byte, 0, 16<<10)
+				w.spare = nil
 			}
 			w.mu.Unlock()
 			// Drain again before sleeping: frames appended during the write

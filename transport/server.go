@@ -211,7 +211,9 @@ func (sc *serverConn) serve() {
 		sc.s.mu.Unlock()
 		sc.s.wg.Done()
 	}()
-	br := bufio.NewReaderSize(sc.conn, 64<<10)
+	// 16 KiB holds many small frames per read; a large payload is read
+	// past the buffer straight into its own (readPayload).
+	br := bufio.NewReaderSize(sc.conn, 16<<10)
 	hbuf := make([]byte, headerLen)
 	max := sc.s.o.MaxFrameSize
 

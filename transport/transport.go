@@ -122,7 +122,7 @@ type Options struct {
 	FrameTimeout time.Duration
 	// MaxConnections bounds the connections a server keeps open at once
 	// (one per calling node and address, plus tools); a connection over
-	// it is closed at once, with a log line. Default 4096; negative: no
+	// it is closed at once, with a log line. Default 1024; negative: no
 	// limit.
 	MaxConnections int
 	// Logf receives connection-level problems (malformed frames, refused
@@ -173,7 +173,7 @@ func (o Options) withDefaults() Options {
 		o.FrameTimeout = 0
 	}
 	if o.MaxConnections == 0 {
-		o.MaxConnections = 4096
+		o.MaxConnections = 1024
 	}
 	if o.Logf == nil {
 		o.Logf = log.Printf
