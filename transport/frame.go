@@ -205,10 +205,10 @@ func newConnWriter(conn net.Conn, timeout time.Duration, onError func(error)) *c
 		onError: onError,
 		// buf and spare grow on first use (append), so a connection that
 		// never sends costs no write buffers.
-		space:   make(chan struct{}),
-		wake:    make(chan struct{}, 1),
-		quit:    make(chan struct{}),
-		done:    make(chan struct{}),
+		space: make(chan struct{}),
+		wake:  make(chan struct{}, 1),
+		quit:  make(chan struct{}),
+		done:  make(chan struct{}),
 	}
 	go w.loop()
 	return w

@@ -75,7 +75,7 @@
 // (MaxConnections, default 10,000: over it "-ERR max number of clients
 // reached" and the connection is closed), pipelined commands in flight per
 // connection (32, and 8 MiB of arguments) and their unsent replies
-// (MaxOutputBuffer, default 4 MiB: past it the server stops reading the
+// (MaxOutputBuffer, default 1 MiB: past it the server stops reading the
 // connection). Deadlines: a command must arrive whole within ReadTimeout
 // (default 30 s) of the first wait for its rest, so a client trickling
 // bytes is closed; a client that does not read its replies is closed after

@@ -2,6 +2,7 @@ package resp
 
 import (
 	"bytes"
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -87,6 +88,14 @@ const (
 	// first SET of a long pipeline does not wait for the last to be read.
 	maxSetBatch      = 64
 	maxSetBatchBytes = 1 << 20
+	// unknownReplyWindow bounds the commands in flight before the first
+	// reply of the connection has finished (its size is unknown until
+	// then): a first pipeline of GETs of large values must not put
+	// maxInFlight batches of them in flight.
+	unknownReplyWindow = 2
+	// unknownGetBatch bounds a batch of GETs before the connection's GET
+	// replies have told their size.
+	unknownGetBatch = 16
 )
 
 // slot is one command executing concurrently with others of its pipeline.
@@ -123,6 +132,13 @@ type pipeline struct {
 	// Options.MaxOutputBuffer. Workers add to it; the connection's
 	// goroutine subtracts.
 	replyBytes atomic.Int64
+	// replyEst and getEst estimate the reply of one slot and of one GET
+	// (the larger of the last one and a decaying past maximum), so that
+	// the replies of the commands still running count against
+	// MaxOutputBuffer before they exist, and a batch of GETs of large
+	// values stays small. Workers update them; racy updates only blur an
+	// estimate.
+	replyEst, getEst atomic.Int64
 	// keys maps each key of a command in flight to the newest such command.
 	keys map[string]*slot
 	free []*slot
@@ -203,7 +219,7 @@ func (c *conn) dispatch(cmd *command, args [][]byte, inline, quick bool) {
 	for _, a := range args {
 		size += len(a)
 	}
-	s := c.newSlot(size)
+	s := c.newSlot(size, cmd)
 	s.cmd = cmd
 	s.args = append(s.args[:0], args...) // the reader reuses its Args slice
 	c.start(s, inline, quick)
@@ -232,7 +248,15 @@ func (c *conn) addToRun(cmd *command, key, value []byte, last bool) {
 	run.keys = append(run.keys, key)
 	run.values = append(run.values, value)
 	run.size += len(key) + len(value)
-	if last || len(run.keys) >= maxSetBatch || run.size >= maxSetBatchBytes {
+	full := len(run.keys) >= maxSetBatch || run.size >= maxSetBatchBytes
+	if cmd == c.s.getCmd {
+		// The replies of a batch of GETs of large values stay about
+		// maxSetBatchBytes; before their size is known, batches are short.
+		est := c.p.getEst.Load()
+		full = full || est == 0 && len(run.keys) >= unknownGetBatch ||
+			int64(len(run.keys))*est >= maxSetBatchBytes
+	}
+	if last || full {
 		c.flushRun(last)
 	}
 }
@@ -253,7 +277,7 @@ func (c *conn) flushRun(inline bool) {
 	case len(run.keys) == 1:
 		c.dispatch(run.cmd, [][]byte{getName, run.keys[0]}, inline, false)
 	default:
-		s := c.newSlot(run.size)
+		s := c.newSlot(run.size, run.cmd)
 		s.cmd = run.cmd
 		s.args = s.args[:0]
 		s.keys = append(s.keys[:0], run.keys...)
@@ -267,15 +291,20 @@ func (c *conn) flushRun(inline bool) {
 
 // newSlot waits until a command of size argument bytes may be in flight and
 // returns a free slot for it.
-func (c *conn) newSlot(size int) *slot {
+func (c *conn) newSlot(size int, cmd *command) *slot {
 	p := &c.p
 	// Wait for room: this is the backpressure that bounds the memory a
 	// connection holds however deep the client pipelines.
 	// Replies waiting to be written count too: a client that never reads
 	// them stops being read from once they pass MaxOutputBuffer (and its
 	// writes time out after WriteTimeout).
+	// Until a reply has told how large this connection's replies are, at
+	// most unknownReplyWindow reads (whose replies may be large) are in
+	// flight.
+	read := cmd == c.s.getCmd || slices.Contains(cmd.flags, "readonly")
 	for p.n == maxInFlight || p.n > 0 && (p.inFlightBytes+size > maxInFlightBytes ||
-		p.replyBytes.Load() > int64(c.s.opt.MaxOutputBuffer)) {
+		read && p.n >= unknownReplyWindow && p.replyEst.Load() == 0 ||
+		p.replyBytes.Load()+int64(p.n)*p.replyEst.Load() > int64(c.s.opt.MaxOutputBuffer)) {
 		c.retire()
 	}
 	var s *slot
@@ -370,7 +399,14 @@ func (s *slot) addDep(d chan struct{}) {
 
 func (s *slot) run(c *conn) {
 	defer close(s.done)
-	defer func() { c.p.replyBytes.Add(int64(s.buf.Len())) }()
+	defer func() {
+		n := int64(s.buf.Len())
+		c.p.replyBytes.Add(n)
+		noteEstimate(&c.p.replyEst, n)
+		if len(s.keys) > 0 && s.cmd == c.s.getCmd {
+			noteEstimate(&c.p.getEst, n/int64(len(s.keys)))
+		}
+	}()
 	for _, d := range s.deps {
 		<-d
 	}
@@ -387,6 +423,13 @@ func (s *slot) run(c *conn) {
 	default:
 		c.call(s.cmd, &s.rw, s.args)
 	}
+}
+
+// noteEstimate folds a reply size into an estimate: the larger of the
+// size and the old estimate less an eighth.
+func noteEstimate(est *atomic.Int64, n int64) {
+	old := est.Load()
+	est.Store(max(n, old-old/8))
 }
 
 // retire waits for the oldest command in flight to finish and writes its

@@ -58,11 +58,13 @@ type Options struct {
 	MaxConnections int
 	// MaxOutputBuffer bounds the bytes of replies a connection holds
 	// that the client has not yet been sent (replies of pipelined commands
-	// that finished before the ones ahead of them). Past it the server
-	// stops decoding the connection's commands until the replies are
-	// written, so a client that never reads its replies only ever makes
-	// it hold about this much (plus one command's reply and the kernel's
-	// socket buffer), until WriteTimeout closes it. Default 4 MiB.
+	// that finished before the ones ahead of them, and those expected from
+	// the commands running). Past it the server stops decoding the
+	// connection's commands until the replies are written, so a client
+	// that never reads its replies makes it hold about this much (plus the
+	// replies of the commands running when it was reached — a batch of
+	// GETs stays about 1 MiB of them — and the kernel's socket buffer),
+	// until WriteTimeout closes it. Default 1 MiB.
 	MaxOutputBuffer int
 	// Password, if set, must be given with AUTH (or HELLO ... AUTH default
 	// <password>) before any other command.
@@ -90,7 +92,7 @@ const (
 	DefaultReadTimeout     = 30 * time.Second
 	DefaultWriteTimeout    = 30 * time.Second
 	DefaultMaxConnections  = 10000
-	DefaultMaxOutputBuffer = 4 << 20
+	DefaultMaxOutputBuffer = 1 << 20
 )
 
 // durationDefault is d with zero meaning def and a negative value "none" (0).

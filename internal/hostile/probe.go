@@ -51,10 +51,12 @@ func StartProbe(addr string) (*Probe, error) {
 func (p *Probe) loop() {
 	defer close(p.done)
 	for i := 0; ; i++ {
-		select {
-		case <-p.stop:
-			return
-		case <-time.After(20 * time.Millisecond):
+		if i > 0 {
+			select {
+			case <-p.stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
 		}
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), ProbeDeadline)
