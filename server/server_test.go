@@ -142,14 +142,43 @@ func TestParseReplicasPerDC(t *testing.T) {
 	}
 }
 
+// freePeerAddr returns 127.0.0.1:p where p (peer RPCs) and p+1 (gossip,
+// TCP and UDP) were free a moment ago: a port free for TCP alone often
+// had its neighbour taken when packages ran in parallel.
 func freePeerAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if p >= 65000 {
+			continue
+		}
+		ok := true
+		for _, port := range []int{p, p + 1} {
+			addr := fmt.Sprintf("127.0.0.1:%d", port)
+			tl, err := net.Listen("tcp", addr)
+			if err != nil {
+				ok = false
+				break
+			}
+			ul, err := net.ListenPacket("udp", addr)
+			tl.Close()
+			if err != nil {
+				ok = false
+				break
+			}
+			ul.Close()
+		}
+		if ok {
+			return fmt.Sprintf("127.0.0.1:%d", p)
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no free pair of ports")
+	return ""
 }
 
 // A multi-DC cluster starts one node at a time: the first node of dc1,
