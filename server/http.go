@@ -16,6 +16,7 @@ func (s *Server) httpHandler() http.Handler {
 	api := httpapi.NewHandler(s.coord, clusterView{s}, httpapi.Options{
 		MaxValueSize: int64(s.cfg.MaxValueSize),
 		MaxKeySize:   s.cfg.MaxKeySize,
+		BodyTimeout:  s.cfg.ClientTimeout,
 		Logf:         s.cfg.Logf,
 	})
 	// Go's profiler and execution tracer, for operators chasing a slow node.

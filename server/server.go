@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/netutil"
 
 	"github.com/ringkv/ringkv/antientropy"
 	"github.com/ringkv/ringkv/api/resp"
@@ -110,6 +113,19 @@ type Config struct {
 	// TLSCert and TLSKey (PEM files) put TLS on the Redis and HTTP ports;
 	// plaintext clients are then refused.
 	TLSCert, TLSKey string
+	// Client limits (zero: the defaults of api/resp and transport; see
+	// their Options). MaxClients bounds open Redis connections and, apart,
+	// open HTTP connections; ClientTimeout bounds the arrival of a
+	// started request and the writing of its reply (Redis and HTTP bodies);
+	// ClientIdleTimeout closes a Redis connection that sends nothing for
+	// that long (0: never); MaxOutputBuffer bounds the replies a Redis
+	// connection holds unsent; PeerMaxConnections bounds the connections
+	// the peer port keeps.
+	MaxClients         int
+	ClientTimeout      time.Duration
+	ClientIdleTimeout  time.Duration
+	MaxOutputBuffer    int
+	PeerMaxConnections int
 	// HintInterval is the time between two hint delivery passes
 	// (default 1s).
 	HintInterval time.Duration
@@ -302,7 +318,7 @@ func Start(cfg Config) (s *Server, err error) {
 		}
 		return s.coord.Handle(ctx, from, kind, payload)
 	}
-	if s.peer, err = transport.Listen(peerPlan.rpcBind, handler, transport.Options{Logf: cfg.Logf, ServerTLS: sec.peerServer}); err != nil {
+	if s.peer, err = transport.Listen(peerPlan.rpcBind, handler, transport.Options{Logf: cfg.Logf, ServerTLS: sec.peerServer, MaxConnections: cfg.PeerMaxConnections}); err != nil {
 		return nil, fmt.Errorf("peer listener: %w", err)
 	}
 	if cfg.Replace != "" {
@@ -388,7 +404,9 @@ func Start(cfg Config) (s *Server, err error) {
 	}
 	if cfg.RespAddr != "" {
 		ro := resp.Options{MaxValueSize: cfg.MaxValueSize, Logf: cfg.Logf, OnCommand: s.load.onCommand,
-			BaseContext: coordinator.WithAPI(context.Background(), "resp")}
+			BaseContext:    coordinator.WithAPI(context.Background(), "resp"),
+			MaxConnections: cfg.MaxClients, ReadTimeout: cfg.ClientTimeout, WriteTimeout: cfg.ClientTimeout,
+			IdleTimeout: cfg.ClientIdleTimeout, MaxOutputBuffer: cfg.MaxOutputBuffer}
 		if sec.users != nil {
 			ro.Authenticate = sec.authenticateRESP
 		}
@@ -405,10 +423,20 @@ func Start(cfg Config) (s *Server, err error) {
 		if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 			return nil, fmt.Errorf("http listener: %w", err)
 		}
+		maxHTTP := cfg.MaxClients
+		if maxHTTP == 0 {
+			maxHTTP = resp.DefaultMaxConnections
+		}
+		if maxHTTP > 0 {
+			// Past it new connections wait in the kernel's backlog.
+			s.httpLn = netutil.LimitListener(s.httpLn, maxHTTP)
+		}
 		if sec.clientTLS != nil {
 			s.httpLn = tls.NewListener(s.httpLn, sec.clientTLS)
 		}
 		s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+			ErrorLog:    log.New(logWriter(cfg.Logf), "http: ", 0),
 			BaseContext: func(net.Listener) context.Context { return coordinator.WithAPI(context.Background(), "http") }}
 		go s.http.Serve(s.httpLn)
 	}
@@ -497,3 +525,11 @@ func (s *Server) close() error {
 // (Config.MaxValueSize): a write of it must fit in one object
 // (version.MaxObjectSize) with its key's context.
 const maxClientValueSize = version.MaxObjectSize / 2
+
+// logWriter turns the lines the standard library logs into Logf calls.
+type logWriter func(format string, args ...any)
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
