@@ -8,7 +8,8 @@ import (
 )
 
 // Shutdown stops the node gracefully, then closes it (Close): it stops
-// accepting clients and lets the HTTP requests in flight finish, hands the
+// accepting clients and lets the HTTP requests and Redis commands in
+// flight finish and be answered, hands the
 // hints it keeps to their targets that are up (a node that stops with
 // hints pending leaves its targets behind until anti-entropy finds the
 // difference), then leaves gossip and closes the engine cleanly. ctx
@@ -17,8 +18,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.http != nil {
 		s.http.Shutdown(ctx)
 	}
-	if s.respLn != nil {
-		s.respLn.Close() // no new Redis connections; Close ends the open ones
+	if s.resp != nil {
+		// Commands already received run and are answered; then each
+		// connection closes.
+		s.resp.Shutdown(ctx)
 	}
 	if n := s.handHintsOver(ctx); n > 0 {
 		s.cfg.Logf("node %s: shutting down with %d hints still pending (targets down or slow)", s.cfg.NodeID, n)

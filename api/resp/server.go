@@ -3,6 +3,7 @@ package resp
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -158,7 +159,9 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	closed    bool
-	wg        sync.WaitGroup
+	// shuttingDown: Shutdown has begun (no new connections).
+	shuttingDown bool
+	wg           sync.WaitGroup
 
 	nextID        atomic.Int64
 	totalConns    atomic.Uint64
@@ -244,7 +247,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		backoff = 0
 		s.mu.Lock()
-		if s.closed {
+		if s.closed || s.shuttingDown {
 			s.mu.Unlock()
 			nc.Close()
 			return ErrServerClosed
@@ -317,7 +320,53 @@ func retryableAccept(err error) bool {
 func (s *Server) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.closed
+	return s.closed || s.shuttingDown
+}
+
+// Shutdown stops the server gracefully: it stops accepting, ends the
+// reading side of every connection (a TCP half-close, under TLS too: the
+// commands already received still run and their replies are written and
+// flushed before the connection closes; a command only partly received is
+// dropped, never answered), waits until every connection has finished or
+// ctx ends, and then closes what remains (Close).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return s.Close()
+	}
+	s.shuttingDown = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		raw := c.nc
+		if tc, ok := raw.(*tls.Conn); ok {
+			raw = tc.NetConn()
+		}
+		if cr, ok := raw.(interface{ CloseRead() error }); ok && cr.CloseRead() == nil {
+			continue
+		}
+		c.nc.SetReadDeadline(time.Now()) // no half-close: end the reads now
+	}
+	s.mu.Unlock()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			s.opt.Logf("resp: shutdown: closing %d connections still busy: %v", n, ctx.Err())
+			return s.Close()
+		case <-tick.C:
+		}
+	}
+	return s.Close()
 }
 
 // Close stops accepting, closes every client connection, cancels the
