@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ringkv/ringkv/ring"
@@ -98,6 +99,11 @@ func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Obj
 		}
 		last = err
 		switch {
+		case isRemote(err) && strings.Contains(err.Error(), notReplicaRefusal):
+			// Its ring no longer makes it a replica (a node leaving, a
+			// change not yet seen here): refused before anything was
+			// written, so another replica may take it.
+			continue
 		case isRemote(err):
 			// The replica answered with an error (a quorum failure,
 			// say): its outcome is its own to report.

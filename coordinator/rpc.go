@@ -147,6 +147,12 @@ func decodeReplicateBatch(b []byte) ([][]byte, []*version.Object, error) {
 	return keys, objs, nil
 }
 
+// notReplicaRefusal is in the error a node answers a forwarded write with
+// when its ring says it is not a replica of the key (the rings of the two
+// nodes disagree while a change spreads): it applied nothing, so the
+// forwarding node tries the next replica.
+const notReplicaRefusal = "is not a replica of"
+
 // writeRequest is a client write forwarded to a replica.
 type writeRequest struct {
 	key     []byte
@@ -375,7 +381,7 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 		}
 		if !contains(rt.pref, c.self) {
 			// The ring changed under the forwarding node.
-			return nil, fmt.Errorf("node %s is not a replica of %q", c.self, req.key)
+			return nil, fmt.Errorf("node %s %s %q", c.self, notReplicaRefusal, req.key)
 		}
 		obj, err := c.coordinateWrite(ctx, req, rt)
 		if err != nil {
