@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Iterations is the PBKDF2 work factor of passwords written by
@@ -229,8 +230,17 @@ var stretching = make(chan struct{}, 2)
 // dummyHash is checked against for unknown users.
 var dummyHash = passwordHash{iter: Iterations, salt: make([]byte, saltSize), hash: make([]byte, hashSize)}
 
+// errBusy: too many password checks waiting (a flood of attempts).
+var errBusy = errors.New("auth: too many password checks at once")
+
 func stretch(password string, ph passwordHash) ([]byte, error) {
-	stretching <- struct{}{}
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case stretching <- struct{}{}:
+	case <-t.C:
+		return nil, errBusy // fails the check: better than queueing without bound
+	}
 	defer func() { <-stretching }()
 	return pbkdf2.Key(sha256.New, password, ph.salt, ph.iter, len(ph.hash))
 }

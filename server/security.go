@@ -155,20 +155,22 @@ func loadSecurity(cfg Config, peerBind string) (security, error) {
 	if cfg.Insecure {
 		return sec, nil
 	}
-	check := func(flag, addr string, secured bool, how string) error {
+	check := func(flag, addr string, secured bool, what, give string) error {
 		if addr == "" || secured || isLoopback(addr) {
 			return nil
 		}
-		return fmt.Errorf("%s %s listens beyond this host without %s: give %s, or start with --insecure to accept that", flag, addr, how, strings.ReplaceAll(how, "authentication", "--auth-file (users: `ringkv user add`)"))
+		return fmt.Errorf("%s %s listens beyond this host without %s: give %s, or start with --insecure to accept that", flag, addr, what, give)
 	}
-	if err := check("--resp-addr", cfg.RespAddr, sec.users != nil, "authentication"); err != nil {
+	const clients = "--auth-file (users: `ringkv user add`)"
+	if err := check("--resp-addr", cfg.RespAddr, sec.users != nil, "client authentication", clients); err != nil {
 		return sec, err
 	}
-	if err := check("--http-addr", cfg.HTTPAddr, sec.users != nil, "authentication"); err != nil {
+	if err := check("--http-addr", cfg.HTTPAddr, sec.users != nil, "client authentication", clients); err != nil {
 		return sec, err
 	}
 	peersSecured := sec.peerServer != nil && sec.gossipKey != nil
-	return sec, check("--peer-addr (bind)", peerBind, peersSecured, "authentication of the peers")
+	return sec, check("--peer-addr (bind)", peerBind, peersSecured, "authentication of the peers",
+		"--peer-tls-ca, --peer-tls-cert, --peer-tls-key and --gossip-key-file")
 }
 
 // dashboardClient is the client the dashboard asks the other members'
@@ -193,7 +195,7 @@ func dashboardClient(cfg Config, clientTLS *tls.Config) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil
 	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	return &http.Client{Transport: tr}
+	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 // isLoopback reports whether a listen address stays on this host.

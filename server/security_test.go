@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -211,5 +212,54 @@ func TestRefusesToListenBeyondLoopbackWithoutAuth(t *testing.T) {
 		if _, err := loadSecurity(cfg, bind); err != nil {
 			t.Fatalf("%s with --insecure: %v", c.flag, err)
 		}
+	}
+}
+
+// On a node with users, API snapshots go only under --snapshot-root.
+func TestSnapshotsStayUnderTheSnapshotRoot(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users")
+	h, _ := auth.HashPassword("alice-secret")
+	if err := auth.Update(users, auth.SetPassword("alice", h)); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "snapshots")
+	for _, withRoot := range []bool{false, true} {
+		cfg := Config{NodeID: "n1", DataDir: t.TempDir(), PeerAddr: freePeerAddr(t),
+			HTTPAddr: "127.0.0.1:0", Replicas: 1, AuthFile: users}
+		if withRoot {
+			cfg.SnapshotRoot = root
+			os.MkdirAll(root, 0o755)
+		}
+		s, err := Start(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		post := func(target string) int {
+			req, _ := http.NewRequest("POST", "http://"+s.HTTPAddr()+"/v1/snapshot?dir="+target, nil)
+			req.SetBasicAuth("alice", "alice-secret")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		if !withRoot {
+			if code := post(filepath.Join(dir, "anywhere")); code != http.StatusForbidden {
+				t.Fatalf("snapshot on a node with users and no --snapshot-root: %d, want 403", code)
+			}
+		} else {
+			if code := post(filepath.Join(dir, "outside")); code != http.StatusForbidden {
+				t.Fatalf("snapshot outside --snapshot-root: %d, want 403", code)
+			}
+			if code := post(filepath.Join(root, "..", "escape")); code != http.StatusForbidden {
+				t.Fatalf("snapshot escaping --snapshot-root with ..: %d, want 403", code)
+			}
+			if code := post(filepath.Join(root, "s1")); code != http.StatusOK {
+				t.Fatalf("snapshot under --snapshot-root: %d, want 200", code)
+			}
+		}
+		s.Close()
 	}
 }

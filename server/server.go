@@ -126,6 +126,10 @@ type Config struct {
 	ClientIdleTimeout  time.Duration
 	MaxOutputBuffer    int
 	PeerMaxConnections int
+	// SnapshotRoot, when set, is the directory snapshots made through the
+	// API (POST /v1/snapshot) must be written under; a node with users
+	// refuses API snapshots without it.
+	SnapshotRoot string
 	// HintInterval is the time between two hint delivery passes
 	// (default 1s).
 	HintInterval time.Duration

@@ -153,6 +153,10 @@ func (s *Server) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `name the snapshot directory: POST /v1/snapshot?dir=/absolute/path (or a body {"dir": "/absolute/path"})`, http.StatusBadRequest)
 		return
 	}
+	if err := s.snapshotAllowed(dir); err != nil {
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
 	info, err := s.Snapshot(dir)
 	if err != nil {
 		code := http.StatusInternalServerError
@@ -412,6 +416,34 @@ func syncDir(dir string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// snapshotAllowed keeps snapshots under --snapshot-root: a client (any
+// user: there are no roles) must not make the node write where it likes.
+// Without users and without a root, any absolute directory is allowed.
+func (s *Server) snapshotAllowed(dir string) error {
+	root := s.cfg.SnapshotRoot
+	if root == "" {
+		if s.sec.users != nil {
+			return errors.New("snapshots over the API need --snapshot-root on a node with users: they may only be written under it")
+		}
+		return nil
+	}
+	clean := filepath.Clean(dir)
+	// The parent must resolve (through symbolic links) under the root.
+	parent, err := filepath.EvalSymlinks(filepath.Dir(clean))
+	if err != nil {
+		return fmt.Errorf("snapshot directory %s: %w", dir, err)
+	}
+	realRoot, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return fmt.Errorf("--snapshot-root %s: %w", root, err)
+	}
+	target := filepath.Join(parent, filepath.Base(clean))
+	if rel, err := filepath.Rel(realRoot, target); err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+		return fmt.Errorf("snapshot directory %s is not under --snapshot-root %s", dir, root)
 	}
 	return nil
 }

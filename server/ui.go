@@ -16,8 +16,11 @@ func (s *Server) serveUI(w http.ResponseWriter, r *http.Request) {
 		Cluster: clusterView{s},
 		Local:   http.HandlerFunc(s.serveUILocal),
 		// With users, the fan-out asks with the browser user's own
-		// credentials; with TLS, over HTTPS.
-		ForwardAuthorization: s.sec.users != nil,
+		// credentials — only when the members are authenticated (peer
+		// mutual TLS and a gossip key): otherwise anyone who can gossip
+		// could advertise an address that collects them. With TLS, over
+		// HTTPS.
+		ForwardAuthorization: s.sec.users != nil && s.sec.peerServer != nil && s.sec.gossipKey != nil,
 	}
 	if s.sec.clientTLS != nil {
 		o.Scheme, o.Client = "https", s.sec.uiClient

@@ -98,7 +98,11 @@ var defaultClient = &http.Client{Transport: &http.Transport{
 	DialContext:         (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
 	MaxIdleConnsPerHost: 4,
 	IdleConnTimeout:     30 * time.Second,
-}}
+}, CheckRedirect: noRedirects}
+
+// noRedirects: a member answers itself; a redirect (which would carry the
+// forwarded credentials elsewhere) is taken as its answer, an error.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // maxBody bounds what is read of a member's answer.
 const maxBody = 4 << 20

@@ -304,6 +304,12 @@ func (h *handler) put(w http.ResponseWriter, r *http.Request, key []byte) {
 		http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.o.BodyTimeout))
 	}
 	value, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.o.MaxValueSize))
+	if h.o.BodyTimeout > 0 {
+		// The body is in: the deadline must not cut the write that
+		// follows (net/http cancels the request's context when a read it
+		// makes in the background runs into it).
+		http.NewResponseController(w).SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

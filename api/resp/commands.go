@@ -578,6 +578,7 @@ func cmdAuth(c *conn, rw *replyWriter, args [][]byte) {
 		return
 	}
 	c.authed = true
+	c.loggedIn.Store(true)
 	rw.OK()
 }
 
@@ -618,6 +619,7 @@ func cmdHello(c *conn, rw *replyWriter, args [][]byte) {
 			return
 		}
 		c.authed = true
+		c.loggedIn.Store(true)
 	}
 	if !c.authed {
 		rw.Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")

@@ -53,6 +53,12 @@ type Options struct {
 	// so such a client holds a bounded amount of memory. Default 30 s;
 	// negative: no limit.
 	WriteTimeout time.Duration
+	// LoginTimeout bounds how long a connection may take to complete its
+	// TLS handshake and, when authentication is required, to authenticate:
+	// past it the connection is closed, so that connections that never
+	// log in cannot hold the MaxConnections slots. Default 10 s; negative:
+	// no limit.
+	LoginTimeout time.Duration
 	// MaxConnections bounds the client connections open at once (Redis'
 	// maxclients). A connection over it is answered "-ERR max number of
 	// clients reached" and closed. Default 10,000; negative: no limit.
@@ -91,6 +97,7 @@ type Options struct {
 // hold (see Options).
 const (
 	DefaultReadTimeout     = 30 * time.Second
+	DefaultLoginTimeout    = 10 * time.Second
 	DefaultWriteTimeout    = 30 * time.Second
 	DefaultMaxConnections  = 10000
 	DefaultMaxOutputBuffer = 1 << 20
@@ -124,6 +131,7 @@ func (o *Options) fill() {
 		o.MaxMultiBulkLen = 1 << 20
 	}
 	o.ReadTimeout = durationDefault(o.ReadTimeout, DefaultReadTimeout)
+	o.LoginTimeout = durationDefault(o.LoginTimeout, DefaultLoginTimeout)
 	o.WriteTimeout = durationDefault(o.WriteTimeout, DefaultWriteTimeout)
 	if o.IdleTimeout < 0 {
 		o.IdleTimeout = 0
@@ -418,7 +426,10 @@ type conn struct {
 	born time.Time
 
 	authed bool
-	quit   bool
+	// loggedIn mirrors authed for the login timer (another goroutine).
+	loggedIn  atomic.Bool
+	stopLogin func() bool
+	quit      bool
 	// deadline is set when the connection has a read deadline set.
 	deadline bool
 	p        pipeline // pipelined commands in flight; see pipeline.go
@@ -445,6 +456,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		born:   time.Now(),
 		authed: !s.opt.authRequired(),
 	}
+	c.loggedIn.Store(c.authed)
 	c.rd = newReader(nc, s.opt.MaxMultiBulkLen, int64(s.opt.MaxBulkLen), s.opt.MaxValueSize, s.opt.MaxRequestSize)
 	c.bw = bufio.NewWriterSize(timedWriter{nc, s.opt.WriteTimeout}, initialWriteBuf)
 	c.rw = replyWriter{w: c.bw, proto: 2}
@@ -524,6 +536,35 @@ func (w timedWriter) Write(b []byte) (int, error) {
 	return w.nc.Write(b)
 }
 
+// login bounds the TLS handshake and, when authentication is required,
+// the time until the connection authenticates (LoginTimeout).
+func (c *conn) login() bool {
+	d := c.s.opt.LoginTimeout
+	if d <= 0 {
+		return true
+	}
+	if !c.loggedIn.Load() {
+		t := time.AfterFunc(d, func() {
+			if !c.loggedIn.Load() {
+				c.s.timeouts.Add(1)
+				c.s.opt.Logf("resp: closing client %d (%v): not authenticated within %v (LoginTimeout)", c.id, c.nc.RemoteAddr(), d)
+				c.nc.Close()
+			}
+		})
+		c.stopLogin = t.Stop
+	}
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		tc.SetDeadline(time.Now().Add(d))
+		err := tc.Handshake()
+		tc.SetDeadline(time.Time{})
+		if err != nil {
+			c.s.opt.Logf("resp: client %d (%v): TLS handshake: %v", c.id, c.nc.RemoteAddr(), err)
+			return false
+		}
+	}
+	return true
+}
+
 func (c *conn) serve() {
 	// Deferred calls run in reverse: recover, close the connection, wait for
 	// pipelined commands still running (after a panic or a write error),
@@ -536,6 +577,14 @@ func (c *conn) serve() {
 			c.s.opt.Logf("resp: panic serving %v: %v", c.nc.RemoteAddr(), r)
 		}
 	}()
+	defer func() {
+		if c.stopLogin != nil {
+			c.stopLogin()
+		}
+	}()
+	if !c.login() {
+		return
+	}
 	for !c.quit {
 		req, err := c.rd.ReadRequest()
 		if err != nil {

@@ -133,6 +133,7 @@ closes its engine cleanly.`,
 	f.DurationVar(&cfg.ClientIdleTimeout, "client-idle-timeout", 0, "close a Redis connection idle this long (0: never)")
 	f.IntVar(&cfg.MaxOutputBuffer, "max-output-buffer", 0, "bytes of replies a Redis connection may hold unsent before the node stops reading it (0: 1 MiB)")
 	f.IntVar(&cfg.PeerMaxConnections, "peer-max-connections", 0, "most connections the peer port keeps open (0: 1024)")
+	f.StringVar(&cfg.SnapshotRoot, "snapshot-root", "", "snapshots through the API (`ringkv snapshot`) are written only under this directory (required on a node with --auth-file)")
 	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM: how long to drain requests in flight and hand hints over before closing")
 	f.BoolVar(&quiet, "quiet", false, "do not log (same as --log-level off)")
 	f.StringVar(&configPath, "config", "", "config file: one NAME = VALUE per line, NAME a flag of this command (flags and RINGKV_<FLAG> environment variables win over it)")
