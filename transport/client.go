@@ -370,6 +370,10 @@ func (cc *clientConn) readLoop() {
 }
 
 func (cc *clientConn) deliverError(h header, msg []byte) {
+	if h.kind == errCodeProtocol {
+		cc.fail(fmt.Errorf("%s refused this node's connection: %s: %w", cc.addr, msg, ErrUnreachable))
+		return
+	}
 	pc := cc.take(h.id)
 	if h.kind == errCodeTooLargeClosing {
 		// The server is closing this connection. Retire it before the

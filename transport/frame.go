@@ -31,6 +31,9 @@ const (
 	// the connection after this frame (the rest of the oversize frame cannot
 	// be skipped cheaply), so the client must stop using it at once.
 	errCodeTooLargeClosing uint8 = 2
+	// errCodeProtocol: the server does not speak the protocol version of
+	// the client's hello; it closes the connection after this frame.
+	errCodeProtocol uint8 = 3
 )
 
 const (

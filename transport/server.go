@@ -227,6 +227,15 @@ func (sc *serverConn) serve() {
 		}
 		return
 	}
+	if h.typ == frameHello && h.kind != protocolVersion {
+		// Another version of ringkv: say so, so that its operator reads
+		// more than a closed connection.
+		msg := fmt.Sprintf("peer protocol version %d is not supported: this node (%s) speaks version %d", h.kind, sc.s.Addr(), protocolVersion)
+		sc.logf("closing: %s", msg)
+		sc.conn.SetWriteDeadline(time.Now().Add(sc.s.o.DialTimeout))
+		sc.conn.Write(appendFrame(nil, 0, frameError, errCodeProtocol, 0, []byte(msg)))
+		return
+	}
 	if h.typ != frameHello || h.kind != protocolVersion || h.length < frameOverhead || h.payloadLen() > maxHelloPayload {
 		sc.logf("closing: expected hello frame of protocol version %d, got %s frame (kind %d, length %d)",
 			protocolVersion, frameTypeName(h.typ), h.kind, h.length)
