@@ -810,6 +810,12 @@ func (s *Service) drop(r *ring.Ring, h uint64) {
 		}
 	}
 	if len(parts) == 0 {
+		// A drop begun earlier (under a ring that newRing has since
+		// replaced while this pass ran, or for copies gone meanwhile) has
+		// nothing left to hand over.
+		s.mu.Lock()
+		s.finish("drop", s.self, "stopped")
+		s.mu.Unlock()
 		return
 	}
 	s.mu.Lock()
@@ -849,6 +855,11 @@ func (s *Service) drop(r *ring.Ring, h uint64) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if RingHash(s.cl.Ring()) != h {
+		// The ring changed during the pass: the next pass starts over.
+		s.finish("drop", s.self, "stopped")
+		return
+	}
 	if len(waiting) > 0 {
 		t.Waiting = fmt.Sprintf("%v (down) to hand partitions to", waiting)
 	}

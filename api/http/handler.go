@@ -304,13 +304,16 @@ func (h *handler) put(w http.ResponseWriter, r *http.Request, key []byte) {
 		http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.o.BodyTimeout))
 	}
 	value, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.o.MaxValueSize))
-	if h.o.BodyTimeout > 0 {
+	if err == nil && h.o.BodyTimeout > 0 {
 		// The body is in: the deadline must not cut the write that
 		// follows (net/http cancels the request's context when a read it
-		// makes in the background runs into it).
+		// makes in the background runs into it). After a failed read it
+		// stays, and the connection closes: net/http would otherwise wait,
+		// without a deadline, to discard the rest of a trickled body.
 		http.NewResponseController(w).SetReadDeadline(time.Time{})
 	}
 	if err != nil {
+		w.Header().Set("Connection", "close")
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			h.tooLarge(w, -1)

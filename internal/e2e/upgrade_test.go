@@ -118,11 +118,16 @@ func TestRollingUpgradeFromThePreviousCommit(t *testing.T) {
 				// A node about to stop may still take the request: only a
 				// node marked down before the request began is skipped.
 				err := clients[i].Set(ctx, key, val, 0).Err()
+				mu.Lock()
 				if err != nil {
-					mu.Lock()
 					maybe[key] = append(maybe[key], val)
-					mu.Unlock()
+				} else {
+					// Recorded before the end is checked: the last write
+					// may be acknowledged just as the load stops.
+					acked[key] = val
+					delete(maybe, key)
 				}
+				mu.Unlock()
 				if ctx.Err() != nil {
 					return
 				}
@@ -137,10 +142,6 @@ func TestRollingUpgradeFromThePreviousCommit(t *testing.T) {
 					mu.Unlock()
 					continue
 				}
-				mu.Lock()
-				acked[key] = val
-				delete(maybe, key)
-				mu.Unlock()
 				time.Sleep(2 * time.Millisecond)
 			}
 		}()
