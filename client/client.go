@@ -13,6 +13,23 @@
 //     error, and replaying it elsewhere could store it twice (as two
 //     siblings); such errors are returned to the caller instead.
 //
+// # Token-aware routing
+//
+// With Options.TokenAware the client sends each key's request straight to
+// a replica of the key instead of to the next node in turn, which saves the
+// hop a non-replica coordinator makes to forward it. It fetches the ring
+// from GET /v1/cluster (partition count, members with their HTTP
+// addresses, each node's primary partitions), hashes the key with
+// ring.Token as the nodes do, and tries the key's replicas whose HTTP
+// address it knows — the primary first, replicas the answering node
+// believes down last — then every other node. The failover rules above
+// are unchanged: a write still moves to the next node only when the
+// connection could not be established. The ring is fetched again every
+// Options.RingRefresh and soon after any failed attempt; a stale ring only
+// costs a forward (a node that is not a replica forwards the request to
+// one), never correctness. Until the first fetch succeeds, or when no node
+// answers it, the client uses round-robin; FetchRing fetches it at once.
+//
 // # Contexts and siblings
 //
 // Get returns every live version of a key (siblings, when writes were
@@ -89,6 +106,14 @@ type Options struct {
 	// still leaves time to fail over. The caller's context bounds the
 	// whole call. Default DefaultTimeout.
 	Timeout time.Duration
+	// TokenAware sends each key's request straight to a replica of the
+	// key (see the package doc, "Token-aware routing"): the client fetches
+	// the ring from GET /v1/cluster, refreshes it every RingRefresh and
+	// after failed attempts, and uses round-robin while it has none.
+	TokenAware bool
+	// RingRefresh is how often a token-aware client fetches the ring
+	// again. Default DefaultRingRefresh.
+	RingRefresh time.Duration
 }
 
 // Client talks to a ringkv cluster over HTTP. It is safe for concurrent use.
@@ -97,6 +122,7 @@ type Client struct {
 	hc    *http.Client
 	o     Options
 	next  atomic.Uint64
+	ring  ringState // token-aware routing (tokenaware.go)
 }
 
 // New returns a client for the nodes at addrs ("host:port" or a base URL
@@ -104,6 +130,9 @@ type Client struct {
 func New(addrs []string, o Options) *Client {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
+	}
+	if o.RingRefresh <= 0 {
+		o.RingRefresh = DefaultRingRefresh
 	}
 	hc := o.HTTPClient
 	if hc == nil {
@@ -194,7 +223,7 @@ func (c *Client) Get(ctx context.Context, key []byte, opts ...ReadOption) (*Resu
 	for _, f := range opts {
 		f(&ro)
 	}
-	resp, body, err := c.do(ctx, http.MethodGet, kvPath(key, "r", ro.r, "pr", ro.pr), nil, nil, true)
+	resp, body, err := c.do(ctx, key, http.MethodGet, kvPath(key, "r", ro.r, "pr", ro.pr), nil, nil, true)
 	if err != nil {
 		return nil, fmt.Errorf("get %q: %w", key, err)
 	}
@@ -255,7 +284,7 @@ func (c *Client) write(ctx context.Context, method string, key, value []byte, to
 	if method == http.MethodPut {
 		hdr.Set("Content-Type", "application/octet-stream")
 	}
-	resp, body, err := c.do(ctx, method, kvPath(key, "w", wo.w, "pw", wo.pw), value, hdr, false)
+	resp, body, err := c.do(ctx, key, method, kvPath(key, "w", wo.w, "pw", wo.pw), value, hdr, false)
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +303,7 @@ func (c *Client) write(ctx context.Context, method string, key, value []byte, to
 
 // Cluster returns the cluster as the answering node sees it.
 func (c *Client) Cluster(ctx context.Context) (*httpapi.ClusterStatus, error) {
-	resp, body, err := c.do(ctx, http.MethodGet, "/v1/cluster", nil, nil, true)
+	resp, body, err := c.do(ctx, nil, http.MethodGet, "/v1/cluster", nil, nil, true)
 	if err != nil {
 		return nil, fmt.Errorf("cluster status: %w", err)
 	}
@@ -288,22 +317,36 @@ func (c *Client) Cluster(ctx context.Context) (*httpapi.ClusterStatus, error) {
 	return &st, nil
 }
 
-// do sends the request to the nodes in turn, starting at the next
-// round-robin position, until one answers in a way that should not be
-// retried elsewhere. idempotent selects the failover rule (see the package
-// doc). It returns the response with its body read and closed.
-func (c *Client) do(ctx context.Context, method, path string, body []byte, hdr http.Header, idempotent bool) (*http.Response, []byte, error) {
+// do sends the request to the nodes in turn until one answers in a way
+// that should not be retried elsewhere: for a key (non-nil) on a
+// token-aware client with a ring, the key's replicas first (route), else
+// starting at the next round-robin position. idempotent selects the
+// failover rule (see the package doc). It returns the response with its
+// body read and closed.
+func (c *Client) do(ctx context.Context, key []byte, method, path string, body []byte, hdr http.Header, idempotent bool) (*http.Response, []byte, error) {
 	n := len(c.addrs)
 	if n == 0 {
 		return nil, nil, ErrNoAddrs
 	}
-	start := int(c.next.Add(1)-1) % n
+	var targets []string
+	if key != nil && c.o.TokenAware {
+		targets = c.route(key)
+	}
+	if targets == nil {
+		start := int(c.next.Add(1)-1) % n
+		targets = make([]string, n)
+		for i := range n {
+			targets[i] = c.addrs[(start+i)%n]
+		}
+	}
 	var errs []error
-	for i := range n {
-		addr := c.addrs[(start+i)%n]
+	for _, addr := range targets {
 		resp, b, err := c.attempt(ctx, method, addr+path, body, hdr)
 		if err == nil && (resp.StatusCode < 500 || !idempotent) {
 			return resp, b, nil
+		}
+		if key != nil && c.o.TokenAware {
+			c.ringFailed() // the ring may be stale: fetch it again soon
 		}
 		if err == nil {
 			// A 5xx answer to a read: try the next node, remembering why.
