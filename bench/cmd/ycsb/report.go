@@ -107,7 +107,7 @@ func (r *results) markdown() string {
 	p("\n")
 
 	dc := r.detailClients()
-	p("Run phases at %d clients. Latency is per operation as the client saw it (a read-modify-write of F counts as one operation: its read and its write); server CPU is user + system time of all the target's server processes over the run phase (`/proc/PID/stat`), client CPU that of this load generator, each divided by the operations done.\n\n", dc)
+	p("Run phases at %d clients. Latency is per operation as the client saw it (a read-modify-write of F counts as one operation: its read and its write; \"write p99\" is that of the updates, or of F's read-modify-writes); server CPU is user + system time of all the target's server processes over the run phase (`/proc/PID/stat`), client CPU that of this load generator, each divided by the operations done.\n\n", dc)
 	for _, size := range r.sizes {
 		for _, wl := range r.wls {
 			for _, dist := range r.dists {
@@ -241,7 +241,7 @@ func (r *results) sweep(b *strings.Builder) {
 				}
 				p("\n")
 				name := fmt.Sprintf("ycsb-sweep-%s-%s-%d.svg", wl, dist, size)
-				svg := chart(fmt.Sprintf("YCSB workload %s (%s), %s keys, %d B values: throughput and p99 against clients", wl, workloads[wl].about, dist, size),
+				svg := chart(fmt.Sprintf("YCSB workload %s (%s), %s keys, %d B values", wl, workloads[wl].about, dist, size),
 					fmt.Sprintf("%d keys, %v per point, closed-loop clients; servers and clients on one %d-CPU machine; %s", *flagRecords, *flagRun, runtime.NumCPU(), r.started.UTC().Format("2006-01-02")),
 					"clients (log scale)", true,
 					[]panel{{"operations per second", tput}, {"p99 latency (ms)", p99}}, nil)
@@ -271,7 +271,7 @@ func (r *results) killReport(b *strings.Builder) {
 	if tot.firstErr != "" {
 		p(" First error: `%s`.", tot.firstErr)
 	}
-	p("\n\nPer second, each request counted in the second it started (a request in flight to n3 when it is killed counts in the second it was sent):\n\n")
+	p("\n\nPer second, each request counted in the second it ended:\n\n")
 	p("| second | ok ops | failed | p99 ms | max ms |\n|--:|--:|--:|--:|--:|\n")
 	var xs, ok, failed, p99 []float64
 	for s, x := range tot.perSec {
