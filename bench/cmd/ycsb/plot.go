@@ -82,7 +82,7 @@ func chart(title, sub, xlabel string, logX bool, panels []panel, marks []mark) s
 	if logX {
 		tx = func(x float64) float64 { return math.Log2(math.Max(x, 1)) }
 	} else {
-		xmin = 0
+		xmin, xmax = 0, math.Ceil(xmax)
 		xticks = nil
 		step := niceStep(xmax, 12)
 		for v := 0.0; v <= xmax+step/2; v += step {

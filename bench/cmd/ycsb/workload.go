@@ -277,7 +277,7 @@ func runPhase(d driver, w workload, kc keyChooser, size, clients int, dur time.D
 				lat := t1.Sub(t0)
 				h.count(lat, isRead, err)
 				if timeline {
-					s := int(t0.Sub(start) / time.Second)
+					s := int(t1.Sub(start) / time.Second) // the second it ended in
 					for len(h.perSec) <= s {
 						h.perSec = append(h.perSec, second{})
 					}
