@@ -319,17 +319,18 @@ func (db *DB) rotateLocked(entryBytes int) error {
 	var oldErr error
 	db.logMu.Lock()
 	if err == nil && db.log != nil {
-		// The old log must be durable before writes in the new one are
-		// acknowledged, or a crash could keep later writes and lose
-		// earlier ones.
-		oldErr = db.log.Sync()
+		// The old log must be durable, and end exactly after its last
+		// record (Finish cuts a mapped log's preallocated zeros), before
+		// writes in the new one are acknowledged, or a crash could keep
+		// later writes and lose earlier ones.
+		oldErr = db.log.Finish()
 		if oldErr == nil {
 			oldErr = db.log.Close()
 		}
 	}
 	if err == nil && oldErr == nil {
 		db.logFile = f
-		db.log = wal.NewWriter(f)
+		db.log = wal.NewMappedWriter(f)
 		db.lastSynced = time.Now()
 	}
 	db.logMu.Unlock()

@@ -23,6 +23,11 @@ package storage
 //
 // RINGKV_CRASHLOOP_KILLS sets the number of kills (default 24),
 // RINGKV_CRASHLOOP_SEED the seed (default: random, logged).
+//
+// TestCrashLoopSyncNone runs the same loop with the child's engine in
+// SyncNone: nothing is fsynced, so every acknowledged write must survive
+// the kill from the operating system's page cache alone (the commit log is
+// written through a shared mapping, see wal.NewMappedWriter).
 
 import (
 	"bufio"
@@ -49,6 +54,7 @@ const (
 	crashLoopEnvEpoch = "RINGKV_CRASHLOOP_EPOCH"
 	crashLoopEnvSeed  = "RINGKV_CRASHLOOP_SEED"
 	crashLoopEnvKills = "RINGKV_CRASHLOOP_KILLS"
+	crashLoopEnvSync  = "RINGKV_CRASHLOOP_SYNC"
 
 	crashLoopDefaultKills = 24
 	crashLoopWriters      = 4
@@ -60,9 +66,9 @@ const (
 // crashLoopOptions are the child's (and the verifier's) engine options:
 // small enough that a few hundred milliseconds of writes flush several
 // memtables and compact L0 into L1 and L1 into L2.
-func crashLoopOptions() *Options {
+func crashLoopOptions(sync SyncMode) *Options {
 	return &Options{
-		Sync:                SyncBatch,
+		Sync:                sync,
 		MemTableSize:        64 << 10,
 		L0CompactionTrigger: 2,
 		L0SlowdownTrigger:   6,
@@ -160,8 +166,9 @@ func crashLoopChild(dir string) int {
 	}
 	epoch, err1 := strconv.Atoi(os.Getenv(crashLoopEnvEpoch))
 	seed, err2 := strconv.ParseUint(os.Getenv(crashLoopEnvSeed), 10, 64)
-	if err1 != nil || err2 != nil {
-		say("fail bad environment: epoch %v, seed %v", err1, err2)
+	mode, err3 := ParseSyncMode(os.Getenv(crashLoopEnvSync))
+	if err1 != nil || err2 != nil || err3 != nil {
+		say("fail bad environment: epoch %v, seed %v, sync %v", err1, err2, err3)
 		return 2
 	}
 	// If the parent goes away its end of our stdin closes: stop.
@@ -174,7 +181,7 @@ func crashLoopChild(dir string) int {
 		os.Exit(4)
 	})
 
-	opts := crashLoopOptions()
+	opts := crashLoopOptions(mode)
 	opts.Logf = func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "engine: "+format+"\n", args...)
 	}
@@ -263,14 +270,19 @@ func (w *crashLoopTail) String() string {
 	return string(w.buf)
 }
 
-func TestCrashLoop(t *testing.T) {
+func TestCrashLoop(t *testing.T) { runCrashLoop(t, SyncBatch, crashLoopDefaultKills) }
+
+// TestCrashLoopSyncNone: no fsync at all, so what survives a kill is what
+// the page cache holds.
+func TestCrashLoopSyncNone(t *testing.T) { runCrashLoop(t, SyncNone, crashLoopDefaultKills/2) }
+
+func runCrashLoop(t *testing.T, mode SyncMode, kills int) {
 	if runtime.GOOS != "linux" {
 		t.Skipf("skipping: the crash loop re-executes the test binary and SIGKILLs it, which it does only on Linux (GOOS=%s)", runtime.GOOS)
 	}
 	if os.Getenv(crashLoopEnvChild) != "" {
 		t.Skip("skipping: running as a crash-loop child")
 	}
-	kills := crashLoopDefaultKills
 	if s := os.Getenv(crashLoopEnvKills); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
@@ -286,7 +298,7 @@ func TestCrashLoop(t *testing.T) {
 		}
 		seed = n
 	}
-	t.Logf("seed %d (rerun with %s=%d), %d kills", seed, crashLoopEnvSeed, seed, kills)
+	t.Logf("seed %d (rerun with %s=%d), %d kills, sync %s", seed, crashLoopEnvSeed, seed, kills, mode)
 
 	root := t.TempDir()
 	dir := filepath.Join(root, "db")
@@ -307,7 +319,7 @@ func TestCrashLoop(t *testing.T) {
 		} else {
 			delay = 20*time.Millisecond + time.Duration(rng.IntN(380))*time.Millisecond
 		}
-		run := crashLoopRunChild(t, dir, seed, epoch, early, delay)
+		run := crashLoopRunChild(t, dir, mode, seed, epoch, early, delay)
 		if run.fail != "" || run.protoErr != "" {
 			t.Fatalf("epoch %d: child failed: %s%s (exit: %s)\nchild stderr:\n%s", epoch, run.fail, run.protoErr, run.exit, run.stderr)
 		}
@@ -353,7 +365,7 @@ func TestCrashLoop(t *testing.T) {
 // crashLoopRunChild starts a child on dir, kills it with SIGKILL after delay
 // (counted from "ready", or from "opening" if early) and returns what its
 // stdout acknowledged.
-func crashLoopRunChild(t *testing.T, dir string, seed uint64, epoch int, early bool, delay time.Duration) crashLoopRun {
+func crashLoopRunChild(t *testing.T, dir string, mode SyncMode, seed uint64, epoch int, early bool, delay time.Duration) crashLoopRun {
 	t.Helper()
 	run := crashLoopRun{early: early, delay: delay}
 	for g := range run.acked {
@@ -370,6 +382,7 @@ func crashLoopRunChild(t *testing.T, dir string, seed uint64, epoch int, early b
 		crashLoopEnvChild+"="+dir,
 		crashLoopEnvEpoch+"="+strconv.Itoa(epoch),
 		crashLoopEnvSeed+"="+strconv.FormatUint(seed, 10),
+		crashLoopEnvSync+"="+mode.String(),
 		"GORACE=halt_on_error=1",
 	)
 	stderr := &crashLoopTail{}
@@ -524,7 +537,7 @@ func crashLoopVerify(t *testing.T, scratch, dir string, seed uint64, epoch int, 
 	} else if !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
-	db, err := Open(scratch, crashLoopOptions())
+	db, err := Open(scratch, crashLoopOptions(SyncBatch))
 	if err != nil {
 		t.Fatalf("epoch %d: open after kill: %v\nfiles the crash left: %s\nchild stderr:\n%s", epoch, err, strings.Join(files, " "), run.stderr)
 	}

@@ -255,7 +255,7 @@ func (db *DB) Close() error {
 	var firstErr error
 	db.logMu.Lock()
 	if db.log != nil && db.bgError() == nil {
-		if err := db.log.Sync(); err != nil {
+		if err := db.log.Finish(); err != nil {
 			firstErr = fmt.Errorf("close: sync commit log: %w", err)
 		}
 	}

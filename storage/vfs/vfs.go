@@ -25,6 +25,40 @@ type File interface {
 	Size() (int64, error)
 }
 
+// Mappable is implemented by files that can be written through a shared
+// memory mapping: the operating system's files on Linux (but 32-bit ARM;
+// see mmap_linux.go). The commit log uses it so that an append is a memory
+// copy into the page cache instead of a write(2) system call. Bytes copied
+// into a shared mapping are in the page cache at once, so a crash of the
+// process loses none of them, exactly like bytes handed to write(2), and
+// Sync (fsync) makes them durable like any other dirty page of the file.
+// Wrappers (the in-memory and error-injecting filesystems) do not implement
+// it, and the log falls back to Write.
+type Mappable interface {
+	// Preallocate makes [off, off+n) part of the file, allocated on disk
+	// and reading as zeros, extending its size if needed, so that writing
+	// through a mapping of that range never needs disk space the
+	// filesystem does not have.
+	Preallocate(off, n int64) error
+	// Map maps n bytes of the file from off (a multiple of the page size)
+	// for reading and writing, shared with the file.
+	Map(off int64, n int) ([]byte, error)
+	// Unmap releases a mapping returned by Map.
+	Unmap(b []byte) error
+	// Prefault makes the pages of b, a part of a mapping returned by Map,
+	// present and writable (and so dirty) in one call, so that writing
+	// them takes no page fault each. It is a hint: an error only means the
+	// pages will fault one at a time.
+	Prefault(b []byte) error
+	// Truncate sets the file's size.
+	Truncate(size int64) error
+	// WriteBack starts writing the dirty pages of [off, off+n) to disk and
+	// returns without waiting for them (sync_file_range with
+	// SYNC_FILE_RANGE_WRITE), so that a later Sync has less to write. It
+	// makes nothing durable: only Sync does.
+	WriteBack(off, n int64) error
+}
+
 // FS is a filesystem.
 type FS interface {
 	// Create creates or truncates the named file and opens it for writing.
