@@ -179,11 +179,13 @@ func (db *DB) runCompaction(c *compaction) error {
 	for i, files := range c.inputs {
 		if c.level+i == 0 {
 			for _, f := range files {
-				iters = append(iters, newTableIter(f))
+				iters = append(iters, newCompactionTableIter(f))
 				readBytes += f.meta.Size
 			}
 		} else if len(files) > 0 {
-			iters = append(iters, newLevelIter(files))
+			li := newLevelIter(files)
+			li.open = newCompactionTableIter
+			iters = append(iters, li)
 			for _, f := range files {
 				readBytes += f.meta.Size
 			}

@@ -29,6 +29,16 @@ func newTableIter(f *tableFile) base.InternalIterator {
 	return r.NewIter()
 }
 
+// newCompactionTableIter is newTableIter for a compaction's inputs: a
+// one-pass scan that reads ahead and leaves the block cache to the reads.
+func newCompactionTableIter(f *tableFile) base.InternalIterator {
+	r, err := f.open()
+	if err != nil {
+		return errIter{err}
+	}
+	return r.NewCompactionIter()
+}
+
 // levelIter walks the sorted, non-overlapping tables of one level as one
 // sequence, opening each table's iterator only when it is reached.
 type levelIter struct {
@@ -36,9 +46,14 @@ type levelIter struct {
 	idx   int
 	cur   base.InternalIterator
 	err   error
+	// open opens a table's iterator: newTableIter, or
+	// newCompactionTableIter for a compaction.
+	open func(*tableFile) base.InternalIterator
 }
 
-func newLevelIter(files []*tableFile) *levelIter { return &levelIter{files: files, idx: -1} }
+func newLevelIter(files []*tableFile) *levelIter {
+	return &levelIter{files: files, idx: -1, open: newTableIter}
+}
 
 func (l *levelIter) setTable(i int) {
 	if l.cur != nil {
@@ -49,7 +64,7 @@ func (l *levelIter) setTable(i int) {
 	}
 	l.idx = i
 	if i >= 0 && i < len(l.files) {
-		l.cur = newTableIter(l.files[i])
+		l.cur = l.open(l.files[i])
 	}
 }
 
