@@ -330,7 +330,7 @@ func (db *DB) rotateLocked(entryBytes int) error {
 	}
 	if err == nil && oldErr == nil {
 		db.logFile = f
-		db.log = wal.NewMappedWriter(f)
+		db.log = wal.NewMappedWriter(f, db.opts.Sync != SyncBatch)
 		db.lastSynced = time.Now()
 	}
 	db.logMu.Unlock()

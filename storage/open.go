@@ -213,7 +213,7 @@ func (db *DB) recover() (notify []QuarantinedTable, err error) {
 		}
 	}
 	db.logFile = logFile
-	db.log = wal.NewMappedWriter(logFile)
+	db.log = wal.NewMappedWriter(logFile, db.opts.Sync != SyncBatch)
 	db.lastSynced = time.Now()
 	db.mem = &memTable{mt: db.newMemTable(db.opts.MemTableSize), logNum: logNum}
 	db.visibleSeq.Store(uint64(db.lastSeq))

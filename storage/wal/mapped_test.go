@@ -15,15 +15,18 @@ import (
 )
 
 // newMappedLog creates a log file on the operating system's filesystem and
-// a mapped Writer on it; it skips the test where files cannot be mapped.
-func newMappedLog(t *testing.T) (*Writer, string) {
+// a mapped Writer on it, prefaulting; it skips the test where files cannot
+// be mapped.
+func newMappedLog(t *testing.T) (*Writer, string) { return newMappedLogPrefault(t, true) }
+
+func newMappedLogPrefault(t *testing.T, prefault bool) (*Writer, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "000001.log")
 	f, err := vfs.Default.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := NewMappedWriter(f)
+	w := NewMappedWriter(f, prefault)
 	if !w.Mapped() {
 		w.Close()
 		t.Skip("the operating system's files are not mappable here")
@@ -95,7 +98,13 @@ func fileSize(t *testing.T, path string) int64 {
 // Records written through the mapping, across many windows, read back
 // exactly, and Finish leaves a file that ends after the last record.
 func TestMappedRoundTrip(t *testing.T) {
-	w, path := newMappedLog(t)
+	for _, prefault := range []bool{true, false} {
+		t.Run(fmt.Sprintf("prefault=%v", prefault), func(t *testing.T) { testMappedRoundTrip(t, prefault) })
+	}
+}
+
+func testMappedRoundTrip(t *testing.T, prefault bool) {
+	w, path := newMappedLogPrefault(t, prefault)
 	rng := rand.New(rand.NewPCG(1, 2))
 	want := mappedRecords(rng, 3000)
 	for i := 0; i < len(want); {
@@ -200,7 +209,7 @@ func TestMappedFallsBackToWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := NewMappedWriter(f)
+	w := NewMappedWriter(f, true)
 	if w.Mapped() {
 		t.Fatal("a memory file was mapped")
 	}

@@ -147,10 +147,12 @@ func NewWriter(f vfs.File) *Writer {
 // a time.
 const MapWindow = 1 << 20
 
-// prefaultAhead is how far ahead of the records a mapped Writer prefaults
-// its mapping, one system call for that many bytes instead of a page fault
-// per page. The pages prefaulted past the last record when the log ends
-// are cut off unwritten.
+// prefaultAhead is how far ahead of the records a mapped Writer made with
+// prefault prefaults its mapping, one system call for that many bytes
+// instead of a page fault per page. The pages prefaulted past the last
+// record when the log ends are cut off unwritten. A prefaulted page is
+// dirty at once, so an fsync before records reach it writes it out as
+// zeros first: prefault suits logs that are rarely synced.
 const prefaultAhead = 64 << 10
 
 // NewMappedWriter is NewWriter for a commit log: when f is a vfs.Mappable
@@ -174,8 +176,12 @@ const prefaultAhead = 64 << 10
 //
 // When f is not Mappable, or the first preallocation or mapping fails (a
 // filesystem without fallocate), the Writer writes as NewWriter's does.
-func NewMappedWriter(f vfs.File) *Writer {
-	w := &Writer{f: f}
+//
+// prefault makes the Writer prefault its mapping prefaultAhead bytes ahead
+// of the records (see prefaultAhead); the engine asks for it unless every
+// commit is synced (SyncBatch).
+func NewMappedWriter(f vfs.File, prefault bool) *Writer {
+	w := &Writer{f: f, noPrefault: !prefault}
 	mf, ok := f.(vfs.Mappable)
 	if !ok {
 		return w
