@@ -342,6 +342,7 @@ func (db *DB) rotateLocked(entryBytes int) error {
 		return db.failLocked(fmt.Errorf("create commit log %s: %w", logName(num), err))
 	}
 	if oldErr != nil {
+		f.Close() // the new log was never used
 		return db.failLocked(fmt.Errorf("close commit log: %w", oldErr))
 	}
 	size := max(db.opts.MemTableSize, memtable.ArenaSizeFor(entryBytes, 0))

@@ -50,6 +50,9 @@ func (f osFile) Prefault(b []byte) error {
 		return nil
 	}
 	if err := syscall.Madvise(b, madvPopulateWrite); err != nil {
+		if err == syscall.EINVAL { // a kernel before 5.14
+			return fmt.Errorf("madvise %s: %w (%v)", f.File.Name(), ErrPrefaultUnsupported, err)
+		}
 		return &os.PathError{Op: "madvise", Path: f.File.Name(), Err: err}
 	}
 	return nil

@@ -5,6 +5,7 @@
 package vfs
 
 import (
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -36,9 +37,11 @@ type File interface {
 // it, and the log falls back to Write.
 type Mappable interface {
 	// Preallocate makes [off, off+n) part of the file, allocated on disk
-	// and reading as zeros, extending its size if needed, so that writing
-	// through a mapping of that range never needs disk space the
-	// filesystem does not have.
+	// and reading as zeros, extending its size if needed. On most
+	// filesystems (ext4, xfs) writing through a mapping of that range then
+	// needs no more space; on copy-on-write ones (btrfs, zfs) it still
+	// may, and a write the filesystem cannot back faults (SIGBUS), which
+	// writers must turn into an error (see the commit log's guarded copy).
 	Preallocate(off, n int64) error
 	// Map maps n bytes of the file from off (a multiple of the page size)
 	// for reading and writing, shared with the file.
@@ -47,8 +50,10 @@ type Mappable interface {
 	Unmap(b []byte) error
 	// Prefault makes the pages of b, a part of a mapping returned by Map,
 	// present and writable (and so dirty) in one call, so that writing
-	// them takes no page fault each. It is a hint: an error only means the
-	// pages will fault one at a time.
+	// them takes no page fault each. An error wrapping
+	// ErrPrefaultUnsupported means only that the kernel cannot do it (the
+	// pages will fault one at a time); any other error means the pages
+	// cannot be backed (no space, an I/O error) and must not be written.
 	Prefault(b []byte) error
 	// Truncate sets the file's size.
 	Truncate(size int64) error
@@ -88,6 +93,11 @@ type FS interface {
 
 // Default is the operating system's filesystem.
 var Default FS = osFS{}
+
+// ErrPrefaultUnsupported is wrapped by a Mappable's Prefault error when the
+// kernel cannot prefault (Linux before 5.14): a hint not taken, not a
+// failure.
+var ErrPrefaultUnsupported = errors.New("prefault not supported by this kernel")
 
 type osFS struct{}
 

@@ -289,3 +289,30 @@ func TestMappedConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// A page of the mapping the filesystem cannot back faults (SIGBUS) when it
+// is written: on a full copy-on-write filesystem, where fallocate reserves
+// nothing, or, as here, past the end of a file cut short under the Writer.
+// The Writer must return an error and fail, not take the process down.
+func TestMappedWriteFaultIsAnError(t *testing.T) {
+	for _, prefault := range []bool{true, false} {
+		t.Run(fmt.Sprintf("prefault=%v", prefault), func(t *testing.T) {
+			w, path := newMappedLogPrefault(t, prefault)
+			if err := w.WriteRecords([]byte("before the cut")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(path, 0); err != nil {
+				t.Fatal(err)
+			}
+			err := w.WriteRecords(bytes.Repeat([]byte("x"), 200<<10))
+			if err == nil {
+				t.Fatal("a write into pages past the end of the file succeeded")
+			}
+			t.Logf("write error: %v", err)
+			if err := w.WriteRecords([]byte("after")); err == nil {
+				t.Fatal("the Writer took another record after a failed write")
+			}
+			_ = w.Close()
+		})
+	}
+}

@@ -49,6 +49,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"runtime/debug"
 	"sync"
 
 	"github.com/ringkv/ringkv/storage/vfs"
@@ -168,11 +169,12 @@ const prefaultAhead = 64 << 10
 // page cache), so a crash of the process loses none of them; Sync (fsync)
 // makes them durable. The file is preallocated MapWindow bytes at a time, so
 // until Finish or Close cuts it back to its last record it ends in zeros,
-// which a Reader takes for a torn tail, as it would a write cut short. An
-// I/O error of the disk while a page of the mapping is brought back into
-// memory is a SIGBUS instead of an error returned by a write; the pages
-// written are new, so that would take a page evicted after writeback and
-// then failing to read.
+// which a Reader takes for a torn tail, as it would a write cut short. A
+// page the filesystem cannot back when it is written (no space left on a
+// copy-on-write filesystem, where preallocation reserves nothing; an I/O
+// error) faults; the copy is guarded, so the write returns an error and
+// fails the Writer as a failed write(2) would, instead of the fault
+// killing the process.
 //
 // When f is not Mappable, or the first preallocation or mapping fails (a
 // filesystem without fallocate), the Writer writes as NewWriter's does.
@@ -258,14 +260,44 @@ func (w *Writer) writeMapped(buf []byte) (int, error) {
 			// Whole prefaultAhead blocks, so that every call starts on a
 			// page boundary.
 			upto := min((end+prefaultAhead-1)/prefaultAhead*prefaultAhead, len(w.win))
-			if w.mf.Prefault(w.win[w.faulted:upto]) != nil {
-				w.noPrefault = true
+			if err := w.mf.Prefault(w.win[w.faulted:upto]); err != nil {
+				if !errors.Is(err, vfs.ErrPrefaultUnsupported) {
+					// The pages cannot be backed (a full copy-on-write
+					// filesystem, where fallocate reserves nothing, or a
+					// failing disk): writing through them would fault.
+					return n, fmt.Errorf("wal: prefault the mapped log at offset %d: %w", w.winOff+int64(w.faulted), err)
+				}
+				w.noPrefault = true // an older kernel: pages fault one at a time
 			}
 			w.faulted = upto
 		}
-		n += copy(w.win[at:], buf[n:])
+		c, err := copyGuarded(w.win[at:], buf[n:])
+		n += c
+		if err != nil {
+			return n, fmt.Errorf("wal: write the mapped log at offset %d: %w", pos, err)
+		}
 	}
 	return n, nil
+}
+
+// errMappedFault is returned when a page of the mapped log could not be
+// written (SIGBUS): on a full copy-on-write filesystem (btrfs, zfs)
+// fallocate reserves no space, so the kernel finds none only when the
+// page is first written.
+var errMappedFault = errors.New("the page could not be backed on disk (no space left on a copy-on-write filesystem, or an I/O error)")
+
+// copyGuarded copies src into the mapped dst, turning a fault on the
+// mapping into an error instead of a fatal signal. It returns 0 on a
+// fault: the caller counts nothing of a copy that did not finish.
+func copyGuarded(dst, src []byte) (n int, err error) {
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		if r := recover(); r != nil {
+			n, err = 0, fmt.Errorf("%w: %v", errMappedFault, r)
+		}
+	}()
+	return copy(dst, src), nil
 }
 
 // WriteRecords appends recs, in order, with exactly one Write call on the
