@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ringkv/ringkv/ring"
@@ -1187,6 +1188,27 @@ func (c *Coordinator) replicate(key []byte, obj *version.Object, rt route, q quo
 		// which can be before a target's failure is known.
 		hkey = [][]byte{bytes.Clone(key)}
 	}
+	// One deadline for every send of this write (a context and its timer
+	// per target cost more than the rest of the send's setup); it is
+	// released when the last send returns.
+	pending := c.pendingTargets(rt)
+	sends := int32(len(pending))
+	for _, tg := range rt.targets {
+		if tg.Node != c.self {
+			sends++
+		}
+	}
+	if sends == 0 {
+		return fanout{}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
+	var running atomic.Int32
+	running.Store(sends)
+	sendDone := func() {
+		if running.Add(-1) == 0 {
+			cancel()
+		}
+	}
 	var sent fanout
 	for _, tg := range rt.targets {
 		if tg.Node == c.self {
@@ -1202,9 +1224,8 @@ func (c *Coordinator) replicate(key []byte, obj *version.Object, rt route, q quo
 		dc := targetDC(q, rt, tg.Node)
 		sent.add(q, tg.For == "", dc)
 		go func() {
-			sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
-			defer cancel()
 			err := c.send(sctx, tg.Node, kind, msg)
+			sendDone()
 			c.countAck(err)
 			results <- ack{err: err, primary: tg.For == "", dc: dc}
 			if missed(err) {
@@ -1214,11 +1235,11 @@ func (c *Coordinator) replicate(key []byte, obj *version.Object, rt route, q quo
 			}
 		}()
 	}
-	for _, node := range c.pendingTargets(rt) {
+	for _, node := range pending {
 		go func() {
-			sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
-			defer cancel()
-			if err := c.send(sctx, node, kindReplicate, payload); missed(err) {
+			err := c.send(sctx, node, kindReplicate, payload)
+			sendDone()
+			if missed(err) {
 				c.hint(node, hkey, []*version.Object{obj})
 			}
 		}()
