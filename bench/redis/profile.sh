@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Profile the replicated path: start three ringkv nodes (N=3, R=W=2,
+# --sync batch) on 127.0.0.1, run one redis-benchmark test against the
+# first, and take a CPU profile of every node while it runs.
+#
+#   bench/redis/profile.sh [-b RINGKV_BINARY] [-n REQUESTS] [-s PROFILE_SECONDS] [-o OUTDIR] TEST PIPELINE
+#
+# TEST is set or get (a get run first loads 100,000 keys), PIPELINE the
+# redis-benchmark -P. It prints redis-benchmark's CSV line and the three
+# servers' CPU time per request (user + system, from /proc), and writes
+# OUTDIR/TEST-PPIPELINE-nI.pprof (read with: go tool pprof -top BINARY FILE).
+# -s 0 takes no profile (for A/B runs of CPU per request). RINGKV_FLAGS
+# (environment) adds flags to every server. Ports 17001-17003 (RESP),
+# 17101-17103 (HTTP) and 17201, 17211, 17221 (peer; gossip one above) must
+# be free. Every process it starts is stopped by PID.
+set -euo pipefail
+
+BIN= N=200000 SECS=10 OUT=.
+while getopts "b:n:s:o:h" opt; do
+	case $opt in
+	b) BIN=$OPTARG ;;
+	n) N=$OPTARG ;;
+	s) SECS=$OPTARG ;;
+	o) OUT=$OPTARG ;;
+	*) sed -n '2,16p' "$0"; exit 2 ;;
+	esac
+done
+shift $((OPTIND - 1))
+[ $# = 2 ] || { sed -n '2,16p' "$0"; exit 2; }
+TEST=$1 P=$2
+case $TEST in set | get) ;; *) echo "profile.sh: TEST must be set or get" >&2; exit 2 ;; esac
+for tool in redis-benchmark redis-cli curl; do
+	command -v $tool >/dev/null || { echo "profile.sh: $tool not found (apt-get install redis-tools curl)" >&2; exit 1; }
+done
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/ringkv-profile.XXXXXX")
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+if [ -z "$BIN" ]; then
+	BIN=$TMP/ringkv
+	(cd "$ROOT" && CGO_ENABLED=0 go build -o "$BIN" ./cmd/ringkv)
+fi
+mkdir -p "$OUT"
+
+start() { # start NAME RESP HTTP PEER [JOIN]
+	local args=(server --node-id "$1" --data-dir "$TMP/$1" --resp-addr "127.0.0.1:$2" --http-addr "127.0.0.1:$3"
+		--peer-addr "127.0.0.1:$4" --replicas 3 --sync batch)
+	[ -n "${5:-}" ] && args+=(--join "$5")
+	# shellcheck disable=SC2206 # RINGKV_FLAGS is split on purpose
+	[ -n "${RINGKV_FLAGS:-}" ] && args+=($RINGKV_FLAGS)
+	"$BIN" "${args[@]}" >"$TMP/$1.log" 2>&1 &
+	PIDS+=($!)
+}
+start n1 17001 17101 17201
+sleep 1
+start n2 17002 17102 17211 127.0.0.1:17201
+start n3 17003 17103 17221 127.0.0.1:17201
+for ((i = 0; i < 100; i++)); do
+	[ "$(curl -s 127.0.0.1:17101/v1/cluster | grep -o '"state":"normal"' | wc -l)" -ge 3 ] && break
+	sleep 0.3
+done
+sleep 2
+KEYS=1000000
+if [ "$TEST" = get ]; then
+	KEYS=100000
+	redis-benchmark -h 127.0.0.1 -p 17001 -t set -d 100 -r $KEYS -c 50 -n 100000 -P 16 -q >/dev/null
+fi
+cpu() { for p in "${PIDS[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s}'; }
+t0=$(cpu)
+CP=()
+if [ "$SECS" != 0 ]; then
+	for i in 1 2 3; do
+		curl -s -o "$OUT/$TEST-P$P-n$i.pprof" "127.0.0.1:1710$i/debug/pprof/profile?seconds=$SECS" &
+		CP+=($!)
+	done
+fi
+redis-benchmark -h 127.0.0.1 -p 17001 -t "$TEST" -d 100 -r $KEYS -c 50 -n "$N" -P "$P" --csv | tail -1 >"$TMP/out"
+t1=$(cpu)
+[ ${#CP[@]} = 0 ] || wait "${CP[@]}"
+echo "$TEST -P $P: $(cat "$TMP/out"), server CPU $(((t1 - t0) * 1000000 / $(getconf CLK_TCK) / N)) us/request"
