@@ -19,6 +19,9 @@ go test -race -count=1 -timeout 15m ./...
 echo "== allocation tests, without the race detector (it changes sync.Pool and escapes on purpose)"
 go test -count=1 -run 'TestCacheUse|TestGetDoesNotAllocate|TestAllocs|TestBuildReusesCapacity' ./storage/... ./version/...
 
+echo "== memory bounds of the hostile-client suite, without the race detector (it drops sync.Pool items and slows the node, so its heap says nothing about ours)"
+go test -count=1 ./internal/hostile
+
 echo "== fuzz (a few seconds per target)"
 # An execution count, not a duration: with a duration, Go 1.26's fuzzing
 # coordinator can report "context deadline exceeded" as a failure when the

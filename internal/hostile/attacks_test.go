@@ -33,12 +33,7 @@ func startNode(t *testing.T) node {
 	t.Helper()
 	var err error
 	for try := 0; try < 5; try++ { // the gossip port (peer+1) may be taken
-		l, lerr := net.Listen("tcp", "127.0.0.1:0")
-		if lerr != nil {
-			t.Fatal(lerr)
-		}
-		peer := l.Addr().String()
-		l.Close()
+		peer := freePeerAddr(t)
 		var s *server.Server
 		s, err = server.Start(server.Config{NodeID: "n1", DataDir: t.TempDir(), PeerAddr: peer,
 			RespAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Replicas: 1, Logf: func(string, ...any) {}})
@@ -50,6 +45,30 @@ func startNode(t *testing.T) node {
 	}
 	t.Fatal(err)
 	return node{}
+}
+
+// freePeerAddr returns a loopback address whose port and the next one (the
+// gossip port) are both free. A port from listening on port 0 alone is not
+// enough: Linux hands out odd ports to listeners and even ones to outgoing
+// connections, so the port after a free one is often some connection's
+// (this package opens thousands).
+func freePeerAddr(t *testing.T) string {
+	t.Helper()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+1))
+		l.Close()
+		if err == nil {
+			l2.Close()
+			return fmt.Sprintf("127.0.0.1:%d", port)
+		}
+	}
+	t.Fatal("no two consecutive free ports on 127.0.0.1 in 100 tries")
+	return ""
 }
 
 func startProbe(t *testing.T, addr string) *Probe {
@@ -177,9 +196,7 @@ func TestOversizedLengthPrefixes(t *testing.T) {
 	bound := uint64(len(conns))*(128<<10) + 16<<20
 	t.Logf("before: %v; during (%d hanging clients): %v; live heap +%.1f MiB (bound %.1f MiB); probe: %v",
 		before, len(conns), during, mib(Growth(before, during)), mib(bound), res)
-	if g := Growth(before, during); g > bound {
-		t.Errorf("live heap grew %.1f MiB, bound %.1f MiB", mib(g), mib(bound))
-	}
+	checkHeapBound(t, Growth(before, during), bound)
 	if !res.OK() {
 		t.Errorf("well-behaved client: %v", res)
 	}
@@ -333,6 +350,13 @@ func TestOneBytePerSecond(t *testing.T) {
 // memory stays bounded and a go-redis client is served; against a Redis
 // server with a 1 s WriteTimeout, such clients are closed.
 func TestPipelineNeverReads(t *testing.T) {
+	if raceEnabled {
+		// Everything it asserts is memory and speed: under the detector the
+		// node runs several times slower and drops pooled buffers, so the
+		// bounds (heap, the probe's latency, write deadlines) measure the
+		// detector. scripts/test.sh runs this package again without it.
+		t.Skip("measures memory and latency: run without the race detector (scripts/test.sh does: go test ./internal/hostile)")
+	}
 	n := startNode(t)
 	rc := startProbe(t, n.RespAddr())
 	setup := dial(t, n.RespAddr())
@@ -378,9 +402,7 @@ func TestPipelineNeverReads(t *testing.T) {
 	bound := uint64(clients)*(2*(resp.DefaultMaxOutputBuffer+1<<20)+(128<<10)) + 16<<20
 	t.Logf("before: %v; during: %v; live heap +%.1f MiB (bound %.1f MiB); most one client wrote: %.1f MiB of GETs (%.0f MiB of replies asked); probe: %v",
 		before, during, mib(Growth(before, during)), mib(bound), mib(uint64(most)), float64(most)/24*65536/(1<<20), res)
-	if g := Growth(before, during); g > bound {
-		t.Errorf("live heap grew %.1f MiB, bound %.1f MiB", mib(g), mib(bound))
-	}
+	checkHeapBound(t, Growth(before, during), bound)
 	// Every GET asks for 64 KiB: had the node kept reading, a client
 	// would have written far more than the socket buffers hold.
 	if most > 16<<20 {
@@ -417,5 +439,22 @@ func TestPipelineNeverReads(t *testing.T) {
 	}
 	if st := rs.Stats(); st.TimedOut != 5 || st.ConnectedClients != 0 {
 		t.Errorf("clients not reading with WriteTimeout 1s: %d closed by a deadline, %d still connected", st.TimedOut, st.ConnectedClients)
+	}
+}
+
+// checkHeapBound fails the test when the node's live heap grew more than
+// bound. Under the race detector it only says so: the detector drops
+// sync.Pool items on purpose and slows the node several times over, so the
+// growth measured there (110-155 MiB against 23 MiB without it for
+// TestPipelineNeverReads) is the detector's, not the node's. The test
+// script runs this package again without it, where the bound holds.
+func checkHeapBound(t *testing.T, growth, bound uint64) {
+	t.Helper()
+	switch {
+	case growth <= bound:
+	case raceEnabled:
+		t.Logf("live heap grew %.1f MiB, bound %.1f MiB: not checked under the race detector (scripts/test.sh checks it without)", mib(growth), mib(bound))
+	default:
+		t.Errorf("live heap grew %.1f MiB, bound %.1f MiB", mib(growth), mib(bound))
 	}
 }

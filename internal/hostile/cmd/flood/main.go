@@ -257,11 +257,23 @@ func frame(id uint64, typ, kind uint8, payload []byte) []byte {
 	return append(b, payload...)
 }
 
+// freeAddr returns a loopback address whose port and the next one (the
+// gossip port) are both free: Linux hands out odd ports to listeners and
+// even ones to outgoing connections, so the port after a free one is often
+// some connection's.
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+1))
+		l.Close()
+		if err == nil {
+			l2.Close()
+			return fmt.Sprintf("127.0.0.1:%d", port), nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "", errors.New("no two consecutive free ports on 127.0.0.1 in 100 tries")
 }
