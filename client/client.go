@@ -7,17 +7,11 @@
 //
 //   - reads (Get, Cluster) fail over on any network error and on any 5xx
 //     answer;
-//   - writes (Put, Delete) fail over when the connection could not be
-//     established (the request never reached a node) and, unless
-//     Options.NoWriteReplay is set, when it broke or timed out before an
-//     answer came (a node killed or hung mid-request): the write is then
-//     replayed on the next node. The first attempt may have been applied
-//     too, on some replicas; the replay is then stored a second time under
-//     its own dot, and a read shows the two equal values once
-//     (version.Object.Live), while its context covers both, so the next
-//     write replaces both. A write that a node answered, even with an
-//     error (a quorum failure, a refused context), is not replayed: the
-//     answer is returned to the caller.
+//   - writes (Put, Delete) fail over only when the connection could not be
+//     established (the request never reached a node). Once a node has
+//     received a write it may have applied it, even if it then answered an
+//     error, and replaying it elsewhere could store it twice (as two
+//     siblings); such errors are returned to the caller instead.
 //
 // # Token-aware routing
 //
@@ -120,11 +114,6 @@ type Options struct {
 	// RingRefresh is how often a token-aware client fetches the ring
 	// again. Default DefaultRingRefresh.
 	RingRefresh time.Duration
-	// NoWriteReplay returns a write's error when its connection broke or
-	// timed out after the request was sent, instead of replaying the write
-	// on the next node (see the package doc). Set it when a write must not
-	// be applied twice, even as equal siblings.
-	NoWriteReplay bool
 }
 
 // Client talks to a ringkv cluster over HTTP. It is safe for concurrent use.
@@ -332,10 +321,8 @@ func (c *Client) Cluster(ctx context.Context) (*httpapi.ClusterStatus, error) {
 // that should not be retried elsewhere: for a key (non-nil) on a
 // token-aware client with a ring, the key's replicas first (route), else
 // starting at the next round-robin position. idempotent selects the
-// failover rule (see the package doc): reads move on after any error or
-// 5xx answer, writes after a network error only (with NoWriteReplay, a
-// dial error only). It returns the response with its body read and
-// closed.
+// failover rule (see the package doc). It returns the response with its
+// body read and closed.
 func (c *Client) do(ctx context.Context, key []byte, method, path string, body []byte, hdr http.Header, idempotent bool) (*http.Response, []byte, error) {
 	n := len(c.addrs)
 	if n == 0 {
@@ -366,7 +353,7 @@ func (c *Client) do(ctx context.Context, key []byte, method, path string, body [
 			errs = append(errs, apiError(resp, b))
 		} else {
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
-			if ctx.Err() != nil || (!idempotent && c.o.NoWriteReplay && !isDialError(err)) {
+			if ctx.Err() != nil || (!idempotent && !isDialError(err)) {
 				break
 			}
 		}

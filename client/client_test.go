@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -284,72 +282,5 @@ func TestTimeoutFailover(t *testing.T) {
 		if _, err := c.Get(context.Background(), []byte("k")); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("want not found via the good node, got %v", err)
 		}
-	}
-}
-
-// A write whose connection breaks or hangs after the request was sent (a
-// node killed or stopped mid-request) is replayed on the next node, unless
-// NoWriteReplay; a write a node answered with an error is not (above).
-func TestWriteReplayedAfterBrokenConnection(t *testing.T) {
-	var broken atomic.Int32
-	breaker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		broken.Add(1)
-		io.Copy(io.Discard, r.Body)
-		conn, _, err := w.(http.Hijacker).Hijack()
-		if err == nil {
-			conn.Close() // the request arrived; no answer ever comes
-		}
-	}))
-	defer breaker.Close()
-	release := make(chan struct{})
-	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-release:
-		}
-	}))
-	defer hung.Close()
-	defer close(release) // before Close, which waits for the handlers
-	store := httpapi.NewMemoryStore("n1")
-	good := newNode(t, store)
-	ctx := context.Background()
-
-	for _, bad := range []string{breaker.URL, hung.URL} {
-		c := New([]string{bad, good.URL}, Options{Timeout: 300 * time.Millisecond})
-		for i := range 2 { // round-robin: one of the two starts at the bad node
-			key := []byte(fmt.Sprintf("k-%s-%d", bad, i))
-			if _, err := c.Put(ctx, key, []byte("v"), ""); err != nil {
-				t.Fatalf("put via %s then the good node: %v", bad, err)
-			}
-			res, err := c.Get(ctx, key)
-			if err != nil || len(res.Siblings) != 1 || string(res.Siblings[0].Value) != "v" {
-				t.Fatalf("read after the replayed write: %+v, %v", res, err)
-			}
-			if err := c.Delete(ctx, key, res.Context); err != nil {
-				t.Fatalf("delete via %s then the good node: %v", bad, err)
-			}
-		}
-	}
-	if broken.Load() == 0 {
-		t.Fatal("no write reached the breaking node: the test did not exercise a replay")
-	}
-
-	// With NoWriteReplay the broken write's error is returned, and the good
-	// node never sees it.
-	c := New([]string{breaker.URL, good.URL}, Options{NoWriteReplay: true})
-	var failed []string
-	for i := range 2 {
-		key := fmt.Sprintf("no-replay-%d", i)
-		if _, err := c.Put(ctx, []byte(key), []byte("v"), ""); err != nil {
-			failed = append(failed, key)
-		}
-	}
-	for _, key := range failed {
-		if obj, err := store.Get(ctx, []byte(key), 1); err != nil || !obj.Empty() {
-			t.Fatalf("the write of %s that failed without replay reached the good node", key)
-		}
-	}
-	if len(failed) != 1 {
-		t.Fatalf("NoWriteReplay: %d of 2 writes failed, want the 1 sent to the breaking node", len(failed))
 	}
 }

@@ -406,35 +406,17 @@ func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
 
 func zigzag(v int64) uint64 { return uint64(v<<1) ^ uint64(v>>63) }
 
-// Live returns the siblings that are not tombstones, in dot order, with
-// siblings whose values are byte-for-byte equal shown once (the first in dot
-// order). A read returns these values (several of them = siblings the client
-// resolves).
-//
-// Collapsing equal values changes only what a read shows, never what is
-// stored or merged: o.Context still covers every dot, so a write with a
-// read's context supersedes all the equal siblings at once. Equal values
-// arise when one client write is applied twice under two dots — a client
-// that replays a write after its connection broke, not knowing whether the
-// first attempt was applied — and when two clients write the same value
-// concurrently; in neither case is there anything for the client to
-// resolve.
+// Live returns the siblings that are not tombstones, in dot order. A read
+// returns these values (several of them = siblings the client resolves).
 func (o *Object) Live() []Sibling {
 	if o == nil {
 		return nil
 	}
 	var live []Sibling
-next:
 	for _, s := range o.Siblings {
-		if s.Deleted {
-			continue
+		if !s.Deleted {
+			live = append(live, s)
 		}
-		for _, l := range live {
-			if bytes.Equal(l.Value, s.Value) {
-				continue next
-			}
-		}
-		live = append(live, s)
 	}
 	return live
 }

@@ -356,39 +356,3 @@ func TestAllocsDecodeWinner(t *testing.T) {
 		t.Fatalf("DecodeWinner allocates %.0f times per call, want 0", allocs)
 	}
 }
-
-// A write applied twice under two dots (a client replaying it after its
-// connection broke) reads as one value; both dots stay in the context, so a
-// write with that context supersedes both copies, in any merge order.
-func TestLiveShowsEqualValuesOnce(t *testing.T) {
-	var a, b Object
-	a.Write("a", nil, []byte("v"), false, 1)
-	b.Write("b", nil, []byte("v"), false, 2)
-	b.Write("b", nil, []byte("other"), false, 3)
-	m := Merge(&a, &b)
-	if len(m.Siblings) != 3 {
-		t.Fatalf("stored siblings = %d, want 3 (nothing is dropped from storage): %v", len(m.Siblings), m)
-	}
-	live := m.Live()
-	if len(live) != 2 || string(live[0].Value) != "v" || string(live[1].Value) != "other" {
-		t.Fatalf("live = %v, want v once and other", live)
-	}
-	if live[0].Dot.Node != "a" {
-		t.Fatalf("the equal value shown is %v, want the first in dot order (a)", live[0].Dot)
-	}
-	ctx := m.Context.Clone()
-	c := b.Clone() // a replica that holds only b's copy
-	c.Write("c", ctx, []byte("resolved"), false, 4)
-	wantValues(t, Merge(c, &a), "resolved")
-	wantValues(t, Merge(&a, c), "resolved")
-	wantValues(t, Merge(m, c), "resolved")
-	// Tombstones are not values: two deletes still read as not found.
-	var d Object
-	d.Write("a", nil, nil, true, 5)
-	var e Object
-	e.Write("b", nil, nil, true, 6)
-	de := Merge(&d, &e)
-	if !de.IsDeleted() || len(de.Live()) != 0 {
-		t.Fatalf("two tombstones: live = %v", de.Live())
-	}
-}
