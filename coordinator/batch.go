@@ -432,9 +432,10 @@ func splitReplicateBatch(keys [][]byte, objs []*version.Object) []replicateMessa
 // and returns one object (nil when absent) or error per key. Where this
 // node is a replica and R > 1, it reads locally and asks each other replica
 // it needs once for all the batch's keys it holds (kindReadBatch), then
-// merges and read-repairs per key. Keys this node does not replicate, keys
-// picked for a full read-repair read, and keys whose batched answers did not
-// come (a failed or slow replica) take Get's own path, concurrently.
+// merges and read-repairs per key; a key picked for a full read-repair read
+// asks every live primary in those same messages. Keys this node does not
+// replicate and keys whose batched answers did not come (a failed or slow
+// replica) take Get's own path, concurrently.
 func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*version.Object, []error) {
 	return c.GetBatchAt(ctx, keys, Levels{R: r})
 }
@@ -483,7 +484,9 @@ func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels) 
 		pref, q := plan.rt.pref, plan.r
 		// The batched path asks primaries in preference order, whatever
 		// their datacenter: a datacenter level takes Get's path.
-		if !contains(pref, c.self) || plan.full && len(pref) > 1 || plan.pr > q || len(plan.dcs) > 0 && !plan.localOnly {
+		// A full read at R=1 takes Get's path, which answers with the local
+		// copy without waiting for the others.
+		if !contains(pref, c.self) || plan.full && q == 1 && len(pref) > 1 || plan.pr > q || len(plan.dcs) > 0 && !plan.localOnly {
 			slow = append(slow, i)
 			continue
 		}
@@ -500,9 +503,11 @@ func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels) 
 			objs[i] = local
 			continue
 		}
+		// A full read-repair read asks every live primary in the same
+		// messages; it needs only the quorum's answers.
 		p := &pending{local: local, want: q - 1}
 		for _, node := range pref {
-			if len(p.asked) == p.want {
+			if len(p.asked) == p.want && !plan.full {
 				break
 			}
 			if node == c.self || !c.cluster.Alive(node) {
@@ -538,7 +543,12 @@ func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels) 
 	}
 	answers := make(chan peerAnswer, len(peers))
 	rctx, cancel := c.withTimeout(ctx)
-	defer cancel()
+	cancelHere := true // false once finishing late answers owns cancel
+	defer func() {
+		if cancelHere {
+			cancel()
+		}
+	}()
 	// A replica that died but is not yet marked down must not eat the whole
 	// request's time: its message gets half of it, and its keys then go
 	// down Get's path with the other half.
@@ -563,19 +573,26 @@ func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels) 
 			answers <- peerAnswer{node: node, idx: pr.idx, objs: objs, err: err}
 		}()
 	}
-	for range started {
+	// Stop waiting once every key has its quorum: a full read's extra
+	// answers are only for repair, and a slow replica must not hold the
+	// batch for them; they are read (answers is buffered, so late senders
+	// never block) and repaired from in the background below.
+	unmet, received := len(pend), 0
+	for ; received < started && unmet > 0; received++ {
 		a := <-answers
 		for n, i := range a.idx {
 			p := pend[i]
 			if a.err != nil {
-				p.want = -1 // fall back
-				continue
+				continue // too few answers: the key falls back below
 			}
 			p.got = append(p.got, readReply{node: a.node, primary: true, obj: a.objs[n]})
+			if len(p.got) == p.want {
+				unmet--
+			}
 		}
 	}
 	for i, p := range pend {
-		if p.want < 0 || len(p.got) < p.want {
+		if len(p.got) < p.want {
 			slow = append(slow, i)
 			continue
 		}
@@ -586,6 +603,35 @@ func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels) 
 			merged = nil
 		}
 		objs[i] = merged
+	}
+	if late := started - received; late > 0 {
+		// Every key had its quorum; the late answers can only find more
+		// stale primaries. pend is no longer read here; the keys are the
+		// caller's, so they are copied.
+		owned := make(map[int][]byte, len(pend))
+		for i := range pend {
+			owned[i] = bytes.Clone(keys[i])
+		}
+		cancelHere = false
+		go func() {
+			defer cancel()
+			touched := map[int]bool{}
+			for range late {
+				a := <-answers
+				if a.err != nil {
+					continue
+				}
+				for n, i := range a.idx {
+					p := pend[i]
+					p.got = append(p.got, readReply{node: a.node, primary: true, obj: a.objs[n]})
+					touched[i] = true
+				}
+			}
+			for i := range touched {
+				got := append([]readReply{{node: c.self, primary: true, obj: pend[i].local}}, pend[i].got...)
+				c.repairStale(owned[i], got, mergeReplies(got))
+			}
+		}()
 	}
 
 	var wg sync.WaitGroup

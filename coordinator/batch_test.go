@@ -268,3 +268,64 @@ func TestBatchesWithAnOlderNode(t *testing.T) {
 		}
 	}
 }
+
+// A full read-repair read (ReadRepairChance 1) in a batch asks every
+// primary in the batch's messages: a replica that missed writes is
+// repaired by GetBatch. A slow replica whose answers the quorum does not
+// need does not hold the batch.
+func TestGetBatchFullReadRepairs(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 23,
+		Coordinator: coordinator.Options{ReadRepairChance: 1, Timeout: 4 * time.Second}})
+	ctx := ctxT(t)
+	from, stale := c.Nodes[0], c.Nodes[2]
+	var keys [][]byte
+	for i := range 20 {
+		keys = append(keys, []byte(fmt.Sprintf("fr-%d", i)))
+	}
+	c.Net.Isolate(stale.ID)
+	c.View.SetAlive(stale.ID, false)
+	for _, k := range keys {
+		if _, err := from.Coord.Put(ctx, k, []byte("v-"+string(k)), nil, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Net.Heal()
+	c.View.SetAlive(stale.ID, true)
+
+	// The stale replica answers late: the batch must not wait for it.
+	c.Net.SetDelay(from.ID, stale.ID, 1500*time.Millisecond)
+	start := time.Now()
+	objs, errs := from.Coord.GetBatch(ctx, keys, 2)
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("GetBatch waited %v for a replica the quorum did not need", took)
+	}
+	for i, k := range keys {
+		if got := liveValues(objs[i]); errs[i] != nil || len(got) != 1 || got[0] != "v-"+string(k) {
+			t.Fatalf("GetBatch %s: %q, %v", k, got, errs[i])
+		}
+	}
+	c.Net.HealLink(from.ID, stale.ID)
+
+	objs, errs = from.Coord.GetBatch(ctx, keys, 2)
+	for i, k := range keys {
+		if got := liveValues(objs[i]); errs[i] != nil || len(got) != 1 || got[0] != "v-"+string(k) {
+			t.Fatalf("GetBatch %s: %q, %v", k, got, errs[i])
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, k := range keys {
+		for {
+			obj, err := stale.Store.Get(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := liveValues(obj); len(got) == 1 && got[0] == "v-"+string(k) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the batched full read did not repair %s on %s: it holds %v", k, stale.ID, obj)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
