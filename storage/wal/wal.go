@@ -286,9 +286,10 @@ func (w *Writer) writeMapped(buf []byte) (int, error) {
 // page is first written.
 var errMappedFault = errors.New("the page could not be backed on disk (no space left on a copy-on-write filesystem, or an I/O error)")
 
-// copyGuarded copies src into the mapped dst, turning a fault on the
-// mapping into an error instead of a fatal signal. It returns 0 on a
-// fault: the caller counts nothing of a copy that did not finish.
+// copyGuarded copies src into the mapped dst, in order (copyInOrder),
+// turning a fault on the mapping into an error instead of a fatal signal.
+// It returns 0 on a fault: the caller counts nothing of a copy that did
+// not finish.
 func copyGuarded(dst, src []byte) (n int, err error) {
 	old := debug.SetPanicOnFault(true)
 	defer func() {
@@ -297,7 +298,28 @@ func copyGuarded(dst, src []byte) (n int, err error) {
 			n, err = 0, fmt.Errorf("%w: %v", errMappedFault, r)
 		}
 	}()
-	return copy(dst, src), nil
+	return copyInOrder(dst, src), nil
+}
+
+// copyInOrder is copy(dst, src) with its stores in increasing address
+// order, eight bytes at a time. A process killed in the middle of it
+// leaves a prefix of src in the mapping (the page cache), as a write(2)
+// cut short would: the log then ends in a torn record followed by zeros,
+// which recovery reads as a torn tail. The runtime's memmove gives no such
+// order (for long copies it stores the head last), so a kill inside it
+// could leave later records of a batch written and an earlier one not,
+// which recovery must refuse as damage in the middle of the log
+// (TestCrashLoop found this).
+func copyInOrder(dst, src []byte) int {
+	n := min(len(dst), len(src))
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		binary.LittleEndian.PutUint64(dst[i:], binary.LittleEndian.Uint64(src[i:]))
+	}
+	for ; i < n; i++ {
+		dst[i] = src[i]
+	}
+	return n
 }
 
 // WriteRecords appends recs, in order, with exactly one Write call on the
