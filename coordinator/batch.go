@@ -347,7 +347,7 @@ func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write,
 		if rl.primaries {
 			lv.PR = rl.r
 		}
-		objs, rerrs := c.getBatchAt(ctx, keys, lv)
+		objs, rerrs := c.getBatchAt(ctx, keys, lv, false)
 		var apply [][]byte
 		var merged []*version.Object
 		var applied []int
@@ -445,7 +445,7 @@ func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*ve
 // levels it cannot meet that way take GetAt's path.
 func (c *Coordinator) GetBatchAt(ctx context.Context, keys [][]byte, lv Levels) ([]*version.Object, []error) {
 	start := time.Now()
-	objs, errs := c.getBatchAt(ctx, keys, lv)
+	objs, errs := c.getBatchAt(ctx, keys, lv, true)
 	for i, err := range errs {
 		if err == nil {
 			c.countSiblings(objs[i])
@@ -455,7 +455,11 @@ func (c *Coordinator) GetBatchAt(ctx context.Context, keys [][]byte, lv Levels) 
 	return objs, errs
 }
 
-func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels) ([]*version.Object, []error) {
+// getBatchAt is GetBatchAt; with fullReads false no key is drawn for a full
+// read-repair read. The context reads of pipelined blind writes pass false,
+// as writeContext's single read does: the write that follows sends its
+// version to every replica anyway, so asking them all first is wasted.
+func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels, fullReads bool) ([]*version.Object, []error) {
 	objs := make([]*version.Object, len(keys))
 	errs := make([]error, len(keys))
 	type pending struct {
@@ -479,6 +483,10 @@ func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels) 
 		if err != nil {
 			errs[i] = err
 			continue
+		}
+		if !fullReads && plan.full {
+			plan.full = false
+			plan.localOnly = plan.r == 1 && plan.pr <= 1 && len(plan.dcs) == 0 && contains(plan.rt.pref, c.self)
 		}
 		plans[i] = plan
 		pref, q := plan.rt.pref, plan.r
@@ -542,20 +550,23 @@ func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels) 
 		err  error
 	}
 	answers := make(chan peerAnswer, len(peers))
-	rctx, cancel := c.withTimeout(ctx)
-	cancelHere := true // false once finishing late answers owns cancel
+	// A replica that died but is not yet marked down must not eat the whole
+	// request's time: the batch waits for the answers half of it, and keys
+	// still short of their quorum then go down Get's path with the other
+	// half. The messages themselves may run on, like Get's read-repair
+	// wait, for RepairTimeout: answers that come after the batch answered
+	// are read in the background, for repair only.
+	half := c.o.Timeout / 2
+	if d, ok := ctx.Deadline(); ok {
+		half = time.Until(d) / 2
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(half, c.o.RepairTimeout))
+	cancelHere := true // false once the background reader owns cancel
 	defer func() {
 		if cancelHere {
 			cancel()
 		}
 	}()
-	// A replica that died but is not yet marked down must not eat the whole
-	// request's time: its message gets half of it, and its keys then go
-	// down Get's path with the other half.
-	half := c.o.Timeout / 2
-	if d, ok := rctx.Deadline(); ok {
-		half = time.Until(d) / 2
-	}
 	started := 0
 	for node, pr := range peers {
 		if len(pr.idx) == 0 {
@@ -563,8 +574,6 @@ func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels) 
 		}
 		started++
 		go func() {
-			sctx, scancel := context.WithTimeout(rctx, half)
-			defer scancel()
 			reply, err := c.call(sctx, node, kindReadBatch, encodeKeys(pr.keys))
 			var objs []*version.Object
 			if err == nil {
@@ -575,60 +584,73 @@ func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels) 
 	}
 	// Stop waiting once every key has its quorum: a full read's extra
 	// answers are only for repair, and a slow replica must not hold the
-	// batch for them; they are read (answers is buffered, so late senders
-	// never block) and repaired from in the background below.
+	// batch for them.
+	timer := time.NewTimer(half)
+	defer timer.Stop()
 	unmet, received := len(pend), 0
-	for ; received < started && unmet > 0; received++ {
-		a := <-answers
-		for n, i := range a.idx {
-			p := pend[i]
-			if a.err != nil {
-				continue // too few answers: the key falls back below
+wait:
+	for received < started && unmet > 0 {
+		select {
+		case a := <-answers:
+			received++
+			for n, i := range a.idx {
+				p := pend[i]
+				if a.err != nil {
+					continue // too few answers: the key falls back below
+				}
+				p.got = append(p.got, readReply{node: a.node, primary: true, obj: a.objs[n]})
+				if len(p.got) == p.want {
+					unmet--
+				}
 			}
-			p.got = append(p.got, readReply{node: a.node, primary: true, obj: a.objs[n]})
-			if len(p.got) == p.want {
-				unmet--
-			}
+		case <-timer.C:
+			break wait
+		case <-ctx.Done():
+			break wait
 		}
 	}
+	late := started - received
+	repaired := map[int]*pending{} // keys answered here, repaired once every answer is in
 	for i, p := range pend {
 		if len(p.got) < p.want {
-			slow = append(slow, i)
+			slow = append(slow, i) // Get's path reads and repairs it again
 			continue
 		}
 		got := append([]readReply{{node: c.self, primary: true, obj: p.local}}, p.got...)
 		merged := mergeReplies(got)
-		c.repairStale(keys[i], got, merged)
+		if late == 0 {
+			c.repairStale(keys[i], got, merged)
+		} else {
+			repaired[i] = p
+		}
 		if merged != nil && merged.Empty() {
 			merged = nil
 		}
 		objs[i] = merged
 	}
-	if late := started - received; late > 0 {
-		// Every key had its quorum; the late answers can only find more
-		// stale primaries. pend is no longer read here; the keys are the
-		// caller's, so they are copied.
-		owned := make(map[int][]byte, len(pend))
-		for i := range pend {
+	if late > 0 {
+		// pend is no longer read here; the keys are the caller's, so they
+		// are copied.
+		owned := make(map[int][]byte, len(repaired))
+		for i := range repaired {
 			owned[i] = bytes.Clone(keys[i])
 		}
 		cancelHere = false
 		go func() {
 			defer cancel()
-			touched := map[int]bool{}
 			for range late {
 				a := <-answers
 				if a.err != nil {
 					continue
 				}
 				for n, i := range a.idx {
-					p := pend[i]
-					p.got = append(p.got, readReply{node: a.node, primary: true, obj: a.objs[n]})
-					touched[i] = true
+					if p := repaired[i]; p != nil {
+						p.got = append(p.got, readReply{node: a.node, primary: true, obj: a.objs[n]})
+					}
 				}
 			}
-			for i := range touched {
-				got := append([]readReply{{node: c.self, primary: true, obj: pend[i].local}}, pend[i].got...)
+			for i, p := range repaired {
+				got := append([]readReply{{node: c.self, primary: true, obj: p.local}}, p.got...)
 				c.repairStale(owned[i], got, mergeReplies(got))
 			}
 		}()

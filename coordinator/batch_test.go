@@ -270,9 +270,10 @@ func TestBatchesWithAnOlderNode(t *testing.T) {
 }
 
 // A full read-repair read (ReadRepairChance 1) in a batch asks every
-// primary in the batch's messages: a replica that missed writes is
-// repaired by GetBatch. A slow replica whose answers the quorum does not
-// need does not hold the batch.
+// primary in the batch's messages. A slow replica whose answers the quorum
+// does not need does not hold the batch, and when its answers come, after
+// the batch answered, the replica is repaired from them: one GetBatch
+// repairs a replica that missed writes.
 func TestGetBatchFullReadRepairs(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 23,
 		Coordinator: coordinator.Options{ReadRepairChance: 1, Timeout: 4 * time.Second}})
@@ -304,14 +305,8 @@ func TestGetBatchFullReadRepairs(t *testing.T) {
 			t.Fatalf("GetBatch %s: %q, %v", k, got, errs[i])
 		}
 	}
-	c.Net.HealLink(from.ID, stale.ID)
-
-	objs, errs = from.Coord.GetBatch(ctx, keys, 2)
-	for i, k := range keys {
-		if got := liveValues(objs[i]); errs[i] != nil || len(got) != 1 || got[0] != "v-"+string(k) {
-			t.Fatalf("GetBatch %s: %q, %v", k, got, errs[i])
-		}
-	}
+	// The late answers are read in the background and the stale replica
+	// repaired from them, by this one batch.
 	deadline := time.Now().Add(5 * time.Second)
 	for _, k := range keys {
 		for {
