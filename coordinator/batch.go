@@ -108,31 +108,18 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 	if len(writes) == 0 {
 		return
 	}
-	// A key written once in the batch skips its context read when it can
-	// (see checkedCoverage); a repeated key reads, as before.
-	checkRC := make([]int, len(writes))
-	times := make(map[string]int, len(writes))
-	for j := range writes {
-		times[string(writes[j].Key)]++
-	}
-	for j := range writes {
-		if times[string(writes[j].Key)] == 1 {
-			checkRC[j] = c.checkedCoverage(routes[pos[j]], quorums[j])
-		}
-	}
-	if skip := c.writeContexts(ctx, writes, quorums, routes[pos[0]].n, pos, errs, checkRC); skip != nil {
+	if skip := c.writeContexts(ctx, writes, quorums, routes[pos[0]].n, pos, errs); skip != nil {
 		kept := 0
 		for j := range writes {
 			if !skip[j] {
-				writes[kept], quorums[kept], pos[kept], checkRC[kept] = writes[j], quorums[j], pos[j], checkRC[j]
+				writes[kept], quorums[kept], pos[kept] = writes[j], quorums[j], pos[j]
 				kept++
 			}
 		}
-		if writes, quorums, pos, checkRC = writes[:kept], quorums[:kept], pos[:kept], checkRC[:kept]; kept == 0 {
+		if writes, quorums, pos = writes[:kept], quorums[:kept], pos[:kept]; kept == 0 {
 			return
 		}
 	}
-	reqCtx := ctx // for second writes, under their own deadline
 	results := make([]chan ack, len(writes))
 	sent := make([]fanout, len(writes))
 	anySent := false
@@ -182,14 +169,13 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 				pb.idx = append(pb.idx, j)
 				pb.keys = append(pb.keys, key)
 				pb.objs = append(pb.objs, obj)
-				pb.check = pb.check || (checkRC[j] > 1 && tg.For == "")
 				sent[j].add(quorums[j], tg.For == "", pb.dc)
 			}
 		}
 		for tg, pb := range peers {
 			anySent = true
 			for _, m := range splitReplicateBatch(pb.keys, pb.objs) {
-				go c.sendBatch(tg, pb.dc, m, pb.idx[m.from:m.to], pb.objs[m.from:m.to], results, pb.check)
+				go c.sendBatch(tg, pb.dc, m, pb.idx[m.from:m.to], pb.objs[m.from:m.to], results)
 			}
 		}
 		for node, pb := range pending {
@@ -215,17 +201,12 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 		}
 		replicas := len(routes[i].pref)
 		t := newTally(quorums[j], localErr, sent[j])
-		t.needCovered = checkRC[j]
 		qerr := c.awaitAcks(ctx, t, results[j], replicas)
 		switch {
 		case qerr != nil:
 			errs[i] = qerr
 		case localErr != nil:
 			errs[i] = &QuorumError{Op: "write", Needed: quorums[j].w, Answered: t.acks, Replicas: replicas, Last: localErr}
-		case checkRC[j] > 1 && t.covered < checkRC[j]:
-			// A primary held a version this replica had not seen.
-			req := writeRequest{key: keys[i], value: values[i], w: lv.W, pw: lv.PW}
-			_, errs[i] = c.supersedeUncovered(reqCtx, req, routes[i], quorums[j], t, checkRC[j])
 		}
 	}
 }
@@ -238,34 +219,22 @@ type peerBatch struct {
 	keys [][]byte
 	objs []*version.Object
 	dc   string
-	// check: some entry is a checked blind write (see checkedCoverage),
-	// so the message is a kindReplicateBatchCheck.
-	check bool
 }
 
 // sendBatch sends one message of a batch's versions to tg (a primary:
 // kindReplicateBatch; a fallback: kindHandoff) and reports each entry's
 // answer on results[idx[n]]. Entries not acknowledged are kept as hints for
-// the primary tg serves. With check (a primary only) the message is a
-// kindReplicateBatchCheck and each answer carries the entry's coverage.
+// the primary tg serves.
 // dc is tg's datacenter.
-func (c *Coordinator) sendBatch(tg ring.Target, dc string, m replicateMessage, idx []int, objs []*version.Object, results []chan ack, check bool) {
+func (c *Coordinator) sendBatch(tg ring.Target, dc string, m replicateMessage, idx []int, objs []*version.Object, results []chan ack) {
 	sctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
 	defer cancel()
 	primary := tg.For == ""
 	kind, payload := kindReplicateBatch, encodeReplicateBatch(m.keys, m.encoded)
 	if !primary {
 		kind, payload = kindHandoff, encodeHandoff(tg.For, payload)
-	} else if check {
-		kind = kindReplicateBatchCheck
 	}
-	reply, err := c.call(sctx, tg.Node, kind, payload)
-	var states []*version.Object
-	if err == nil && kind == kindReplicateBatchCheck {
-		if states, err = decodeReadBatchReply(reply, len(idx)); err != nil {
-			err = fmt.Errorf("replicate batch check reply from %s: %w", tg.Node, err)
-		}
-	}
+	err := c.send(sctx, tg.Node, kind, payload)
 	if err != nil && isRemote(err) && primary {
 		// The replica answered but refused the batch: a node of an older
 		// version that does not know the message, or one entry it could
@@ -283,13 +252,9 @@ func (c *Coordinator) sendBatch(tg ring.Target, dc string, m replicateMessage, i
 		c.hint(tg.Node, hkeys, hobjs)
 		return
 	}
-	for n, j := range idx {
+	for _, j := range idx {
 		c.countAck(err)
-		a := ack{err: err, primary: primary, dc: dc}
-		if states != nil {
-			a.covered, a.state = states[n] == nil, states[n]
-		}
-		results[j] <- a
+		results[j] <- ack{err: err, primary: primary, dc: dc}
 	}
 	if missed(err) {
 		// Not acknowledged in time: keep them for the primary.
@@ -331,10 +296,7 @@ func (c *Coordinator) sendPending(node string, m replicateMessage, objs []*versi
 // apply) fails gets its error in errs, at its batch index pos[j], and is
 // marked in skip (nil when none is), as is every later write to its key, so
 // that none is stamped or sent.
-//
-// A write with checkRC[j] > 1 reads nothing: it is a checked blind write
-// (see checkedCoverage).
-func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write, quorums []quorum, n int, pos []int, errs []error, checkRC []int) (skip []bool) {
+func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write, quorums []quorum, n int, pos []int, errs []error) (skip []bool) {
 	r, _ := resolve("read", Default, c.o.R, n, n)
 	first := make(map[string]int, len(writes)) // key -> index of its first write
 	// read level (and whether its answers must come from primaries) ->
@@ -353,9 +315,6 @@ func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write,
 			continue
 		}
 		first[string(writes[j].Key)] = j
-		if checkRC[j] > 1 {
-			continue
-		}
 		q := quorums[j]
 		// Under strict quorum the answers come from primaries (see
 		// fromPrimaries).

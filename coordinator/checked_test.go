@@ -2,7 +2,6 @@ package coordinator_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -15,12 +14,9 @@ import (
 
 // Peer message kinds as they appear on the wire (see rpc.go).
 const (
-	wireRead                = 1
-	wireReplicate           = 2
-	wireReplicateBatch      = 4
-	wireReadBatch           = 5
-	wireReplicateCheck      = 7
-	wireReplicateBatchCheck = 8
+	wireRead           = 1
+	wireReplicate      = 2
+	wireReplicateCheck = 7
 )
 
 // kindCounter counts the peer messages each node receives, by kind.
@@ -95,32 +91,22 @@ func TestCheckedBlindWrite(t *testing.T) {
 				t.Fatalf("node IDs %s %s, want n1 n2", n1.ID, c.Nodes[1].ID)
 			}
 
-			// A current coordinator: no read, one check per other primary
-			// (one message for a batch).
-			for i := range 6 {
-				batch := i%2 == 1
+			// A current coordinator: no read, one check per other primary.
+			for i := range 5 {
 				key := []byte(fmt.Sprintf("fresh-%d", i))
-				other := []byte(fmt.Sprintf("fresh-other-%d", i))
 				for _, v := range []string{"a", "b"} {
 					counts.reset()
-					kind := uint8(wireReplicateCheck)
-					if batch {
-						kind = wireReplicateBatchCheck
-						errs := n1.Coord.PutBatch(ctx, [][]byte{key, other}, [][]byte{[]byte(v), []byte(v)}, coordinator.Quorum)
-						if err := errors.Join(errs...); err != nil {
-							t.Fatal(err)
-						}
-					} else if _, err := n1.Coord.Put(ctx, key, []byte(v), nil, coordinator.Quorum); err != nil {
+					if _, err := n1.Coord.Put(ctx, key, []byte(v), nil, coordinator.Quorum); err != nil {
 						t.Fatal(err)
 					}
 					// Sent to both other primaries (an older n2 refuses it);
 					// the third primary's answer may come after the quorum.
 					waitFor(t, "both checks answered", func() (bool, string) {
-						got := counts.total(kind)
+						got := counts.total(wireReplicateCheck)
 						return got == 2, fmt.Sprint(got)
 					})
 					if tc.refuseCheck == nil {
-						if got := counts.total(wireRead) + counts.total(wireReadBatch); got != 0 {
+						if got := counts.total(wireRead); got != 0 {
 							t.Fatalf("blind write of %s=%s by a current replica sent %d reads, want none", key, v, got)
 						}
 					}
@@ -135,7 +121,7 @@ func TestCheckedBlindWrite(t *testing.T) {
 			}
 
 			// A stale coordinator: n3 missed "old", acknowledged by n1 and n2.
-			for _, op := range []string{"put", "delete", "batch"} {
+			for _, op := range []string{"put", "delete"} {
 				key := []byte("stale-" + op)
 				c.Net.Isolate(n3.ID)
 				if _, err := n1.Coord.Put(ctx, key, []byte("old"), nil, coordinator.Quorum); err != nil {
@@ -148,14 +134,10 @@ func TestCheckedBlindWrite(t *testing.T) {
 				}
 				counts.reset()
 				var err error
-				switch op {
-				case "put":
+				if op == "put" {
 					_, err = n3.Coord.Put(ctx, key, []byte("new"), nil, coordinator.Quorum)
-				case "delete":
+				} else {
 					_, err = n3.Coord.Delete(ctx, key, nil, coordinator.Quorum)
-				case "batch":
-					errs := n3.Coord.PutBatch(ctx, [][]byte{key, []byte("stale-batch-other")}, [][]byte{[]byte("new"), []byte("x")}, coordinator.Quorum)
-					err = errors.Join(errs...)
 				}
 				if err != nil {
 					t.Fatalf("%s by the stale replica: %v", op, err)

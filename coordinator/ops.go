@@ -159,35 +159,23 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, rt 
 		if err != nil || t == nil || t.covered >= rc {
 			return obj, err
 		}
-		return c.supersedeUncovered(ctx, req, rt, need, t, rc)
+		// Some primary held a version this replica had not seen: merge
+		// what they answered and supersede it with a second write.
+		for _, st := range t.learned {
+			if _, _, err := c.store.Apply(req.key, st); err != nil {
+				return nil, fmt.Errorf("blind write of %q: store the replicas' versions: %w", req.key, err)
+			}
+		}
+		if t.covered+len(t.learned) >= rc {
+			obj, _, err := c.writeOnce(ctx, req, rt, need, nil, 0)
+			return obj, err
+		}
+		// Too few primaries answered to know: read as an unchecked
+		// blind write does.
 	}
 	causal, err := c.writeContext(ctx, req.key, rt, need)
 	if err != nil {
 		return nil, err
-	}
-	obj, _, err := c.writeOnce(ctx, req, rt, need, causal, 0)
-	return obj, err
-}
-
-// supersedeUncovered writes a checked blind write again when fewer than
-// rc primaries reported that it covered their state (t is the first
-// write's tally): some primary held a version this replica had not seen.
-// It merges the states they answered with into the local replica and
-// writes the value again, stamped with the local state, which now covers
-// them and the first write. When too few primaries answered at all to
-// know, it reads first, as an unchecked blind write does.
-func (c *Coordinator) supersedeUncovered(ctx context.Context, req writeRequest, rt route, need quorum, t *tally, rc int) (*version.Object, error) {
-	for _, st := range t.learned {
-		if _, _, err := c.store.Apply(req.key, st); err != nil {
-			return nil, fmt.Errorf("blind write of %q: store the replicas' versions: %w", req.key, err)
-		}
-	}
-	var causal version.Clock
-	if t.covered+len(t.learned) < rc {
-		var err error
-		if causal, err = c.writeContext(ctx, req.key, rt, need); err != nil {
-			return nil, err
-		}
 	}
 	obj, _, err := c.writeOnce(ctx, req, rt, need, causal, 0)
 	return obj, err

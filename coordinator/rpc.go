@@ -45,11 +45,6 @@ const (
 	// encoded object after the merge. A node that predates it refuses it
 	// as an unknown kind, before storing anything.
 	kindReplicateCheck uint8 = 7
-	// kindReplicateBatchCheck is kindReplicateCheck for several versions,
-	// merged with one engine batch. Request: as kindReplicateBatch.
-	// Reply: as kindReadBatch, an entry's length 0 when its version
-	// covered the replica's state, else its merged object.
-	kindReplicateBatchCheck uint8 = 8
 )
 
 // decodeCheckReply parses a kindReplicateCheck reply.
@@ -343,7 +338,7 @@ var errLeft = errors.New("this node has left the ring: it takes no more writes (
 // node left.
 func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
 	switch kind {
-	case kindReplicate, kindReplicateBatch, kindHandoff, kindReplicateCheck, kindReplicateBatchCheck:
+	case kindReplicate, kindReplicateBatch, kindHandoff, kindReplicateCheck:
 		if me, ok := c.cluster.Ring().Member(c.self); ok && me.State == ring.StateLeft {
 			return nil, errLeft
 		}
@@ -385,26 +380,6 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 			return nil, err
 		}
 		return nil, c.applyReplicated(keys, objs)
-	case kindReplicateBatchCheck:
-		keys, objs, err := decodeReplicateBatch(payload)
-		if err != nil {
-			return nil, err
-		}
-		states, err := c.applyReplicatedCheckedBatch(keys, objs)
-		if err != nil {
-			return nil, err
-		}
-		reply := binary.AppendUvarint(nil, uint64(len(states)))
-		for _, st := range states {
-			if st == nil {
-				reply = append(reply, 0)
-				continue
-			}
-			enc := st.Encode(nil)
-			reply = binary.AppendUvarint(reply, uint64(len(enc)))
-			reply = append(reply, enc...)
-		}
-		return reply, nil
 	case kindHandoff:
 		primary, keys, objs, err := decodeHandoff(payload)
 		if err != nil {

@@ -87,24 +87,6 @@ func (c *Coordinator) applyReplicatedChecked(key []byte, obj *version.Object) (*
 	return merged[0], covered[0] || merged[0] == nil, nil
 }
 
-// applyReplicatedCheckedBatch is applyReplicatedChecked for several
-// versions: states[i] is nil when objs[i] covered the replica's state, else
-// the key's merged state.
-func (c *Coordinator) applyReplicatedCheckedBatch(keys [][]byte, objs []*version.Object) ([]*version.Object, error) {
-	unlock := c.lockStandIns(c.cluster.Ring(), keys, false)
-	defer unlock()
-	merged, covered, err := c.store.ApplyChecked(keys, objs)
-	if err != nil {
-		return nil, err
-	}
-	for i := range merged {
-		if covered[i] {
-			merged[i] = nil
-		}
-	}
-	return merged, nil
-}
-
 func (c *Coordinator) applyLocal(keys [][]byte, objs []*version.Object) error {
 	if len(keys) == 1 {
 		_, _, err := c.store.Apply(keys[0], objs[0])
