@@ -200,13 +200,12 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 			continue
 		}
 		replicas := len(routes[i].pref)
-		t := newTally(quorums[j], localErr, sent[j])
-		qerr := c.awaitAcks(ctx, t, results[j], replicas)
+		acks, qerr := c.awaitAcks(ctx, quorums[j], localErr, sent[j], results[j], replicas)
 		switch {
 		case qerr != nil:
 			errs[i] = qerr
 		case localErr != nil:
-			errs[i] = &QuorumError{Op: "write", Needed: quorums[j].w, Answered: t.acks, Replicas: replicas, Last: localErr}
+			errs[i] = &QuorumError{Op: "write", Needed: quorums[j].w, Answered: acks, Replicas: replicas, Last: localErr}
 		}
 	}
 }

@@ -141,91 +141,20 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, rt 
 	if err != nil {
 		return nil, err
 	}
+	var causal version.Clock
 	if req.hasCtx {
-		causal := req.ctx
+		causal = req.ctx
 		if causal == nil {
 			causal = version.Clock{}
 		}
 		if err := c.learnContext(ctx, req.key, causal, rt, need); err != nil {
 			return nil, err
 		}
-		obj, _, err := c.writeOnce(ctx, req, rt, need, causal, 0)
-		return obj, err
-	}
-	if rc := c.checkedCoverage(rt, need); rc > 1 {
-		// Stamped with this replica's state alone; the primaries report
-		// whether it covered theirs (see checkedCoverage).
-		obj, t, err := c.writeOnce(ctx, req, rt, need, nil, rc)
-		if err != nil || t == nil || t.covered >= rc {
-			return obj, err
-		}
-		// Some primary held a version this replica had not seen: merge
-		// what they answered and supersede it with a second write.
-		for _, st := range t.learned {
-			if _, _, err := c.store.Apply(req.key, st); err != nil {
-				return nil, fmt.Errorf("blind write of %q: store the replicas' versions: %w", req.key, err)
-			}
-		}
-		if t.covered+len(t.learned) >= rc {
-			obj, _, err := c.writeOnce(ctx, req, rt, need, nil, 0)
-			return obj, err
-		}
-		// Too few primaries answered to know: read as an unchecked
-		// blind write does.
-	}
-	causal, err := c.writeContext(ctx, req.key, rt, need)
-	if err != nil {
-		return nil, err
-	}
-	obj, _, err := c.writeOnce(ctx, req, rt, need, causal, 0)
-	return obj, err
-}
-
-// checkedCoverage says how a blind write at quorum q can skip the read of
-// writeContext: it returns the number of primaries rc (this one included)
-// whose state the write's context must be known to cover, or 0 when the
-// write must read first (a datacenter level, R or W of 1, fewer primaries
-// among the targets than rc).
-//
-// Such a write is stamped with this replica's own state and sent to the
-// other primaries as kindReplicateCheck: each merges it as any version and
-// answers whether its context covered what it held before. Once rc
-// primaries (this one first) have answered that it did, the write covers
-// every write acknowledged before it began, as the read's merge would (an
-// acknowledged write is on W replicas, and rc = min(R, W) primaries meet
-// every such set when R + W > N). When they do not, the coordinator learns
-// the states they answered with and writes again, superseding the first
-// write and what it learned: the read's round trip, paid only when this
-// replica was behind.
-func (c *Coordinator) checkedCoverage(rt route, q quorum) int {
-	if len(q.dcs) > 0 {
-		return 0
-	}
-	r, _ := resolve("read", Default, c.o.R, rt.n, rt.n)
-	rc := min(r, q.w, len(rt.targets))
-	if rc <= 1 {
-		return 0
-	}
-	primaries := 0
-	for _, tg := range rt.targets {
-		if tg.For == "" {
-			primaries++
+	} else {
+		if causal, err = c.writeContext(ctx, req.key, rt, need); err != nil {
+			return nil, err
 		}
 	}
-	if primaries < rc {
-		return 0
-	}
-	return rc
-}
-
-// writeOnce stamps the write with causal (nil: this replica's state),
-// stores it locally, sends it to the key's other targets and waits for
-// the quorum. With checkRC > 0 the other primaries are sent
-// kindReplicateCheck and the wait goes on, past the quorum, until checkRC
-// primaries report that the context covered their state or every primary
-// has answered; the returned tally says what they answered (nil when the
-// write answered without waiting).
-func (c *Coordinator) writeOnce(ctx context.Context, req writeRequest, rt route, need quorum, causal version.Clock, checkRC int) (*version.Object, *tally, error) {
 	// The other targets get the new version as soon as it is stamped, in
 	// parallel with the local write and its fsync: the write's latency is
 	// the slower of the two, not their sum.
@@ -234,17 +163,17 @@ func (c *Coordinator) writeOnce(ctx context.Context, req writeRequest, rt route,
 	var stamped func(*version.Object)
 	if len(rt.targets) > 1 || len(rt.pending) > 0 {
 		results = make(chan ack, len(rt.targets))
-		stamped = func(obj *version.Object) { sent = c.replicate(req.key, obj, rt, need, results, checkRC > 0) }
+		stamped = func(obj *version.Object) { sent = c.replicate(req.key, obj, rt, need, results) }
 	}
 	obj, err := c.store.CoordinateThen(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano(), stamped)
 	if err != nil && sent.all == 0 && (stamped != nil || isRefusal(err)) {
 		// Refused before anything was stamped (an oversized object, a bad
 		// context): nothing was sent, so no quorum can make up for it. The
 		// client's error, not a quorum failure.
-		return nil, nil, err
+		return nil, err
 	}
 	if err == nil && need.metLocally() {
-		return obj, nil, nil
+		return obj, nil
 	}
 	if sent.all > 0 {
 		// Bound the wait for the other targets (the local write needed
@@ -253,20 +182,16 @@ func (c *Coordinator) writeOnce(ctx context.Context, req writeRequest, rt route,
 		ctx, cancel = c.withTimeout(ctx)
 		defer cancel()
 	}
-	t := newTally(need, err, sent)
-	if checkRC > 0 {
-		t.needCovered = checkRC
-	}
-	qerr := c.awaitAcks(ctx, t, results, len(rt.pref))
+	acks, qerr := c.awaitAcks(ctx, need, err, sent, results, len(rt.pref))
 	if qerr != nil {
-		return nil, nil, qerr
+		return nil, qerr
 	}
 	if err != nil {
 		// Enough other targets took it, but there is no stored object to
 		// answer with.
-		return nil, nil, &QuorumError{Op: "write", Needed: need.w, Answered: t.acks, Replicas: len(rt.pref), Last: err}
+		return nil, &QuorumError{Op: "write", Needed: need.w, Answered: acks, Replicas: len(rt.pref), Last: err}
 	}
-	return obj, t, nil
+	return obj, nil
 }
 
 // quorum is what a write waits for: w acknowledgements, pw of them from
@@ -480,10 +405,6 @@ type ack struct {
 	err     error
 	primary bool   // the target is a primary, not a fallback
 	dc      string // the target's datacenter, when the write's level counts per datacenter
-	// For kindReplicateCheck: whether the version's context covered the
-	// target's state, and if not, the target's state after the merge.
-	covered bool
-	state   *version.Object
 }
 
 // fanout counts the targets a version was sent to, the primaries among
@@ -525,7 +446,8 @@ func targetDC(q quorum, rt route, node string) string {
 // answering on results. It gives up with a QuorumError once the targets
 // still to answer cannot meet it, or when ctx ends. It returns the
 // acknowledgements counted.
-func (c *Coordinator) awaitAcks(ctx context.Context, t *tally, results <-chan ack, replicas int) error {
+func (c *Coordinator) awaitAcks(ctx context.Context, need quorum, localErr error, sent fanout, results <-chan ack, replicas int) (int, error) {
+	t := newTally(need, localErr, sent)
 	for !t.done() {
 		// Answers already in count even when ctx has ended meanwhile: a
 		// batch waits for its keys one after another under one deadline,
@@ -540,19 +462,14 @@ func (c *Coordinator) awaitAcks(ctx context.Context, t *tally, results <-chan ac
 		case a := <-results:
 			t.count(a)
 		case <-ctx.Done():
-			if t.met() {
-				// Met, still waiting for primaries to report coverage:
-				// the caller goes on with what they answered.
-				return nil
-			}
 			t.last = ctx.Err()
-			return t.failure(replicas)
+			return t.acks, t.failure(replicas)
 		}
 	}
 	if !t.met() {
-		return t.failure(replicas)
+		return t.acks, t.failure(replicas)
 	}
-	return nil
+	return t.acks, nil
 }
 
 // tally counts a write's acknowledgements against its quorum.
@@ -562,12 +479,6 @@ type tally struct {
 	dcAcks            []int  // per need.dcs
 	pending           fanout // sent, not yet answered
 	last              error
-	// For a checked blind write (see checkedCoverage): the primaries
-	// whose state the write's context is to cover, those that reported
-	// it did (this replica included), and the states of those that
-	// reported it did not.
-	needCovered, covered int
-	learned              []*version.Object
 }
 
 // newTally starts counting for need: the local replica's acknowledgement
@@ -580,7 +491,7 @@ func newTally(need quorum, localErr error, sent fanout) *tally {
 		copy(t.pending.dcs, sent.dcs)
 	}
 	if localErr == nil {
-		t.acks, t.primaryAcks, t.covered = 1, 1, 1
+		t.acks, t.primaryAcks = 1, 1
 		if i := dcIndex(need.dcs, need.selfDC); i >= 0 {
 			t.dcAcks[i]++
 		}
@@ -608,24 +519,12 @@ func (t *tally) count(a ack) {
 	if i >= 0 {
 		t.dcAcks[i]++
 	}
-	if a.covered {
-		t.covered++
-	} else if a.state != nil {
-		t.learned = append(t.learned, a.state)
-	}
 }
 
 func (t *tally) met() bool { return t.need.met(t.acks, t.primaryAcks, t.dcAcks) }
 
-// done reports whether the quorum can no longer be met, or is met and
-// (for a checked blind write) enough primaries reported that the write's
-// context covered their state, or every primary sent to has answered.
-func (t *tally) done() bool {
-	if t.unmet(true) != nil {
-		return true
-	}
-	return t.met() && (t.covered >= t.needCovered || t.pending.primaries == 0)
-}
+// done reports whether the quorum is met or can no longer be.
+func (t *tally) done() bool { return t.met() || t.unmet(true) != nil }
 
 // unmet returns the first requirement of the quorum that is not met, as
 // the QuorumError the write fails with, or nil. With withPending, the
@@ -1275,12 +1174,12 @@ func mergeReply(merged, obj *version.Object) *version.Object {
 }
 
 // replicate sends a freshly stamped version to the key's other targets:
-// primaries get kindReplicate (kindReplicateCheck with check), fallbacks
-// kindHandoff naming the primary they stand in for. Each answer goes to results; it returns how many it
+// primaries get kindReplicate, fallbacks kindHandoff naming the primary
+// they stand in for. Each answer goes to results; it returns how many it
 // sent to. Replication outlives the request when W is reached early, so it
 // runs under its own deadline, not the client's. A target that does not
 // acknowledge leaves a hint for the primary it serves.
-func (c *Coordinator) replicate(key []byte, obj *version.Object, rt route, q quorum, results chan<- ack, check bool) fanout {
+func (c *Coordinator) replicate(key []byte, obj *version.Object, rt route, q quorum, results chan<- ack) fanout {
 	payload := encodeReplicate(key, obj)
 	var handoff []byte // the kindHandoff batch of one entry, when needed
 	var hkey [][]byte
@@ -1316,9 +1215,6 @@ func (c *Coordinator) replicate(key []byte, obj *version.Object, rt route, q quo
 			continue
 		}
 		kind, msg := kindReplicate, payload
-		if check && tg.For == "" {
-			kind = kindReplicateCheck
-		}
 		if tg.For != "" {
 			if handoff == nil {
 				handoff = encodeReplicateBatch([][]byte{key}, [][]byte{obj.Encode(nil)})
@@ -1328,22 +1224,10 @@ func (c *Coordinator) replicate(key []byte, obj *version.Object, rt route, q quo
 		dc := targetDC(q, rt, tg.Node)
 		sent.add(q, tg.For == "", dc)
 		go func() {
-			reply, err := c.call(sctx, tg.Node, kind, msg)
-			if kind == kindReplicateCheck && unknownKind(err) {
-				// A node that predates the check refused it before
-				// storing anything: send the plain version. Its answer
-				// counts toward W but reports no coverage.
-				reply, err = nil, c.send(sctx, tg.Node, kindReplicate, msg)
-				kind = kindReplicate
-			}
+			err := c.send(sctx, tg.Node, kind, msg)
 			sendDone()
-			a := ack{primary: tg.For == "", dc: dc}
-			if err == nil && kind == kindReplicateCheck {
-				a.covered, a.state, err = decodeCheckReply(reply)
-			}
-			a.err = err
 			c.countAck(err)
-			results <- a
+			results <- ack{err: err, primary: tg.For == "", dc: dc}
 			if missed(err) {
 				// Not acknowledged in time: keep it for the primary (after
 				// the answer is counted, so the client does not wait).

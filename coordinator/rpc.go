@@ -5,10 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
-
 	"github.com/ringkv/ringkv/ring"
-	"github.com/ringkv/ringkv/transport"
 
 	"github.com/ringkv/ringkv/version"
 )
@@ -37,26 +34,7 @@ const (
 	// hints for that primary and merges them into its store before it
 	// answers. Request: see encodeHandoff. Reply: empty.
 	kindHandoff uint8 = 6
-	// kindReplicateCheck sends a blind write's version, stamped with its
-	// coordinator's state alone, to a primary, which merges it as for
-	// kindReplicate and reports whether its context covered what the
-	// primary held before (see Coordinator.checkedCoverage). Request: as
-	// kindReplicate. Reply: empty when it covered, else the primary's
-	// encoded object after the merge. A node that predates it refuses it
-	// as an unknown kind, before storing anything.
-	kindReplicateCheck uint8 = 7
 )
-
-// decodeCheckReply parses a kindReplicateCheck reply.
-func decodeCheckReply(b []byte) (covered bool, state *version.Object, err error) {
-	if len(b) == 0 {
-		return true, nil, nil
-	}
-	if state, err = version.DecodeObject(b); err != nil {
-		return false, nil, fmt.Errorf("%w: replicate check reply: %v", errMalformed, err)
-	}
-	return false, state, nil
-}
 
 // encodeKeys: uvarint count | count × (uvarint len(key) | key).
 func encodeKeys(keys [][]byte) []byte {
@@ -338,7 +316,7 @@ var errLeft = errors.New("this node has left the ring: it takes no more writes (
 // node left.
 func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
 	switch kind {
-	case kindReplicate, kindReplicateBatch, kindHandoff, kindReplicateCheck:
+	case kindReplicate, kindReplicateBatch, kindHandoff:
 		if me, ok := c.cluster.Ring().Member(c.self); ok && me.State == ring.StateLeft {
 			return nil, errLeft
 		}
@@ -360,20 +338,6 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 			return nil, fmt.Errorf("replicate %q: %w", key, err)
 		}
 		return nil, c.applyReplicated([][]byte{key}, []*version.Object{obj})
-	case kindReplicateCheck:
-		key, rest, err := readBytes(payload)
-		if err != nil {
-			return nil, err
-		}
-		obj, err := version.DecodeObject(rest)
-		if err != nil {
-			return nil, fmt.Errorf("replicate %q: %w", key, err)
-		}
-		state, covered, err := c.applyReplicatedChecked(key, obj)
-		if err != nil || covered {
-			return nil, err
-		}
-		return state.Encode(nil), nil
 	case kindReplicateBatch:
 		keys, objs, err := decodeReplicateBatch(payload)
 		if err != nil {
@@ -425,17 +389,5 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 		}
 		return obj.Encode(nil), nil
 	}
-	return nil, fmt.Errorf("%s %d", unknownKindRefusal, kind)
-}
-
-// unknownKindRefusal starts the error a node returns for a message kind
-// it does not know (before acting on it); it must not change, as nodes of
-// other releases look for it (see unknownKind).
-const unknownKindRefusal = "unknown peer message kind"
-
-// unknownKind reports whether err is a peer's refusal of a message kind it
-// does not know: the peer did nothing with the message.
-func unknownKind(err error) bool {
-	var re *transport.RemoteError
-	return errors.As(err, &re) && strings.HasPrefix(re.Message, unknownKindRefusal)
+	return nil, fmt.Errorf("unknown peer message kind %d", kind)
 }

@@ -73,20 +73,6 @@ func (c *Coordinator) applyReplicated(keys [][]byte, objs []*version.Object) err
 	return c.applyLocal(keys, objs)
 }
 
-// applyReplicatedChecked is applyReplicated for a kindReplicateCheck: it
-// also reports whether obj's context covered the replica's state, and
-// returns the merged state (never nil when it did not).
-func (c *Coordinator) applyReplicatedChecked(key []byte, obj *version.Object) (*version.Object, bool, error) {
-	keys := [][]byte{key}
-	unlock := c.lockStandIns(c.cluster.Ring(), keys, false)
-	defer unlock()
-	merged, covered, err := c.store.ApplyChecked(keys, []*version.Object{obj})
-	if err != nil {
-		return nil, false, err
-	}
-	return merged[0], covered[0] || merged[0] == nil, nil
-}
-
 func (c *Coordinator) applyLocal(keys [][]byte, objs []*version.Object) error {
 	if len(keys) == 1 {
 		_, _, err := c.store.Apply(keys[0], objs[0])

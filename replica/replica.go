@@ -558,7 +558,7 @@ func (s *Store) stamp(obj *version.Object, w Write, ts int64) error {
 // The merge keeps the object within version.MaxSiblings and
 // version.MaxObjectSize by dropping the oldest siblings (see version.Merge).
 func (s *Store) Apply(key []byte, incoming *version.Object) (*version.Object, bool, error) {
-	merged, changed, err := s.applyAll([][]byte{key}, []*version.Object{incoming}, nil)
+	merged, changed, err := s.applyAll([][]byte{key}, []*version.Object{incoming})
 	if err != nil {
 		return nil, false, err
 	}
@@ -569,37 +569,13 @@ func (s *Store) Apply(key []byte, incoming *version.Object) (*version.Object, bo
 // another replica coordinated), with one engine batch for every key that
 // changed. A key may appear more than once; its versions are all merged.
 func (s *Store) ApplyBatch(keys [][]byte, incoming []*version.Object) error {
-	_, _, err := s.applyAll(keys, incoming, nil)
+	_, _, err := s.applyAll(keys, incoming)
 	return err
 }
 
-// ApplyChecked is ApplyBatch for the versions of blind writes whose
-// coordinator stamped them with its own state only: it also reports, for
-// each incoming[i], whether its context covered everything this replica
-// held for the key before merging it (covered[i]), and returns each key's
-// merged object (merged[i], nil for a key never written). A version that
-// did not cover is merged all the same, so that the replica keeps every
-// write; the coordinator learns from merged what it had not seen and
-// supersedes it with a second write (see the coordinator's
-// kindReplicateCheck).
-func (s *Store) ApplyChecked(keys [][]byte, incoming []*version.Object) (merged []*version.Object, covered []bool, err error) {
-	covered = make([]bool, len(keys))
-	byKey, _, err := s.applyAll(keys, incoming, covered)
-	if err != nil {
-		return nil, nil, err
-	}
-	merged = make([]*version.Object, len(keys))
-	for i, key := range keys {
-		merged[i] = byKey[string(key)]
-	}
-	return merged, covered, nil
-}
-
 // applyAll is ApplyBatch, also returning each key's merged object (nil for
-// a key never written) and whether it changed. With covered not nil (one
-// entry per key) it sets covered[i] when incoming[i]'s context descends
-// the key's state before incoming[i] was merged.
-func (s *Store) applyAll(keys [][]byte, incoming []*version.Object, covered []bool) (merged map[string]*version.Object, changed map[string]bool, err error) {
+// a key never written) and whether it changed.
+func (s *Store) applyAll(keys [][]byte, incoming []*version.Object) (merged map[string]*version.Object, changed map[string]bool, err error) {
 	// Decoded objects are valid (version.DecodeObject checks); this keeps
 	// one built by hand from storing bytes that would no longer decode.
 	for i, o := range incoming {
@@ -626,9 +602,6 @@ func (s *Store) applyAll(keys [][]byte, incoming []*version.Object, covered []bo
 			if from != nil {
 				waitFor = append(waitFor, from)
 			}
-		}
-		if covered != nil {
-			covered[i] = cur == nil || (incoming[i] != nil && incoming[i].Context.Descends(cur.Context))
 		}
 		if cur == nil && (incoming[i] == nil || incoming[i].Empty()) {
 			merged[string(key)] = nil
