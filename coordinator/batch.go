@@ -200,7 +200,7 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 			continue
 		}
 		replicas := len(routes[i].pref)
-		acks, qerr := c.awaitAcks(ctx, quorums[j], localErr, sent[j], results[j], replicas)
+		acks, qerr := c.awaitAcks(ctx, &waitBound{}, quorums[j], localErr, sent[j], results[j], replicas)
 		switch {
 		case qerr != nil:
 			errs[i] = qerr

@@ -175,14 +175,14 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, rt 
 	if err == nil && need.metLocally() {
 		return obj, nil
 	}
+	var bound waitBound
 	if sent.all > 0 {
 		// Bound the wait for the other targets (the local write needed
 		// no timer).
-		var cancel context.CancelFunc
-		ctx, cancel = c.withTimeout(ctx)
-		defer cancel()
+		bound.start(ctx, c.o.Timeout)
+		defer bound.stop()
 	}
-	acks, qerr := c.awaitAcks(ctx, need, err, sent, results, len(rt.pref))
+	acks, qerr := c.awaitAcks(ctx, &bound, need, err, sent, results, len(rt.pref))
 	if qerr != nil {
 		return nil, qerr
 	}
@@ -400,6 +400,52 @@ func (c *Coordinator) learn(ctx context.Context, key []byte, plan readPlan) (*ve
 	return merged, nil
 }
 
+// waitBound bounds a request's waits without a context of its own (a
+// context with a deadline costs a timer, an allocation and, under a
+// cancellable parent, a registration with it): the caller selects on
+// ctx.Done() and timeout, which fires Timeout after start when ctx has no
+// deadline (withTimeout's rule), and stays ready once it has fired.
+type waitBound struct {
+	started, expired bool
+	timer            *time.Timer
+	timeout          <-chan time.Time
+}
+
+// closedTime is a ready channel for an expired waitBound.
+var closedTime = func() <-chan time.Time {
+	ch := make(chan time.Time)
+	close(ch)
+	return ch
+}()
+
+func (b *waitBound) start(ctx context.Context, timeout time.Duration) {
+	b.started = true
+	if _, ok := ctx.Deadline(); !ok {
+		b.timer = time.NewTimer(timeout)
+		b.timeout = b.timer.C
+	}
+}
+
+// expire records that the wait ended (ctx.Done() or timeout was ready).
+func (b *waitBound) expire() {
+	b.expired = true
+	b.timeout = closedTime
+}
+
+func (b *waitBound) stop() {
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+}
+
+// err is why the wait ended: ctx's error, else the timeout's.
+func (b *waitBound) err(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return context.DeadlineExceeded
+}
+
 // ack is one target's answer to a write it was sent.
 type ack struct {
 	err     error
@@ -446,7 +492,10 @@ func targetDC(q quorum, rt route, node string) string {
 // answering on results. It gives up with a QuorumError once the targets
 // still to answer cannot meet it, or when ctx ends. It returns the
 // acknowledgements counted.
-func (c *Coordinator) awaitAcks(ctx context.Context, need quorum, localErr error, sent fanout, results <-chan ack, replicas int) (int, error) {
+//
+// The wait ends with ctx, or when bound's timeout fires (bound may be
+// unstarted: ctx alone bounds it).
+func (c *Coordinator) awaitAcks(ctx context.Context, bound *waitBound, need quorum, localErr error, sent fanout, results <-chan ack, replicas int) (int, error) {
 	t := newTally(need, localErr, sent)
 	for !t.done() {
 		// Answers already in count even when ctx has ended meanwhile: a
@@ -463,6 +512,9 @@ func (c *Coordinator) awaitAcks(ctx context.Context, need quorum, localErr error
 			t.count(a)
 		case <-ctx.Done():
 			t.last = ctx.Err()
+			return t.acks, t.failure(replicas)
+		case <-bound.timeout:
+			t.last = context.DeadlineExceeded
 			return t.acks, t.failure(replicas)
 		}
 	}
@@ -756,6 +808,8 @@ func (c *Coordinator) read(ctx context.Context, key []byte, plan readPlan) (merg
 		}
 	}
 	rs := c.newReadState(key, plan)
+	var bound waitBound // the read's wait, from its first one
+	var spec *time.Timer
 	want := plan.r
 	if plan.full {
 		want = max(want, len(plan.rt.targets))
@@ -773,17 +827,23 @@ func (c *Coordinator) read(ctx context.Context, key []byte, plan readPlan) (merg
 		if rs.met() || rs.outstanding == 0 {
 			break
 		}
-		if rs.reqCtx == nil {
-			var cancelReq context.CancelFunc
-			rs.reqCtx, cancelReq = c.withTimeout(ctx)
-			defer cancelReq()
+		if !bound.started {
+			bound.start(ctx, c.o.Timeout)
+			defer bound.stop()
 		}
 		var speculate <-chan time.Time
 		if rs.nextUseful() >= 0 {
 			// A target that died but is not yet marked down would hold
 			// the read until its timeout: past a short delay, ask one more.
-			speculate = time.After(c.o.SpeculativeDelay)
+			if spec == nil {
+				spec = time.NewTimer(c.o.SpeculativeDelay)
+				defer spec.Stop()
+			} else {
+				spec.Reset(c.o.SpeculativeDelay)
+			}
+			speculate = spec.C
 		}
+		var ended bool
 		select {
 		case rep := <-rs.replies:
 			rs.outstanding--
@@ -803,18 +863,23 @@ func (c *Coordinator) read(ctx context.Context, key []byte, plan readPlan) (merg
 			if !rs.askMore() {
 				rs.ask(rs.nextUseful())
 			}
-		case <-rs.reqCtx.Done():
-			rs.last = rs.reqCtx.Err()
-			if rs.ok+rs.weak >= plan.r && rs.okPrimaries >= plan.pr && len(plan.dcs) == 0 {
-				// A primary asked never answered (down, not yet detected):
-				// the fallbacks' not-found answers stand, as a sloppy read.
-				rs.outstandingPrimaries = 0
-				break
-			}
-			c.finishRead(key, rs)
-			return nil, false, rs.failure()
+		case <-ctx.Done():
+			ended = true
+		case <-bound.timeout:
+			ended = true
 		}
-		if rs.reqCtx.Err() != nil && rs.met() {
+		if ended {
+			bound.expire()
+			rs.last = bound.err(ctx)
+			if rs.ok+rs.weak < plan.r || rs.okPrimaries < plan.pr || len(plan.dcs) > 0 {
+				c.finishRead(key, rs)
+				return nil, false, rs.failure()
+			}
+			// A primary asked never answered (down, not yet detected):
+			// the fallbacks' not-found answers stand, as a sloppy read.
+			rs.outstandingPrimaries = 0
+		}
+		if bound.expired && rs.met() {
 			break
 		}
 	}
