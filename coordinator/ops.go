@@ -922,7 +922,6 @@ type readState struct {
 	replies              chan readReply
 	rctx                 context.Context // remote reads, which outlive the request
 	cancel               context.CancelFunc
-	reqCtx               context.Context
 	outstanding          int
 	outstandingPrimaries int
 	got                  []readReply
