@@ -455,11 +455,64 @@ func (c *Coordinator) GetBatchAt(ctx context.Context, keys [][]byte, lv Levels) 
 	return objs, errs
 }
 
+// GetLiveBatchAt is GetBatchAt for a caller that wants each key's live
+// value, the one GetLiveAt answers with (found false when the key is
+// absent or deleted). A key whose read is this replica's alone (R=1 on a
+// primary, no full read-repair read drawn) is answered from its stored
+// bytes without building its object, as GetLiveAt does; the others take
+// GetBatchAt's path with the plans drawn here.
+func (c *Coordinator) GetLiveBatchAt(ctx context.Context, keys [][]byte, lv Levels) (values [][]byte, found []bool, errs []error) {
+	start := time.Now()
+	values, found, errs = make([][]byte, len(keys)), make([]bool, len(keys)), make([]error, len(keys))
+	plans := make([]readPlan, len(keys))
+	var rest []int
+	for i, key := range keys {
+		plan, err := c.readPlan(key, lv)
+		if err != nil {
+			errs[i] = err
+			c.observe(ctx, OpGet, lv.R, start, err)
+			continue
+		}
+		if plan.localOnly {
+			if v, ok, err := c.store.GetLive(key); err == nil {
+				values[i], found[i] = v, ok
+				c.observe(ctx, OpGet, lv.R, start, nil)
+				continue
+			}
+			plan.localOnly = false // the local read failed: ask the others
+		}
+		plans[i] = plan
+		rest = append(rest, i)
+	}
+	if len(rest) == 0 {
+		return values, found, errs
+	}
+	restKeys, restPlans := make([][]byte, len(rest)), make([]readPlan, len(rest))
+	for j, i := range rest {
+		restKeys[j], restPlans[j] = keys[i], plans[i]
+	}
+	objs, rerrs := c.getBatchPlanned(ctx, restKeys, restPlans, lv, true)
+	for j, i := range rest {
+		if errs[i] = rerrs[j]; errs[i] == nil {
+			c.countSiblings(objs[j])
+			values[i], found[i] = version.LiveValue(objs[j])
+		}
+		c.observe(ctx, OpGet, lv.R, start, errs[i])
+	}
+	return values, found, errs
+}
+
 // getBatchAt is GetBatchAt; with fullReads false no key is drawn for a full
 // read-repair read. The context reads of pipelined blind writes pass false,
 // as writeContext's single read does: the write that follows sends its
 // version to every replica anyway, so asking them all first is wasted.
 func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels, fullReads bool) ([]*version.Object, []error) {
+	return c.getBatchPlanned(ctx, keys, nil, lv, fullReads)
+}
+
+// getBatchPlanned is getBatchAt with each key's read plan drawn by the
+// caller (plans[i] for keys[i]; nil: drawn here).
+func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given []readPlan, lv Levels, fullReads bool) ([]*version.Object, []error) {
 	objs := make([]*version.Object, len(keys))
 	errs := make([]error, len(keys))
 	type pending struct {
@@ -479,10 +532,15 @@ func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels, 
 	}
 	peers := map[string]*peerRead{}
 	for i, key := range keys {
-		plan, err := c.readPlan(key, lv)
-		if err != nil {
-			errs[i] = err
-			continue
+		var plan readPlan
+		if given != nil {
+			plan = given[i]
+		} else {
+			var err error
+			if plan, err = c.readPlan(key, lv); err != nil {
+				errs[i] = err
+				continue
+			}
 		}
 		if !fullReads && plan.full {
 			plan.full = false

@@ -324,3 +324,63 @@ func TestGetBatchFullReadRepairs(t *testing.T) {
 		}
 	}
 }
+
+// GetLiveBatchAt answers each key as GetLiveAt does, at R=1 (where a key
+// this node replicates is read from its stored bytes alone) and at R=2:
+// present, absent, deleted, and with two siblings (the same LWW winner).
+func TestGetLiveBatchMatchesGetLive(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 4, Replicas: 3, Seed: 23,
+		Coordinator: coordinator.Options{ReadRepairChance: -1}})
+	ctx := ctxT(t)
+	var keys [][]byte
+	for i := range 40 {
+		k := []byte(fmt.Sprintf("glb-%d", i))
+		keys = append(keys, k)
+		switch i % 4 {
+		case 0: // absent
+		case 1:
+			if _, err := c.Nodes[i%4].Coord.Put(ctx, k, []byte("v"+string(k)), nil, coordinator.All); err != nil {
+				t.Fatal(err)
+			}
+		case 2:
+			if _, err := c.Nodes[0].Coord.Put(ctx, k, []byte("gone"), nil, coordinator.All); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Nodes[1].Coord.Delete(ctx, k, nil, coordinator.All); err != nil {
+				t.Fatal(err)
+			}
+		case 3:
+			// Two concurrent writes with no context: siblings.
+			base, err := c.Nodes[0].Coord.Put(ctx, k, []byte("base"), nil, coordinator.All)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for j, v := range []string{"left", "right"} {
+				if _, err := c.Nodes[j].Coord.Put(ctx, k, []byte(v), base.Context, coordinator.All); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	for _, via := range c.Nodes {
+		for _, r := range []int{1, 2} {
+			lv := coordinator.Levels{R: r}
+			values, found, errs := via.Coord.GetLiveBatchAt(ctx, keys, lv)
+			for i, k := range keys {
+				v, ok, err := via.Coord.GetLiveAt(ctx, k, lv)
+				if err != nil || errs[i] != nil {
+					t.Fatalf("%s R=%d %s: GetLiveAt error %v, GetLiveBatchAt error %v", via.ID, r, k, err, errs[i])
+				}
+				if ok != found[i] || string(v) != string(values[i]) {
+					t.Fatalf("%s R=%d %s: GetLiveBatchAt (%q, %v), GetLiveAt (%q, %v)", via.ID, r, k, values[i], found[i], v, ok)
+				}
+				if i%4 == 3 && (!ok || string(v) != "left" && string(v) != "right") {
+					t.Fatalf("%s R=%d %s: siblings left/right read as (%q, %v)", via.ID, r, k, v, ok)
+				}
+				if want := i%4 == 1 || i%4 == 3; ok != want {
+					t.Fatalf("%s R=%d %s: found %v, want %v", via.ID, r, k, ok, want)
+				}
+			}
+		}
+	}
+}

@@ -109,13 +109,13 @@ func (b respBackend) GetBatch(ctx context.Context, keys [][]byte) ([][]byte, []b
 	if len(pos) == 0 {
 		return values, found, errs
 	}
-	objs, oerrs := b.s.coord.GetBatchAt(ctx, subset(keys, pos), levels(ctx))
+	vals, founds, oerrs := b.s.coord.GetLiveBatchAt(ctx, subset(keys, pos), levels(ctx))
 	for j, i := range pos {
 		if oerrs[j] != nil {
 			errs[i] = respErr(oerrs[j])
 			continue
 		}
-		values[i], found[i] = version.LiveValue(objs[j])
+		values[i], found[i] = vals[j], founds[j]
 	}
 	return values, found, errs
 }
