@@ -34,8 +34,9 @@ func (c *Coordinator) PutBatch(ctx context.Context, keys, values [][]byte, w int
 func (c *Coordinator) PutBatchAt(ctx context.Context, keys, values [][]byte, lv Levels) []error {
 	start := time.Now()
 	errs := c.putBatchAt(ctx, keys, values, lv)
+	took := time.Since(start)
 	for _, err := range errs {
-		c.observe(ctx, OpPut, lv.W, start, err)
+		c.observeTook(ctx, OpPut, lv.W, took, err)
 	}
 	return errs
 }
@@ -446,11 +447,12 @@ func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*ve
 func (c *Coordinator) GetBatchAt(ctx context.Context, keys [][]byte, lv Levels) ([]*version.Object, []error) {
 	start := time.Now()
 	objs, errs := c.getBatchAt(ctx, keys, lv, true)
+	took := time.Since(start)
 	for i, err := range errs {
 		if err == nil {
 			c.countSiblings(objs[i])
 		}
-		c.observe(ctx, OpGet, lv.R, start, err)
+		c.observeTook(ctx, OpGet, lv.R, took, err)
 	}
 	return objs, errs
 }
@@ -470,13 +472,11 @@ func (c *Coordinator) GetLiveBatchAt(ctx context.Context, keys [][]byte, lv Leve
 		plan, err := c.readPlan(key, lv)
 		if err != nil {
 			errs[i] = err
-			c.observe(ctx, OpGet, lv.R, start, err)
 			continue
 		}
 		if plan.localOnly {
 			if v, ok, err := c.store.GetLive(key); err == nil {
 				values[i], found[i] = v, ok
-				c.observe(ctx, OpGet, lv.R, start, nil)
 				continue
 			}
 			plan.localOnly = false // the local read failed: ask the others
@@ -484,20 +484,23 @@ func (c *Coordinator) GetLiveBatchAt(ctx context.Context, keys [][]byte, lv Leve
 		plans[i] = plan
 		rest = append(rest, i)
 	}
-	if len(rest) == 0 {
-		return values, found, errs
-	}
-	restKeys, restPlans := make([][]byte, len(rest)), make([]readPlan, len(rest))
-	for j, i := range rest {
-		restKeys[j], restPlans[j] = keys[i], plans[i]
-	}
-	objs, rerrs := c.getBatchPlanned(ctx, restKeys, restPlans, lv, true)
-	for j, i := range rest {
-		if errs[i] = rerrs[j]; errs[i] == nil {
-			c.countSiblings(objs[j])
-			values[i], found[i] = version.LiveValue(objs[j])
+	if len(rest) > 0 {
+		restKeys, restPlans := make([][]byte, len(rest)), make([]readPlan, len(rest))
+		for j, i := range rest {
+			restKeys[j], restPlans[j] = keys[i], plans[i]
 		}
-		c.observe(ctx, OpGet, lv.R, start, errs[i])
+		objs, rerrs := c.getBatchPlanned(ctx, restKeys, restPlans, lv, true)
+		for j, i := range rest {
+			if errs[i] = rerrs[j]; errs[i] == nil {
+				c.countSiblings(objs[j])
+				values[i], found[i] = version.LiveValue(objs[j])
+			}
+		}
+	}
+	// Every key of the batch took the batch's time (as in GetBatchAt).
+	took := time.Since(start)
+	for _, err := range errs {
+		c.observeTook(ctx, OpGet, lv.R, took, err)
 	}
 	return values, found, errs
 }

@@ -147,6 +147,15 @@ func (c *Coordinator) observe(ctx context.Context, op Op, level int, start time.
 	if c.o.Observer == nil {
 		return
 	}
+	c.observeTook(ctx, op, level, time.Since(start), err)
+}
+
+// observeTook is observe with the request's duration already measured (a
+// batch measures it once for all its keys).
+func (c *Coordinator) observeTook(ctx context.Context, op Op, level int, took time.Duration, err error) {
+	if c.o.Observer == nil {
+		return
+	}
 	if level == Default {
 		def := c.DefaultLevels()
 		if op == OpGet {
@@ -155,5 +164,5 @@ func (c *Coordinator) observe(ctx context.Context, op Op, level int, start time.
 			level = def.W
 		}
 	}
-	c.o.Observer.ObserveRequest(apiOf(ctx), op, level, time.Since(start), err)
+	c.o.Observer.ObserveRequest(apiOf(ctx), op, level, took, err)
 }
