@@ -10,6 +10,7 @@ import (
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/internal/testcluster"
 	"github.com/ringkv/ringkv/transport"
+	"github.com/ringkv/ringkv/version"
 )
 
 // PutBatch from one node: keys it is a replica of (stored with one engine
@@ -325,62 +326,79 @@ func TestGetBatchFullReadRepairs(t *testing.T) {
 	}
 }
 
-// GetLiveBatchAt answers each key as GetLiveAt does, at R=1 (where a key
-// this node replicates is read from its stored bytes alone) and at R=2:
-// present, absent, deleted, and with two siblings (the same LWW winner).
+// GetLiveBatchAt answers each key as GetLiveAt does, and as the live value
+// (version.LiveValue) of a read at ALL, at R=1 (where a key this node
+// replicates is read from its stored bytes alone) and at R=2: present,
+// absent, deleted, and with two siblings (the same LWW winner); with no
+// read repair and with every read a full read-repair read (the plans drawn
+// once and handed to the batched path).
 func TestGetLiveBatchMatchesGetLive(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Nodes: 4, Replicas: 3, Seed: 23,
-		Coordinator: coordinator.Options{ReadRepairChance: -1}})
-	ctx := ctxT(t)
-	var keys [][]byte
-	for i := range 40 {
-		k := []byte(fmt.Sprintf("glb-%d", i))
-		keys = append(keys, k)
-		switch i % 4 {
-		case 0: // absent
-		case 1:
-			if _, err := c.Nodes[i%4].Coord.Put(ctx, k, []byte("v"+string(k)), nil, coordinator.All); err != nil {
-				t.Fatal(err)
-			}
-		case 2:
-			if _, err := c.Nodes[0].Coord.Put(ctx, k, []byte("gone"), nil, coordinator.All); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := c.Nodes[1].Coord.Delete(ctx, k, nil, coordinator.All); err != nil {
-				t.Fatal(err)
-			}
-		case 3:
-			// Two concurrent writes with no context: siblings.
-			base, err := c.Nodes[0].Coord.Put(ctx, k, []byte("base"), nil, coordinator.All)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for j, v := range []string{"left", "right"} {
-				if _, err := c.Nodes[j].Coord.Put(ctx, k, []byte(v), base.Context, coordinator.All); err != nil {
-					t.Fatal(err)
+	for _, chance := range []float64{-1, 1} {
+		t.Run(fmt.Sprintf("ReadRepairChance=%v", chance), func(t *testing.T) {
+			c := testcluster.New(t, testcluster.Options{Nodes: 4, Replicas: 3, Seed: 23,
+				Coordinator: coordinator.Options{ReadRepairChance: chance}})
+			ctx := ctxT(t)
+			var keys [][]byte
+			for i := range 40 {
+				k := []byte(fmt.Sprintf("glb-%d", i))
+				keys = append(keys, k)
+				switch i % 4 {
+				case 0: // absent
+				case 1:
+					if _, err := c.Nodes[i%4].Coord.Put(ctx, k, []byte("v"+string(k)), nil, coordinator.All); err != nil {
+						t.Fatal(err)
+					}
+				case 2:
+					if _, err := c.Nodes[0].Coord.Put(ctx, k, []byte("gone"), nil, coordinator.All); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := c.Nodes[1].Coord.Delete(ctx, k, nil, coordinator.All); err != nil {
+						t.Fatal(err)
+					}
+				case 3:
+					// Two concurrent writes over one base: siblings.
+					base, err := c.Nodes[0].Coord.Put(ctx, k, []byte("base"), nil, coordinator.All)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for j, v := range []string{"left", "right"} {
+						if _, err := c.Nodes[j].Coord.Put(ctx, k, []byte(v), base.Context, coordinator.All); err != nil {
+							t.Fatal(err)
+						}
+					}
 				}
 			}
-		}
-	}
-	for _, via := range c.Nodes {
-		for _, r := range []int{1, 2} {
-			lv := coordinator.Levels{R: r}
-			values, found, errs := via.Coord.GetLiveBatchAt(ctx, keys, lv)
-			for i, k := range keys {
-				v, ok, err := via.Coord.GetLiveAt(ctx, k, lv)
-				if err != nil || errs[i] != nil {
-					t.Fatalf("%s R=%d %s: GetLiveAt error %v, GetLiveBatchAt error %v", via.ID, r, k, err, errs[i])
-				}
-				if ok != found[i] || string(v) != string(values[i]) {
-					t.Fatalf("%s R=%d %s: GetLiveBatchAt (%q, %v), GetLiveAt (%q, %v)", via.ID, r, k, values[i], found[i], v, ok)
-				}
-				if i%4 == 3 && (!ok || string(v) != "left" && string(v) != "right") {
-					t.Fatalf("%s R=%d %s: siblings left/right read as (%q, %v)", via.ID, r, k, v, ok)
-				}
-				if want := i%4 == 1 || i%4 == 3; ok != want {
-					t.Fatalf("%s R=%d %s: found %v, want %v", via.ID, r, k, ok, want)
+			for _, via := range c.Nodes {
+				for _, r := range []int{1, 2} {
+					lv := coordinator.Levels{R: r}
+					values, found, errs := via.Coord.GetLiveBatchAt(ctx, keys, lv)
+					for i, k := range keys {
+						if errs[i] != nil {
+							t.Fatalf("%s R=%d %s: GetLiveBatchAt: %v", via.ID, r, k, errs[i])
+						}
+						v, ok, err := via.Coord.GetLiveAt(ctx, k, lv)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if ok != found[i] || string(v) != string(values[i]) {
+							t.Fatalf("%s R=%d %s: GetLiveBatchAt (%q, %v), GetLiveAt (%q, %v)", via.ID, r, k, values[i], found[i], v, ok)
+						}
+						obj, err := via.Coord.GetAt(ctx, k, coordinator.Levels{R: coordinator.All})
+						if err != nil {
+							t.Fatal(err)
+						}
+						if v, ok := version.LiveValue(obj); ok != found[i] || string(v) != string(values[i]) {
+							t.Fatalf("%s R=%d %s: GetLiveBatchAt (%q, %v), the live value of a read at ALL (%q, %v)", via.ID, r, k, values[i], found[i], v, ok)
+						}
+						if i%4 == 3 && len(obj.Live()) != 2 {
+							t.Fatalf("%s %s: want two siblings, read %v", via.ID, k, obj)
+						}
+						if want := i%4 == 1 || i%4 == 3; found[i] != want {
+							t.Fatalf("%s R=%d %s: found %v, want %v", via.ID, r, k, found[i], want)
+						}
+					}
 				}
 			}
-		}
+		})
 	}
 }
