@@ -520,6 +520,7 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 	errs := make([]error, len(keys))
 	type pending struct {
 		local *version.Object
+		hash  uint64   // the local state's replica.ObjectHash (0: absent)
 		want  int      // remote answers still needed
 		asked []string // remote replicas asked, in order
 		got   []readReply
@@ -530,8 +531,10 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 	plans := make([]readPlan, len(keys))
 	pend := make(map[int]*pending)
 	type peerRead struct {
-		idx  []int
-		keys [][]byte
+		idx    []int
+		keys   [][]byte
+		hashes []uint64          // the local states' hashes, for a digest read
+		locals []*version.Object // and the states themselves
 	}
 	peers := map[string]*peerRead{}
 	for i, key := range keys {
@@ -559,7 +562,7 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 			slow = append(slow, i)
 			continue
 		}
-		local, err := c.store.Get(key)
+		local, hash, err := c.store.GetHashed(key)
 		if err != nil {
 			plans[i].localOnly = false // the local read failed: ask the others
 			slow = append(slow, i)
@@ -574,7 +577,7 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		}
 		// A full read-repair read asks every live primary in the same
 		// messages; it needs only the quorum's answers.
-		p := &pending{local: local, want: q - 1}
+		p := &pending{local: local, hash: hash, want: q - 1}
 		for _, node := range pref {
 			if len(p.asked) == p.want && !plan.full {
 				break
@@ -590,12 +593,16 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 			}
 			pr.idx = append(pr.idx, i)
 			pr.keys = append(pr.keys, key)
+			pr.hashes = append(pr.hashes, hash)
+			pr.locals = append(pr.locals, local)
 		}
 		if len(p.asked) < p.want {
 			slow = append(slow, i) // not enough live replicas to ask in one go
 			for _, node := range p.asked {
 				peers[node].idx = peers[node].idx[:len(peers[node].idx)-1]
 				peers[node].keys = peers[node].keys[:len(peers[node].keys)-1]
+				peers[node].hashes = peers[node].hashes[:len(peers[node].hashes)-1]
+				peers[node].locals = peers[node].locals[:len(peers[node].locals)-1]
 			}
 			continue
 		}
@@ -635,10 +642,24 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		}
 		started++
 		go func() {
-			reply, err := c.call(sctx, node, kindReadBatch, encodeKeys(pr.keys))
+			// A digest read: a replica whose state hashes as this one's
+			// answers "same" instead of sending (and both sides coding) it.
+			reply, err := c.call(sctx, node, kindReadBatchDigest, encodeDigestKeys(pr.keys, pr.hashes))
 			var objs []*version.Object
-			if err == nil {
-				objs, err = decodeReadBatchReply(reply, len(pr.keys))
+			var same []bool
+			switch {
+			case err == nil:
+				objs, same, err = decodeDigestReply(reply, len(pr.keys))
+			case unknownKind(err):
+				// A node that predates digest reads.
+				if reply, err = c.call(sctx, node, kindReadBatch, encodeKeys(pr.keys)); err == nil {
+					objs, err = decodeReadBatchReply(reply, len(pr.keys))
+				}
+			}
+			for n := range same {
+				if same[n] {
+					objs[n] = pr.locals[n]
+				}
 			}
 			answers <- peerAnswer{node: node, idx: pr.idx, objs: objs, err: err}
 		}()

@@ -1,9 +1,11 @@
 package coordinator_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -232,7 +234,7 @@ func TestBatchesWithAnOlderNode(t *testing.T) {
 				return h
 			}
 			return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
-				if kind == 4 || kind == 5 {
+				if kind == 4 || kind == 5 || kind == 7 {
 					return nil, fmt.Errorf("unknown peer message kind %d", kind)
 				}
 				return h.Handle(ctx, from, kind, payload)
@@ -401,4 +403,79 @@ func TestGetLiveBatchMatchesGetLive(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A batched read is a digest read: each other replica gets the hash of
+// this node's state per key and answers "same" (one byte) when its state
+// hashes the same, the state itself otherwise. Replicas that agree send no
+// objects; a replica that holds a newer state sends it, and the read
+// answers with it.
+func TestGetBatchDigestRead(t *testing.T) {
+	var mu sync.Mutex
+	var replies [][]byte // kindReadBatchDigest replies, as sent
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 29,
+		Coordinator: coordinator.Options{ReadRepairChance: -1},
+		WrapHandler: func(id string, h transport.Handler) transport.Handler {
+			return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
+				reply, err := h.Handle(ctx, from, kind, payload)
+				if kind == 7 && err == nil {
+					mu.Lock()
+					replies = append(replies, bytes.Clone(reply))
+					mu.Unlock()
+				}
+				return reply, err
+			})
+		}})
+	ctx := ctxT(t)
+	n1, n3 := c.Nodes[0], c.Nodes[2]
+	var keys [][]byte
+	for i := range 20 {
+		k := []byte(fmt.Sprintf("digest-%d", i))
+		keys = append(keys, k)
+		if _, err := n1.Coord.Put(ctx, k, []byte("v1"), nil, coordinator.All); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(want string) {
+		t.Helper()
+		values, found, errs := n1.Coord.GetLiveBatchAt(ctx, keys, coordinator.Levels{R: 2})
+		for i, k := range keys {
+			if errs[i] != nil || !found[i] || string(values[i]) != want {
+				t.Fatalf("read of %s at R=2: %q %v %v, want %q", k, values[i], found[i], errs[i], want)
+			}
+		}
+	}
+	check("v1")
+	mu.Lock()
+	asked := 0
+	for _, r := range replies { // one per other replica asked; under 128 keys each
+		if len(r) == 0 || !bytes.Equal(r[1:], bytes.Repeat([]byte{1}, int(r[0]))) {
+			t.Fatalf("digest reply of replicas in agreement: %x, want a count and that many \"same\" (1)", r)
+		}
+		asked += int(r[0])
+	}
+	if asked != len(keys) {
+		t.Fatalf("digest replies answered %d keys, want %d (one other replica per key at R=2)", asked, len(keys))
+	}
+	replies = nil
+	mu.Unlock()
+
+	// n1 misses newer writes, which the other two hold.
+	c.Net.Isolate(n1.ID)
+	for _, k := range keys {
+		if _, err := n3.Coord.Put(ctx, k, []byte("v2"), nil, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Net.Heal()
+	check("v2")
+	mu.Lock()
+	size := 0
+	for _, r := range replies {
+		size += len(r)
+	}
+	if size < len(keys)*len("v2") {
+		t.Fatalf("digest replies when this node is behind: %d bytes in all, want them to carry the states", size)
+	}
+	mu.Unlock()
 }

@@ -5,7 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
+
 	"github.com/ringkv/ringkv/ring"
+	"github.com/ringkv/ringkv/transport"
 
 	"github.com/ringkv/ringkv/version"
 )
@@ -34,7 +37,97 @@ const (
 	// hints for that primary and merges them into its store before it
 	// answers. Request: see encodeHandoff. Reply: empty.
 	kindHandoff uint8 = 6
+	// kindReadBatchDigest is kindReadBatch carrying, per key, the hash
+	// (replica.ObjectHash) of the asker's state: a replica whose state
+	// hashes the same answers "same" instead of sending it. Request: see
+	// encodeDigestKeys. Reply: see decodeDigestReply. A node that predates
+	// it refuses it as an unknown kind.
+	kindReadBatchDigest uint8 = 7
 )
+
+// encodeDigestKeys: uvarint count | count × (uvarint len(key) | key |
+// 8-byte little-endian hash).
+func encodeDigestKeys(keys [][]byte, hashes []uint64) []byte {
+	size := binary.MaxVarintLen64
+	for _, k := range keys {
+		size += len(k) + binary.MaxVarintLen64 + 8
+	}
+	b := binary.AppendUvarint(make([]byte, 0, size), uint64(len(keys)))
+	for i, k := range keys {
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+		b = binary.LittleEndian.AppendUint64(b, hashes[i])
+	}
+	return b
+}
+
+func decodeDigestKeys(b []byte) ([][]byte, []uint64, error) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n == 0 || n > maxBatchEntries || n > uint64(len(b)) {
+		return nil, nil, errMalformed
+	}
+	b = b[w:]
+	keys, hashes := make([][]byte, 0, n), make([]uint64, 0, n)
+	for range n {
+		k, rest, err := readBytes(b)
+		if err != nil || len(rest) < 8 {
+			return nil, nil, errMalformed
+		}
+		keys, hashes = append(keys, k), append(hashes, binary.LittleEndian.Uint64(rest))
+		b = rest[8:]
+	}
+	if len(b) != 0 {
+		return nil, nil, errMalformed
+	}
+	return keys, hashes, nil
+}
+
+// Entries of a kindReadBatchDigest reply.
+const (
+	digestAbsent = 0 // the replica holds nothing for the key
+	digestSame   = 1 // its state hashes as the asker's
+	digestObject = 2 // followed by uvarint len(object) | encoded object
+)
+
+// decodeDigestReply parses a kindReadBatchDigest reply for want keys:
+// uvarint count | count × (tag byte [| uvarint len | encoded object]). An
+// absent key's object is nil; same[i] says the replica's state is the
+// asker's (objs[i] nil).
+func decodeDigestReply(b []byte, want int) (objs []*version.Object, same []bool, err error) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n != uint64(want) {
+		return nil, nil, errMalformed
+	}
+	b = b[w:]
+	objs, same = make([]*version.Object, want), make([]bool, want)
+	for i := range objs {
+		if len(b) == 0 {
+			return nil, nil, errMalformed
+		}
+		tag := b[0]
+		b = b[1:]
+		switch tag {
+		case digestAbsent:
+		case digestSame:
+			same[i] = true
+		case digestObject:
+			enc, rest, err := readBytes(b)
+			if err != nil || len(enc) == 0 {
+				return nil, nil, errMalformed
+			}
+			if objs[i], err = version.DecodeObject(enc); err != nil {
+				return nil, nil, fmt.Errorf("%w: read batch object %d: %v", errMalformed, i, err)
+			}
+			b = rest
+		default:
+			return nil, nil, errMalformed
+		}
+	}
+	if len(b) != 0 {
+		return nil, nil, errMalformed
+	}
+	return objs, same, nil
+}
 
 // encodeKeys: uvarint count | count × (uvarint len(key) | key).
 func encodeKeys(keys [][]byte) []byte {
@@ -350,6 +443,28 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 			return nil, err
 		}
 		return nil, c.standIn(primary, keys, objs)
+	case kindReadBatchDigest:
+		keys, hashes, err := decodeDigestKeys(payload)
+		if err != nil {
+			return nil, err
+		}
+		reply := binary.AppendUvarint(nil, uint64(len(keys)))
+		for i, key := range keys {
+			raw, hash, found, err := c.store.GetRaw(key)
+			switch {
+			case err != nil:
+				return nil, err
+			case !found:
+				reply = append(reply, digestAbsent)
+			case hash == hashes[i]:
+				reply = append(reply, digestSame)
+			default:
+				reply = append(reply, digestObject)
+				reply = binary.AppendUvarint(reply, uint64(len(raw)))
+				reply = append(reply, raw...)
+			}
+		}
+		return reply, nil
 	case kindReadBatch:
 		keys, err := decodeKeys(payload)
 		if err != nil {
@@ -389,5 +504,17 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 		}
 		return obj.Encode(nil), nil
 	}
-	return nil, fmt.Errorf("unknown peer message kind %d", kind)
+	return nil, fmt.Errorf("%s %d", unknownKindRefusal, kind)
+}
+
+// unknownKindRefusal starts the error a node returns for a message kind
+// it does not know, before acting on it. Nodes of other releases look for
+// it (unknownKind), so it must not change.
+const unknownKindRefusal = "unknown peer message kind"
+
+// unknownKind reports whether err is a peer's refusal of a message kind it
+// does not know.
+func unknownKind(err error) bool {
+	var re *transport.RemoteError
+	return errors.As(err, &re) && strings.HasPrefix(re.Message, unknownKindRefusal)
 }

@@ -276,6 +276,22 @@ func (s *Store) get(ekey []byte) (*version.Object, error) {
 	return obj, err
 }
 
+// GetHashed is Get, also returning the ObjectHash of the stored bytes (0
+// when absent): the state a digest read compares.
+func (s *Store) GetHashed(key []byte) (*version.Object, uint64, error) {
+	return s.getHashed(EncodeKey(nil, key), true)
+}
+
+// GetRaw returns key's stored bytes (an encoded version.Object) and their
+// ObjectHash without decoding them; found is false when there are none.
+func (s *Store) GetRaw(key []byte) (raw []byte, hash uint64, found bool, err error) {
+	raw, found, err = s.load(EncodeKey(nil, key))
+	if err != nil || !found {
+		return nil, 0, false, err
+	}
+	return raw, ObjectHash(key, raw), true, nil
+}
+
 // getHashed is get, also returning the ObjectHash of the stored bytes when
 // hashed is true (0 when absent or not asked).
 func (s *Store) getHashed(ekey []byte, hashed bool) (*version.Object, uint64, error) {
