@@ -520,7 +520,6 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 	errs := make([]error, len(keys))
 	type pending struct {
 		local *version.Object
-		hash  uint64   // the local state's replica.ObjectHash (0: absent)
 		want  int      // remote answers still needed
 		asked []string // remote replicas asked, in order
 		got   []readReply
@@ -577,7 +576,7 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		}
 		// A full read-repair read asks every live primary in the same
 		// messages; it needs only the quorum's answers.
-		p := &pending{local: local, hash: hash, want: q - 1}
+		p := &pending{local: local, want: q - 1}
 		for _, node := range pref {
 			if len(p.asked) == p.want && !plan.full {
 				break

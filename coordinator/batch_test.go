@@ -234,7 +234,7 @@ func TestBatchesWithAnOlderNode(t *testing.T) {
 				return h
 			}
 			return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
-				if kind == 4 || kind == 5 || kind == 7 {
+				if kind == 4 || kind == 5 || kind == 9 || kind == 10 {
 					return nil, fmt.Errorf("unknown peer message kind %d", kind)
 				}
 				return h.Handle(ctx, from, kind, payload)
@@ -405,22 +405,27 @@ func TestGetLiveBatchMatchesGetLive(t *testing.T) {
 	}
 }
 
-// A batched read is a digest read: each other replica gets the hash of
-// this node's state per key and answers "same" (one byte) when its state
-// hashes the same, the state itself otherwise. Replicas that agree send no
-// objects; a replica that holds a newer state sends it, and the read
-// answers with it.
+// A read is a digest read, batched or not: each other replica gets the
+// hash of this node's state per key and answers "same" (one byte) when its
+// state hashes the same, the state itself otherwise. Replicas that agree
+// send no objects; a replica that holds a newer state sends it, and the
+// read answers with it.
 func TestGetBatchDigestRead(t *testing.T) {
 	var mu sync.Mutex
 	var replies [][]byte // kindReadBatchDigest replies, as sent
+	var single [][]byte  // kindReadDigest replies
 	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 29,
 		Coordinator: coordinator.Options{ReadRepairChance: -1},
 		WrapHandler: func(id string, h transport.Handler) transport.Handler {
 			return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
 				reply, err := h.Handle(ctx, from, kind, payload)
-				if kind == 7 && err == nil {
+				if (kind == 9 || kind == 10) && err == nil {
 					mu.Lock()
-					replies = append(replies, bytes.Clone(reply))
+					if kind == 9 {
+						replies = append(replies, bytes.Clone(reply))
+					} else {
+						single = append(single, bytes.Clone(reply))
+					}
 					mu.Unlock()
 				}
 				return reply, err
@@ -445,6 +450,17 @@ func TestGetBatchDigestRead(t *testing.T) {
 			}
 		}
 	}
+	checkSingle := func(k []byte, want string) {
+		t.Helper()
+		mu.Lock()
+		single = nil // the writes' context reads are digest reads too
+		mu.Unlock()
+		v, ok, err := n1.Coord.GetLiveAt(ctx, k, coordinator.Levels{R: 2})
+		if err != nil || !ok || string(v) != want {
+			t.Fatalf("single read of %s at R=2: %q %v %v, want %q", k, v, ok, err, want)
+		}
+	}
+	repairsBefore := n1.Coord.Stats().ReadRepairs
 	check("v1")
 	mu.Lock()
 	asked := 0
@@ -458,6 +474,17 @@ func TestGetBatchDigestRead(t *testing.T) {
 		t.Fatalf("digest replies answered %d keys, want %d (one other replica per key at R=2)", asked, len(keys))
 	}
 	replies = nil
+	mu.Unlock()
+	time.Sleep(50 * time.Millisecond) // a repair would be under way
+	if got := n1.Coord.Stats().ReadRepairs; got != repairsBefore {
+		t.Fatalf("reads of replicas in agreement sent %d read repairs, want none (a \"same\" answer stands for this node's state)", got-repairsBefore)
+	}
+	checkSingle(keys[0], "v1")
+	mu.Lock()
+	if len(single) != 1 || !bytes.Equal(single[0], []byte{1}) {
+		t.Fatalf("single digest replies of replicas in agreement: %x, want one \"same\" (01)", single)
+	}
+	single = nil
 	mu.Unlock()
 
 	// n1 misses newer writes, which the other two hold.
@@ -476,6 +503,80 @@ func TestGetBatchDigestRead(t *testing.T) {
 	}
 	if size < len(keys)*len("v2") {
 		t.Fatalf("digest replies when this node is behind: %d bytes in all, want them to carry the states", size)
+	}
+	mu.Unlock()
+	// The batch repaired n1 in the background; a key it has not read
+	// since shows the single read.
+	k := []byte("digest-single")
+	if _, err := n1.Coord.Put(ctx, k, []byte("v1"), nil, coordinator.All); err != nil {
+		t.Fatal(err)
+	}
+	c.Net.Isolate(n1.ID)
+	if _, err := n3.Coord.Put(ctx, k, []byte("v2"), nil, 2); err != nil {
+		t.Fatal(err)
+	}
+	c.Net.Heal()
+	checkSingle(k, "v2")
+	mu.Lock()
+	if len(single) != 1 || len(single[0]) < 1+len("v2") || single[0][0] != 2 {
+		t.Fatalf("single digest reply when this node is behind: %x, want the state (tag 02)", single)
+	}
+	mu.Unlock()
+}
+
+// A node that predates digest reads (it refuses kinds 9 and 10 as
+// unknown) still answers batched reads with kindReadBatch and single ones
+// with kindRead: no key falls back to Get's per-key path.
+func TestDigestReadWithAnOlderNode(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[uint8]int{} // kinds the older node answered
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 31,
+		Coordinator: coordinator.Options{ReadRepairChance: -1},
+		WrapHandler: func(id string, h transport.Handler) transport.Handler {
+			if id != "n2" && id != "n3" {
+				return h
+			}
+			return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
+				if kind == 9 || kind == 10 {
+					return nil, fmt.Errorf("unknown peer message kind %d", kind)
+				}
+				mu.Lock()
+				seen[kind]++
+				mu.Unlock()
+				return h.Handle(ctx, from, kind, payload)
+			})
+		}})
+	ctx := ctxT(t)
+	n1 := c.Nodes[0]
+	var keys [][]byte
+	for i := range 10 {
+		k := []byte(fmt.Sprintf("older-%d", i))
+		keys = append(keys, k)
+		if _, err := n1.Coord.Put(ctx, k, []byte("v"), nil, coordinator.All); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	clear(seen)
+	mu.Unlock()
+	values, found, errs := n1.Coord.GetLiveBatchAt(ctx, keys, coordinator.Levels{R: 2})
+	for i, k := range keys {
+		if errs[i] != nil || !found[i] || string(values[i]) != "v" {
+			t.Fatalf("batched read of %s: %q %v %v", k, values[i], found[i], errs[i])
+		}
+	}
+	mu.Lock()
+	if seen[5] == 0 || seen[1] != 0 {
+		t.Fatalf("older nodes answered kinds %v to a batched read, want kindReadBatch (5) and no single reads (1)", seen)
+	}
+	clear(seen)
+	mu.Unlock()
+	if v, ok, err := n1.Coord.GetLiveAt(ctx, keys[0], coordinator.Levels{R: 2}); err != nil || !ok || string(v) != "v" {
+		t.Fatalf("single read: %q %v %v", v, ok, err)
+	}
+	mu.Lock()
+	if seen[1] != 1 {
+		t.Fatalf("older nodes answered kinds %v to a single read, want one kindRead (1)", seen)
 	}
 	mu.Unlock()
 }

@@ -933,6 +933,11 @@ type readState struct {
 	okPrimDC, outstandingPrimDC []int
 	merged                      *version.Object
 	last                        error
+	// The local replica's answer, once in (local set): the other
+	// replicas are then sent a digest read against its hash.
+	local     *version.Object
+	localHash uint64
+	hasLocal  bool
 }
 
 func (c *Coordinator) newReadState(key []byte, plan readPlan) *readState {
@@ -1062,7 +1067,9 @@ func (rs *readState) ask(i int) bool {
 	rs.asked++
 	target := rs.order[i]
 	if target.node == rs.c.self {
-		rep := rs.c.readOne(nil, target, rs.key)
+		rep := readReply{node: target.node, primary: target.primary, dc: target.dc}
+		rep.obj, rs.localHash, rep.err = rs.c.store.GetHashed(rs.key)
+		rs.local, rs.hasLocal = rep.obj, rep.err == nil
 		rs.got = append(rs.got, rep)
 		rs.tally(rep)
 		return true
@@ -1081,6 +1088,11 @@ func (rs *readState) ask(i int) bool {
 		}
 	}
 	rctx := rs.rctx
+	if rs.hasLocal {
+		local, hash := rs.local, rs.localHash
+		go func() { rs.replies <- rs.c.readOneDigest(rctx, target, rs.key, local, hash) }()
+		return true
+	}
 	go func() { rs.replies <- rs.c.readOne(rctx, target, rs.key) }()
 	return true
 }
@@ -1189,6 +1201,27 @@ func (c *Coordinator) readOne(ctx context.Context, target readReply, key []byte)
 		return rep
 	}
 	rep.obj, rep.err = version.DecodeObject(reply)
+	return rep
+}
+
+// readOneDigest is readOne for a remote target when this node's state of
+// key is local (hash its replica.ObjectHash, 0 when absent): a digest read
+// (kindReadDigest), whose "same" answer stands for local itself. A node
+// that predates it is sent kindRead.
+func (c *Coordinator) readOneDigest(ctx context.Context, target readReply, key []byte, local *version.Object, hash uint64) readReply {
+	rep := readReply{node: target.node, primary: target.primary, dc: target.dc}
+	reply, err := c.call(ctx, target.node, kindReadDigest, encodeDigestKey(key, hash))
+	if unknownKind(err) {
+		return c.readOne(ctx, target, key)
+	}
+	if err != nil {
+		rep.err = err
+		return rep
+	}
+	var same bool
+	if rep.obj, same, rep.err = decodeDigestAnswer(reply); same {
+		rep.obj = local
+	}
 	return rep
 }
 

@@ -42,8 +42,55 @@ const (
 	// hashes the same answers "same" instead of sending it. Request: see
 	// encodeDigestKeys. Reply: see decodeDigestReply. A node that predates
 	// it refuses it as an unknown kind.
-	kindReadBatchDigest uint8 = 7
+	//
+	// Kinds 7 and 8 are left unused: a reverted change briefly gave them
+	// to writes.
+	kindReadBatchDigest uint8 = 9
+	// kindReadDigest is kindRead with the hash of the asker's state: a
+	// replica whose state hashes the same answers "same". Request: see
+	// encodeDigestKey. Reply: see decodeDigestAnswer.
+	kindReadDigest uint8 = 10
 )
+
+// encodeDigestKey: uvarint len(key) | key | 8-byte little-endian hash.
+func encodeDigestKey(key []byte, hash uint64) []byte {
+	b := binary.AppendUvarint(make([]byte, 0, len(key)+binary.MaxVarintLen64+8), uint64(len(key)))
+	b = append(b, key...)
+	return binary.LittleEndian.AppendUint64(b, hash)
+}
+
+func decodeDigestKey(b []byte) ([]byte, uint64, error) {
+	key, rest, err := readBytes(b)
+	if err != nil || len(rest) != 8 {
+		return nil, 0, errMalformed
+	}
+	return key, binary.LittleEndian.Uint64(rest), nil
+}
+
+// appendDigestAnswer appends one key's answer to a digest read: a tag
+// (digestAbsent, digestSame, digestObject), and for digestObject uvarint
+// len(raw) | raw, the replica's stored bytes.
+func appendDigestAnswer(b []byte, raw []byte, hash uint64, found bool, askerHash uint64) []byte {
+	switch {
+	case !found:
+		return append(b, digestAbsent)
+	case hash == askerHash:
+		return append(b, digestSame)
+	}
+	b = append(b, digestObject)
+	b = binary.AppendUvarint(b, uint64(len(raw)))
+	return append(b, raw...)
+}
+
+// decodeDigestAnswer parses a kindReadDigest reply: one answer as
+// appendDigestAnswer writes it.
+func decodeDigestAnswer(b []byte) (obj *version.Object, same bool, err error) {
+	objs, sames, rest, err := decodeDigestAnswers(b, 1)
+	if err != nil || len(rest) != 0 {
+		return nil, false, errMalformed
+	}
+	return objs[0], sames[0], nil
+}
 
 // encodeDigestKeys: uvarint count | count × (uvarint len(key) | key |
 // 8-byte little-endian hash).
@@ -90,7 +137,7 @@ const (
 )
 
 // decodeDigestReply parses a kindReadBatchDigest reply for want keys:
-// uvarint count | count × (tag byte [| uvarint len | encoded object]). An
+// uvarint count | count answers as appendDigestAnswer writes them. An
 // absent key's object is nil; same[i] says the replica's state is the
 // asker's (objs[i] nil).
 func decodeDigestReply(b []byte, want int) (objs []*version.Object, same []bool, err error) {
@@ -98,11 +145,20 @@ func decodeDigestReply(b []byte, want int) (objs []*version.Object, same []bool,
 	if w <= 0 || n != uint64(want) {
 		return nil, nil, errMalformed
 	}
-	b = b[w:]
-	objs, same = make([]*version.Object, want), make([]bool, want)
+	objs, same, rest, err := decodeDigestAnswers(b[w:], want)
+	if err != nil || len(rest) != 0 {
+		return nil, nil, errMalformed
+	}
+	return objs, same, nil
+}
+
+// decodeDigestAnswers parses n digest answers from b, returning what
+// follows them.
+func decodeDigestAnswers(b []byte, n int) (objs []*version.Object, same []bool, rest []byte, err error) {
+	objs, same = make([]*version.Object, n), make([]bool, n)
 	for i := range objs {
 		if len(b) == 0 {
-			return nil, nil, errMalformed
+			return nil, nil, nil, errMalformed
 		}
 		tag := b[0]
 		b = b[1:]
@@ -111,22 +167,19 @@ func decodeDigestReply(b []byte, want int) (objs []*version.Object, same []bool,
 		case digestSame:
 			same[i] = true
 		case digestObject:
-			enc, rest, err := readBytes(b)
+			enc, after, err := readBytes(b)
 			if err != nil || len(enc) == 0 {
-				return nil, nil, errMalformed
+				return nil, nil, nil, errMalformed
 			}
 			if objs[i], err = version.DecodeObject(enc); err != nil {
-				return nil, nil, fmt.Errorf("%w: read batch object %d: %v", errMalformed, i, err)
+				return nil, nil, nil, fmt.Errorf("%w: digest read object %d: %v", errMalformed, i, err)
 			}
-			b = rest
+			b = after
 		default:
-			return nil, nil, errMalformed
+			return nil, nil, nil, errMalformed
 		}
 	}
-	if len(b) != 0 {
-		return nil, nil, errMalformed
-	}
-	return objs, same, nil
+	return objs, same, b, nil
 }
 
 // encodeKeys: uvarint count | count × (uvarint len(key) | key).
@@ -451,20 +504,22 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 		reply := binary.AppendUvarint(nil, uint64(len(keys)))
 		for i, key := range keys {
 			raw, hash, found, err := c.store.GetRaw(key)
-			switch {
-			case err != nil:
+			if err != nil {
 				return nil, err
-			case !found:
-				reply = append(reply, digestAbsent)
-			case hash == hashes[i]:
-				reply = append(reply, digestSame)
-			default:
-				reply = append(reply, digestObject)
-				reply = binary.AppendUvarint(reply, uint64(len(raw)))
-				reply = append(reply, raw...)
 			}
+			reply = appendDigestAnswer(reply, raw, hash, found, hashes[i])
 		}
 		return reply, nil
+	case kindReadDigest:
+		key, askerHash, err := decodeDigestKey(payload)
+		if err != nil {
+			return nil, err
+		}
+		raw, hash, found, err := c.store.GetRaw(key)
+		if err != nil {
+			return nil, err
+		}
+		return appendDigestAnswer(nil, raw, hash, found, askerHash), nil
 	case kindReadBatch:
 		keys, err := decodeKeys(payload)
 		if err != nil {
