@@ -3,33 +3,38 @@
 # --sync batch) on 127.0.0.1, run one redis-benchmark test against the
 # first, and take a CPU profile of every node while it runs.
 #
-#   bench/redis/profile.sh [-b RINGKV_BINARY] [-n REQUESTS] [-s PROFILE_SECONDS] [-o OUTDIR] TEST PIPELINE
+#   bench/redis/profile.sh [-b RINGKV_BINARY] [-n REQUESTS] [-s PROFILE_SECONDS] [-o OUTDIR] [-c] TEST PIPELINE
 #
 # TEST is set or get (a get run first loads 100,000 keys), PIPELINE the
 # redis-benchmark -P. It prints redis-benchmark's CSV line and the three
 # servers' CPU time per request (user + system, from /proc), and writes
 # OUTDIR/TEST-PPIPELINE-nI.pprof (read with: go tool pprof -top BINARY FILE).
-# -s 0 takes no profile (for A/B runs of CPU per request). RINGKV_FLAGS
+# -s 0 takes no profile (for A/B runs of CPU per request). -c also counts
+# the servers' system calls per request with perf stat (the tracepoints
+# raw_syscalls:sys_enter and a few syscalls:sys_enter_*). RINGKV_FLAGS
 # (environment) adds flags to every server. Ports 17001-17003 (RESP),
 # 17101-17103 (HTTP) and 17201, 17211, 17221 (peer; gossip one above) must
 # be free. Every process it starts is stopped by PID.
 set -euo pipefail
 
-BIN= N=200000 SECS=10 OUT=.
-while getopts "b:n:s:o:h" opt; do
+BIN= N=200000 SECS=10 OUT=. COUNT=
+while getopts "b:n:s:o:ch" opt; do
 	case $opt in
 	b) BIN=$OPTARG ;;
 	n) N=$OPTARG ;;
 	s) SECS=$OPTARG ;;
 	o) OUT=$OPTARG ;;
-	*) sed -n '2,16p' "$0"; exit 2 ;;
+	c) COUNT=1 ;;
+	*) sed -n '2,18p' "$0"; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
-[ $# = 2 ] || { sed -n '2,16p' "$0"; exit 2; }
+[ $# = 2 ] || { sed -n '2,18p' "$0"; exit 2; }
 TEST=$1 P=$2
 case $TEST in set | get) ;; *) echo "profile.sh: TEST must be set or get" >&2; exit 2 ;; esac
-for tool in redis-benchmark redis-cli curl; do
+TOOLS="redis-benchmark redis-cli curl"
+[ -z "$COUNT" ] || TOOLS="$TOOLS perf"
+for tool in $TOOLS; do
 	command -v $tool >/dev/null || { echo "profile.sh: $tool not found (apt-get install redis-tools curl)" >&2; exit 1; }
 done
 
@@ -80,7 +85,20 @@ if [ "$SECS" != 0 ]; then
 		CP+=($!)
 	done
 fi
+if [ -n "$COUNT" ]; then
+	EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_enter_futex,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_nanosleep
+	perf stat -x, -o "$TMP/perf" -e "$EVENTS" -p "$(IFS=,; echo "${PIDS[*]}")" &
+	PERF=$!
+fi
 redis-benchmark -h 127.0.0.1 -p 17001 -t "$TEST" -d 100 -r $KEYS -c 50 -n "$N" -P "$P" --csv | tail -1 >"$TMP/out"
 t1=$(cpu)
+if [ -n "$COUNT" ]; then
+	kill -INT "$PERF"
+	wait "$PERF" || true
+fi
 [ ${#CP[@]} = 0 ] || wait "${CP[@]}"
 echo "$TEST -P $P: $(cat "$TMP/out"), server CPU $(((t1 - t0) * 1000000 / $(getconf CLK_TCK) / N)) us/request"
+if [ -n "$COUNT" ]; then
+	# perf stat -x, lines: count,unit,event,...
+	awk -F, -v n="$N" '$3 ~ /sys_enter/ { sub(/^.*:sys_enter_?/, "", $3); printf "%s%s %.2f", sep, ($3 == "" ? "all" : $3), $1 / n; sep = ", " } END { print " system calls per request (all servers)" }' "$TMP/perf"
+fi

@@ -16,11 +16,12 @@
 # flags to every ringkv server, e.g. RINGKV_FLAGS="--repair-interval -1s"
 # for an A/B of a server setting.
 #
-# Per target and pipeline depth (-P 1, -P 16) it runs
-#   redis-benchmark -h 127.0.0.1 -p PORT -t set,get -d 100 -r 1000000 -c 50 -n N -P P --csv
+# Per target and pipeline depth (-P 1, -P 16) it runs, for TEST set and then get,
+#   redis-benchmark -h 127.0.0.1 -p PORT -t TEST -d 100 -r 1000000 -c 50 -n N -P P --csv
 # and prints a markdown report: ops/s, p50 and p99 per target and test, the
-# ratios ringkv-1-node / redis, and the servers' CPU time per request (from
-# /proc/PID/stat, summed over a target's processes).
+# ratios ringkv-1-node / redis, and the servers' CPU time per request of each
+# test (from /proc/PID/stat, summed over a target's processes) with the
+# ratios three nodes / one node and one node / redis.
 #
 # Everything is on 127.0.0.1. The ringkv binary is built fresh from this
 # checkout into a temporary directory; every process the script starts is
@@ -240,45 +241,49 @@ cpu_ticks() { # user+system clock ticks used so far by every started process
 }
 
 bench_target() { # bench_target NAME PORT
-	local name=$1 port=$2 p before after t0 t1 out err
+	local name=$1 port=$2 p test before after t0 t1 out err
 	before=$(loadavg)
 	for p in $PIPELINES; do
-		out="$TMP/$name.P$p.csv"
-		err="$TMP/$name.P$p.err"
-		log "$name: redis-benchmark -P $p -n $N"
-		c0=$(cpu_ticks)
-		t0=$(date +%s.%N)
-		# In the background, so that a signal to this script is handled at once
-		# (cleanup stops BENCH_PID too).
-		redis-benchmark -h 127.0.0.1 -p "$port" -t set,get -d $DATASIZE -r $KEYSPACE -c $CLIENTS \
-			-n "$N" -P "$p" --csv >"$out" 2>"$err" &
-		BENCH_PID=$!
-		if ! wait $BENCH_PID; then
-			echo "$name P$p: redis-benchmark exited with an error: $(head -c 300 "$err")" >>"$NOTES"
-		fi
-		t1=$(date +%s.%N)
-		printf '%s\t%s\t%s\n' "$name" "$p" $(($(cpu_ticks) - c0)) >>"$CPUS"
-		BENCH_PID=
-		# Keys stored after this run (SET adds keys); "–" if the server does not answer DBSIZE with a number.
+		# SET and GET are separate redis-benchmark runs (SET first, so GET
+		# reads the keys it wrote), so that each has its own server CPU.
+		for test in set get; do
+			out="$TMP/$name.P$p.$test.csv"
+			err="$TMP/$name.P$p.$test.err"
+			log "$name: redis-benchmark -t $test -P $p -n $N"
+			c0=$(cpu_ticks)
+			t0=$(date +%s.%N)
+			# In the background, so that a signal to this script is handled at once
+			# (cleanup stops BENCH_PID too).
+			redis-benchmark -h 127.0.0.1 -p "$port" -t "$test" -d $DATASIZE -r $KEYSPACE -c $CLIENTS \
+				-n "$N" -P "$p" --csv >"$out" 2>"$err" &
+			BENCH_PID=$!
+			if ! wait $BENCH_PID; then
+				echo "$name P$p $test: redis-benchmark exited with an error: $(head -c 300 "$err")" >>"$NOTES"
+			fi
+			t1=$(date +%s.%N)
+			printf '%s\t%s\t%s\t%s\n' "$name" "$p" "${test^^}" $(($(cpu_ticks) - c0)) >>"$CPUS"
+			BENCH_PID=
+			# stderr holds the progress lines (with --csv: none) and any errors.
+			if grep -qvE '^\s*$' "$err"; then
+				echo "$name P$p $test: redis-benchmark stderr: $(tr '\r' '\n' <"$err" | grep -vE '^\s*$' | sort | uniq -c | sort -rn | head -5 | tr '\n' ';')" >>"$NOTES"
+			fi
+			# CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+			local hdr
+			hdr=$(grep -m1 '^"test"' "$out" || true)
+			[ -n "$hdr" ] || { cat "$out" "$err" >&2; die "$name P$p $test: no CSV header in redis-benchmark output"; }
+			awk -F, -v tgt="$name" -v P="$p" -v wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" '
+				{ for (i = 1; i <= NF; i++) gsub(/"/, "", $i) }
+				$1 == "test" { for (i = 1; i <= NF; i++) col[$i] = i; next }
+				$1 == "SET" || $1 == "GET" {
+					if (!("rps" in col) || !("p50_latency_ms" in col) || !("p99_latency_ms" in col)) { print "missing columns" > "/dev/stderr"; exit 1 }
+					printf "%s\t%s\t%s\t%s\t%s\t%s\t%.1f\n", tgt, P, $1, $col["rps"], $col["p50_latency_ms"], $col["p99_latency_ms"], wall
+				}' "$out" >>"$RESULTS" || die "$name P$p $test: could not parse $out"
+		done
+		[ "$(awk -F'\t' -v t="$name" -v p="$p" '$1 == t && $2 == p' "$RESULTS" | wc -l)" = 2 ] || { cat "$TMP/$name.P$p."*.csv >&2; die "$name P$p: expected a SET and a GET row"; }
+		# Keys stored after this pipeline depth's runs (SET adds keys); "–" if the server does not answer DBSIZE with a number.
 		dbs=$(redis-cli -h 127.0.0.1 -p "$port" dbsize 2>&1 | head -1)
 		case $dbs in '' | *[!0-9]*) dbs="–" ;; esac
 		printf '%s\t%s\t%s\n' "$name" "$p" "$dbs" >>"$DBSIZES"
-		# stderr holds the progress lines (with --csv: none) and any errors.
-		if grep -qvE '^\s*$' "$err"; then
-			echo "$name P$p: redis-benchmark stderr: $(tr '\r' '\n' <"$err" | grep -vE '^\s*$' | sort | uniq -c | sort -rn | head -5 | tr '\n' ';')" >>"$NOTES"
-		fi
-		# CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-		local hdr
-		hdr=$(grep -m1 '^"test"' "$out" || true)
-		[ -n "$hdr" ] || { cat "$out" "$err" >&2; die "$name P$p: no CSV header in redis-benchmark output"; }
-		awk -F, -v tgt="$name" -v P="$p" -v wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" '
-			{ for (i = 1; i <= NF; i++) gsub(/"/, "", $i) }
-			$1 == "test" { for (i = 1; i <= NF; i++) col[$i] = i; next }
-			$1 == "SET" || $1 == "GET" {
-				if (!("rps" in col) || !("p50_latency_ms" in col) || !("p99_latency_ms" in col)) { print "missing columns" > "/dev/stderr"; exit 1 }
-				printf "%s\t%s\t%s\t%s\t%s\t%s\t%.1f\n", tgt, P, $1, $col["rps"], $col["p50_latency_ms"], $col["p99_latency_ms"], wall
-			}' "$out" >>"$RESULTS" || die "$name P$p: could not parse $out"
-		[ "$(awk -F'\t' -v t="$name" -v p="$p" '$1 == t && $2 == p' "$RESULTS" | wc -l)" = 2 ] || { cat "$out" >&2; die "$name P$p: expected a SET and a GET row"; }
 	done
 	after=$(loadavg)
 	printf '%s\t%s\t%s\n' "$name" "$before" "$after" >>"$LOADS"
@@ -379,7 +384,7 @@ echo "- $(redis-server --version)"
 echo "- $(redis-benchmark --version)"
 echo "- $(go version)"
 echo "- $(nproc) CPUs; ringkv built at the start from the working tree at commit $BUILD_COMMIT, $([ -n "$BUILD_DIRTY" ] && echo "with uncommitted changes to: ${BUILD_DIRTY% }" || echo "no uncommitted Go changes")"
-echo "- per run: redis-benchmark -h 127.0.0.1 -p PORT -t set,get -d $DATASIZE -r $KEYSPACE -c $CLIENTS -n $N -P {1,16} --csv"
+echo "- per run: redis-benchmark -h 127.0.0.1 -p PORT -t {set,get} -d $DATASIZE -r $KEYSPACE -c $CLIENTS -n $N -P {1,16} --csv"
 echo
 echo "| target | test | ops/s | p50 ms | p99 ms |"
 echo "|---|---|--:|--:|--:|"
@@ -408,16 +413,25 @@ for t in ringkv-1-batch ringkv-1-periodic floor; do
 done
 fi
 echo
-echo "Server CPU time per request (user + system, all of a target's server processes, over the whole redis-benchmark run of $((2 * N)) requests: SET and GET together), wall time of each run, DBSIZE after it (– where the server does not count keys), and load average (1/5/15 min) before → after each target:"
+echo "Server CPU time per request (user + system, all of a target's server processes, over each redis-benchmark run of $N requests), wall time of each run, DBSIZE after each pipeline depth's SET and GET runs (– where the server does not count keys), and load average (1/5/15 min) before → after each target:"
 echo
-echo "| target | -P 1 CPU µs/req | -P 16 CPU µs/req | -P 1 wall s | -P 16 wall s | DBSIZE after -P 1 | after -P 16 | load before | load after |"
-echo "|---|--:|--:|--:|--:|--:|--:|---|---|"
+echo "| target | SET -P 1 CPU µs/req | GET -P 1 | SET -P 16 | GET -P 16 | wall s SET/GET -P 1 | -P 16 | DBSIZE after -P 1 | after -P 16 | load before | load after |"
+echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|"
 dbsize() { awk -F'\t' -v t="$1" -v p="$2" '$1 == t && $2 == p { print $3 }' "$DBSIZES"; }
-cpureq() { awk -F'\t' -v t="$1" -v p="$2" -v hz="$CLK_TCK" -v n="$((2 * N))" '$1 == t && $2 == p { printf "%.1f", $3 / hz / n * 1e6 }' "$CPUS"; }
+cpureq() { awk -F'\t' -v t="$1" -v p="$2" -v s="$3" -v hz="$CLK_TCK" -v n="$N" '$1 == t && $2 == p && $3 == s { printf "%.1f", $4 / hz / n * 1e6 }' "$CPUS"; }
 for t in $TARGETS; do
-	echo "| $(label $t) | $(cpureq $t 1) | $(cpureq $t 16) | $(val $t 1 SET 7) | $(val $t 16 SET 7) | $(dbsize $t 1) | $(dbsize $t 16) | $(awk -F'\t' -v t=$t '$1 == t { print $2 }' "$LOADS") | $(awk -F'\t' -v t=$t '$1 == t { print $3 }' "$LOADS") |"
+	echo "| $(label $t) | $(cpureq $t 1 SET) | $(cpureq $t 1 GET) | $(cpureq $t 16 SET) | $(cpureq $t 16 GET) | $(val $t 1 SET 7)/$(val $t 1 GET 7) | $(val $t 16 SET 7)/$(val $t 16 GET 7) | $(dbsize $t 1) | $(dbsize $t 16) | $(awk -F'\t' -v t=$t '$1 == t { print $2 }' "$LOADS") | $(awk -F'\t' -v t=$t '$1 == t { print $3 }' "$LOADS") |"
 done
 echo
+cpuratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "–" }'; }
+if wanted ringkv-3-batch && wanted ringkv-1-batch; then
+	echo "Server CPU per request, three nodes ÷ one node (--sync batch both; the issue's goals: ≤ 3.5 for SET, ≤ 2.5 for GET): SET -P 1 $(cpuratio "$(cpureq ringkv-3-batch 1 SET)" "$(cpureq ringkv-1-batch 1 SET)"), GET -P 1 $(cpuratio "$(cpureq ringkv-3-batch 1 GET)" "$(cpureq ringkv-1-batch 1 GET)"), SET -P 16 $(cpuratio "$(cpureq ringkv-3-batch 16 SET)" "$(cpureq ringkv-1-batch 16 SET)"), GET -P 16 $(cpuratio "$(cpureq ringkv-3-batch 16 GET)" "$(cpureq ringkv-1-batch 16 GET)")."
+	echo
+fi
+if wanted redis && wanted ringkv-1-batch; then
+	echo "Server CPU per request, one node (--sync batch) ÷ redis-server (the issue's goals at -P 16: ≤ 2 for SET, ≤ 1.5 for GET): SET -P 1 $(cpuratio "$(cpureq ringkv-1-batch 1 SET)" "$(cpureq redis 1 SET)"), GET -P 1 $(cpuratio "$(cpureq ringkv-1-batch 1 GET)" "$(cpureq redis 1 GET)"), SET -P 16 $(cpuratio "$(cpureq ringkv-1-batch 16 SET)" "$(cpureq redis 16 SET)"), GET -P 16 $(cpuratio "$(cpureq ringkv-1-batch 16 GET)" "$(cpureq redis 16 GET)")."
+	echo
+fi
 if [ -s "$NOTES" ]; then
 	echo "Notes:"
 	echo
