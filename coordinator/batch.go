@@ -34,10 +34,7 @@ func (c *Coordinator) PutBatch(ctx context.Context, keys, values [][]byte, w int
 func (c *Coordinator) PutBatchAt(ctx context.Context, keys, values [][]byte, lv Levels) []error {
 	start := time.Now()
 	errs := c.putBatchAt(ctx, keys, values, lv)
-	took := time.Since(start)
-	for _, err := range errs {
-		c.observeTook(ctx, OpPut, lv.W, took, err)
-	}
+	c.observeBatch(ctx, OpPut, lv.W, time.Since(start), errs)
 	return errs
 }
 
@@ -447,13 +444,12 @@ func (c *Coordinator) GetBatch(ctx context.Context, keys [][]byte, r int) ([]*ve
 func (c *Coordinator) GetBatchAt(ctx context.Context, keys [][]byte, lv Levels) ([]*version.Object, []error) {
 	start := time.Now()
 	objs, errs := c.getBatchAt(ctx, keys, lv, true)
-	took := time.Since(start)
 	for i, err := range errs {
 		if err == nil {
 			c.countSiblings(objs[i])
 		}
-		c.observeTook(ctx, OpGet, lv.R, took, err)
 	}
+	c.observeBatch(ctx, OpGet, lv.R, time.Since(start), errs)
 	return objs, errs
 }
 
@@ -498,10 +494,7 @@ func (c *Coordinator) GetLiveBatchAt(ctx context.Context, keys [][]byte, lv Leve
 		}
 	}
 	// Every key of the batch took the batch's time (as in GetBatchAt).
-	took := time.Since(start)
-	for _, err := range errs {
-		c.observeTook(ctx, OpGet, lv.R, took, err)
-	}
+	c.observeBatch(ctx, OpGet, lv.R, time.Since(start), errs)
 	return values, found, errs
 }
 

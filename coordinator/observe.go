@@ -44,6 +44,15 @@ type Observer interface {
 	ObserveRequest(api string, op Op, level int, d time.Duration, err error)
 }
 
+// BatchObserver is an Observer that can take a pipeline batch's requests
+// in one call: n requests of the same interface, operation and level that
+// each took d, failed of them failed. A batch then resolves its labels once,
+// not once per key.
+type BatchObserver interface {
+	Observer
+	ObserveRequests(api string, op Op, level int, d time.Duration, n, failed int)
+}
+
 type apiKey struct{}
 
 // WithAPI returns ctx naming the client interface ("resp", "http") its
@@ -150,19 +159,46 @@ func (c *Coordinator) observe(ctx context.Context, op Op, level int, start time.
 	c.observeTook(ctx, op, level, time.Since(start), err)
 }
 
-// observeTook is observe with the request's duration already measured (a
-// batch measures it once for all its keys).
+// observeTook is observe with the request's duration already measured.
 func (c *Coordinator) observeTook(ctx context.Context, op Op, level int, took time.Duration, err error) {
 	if c.o.Observer == nil {
 		return
 	}
-	if level == Default {
-		def := c.DefaultLevels()
-		if op == OpGet {
-			level = def.R
-		} else {
-			level = def.W
+	c.o.Observer.ObserveRequest(apiOf(ctx), op, c.observedLevel(op, level), took, err)
+}
+
+// observeBatch reports a batch's requests, which all took took, one per
+// entry of errs (nil: succeeded).
+func (c *Coordinator) observeBatch(ctx context.Context, op Op, level int, took time.Duration, errs []error) {
+	if c.o.Observer == nil || len(errs) == 0 {
+		return
+	}
+	api, level := apiOf(ctx), c.observedLevel(op, level)
+	bo, ok := c.o.Observer.(BatchObserver)
+	if !ok {
+		for _, err := range errs {
+			c.o.Observer.ObserveRequest(api, op, level, took, err)
+		}
+		return
+	}
+	failed := 0
+	for _, err := range errs {
+		if err != nil {
+			failed++
 		}
 	}
-	c.o.Observer.ObserveRequest(apiOf(ctx), op, level, took, err)
+	bo.ObserveRequests(api, op, level, took, len(errs), failed)
+}
+
+// observedLevel is the level a request is reported at: Default becomes the
+// level it stands for.
+func (c *Coordinator) observedLevel(op Op, level int) int {
+	if level != Default {
+		return level
+	}
+	def := c.DefaultLevels()
+	if op == OpGet {
+		return def.R
+	}
+	return def.W
 }

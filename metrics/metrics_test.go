@@ -111,6 +111,12 @@ func TestRequestsByInterfaceOperationAndLevel(t *testing.T) {
 	obs.ObserveRequest("resp", coordinator.OpPut, coordinator.Quorum, 3*time.Millisecond, nil)
 	obs.ObserveRequest("resp", coordinator.OpPut, coordinator.Quorum, 5*time.Millisecond, errors.New("quorum"))
 	obs.ObserveRequest("http", coordinator.OpGet, 2, time.Millisecond, nil)
+	// A pipeline batch: 16 GETs of 2 ms each, 3 of them failed.
+	bo, ok := obs.(coordinator.BatchObserver)
+	if !ok {
+		t.Fatalf("the Observer does not take batches (coordinator.BatchObserver)")
+	}
+	bo.ObserveRequests("resp", coordinator.OpGet, coordinator.Quorum, 2*time.Millisecond, 16, 3)
 	for level := 1000; level < 1100; level++ {
 		obs.ObserveRequest("http", coordinator.OpGet, level, time.Millisecond, nil)
 	}
@@ -121,6 +127,9 @@ func TestRequestsByInterfaceOperationAndLevel(t *testing.T) {
 		`ringkv_request_failures_total{api="resp",level="quorum",op="put"}`:         1,
 		`ringkv_request_duration_seconds_count{api="http",level="2",op="get"}`:      1,
 		`ringkv_request_duration_seconds_count{api="http",level="other",op="get"}`:  100,
+		`ringkv_request_duration_seconds_count{api="resp",level="quorum",op="get"}`: 16,
+		`ringkv_request_duration_seconds_sum{api="resp",level="quorum",op="get"}`:   0.032,
+		`ringkv_request_failures_total{api="resp",level="quorum",op="get"}`:         3,
 	}
 	for name, w := range want {
 		if got := v[name]; got < w-1e-9 || got > w+1e-9 {
@@ -133,7 +142,7 @@ func TestRequestsByInterfaceOperationAndLevel(t *testing.T) {
 			n++
 		}
 	}
-	if n != 6 { // count and sum of three series
-		t.Errorf("%d request-duration series, want 6 (the numeric levels must not each get one)", n)
+	if n != 8 { // count and sum of four series
+		t.Errorf("%d request-duration series, want 8 (the numeric levels must not each get one)", n)
 	}
 }

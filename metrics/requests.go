@@ -61,6 +61,27 @@ func newRequests() *requests {
 
 // ObserveRequest implements coordinator.Observer.
 func (r *requests) ObserveRequest(api string, op coordinator.Op, level int, d time.Duration, err error) {
+	s := r.seriesOf(api, op, level)
+	s.duration.Observe(d.Seconds())
+	if err != nil {
+		s.failed.Inc()
+	}
+}
+
+// ObserveRequests implements coordinator.BatchObserver: the labels are
+// resolved once for the batch's n requests.
+func (r *requests) ObserveRequests(api string, op coordinator.Op, level int, d time.Duration, n, failed int) {
+	s := r.seriesOf(api, op, level)
+	secs := d.Seconds()
+	for i := 0; i < n; i++ {
+		s.duration.Observe(secs)
+	}
+	if failed > 0 {
+		s.failed.Add(float64(failed))
+	}
+}
+
+func (r *requests) seriesOf(api string, op coordinator.Op, level int) *requestSeries {
 	if level > maxLevelLabel || level < minLevelLabel {
 		level = otherLevel // a client's number: bound the series
 	}
@@ -76,9 +97,5 @@ func (r *requests) ObserveRequest(api string, op coordinator.Op, level int, d ti
 			failed:   r.failed.WithLabelValues(api, op.String(), lv),
 		})
 	}
-	s := v.(*requestSeries)
-	s.duration.Observe(d.Seconds())
-	if err != nil {
-		s.failed.Inc()
-	}
+	return v.(*requestSeries)
 }

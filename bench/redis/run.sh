@@ -240,6 +240,17 @@ cpu_ticks() { # user+system clock ticks used so far by every started process
 	echo $sum
 }
 
+wait_idle() { # until the servers use < 2 clock ticks in 0.5 s, at most 15 s
+	local i a b
+	for ((i = 0; i < 30; i++)); do
+		a=$(cpu_ticks)
+		sleep 0.5
+		b=$(cpu_ticks)
+		[ $((b - a)) -lt 2 ] && return 0
+	done
+	echo "servers still busy 15 s after a run; its CPU includes those 15 s" >>"$NOTES"
+}
+
 bench_target() { # bench_target NAME PORT
 	local name=$1 port=$2 p test before after t0 t1 out err
 	before=$(loadavg)
@@ -261,6 +272,10 @@ bench_target() { # bench_target NAME PORT
 				echo "$name P$p $test: redis-benchmark exited with an error: $(head -c 300 "$err")" >>"$NOTES"
 			fi
 			t1=$(date +%s.%N)
+			# Work the run left behind (memtable flushes and compactions of the
+			# SETs) belongs to it, not to the next run: wait until the servers
+			# are idle before reading their CPU.
+			wait_idle
 			printf '%s\t%s\t%s\t%s\n' "$name" "$p" "${test^^}" $(($(cpu_ticks) - c0)) >>"$CPUS"
 			BENCH_PID=
 			# stderr holds the progress lines (with --csv: none) and any errors.
@@ -413,7 +428,7 @@ for t in ringkv-1-batch ringkv-1-periodic floor; do
 done
 fi
 echo
-echo "Server CPU time per request (user + system, all of a target's server processes, over each redis-benchmark run of $N requests), wall time of each run, DBSIZE after each pipeline depth's SET and GET runs (– where the server does not count keys), and load average (1/5/15 min) before → after each target:"
+echo "Server CPU time per request (user + system, all of a target's server processes, over each redis-benchmark run of $N requests and until the servers were idle again after it), wall time of each run, DBSIZE after each pipeline depth's SET and GET runs (– where the server does not count keys), and load average (1/5/15 min) before → after each target:"
 echo
 echo "| target | SET -P 1 CPU µs/req | GET -P 1 | SET -P 16 | GET -P 16 | wall s SET/GET -P 1 | -P 16 | DBSIZE after -P 1 | after -P 16 | load before | load after |"
 echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|"
