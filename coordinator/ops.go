@@ -593,15 +593,14 @@ func (t *tally) unmet(withPending bool) *QuorumError {
 			return &QuorumError{Op: "write", DC: d.dc, Needed: d.n, Answered: t.dcAcks[i], Replicas: d.placed, Last: t.last}
 		}
 	}
-	pw := &QuorumError{Op: "write", Primaries: true, Needed: t.need.pw, Answered: t.primaryAcks, Last: t.last}
-	w := &QuorumError{Op: "write", Needed: t.need.w, Answered: t.acks, Last: t.last}
+	// The errors are built only when returned: done() asks on every ack.
 	pwUnmet := t.primaryAcks+p.primaries < t.need.pw
 	wUnmet := t.acks+p.all < t.need.w
 	switch {
 	case withPending && pwUnmet, !withPending && pwUnmet && !wUnmet:
-		return pw
+		return &QuorumError{Op: "write", Primaries: true, Needed: t.need.pw, Answered: t.primaryAcks, Last: t.last}
 	case wUnmet:
-		return w
+		return &QuorumError{Op: "write", Needed: t.need.w, Answered: t.acks, Last: t.last}
 	}
 	return nil
 }
