@@ -485,12 +485,30 @@ func (c *Coordinator) GetLiveBatchAt(ctx context.Context, keys [][]byte, lv Leve
 		for j, i := range rest {
 			restKeys[j], restPlans[j] = keys[i], plans[i]
 		}
-		objs, rerrs := c.getBatchPlanned(ctx, restKeys, restPlans, lv, true)
+		// A key whose replicas all agree with this one comes back as its
+		// stored bytes, read as GetLive reads them.
+		raws := make([][]byte, len(rest))
+		objs, rerrs := c.getBatchPlanned(ctx, restKeys, restPlans, lv, true, raws)
 		for j, i := range rest {
-			if errs[i] = rerrs[j]; errs[i] == nil {
-				c.countSiblings(objs[j])
-				values[i], found[i] = version.LiveValue(objs[j])
+			if errs[i] = rerrs[j]; errs[i] != nil {
+				continue
 			}
+			if raws[j] != nil {
+				v, deleted, ok, live, err := version.DecodeWinnerLive(raws[j])
+				if err == nil {
+					c.countLive(live)
+					values[i], found[i] = v, ok && !deleted
+					continue
+				}
+				// Unreadable here, yet the others agreed with its hash:
+				// read it again the long way (which asks them for theirs).
+				objs[j], errs[i] = c.get(ctx, keys[i], restPlans[j])
+				if errs[i] != nil {
+					continue
+				}
+			}
+			c.countSiblings(objs[j])
+			values[i], found[i] = version.LiveValue(objs[j])
 		}
 	}
 	// Every key of the batch took the batch's time (as in GetBatchAt).
@@ -503,19 +521,41 @@ func (c *Coordinator) GetLiveBatchAt(ctx context.Context, keys [][]byte, lv Leve
 // as writeContext's single read does: the write that follows sends its
 // version to every replica anyway, so asking them all first is wasted.
 func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels, fullReads bool) ([]*version.Object, []error) {
-	return c.getBatchPlanned(ctx, keys, nil, lv, fullReads)
+	return c.getBatchPlanned(ctx, keys, nil, lv, fullReads, nil)
 }
 
 // getBatchPlanned is getBatchAt with each key's read plan drawn by the
 // caller (plans[i] for keys[i]; nil: drawn here).
-func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given []readPlan, lv Levels, fullReads bool) ([]*version.Object, []error) {
+//
+// With raws non-nil (len(keys) long) a key read from more than one
+// replica and not drawn for a full read reads its local state as stored
+// bytes, and decodes them only when needed: when every answer agrees with
+// them (a digest read's "same", or absent where this replica holds
+// nothing), raws[i] gets those bytes and objs[i] stays nil, for a caller
+// that wants only the live value (version.DecodeWinner). Otherwise the key
+// is answered in objs as without raws.
+func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given []readPlan, lv Levels, fullReads bool, raws [][]byte) ([]*version.Object, []error) {
 	objs := make([]*version.Object, len(keys))
 	errs := make([]error, len(keys))
 	type pending struct {
 		local *version.Object
+		// raw is the local state's stored bytes (nil: none) when local is
+		// decoded only if an answer disagrees (lazy; see raws above).
+		raw   []byte
+		lazy  bool
 		want  int      // remote answers still needed
 		asked []string // remote replicas asked, in order
 		got   []readReply
+		same  []bool // got[j] answered "same": its obj is local's, set once local is decoded
+	}
+	// gotReply records a replica's answer for p, which was "same" (the
+	// local state) when same is true.
+	gotReply := func(p *pending, node string, obj *version.Object, same bool) {
+		if same {
+			obj = p.local
+		}
+		p.got = append(p.got, readReply{node: node, primary: true, obj: obj})
+		p.same = append(p.same, same)
 	}
 	var slow []int // keys for Get's own path
 	// The slow path reuses each key's plan: a second plan would draw the
@@ -525,8 +565,7 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 	type peerRead struct {
 		idx    []int
 		keys   [][]byte
-		hashes []uint64          // the local states' hashes, for a digest read
-		locals []*version.Object // and the states themselves
+		hashes []uint64 // the local states' hashes, for a digest read
 	}
 	peers := map[string]*peerRead{}
 	for i, key := range keys {
@@ -554,7 +593,16 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 			slow = append(slow, i)
 			continue
 		}
-		local, hash, err := c.store.GetHashed(key)
+		var local *version.Object
+		var raw []byte
+		var hash uint64
+		var err error
+		lazy := raws != nil && q > 1 && !plan.full
+		if lazy {
+			raw, hash, _, err = c.store.GetRaw(key)
+		} else {
+			local, hash, err = c.store.GetHashed(key)
+		}
 		if err != nil {
 			plans[i].localOnly = false // the local read failed: ask the others
 			slow = append(slow, i)
@@ -569,7 +617,7 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		}
 		// A full read-repair read asks every live primary in the same
 		// messages; it needs only the quorum's answers.
-		p := &pending{local: local, want: q - 1}
+		p := &pending{local: local, raw: raw, lazy: lazy, want: q - 1}
 		for _, node := range pref {
 			if len(p.asked) == p.want && !plan.full {
 				break
@@ -586,7 +634,6 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 			pr.idx = append(pr.idx, i)
 			pr.keys = append(pr.keys, key)
 			pr.hashes = append(pr.hashes, hash)
-			pr.locals = append(pr.locals, local)
 		}
 		if len(p.asked) < p.want {
 			slow = append(slow, i) // not enough live replicas to ask in one go
@@ -594,7 +641,6 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 				peers[node].idx = peers[node].idx[:len(peers[node].idx)-1]
 				peers[node].keys = peers[node].keys[:len(peers[node].keys)-1]
 				peers[node].hashes = peers[node].hashes[:len(peers[node].hashes)-1]
-				peers[node].locals = peers[node].locals[:len(peers[node].locals)-1]
 			}
 			continue
 		}
@@ -607,6 +653,7 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		node string
 		idx  []int
 		objs []*version.Object
+		same []bool // objs[n] is nil and the answer is the local state
 		err  error
 	}
 	answers := make(chan peerAnswer, len(peers))
@@ -648,12 +695,7 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 					objs, err = decodeReadBatchReply(reply, len(pr.keys))
 				}
 			}
-			for n := range same {
-				if same[n] {
-					objs[n] = pr.locals[n]
-				}
-			}
-			answers <- peerAnswer{node: node, idx: pr.idx, objs: objs, err: err}
+			answers <- peerAnswer{node: node, idx: pr.idx, objs: objs, same: same, err: err}
 		}()
 	}
 	// Stop waiting once every key has its quorum: a full read's extra
@@ -672,7 +714,7 @@ wait:
 				if a.err != nil {
 					continue // too few answers: the key falls back below
 				}
-				p.got = append(p.got, readReply{node: a.node, primary: true, obj: a.objs[n]})
+				gotReply(p, a.node, a.objs[n], a.same != nil && a.same[n])
 				if len(p.got) == p.want {
 					unmet--
 				}
@@ -689,6 +731,30 @@ wait:
 		if len(p.got) < p.want {
 			slow = append(slow, i) // Get's path reads and repairs it again
 			continue
+		}
+		if p.lazy {
+			agree := true
+			for j, r := range p.got {
+				agree = agree && (p.same[j] || p.raw == nil && r.obj == nil)
+			}
+			if agree {
+				// Nothing to merge or repair: the local state is the answer.
+				raws[i] = p.raw
+				continue
+			}
+			if p.raw != nil {
+				local, err := version.DecodeObject(p.raw)
+				if err != nil {
+					slow = append(slow, i) // as a failed local read: ask the others
+					continue
+				}
+				p.local = local
+				for j := range p.got {
+					if p.same[j] {
+						p.got[j].obj = local
+					}
+				}
+			}
 		}
 		got := append([]readReply{{node: c.self, primary: true, obj: p.local}}, p.got...)
 		merged := mergeReplies(got)
@@ -719,7 +785,7 @@ wait:
 				}
 				for n, i := range a.idx {
 					if p := repaired[i]; p != nil {
-						p.got = append(p.got, readReply{node: a.node, primary: true, obj: a.objs[n]})
+						gotReply(p, a.node, a.objs[n], a.same != nil && a.same[n])
 					}
 				}
 			}

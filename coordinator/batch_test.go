@@ -580,3 +580,88 @@ func TestDigestReadWithAnOlderNode(t *testing.T) {
 	}
 	mu.Unlock()
 }
+
+// A pipelined GET at R ≥ 2 reads this replica's state as stored bytes and
+// decodes it only when another replica's answer disagrees. Every way the
+// states can disagree must still answer what a read at ALL answers: this
+// node ahead, behind, alone in holding the key, missing it, holding a
+// tombstone the others lack, or holding one sibling while the others hold
+// another. Replicas in agreement still count the key's siblings.
+func TestGetLiveBatchWhenReplicasDisagree(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 37,
+		Coordinator: coordinator.Options{ReadRepairChance: -1}})
+	ctx := ctxT(t)
+	n1, n3 := c.Nodes[0], c.Nodes[2]
+	put := func(via *testcluster.Node, k, v string, ctxClock version.Clock, w int) *version.Object {
+		t.Helper()
+		obj, err := via.Coord.Put(ctx, []byte(k), []byte(v), ctxClock, w)
+		if err != nil {
+			t.Fatalf("put %s via %s: %v", k, via.ID, err)
+		}
+		return obj
+	}
+	cases := []struct {
+		key       string
+		wantValue string
+		wantFound bool
+	}{
+		{"ahead", "new", true},
+		{"behind", "new", true},
+		{"only-here", "mine", true},
+		{"missing-here", "theirs", true},
+		{"deleted-here", "", false},
+		{"siblings", "", true}, // value: whichever LWW picks, checked against ALL
+		{"agreed-siblings", "", true},
+	}
+	for _, k := range []string{"ahead", "behind", "deleted-here"} {
+		put(n1, k, "old", nil, coordinator.All)
+	}
+	base := put(n1, "siblings", "base", nil, coordinator.All)
+	agreed := put(n1, "agreed-siblings", "base", nil, coordinator.All)
+	put(n1, "agreed-siblings", "left", agreed.Context, coordinator.All)
+	put(n3, "agreed-siblings", "right", agreed.Context, coordinator.All)
+
+	c.Net.Isolate(n1.ID) // n1 alone takes some writes, misses others
+	put(n1, "ahead", "new", nil, 1)
+	put(n1, "only-here", "mine", nil, 1)
+	if _, err := n1.Coord.Delete(ctx, []byte("deleted-here"), nil, 1); err != nil {
+		t.Fatal(err)
+	}
+	put(n1, "siblings", "left", base.Context, 1)
+	put(n3, "behind", "new", nil, 2)
+	put(n3, "missing-here", "theirs", nil, 2)
+	put(n3, "siblings", "right", base.Context, 2)
+	c.Net.Heal()
+
+	keys := make([][]byte, len(cases))
+	for i, tc := range cases {
+		keys[i] = []byte(tc.key)
+	}
+	for _, r := range []int{2, coordinator.All} {
+		values, found, errs := n1.Coord.GetLiveBatchAt(ctx, keys, coordinator.Levels{R: r})
+		for i, tc := range cases {
+			if errs[i] != nil {
+				t.Fatalf("R=%d %s: %v", r, tc.key, errs[i])
+			}
+			if found[i] != tc.wantFound || tc.wantValue != "" && string(values[i]) != tc.wantValue {
+				t.Fatalf("R=%d %s: read (%q, %v), want (%q, %v)", r, tc.key, values[i], found[i], tc.wantValue, tc.wantFound)
+			}
+			obj, err := n1.Coord.GetAt(ctx, keys[i], coordinator.Levels{R: coordinator.All})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v, ok := version.LiveValue(obj); ok != found[i] || string(v) != string(values[i]) {
+				t.Fatalf("R=%d %s: read (%q, %v), the live value at ALL (%q, %v)", r, tc.key, values[i], found[i], v, ok)
+			}
+		}
+	}
+
+	// Two live siblings everywhere: a read in agreement counts them.
+	before := n1.Coord.Stats().ReadSiblingsSum
+	if _, _, errs := n1.Coord.GetLiveBatchAt(ctx, [][]byte{[]byte("agreed-siblings")}, coordinator.Levels{R: 2}); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	if got := n1.Coord.Stats().ReadSiblingsSum - before; got != 2 {
+		t.Fatalf("a read of two agreed siblings counted %d, want 2", got)
+	}
+}

@@ -143,6 +143,11 @@ func (c *Coordinator) countSiblings(obj *version.Object) {
 			}
 		}
 	}
+	c.countLive(n)
+}
+
+// countLive records a read that found n live siblings.
+func (c *Coordinator) countLive(n int) {
 	i := 0
 	for i < len(siblingBuckets) && n > siblingBuckets[i] {
 		i++

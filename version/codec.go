@@ -126,17 +126,27 @@ func DecodeObject(b []byte) (*Object, error) {
 // It checks b exactly as DecodeObject does and allocates nothing for
 // objects whose context names at most eight nodes.
 func DecodeWinner(b []byte) (value []byte, deleted, ok bool, err error) {
+	value, deleted, ok, _, err = DecodeWinnerLive(b)
+	return value, deleted, ok, err
+}
+
+// DecodeWinnerLive is DecodeWinner, also counting the object's live
+// (non-tombstone) siblings, as a read's sibling metric does.
+func DecodeWinnerLive(b []byte) (value []byte, deleted, ok bool, live int, err error) {
 	var nodeBuf [8][]byte
 	var counterBuf [8]uint64
 	sc, nodes, counters, err := scanObject(b, nodeBuf[:0], counterBuf[:0])
 	if err != nil {
-		return nil, false, false, err
+		return nil, false, false, 0, err
 	}
 	var win rawSibling
 	for {
 		r, more := sc.next(nodes, counters)
 		if !more {
 			break
+		}
+		if !r.deleted {
+			live++
 		}
 		// Siblings come in increasing dot order, so on equal timestamps the
 		// later one has the greater dot and wins, as in LWW.
@@ -145,9 +155,9 @@ func DecodeWinner(b []byte) (value []byte, deleted, ok bool, err error) {
 		}
 	}
 	if err := sc.finish(); err != nil {
-		return nil, false, false, err
+		return nil, false, false, 0, err
 	}
-	return win.value, win.deleted, ok, nil
+	return win.value, win.deleted, ok, live, nil
 }
 
 // objectScanner walks an encoded object, checking it as it goes, without

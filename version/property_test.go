@@ -209,15 +209,19 @@ func TestPropObjectEncoding(t *testing.T) {
 }
 
 // requireWinner checks that DecodeWinner picks from enc what LWW picks
-// from o, the object enc encodes.
+// from o, the object enc encodes, and that DecodeWinnerLive counts o's
+// live siblings.
 func requireWinner(t interface{ Fatalf(string, ...any) }, enc []byte, o *Object) {
-	value, deleted, ok, err := DecodeWinner(enc)
+	value, deleted, ok, live, err := DecodeWinnerLive(enc)
 	if err != nil {
-		t.Fatalf("DecodeWinner of %v: %v", o, err)
+		t.Fatalf("DecodeWinnerLive of %v: %v", o, err)
 	}
 	win, wok := LWW(o)
 	if ok != wok || deleted != win.Deleted || !bytes.Equal(value, win.Value) {
-		t.Fatalf("DecodeWinner of %v = %q, deleted %v, ok %v; LWW picks %v", o, value, deleted, ok, win)
+		t.Fatalf("DecodeWinnerLive of %v = %q, deleted %v, ok %v; LWW picks %v", o, value, deleted, ok, win)
+	}
+	if want := len(o.Live()); live != want {
+		t.Fatalf("DecodeWinnerLive of %v counts %d live siblings, want %d", o, live, want)
 	}
 }
 
