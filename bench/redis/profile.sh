@@ -97,7 +97,7 @@ if [ -n "$COUNT" ]; then
 	wait "$PERF" || true
 fi
 [ ${#CP[@]} = 0 ] || wait "${CP[@]}"
-echo "$TEST -P $P: $(cat "$TMP/out"), server CPU $(((t1 - t0) * 1000000 / $(getconf CLK_TCK) / N)) us/request"
+echo "$TEST -P $P: $(cat "$TMP/out"), server CPU $(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$N" 'BEGIN { printf "%.1f", d * 1000000 / hz / n }') us/request"
 if [ -n "$COUNT" ]; then
 	# perf stat -x, lines: count,unit,event,...
 	awk -F, -v n="$N" '$3 ~ /sys_enter/ { sub(/^.*:sys_enter_?/, "", $3); printf "%s%s %.2f", sep, ($3 == "" ? "all" : $3), $1 / n; sep = ", " } END { print " system calls per request (all servers)" }' "$TMP/perf"
