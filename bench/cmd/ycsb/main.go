@@ -40,7 +40,7 @@ import (
 )
 
 var (
-	flagTargets   = flag.String("targets", "ringkv-1,ringkv-1-resp,ringkv-3-w2,ringkv-3-w2-rr,ringkv-3-w1,redis,redis-cluster,etcd", "targets, in this order (see the report for what each is)")
+	flagTargets   = flag.String("targets", "ringkv-1,ringkv-1-resp,ringkv-3-w2,ringkv-3-w2-resp,ringkv-3-w2-rr,ringkv-3-w1,redis,redis-cluster,etcd", "targets, in this order (see the report for what each is)")
 	flagWorkloads = flag.String("workloads", "A,C", "YCSB workloads among A,B,C,F")
 	flagDists     = flag.String("dists", "uniform", "key distributions among uniform,zipfian")
 	flagSizes     = flag.String("sizes", "100", "value sizes in bytes")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log"
 	"net/http"
 	"os"
@@ -70,6 +71,13 @@ var specs = []targetSpec{
 		start:      func(dir string) (*live, error) { return startRingkv(dir, 3, 2, "http") },
 	},
 	{
+		name:       "ringkv-3-w2-resp",
+		label:      "as ringkv-3-w2, but over the Redis protocol through go-redis: one client per node, each key sent to the node its hash picks (with N=3 on three nodes every node is a replica of every key, so none forwards)",
+		guarantees: "as ringkv-3-w2, over RESP (the server's default R=W=2: a GET asks two replicas, a SET is a blind write that first reads the context of two)",
+		ringkv:     true,
+		start:      func(dir string) (*live, error) { return startRingkv(dir, 3, 2, "resp-all") },
+	},
+	{
 		name:       "ringkv-3-w2-rr",
 		label:      "as ringkv-3-w2, but the Go client sends requests round-robin (not token-aware): a node that is not a replica of the key forwards it",
 		guarantees: "as ringkv-3-w2",
@@ -114,7 +122,8 @@ type rkNode struct {
 
 // startRingkv starts nodes ringkv nodes at R=W=quorum, reached over mode:
 // "http" (the token-aware Go client), "http-rr" (the Go client,
-// round-robin) or "resp" (go-redis, to the first node).
+// round-robin), "resp" (go-redis, to the first node) or "resp-all"
+// (go-redis, a client per node, keys spread over them by hash).
 func startRingkv(dir string, nodes, quorum int, mode string) (*live, error) {
 	rt := &live{version: ringkvVersion}
 	seed := ""
@@ -171,6 +180,17 @@ func startRingkv(dir string, nodes, quorum int, mode string) (*live, error) {
 			c := redis.NewClient(&redis.Options{Addr: rt.nodes[0].resp, PoolSize: clients, MinIdleConns: min(clients, 64), Protocol: 2,
 				ReadTimeout: opTimeout, WriteTimeout: opTimeout, DisableIdentity: true})
 			return &redisDriver{c: c}, nil
+		}
+		return rt, nil
+	}
+	if mode == "resp-all" {
+		rt.newDriver = func(clients int) (driver, error) {
+			d := &spreadRedisDriver{}
+			for _, n := range rt.nodes {
+				d.cs = append(d.cs, redis.NewClient(&redis.Options{Addr: n.resp, PoolSize: clients, MinIdleConns: min(clients, 64), Protocol: 2,
+					ReadTimeout: opTimeout, WriteTimeout: opTimeout, DisableIdentity: true}))
+			}
+			return d, nil
 		}
 		return rt, nil
 	}
@@ -257,6 +277,31 @@ func (d *redisDriver) Update(ctx context.Context, key string, value []byte, _ st
 }
 
 func (d *redisDriver) Close() { d.c.Close() }
+
+// spreadRedisDriver sends each key to one of several servers, picked by
+// the key's hash (FNV-1a): for a ringkv cluster whose every node is a
+// replica of every key, so that the load spreads without forwarding.
+type spreadRedisDriver struct{ cs []*redis.Client }
+
+func (d *spreadRedisDriver) pick(key string) *redisDriver {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return &redisDriver{c: d.cs[h.Sum32()%uint32(len(d.cs))]}
+}
+
+func (d *spreadRedisDriver) Read(ctx context.Context, key string) (string, error) {
+	return d.pick(key).Read(ctx, key)
+}
+
+func (d *spreadRedisDriver) Update(ctx context.Context, key string, value []byte, token string) error {
+	return d.pick(key).Update(ctx, key, value, token)
+}
+
+func (d *spreadRedisDriver) Close() {
+	for _, c := range d.cs {
+		c.Close()
+	}
+}
 
 func redisVersion() string {
 	out, err := exec.Command("redis-server", "--version").Output()
