@@ -106,6 +106,9 @@ func (c *Coordinator) coordinateWriteBatch(ctx context.Context, keys, values [][
 	if len(writes) == 0 {
 		return
 	}
+	if writes, quorums, pos = c.checkedBatch(ctx, writes, quorums, routes, pos, errs); len(writes) == 0 {
+		return
+	}
 	if skip := c.writeContexts(ctx, writes, quorums, routes[pos[0]].n, pos, errs); skip != nil {
 		kept := 0
 		for j := range writes {
@@ -405,11 +408,20 @@ type replicateMessage struct {
 // replicateBatchMaxEntries entries and, unless a single entry is larger,
 // replicateBatchMaxBytes bytes.
 func splitReplicateBatch(keys [][]byte, objs []*version.Object) []replicateMessage {
+	encoded := make([][]byte, len(objs))
+	for i, obj := range objs {
+		encoded[i] = obj.Encode(nil)
+	}
+	return splitEncoded(keys, encoded)
+}
+
+// splitEncoded is splitReplicateBatch for objects already encoded.
+func splitEncoded(keys, encoded [][]byte) []replicateMessage {
 	var out []replicateMessage
 	cur := replicateMessage{}
 	size := 0
 	for i := range keys {
-		enc := objs[i].Encode(nil)
+		enc := encoded[i]
 		n := len(keys[i]) + len(enc) + 2*binary.MaxVarintLen64
 		if cur.to > cur.from && (cur.to-cur.from >= replicateBatchMaxEntries || size+n > replicateBatchMaxBytes) {
 			out = append(out, cur)

@@ -76,6 +76,10 @@ type Options struct {
 	Hints Hints
 	// Observer, if set, is told of every client request (see Observer).
 	Observer Observer
+	// ReadBeforeBlindWrite makes every blind write read its context from
+	// the replicas first (writeContext), never checking it inside the
+	// write instead (see checked.go). For comparisons and tests.
+	ReadBeforeBlindWrite bool
 }
 
 // Hints keeps the versions that target missed (see Options.Hints). Add is
@@ -295,6 +299,11 @@ type Coordinator struct {
 	// for keys it is not a primary of with the removal of such copies
 	// once their hints are delivered (see standin.go).
 	standIns [standInStripes]sync.Mutex
+
+	// noCovering holds the peers that refused kindReplicateCovering as an
+	// unknown kind (older nodes): blind writes they are a target of read
+	// first.
+	noCovering sync.Map
 
 	m counters // see Stats
 }

@@ -95,6 +95,12 @@ type Stats struct {
 	// decoded).
 	ReadSiblings    [len(siblingBuckets) + 1]uint64
 	ReadSiblingsSum uint64
+	// Blind writes this node coordinated as checked writes (checked.go):
+	// confirmed by another replica (CheckedStored), given back to the
+	// read-first path because every other replica held more
+	// (CheckedReadFirst), and stored here with their outcome unknown
+	// because no other replica answered (CheckedUnknown).
+	CheckedStored, CheckedReadFirst, CheckedUnknown uint64
 }
 
 // counters are the atomics behind Stats.
@@ -104,6 +110,8 @@ type counters struct {
 	readRepairs, readRepairFailures             atomic.Uint64
 	readSiblings                                [len(siblingBuckets) + 1]atomic.Uint64
 	readSiblingsSum                             atomic.Uint64
+	checkedStored, checkedReadFirst             atomic.Uint64
+	checkedUnknown                              atomic.Uint64
 }
 
 // Stats returns the coordinator's counters.
@@ -114,6 +122,7 @@ func (c *Coordinator) Stats() Stats {
 		Forwarded: m.forwarded.Load(), ForwardFailures: m.forwardFailures.Load(),
 		ReadRepairs: m.readRepairs.Load(), ReadRepairFailures: m.readRepairFailures.Load(),
 		ReadSiblingsSum: m.readSiblingsSum.Load(),
+		CheckedStored:   m.checkedStored.Load(), CheckedReadFirst: m.checkedReadFirst.Load(), CheckedUnknown: m.checkedUnknown.Load(),
 	}
 	for i := range m.readSiblings {
 		st.ReadSiblings[i] = m.readSiblings[i].Load()

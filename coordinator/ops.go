@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/storage"
 	"github.com/ringkv/ringkv/transport"
@@ -151,6 +152,12 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, rt 
 			return nil, err
 		}
 	} else {
+		if !req.deleted && c.checkable(need, rt) {
+			objs, errs, again := c.checkedWrites(ctx, []replica.Write{{Key: req.key, Value: req.value}}, []quorum{need}, []route{rt})
+			if !again[0] {
+				return objs[0], errs[0]
+			}
+		}
 		if causal, err = c.writeContext(ctx, req.key, rt, need); err != nil {
 			return nil, err
 		}

@@ -50,7 +50,46 @@ const (
 	// replica whose state hashes the same answers "same". Request: see
 	// encodeDigestKey. Reply: see decodeDigestAnswer.
 	kindReadDigest uint8 = 10
+	// kindReplicateCovering sends the versions of checked blind writes
+	// (see checked.go): the replica stores each one only if it descends
+	// what the replica holds for its key (replica.Store.ApplyCovering).
+	// Request: as kindReplicateBatch. Reply: see encodeCoveringReply. A
+	// node that predates it refuses it as an unknown kind, having stored
+	// nothing.
+	kindReplicateCovering uint8 = 11
 )
+
+// encodeCoveringReply: uvarint count | count bytes, 1 where the entry was
+// stored and 0 where it was not.
+func encodeCoveringReply(stored []bool) []byte {
+	b := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64+len(stored)), uint64(len(stored)))
+	for _, ok := range stored {
+		if ok {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
+	}
+	return b
+}
+
+func decodeCoveringReply(b []byte, want int) ([]bool, error) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n != uint64(want) || uint64(len(b)-w) != n {
+		return nil, errMalformed
+	}
+	stored := make([]bool, want)
+	for i, v := range b[w:] {
+		switch v {
+		case 0:
+		case 1:
+			stored[i] = true
+		default:
+			return nil, errMalformed
+		}
+	}
+	return stored, nil
+}
 
 // encodeDigestKey: uvarint len(key) | key | 8-byte little-endian hash.
 func encodeDigestKey(key []byte, hash uint64) []byte {
@@ -462,7 +501,7 @@ var errLeft = errors.New("this node has left the ring: it takes no more writes (
 // node left.
 func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
 	switch kind {
-	case kindReplicate, kindReplicateBatch, kindHandoff:
+	case kindReplicate, kindReplicateBatch, kindHandoff, kindReplicateCovering:
 		if me, ok := c.cluster.Ring().Member(c.self); ok && me.State == ring.StateLeft {
 			return nil, errLeft
 		}
@@ -490,6 +529,16 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 			return nil, err
 		}
 		return nil, c.applyReplicated(keys, objs)
+	case kindReplicateCovering:
+		keys, objs, err := decodeReplicateBatch(payload)
+		if err != nil {
+			return nil, err
+		}
+		stored, err := c.applyCovering(keys, objs)
+		if err != nil {
+			return nil, err
+		}
+		return encodeCoveringReply(stored), nil
 	case kindHandoff:
 		primary, keys, objs, err := decodeHandoff(payload)
 		if err != nil {

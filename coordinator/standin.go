@@ -73,6 +73,15 @@ func (c *Coordinator) applyReplicated(keys [][]byte, objs []*version.Object) err
 	return c.applyLocal(keys, objs)
 }
 
+// applyCovering serves a kindReplicateCovering message (see
+// replica.Store.ApplyCovering), under the same stand-in locks as
+// applyReplicated.
+func (c *Coordinator) applyCovering(keys [][]byte, objs []*version.Object) ([]bool, error) {
+	unlock := c.lockStandIns(c.cluster.Ring(), keys, false)
+	defer unlock()
+	return c.store.ApplyCovering(keys, objs)
+}
+
 func (c *Coordinator) applyLocal(keys [][]byte, objs []*version.Object) error {
 	if len(keys) == 1 {
 		_, _, err := c.store.Apply(keys[0], objs[0])

@@ -37,6 +37,7 @@ var (
 	forwardedWrites   = desc("ringkv_forwarded_writes_total", "Writes this node forwarded to a replica of their key (it is not one), failed forwards included.")
 	forwardFailures   = desc("ringkv_forwarded_write_failures_total", "Writes this node forwarded whose forward failed (no replica reachable, or the outcome unknown).")
 	readRepairs       = desc("ringkv_read_repairs_total", "Repair writes read repair sent to stale primaries.")
+	checkedWrites     = desc("ringkv_checked_writes_total", "Blind writes this node coordinated as checked writes, by outcome: stored (another replica confirmed the write superseded its state), read_first (every other replica held more: done again, reading first), unknown (no other replica answered; stored here, outcome unknown).", "outcome")
 	readRepairFails   = desc("ringkv_read_repair_failures_total", "Repair writes read repair sent that failed.")
 	readSiblings      = desc("ringkv_read_siblings", "Live siblings per read that merged replicas' answers (local-only reads at R=1 are not counted).")
 	hintsPending      = desc("ringkv_hints_pending", "Hints this node keeps for a target (writes the target did not acknowledge).", "target")
@@ -110,6 +111,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(forwardFailures, float64(st.ForwardFailures))
 		counter(readRepairs, float64(st.ReadRepairs))
 		counter(readRepairFails, float64(st.ReadRepairFailures))
+		counter(checkedWrites, float64(st.CheckedStored), "stored")
+		counter(checkedWrites, float64(st.CheckedReadFirst), "read_first")
+		counter(checkedWrites, float64(st.CheckedUnknown), "unknown")
 		bounds := coordinator.SiblingBuckets()
 		buckets := make(map[float64]uint64, len(bounds))
 		var cum uint64

@@ -100,6 +100,14 @@ func newKeyLocks() *keyLocks {
 func (l *keyLocks) hash(key []byte) uint64 { return maphash.Bytes(l.seed, key) }
 
 func (l *keyLocks) lockHash(h uint64) *keyLock {
+	kl := l.ref(h)
+	kl.mu.Lock()
+	return kl
+}
+
+// ref takes a reference to the lock of hash h (making it if needed),
+// without locking it.
+func (l *keyLocks) ref(h uint64) *keyLock {
 	sh := &l.shards[h%keyLockShards]
 	sh.mu.Lock()
 	kl := sh.m[h]
@@ -109,7 +117,6 @@ func (l *keyLocks) lockHash(h uint64) *keyLock {
 	}
 	kl.refs++
 	sh.mu.Unlock()
-	kl.mu.Lock()
 	return kl
 }
 
@@ -155,6 +162,37 @@ func (l *keyLocks) lockAll(keys [][]byte) *heldLocks {
 		h.locks = append(h.locks, l.lockHash(x))
 	}
 	return h
+}
+
+// tryLockAll is lockAll taking only the locks that are free now: a key
+// whose lock another holder has is left out (holds reports which keys
+// were taken). It never waits, so a caller that holds locks of its own
+// (a Prepared write awaiting its peers) cannot deadlock with it.
+func (l *keyLocks) tryLockAll(keys [][]byte) *heldLocks {
+	hashes := make([]uint64, len(keys))
+	for i, k := range keys {
+		hashes[i] = l.hash(k)
+	}
+	slices.Sort(hashes)
+	hashes = slices.Compact(hashes)
+	h := &heldLocks{l: l, hashes: make([]uint64, 0, len(hashes)), locks: make([]*keyLock, 0, len(hashes))}
+	h.locked, h.refs = true, true
+	for _, x := range hashes {
+		kl := l.ref(x)
+		if !kl.mu.TryLock() {
+			l.release(x, kl)
+			continue
+		}
+		h.hashes = append(h.hashes, x)
+		h.locks = append(h.locks, kl)
+	}
+	return h
+}
+
+// holds reports whether h holds key's lock.
+func (h *heldLocks) holds(key []byte) bool {
+	_, found := slices.BinarySearch(h.hashes, h.l.hash(key))
+	return found
 }
 
 // unlock releases every lock and reference still held.

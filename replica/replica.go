@@ -471,85 +471,18 @@ type Write struct {
 // error, which fails every write of the batch: the batch is all or
 // nothing; after Close it is ErrClosed.
 func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*version.Object)) (objs []*version.Object, errs []error, err error) {
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
-	if s.closed {
-		return nil, nil, ErrClosed
+	p, err := s.Prepare(writes, ts)
+	if err != nil {
+		return nil, nil, err
 	}
-	ekeys := make([][]byte, len(writes))
-	for i, w := range writes {
-		ekeys[i] = EncodeKey(nil, w.Key)
-	}
-	keys := make([][]byte, len(writes))
-	for i, w := range writes {
-		keys[i] = w.Key
-	}
-	held := s.locks.lockAll(keys)
-	defer held.unlock() // a no-op once commitStaged has released them
-
-	// First every new object, so that a write that fails is known before
-	// anything is stamped (and sent to other replicas).
-	objs = make([]*version.Object, len(writes))
-	errs = make([]error, len(writes))
-	encoded := make([][]byte, len(writes))
-	oldHashes := make([]uint64, len(writes))
-	var latest map[string]int // engine key -> index of its latest good write in this batch
-	if len(writes) > 1 {
-		latest = make(map[string]int, len(writes))
-	}
-	for i, w := range writes {
-		if len(ekeys[i]) > storage.MaxKeySize {
-			errs[i] = fmt.Errorf("replica put %q: %w: %d-byte engine key (limit %d)", w.Key, storage.ErrKeyTooLarge, len(ekeys[i]), storage.MaxKeySize)
-			continue
-		}
-		var obj *version.Object
-		if j, ok := latest[string(ekeys[i])]; ok {
-			obj = objs[j].Clone() // objects handed to stamped are never modified
-		} else {
-			var err error
-			if obj, oldHashes[i], err = s.current(held, ekeys[i]); err != nil {
-				errs[i] = err
-				continue
-			}
-			if obj == nil {
-				obj = &version.Object{}
-			}
-		}
-		if err := s.stamp(obj, w, ts); err != nil {
-			errs[i] = fmt.Errorf("replica put %q: %w", w.Key, err)
-			continue
-		}
-		enc := obj.Encode(nil)
-		if len(enc) > version.MaxObjectSize { // excluded by Write; kept as the engine's guard
-			errs[i] = fmt.Errorf("replica put %q: %w: %d-byte object (limit %d)", w.Key, version.ErrObjectTooLarge, len(enc), version.MaxObjectSize)
-			continue
-		}
-		objs[i], encoded[i] = obj, enc
-		if latest != nil {
-			latest[string(ekeys[i])] = i
-		}
-	}
-
-	b := s.db.NewBatch()
-	for i := range writes {
-		if errs[i] == nil {
-			b.Set(ekeys[i], encoded[i])
-		}
-	}
-	if err := b.Err(); err != nil { // excluded by the checks above
-		return objs, errs, fmt.Errorf("replica put batch: %w", err)
-	}
-	if b.Count() == 0 {
-		return objs, errs, nil
+	defer p.Drop() // a no-op once committed
+	if p.count == 0 {
+		return p.objs, p.errs, nil
 	}
 	if stamped != nil {
-		stamped(objs)
+		stamped(p.objs)
 	}
-	hashes, wrap := s.observe(ekeys, encoded, oldHashes)
-	if err := held.commitStaged(wrap(s.db.Stage(b, nil)), ekeys, objs, hashes); err != nil {
-		return objs, errs, fmt.Errorf("replica put batch of %d: %w", b.Count(), err)
-	}
-	return objs, errs, nil
+	return p.objs, p.errs, p.Commit(nil)
 }
 
 // stamp applies one client write to obj, the key's current state.
@@ -574,7 +507,7 @@ func (s *Store) stamp(obj *version.Object, w Write, ts int64) error {
 // The merge keeps the object within version.MaxSiblings and
 // version.MaxObjectSize by dropping the oldest siblings (see version.Merge).
 func (s *Store) Apply(key []byte, incoming *version.Object) (*version.Object, bool, error) {
-	merged, changed, err := s.applyAll([][]byte{key}, []*version.Object{incoming})
+	merged, changed, _, err := s.applyAll([][]byte{key}, []*version.Object{incoming}, false)
 	if err != nil {
 		return nil, false, err
 	}
@@ -585,42 +518,68 @@ func (s *Store) Apply(key []byte, incoming *version.Object) (*version.Object, bo
 // another replica coordinated), with one engine batch for every key that
 // changed. A key may appear more than once; its versions are all merged.
 func (s *Store) ApplyBatch(keys [][]byte, incoming []*version.Object) error {
-	_, _, err := s.applyAll(keys, incoming)
+	_, _, _, err := s.applyAll(keys, incoming, false)
 	return err
 }
 
+// ApplyCovering is ApplyBatch for versions that must each supersede the
+// key's state here entirely: version i is stored (stored[i]) only if it
+// descends what this replica holds for keys[i] (version.Object.Descends),
+// so that storing it is storing exactly it. A key another write is
+// reading-and-writing at this moment (its lock is held) is not waited for:
+// its version is not stored, as if it did not cover. Nothing is stored for
+// a key whose version is not. err is the engine's, or an invalid version's
+// (then nothing is stored).
+func (s *Store) ApplyCovering(keys [][]byte, incoming []*version.Object) (stored []bool, err error) {
+	_, _, stored, err = s.applyAll(keys, incoming, true)
+	return stored, err
+}
+
 // applyAll is ApplyBatch, also returning each key's merged object (nil for
-// a key never written) and whether it changed.
-func (s *Store) applyAll(keys [][]byte, incoming []*version.Object) (merged map[string]*version.Object, changed map[string]bool, err error) {
+// one absent) and whether it changed; with covering, it is ApplyCovering,
+// also returning which versions were stored.
+func (s *Store) applyAll(keys [][]byte, incoming []*version.Object, covering bool) (merged map[string]*version.Object, changed map[string]bool, stored []bool, err error) {
 	// Decoded objects are valid (version.DecodeObject checks); this keeps
 	// one built by hand from storing bytes that would no longer decode.
 	for i, o := range incoming {
 		if err := o.Validate(); err != nil {
-			return nil, nil, fmt.Errorf("replica apply %q: %w", keys[i], err)
+			return nil, nil, nil, fmt.Errorf("replica apply %q: %w", keys[i], err)
 		}
 	}
-	held := s.locks.lockAll(keys)
+	var held *heldLocks
+	if covering {
+		held = s.locks.tryLockAll(keys)
+		stored = make([]bool, len(keys))
+	} else {
+		held = s.locks.lockAll(keys)
+	}
 	defer held.unlock() // a no-op once released below
 	merged = make(map[string]*version.Object, len(keys))
 	changed = make(map[string]bool, len(keys))
 	var waitFor []*stagedObject // staged writes whose state the batch relies on
 	oldHash := make(map[string]uint64)
 	for i, key := range keys {
+		if covering && !held.holds(key) {
+			continue // busy: not waited for (see ApplyCovering)
+		}
 		cur, ok := merged[string(key)]
 		if !ok {
 			var from *stagedObject
 			var err error
 			var hash uint64
 			if cur, from, hash, err = s.currentFrom(held, EncodeKey(nil, key)); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			oldHash[string(key)] = hash
 			if from != nil {
 				waitFor = append(waitFor, from)
 			}
+			merged[string(key)] = cur
+		}
+		if covering && !incoming[i].Descends(cur) {
+			continue
 		}
 		if cur == nil && (incoming[i] == nil || incoming[i].Empty()) {
-			merged[string(key)] = nil
 			continue
 		}
 		m := version.Merge(cur, incoming[i])
@@ -630,11 +589,14 @@ func (s *Store) applyAll(keys [][]byte, incoming []*version.Object) (merged map[
 			// does not acknowledge the version; the siblings stay on the
 			// replicas that hold them until a client resolves them.
 			if err := m.CheckSize(); err != nil {
-				return nil, nil, fmt.Errorf("replica apply %q: %w", key, err)
+				return nil, nil, nil, fmt.Errorf("replica apply %q: %w", key, err)
 			}
 			changed[string(key)] = true
 		}
 		merged[string(key)] = m
+		if covering {
+			stored[i] = true
+		}
 	}
 	b := s.db.NewBatch()
 	var ekeys, encoded [][]byte
@@ -651,22 +613,22 @@ func (s *Store) applyAll(keys [][]byte, incoming []*version.Object) (merged map[
 	}
 	if err := b.Err(); err != nil {
 		// Checked first: a failed Set leaves the batch's count short.
-		return nil, nil, fmt.Errorf("replica apply batch: %w", err)
+		return nil, nil, nil, fmt.Errorf("replica apply batch: %w", err)
 	}
 	if b.Count() == 0 {
 		// Nothing to write; the states relied on are stored once their
 		// staged writes are. (When the batch writes, its own commit comes
 		// after theirs and fails if theirs did.)
 		if err := unlockAndWait(held, waitFor); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return merged, changed, nil
+		return merged, changed, stored, nil
 	}
 	hashes, wrap := s.observe(ekeys, encoded, oldHashes)
 	if err := held.commitStaged(wrap(s.db.Stage(b, nil)), ekeys, objs, hashes); err != nil {
-		return nil, nil, fmt.Errorf("replica apply batch of %d: %w", b.Count(), err)
+		return nil, nil, nil, fmt.Errorf("replica apply batch of %d: %w", b.Count(), err)
 	}
-	return merged, changed, nil
+	return merged, changed, stored, nil
 }
 
 // Entry is one key of a range scan.

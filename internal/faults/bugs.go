@@ -25,19 +25,61 @@ const (
 	kindReplicate      uint8 = 2
 	kindCoordinate     uint8 = 3
 	kindReplicateBatch uint8 = 4
+	// kindReplicateCovering carries checked blind writes: as
+	// kindReplicateBatch, stored only where the version covers the
+	// replica's state; the reply says per entry whether it was stored.
+	kindReplicateCovering uint8 = 11
 )
+
+// coveringReply is a kindReplicateCovering reply claiming that every entry
+// of payload p (uvarint count | ...) was stored.
+func coveringReply(p []byte) []byte {
+	n, w := binary.Uvarint(p)
+	if w <= 0 || n > uint64(len(p)) {
+		return nil
+	}
+	b := binary.AppendUvarint(nil, n)
+	for range n {
+		b = append(b, 1)
+	}
+	return b
+}
 
 // BugAckWithoutStoring is a planted bug: the given nodes (all if none are
 // named) acknowledge replication and read-repair messages without storing
-// them. Acknowledged writes then live on fewer replicas than W says.
+// them (checked blind writes: they answer "stored"). Acknowledged writes
+// then live on fewer replicas than W says.
 func BugAckWithoutStoring(nodes ...string) func(string, transport.Handler) transport.Handler {
 	return func(id string, h transport.Handler) transport.Handler {
 		if len(nodes) > 0 && !slices.Contains(nodes, id) {
 			return h
 		}
 		return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, p []byte) ([]byte, error) {
-			if kind == kindReplicate || kind == kindReplicateBatch {
+			switch kind {
+			case kindReplicate, kindReplicateBatch:
 				return nil, nil
+			case kindReplicateCovering:
+				return coveringReply(p), nil
+			}
+			return h.Handle(ctx, from, kind, p)
+		})
+	}
+}
+
+// BugCoverWithoutCheck is a planted bug: every node stores the versions
+// of checked blind writes (kindReplicateCovering) without checking that
+// they cover what it holds, merging them as ordinary replication, and
+// answers that each one was stored. A blind write coordinated by a replica
+// that missed an acknowledged write is then acknowledged without
+// superseding it: the older value survives beside it as a sibling.
+func BugCoverWithoutCheck() func(string, transport.Handler) transport.Handler {
+	return func(id string, h transport.Handler) transport.Handler {
+		return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, p []byte) ([]byte, error) {
+			if kind == kindReplicateCovering {
+				if _, err := h.Handle(ctx, from, kindReplicateBatch, p); err != nil {
+					return nil, err
+				}
+				return coveringReply(p), nil
 			}
 			return h.Handle(ctx, from, kind, p)
 		})
@@ -218,8 +260,8 @@ func hasTombstone(p []byte) bool {
 
 // BugAckBatchesWithoutStoring is a planted bug: the given nodes (all if
 // none are named) acknowledge batches of replicated versions
-// (kindReplicateBatch: PutBatch replication and hint delivery) without
-// storing them, so that the hints delivered to them are deleted by their
+// (kindReplicateBatch: PutBatch replication and hint delivery; checked
+// blind writes, answered "stored") without storing them, so that the hints delivered to them are deleted by their
 // holders although they never stored them.
 func BugAckBatchesWithoutStoring(nodes ...string) func(string, transport.Handler) transport.Handler {
 	return func(id string, h transport.Handler) transport.Handler {
@@ -227,8 +269,11 @@ func BugAckBatchesWithoutStoring(nodes ...string) func(string, transport.Handler
 			return h
 		}
 		return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, p []byte) ([]byte, error) {
-			if kind == kindReplicateBatch {
+			switch kind {
+			case kindReplicateBatch:
 				return nil, nil
+			case kindReplicateCovering:
+				return coveringReply(p), nil
 			}
 			return h.Handle(ctx, from, kind, p)
 		})

@@ -111,6 +111,13 @@ func TestRegistersQuorum(t *testing.T) {
 	runRegisters(t, Config{R: coordinator.Quorum, W: coordinator.Quorum, Strict: true, Faults: allFaults})
 }
 
+// Three nodes at QUORUM: every blind write is a checked write (checked.go
+// in package coordinator), whose stale coordinators are what staleFaults
+// make. With N = 3 on three nodes there are no fallbacks, so R+W>N holds.
+func TestRegistersQuorumThreeNodes(t *testing.T) {
+	runRegisters(t, Config{R: coordinator.Quorum, W: coordinator.Quorum, Nodes: 3, Faults: staleFaults})
+}
+
 func TestRegistersAllOne(t *testing.T) {
 	runRegisters(t, Config{R: coordinator.One, W: coordinator.All, Nodes: 3, Faults: allFaults})
 }
@@ -376,6 +383,15 @@ func TestCanaryCounterReuse(t *testing.T) {
 func TestCanaryLWWClient(t *testing.T) {
 	canary(t, Config{Workload: Sets, Keys: 2, LWWClient: true, Faults: Faults{Skew: true}},
 		func(r *Result) []Violation { return CheckSetAdds(r.History.Ops(), r.Final) })
+}
+
+// Replicas that store a checked blind write without checking that it
+// covers their state let a stale coordinator's write be acknowledged
+// beside the acknowledged value it should have superseded: checker b must
+// find a read that still returns that value.
+func TestCanaryCoverWithoutCheck(t *testing.T) {
+	canary(t, Config{Workload: Registers, Nodes: 3, Faults: staleFaults, WrapHandler: BugCoverWithoutCheck()},
+		func(r *Result) []Violation { return CheckRegisterReads(r.History.Ops(), r.Cfg.Replicas) })
 }
 
 // Replicas that keep only the last-write-wins sibling of what they merge
