@@ -311,6 +311,9 @@ func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write,
 		errs[pos[j]] = fmt.Errorf("blind write of %q: %w", writes[j].Key, err)
 	}
 	for j := range writes {
+		if writes[j].Ctx != nil {
+			continue // its context is known already (see checkedBatch)
+		}
 		if _, seen := first[string(writes[j].Key)]; seen {
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/transport"
@@ -48,8 +49,9 @@ import (
 
 // checkable reports whether a blind write of a value at quorum q on route rt
 // may be checked: W = 2 and min(W, default R) = 2, no datacenter level, and
-// every target a primary of the key known to take kindReplicateCovering
-// (fallbacks and joining owners take the read-first path).
+// every target a primary of the key not known to refuse
+// kindReplicateCovering (fallbacks and joining owners take the read-first
+// path).
 func (c *Coordinator) checkable(q quorum, rt route) bool {
 	if c.o.ReadBeforeBlindWrite || q.w != 2 || q.pw > q.w || len(q.dcs) > 0 || len(rt.pending) > 0 || len(rt.targets) < 2 {
 		return false
@@ -64,11 +66,30 @@ func (c *Coordinator) checkable(q quorum, rt route) bool {
 		}
 		if tg.Node == c.self {
 			self = true
-		} else if _, old := c.noCovering.Load(tg.Node); old {
+		} else if c.refusesCovering(tg.Node) {
 			return false
 		}
 	}
 	return self
+}
+
+// noCoveringFor is how long a peer that refused kindReplicateCovering as an
+// unknown kind (an older node) is not sent it again: after an upgrade it
+// gets checked writes again.
+const noCoveringFor = time.Minute
+
+// refusesCovering reports whether node refused kindReplicateCovering less
+// than noCoveringFor ago.
+func (c *Coordinator) refusesCovering(node string) bool {
+	v, ok := c.noCovering.Load(node)
+	if !ok {
+		return false
+	}
+	if time.Since(v.(time.Time)) < noCoveringFor {
+		return true
+	}
+	c.noCovering.Delete(node)
+	return false
 }
 
 // coverVerdict is a target's answer for one entry of a checked write.
@@ -81,28 +102,36 @@ const (
 )
 
 // coveringAnswer is one target's answer to one kindReplicateCovering
-// message: a verdict per entry (entries idx of the checked batch).
+// message: a verdict per entry (entries idx of the checked batch), and for
+// an entry refused, what the target holds for its key when it said (held,
+// nil if it said for none).
 type coveringAnswer struct {
 	node     string
 	idx      []int
 	verdicts []coverVerdict
+	held     []*version.Object
 	err      error
 }
 
 // checkedWrites runs blind writes of values (writes[j] at quorum
 // quorums[j] on route routes[j], each checkable, no key twice) as checked
-// writes. For each it returns the stored object (nil if none) and error, or
-// again[j] set: every target answered "not stored", nothing was stored, and
-// the caller does the write the read-first way.
-func (c *Coordinator) checkedWrites(ctx context.Context, writes []replica.Write, quorums []quorum, routes []route) (objs []*version.Object, errs []error, again []bool) {
+// writes. For each it returns the stored object (nil if none) and error,
+// or again[j] set: every target answered "not stored", nothing was stored,
+// and the caller does the write the read-first way. For such a write,
+// ctxs[j], when not nil, is the context the read would have given (this
+// replica's state merged with what the targets said they hold, which is
+// already merged into this replica): the caller writes with it instead of
+// reading.
+func (c *Coordinator) checkedWrites(ctx context.Context, writes []replica.Write, quorums []quorum, routes []route) (objs []*version.Object, errs []error, again []bool, ctxs []version.Clock) {
 	errs = make([]error, len(writes))
 	again = make([]bool, len(writes))
+	ctxs = make([]version.Clock, len(writes))
 	p, err := c.store.Prepare(writes, c.o.Now().UnixNano())
 	if err != nil {
 		for j := range errs {
 			errs[j] = err
 		}
-		return nil, errs, again
+		return nil, errs, again, ctxs
 	}
 	defer p.Drop() // a no-op once committed
 	objs = p.Objects()
@@ -140,11 +169,9 @@ func (c *Coordinator) checkedWrites(ctx context.Context, writes []replica.Write,
 		}
 	}
 	if pending == 0 {
-		return objs, errs, again
+		return objs, errs, again, ctxs
 	}
 
-	// The messages may outlive the wait (a slow target's answer still
-	// decides its follow-up), bounded by Timeout.
 	type message struct {
 		node string
 		m    replicateMessage
@@ -156,22 +183,23 @@ func (c *Coordinator) checkedWrites(ctx context.Context, writes []replica.Write,
 			msgs = append(msgs, message{node: node, m: m, idx: sh.idx[m.from:m.to]})
 		}
 	}
+	// The messages may outlive the wait (a slow target's answer still
+	// decides its follow-up), bounded by Timeout.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.o.Timeout)
 	answers := make(chan coveringAnswer, len(msgs))
-	sentMsgs := len(msgs)
 	for _, msg := range msgs {
-		node, m, idx := msg.node, msg.m, msg.idx
 		go func() {
-			reply, err := c.call(sctx, node, kindReplicateCovering, encodeReplicateBatch(m.keys, m.encoded))
+			reply, err := c.call(sctx, msg.node, kindReplicateCovering, encodeReplicateBatch(msg.m.keys, msg.m.encoded))
 			var stored []bool
+			var held []*version.Object
 			if err == nil {
-				stored, err = decodeCoveringReply(reply, len(idx))
+				stored, held, err = decodeCoveringReply(reply, len(msg.idx))
 			}
 			if unknownKind(err) {
-				c.noCovering.Store(node, true) // an older node: read first from now on
+				c.noCovering.Store(msg.node, time.Now()) // an older node: read first for a while
 			}
-			a := coveringAnswer{node: node, idx: idx, verdicts: make([]coverVerdict, len(idx)), err: err}
-			for n := range idx {
+			a := coveringAnswer{node: msg.node, idx: msg.idx, verdicts: make([]coverVerdict, len(msg.idx)), held: held, err: err}
+			for n := range msg.idx {
 				switch {
 				case err == nil && stored[n]:
 					a.verdicts[n] = coverStored
@@ -188,14 +216,12 @@ func (c *Coordinator) checkedWrites(ctx context.Context, writes []replica.Write,
 	stored := make([]int, len(writes))
 	answered := make([]int, len(writes))
 	refused := make([]int, len(writes))
+	learned := make([]*version.Object, len(writes)) // what refusing targets hold
+	lastErr := make([]error, len(writes))
 	decided := func(j int) bool { return stored[j] > 0 || answered[j] == asked[j] }
-	var lastErr error
 	var got []coveringAnswer
 	count := func(a coveringAnswer) {
 		got = append(got, a)
-		if a.err != nil {
-			lastErr = fmt.Errorf("%s: %w", a.node, a.err)
-		}
 		for n, j := range a.idx {
 			was := decided(j)
 			answered[j]++
@@ -205,8 +231,14 @@ func (c *Coordinator) checkedWrites(ctx context.Context, writes []replica.Write,
 				c.countAck(nil)
 			case coverRefused:
 				refused[j]++
+				if a.held != nil && a.held[n] != nil {
+					learned[j] = version.Merge(learned[j], a.held[n])
+				}
 			default:
 				c.countAck(a.err)
+			}
+			if a.err != nil {
+				lastErr[j] = fmt.Errorf("%s: %w", a.node, a.err)
 			}
 			if !was && decided(j) {
 				pending--
@@ -217,7 +249,7 @@ func (c *Coordinator) checkedWrites(ctx context.Context, writes []replica.Write,
 	bound.start(ctx, c.o.Timeout)
 	defer bound.stop()
 wait:
-	for pending > 0 && len(got) < sentMsgs {
+	for pending > 0 && len(got) < len(msgs) {
 		select {
 		case a := <-answers:
 			count(a)
@@ -233,30 +265,57 @@ wait:
 		if objs[j] == nil {
 			continue
 		}
-		switch {
-		case stored[j] == 0 && refused[j] == asked[j]:
+		if stored[j] == 0 && refused[j] == asked[j] {
 			again[j] = true // nothing stored anywhere: read first, new dot
-			c.m.checkedReadFirst.Add(1)
 			continue
-		case stored[j] == 0:
-			c.m.checkedUnknown.Add(1)
-		default:
-			c.m.checkedStored.Add(1)
 		}
+		// Stored by a target, or perhaps (no answer from one): stored here
+		// too, so that its dot is never minted again for another value.
 		keep[j] = true
 	}
 	commitErr := p.Commit(keep)
+
+	// What refusing targets hold goes into this replica: for a write given
+	// back, that is the read it would have made; for one kept, this
+	// replica then holds what those targets will hold once the follow-up
+	// reaches them (its next write covers it).
+	var lkeys [][]byte
+	var lobjs []*version.Object
 	for j := range writes {
-		if !keep[j] {
-			continue
+		if learned[j] != nil && (again[j] || keep[j] && commitErr == nil) {
+			lkeys, lobjs = append(lkeys, keys[j]), append(lobjs, learned[j])
 		}
+	}
+	var learnErr error
+	if len(lkeys) > 0 {
+		if learnErr = c.store.ApplyBatch(lkeys, lobjs); learnErr != nil {
+			c.o.Logf("checked write: learn what the replicas hold: %v", learnErr)
+		}
+	}
+
+	for j := range writes {
 		q, replicas := quorums[j], len(routes[j].pref)
 		switch {
+		case again[j]:
+			c.m.checkedReadFirst.Add(1)
+			if learned[j] != nil && learnErr == nil {
+				// The context of the state this write was stamped on (its
+				// own dot left out), merged with what the targets hold.
+				base := objs[j].Context.Clone()
+				d := objs[j].Siblings[0].Dot
+				if base[d.Node] = d.Counter - 1; base[d.Node] == 0 {
+					delete(base, d.Node)
+				}
+				ctxs[j] = base.Merge(learned[j].Context)
+			}
+		case !keep[j]:
 		case stored[j] > 0 && commitErr == nil:
+			c.m.checkedStored.Add(1)
 		case stored[j] > 0:
 			errs[j] = &QuorumError{Op: "write", Needed: q.w, Answered: stored[j], Replicas: replicas, Last: commitErr}
 		default:
-			last := lastErr
+			c.m.checkedUnknown.Add(1)
+			last := lastErr[j]
 			if last == nil {
 				last = bound.err(ctx)
 			}
@@ -267,8 +326,6 @@ wait:
 			errs[j] = &QuorumError{Op: "write", Needed: q.w, Answered: acks, Replicas: replicas,
 				Last: fmt.Errorf("%w: no other replica confirmed the write: %w", ErrUnknownOutcome, last)}
 		}
-	}
-	for j := range objs {
 		if !keep[j] {
 			objs[j] = nil
 		}
@@ -278,32 +335,41 @@ wait:
 		// get nothing more from this write.
 		go func() {
 			defer cancel()
-			for range sentMsgs - len(got) {
+			for range len(msgs) - len(got) {
 				<-answers
 			}
 		}()
-		return objs, errs, again
+		return objs, errs, again, ctxs
 	}
 	// The follow-ups: the version to each target that did not store it, as
 	// an ordinary replication (refused) or a hint (no answer). Late answers
 	// are waited for in the background.
+	// A late answer's held states are learned here too.
 	kept := objs
-	follow := func(a coveringAnswer) {
-		var sendKeys, hintKeys [][]byte
-		var sendObjs, hintObjs []*version.Object
+	follow := func(a coveringAnswer, late bool) {
+		var sendKeys, sendEnc, hintKeys, heldKeys [][]byte
+		var sendObjs, hintObjs, heldObjs []*version.Object
 		for n, j := range a.idx {
 			if !keep[j] {
 				continue
 			}
 			switch a.verdicts[n] {
 			case coverRefused:
-				sendKeys, sendObjs = append(sendKeys, keys[j]), append(sendObjs, kept[j])
+				sendKeys, sendEnc, sendObjs = append(sendKeys, keys[j]), append(sendEnc, encoded[j]), append(sendObjs, kept[j])
+				if late && a.held != nil && a.held[n] != nil {
+					heldKeys, heldObjs = append(heldKeys, keys[j]), append(heldObjs, a.held[n])
+				}
 			case coverUnknown:
 				hintKeys, hintObjs = append(hintKeys, keys[j]), append(hintObjs, kept[j])
 			}
 		}
+		if len(heldKeys) > 0 {
+			if err := c.store.ApplyBatch(heldKeys, heldObjs); err != nil {
+				c.o.Logf("checked write: learn what %s holds: %v", a.node, err)
+			}
+		}
 		c.hint(a.node, hintKeys, hintObjs)
-		for _, m := range splitReplicateBatch(sendKeys, sendObjs) {
+		for _, m := range splitEncoded(sendKeys, sendEnc) {
 			c.sendPending(a.node, m, sendObjs[m.from:m.to])
 		}
 	}
@@ -311,13 +377,13 @@ wait:
 	go func() {
 		defer cancel()
 		for _, a := range done {
-			follow(a)
+			follow(a, false)
 		}
-		for range sentMsgs - len(done) {
-			follow(<-answers)
+		for range len(msgs) - len(done) {
+			follow(<-answers, true)
 		}
 	}()
-	return objs, errs, again
+	return objs, errs, again, ctxs
 }
 
 // checkedBatch runs the checkable writes of a coordinated batch (writes[j]
@@ -345,12 +411,14 @@ func (c *Coordinator) checkedBatch(ctx context.Context, writes []replica.Write, 
 	for k, j := range chk {
 		cw[k], cq[k], cr[k] = writes[j], quorums[j], routes[pos[j]]
 	}
-	_, cerrs, again := c.checkedWrites(ctx, cw, cq, cr)
+	_, cerrs, again, ctxs := c.checkedWrites(ctx, cw, cq, cr)
 	done := make([]bool, len(writes))
 	for k, j := range chk {
 		if !again[k] {
 			done[j] = true
 			errs[pos[j]] = cerrs[k]
+		} else if ctxs[k] != nil {
+			writes[j].Ctx = ctxs[k] // learned: writeContexts skips it
 		}
 	}
 	kept := 0

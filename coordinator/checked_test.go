@@ -136,6 +136,11 @@ func TestCheckedBlindWrites(t *testing.T) {
 		if fmt.Sprint(liveValues(obj)) != "[blind only-n2]" && fmt.Sprint(liveValues(obj)) != "[only-n2 blind]" {
 			t.Fatalf("n2 holds %v, want both its own version and the blind write", obj)
 		}
+		// n1 learns what n2 holds from its answer (once it comes: the
+		// write was decided by n3's).
+		if mine := replicasAgreeOn(t, c, key, n1); len(liveValues(mine)) != 2 {
+			t.Fatalf("n1 holds %v, want both versions (learned from n2's refusal)", mine)
+		}
 		all, err := n1.Coord.Get(ctx, key, coordinator.All)
 		if err != nil {
 			t.Fatal(err)
@@ -175,6 +180,41 @@ func TestCheckedBlindWrites(t *testing.T) {
 		}
 		if d := obj.Siblings[0].Dot; d.Counter != 2 {
 			t.Fatalf("the second write has dot %v, want counter 2", d)
+		}
+	})
+
+	t.Run("behind, one silent", func(t *testing.T) {
+		// n1 misses a write; then n2's answers to n1 are lost. n3 refuses
+		// (it holds more) and n2 may have stored the write: its outcome is
+		// unknown, and n1 keeps it. Reading first would have succeeded
+		// here (n1 and n3), but giving the write back to that path could
+		// mint its dot again while n2 holds it. n1 learns what n3 holds, so
+		// the client's retry succeeds and supersedes everything.
+		key := []byte("checked-behind-silent")
+		c.Net.Isolate(n1.ID)
+		if _, err := n2.Coord.Put(ctx, key, []byte("old"), nil, coordinator.Quorum); err != nil {
+			t.Fatal(err)
+		}
+		c.Net.Heal()
+		c.Net.Cut(n2.ID, n1.ID)
+		before := checkedStats(n1)
+		_, err := n1.Coord.Put(ctx, key, []byte("new"), nil, coordinator.Quorum)
+		if !errors.Is(err, coordinator.ErrUnknownOutcome) {
+			t.Fatalf("write by a stale coordinator with one target silent: %v, want ErrUnknownOutcome", err)
+		}
+		if got := checkedStats(n1); got[2] != before[2]+1 {
+			t.Fatalf("checked counters %v -> %v: want one unknown outcome", before, got)
+		}
+		if _, err := n1.Coord.Put(ctx, key, []byte("retry"), nil, coordinator.Quorum); err != nil {
+			t.Fatalf("retry: %v", err)
+		}
+		c.Net.Heal()
+		obj, err := n3.Coord.Get(ctx, key, coordinator.All)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(liveValues(obj)) != "[retry]" {
+			t.Fatalf("after the retry a read at ALL gives %v, want [retry] alone", obj)
 		}
 	})
 

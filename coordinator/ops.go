@@ -153,13 +153,16 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, rt 
 		}
 	} else {
 		if !req.deleted && c.checkable(need, rt) {
-			objs, errs, again := c.checkedWrites(ctx, []replica.Write{{Key: req.key, Value: req.value}}, []quorum{need}, []route{rt})
+			objs, errs, again, ctxs := c.checkedWrites(ctx, []replica.Write{{Key: req.key, Value: req.value}}, []quorum{need}, []route{rt})
 			if !again[0] {
 				return objs[0], errs[0]
 			}
+			causal = ctxs[0] // what the targets hold, learned: no read
 		}
-		if causal, err = c.writeContext(ctx, req.key, rt, need); err != nil {
-			return nil, err
+		if causal == nil {
+			if causal, err = c.writeContext(ctx, req.key, rt, need); err != nil {
+				return nil, err
+			}
 		}
 	}
 	// The other targets get the new version as soon as it is stamped, in

@@ -59,36 +59,82 @@ const (
 	kindReplicateCovering uint8 = 11
 )
 
-// encodeCoveringReply: uvarint count | count bytes, 1 where the entry was
-// stored and 0 where it was not.
-func encodeCoveringReply(stored []bool) []byte {
+// encodeCoveringReply: uvarint count | count entries, each a tag:
+// coveringStored; coveringNotStored; or coveringHeld followed by uvarint
+// len(state) | state, the replica's encoded object for the key (not
+// stored, and this is what the replica holds, for the sender to learn).
+// States are included while the reply stays under coveringReplyStates
+// bytes; past that, coveringNotStored.
+func encodeCoveringReply(stored []bool, held []*version.Object) []byte {
 	b := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64+len(stored)), uint64(len(stored)))
-	for _, ok := range stored {
-		if ok {
-			b = append(b, 1)
-		} else {
-			b = append(b, 0)
+	for i, ok := range stored {
+		switch {
+		case ok:
+			b = append(b, coveringStored)
+		case held != nil && held[i] != nil && len(b)+held[i].EncodedSize() < coveringReplyStates:
+			b = append(b, coveringHeld)
+			enc := held[i].Encode(nil)
+			b = binary.AppendUvarint(b, uint64(len(enc)))
+			b = append(b, enc...)
+		default:
+			b = append(b, coveringNotStored)
 		}
 	}
 	return b
 }
 
-func decodeCoveringReply(b []byte, want int) ([]bool, error) {
+// Tags of a kindReplicateCovering reply's entries.
+const (
+	coveringNotStored byte = 0
+	coveringStored    byte = 1
+	coveringHeld      byte = 2
+)
+
+// coveringReplyStates bounds the states a kindReplicateCovering reply
+// carries (well under the transport's frame limit).
+const coveringReplyStates = 1 << 20
+
+// decodeCoveringReply decodes a reply of want entries: whether each was
+// stored, and the state the replica holds for each one it did not store
+// (nil when it did not say).
+func decodeCoveringReply(b []byte, want int) (stored []bool, held []*version.Object, err error) {
 	n, w := binary.Uvarint(b)
-	if w <= 0 || n != uint64(want) || uint64(len(b)-w) != n {
-		return nil, errMalformed
+	if w <= 0 || n != uint64(want) {
+		return nil, nil, errMalformed
 	}
-	stored := make([]bool, want)
-	for i, v := range b[w:] {
-		switch v {
-		case 0:
-		case 1:
+	b = b[w:]
+	stored = make([]bool, want)
+	for i := range want {
+		if len(b) == 0 {
+			return nil, nil, errMalformed
+		}
+		tag := b[0]
+		b = b[1:]
+		switch tag {
+		case coveringNotStored:
+		case coveringStored:
 			stored[i] = true
+		case coveringHeld:
+			var enc []byte
+			if enc, b, err = readBytes(b); err != nil {
+				return nil, nil, err
+			}
+			obj, err := version.DecodeObject(enc)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: held state: %v", errMalformed, err)
+			}
+			if held == nil {
+				held = make([]*version.Object, want)
+			}
+			held[i] = obj
 		default:
-			return nil, errMalformed
+			return nil, nil, errMalformed
 		}
 	}
-	return stored, nil
+	if len(b) != 0 {
+		return nil, nil, errMalformed
+	}
+	return stored, held, nil
 }
 
 // encodeDigestKey: uvarint len(key) | key | 8-byte little-endian hash.
@@ -501,7 +547,7 @@ var errLeft = errors.New("this node has left the ring: it takes no more writes (
 // node left.
 func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
 	switch kind {
-	case kindReplicate, kindReplicateBatch, kindHandoff, kindReplicateCovering:
+	case kindReplicate, kindReplicateBatch, kindHandoff:
 		if me, ok := c.cluster.Ring().Member(c.self); ok && me.State == ring.StateLeft {
 			return nil, errLeft
 		}
@@ -534,11 +580,16 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 		if err != nil {
 			return nil, err
 		}
-		stored, err := c.applyCovering(keys, objs)
+		if me, ok := c.cluster.Ring().Member(c.self); ok && me.State == ring.StateLeft {
+			// Refused as other writes are (errLeft), but answered so
+			// that the sender knows nothing was stored.
+			return encodeCoveringReply(make([]bool, len(keys)), nil), nil
+		}
+		stored, held, err := c.applyCovering(keys, objs)
 		if err != nil {
 			return nil, err
 		}
-		return encodeCoveringReply(stored), nil
+		return encodeCoveringReply(stored, held), nil
 	case kindHandoff:
 		primary, keys, objs, err := decodeHandoff(payload)
 		if err != nil {

@@ -76,7 +76,7 @@ func (c *Coordinator) applyReplicated(keys [][]byte, objs []*version.Object) err
 // applyCovering serves a kindReplicateCovering message (see
 // replica.Store.ApplyCovering), under the same stand-in locks as
 // applyReplicated.
-func (c *Coordinator) applyCovering(keys [][]byte, objs []*version.Object) ([]bool, error) {
+func (c *Coordinator) applyCovering(keys [][]byte, objs []*version.Object) ([]bool, []*version.Object, error) {
 	unlock := c.lockStandIns(c.cluster.Ring(), keys, false)
 	defer unlock()
 	return c.store.ApplyCovering(keys, objs)

@@ -91,7 +91,7 @@ func TestPreparedCommitKeepsASubset(t *testing.T) {
 func TestApplyCovering(t *testing.T) {
 	s := openStore(t, "b")
 	seen, concurrent, busy, fresh := []byte("seen"), []byte("concurrent"), []byte("busy"), []byte("fresh")
-	held, err := s.Coordinate(seen, nil, []byte("old"), false, 1)
+	old, err := s.Coordinate(seen, nil, []byte("old"), false, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestApplyCovering(t *testing.T) {
 	}
 	// Versions coordinated by "a": over what "b" holds for seen, blind on
 	// nothing for the others.
-	covering := held.Clone()
+	covering := old.Clone()
 	if _, err := covering.WriteBlind("a", []byte("new"), false, 2); err != nil {
 		t.Fatal(err)
 	}
@@ -118,9 +118,10 @@ func TestApplyCovering(t *testing.T) {
 	defer p.Drop()
 	done := make(chan struct{})
 	var stored []bool
+	var held []*version.Object // what it holds, per version not stored
 	go func() {
 		defer close(done)
-		stored, err = s.ApplyCovering([][]byte{seen, concurrent, busy, fresh},
+		stored, held, err = s.ApplyCovering([][]byte{seen, concurrent, busy, fresh},
 			[]*version.Object{covering, blind("lost"), blind("waits"), blind("first")})
 	}()
 	select {
@@ -133,6 +134,10 @@ func TestApplyCovering(t *testing.T) {
 	}
 	if got := fmt.Sprint(stored); got != "[true false false true]" {
 		t.Fatalf("stored %s, want [true false false true] (seen, concurrent, busy, fresh)", got)
+	}
+	// What it holds, for each version it did not store (nil: busy).
+	if held[0] != nil || held[3] != nil || held[2] != nil || held[1] == nil || fmt.Sprint(values(held[1])) != "[theirs]" {
+		t.Fatalf("held states %v, want only the concurrent key's [theirs]", held)
 	}
 	for key, want := range map[string]string{"seen": "[new]", "concurrent": "[theirs]", "fresh": "[first]"} {
 		obj, err := s.Get([]byte(key))

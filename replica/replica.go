@@ -528,11 +528,22 @@ func (s *Store) ApplyBatch(keys [][]byte, incoming []*version.Object) error {
 // so that storing it is storing exactly it. A key another write is
 // reading-and-writing at this moment (its lock is held) is not waited for:
 // its version is not stored, as if it did not cover. Nothing is stored for
-// a key whose version is not. err is the engine's, or an invalid version's
-// (then nothing is stored).
-func (s *Store) ApplyCovering(keys [][]byte, incoming []*version.Object) (stored []bool, err error) {
-	_, _, stored, err = s.applyAll(keys, incoming, true)
-	return stored, err
+// a key whose version is not. For each version not stored, held[i] is what
+// this replica holds for its key (so that the sender can learn it), or nil
+// for a busy key. err is the engine's, or an invalid version's (then
+// nothing is stored).
+func (s *Store) ApplyCovering(keys [][]byte, incoming []*version.Object) (stored []bool, held []*version.Object, err error) {
+	merged, _, stored, err := s.applyAll(keys, incoming, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	held = make([]*version.Object, len(keys))
+	for i, key := range keys {
+		if !stored[i] {
+			held[i] = merged[string(key)]
+		}
+	}
+	return stored, held, nil
 }
 
 // applyAll is ApplyBatch, also returning each key's merged object (nil for

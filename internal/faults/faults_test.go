@@ -115,7 +115,23 @@ func TestRegistersQuorum(t *testing.T) {
 // in package coordinator), whose stale coordinators are what staleFaults
 // make. With N = 3 on three nodes there are no fallbacks, so R+W>N holds.
 func TestRegistersQuorumThreeNodes(t *testing.T) {
-	runRegisters(t, Config{R: coordinator.Quorum, W: coordinator.Quorum, Nodes: 3, Faults: staleFaults})
+	forSeeds(t, func(t *testing.T, seed int64) {
+		res := Run(t, withDuration(Config{Seed: seed, Workload: Registers, R: coordinator.Quorum, W: coordinator.Quorum, Nodes: 3, Faults: staleFaults}))
+		vs := CheckRegisterReads(res.History.Ops(), res.Cfg.Replicas)
+		vs = append(vs, CheckConverged(res.Replicas)...)
+		Report(t, res, vs)
+		var checked [3]uint64 // stored, read first, unknown (of each node's last incarnation)
+		for _, id := range res.Cluster.IDs() {
+			if n := res.Cluster.Node(id); n.Coord != nil {
+				st := n.Coord.Stats()
+				checked[0], checked[1], checked[2] = checked[0]+st.CheckedStored, checked[1]+st.CheckedReadFirst, checked[2]+st.CheckedUnknown
+			}
+		}
+		if checked[0] == 0 {
+			t.Fatalf("no blind write was confirmed as a checked write (stored, read first, unknown: %v)", checked)
+		}
+		t.Logf("%s; checked writes (stored, read first, unknown): %v", res.History.Summary(), checked)
+	})
 }
 
 func TestRegistersAllOne(t *testing.T) {
@@ -390,7 +406,7 @@ func TestCanaryLWWClient(t *testing.T) {
 // beside the acknowledged value it should have superseded: checker b must
 // find a read that still returns that value.
 func TestCanaryCoverWithoutCheck(t *testing.T) {
-	canary(t, Config{Workload: Registers, Nodes: 3, Faults: staleFaults, WrapHandler: BugCoverWithoutCheck()},
+	canary(t, Config{Workload: Registers, Nodes: 3, Keys: 2, Duration: 2 * time.Second, Faults: staleFaults, WrapHandler: BugCoverWithoutCheck()},
 		func(r *Result) []Violation { return CheckRegisterReads(r.History.Ops(), r.Cfg.Replicas) })
 }
 
