@@ -73,7 +73,7 @@ var specs = []targetSpec{
 	{
 		name:       "ringkv-3-w2-resp",
 		label:      "as ringkv-3-w2, but over the Redis protocol through go-redis: one client per node, each key sent to the node its hash picks (with N=3 on three nodes every node is a replica of every key, so none forwards)",
-		guarantees: "as ringkv-3-w2, over RESP (the server's default R=W=2: a GET asks two replicas, a SET is a blind write that first reads the context of two)",
+		guarantees: "as ringkv-3-w2, over RESP (the server's default R=W=2: a GET asks two replicas, a SET is a blind write that supersedes what two replicas hold: checked inside the write, or read first when the coordinator is behind)",
 		ringkv:     true,
 		start:      func(dir string) (*live, error) { return startRingkv(dir, 3, 2, "resp-all") },
 	},
