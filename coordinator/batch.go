@@ -375,7 +375,7 @@ func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write,
 	}
 	if skip != nil {
 		for j := range writes {
-			if f := first[string(writes[j].Key)]; f != j && skip[f] {
+			if f, ok := first[string(writes[j].Key)]; ok && f != j && skip[f] {
 				fail(j, errors.Unwrap(errs[pos[f]]))
 			}
 		}

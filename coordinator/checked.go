@@ -88,7 +88,7 @@ func (c *Coordinator) refusesCovering(node string) bool {
 	if time.Since(v.(time.Time)) < noCoveringFor {
 		return true
 	}
-	c.noCovering.Delete(node)
+	c.noCovering.CompareAndDelete(node, v) // not one stored meanwhile
 	return false
 }
 
@@ -281,15 +281,23 @@ wait:
 	// reaches them (its next write covers it).
 	var lkeys [][]byte
 	var lobjs []*version.Object
+	var lidx []int
 	for j := range writes {
 		if learned[j] != nil && (again[j] || keep[j] && commitErr == nil) {
-			lkeys, lobjs = append(lkeys, keys[j]), append(lobjs, learned[j])
+			lkeys, lobjs, lidx = append(lkeys, keys[j]), append(lobjs, learned[j]), append(lidx, j)
 		}
 	}
-	var learnErr error
 	if len(lkeys) > 0 {
-		if learnErr = c.store.ApplyBatch(lkeys, lobjs); learnErr != nil {
-			c.o.Logf("checked write: learn what the replicas hold: %v", learnErr)
+		merged, err := c.store.ApplyBatchMerged(lkeys, lobjs)
+		if err != nil {
+			c.o.Logf("checked write: learn what the replicas hold: %v", err)
+		}
+		for k, j := range lidx {
+			if err == nil && again[j] && merged[k] != nil {
+				// The read's context: this replica's state merged with
+				// what the targets hold (as writeContexts takes it).
+				ctxs[j] = merged[k].Context.Clone()
+			}
 		}
 	}
 
@@ -298,16 +306,6 @@ wait:
 		switch {
 		case again[j]:
 			c.m.checkedReadFirst.Add(1)
-			if learned[j] != nil && learnErr == nil {
-				// The context of the state this write was stamped on (its
-				// own dot left out), merged with what the targets hold.
-				base := objs[j].Context.Clone()
-				d := objs[j].Siblings[0].Dot
-				if base[d.Node] = d.Counter - 1; base[d.Node] == 0 {
-					delete(base, d.Node)
-				}
-				ctxs[j] = base.Merge(learned[j].Context)
-			}
 		case !keep[j]:
 		case stored[j] > 0 && commitErr == nil:
 			c.m.checkedStored.Add(1)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -322,5 +323,92 @@ func TestReadBeforeBlindWrite(t *testing.T) {
 	}
 	if got := checkedStats(n1); got != [3]uint64{} {
 		t.Fatalf("checked counters %v with ReadBeforeBlindWrite", got)
+	}
+}
+
+// A coordinator behind on a key it holds nothing for, whose counter floor
+// is above zero (it removed another key physically), redoes a checked
+// write every target refused with the context it learned: that context is
+// built from its own state as merged by the learn, so it names no write
+// of this node the key never had (which AdmitContext would refuse).
+func TestCheckedWriteBehindWithACounterFloor(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 53,
+		Coordinator: coordinator.Options{ReadRepairChance: -1}})
+	ctx := ctxT(t)
+	n1, n3 := c.Nodes[0], c.Nodes[2]
+	other := []byte("floor-other")
+	if _, err := n3.Coord.Put(ctx, other, []byte("x"), nil, coordinator.Quorum); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n3.Store.RemoveIf(other, func(*version.Object) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	if f := n3.Store.CounterFloor(); f == 0 {
+		t.Fatalf("n3's counter floor is 0 after a removal")
+	}
+	keys := [][]byte{[]byte("floor-single"), []byte("floor-batch-1"), []byte("floor-batch-2")}
+	c.Net.Isolate(n3.ID)
+	for _, k := range keys {
+		if _, err := n1.Coord.Put(ctx, k, []byte("old"), nil, coordinator.Quorum); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	c.Net.Heal()
+	before := checkedStats(n3)
+	if _, err := n3.Coord.Put(ctx, keys[0], []byte("new"), nil, coordinator.Quorum); err != nil {
+		t.Fatalf("blind write by a coordinator that is behind and has a counter floor: %v", err)
+	}
+	if err := errors.Join(n3.Coord.PutBatch(ctx, keys[1:], [][]byte{[]byte("new"), []byte("new")}, coordinator.Quorum)...); err != nil {
+		t.Fatalf("the same in a batch: %v", err)
+	}
+	if got := checkedStats(n3); got[1] != before[1]+3 {
+		t.Fatalf("checked counters %v -> %v: want three writes given back", before, got)
+	}
+	for _, k := range keys {
+		obj, err := n1.Coord.Get(ctx, k, coordinator.All)
+		if err != nil || fmt.Sprint(liveValues(obj)) != "[new]" {
+			t.Fatalf("%s at ALL: %v %v, want [new] alone", k, obj, err)
+		}
+	}
+}
+
+// In a batch, a write given back with a learned context keeps its own
+// outcome: another key's failed read (here A, written twice so read
+// first, while the other replicas fail every read) is not its error.
+func TestCheckedBatchLearnedWriteKeepsItsOwnOutcome(t *testing.T) {
+	var failReads atomic.Bool
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 59,
+		Coordinator: coordinator.Options{ReadRepairChance: -1},
+		WrapHandler: func(id string, h transport.Handler) transport.Handler {
+			return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, p []byte) ([]byte, error) {
+				// Reads: kindRead 1, kindReadBatch 5, the digest reads 9 and 10.
+				if failReads.Load() && id != "n1" && (kind == 1 || kind == 5 || kind == 9 || kind == 10) {
+					return nil, errors.New("planted read failure")
+				}
+				return h.Handle(ctx, from, kind, p)
+			})
+		}})
+	ctx := ctxT(t)
+	n1, n2 := c.Nodes[0], c.Nodes[1]
+	a, b := []byte("learned-a"), []byte("learned-b")
+	c.Net.Isolate(n1.ID)
+	if _, err := n2.Coord.Put(ctx, b, []byte("old"), nil, coordinator.Quorum); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	c.Net.Heal()
+	failReads.Store(true)
+	errs := n1.Coord.PutBatch(ctx, [][]byte{a, a, b}, [][]byte{[]byte("a1"), []byte("a2"), []byte("new")}, coordinator.Quorum)
+	if errs[0] == nil || errs[1] == nil {
+		t.Fatalf("A's writes succeeded although every read of the others failed: %v", errs)
+	}
+	if errs[2] != nil {
+		t.Fatalf("B's write (learned context, no read needed) failed: %v", errs[2])
+	}
+	failReads.Store(false)
+	obj, err := n2.Coord.Get(ctx, b, coordinator.All)
+	if err != nil || fmt.Sprint(liveValues(obj)) != "[new]" {
+		t.Fatalf("B at ALL: %v %v, want [new] alone", obj, err)
 	}
 }

@@ -71,7 +71,7 @@ func encodeCoveringReply(stored []bool, held []*version.Object) []byte {
 		switch {
 		case ok:
 			b = append(b, coveringStored)
-		case held != nil && held[i] != nil && len(b)+held[i].EncodedSize() < coveringReplyStates:
+		case held != nil && held[i] != nil && len(b)+1+binary.MaxVarintLen64+held[i].EncodedSize()+len(stored)-i < coveringReplyStates:
 			b = append(b, coveringHeld)
 			enc := held[i].Encode(nil)
 			b = binary.AppendUvarint(b, uint64(len(enc)))

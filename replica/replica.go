@@ -522,6 +522,21 @@ func (s *Store) ApplyBatch(keys [][]byte, incoming []*version.Object) error {
 	return err
 }
 
+// ApplyBatchMerged is ApplyBatch, also returning each key's state once
+// merged (nil for a key still absent): what a coordinator that learned
+// incoming from other replicas builds its write's context on.
+func (s *Store) ApplyBatchMerged(keys [][]byte, incoming []*version.Object) ([]*version.Object, error) {
+	merged, _, _, err := s.applyAll(keys, incoming, false)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*version.Object, len(keys))
+	for i, key := range keys {
+		out[i] = merged[string(key)]
+	}
+	return out, nil
+}
+
 // ApplyCovering is ApplyBatch for versions that must each supersede the
 // key's state here entirely: version i is stored (stored[i]) only if it
 // descends what this replica holds for keys[i] (version.Object.Descends),
