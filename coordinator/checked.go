@@ -275,15 +275,18 @@ wait:
 	}
 	commitErr := p.Commit(keep)
 
-	// What refusing targets hold goes into this replica: for a write given
-	// back, that is the read it would have made; for one kept, this
-	// replica then holds what those targets will hold once the follow-up
-	// reaches them (its next write covers it).
+	// What refusing targets hold goes into this replica. For a write given
+	// back, that is the read it would have made; for one of unknown
+	// outcome, it is what lets the client's retry succeed: both are
+	// learned here. For one confirmed, the follow-up learns it in the
+	// background (this replica then holds what those targets will once
+	// the follow-up reaches them, and its next write covers it).
+	inline := make([]bool, len(writes))
 	var lkeys [][]byte
 	var lobjs []*version.Object
 	var lidx []int
 	for j := range writes {
-		if learned[j] != nil && (again[j] || keep[j] && commitErr == nil) {
+		if inline[j] = again[j] || keep[j] && stored[j] == 0 && commitErr == nil; inline[j] && learned[j] != nil {
 			lkeys, lobjs, lidx = append(lkeys, keys[j]), append(lobjs, learned[j]), append(lidx, j)
 		}
 	}
@@ -342,7 +345,7 @@ wait:
 	// The follow-ups: the version to each target that did not store it, as
 	// an ordinary replication (refused) or a hint (no answer). Late answers
 	// are waited for in the background.
-	// A late answer's held states are learned here too.
+	// A late answer's held states were not in learned: learned here.
 	kept := objs
 	follow := func(a coveringAnswer, late bool) {
 		var sendKeys, sendEnc, hintKeys, heldKeys [][]byte
@@ -354,7 +357,7 @@ wait:
 			switch a.verdicts[n] {
 			case coverRefused:
 				sendKeys, sendEnc, sendObjs = append(sendKeys, keys[j]), append(sendEnc, encoded[j]), append(sendObjs, kept[j])
-				if late && a.held != nil && a.held[n] != nil {
+				if a.held != nil && a.held[n] != nil && (late || !inline[j]) {
 					heldKeys, heldObjs = append(heldKeys, keys[j]), append(heldObjs, a.held[n])
 				}
 			case coverUnknown:
