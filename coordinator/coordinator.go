@@ -15,6 +15,11 @@
 // something newer arrived or it has become a replica of the key (see
 // standin.go). Per request, PR and PW (Levels) demand answers from
 // primaries.
+//
+// A blind write (no client context) is stamped with what a read quorum
+// holds, so that it supersedes every write acknowledged before it: read
+// first (writeContext), or, at W = 2 where that read would ask one other
+// replica, checked inside the write itself (checked.go).
 package coordinator
 
 import (

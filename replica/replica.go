@@ -2,7 +2,10 @@
 // Each key holds a version.Object: its causal context and its siblings
 // (tombstones included). A write coordinated here stamps a new dot; a
 // version received from another replica is merged, never overwritten, so
-// concurrent writes survive as siblings.
+// concurrent writes survive as siblings. A coordinator may also stamp
+// writes and hold them unstored, their keys locked (Prepare), while it
+// asks the other replicas whether they cover what those hold
+// (ApplyCovering).
 //
 // On disk a key is stored as
 //
