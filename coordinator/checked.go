@@ -342,10 +342,10 @@ wait:
 		}()
 		return objs, errs, again, ctxs
 	}
-	// The follow-ups: the version to each target that did not store it, as
-	// an ordinary replication (refused) or a hint (no answer). Late answers
-	// are waited for in the background.
-	// A late answer's held states were not in learned: learned here.
+	// The follow-ups, in the background: the version to each target that
+	// did not store it, as an ordinary replication (refused) or a hint (no
+	// answer); and what a refusing target holds, where it was not learned
+	// above (a confirmed write, or an answer that came late).
 	kept := objs
 	follow := func(a coveringAnswer, late bool) {
 		var sendKeys, sendEnc, hintKeys, heldKeys [][]byte
