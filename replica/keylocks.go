@@ -146,16 +146,22 @@ type heldLocks struct {
 	refs   bool // the references are held
 }
 
-// lockAll locks every key of keys (repeats allowed). Each lock is taken
-// once, in hash order, so that two callers holding several keys cannot
-// deadlock.
-func (l *keyLocks) lockAll(keys [][]byte) *heldLocks {
+// sortedHashes returns the distinct lock hashes of keys, in the order
+// locks are taken.
+func (l *keyLocks) sortedHashes(keys [][]byte) []uint64 {
 	hashes := make([]uint64, len(keys))
 	for i, k := range keys {
 		hashes[i] = l.hash(k)
 	}
 	slices.Sort(hashes)
-	hashes = slices.Compact(hashes)
+	return slices.Compact(hashes)
+}
+
+// lockAll locks every key of keys (repeats allowed). Each lock is taken
+// once, in hash order, so that two callers holding several keys cannot
+// deadlock.
+func (l *keyLocks) lockAll(keys [][]byte) *heldLocks {
+	hashes := l.sortedHashes(keys)
 	h := &heldLocks{l: l, hashes: hashes, locks: make([]*keyLock, 0, len(hashes))}
 	h.locked, h.refs = true, true
 	for _, x := range hashes {
@@ -169,12 +175,7 @@ func (l *keyLocks) lockAll(keys [][]byte) *heldLocks {
 // were taken). It never waits, so a caller that holds locks of its own
 // (a Prepared write awaiting its peers) cannot deadlock with it.
 func (l *keyLocks) tryLockAll(keys [][]byte) *heldLocks {
-	hashes := make([]uint64, len(keys))
-	for i, k := range keys {
-		hashes[i] = l.hash(k)
-	}
-	slices.Sort(hashes)
-	hashes = slices.Compact(hashes)
+	hashes := l.sortedHashes(keys)
 	h := &heldLocks{l: l, hashes: make([]uint64, 0, len(hashes)), locks: make([]*keyLock, 0, len(hashes))}
 	h.locked, h.refs = true, true
 	for _, x := range hashes {
