@@ -593,6 +593,15 @@ func TestStreamOnJoin(t *testing.T) {
 		if got := m.LocalNode().State; got != want {
 			t.Fatalf("n%d entered as %v, want %v", i, got, want)
 		}
+		if i < 3 {
+			// The next node joins through n0: n0 must know this one as
+			// normal by then, or the cluster it finds is not yet
+			// established (a node enters joining, then normal, and the
+			// second state travels by gossip).
+			waitFor(t, 10*time.Second, fmt.Sprintf("n0 sees n%d normal", i), func() bool {
+				return len(ringIDs(ms[0].Ring(), ring.StateNormal)) == i+1
+			})
+		}
 	}
 	waitFor(t, 10*time.Second, "every node sees n3 joining", func() bool {
 		for _, m := range ms {
