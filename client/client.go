@@ -7,11 +7,18 @@
 //
 //   - reads (Get, Cluster) fail over on any network error and on any 5xx
 //     answer;
-//   - writes (Put, Delete) fail over only when the connection could not be
-//     established (the request never reached a node). Once a node has
-//     received a write it may have applied it, even if it then answered an
-//     error, and replaying it elsewhere could store it twice (as two
-//     siblings); such errors are returned to the caller instead.
+//   - writes (Put, Delete) fail over on the same errors: a connection that
+//     could not be established (the request never reached a node), one
+//     that broke or timed out after the request was sent, and a 5xx answer
+//     (a quorum not reached, an outcome the node does not know). In the
+//     last two cases the node may have applied the write, so the write may
+//     end up stored twice, under two dots (two siblings of the same value).
+//     A read shows copies of one value once, and its context covers them
+//     all, so a retried write reads as if applied once. Each node is tried
+//     at most once per call. A 4xx answer is final: the write was refused.
+//     Options.NoWriteRetry restores the strict rule: a write fails over
+//     only when the connection could not be established, and any other
+//     error is returned with the write's outcome unknown.
 //
 // # Token-aware routing
 //
@@ -114,6 +121,10 @@ type Options struct {
 	// RingRefresh is how often a token-aware client fetches the ring
 	// again. Default DefaultRingRefresh.
 	RingRefresh time.Duration
+	// NoWriteRetry stops a write from being retried on another node once
+	// a node may have received it (see the package doc): the error is
+	// returned instead, the write's outcome unknown.
+	NoWriteRetry bool
 }
 
 // Client talks to a ringkv cluster over HTTP. It is safe for concurrent use.
@@ -284,7 +295,7 @@ func (c *Client) write(ctx context.Context, method string, key, value []byte, to
 	if method == http.MethodPut {
 		hdr.Set("Content-Type", "application/octet-stream")
 	}
-	resp, body, err := c.do(ctx, key, method, kvPath(key, "w", wo.w, "pw", wo.pw), value, hdr, false)
+	resp, body, err := c.do(ctx, key, method, kvPath(key, "w", wo.w, "pw", wo.pw), value, hdr, !c.o.NoWriteRetry)
 	if err != nil {
 		return nil, err
 	}
@@ -320,10 +331,12 @@ func (c *Client) Cluster(ctx context.Context) (*httpapi.ClusterStatus, error) {
 // do sends the request to the nodes in turn until one answers in a way
 // that should not be retried elsewhere: for a key (non-nil) on a
 // token-aware client with a ring, the key's replicas first (route), else
-// starting at the next round-robin position. idempotent selects the
-// failover rule (see the package doc). It returns the response with its
-// body read and closed.
-func (c *Client) do(ctx context.Context, key []byte, method, path string, body []byte, hdr http.Header, idempotent bool) (*http.Response, []byte, error) {
+// starting at the next round-robin position. retry selects the failover
+// rule (see the package doc): true for reads and (unless NoWriteRetry)
+// writes, which move on after any network error and any 5xx answer; false
+// only after a failed dial. It returns the response with its body read and
+// closed.
+func (c *Client) do(ctx context.Context, key []byte, method, path string, body []byte, hdr http.Header, retry bool) (*http.Response, []byte, error) {
 	n := len(c.addrs)
 	if n == 0 {
 		return nil, nil, ErrNoAddrs
@@ -342,18 +355,18 @@ func (c *Client) do(ctx context.Context, key []byte, method, path string, body [
 	var errs []error
 	for _, addr := range targets {
 		resp, b, err := c.attempt(ctx, method, addr+path, body, hdr)
-		if err == nil && (resp.StatusCode < 500 || !idempotent) {
+		if err == nil && (resp.StatusCode < 500 || !retry) {
 			return resp, b, nil
 		}
 		if key != nil && c.o.TokenAware {
 			c.ringFailed() // the ring may be stale: fetch it again soon
 		}
 		if err == nil {
-			// A 5xx answer to a read: try the next node, remembering why.
+			// A 5xx answer: try the next node, remembering why.
 			errs = append(errs, apiError(resp, b))
 		} else {
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
-			if ctx.Err() != nil || (!idempotent && !isDialError(err)) {
+			if ctx.Err() != nil || (!retry && !isDialError(err)) {
 				break
 			}
 		}

@@ -236,7 +236,7 @@ func TestServerErrors(t *testing.T) {
 		t.Fatalf("quorum error: %#v", err)
 	}
 
-	// Reads fail over on 5xx; writes that reached a node do not.
+	// Reads and writes fail over on 5xx.
 	c = New([]string{badSrv.URL, good.URL}, Options{})
 	for range 2 {
 		if _, err := c.Get(ctx, []byte("k")); !errors.Is(err, ErrNotFound) {
@@ -244,6 +244,17 @@ func TestServerErrors(t *testing.T) {
 		}
 	}
 	before := bad.calls.Load()
+	for i := range 2 {
+		if _, err := c.Put(ctx, []byte("k"), []byte("v"), ""); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	if bad.calls.Load() != before+1 {
+		t.Fatalf("writes: %d calls to the failing node, want 1 (round-robin starts there once)", bad.calls.Load()-before)
+	}
+	// With NoWriteRetry, a write that reached a node is not sent again.
+	c = New([]string{badSrv.URL, good.URL}, Options{NoWriteRetry: true})
+	before = bad.calls.Load()
 	var failed int
 	for range 2 {
 		if _, err := c.Put(ctx, []byte("k"), []byte("v"), ""); err != nil {
@@ -254,7 +265,7 @@ func TestServerErrors(t *testing.T) {
 		}
 	}
 	if failed != 1 || bad.calls.Load() != before+1 {
-		t.Fatalf("writes: %d failed, %d calls to the failing node", failed, bad.calls.Load()-before)
+		t.Fatalf("NoWriteRetry: %d failed, %d calls to the failing node", failed, bad.calls.Load()-before)
 	}
 
 	// 4xx answers are returned as they are: a bad level.
@@ -266,6 +277,96 @@ func TestServerErrors(t *testing.T) {
 	_, err = c.Put(ctx, []byte("k"), []byte("v"), "not-a-token!")
 	if !errors.As(err, &e) || e.Status != 400 {
 		t.Fatalf("bad token: %v", err)
+	}
+	// A refused write (4xx) is final: it is not tried on the next node.
+	spy := &failing{err: errors.New("unused")}
+	spySrv := newNode(t, spy)
+	c = New([]string{good.URL, spySrv.URL}, Options{})
+	for range 2 {
+		if _, err := c.Put(ctx, []byte("k"), []byte("v"), "not-a-token!"); !errors.As(err, &e) || e.Status != 400 {
+			t.Fatalf("bad token with two nodes: %v", err)
+		}
+	}
+	if spy.calls.Load() != 0 {
+		t.Fatalf("a refused write reached the next node's store %d times", spy.calls.Load())
+	}
+}
+
+// breakAfterApplying serves the API over st, but for writes it applies
+// the write and then closes the connection without answering: the client
+// cannot know the write's outcome.
+func breakAfterApplying(t *testing.T, st httpapi.Store) *httptest.Server {
+	t.Helper()
+	h := httpapi.NewHandler(st, staticView{NodeID: "n1", Partitions: 8, Replicas: 3}, httpapi.Options{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			h.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(httptest.NewRecorder(), r) // applied; the answer is lost
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return
+		}
+		conn.Close()
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// A write whose connection broke after the node applied it is retried on
+// the next node; it is then stored twice (two dots), and a read of the
+// merged state shows the value once. With NoWriteRetry the error comes
+// back and the next node never sees the write.
+func TestWriteRetriedWhenItsOutcomeIsUnknown(t *testing.T) {
+	first, second := httpapi.NewMemoryStore("n1"), httpapi.NewMemoryStore("n2")
+	broken, good := breakAfterApplying(t, first), newNode(t, second)
+	ctx := context.Background()
+	key := []byte("k")
+
+	c := New([]string{broken.URL, good.URL}, Options{Timeout: 2 * time.Second})
+	for i := range 2 { // round-robin: one of the two starts at the broken node
+		if _, err := c.Put(ctx, key, []byte("v"), ""); err != nil {
+			t.Fatalf("Put %d: %v", i, err)
+		}
+	}
+	a, _ := first.Get(ctx, key, 0)
+	b, _ := second.Get(ctx, key, 0)
+	if len(a.Live()) != 1 || len(b.Live()) != 1 {
+		t.Fatalf("first node %v, second %v: want the write on both", a, b)
+	}
+	second.Merge(key, a) // replication brings the first copy over
+	if merged, _ := second.Get(ctx, key, 0); len(merged.Live()) != 2 {
+		t.Fatalf("merged %v, want two copies of v", merged)
+	}
+	c = New([]string{good.URL}, Options{})
+	res, err := c.Get(ctx, key)
+	if err != nil || len(res.Siblings) != 1 || string(res.Siblings[0].Value) != "v" {
+		t.Fatalf("Get after the retried write: %+v %v, want v once", res, err)
+	}
+	if _, err := c.Put(ctx, key, []byte("w"), res.Context); err != nil {
+		t.Fatalf("Put with the read's context: %v", err)
+	}
+	if o, _ := second.Get(ctx, key, 0); len(o.Siblings) != 1 || string(o.Siblings[0].Value) != "w" {
+		t.Fatalf("after the write with the context: %v, want w alone", o)
+	}
+
+	// NoWriteRetry: the outcome-unknown error is returned.
+	third := httpapi.NewMemoryStore("n3")
+	c = New([]string{broken.URL}, Options{NoWriteRetry: true})
+	strict := New([]string{broken.URL, newNode(t, third).URL}, Options{NoWriteRetry: true})
+	if _, err := c.Put(ctx, []byte("k2"), []byte("v"), ""); err == nil {
+		t.Fatal("NoWriteRetry, one broken node: want an error")
+	}
+	var errs int
+	for range 2 {
+		if _, err := strict.Put(ctx, []byte("k3"), []byte("v"), ""); err != nil {
+			errs++
+		}
+	}
+	if errs != 1 || third.Len() != 1 {
+		t.Fatalf("NoWriteRetry: %d errors (want 1), %d keys on the next node (want 1: only the call that started there)", errs, third.Len())
 	}
 }
 

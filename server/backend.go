@@ -154,7 +154,7 @@ func (b respBackend) Siblings(ctx context.Context, key []byte) (string, [][]byte
 		return "", nil, nil
 	}
 	var values [][]byte
-	for _, s := range obj.Live() {
+	for _, s := range obj.DistinctLive() {
 		values = append(values, s.Value)
 	}
 	return version.ClockToString(obj.Context), values, nil

@@ -356,3 +356,45 @@ func TestAllocsDecodeWinner(t *testing.T) {
 		t.Fatalf("DecodeWinner allocates %.0f times per call, want 0", allocs)
 	}
 }
+
+// A value written twice under two dots (a retried write) reads as one
+// value, the newer copy; distinct values and the context are untouched.
+func TestDistinctLiveShowsEachValueOnce(t *testing.T) {
+	var a, b, c Object
+	a.Write("a", nil, []byte("v"), false, 5) // the first attempt
+	b.Write("b", nil, []byte("v"), false, 7) // its retry elsewhere
+	c.Write("c", nil, []byte("w"), false, 6) // a concurrent write of another value
+	m := Merge(Merge(&a, &b), &c)
+	if got := len(m.Live()); got != 3 {
+		t.Fatalf("live siblings = %d, want 3 (%v)", got, m)
+	}
+	d := m.DistinctLive()
+	if len(d) != 2 {
+		t.Fatalf("DistinctLive = %v, want one v and one w", d)
+	}
+	if d[0].Dot.Node != "b" || string(d[0].Value) != "v" || d[1].Dot.Node != "c" || string(d[1].Value) != "w" {
+		t.Fatalf("DistinctLive = %v, want b's v (the newer copy) then c's w, in dot order", d)
+	}
+	// Equal timestamps: the larger dot is shown, whichever order merged.
+	var x, y Object
+	x.Write("x", nil, []byte("same"), false, 9)
+	y.Write("y", nil, []byte("same"), false, 9)
+	for _, o := range []*Object{Merge(&x, &y), Merge(&y, &x)} {
+		if d := o.DistinctLive(); len(d) != 1 || d[0].Dot.Node != "y" {
+			t.Fatalf("DistinctLive of %v = %v, want y's copy alone", o, d)
+		}
+	}
+	// Tombstones are not shown; a deleted copy does not hide a live one.
+	var del Object
+	del.Write("d", nil, nil, true, 10)
+	if d := Merge(&a, &del).DistinctLive(); len(d) != 1 || string(d[0].Value) != "v" {
+		t.Fatalf("DistinctLive with a tombstone = %v, want a's v", d)
+	}
+	// A write with the read's context supersedes every copy.
+	m.Write("a", m.Context, []byte("z"), false, 11)
+	wantValues(t, m, "z")
+	var empty *Object
+	if empty.DistinctLive() != nil {
+		t.Fatal("DistinctLive of nil is not nil")
+	}
+}

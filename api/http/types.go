@@ -15,7 +15,8 @@ const (
 	// what the read (or write) saw; in PUT/DELETE requests, what the client
 	// saw before writing.
 	HeaderContext = "X-Ringkv-Context"
-	// HeaderSiblings carries the number of live siblings in a response.
+	// HeaderSiblings carries the number of live siblings in a response
+	// (distinct values: copies of one value count once).
 	HeaderSiblings = "X-Ringkv-Siblings"
 )
 
@@ -210,7 +211,7 @@ func newReadResponse(key []byte, o *version.Object) ReadResponse {
 	if !utf8.Valid(key) {
 		resp.KeyBase64 = key
 	}
-	for _, s := range o.Live() {
+	for _, s := range o.DistinctLive() {
 		js := Sibling{
 			Value:     s.Value,
 			Timestamp: time.Unix(0, s.Timestamp).UTC(),
