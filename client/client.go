@@ -14,7 +14,10 @@
 //     last two cases the node may have applied the write, so the write may
 //     end up stored twice, under two dots (two siblings of the same value).
 //     A read shows copies of one value once, and its context covers them
-//     all, so a retried write reads as if applied once. Each node is tried
+//     all, so a retried write reads as if applied once (a first attempt
+//     stored only out of the retry's sight can still come back later as a
+//     sibling of a write made without seeing it, as a failed write's
+//     would: see "A client that retries" in docs/semantics.md). Each node is tried
 //     at most once per call. A 4xx answer is final: the write was refused.
 //     Options.NoWriteRetry restores the strict rule: a write fails over
 //     only when the connection could not be established, and any other

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestZipfianIsSkewedAndInRange(t *testing.T) {
@@ -45,5 +46,29 @@ func TestChartIsWellFormedSVG(t *testing.T) {
 		if err != nil {
 			t.Fatalf("invalid SVG: %v", err)
 		}
+	}
+}
+
+// The kill report compares the worst second from the kill on with the
+// p99 of every request before it.
+func TestKillReportComparesTheWorstSecondWithTheSteadyP99(t *testing.T) {
+	tl := &timeline{size: 100, clients: 16, seconds: 4, killAt: 2 * time.Second, total: &phase{}}
+	for _, lat := range []time.Duration{10, 10, 35, 12} { // ms of every request that second
+		var x second
+		for range 100 {
+			x.lat.Record(lat * time.Millisecond)
+		}
+		x.ok = 100
+		tl.total.perSec = append(tl.total.perSec, x)
+	}
+	r := &results{kill: tl}
+	var b strings.Builder
+	r.killReport(&b)
+	want := "the worst second from the kill on: 35"
+	if !strings.Contains(b.String(), want) || !strings.Contains(b.String(), "(second 2)") {
+		t.Fatalf("report lacks %q (second 2):\n%s", want, b.String())
+	}
+	if !strings.Contains(b.String(), "**3.") {
+		t.Fatalf("report lacks the ratio of about 3.5×:\n%s", b.String())
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ringkv/ringkv/bench/internal/hist"
 )
 
 const clkTck = 100 // USER_HZ
@@ -271,7 +273,28 @@ func (r *results) killReport(b *strings.Builder) {
 	if tot.firstErr != "" {
 		p(" First error: `%s`.", tot.firstErr)
 	}
-	p("\n\nPer second, each request counted in the second it ended:\n\n")
+	p("\n\n")
+	// The goal's yardstick: the p99 of every request of the seconds before
+	// the kill, against the worst second's p99 from the kill on.
+	if killSec := int(tl.killAt / time.Second); killSec > 0 && killSec < len(tot.perSec) {
+		var steady hist.Histogram
+		worst, worstSec := time.Duration(0), 0
+		for s, x := range tot.perSec {
+			if s >= tl.seconds {
+				break
+			}
+			if s < killSec {
+				steady.Merge(&x.lat)
+			} else if q := x.lat.Quantile(0.99); x.ok > 0 && q > worst {
+				worst, worstSec = q, s
+			}
+		}
+		if st := steady.Quantile(0.99); st > 0 {
+			p("Steady p99 (every request of the %d s before the kill): %s ms; the worst second from the kill on: %s ms (second %d), **%.2f×** the steady p99.\n\n",
+				killSec, ms(st), ms(worst), worstSec, float64(worst)/float64(st))
+		}
+	}
+	p("Per second, each request counted in the second it ended:\n\n")
 	p("| second | ok ops | failed | p99 ms | max ms |\n|--:|--:|--:|--:|--:|\n")
 	var xs, ok, failed, p99 []float64
 	for s, x := range tot.perSec {
