@@ -7,21 +7,21 @@
 //
 //   - reads (Get, Cluster) fail over on any network error and on any 5xx
 //     answer;
-//   - writes (Put, Delete) fail over on the same errors: a connection that
-//     could not be established (the request never reached a node), one
-//     that broke or timed out after the request was sent, and a 5xx answer
-//     (a quorum not reached, an outcome the node does not know). In the
-//     last two cases the node may have applied the write, so the write may
-//     end up stored twice, under two dots (two siblings of the same value).
-//     A read shows copies of one value once, and its context covers them
-//     all, so a retried write reads as if applied once (a first attempt
-//     stored only out of the retry's sight can still come back later as a
-//     sibling of a write made without seeing it, as a failed write's
-//     would: see "A client that retries" in docs/semantics.md). Each node is tried
-//     at most once per call. A 4xx answer is final: the write was refused.
-//     Options.NoWriteRetry restores the strict rule: a write fails over
-//     only when the connection could not be established, and any other
-//     error is returned with the write's outcome unknown.
+//   - writes (Put, Delete) fail over only when the connection could not be
+//     established (the request never reached a node). Once a node has
+//     received a write it may have applied it, even if it then answered an
+//     error, and replaying it elsewhere could store it twice (as two
+//     siblings), or overwrite a write another client made after reading
+//     it; such errors are returned to the caller instead, the write's
+//     outcome unknown.
+//   - With Options.RetryWrites, writes fail over as reads do: also after a
+//     connection that broke or timed out once the request was sent, and
+//     after a 5xx answer (a quorum not reached, an outcome the node does
+//     not know), each node at most once per call. A 4xx answer is final
+//     (the write was refused), and so is a 2xx whose body could not be
+//     read. It is for applications whose writes may be applied twice (a
+//     blind overwrite, not an increment); docs/semantics.md ("Retrying a
+//     write whose outcome is unknown") says what a retried write promises.
 //
 // # Token-aware routing
 //
@@ -33,8 +33,8 @@
 // ring.Token as the nodes do, and tries the key's replicas whose HTTP
 // address it knows — the primary first, replicas the answering node
 // believes down last — then every other node. The failover rules above
-// are unchanged: a write still moves to the next node only when the
-// connection could not be established. The ring is fetched again every
+// are unchanged (without RetryWrites, a write still moves to the next node
+// only when the connection could not be established). The ring is fetched again every
 // Options.RingRefresh and soon after any failed attempt; a stale ring only
 // costs a forward (a node that is not a replica forwards the request to
 // one), never correctness. Until the first fetch succeeds, or when no node
@@ -124,10 +124,12 @@ type Options struct {
 	// RingRefresh is how often a token-aware client fetches the ring
 	// again. Default DefaultRingRefresh.
 	RingRefresh time.Duration
-	// NoWriteRetry stops a write from being retried on another node once
-	// a node may have received it (see the package doc): the error is
-	// returned instead, the write's outcome unknown.
-	NoWriteRetry bool
+	// RetryWrites retries a write whose outcome is unknown (its
+	// connection broke or timed out after the request was sent, or a 5xx
+	// answer) on the next node, as reads are retried: for writes that may
+	// be applied twice (see the package doc). Default false: such errors
+	// are returned.
+	RetryWrites bool
 }
 
 // Client talks to a ringkv cluster over HTTP. It is safe for concurrent use.
@@ -298,7 +300,7 @@ func (c *Client) write(ctx context.Context, method string, key, value []byte, to
 	if method == http.MethodPut {
 		hdr.Set("Content-Type", "application/octet-stream")
 	}
-	resp, body, err := c.do(ctx, key, method, kvPath(key, "w", wo.w, "pw", wo.pw), value, hdr, !c.o.NoWriteRetry)
+	resp, body, err := c.do(ctx, key, method, kvPath(key, "w", wo.w, "pw", wo.pw), value, hdr, c.o.RetryWrites)
 	if err != nil {
 		return nil, err
 	}
@@ -335,7 +337,7 @@ func (c *Client) Cluster(ctx context.Context) (*httpapi.ClusterStatus, error) {
 // that should not be retried elsewhere: for a key (non-nil) on a
 // token-aware client with a ring, the key's replicas first (route), else
 // starting at the next round-robin position. retry selects the failover
-// rule (see the package doc): true for reads and (unless NoWriteRetry)
+// rule (see the package doc): true for reads and (with RetryWrites)
 // writes, which move on after any network error and any 5xx answer; false
 // only after a failed dial. It returns the response with its body read and
 // closed.
@@ -369,7 +371,10 @@ func (c *Client) do(ctx context.Context, key []byte, method, path string, body [
 			errs = append(errs, apiError(resp, b))
 		} else {
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
-			if ctx.Err() != nil || (!retry && !isDialError(err)) {
+			// A write the node answered below 5xx, its body cut short, has
+			// a known outcome: it is not sent again.
+			answered := resp != nil && resp.StatusCode < 500 && method != http.MethodGet
+			if ctx.Err() != nil || (!retry && !isDialError(err)) || answered {
 				break
 			}
 		}
@@ -401,7 +406,8 @@ func (c *Client) attempt(ctx context.Context, method, target string, body []byte
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read answer: %w", err)
+		// resp tells the caller that the node answered (with its status).
+		return resp, nil, fmt.Errorf("read answer (status %d): %w", resp.StatusCode, err)
 	}
 	return resp, b, nil
 }

@@ -236,7 +236,7 @@ func TestServerErrors(t *testing.T) {
 		t.Fatalf("quorum error: %#v", err)
 	}
 
-	// Reads and writes fail over on 5xx.
+	// Reads fail over on 5xx; writes that reached a node do not.
 	c = New([]string{badSrv.URL, good.URL}, Options{})
 	for range 2 {
 		if _, err := c.Get(ctx, []byte("k")); !errors.Is(err, ErrNotFound) {
@@ -244,17 +244,6 @@ func TestServerErrors(t *testing.T) {
 		}
 	}
 	before := bad.calls.Load()
-	for i := range 2 {
-		if _, err := c.Put(ctx, []byte("k"), []byte("v"), ""); err != nil {
-			t.Fatalf("write %d: %v", i, err)
-		}
-	}
-	if bad.calls.Load() != before+1 {
-		t.Fatalf("writes: %d calls to the failing node, want 1 (round-robin starts there once)", bad.calls.Load()-before)
-	}
-	// With NoWriteRetry, a write that reached a node is not sent again.
-	c = New([]string{badSrv.URL, good.URL}, Options{NoWriteRetry: true})
-	before = bad.calls.Load()
 	var failed int
 	for range 2 {
 		if _, err := c.Put(ctx, []byte("k"), []byte("v"), ""); err != nil {
@@ -265,7 +254,18 @@ func TestServerErrors(t *testing.T) {
 		}
 	}
 	if failed != 1 || bad.calls.Load() != before+1 {
-		t.Fatalf("NoWriteRetry: %d failed, %d calls to the failing node", failed, bad.calls.Load()-before)
+		t.Fatalf("writes: %d failed, %d calls to the failing node", failed, bad.calls.Load()-before)
+	}
+	// With RetryWrites, writes fail over on 5xx too.
+	c = New([]string{badSrv.URL, good.URL}, Options{RetryWrites: true})
+	before = bad.calls.Load()
+	for i := range 2 {
+		if _, err := c.Put(ctx, []byte("k"), []byte("v"), ""); err != nil {
+			t.Fatalf("RetryWrites, write %d: %v", i, err)
+		}
+	}
+	if bad.calls.Load() != before+1 {
+		t.Fatalf("RetryWrites: %d calls to the failing node, want 1 (round-robin starts there once)", bad.calls.Load()-before)
 	}
 
 	// 4xx answers are returned as they are: a bad level.
@@ -278,10 +278,11 @@ func TestServerErrors(t *testing.T) {
 	if !errors.As(err, &e) || e.Status != 400 {
 		t.Fatalf("bad token: %v", err)
 	}
-	// A refused write (4xx) is final: it is not tried on the next node.
+	// A refused write (4xx) is final, even with RetryWrites: it is not
+	// tried on the next node.
 	spy := &failing{err: errors.New("unused")}
 	spySrv := newNode(t, spy)
-	c = New([]string{good.URL, spySrv.URL}, Options{})
+	c = New([]string{good.URL, spySrv.URL}, Options{RetryWrites: true})
 	for range 2 {
 		if _, err := c.Put(ctx, []byte("k"), []byte("v"), "not-a-token!"); !errors.As(err, &e) || e.Status != 400 {
 			t.Fatalf("bad token with two nodes: %v", err)
@@ -315,20 +316,34 @@ func breakAfterApplying(t *testing.T, st httpapi.Store) *httptest.Server {
 	return srv
 }
 
-// A write whose connection broke after the node applied it is retried on
-// the next node; it is then stored twice (two dots), and a read of the
-// merged state shows the value once. With NoWriteRetry the error comes
-// back and the next node never sees the write.
+// A write whose connection broke after the node applied it: by default
+// the error comes back and the next node never sees the write; with
+// RetryWrites it is retried on the next node, and may then be stored twice
+// (two dots, two siblings of one value), which a write with a read's
+// context supersedes together.
 func TestWriteRetriedWhenItsOutcomeIsUnknown(t *testing.T) {
-	first, second := httpapi.NewMemoryStore("n1"), httpapi.NewMemoryStore("n2")
-	broken, good := breakAfterApplying(t, first), newNode(t, second)
 	ctx := context.Background()
 	key := []byte("k")
 
-	c := New([]string{broken.URL, good.URL}, Options{Timeout: 2 * time.Second})
+	// Default: the outcome-unknown error is returned.
+	third := httpapi.NewMemoryStore("n3")
+	strict := New([]string{breakAfterApplying(t, httpapi.NewMemoryStore("n0")).URL, newNode(t, third).URL}, Options{})
+	var errs int
+	for range 2 {
+		if _, err := strict.Put(ctx, key, []byte("v"), ""); err != nil {
+			errs++
+		}
+	}
+	if errs != 1 || third.Len() != 1 {
+		t.Fatalf("default: %d errors (want 1), %d keys on the next node (want 1: only the call that started there)", errs, third.Len())
+	}
+
+	first, second := httpapi.NewMemoryStore("n1"), httpapi.NewMemoryStore("n2")
+	broken, good := breakAfterApplying(t, first), newNode(t, second)
+	c := New([]string{broken.URL, good.URL}, Options{Timeout: 2 * time.Second, RetryWrites: true})
 	for i := range 2 { // round-robin: one of the two starts at the broken node
 		if _, err := c.Put(ctx, key, []byte("v"), ""); err != nil {
-			t.Fatalf("Put %d: %v", i, err)
+			t.Fatalf("RetryWrites, Put %d: %v", i, err)
 		}
 	}
 	a, _ := first.Get(ctx, key, 0)
@@ -337,13 +352,10 @@ func TestWriteRetriedWhenItsOutcomeIsUnknown(t *testing.T) {
 		t.Fatalf("first node %v, second %v: want the write on both", a, b)
 	}
 	second.Merge(key, a) // replication brings the first copy over
-	if merged, _ := second.Get(ctx, key, 0); len(merged.Live()) != 2 {
-		t.Fatalf("merged %v, want two copies of v", merged)
-	}
 	c = New([]string{good.URL}, Options{})
 	res, err := c.Get(ctx, key)
-	if err != nil || len(res.Siblings) != 1 || string(res.Siblings[0].Value) != "v" {
-		t.Fatalf("Get after the retried write: %+v %v, want v once", res, err)
+	if err != nil || len(res.Siblings) != 2 || string(res.Siblings[0].Value) != "v" || string(res.Siblings[1].Value) != "v" {
+		t.Fatalf("Get after the retried write: %+v %v, want two siblings of v", res, err)
 	}
 	if _, err := c.Put(ctx, key, []byte("w"), res.Context); err != nil {
 		t.Fatalf("Put with the read's context: %v", err)
@@ -351,37 +363,29 @@ func TestWriteRetriedWhenItsOutcomeIsUnknown(t *testing.T) {
 	if o, _ := second.Get(ctx, key, 0); len(o.Siblings) != 1 || string(o.Siblings[0].Value) != "w" {
 		t.Fatalf("after the write with the context: %v, want w alone", o)
 	}
+}
 
-	// NoWriteRetry: the outcome-unknown error is returned.
-	third := httpapi.NewMemoryStore("n3")
-	c = New([]string{broken.URL}, Options{NoWriteRetry: true})
-	strict := New([]string{broken.URL, newNode(t, third).URL}, Options{NoWriteRetry: true})
-	if _, err := c.Put(ctx, []byte("k2"), []byte("v"), ""); err == nil {
-		t.Fatal("NoWriteRetry, one broken node: want an error")
-	}
+// A write whose 2xx answer was cut short has a known outcome: even with
+// RetryWrites it is not sent to another node.
+func TestWriteAnsweredButCutShortIsNotRetried(t *testing.T) {
+	cut := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusOK)
+		w.Write([]byte(`{"key":`)) // then the connection closes
+	}))
+	t.Cleanup(cut.Close)
+	next := httpapi.NewMemoryStore("n2")
+	c := New([]string{cut.URL, newNode(t, next).URL}, Options{RetryWrites: true})
 	var errs int
-	for range 2 {
-		if _, err := strict.Put(ctx, []byte("k3"), []byte("v"), ""); err != nil {
+	for range 2 { // one call starts at the cut node
+		if _, err := c.Put(context.Background(), []byte("k"), []byte("v"), ""); err != nil {
+			if !strings.Contains(err.Error(), "status 200") {
+				t.Fatalf("cut answer: %v", err)
+			}
 			errs++
 		}
 	}
-	if errs != 1 || third.Len() != 1 {
-		t.Fatalf("NoWriteRetry: %d errors (want 1), %d keys on the next node (want 1: only the call that started there)", errs, third.Len())
-	}
-}
-
-func TestTimeoutFailover(t *testing.T) {
-	// A node that accepts but never answers: the per-attempt timeout lets a
-	// read move on to the next node.
-	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		<-r.Context().Done()
-	}))
-	defer hung.Close()
-	good := newNode(t, httpapi.NewMemoryStore("n1"))
-	c := New([]string{hung.URL, good.URL}, Options{Timeout: 200 * time.Millisecond})
-	for range 2 {
-		if _, err := c.Get(context.Background(), []byte("k")); !errors.Is(err, ErrNotFound) {
-			t.Fatalf("want not found via the good node, got %v", err)
-		}
+	if o, _ := next.Get(context.Background(), []byte("k"), 0); errs != 1 || len(o.Siblings) != 1 {
+		t.Fatalf("%d errors (want 1), next node holds %v (want the one write that started there)", errs, o)
 	}
 }

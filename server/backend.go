@@ -154,7 +154,7 @@ func (b respBackend) Siblings(ctx context.Context, key []byte) (string, [][]byte
 		return "", nil, nil
 	}
 	var values [][]byte
-	for _, s := range obj.DistinctLive() {
+	for _, s := range obj.Live() {
 		values = append(values, s.Value)
 	}
 	return version.ClockToString(obj.Context), values, nil

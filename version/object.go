@@ -421,37 +421,6 @@ func (o *Object) Live() []Sibling {
 	return live
 }
 
-// DistinctLive is Live with one sibling per distinct value: of live
-// siblings holding the same bytes, only the one LWW would pick (newest by
-// timestamp, ties by dot) is returned, in dot order. It is what a read
-// shows. Identical concurrent values come from a write applied twice
-// under two dots, as when a client retries a write whose first outcome it
-// did not learn on another node; they carry no conflict to resolve. The
-// object itself keeps every dot (dropping one from the stored state would
-// turn it into an overwrite that later merges could apply in different
-// orders), and its context covers them all, so a write with the read's
-// context supersedes every copy.
-func (o *Object) DistinctLive() []Sibling {
-	live := o.Live()
-	if len(live) < 2 {
-		return live
-	}
-	out := live[:0:0]
-	for i, s := range live {
-		shown := true
-		for j, t := range live {
-			if j != i && bytes.Equal(s.Value, t.Value) && olderThan(s, t) {
-				shown = false // t holds the same bytes and is newer
-				break
-			}
-		}
-		if shown {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // IsDeleted reports whether the object reads as not found: it has no live
 // sibling (every sibling is a tombstone, or there is none). It is true for
 // the empty object too; use Empty to tell "never written" apart.

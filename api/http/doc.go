@@ -61,10 +61,7 @@
 //
 // value is the standard base64 of the bytes; value_text is the same value
 // as a string, present only when the bytes are valid UTF-8. key_base64
-// appears only when the key is not valid UTF-8. Siblings are in dot order;
-// live siblings holding the same bytes (a write stored twice, as when a
-// client retried it on another node) are shown once, the newer copy, and
-// the context covers every copy.
+// appears only when the key is not valid UTF-8. Siblings are in dot order.
 // The response also carries X-Ringkv-Context and X-Ringkv-Siblings (the
 // number of siblings).
 //

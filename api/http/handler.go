@@ -245,7 +245,7 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request, key []byte) {
 	if tok != "" {
 		w.Header().Set(HeaderContext, tok)
 	}
-	live := obj.DistinctLive()
+	live := obj.Live()
 	w.Header().Set(HeaderSiblings, strconv.Itoa(len(live)))
 	if len(live) == 0 {
 		msg := "not found"
@@ -363,7 +363,7 @@ func (h *handler) del(w http.ResponseWriter, r *http.Request, key []byte) {
 // 0 after a DELETE), else 200 with every live sibling, so the client sees
 // all the versions the context token covers.
 func writeResult(w http.ResponseWriter, key []byte, obj *version.Object, own int) {
-	live := obj.DistinctLive()
+	live := obj.Live()
 	w.Header().Set(HeaderSiblings, strconv.Itoa(len(live)))
 	if obj != nil {
 		if tok := version.ClockToString(obj.Context); tok != "" {

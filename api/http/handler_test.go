@@ -253,40 +253,6 @@ func TestSiblingsCollapse(t *testing.T) {
 	}
 }
 
-// A write stored twice under two dots (a client retried it on another
-// node) reads as one value, and the read's context supersedes both copies.
-func TestCopiesOfOneValueShownOnce(t *testing.T) {
-	srv, st := newServer(t, Options{})
-	key := []byte("k")
-	do(t, "PUT", kvURL(srv, "k"), []byte("v"), nil)
-	var retry, other version.Object
-	retry.Write("n2", nil, []byte("v"), false, time.Now().UnixNano())
-	other.Write("n3", nil, []byte("w"), false, time.Now().UnixNano())
-	st.Merge(key, &retry)
-	if obj, _ := st.MemoryStore.Get(context.Background(), key, 0); len(obj.Live()) != 2 {
-		t.Fatalf("stored %v, want both copies of v", obj)
-	}
-	resp, b := do(t, "GET", kvURL(srv, "k"), nil, nil)
-	rr := decode[ReadResponse](t, b)
-	if resp.StatusCode != 200 || len(rr.Siblings) != 1 || resp.Header.Get(HeaderSiblings) != "1" ||
-		string(rr.Siblings[0].Value) != "v" || rr.Siblings[0].Dot.Node != "n2" {
-		t.Fatalf("GET: %d %s %s, want v once (the newer copy, n2's)", resp.StatusCode, resp.Header, b)
-	}
-	// A concurrent write of another value is still a sibling.
-	st.Merge(key, &other)
-	resp, b = do(t, "GET", kvURL(srv, "k"), nil, nil)
-	if rr = decode[ReadResponse](t, b); len(rr.Siblings) != 2 || resp.Header.Get(HeaderSiblings) != "2" {
-		t.Fatalf("GET with w: %s", b)
-	}
-	resp, b = do(t, "PUT", kvURL(srv, "k"), []byte("z"), map[string]string{HeaderContext: rr.Context})
-	if resp.StatusCode != 204 {
-		t.Fatalf("PUT with the read's context: %d %s", resp.StatusCode, b)
-	}
-	if obj, _ := st.MemoryStore.Get(context.Background(), key, 0); len(obj.Siblings) != 1 || string(obj.Siblings[0].Value) != "z" {
-		t.Fatalf("after the PUT: %v, want z alone", obj)
-	}
-}
-
 func TestDelete(t *testing.T) {
 	srv, st := newServer(t, Options{})
 	do(t, "PUT", kvURL(srv, "k"), []byte("v"), nil)

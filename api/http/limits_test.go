@@ -78,13 +78,11 @@ func TestObjectTooLargeIs413(t *testing.T) {
 	srv, _ := newServer(t, Options{MaxValueSize: 2 << 20})
 	value := bytes.Repeat([]byte("x"), 2<<20)
 	// Every PUT after the first sends the first one's context: it
-	// supersedes that write only, so each adds a sibling. Each value
-	// differs in its first byte (reads show copies of one value once).
+	// supersedes that write only, so each adds a sibling.
 	var first string
 	var last []byte
 	status := 0
 	for i := 0; i < 10; i++ {
-		value[0] = byte('a' + i)
 		hdr := map[string]string{}
 		if i > 0 {
 			hdr[HeaderContext] = first

@@ -15,8 +15,7 @@ const (
 	// what the read (or write) saw; in PUT/DELETE requests, what the client
 	// saw before writing.
 	HeaderContext = "X-Ringkv-Context"
-	// HeaderSiblings carries the number of live siblings in a response
-	// (distinct values: copies of one value count once).
+	// HeaderSiblings carries the number of live siblings in a response.
 	HeaderSiblings = "X-Ringkv-Siblings"
 )
 
@@ -211,7 +210,7 @@ func newReadResponse(key []byte, o *version.Object) ReadResponse {
 	if !utf8.Valid(key) {
 		resp.KeyBase64 = key
 	}
-	for _, s := range o.DistinctLive() {
+	for _, s := range o.Live() {
 		js := Sibling{
 			Value:     s.Value,
 			Timestamp: time.Unix(0, s.Timestamp).UTC(),

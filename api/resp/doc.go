@@ -10,8 +10,7 @@
 //
 // Concurrent writes to a key may leave several live versions ("siblings").
 // GET returns the value of the sibling with the highest timestamp (ties by
-// dot) — the Backend decides; RINGKV.SIBLINGS returns them all (ringkv shows
-// copies of one value, a write stored twice, once), together with
+// dot) — the Backend decides; RINGKV.SIBLINGS returns them all, together with
 // the opaque causal context that covers them, and RINGKV.PUT writes a value as
 // the successor of exactly the versions a context saw:
 //

@@ -260,8 +260,12 @@ func (r *results) killReport(b *strings.Builder) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	tot := tl.total
 	p("#### Node kill under load: ringkv-3-w2\n\n")
-	p("Workload A (uniform, %d B) with %d clients through the token-aware client for %d s; `kill -9` of n3 at %.1f s; n3 restarted on its data directory (same flags) at %.1f s",
-		tl.size, tl.clients, tl.seconds, tl.killAt.Seconds(), tl.restartAt.Seconds())
+	retries := "returning a write whose outcome is unknown as failed"
+	if *flagRetry {
+		retries = "retrying a write whose outcome is unknown on the next replica (`-write-retry`, client.Options.RetryWrites)"
+	}
+	p("Workload A (uniform, %d B) with %d clients through the token-aware client, %s, for %d s; `kill -9` of n3 at %.1f s; n3 restarted on its data directory (same flags) at %.1f s",
+		tl.size, tl.clients, retries, tl.seconds, tl.killAt.Seconds(), tl.restartAt.Seconds())
 	if tl.healthyAt > 0 {
 		p(", answering /healthz at %.1f s", tl.healthyAt.Seconds())
 	}
