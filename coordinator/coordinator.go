@@ -310,6 +310,9 @@ type Coordinator struct {
 	// first.
 	noCovering sync.Map
 
+	// combiner combines concurrent checked writes (combine.go).
+	combiner checkedCombiner
+
 	m counters // see Stats
 }
 

@@ -153,11 +153,11 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, rt 
 		}
 	} else {
 		if !req.deleted && c.checkable(need, rt) {
-			objs, errs, again, ctxs := c.checkedWrites(ctx, []replica.Write{{Key: req.key, Value: req.value}}, []quorum{need}, []route{rt})
-			if !again[0] {
-				return objs[0], errs[0]
+			obj, again, learned, err := c.checkedWrite(ctx, replica.Write{Key: req.key, Value: req.value}, need, rt)
+			if !again {
+				return obj, err
 			}
-			causal = ctxs[0] // what the targets hold, learned: no read
+			causal = learned // what the targets hold, learned: no read
 		}
 		if causal == nil {
 			if causal, err = c.writeContext(ctx, req.key, rt, need); err != nil {
