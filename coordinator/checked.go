@@ -46,6 +46,11 @@ import (
 // Nothing is visible before it is known to supersede a quorum's state, so
 // no write is applied twice and no context is ever extended after the
 // fact (the two ways an earlier attempt lost writes).
+//
+// The writes of a pipelined batch are checked together (checkedBatch), and
+// concurrent single writes from different clients are combined into one
+// call (combine.go): one kindReplicateCovering message per target for all
+// of them, each write with its own outcome.
 
 // checkable reports whether a blind write of a value at quorum q on route rt
 // may be checked: W = 2 and min(W, default R) = 2, no datacenter level, and
