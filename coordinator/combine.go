@@ -2,8 +2,11 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/version"
@@ -25,13 +28,27 @@ import (
 //
 // Combining changes who shares a batch, not what a write promises: each
 // write keeps its own route, quorum, verdicts and outcome in checkedWrites
-// (as the writes of a pipelined batch do), and a key is never in one
-// combined call twice (a second write of a key waits for the next call,
-// as it would have waited for the key's lock).
+// (as the writes of a pipelined batch do). A key is never in two calls at
+// once, nor twice in one: a write of a key that a call in flight holds
+// waits for that call to end (as it would have waited for the key's lock
+// in Prepare, but without holding the other keys of its own call
+// meanwhile).
+//
+// A call ends only when each of its writes is decided, which for a write
+// a target refuses means every target's answer: a slow target can keep a
+// call in flight up to Options.Timeout. So that unrelated writes are not
+// held up behind it, a write that has waited maxCheckedQueueWait in the
+// queue starts a call of its own (with the writes queued with it) even
+// when the in-flight calls are at their bound.
 
 // maxCheckedInFlight bounds the combined checked-write calls running at
-// once on a coordinator.
+// once on a coordinator, except for calls started by writes that waited
+// maxCheckedQueueWait.
 const maxCheckedInFlight = 2
+
+// maxCheckedQueueWait is how long a checked write waits in the queue
+// before it starts a call of its own.
+const maxCheckedQueueWait = 20 * time.Millisecond
 
 // maxCheckedCombined bounds the writes of one combined call.
 const maxCheckedCombined = 256
@@ -54,8 +71,13 @@ type checkedCall struct {
 type checkedCombiner struct {
 	mu       sync.Mutex
 	queue    []*checkedCall
-	inFlight int
+	inFlight int                 // combined calls running
+	keys     map[string]struct{} // the keys of the calls running
 }
+
+// errCheckedNotSent is returned for a checked write whose caller's context
+// ended while it was queued: it was never sent or stored.
+var errCheckedNotSent = errors.New("checked write not sent: its context ended while it waited for a combined call")
 
 // checkedWrite runs one checkable blind write of w (no context, not a
 // delete) at quorum q on route rt as checkedWrites would run it alone,
@@ -65,48 +87,81 @@ type checkedCombiner struct {
 // each of its writes.
 //
 // When ctx ends while the write waits in the queue, it is taken out
-// unsent and ctx's error returned; once it is on its way, the caller
-// still waits for its outcome (bounded by Options.Timeout), as a write
-// run alone does.
+// unsent and an error wrapping errCheckedNotSent and ctx's error is
+// returned; once it is on its way, the caller still waits for its outcome
+// (bounded by Options.Timeout), as a write run alone does.
 func (c *Coordinator) checkedWrite(ctx context.Context, w replica.Write, q quorum, rt route) (obj *version.Object, again bool, learned version.Clock, err error) {
 	call := &checkedCall{w: w, q: q, rt: rt, done: make(chan struct{})}
 	cb := &c.combiner
 	cb.mu.Lock()
 	cb.queue = append(cb.queue, call)
-	if cb.inFlight < maxCheckedInFlight {
-		cb.inFlight++
-		batch := cb.takeLocked()
-		cb.mu.Unlock()
-		c.runChecked(batch)
-	} else {
-		cb.mu.Unlock()
+	batch := cb.startLocked(false)
+	cb.mu.Unlock()
+	if batch != nil {
+		c.runChecked(batch) // this write's call, unless its key is in flight
+	}
+	wait := time.NewTimer(maxCheckedQueueWait)
+	defer wait.Stop()
+	waited := wait.C
+	for {
 		select {
 		case <-call.done:
+			return call.obj, call.again, call.learned, call.err
+		case <-waited:
+			waited = nil
+			cb.mu.Lock()
+			var batch []*checkedCall
+			if cb.queuedLocked(call) {
+				batch = cb.startLocked(true)
+			}
+			cb.mu.Unlock()
+			if batch != nil {
+				c.runChecked(batch)
+			}
+			// Still queued: its key is in a call in flight, whose end
+			// takes it.
 		case <-ctx.Done():
 			if cb.remove(call) {
-				return nil, false, nil, fmt.Errorf("write %q: %w", w.Key, ctx.Err())
+				return nil, false, nil, fmt.Errorf("%w: %w", errCheckedNotSent, ctx.Err())
 			}
 			<-call.done // on its way: its outcome decides
+			return call.obj, call.again, call.learned, call.err
 		}
 	}
-	<-call.done
-	return call.obj, call.again, call.learned, call.err
 }
 
-// takeLocked takes the next combined call's writes off the queue: in
-// queue order, up to maxCheckedCombined, each key once (a later write of
-// a key already taken stays queued). cb.mu is held.
-func (cb *checkedCombiner) takeLocked() []*checkedCall {
-	if len(cb.queue) == 1 {
-		batch := cb.queue
-		cb.queue = nil
-		return batch
+// startLocked takes the next combined call's writes off the queue when a
+// call may start (force: whatever the bound), marking it in flight; nil
+// when none may start or every queued write's key is in flight. cb.mu is
+// held.
+func (cb *checkedCombiner) startLocked(force bool) []*checkedCall {
+	if len(cb.queue) == 0 || !force && cb.inFlight >= maxCheckedInFlight {
+		return nil
 	}
+	batch := cb.takeLocked()
+	if len(batch) == 0 {
+		return nil
+	}
+	cb.inFlight++
+	if cb.keys == nil {
+		cb.keys = make(map[string]struct{})
+	}
+	for _, call := range batch {
+		cb.keys[string(call.w.Key)] = struct{}{}
+	}
+	return batch
+}
+
+// takeLocked takes writes off the queue for one call: in queue order, up
+// to maxCheckedCombined, each key once and none of a call in flight (the
+// others stay queued, in order). cb.mu is held.
+func (cb *checkedCombiner) takeLocked() []*checkedCall {
 	var batch, rest []*checkedCall
-	keys := make(map[string]bool, len(cb.queue))
+	taken := make(map[string]bool, len(cb.queue))
 	for _, call := range cb.queue {
-		if len(batch) < maxCheckedCombined && !keys[string(call.w.Key)] {
-			keys[string(call.w.Key)] = true
+		_, busy := cb.keys[string(call.w.Key)]
+		if len(batch) < maxCheckedCombined && !busy && !taken[string(call.w.Key)] {
+			taken[string(call.w.Key)] = true
 			batch = append(batch, call)
 		} else {
 			rest = append(rest, call)
@@ -116,24 +171,41 @@ func (cb *checkedCombiner) takeLocked() []*checkedCall {
 	return batch
 }
 
+// queuedLocked reports whether call is still queued. cb.mu is held.
+func (cb *checkedCombiner) queuedLocked(call *checkedCall) bool {
+	return slices.Contains(cb.queue, call)
+}
+
 // remove takes call out of the queue; false if it was already taken.
 func (cb *checkedCombiner) remove(call *checkedCall) bool {
 	cb.mu.Lock()
 	defer cb.mu.Unlock()
-	for i, q := range cb.queue {
-		if q == call {
-			cb.queue = append(cb.queue[:i:i], cb.queue[i+1:]...)
-			return true
-		}
+	if i := slices.Index(cb.queue, call); i >= 0 {
+		cb.queue = slices.Delete(cb.queue, i, i+1)
+		return true
 	}
 	return false
 }
 
-// runChecked runs batch as one checkedWrites call and hands each write its
-// outcome; then, while writes are queued, it starts the next combined
-// call in a goroutine of its own (keeping the in-flight slot) so that its
-// caller returns at once, else it frees the slot.
+// runChecked runs batch (started by startLocked) as one checkedWrites call
+// and hands each write its outcome; then it ends the call and, while
+// writes are queued, starts the next one in a goroutine of its own, so
+// that its caller returns at once. Should checkedWrites panic, each write
+// of the batch gets an error and the call still ends before the panic
+// goes on.
 func (c *Coordinator) runChecked(batch []*checkedCall) {
+	delivered := false
+	defer func() {
+		if !delivered {
+			for _, call := range batch {
+				call.err = fmt.Errorf("%w: the checked write failed inside its combined call", ErrUnknownOutcome)
+				close(call.done)
+			}
+		}
+		if next := c.combiner.end(batch); next != nil {
+			go c.runChecked(next)
+		}
+	}()
 	writes := make([]replica.Write, len(batch))
 	quorums := make([]quorum, len(batch))
 	routes := make([]route, len(batch))
@@ -150,14 +222,17 @@ func (c *Coordinator) runChecked(batch []*checkedCall) {
 		call.err, call.again, call.learned = errs[i], again[i], ctxs[i]
 		close(call.done)
 	}
-	cb := &c.combiner
+	delivered = true
+}
+
+// end marks batch's call as ended and returns the next call to start, if
+// writes are queued.
+func (cb *checkedCombiner) end(batch []*checkedCall) []*checkedCall {
 	cb.mu.Lock()
-	if len(cb.queue) == 0 {
-		cb.inFlight--
-		cb.mu.Unlock()
-		return
+	defer cb.mu.Unlock()
+	cb.inFlight--
+	for _, call := range batch {
+		delete(cb.keys, string(call.w.Key))
 	}
-	next := cb.takeLocked()
-	cb.mu.Unlock()
-	go c.runChecked(next)
+	return cb.startLocked(false)
 }

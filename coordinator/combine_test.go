@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -55,9 +56,10 @@ func TestConcurrentCheckedWritesAreCombined(t *testing.T) {
 		}})
 	ctx := ctxT(t)
 	n1 := c.Nodes[0]
-	// A slow link makes the writes queue behind the ones in flight.
-	c.Net.SetDelay(n1.ID, "n2", 20*time.Millisecond)
-	c.Net.SetDelay(n1.ID, "n3", 20*time.Millisecond)
+	// A slow link makes the writes queue behind the ones in flight (less
+	// slow than maxCheckedQueueWait, after which a queued write goes alone).
+	c.Net.SetDelay(n1.ID, "n2", 5*time.Millisecond)
+	c.Net.SetDelay(n1.ID, "n3", 5*time.Millisecond)
 
 	const writers = 48
 	before := checkedStats(n1)
@@ -99,7 +101,7 @@ func TestConcurrentCheckedWritesAreCombined(t *testing.T) {
 
 	// One key, many writers: each write supersedes the one before it, so
 	// one sibling is left, one of the values written.
-	c.Net.SetDelay(n1.ID, "n2", 20*time.Millisecond)
+	c.Net.SetDelay(n1.ID, "n2", 5*time.Millisecond)
 	key := []byte("combined-hot")
 	const hot = 12
 	for i := range hot {
@@ -120,54 +122,114 @@ func TestConcurrentCheckedWritesAreCombined(t *testing.T) {
 	}
 }
 
-// A write still queued when its caller's context ends is taken out
-// unsent: the caller gets the context's error and the key is never
-// written, while the writes on their way complete.
+// firstKey returns the first key of a kindReplicateCovering payload.
+func firstKey(payload []byte) string {
+	_, w := binary.Uvarint(payload)
+	l, w2 := binary.Uvarint(payload[w:])
+	return string(payload[w+w2 : w+w2+int(l)])
+}
+
+// holdCovering holds, on every node, the kindReplicateCovering messages
+// from n1 whose first key has prefix until release is closed, counting
+// them in held.
+func holdCovering(prefix string, release chan struct{}, held *atomic.Int32) func(string, transport.Handler) transport.Handler {
+	return func(id string, h transport.Handler) transport.Handler {
+		return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
+			if kind == 11 && from == "n1" && strings.HasPrefix(firstKey(payload), prefix) {
+				held.Add(1)
+				<-release
+			}
+			return h.Handle(ctx, from, kind, payload)
+		})
+	}
+}
+
+// waitHeld waits until n messages are held.
+func waitHeld(t *testing.T, held *atomic.Int32, n int32) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); held.Load() < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d covering messages held, want %d", held.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A write queued behind a call in flight for its own key stays queued
+// (it would wait for the key anyway); when its caller's context ends
+// there, it is taken out unsent: an error saying so, and the key keeps
+// the value of the write in flight.
 func TestQueuedCheckedWriteLeavesWhenItsContextEnds(t *testing.T) {
 	release := make(chan struct{})
 	var held atomic.Int32
 	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 62,
 		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 5 * time.Second},
-		WrapHandler: func(id string, h transport.Handler) transport.Handler {
-			return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
-				if kind == 11 && from == "n1" {
-					held.Add(1)
-					<-release // the in-flight calls wait here
-				}
-				return h.Handle(ctx, from, kind, payload)
-			})
-		}})
+		WrapHandler: holdCovering("inflight", release, &held)})
+	ctx := ctxT(t)
+	n1 := c.Nodes[0]
+	key := []byte("inflight-0")
+	var wg sync.WaitGroup
+	var inflightErr error
+	wg.Go(func() {
+		_, inflightErr = n1.Coord.Put(ctx, key, []byte("v"), nil, coordinator.Quorum)
+	})
+	waitHeld(t, &held, 2) // at n2 and n3
+	short, cancel := context.WithTimeout(ctx, 60*time.Millisecond)
+	_, err := n1.Coord.Put(short, key, []byte("never"), nil, coordinator.Quorum)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "not sent") {
+		t.Fatalf("queued write whose context ended: %v, want its deadline, not sent", err)
+	}
+	close(release)
+	wg.Wait()
+	if inflightErr != nil {
+		t.Fatalf("in-flight write: %v", inflightErr)
+	}
+	c.Net.Heal()
+	obj := replicasAgree(t, c, key)
+	if got := fmt.Sprint(liveValues(obj)); got != "[v]" || len(obj.Siblings) != 1 {
+		t.Fatalf("replicas hold %v, want v alone: the write taken out of the queue was stored", obj)
+	}
+}
+
+// Calls held up by a slow target do not hold up unrelated writes: with
+// both in-flight calls stuck, a write that waited maxCheckedQueueWait
+// starts a call of its own.
+func TestStuckCheckedCallsDoNotHoldUpOtherWrites(t *testing.T) {
+	release := make(chan struct{})
+	var held atomic.Int32
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 63,
+		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 5 * time.Second},
+		WrapHandler: holdCovering("slow", release, &held)})
 	ctx := ctxT(t)
 	n1 := c.Nodes[0]
 	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i := range 2 { // fill the in-flight calls
+	for i := range 2 { // both in-flight calls, stuck
 		wg.Go(func() {
-			_, errs[i] = n1.Coord.Put(ctx, []byte(fmt.Sprintf("inflight-%d", i)), []byte("v"), nil, coordinator.Quorum)
+			if _, err := n1.Coord.Put(ctx, []byte(fmt.Sprintf("slow-%d", i)), []byte("v"), nil, coordinator.Quorum); err != nil {
+				t.Errorf("slow write %d: %v", i, err)
+			}
 		})
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for held.Load() < 4 { // two calls, each at n2 and n3
-		if time.Now().After(deadline) {
-			t.Fatalf("%d covering messages held, want 4", held.Load())
-		}
-		time.Sleep(time.Millisecond)
+	waitHeld(t, &held, 4)
+	const others = 10
+	errs := make([]error, others)
+	var fast sync.WaitGroup
+	for i := range others {
+		fast.Go(func() {
+			// Shorter than the stuck calls' Timeout: without their own
+			// calls, these writes would still be queued when it ends.
+			short, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			_, errs[i] = n1.Coord.Put(short, []byte(fmt.Sprintf("other-%d", i)), []byte("w"), nil, coordinator.Quorum)
+		})
 	}
-	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	_, err := n1.Coord.Put(short, []byte("queued"), []byte("never"), nil, coordinator.Quorum)
-	cancel()
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("queued write whose context ended: %v, want its deadline", err)
-	}
+	fast.Wait()
 	close(release)
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("in-flight write %d: %v", i, err)
+			t.Fatalf("write %d behind the stuck calls: %v", i, err)
 		}
-	}
-	obj, err := n1.Coord.Get(ctx, []byte("queued"), coordinator.All)
-	if err != nil || obj != nil && len(obj.Siblings) > 0 {
-		t.Fatalf("the write taken out of the queue was stored: %v %v", obj, err)
 	}
 }
