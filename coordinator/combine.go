@@ -39,7 +39,9 @@ import (
 // call in flight up to Options.Timeout. So that unrelated writes are not
 // held up behind it, a write that has waited maxCheckedQueueWait in the
 // queue starts a call of its own (with the writes queued with it) even
-// when the in-flight calls are at their bound.
+// when the in-flight calls are at their bound, and tries again every
+// maxCheckedQueueWait while its key is in a call in flight. A caller runs
+// a call on its own goroutine only when its own write is in it.
 
 // maxCheckedInFlight bounds the combined checked-write calls running at
 // once on a coordinator, except for calls started by writes that waited
@@ -97,29 +99,27 @@ func (c *Coordinator) checkedWrite(ctx context.Context, w replica.Write, q quoru
 	cb.queue = append(cb.queue, call)
 	batch := cb.startLocked(false)
 	cb.mu.Unlock()
-	if batch != nil {
-		c.runChecked(batch) // this write's call, unless its key is in flight
-	}
+	c.run(batch, call)
 	wait := time.NewTimer(maxCheckedQueueWait)
 	defer wait.Stop()
-	waited := wait.C
 	for {
 		select {
 		case <-call.done:
 			return call.obj, call.again, call.learned, call.err
-		case <-waited:
-			waited = nil
+		case <-wait.C:
 			cb.mu.Lock()
 			var batch []*checkedCall
-			if cb.queuedLocked(call) {
+			queued := cb.queuedLocked(call)
+			if _, busy := cb.keys[string(call.w.Key)]; queued && !busy {
 				batch = cb.startLocked(true)
 			}
 			cb.mu.Unlock()
-			if batch != nil {
-				c.runChecked(batch)
+			c.run(batch, call)
+			if queued {
+				// Not taken (its key is in a call in flight, or too many
+				// writes were queued before it): try again later.
+				wait.Reset(maxCheckedQueueWait)
 			}
-			// Still queued: its key is in a call in flight, whose end
-			// takes it.
 		case <-ctx.Done():
 			if cb.remove(call) {
 				return nil, false, nil, fmt.Errorf("%w: %w", errCheckedNotSent, ctx.Err())
@@ -127,6 +127,19 @@ func (c *Coordinator) checkedWrite(ctx context.Context, w replica.Write, q quoru
 			<-call.done // on its way: its outcome decides
 			return call.obj, call.again, call.learned, call.err
 		}
+	}
+}
+
+// run runs batch (nil: nothing) for the caller of call: on the caller's
+// goroutine when call is in it, else on a goroutine of its own, so that
+// the caller keeps waiting for its own write (and its context).
+func (c *Coordinator) run(batch []*checkedCall, call *checkedCall) {
+	switch {
+	case batch == nil:
+	case slices.Contains(batch, call):
+		c.runChecked(batch)
+	default:
+		go c.runChecked(batch)
 	}
 }
 
@@ -194,13 +207,11 @@ func (cb *checkedCombiner) remove(call *checkedCall) bool {
 // of the batch gets an error and the call still ends before the panic
 // goes on.
 func (c *Coordinator) runChecked(batch []*checkedCall) {
-	delivered := false
+	delivered := 0 // batch[:delivered] have their outcome
 	defer func() {
-		if !delivered {
-			for _, call := range batch {
-				call.err = fmt.Errorf("%w: the checked write failed inside its combined call", ErrUnknownOutcome)
-				close(call.done)
-			}
+		for _, call := range batch[delivered:] { // only after a panic
+			call.err = fmt.Errorf("%w: the checked write failed inside its combined call", ErrUnknownOutcome)
+			close(call.done)
 		}
 		if next := c.combiner.end(batch); next != nil {
 			go c.runChecked(next)
@@ -221,8 +232,8 @@ func (c *Coordinator) runChecked(batch []*checkedCall) {
 		}
 		call.err, call.again, call.learned = errs[i], again[i], ctxs[i]
 		close(call.done)
+		delivered = i + 1
 	}
-	delivered = true
 }
 
 // end marks batch's call as ended and returns the next call to start, if

@@ -133,11 +133,21 @@ func firstKey(payload []byte) string {
 // from n1 whose first key has prefix until release is closed, counting
 // them in held.
 func holdCovering(prefix string, release chan struct{}, held *atomic.Int32) func(string, transport.Handler) transport.Handler {
+	return holdCoveringBy(map[string]chan struct{}{prefix: release}, held)
+}
+
+// holdCoveringBy is holdCovering for several prefixes, each with its own
+// release.
+func holdCoveringBy(releases map[string]chan struct{}, held *atomic.Int32) func(string, transport.Handler) transport.Handler {
 	return func(id string, h transport.Handler) transport.Handler {
 		return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
-			if kind == 11 && from == "n1" && strings.HasPrefix(firstKey(payload), prefix) {
-				held.Add(1)
-				<-release
+			if kind == 11 && from == "n1" {
+				for prefix, release := range releases {
+					if strings.HasPrefix(firstKey(payload), prefix) {
+						held.Add(1)
+						<-release
+					}
+				}
 			}
 			return h.Handle(ctx, from, kind, payload)
 		})
@@ -231,5 +241,52 @@ func TestStuckCheckedCallsDoNotHoldUpOtherWrites(t *testing.T) {
 		if err != nil {
 			t.Fatalf("write %d behind the stuck calls: %v", i, err)
 		}
+	}
+}
+
+// A write queued behind a call for its own key, while the in-flight calls
+// are stuck, goes as soon as that key is free, not when the stuck calls
+// end.
+func TestQueuedCheckedWriteGoesOnceItsKeyIsFree(t *testing.T) {
+	slow, mid := make(chan struct{}), make(chan struct{})
+	var held atomic.Int32
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 64,
+		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 5 * time.Second},
+		WrapHandler: holdCoveringBy(map[string]chan struct{}{"slow": slow, "mid": mid}, &held)})
+	ctx := ctxT(t)
+	n1 := c.Nodes[0]
+	var wg sync.WaitGroup
+	put := func(key, value string, within time.Duration, err *error) {
+		wg.Go(func() {
+			short, cancel := context.WithTimeout(ctx, within)
+			defer cancel()
+			_, *err = n1.Coord.Put(short, []byte(key), []byte(value), nil, coordinator.Quorum)
+		})
+	}
+	var slowErrs [2]error
+	put("slow-0", "v", 10*time.Second, &slowErrs[0])
+	put("slow-1", "v", 10*time.Second, &slowErrs[1])
+	waitHeld(t, &held, 4) // both in-flight calls, stuck
+	var first, second error
+	put("mid-0", "first", 10*time.Second, &first)
+	waitHeld(t, &held, 6) // its own call, after the queue wait
+	secondDone := make(chan struct{})
+	go func() {
+		defer close(secondDone)
+		short, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		_, second = n1.Coord.Put(short, []byte("mid-0"), []byte("second"), nil, coordinator.Quorum)
+	}()
+	time.Sleep(50 * time.Millisecond) // queued behind the call for its key
+	close(mid)
+	<-secondDone
+	close(slow)
+	wg.Wait()
+	if first != nil || second != nil || slowErrs[0] != nil || slowErrs[1] != nil {
+		t.Fatalf("writes: mid-0 %v, then %v; slow %v, %v", first, second, slowErrs[0], slowErrs[1])
+	}
+	c.Net.Heal()
+	if obj := replicasAgree(t, c, []byte("mid-0")); fmt.Sprint(liveValues(obj)) != "[second]" {
+		t.Fatalf("replicas hold %v, want the second write alone", obj)
 	}
 }
