@@ -100,6 +100,11 @@ func (c *Coordinator) checkedWrite(ctx context.Context, w replica.Write, q quoru
 	batch := cb.startLocked(false)
 	cb.mu.Unlock()
 	c.run(batch, call)
+	select {
+	case <-call.done: // it went at once: no timer
+		return call.obj, call.again, call.learned, call.err
+	default:
+	}
 	wait := time.NewTimer(maxCheckedQueueWait)
 	defer wait.Stop()
 	for {
