@@ -174,6 +174,14 @@ func (cb *checkedCombiner) startLocked(force bool) []*checkedCall {
 // to maxCheckedCombined, each key once and none of a call in flight (the
 // others stay queued, in order). cb.mu is held.
 func (cb *checkedCombiner) takeLocked() []*checkedCall {
+	if len(cb.queue) == 1 { // a lone write: no map to build
+		if _, busy := cb.keys[string(cb.queue[0].w.Key)]; busy {
+			return nil
+		}
+		batch := cb.queue
+		cb.queue = nil
+		return batch
+	}
 	var batch, rest []*checkedCall
 	taken := make(map[string]bool, len(cb.queue))
 	for _, call := range cb.queue {

@@ -129,29 +129,28 @@ func firstKey(payload []byte) string {
 	return string(payload[w+w2 : w+w2+int(l)])
 }
 
-// holdCovering holds, on every node, the kindReplicateCovering messages
-// from n1 whose first key has prefix until release is closed, counting
-// them in held.
-func holdCovering(prefix string, release chan struct{}, held *atomic.Int32) func(string, transport.Handler) transport.Handler {
-	return holdCoveringBy(map[string]chan struct{}{prefix: release}, held)
-}
-
-// holdCoveringBy is holdCovering for several prefixes, each with its own
-// release.
-func holdCoveringBy(releases map[string]chan struct{}, held *atomic.Int32) func(string, transport.Handler) transport.Handler {
-	return func(id string, h transport.Handler) transport.Handler {
-		return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
-			if kind == 11 && from == "n1" {
-				for prefix, release := range releases {
-					if strings.HasPrefix(firstKey(payload), prefix) {
-						held.Add(1)
-						<-release
+// heldCluster starts three nodes (N=3, Timeout 5 s) where every node
+// holds the kindReplicateCovering messages from n1 whose first key has one
+// of releases' prefixes until that prefix's channel is closed, counting
+// them in the returned counter.
+func heldCluster(t *testing.T, seed int64, releases map[string]chan struct{}) (*testcluster.Cluster, *atomic.Int32) {
+	held := new(atomic.Int32)
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: seed,
+		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 5 * time.Second},
+		WrapHandler: func(id string, h transport.Handler) transport.Handler {
+			return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
+				if kind == 11 && from == "n1" {
+					for prefix, release := range releases {
+						if strings.HasPrefix(firstKey(payload), prefix) {
+							held.Add(1)
+							<-release
+						}
 					}
 				}
-			}
-			return h.Handle(ctx, from, kind, payload)
-		})
-	}
+				return h.Handle(ctx, from, kind, payload)
+			})
+		}})
+	return c, held
 }
 
 // waitHeld waits until n messages are held.
@@ -171,10 +170,7 @@ func waitHeld(t *testing.T, held *atomic.Int32, n int32) {
 // the value of the write in flight.
 func TestQueuedCheckedWriteLeavesWhenItsContextEnds(t *testing.T) {
 	release := make(chan struct{})
-	var held atomic.Int32
-	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 62,
-		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 5 * time.Second},
-		WrapHandler: holdCovering("inflight", release, &held)})
+	c, held := heldCluster(t, 62, map[string]chan struct{}{"inflight": release})
 	ctx := ctxT(t)
 	n1 := c.Nodes[0]
 	key := []byte("inflight-0")
@@ -183,7 +179,7 @@ func TestQueuedCheckedWriteLeavesWhenItsContextEnds(t *testing.T) {
 	wg.Go(func() {
 		_, inflightErr = n1.Coord.Put(ctx, key, []byte("v"), nil, coordinator.Quorum)
 	})
-	waitHeld(t, &held, 2) // at n2 and n3
+	waitHeld(t, held, 2) // at n2 and n3
 	short, cancel := context.WithTimeout(ctx, 60*time.Millisecond)
 	_, err := n1.Coord.Put(short, key, []byte("never"), nil, coordinator.Quorum)
 	cancel()
@@ -207,10 +203,7 @@ func TestQueuedCheckedWriteLeavesWhenItsContextEnds(t *testing.T) {
 // starts a call of its own.
 func TestStuckCheckedCallsDoNotHoldUpOtherWrites(t *testing.T) {
 	release := make(chan struct{})
-	var held atomic.Int32
-	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 63,
-		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 5 * time.Second},
-		WrapHandler: holdCovering("slow", release, &held)})
+	c, held := heldCluster(t, 63, map[string]chan struct{}{"slow": release})
 	ctx := ctxT(t)
 	n1 := c.Nodes[0]
 	var wg sync.WaitGroup
@@ -221,7 +214,7 @@ func TestStuckCheckedCallsDoNotHoldUpOtherWrites(t *testing.T) {
 			}
 		})
 	}
-	waitHeld(t, &held, 4)
+	waitHeld(t, held, 4)
 	const others = 10
 	errs := make([]error, others)
 	var fast sync.WaitGroup
@@ -249,10 +242,7 @@ func TestStuckCheckedCallsDoNotHoldUpOtherWrites(t *testing.T) {
 // end.
 func TestQueuedCheckedWriteGoesOnceItsKeyIsFree(t *testing.T) {
 	slow, mid := make(chan struct{}), make(chan struct{})
-	var held atomic.Int32
-	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 64,
-		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 5 * time.Second},
-		WrapHandler: holdCoveringBy(map[string]chan struct{}{"slow": slow, "mid": mid}, &held)})
+	c, held := heldCluster(t, 64, map[string]chan struct{}{"slow": slow, "mid": mid})
 	ctx := ctxT(t)
 	n1 := c.Nodes[0]
 	var wg sync.WaitGroup
@@ -266,10 +256,10 @@ func TestQueuedCheckedWriteGoesOnceItsKeyIsFree(t *testing.T) {
 	var slowErrs [2]error
 	put("slow-0", "v", 10*time.Second, &slowErrs[0])
 	put("slow-1", "v", 10*time.Second, &slowErrs[1])
-	waitHeld(t, &held, 4) // both in-flight calls, stuck
+	waitHeld(t, held, 4) // both in-flight calls, stuck
 	var first, second error
 	put("mid-0", "first", 10*time.Second, &first)
-	waitHeld(t, &held, 6) // its own call, after the queue wait
+	waitHeld(t, held, 6) // its own call, after the queue wait
 	secondDone := make(chan struct{})
 	go func() {
 		defer close(secondDone)
