@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -500,34 +501,45 @@ func (c *Coordinator) GetLiveBatchAt(ctx context.Context, keys [][]byte, lv Leve
 		for j, i := range rest {
 			restKeys[j], restPlans[j] = keys[i], plans[i]
 		}
-		// A key whose replicas all agree with this one comes back as its
-		// stored bytes, read as GetLive reads them.
-		raws := make([][]byte, len(rest))
-		objs, rerrs := c.getBatchPlanned(ctx, restKeys, restPlans, lv, true, raws)
+		v, f, e := c.getLivePlanned(ctx, restKeys, restPlans)
 		for j, i := range rest {
-			if errs[i] = rerrs[j]; errs[i] != nil {
-				continue
-			}
-			if raws[j] != nil {
-				v, deleted, ok, live, err := version.DecodeWinnerLive(raws[j])
-				if err == nil {
-					c.countLive(live)
-					values[i], found[i] = v, ok && !deleted
-					continue
-				}
-				// Unreadable here, yet the others agreed with its hash:
-				// read it again the long way (which asks them for theirs).
-				objs[j], errs[i] = c.get(ctx, keys[i], restPlans[j])
-				if errs[i] != nil {
-					continue
-				}
-			}
-			c.countSiblings(objs[j])
-			values[i], found[i] = version.LiveValue(objs[j])
+			values[i], found[i], errs[i] = v[j], f[j], e[j]
 		}
 	}
 	// Every key of the batch took the batch's time (as in GetBatchAt).
 	c.observeBatch(ctx, OpGet, lv.R, time.Since(start), errs)
+	return values, found, errs
+}
+
+// getLivePlanned reads the live value of each of keys with the read plan
+// drawn for it (plans[i], none of them local only), through
+// getBatchPlanned. A key whose replicas all agree with this one's stored
+// bytes is answered from them without building its object.
+func (c *Coordinator) getLivePlanned(ctx context.Context, keys [][]byte, plans []readPlan) (values [][]byte, found []bool, errs []error) {
+	values, found = make([][]byte, len(keys)), make([]bool, len(keys))
+	raws := make([][]byte, len(keys))
+	objs, errs := c.getBatchPlanned(ctx, keys, plans, Levels{}, true, raws)
+	for i := range keys {
+		if errs[i] != nil {
+			continue
+		}
+		if raws[i] != nil {
+			v, deleted, ok, live, err := version.DecodeWinnerLive(raws[i])
+			if err == nil {
+				c.countLive(live)
+				values[i], found[i] = v, ok && !deleted
+				continue
+			}
+			// Unreadable here, yet the others agreed with its hash:
+			// read it again the long way (which asks them for theirs).
+			objs[i], errs[i] = c.get(ctx, keys[i], plans[i])
+			if errs[i] != nil {
+				continue
+			}
+		}
+		c.countSiblings(objs[i])
+		values[i], found[i] = version.LiveValue(objs[i])
+	}
 	return values, found, errs
 }
 
@@ -558,10 +570,13 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		// decoded only if an answer disagrees (lazy; see raws above).
 		raw   []byte
 		lazy  bool
+		hash  uint64   // the local state's hash, for a digest read
 		want  int      // remote answers still needed
 		asked []string // remote replicas asked, in order
-		got   []readReply
-		same  []bool // got[j] answered "same": its obj is local's, set once local is decoded
+		// waiting counts the asks whose answers are not in yet.
+		waiting int
+		got     []readReply
+		same    []bool // got[j] answered "same": its obj is local's, set once local is decoded
 	}
 	// gotReply records a replica's answer for p, which was "same" (the
 	// local state) when same is true.
@@ -583,6 +598,18 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		hashes []uint64 // the local states' hashes, for a digest read
 	}
 	peers := map[string]*peerRead{}
+	// addRead adds key i (hash: its local state's) to the message for node
+	// in msgs.
+	addRead := func(msgs map[string]*peerRead, node string, i int, hash uint64) {
+		pr := msgs[node]
+		if pr == nil {
+			pr = &peerRead{}
+			msgs[node] = pr
+		}
+		pr.idx = append(pr.idx, i)
+		pr.keys = append(pr.keys, keys[i])
+		pr.hashes = append(pr.hashes, hash)
+	}
 	for i, key := range keys {
 		var plan readPlan
 		if given != nil {
@@ -632,7 +659,7 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		}
 		// A full read-repair read asks every live primary in the same
 		// messages; it needs only the quorum's answers.
-		p := &pending{local: local, raw: raw, lazy: lazy, want: q - 1}
+		p := &pending{local: local, raw: raw, lazy: lazy, hash: hash, want: q - 1}
 		for _, node := range pref {
 			if len(p.asked) == p.want && !plan.full {
 				break
@@ -641,14 +668,7 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 				continue
 			}
 			p.asked = append(p.asked, node)
-			pr := peers[node]
-			if pr == nil {
-				pr = &peerRead{}
-				peers[node] = pr
-			}
-			pr.idx = append(pr.idx, i)
-			pr.keys = append(pr.keys, key)
-			pr.hashes = append(pr.hashes, hash)
+			addRead(peers, node, i, hash)
 		}
 		if len(p.asked) < p.want {
 			slow = append(slow, i) // not enough live replicas to ask in one go
@@ -689,12 +709,12 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 			cancel()
 		}
 	}()
-	started := 0
-	for node, pr := range peers {
-		if len(pr.idx) == 0 {
-			continue
+	sent := 0 // messages sent
+	sendRead := func(node string, pr *peerRead) {
+		sent++
+		for _, i := range pr.idx {
+			pend[i].waiting++
 		}
-		started++
 		go func() {
 			// A digest read: a replica whose state hashes as this one's
 			// answers "same" instead of sending (and both sides coding) it.
@@ -713,26 +733,82 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 			answers <- peerAnswer{node: node, idx: pr.idx, objs: objs, same: same, err: err}
 		}()
 	}
-	// Stop waiting once every key has its quorum: a full read's extra
-	// answers are only for repair, and a slow replica must not hold the
-	// batch for them.
+	for node, pr := range peers {
+		if len(pr.idx) > 0 {
+			sendRead(node, pr)
+		}
+	}
+	// A replica that died but is not yet marked down would hold its keys
+	// until half the time is gone: past SpeculativeDelay, each key still
+	// short of its quorum with an answer outstanding asks one more primary
+	// (as Get's path does), in one message per replica, again after each
+	// further SpeculativeDelay while there is one to ask. A key whose ask
+	// failed asks the next primary at once, and gives up (for Get's path,
+	// below) when none is left and no answer is outstanding.
+	askNext := func(i int, p *pending, more map[string]*peerRead) bool {
+		for _, node := range plans[i].rt.pref {
+			if node == c.self || slices.Contains(p.asked, node) || !c.cluster.Alive(node) {
+				continue
+			}
+			p.asked = append(p.asked, node)
+			addRead(more, node, i, p.hash)
+			return true
+		}
+		return false
+	}
+	sendMore := func(more map[string]*peerRead) {
+		for node, pr := range more {
+			sendRead(node, pr)
+		}
+	}
+	// Stop waiting once every key has its quorum (or has given up): a full
+	// read's extra answers are only for repair, and a slow replica must
+	// not hold the batch for them.
 	timer := time.NewTimer(half)
 	defer timer.Stop()
+	spec := time.NewTimer(c.o.SpeculativeDelay)
+	defer spec.Stop()
 	unmet, received := len(pend), 0
 wait:
-	for received < started && unmet > 0 {
+	for received < sent && unmet > 0 {
 		select {
 		case a := <-answers:
 			received++
+			var more map[string]*peerRead
 			for n, i := range a.idx {
 				p := pend[i]
+				p.waiting--
+				if len(p.got) >= p.want {
+					if a.err == nil {
+						gotReply(p, a.node, a.objs[n], a.same != nil && a.same[n])
+					}
+					continue
+				}
 				if a.err != nil {
-					continue // too few answers: the key falls back below
+					if more == nil {
+						more = map[string]*peerRead{}
+					}
+					if !askNext(i, p, more) && p.waiting == 0 {
+						unmet-- // too few answers: the key falls back below
+					}
+					continue
 				}
 				gotReply(p, a.node, a.objs[n], a.same != nil && a.same[n])
 				if len(p.got) == p.want {
 					unmet--
 				}
+			}
+			sendMore(more)
+		case <-spec.C:
+			more := map[string]*peerRead{}
+			for i, p := range pend {
+				if len(p.got) < p.want && p.waiting > 0 {
+					askNext(i, p, more)
+				}
+			}
+			sendMore(more)
+			if len(more) > 0 {
+				spec.Reset(c.o.SpeculativeDelay)
 			}
 		case <-timer.C:
 			break wait
@@ -740,7 +816,7 @@ wait:
 			break wait
 		}
 	}
-	late := started - received
+	late := sent - received
 	repaired := map[int]*pending{} // keys answered here, repaired once every answer is in
 	for i, p := range pend {
 		if len(p.got) < p.want {

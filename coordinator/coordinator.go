@@ -312,6 +312,8 @@ type Coordinator struct {
 
 	// combiner combines concurrent checked writes (combine.go).
 	combiner checkedCombiner
+	// reads combines concurrent single reads (readcombine.go).
+	reads readCombiner
 
 	m counters // see Stats
 }

@@ -293,6 +293,9 @@ func TestDatacenterLevelsOnASingleDatacenterRing(t *testing.T) {
 		if _, err := via.PutAt(ctx, key, []byte("v"), nil, lv); err != nil {
 			t.Fatalf("%s write via a non-replica: %v", coordinator.FormatLevel(level), err)
 		}
+		// At LOCAL_ONE (R + W = 2 of N = 3) a read may ask a replica the
+		// write has not reached yet: wait until every replica holds it.
+		waitConverged(t, c, map[string][]string{string(key): {"v"}})
 		obj, err := via.GetAt(ctx, key, lv)
 		if got := liveValues(obj); err != nil || !slices.Equal(got, []string{"v"}) {
 			t.Fatalf("%s read: %q %v", coordinator.FormatLevel(level), got, err)

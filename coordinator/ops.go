@@ -717,13 +717,10 @@ func (c *Coordinator) GetLiveAt(ctx context.Context, key []byte, lv Levels) (val
 		}
 		plan.localOnly = false // the local read failed: ask the others
 	}
-	obj, err := c.get(ctx, key, plan)
-	if err != nil {
-		return nil, false, err
+	if c.combinable(plan) {
+		return c.getLiveCombined(ctx, key, plan)
 	}
-	c.countSiblings(obj)
-	value, found = version.LiveValue(obj)
-	return value, found, nil
+	return c.getLiveAlone(ctx, key, plan)
 }
 
 // readReply is one target's answer to a read.

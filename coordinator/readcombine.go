@@ -1,0 +1,201 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ringkv/ringkv/version"
+)
+
+// Combining single reads.
+//
+// A GET that needs other replicas' answers (R > 1 on a replica) costs,
+// sent alone, a goroutine, a timer and a peer message per replica asked,
+// and on each replica a handler and a reply of its own. Concurrent ones
+// through one coordinator are combined here, the way checked writes are
+// (combine.go): while maxReadsInFlight reads are on their way, the reads
+// that arrive wait, and go out together as one batched read
+// (getBatchPlanned: one digest-read message per replica, the local states
+// read as stored bytes and decoded only when an answer disagrees). A read
+// that arrives while fewer are in flight goes at once, on Get's own path,
+// so a lone client waits for nothing.
+//
+// Combining changes who shares the messages, not what a read promises:
+// each key keeps its own plan (route, R, PR) and is answered, merged and
+// read-repaired as GetLiveBatchAt answers a key of a pipelined batch. A
+// key whose batched answers do not come in time takes Get's own path.
+// Reads lock nothing, so two reads of one key may share a call.
+//
+// A read that has waited maxReadQueueWait in the queue starts a call of
+// its own (with the reads queued with it), so that reads held up by a
+// slow replica do not hold up the others for longer than that.
+
+// maxReadsInFlight bounds the single reads and combined read calls running
+// at once on a coordinator, except for calls started by reads that waited
+// maxReadQueueWait.
+const maxReadsInFlight = 2
+
+// maxReadQueueWait is how long a read waits in the queue before it starts
+// a call of its own.
+const maxReadQueueWait = 20 * time.Millisecond
+
+// maxReadsCombined bounds the reads of one combined call.
+const maxReadsCombined = 256
+
+// readCall is one read of a key's live value waiting to be, or being, run
+// as part of a combined read.
+type readCall struct {
+	key  []byte
+	plan readPlan
+	done chan struct{} // closed once the fields below are set
+
+	value []byte
+	found bool
+	err   error
+}
+
+// readCombiner queues single reads for combined calls.
+type readCombiner struct {
+	mu       sync.Mutex
+	queue    []*readCall
+	inFlight int // single reads and combined calls running
+}
+
+// combinable reports whether a read with plan may be combined: one the
+// batched read path answers as Get would (this node a primary of the key,
+// more than its own answer needed, no datacenter level, no full
+// read-repair read).
+func (c *Coordinator) combinable(plan readPlan) bool {
+	return !plan.localOnly && !plan.full && plan.r > 1 && len(plan.dcs) == 0 && plan.pr <= plan.r && contains(plan.rt.pref, c.self)
+}
+
+// getLiveCombined reads key's live value with plan (combinable), combined
+// with the concurrent reads. When ctx ends first, its error is returned
+// (a read changes nothing, so the call it is in may run on without it).
+func (c *Coordinator) getLiveCombined(ctx context.Context, key []byte, plan readPlan) (value []byte, found bool, err error) {
+	rc := &c.reads
+	rc.mu.Lock()
+	if rc.inFlight < maxReadsInFlight && len(rc.queue) == 0 {
+		rc.inFlight++
+		rc.mu.Unlock()
+		defer c.endRead()
+		return c.getLiveAlone(ctx, key, plan)
+	}
+	// The key is copied: a caller whose context ends returns while its
+	// call may still read (and repair) the key.
+	call := &readCall{key: bytes.Clone(key), plan: plan, done: make(chan struct{})}
+	rc.queue = append(rc.queue, call)
+	rc.mu.Unlock()
+	wait := time.NewTimer(maxReadQueueWait)
+	defer wait.Stop()
+	select {
+	case <-call.done:
+		return call.value, call.found, call.err
+	case <-wait.C:
+		rc.mu.Lock()
+		var batch []*readCall
+		if slices.Contains(rc.queue, call) {
+			batch = rc.startLocked(true)
+		}
+		rc.mu.Unlock()
+		if slices.Contains(batch, call) {
+			c.runReads(batch)
+		} else if batch != nil {
+			go c.runReads(batch)
+		}
+	case <-ctx.Done():
+	}
+	select {
+	case <-call.done:
+		return call.value, call.found, call.err
+	case <-ctx.Done():
+		rc.remove(call)
+		return nil, false, fmt.Errorf("read of %q: %w", key, ctx.Err())
+	}
+}
+
+// getLiveAlone is GetLiveAt's read of key with plan on Get's own path.
+func (c *Coordinator) getLiveAlone(ctx context.Context, key []byte, plan readPlan) ([]byte, bool, error) {
+	obj, err := c.get(ctx, key, plan)
+	if err != nil {
+		return nil, false, err
+	}
+	c.countSiblings(obj)
+	value, found := version.LiveValue(obj)
+	return value, found, nil
+}
+
+// startLocked takes up to maxReadsCombined reads off the queue for one
+// call when a call may start (force: whatever the bound), marking it in
+// flight; nil when none may start. rc.mu is held.
+func (rc *readCombiner) startLocked(force bool) []*readCall {
+	if len(rc.queue) == 0 || !force && rc.inFlight >= maxReadsInFlight {
+		return nil
+	}
+	n := min(len(rc.queue), maxReadsCombined)
+	batch := slices.Clone(rc.queue[:n])
+	rc.queue = slices.Delete(rc.queue, 0, n)
+	rc.inFlight++
+	return batch
+}
+
+// remove takes call out of the queue, if it is still there.
+func (rc *readCombiner) remove(call *readCall) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if i := slices.Index(rc.queue, call); i >= 0 {
+		rc.queue = slices.Delete(rc.queue, i, i+1)
+	}
+}
+
+// endRead ends a single read or combined call and, while reads are
+// queued, starts the next call in a goroutine of its own.
+func (c *Coordinator) endRead() {
+	c.reads.mu.Lock()
+	c.reads.inFlight--
+	next := c.reads.startLocked(false)
+	c.reads.mu.Unlock()
+	if next != nil {
+		go c.runReads(next)
+	}
+}
+
+// runReads runs batch (started by startLocked) as one batched read and
+// hands each read its answer, then ends the call. Should the read panic,
+// each read of the batch gets an error and the call still ends before the
+// panic goes on.
+func (c *Coordinator) runReads(batch []*readCall) {
+	delivered := 0 // batch[:delivered] have their answer
+	defer func() {
+		for _, call := range batch[delivered:] { // only after a panic
+			call.err = fmt.Errorf("read of %q failed inside its combined call", call.key)
+			close(call.done)
+		}
+		c.endRead()
+	}()
+	// Not any one caller's context: the call serves them all.
+	ctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
+	defer cancel()
+	if len(batch) == 1 {
+		call := batch[0]
+		call.value, call.found, call.err = c.getLiveAlone(ctx, call.key, call.plan)
+		close(call.done)
+		delivered = 1
+		return
+	}
+	keys := make([][]byte, len(batch))
+	plans := make([]readPlan, len(batch))
+	for i, call := range batch {
+		keys[i], plans[i] = call.key, call.plan
+	}
+	values, found, errs := c.getLivePlanned(ctx, keys, plans)
+	for i, call := range batch {
+		call.value, call.found, call.err = values[i], found[i], errs[i]
+		close(call.done)
+		delivered = i + 1
+	}
+}
