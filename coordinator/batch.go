@@ -577,6 +577,10 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		waiting int
 		got     []readReply
 		same    []bool // got[j] answered "same": its obj is local's, set once local is decoded
+		// First storage of asked, got and same (N=3 asks two others).
+		askedArr [2]string
+		gotArr   [2]readReply
+		sameArr  [2]bool
 	}
 	// gotReply records a replica's answer for p, which was "same" (the
 	// local state) when same is true.
@@ -591,7 +595,10 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 	// The slow path reuses each key's plan: a second plan would draw the
 	// full-read chance again.
 	plans := make([]readPlan, len(keys))
-	pend := make(map[int]*pending)
+	// pend[i] is key i's read in progress here (nil: none), in pendBuf.
+	pend := make([]*pending, len(keys))
+	pendBuf := make([]pending, 0, len(keys))
+	npend := 0 // non-nil entries of pend
 	type peerRead struct {
 		idx    []int
 		keys   [][]byte
@@ -603,7 +610,7 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 	addRead := func(msgs map[string]*peerRead, node string, i int, hash uint64) {
 		pr := msgs[node]
 		if pr == nil {
-			pr = &peerRead{}
+			pr = &peerRead{idx: make([]int, 0, len(keys)), keys: make([][]byte, 0, len(keys)), hashes: make([]uint64, 0, len(keys))}
 			msgs[node] = pr
 		}
 		pr.idx = append(pr.idx, i)
@@ -659,7 +666,9 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		}
 		// A full read-repair read asks every live primary in the same
 		// messages; it needs only the quorum's answers.
-		p := &pending{local: local, raw: raw, lazy: lazy, hash: hash, want: q - 1}
+		pendBuf = append(pendBuf, pending{local: local, raw: raw, lazy: lazy, hash: hash, want: q - 1})
+		p := &pendBuf[len(pendBuf)-1]
+		p.asked, p.got, p.same = p.askedArr[:0], p.gotArr[:0], p.sameArr[:0]
 		for _, node := range pref {
 			if len(p.asked) == p.want && !plan.full {
 				break
@@ -677,9 +686,11 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 				peers[node].keys = peers[node].keys[:len(peers[node].keys)-1]
 				peers[node].hashes = peers[node].hashes[:len(peers[node].hashes)-1]
 			}
+			pendBuf = pendBuf[:len(pendBuf)-1]
 			continue
 		}
 		pend[i] = p
+		npend++
 	}
 
 	// One message per replica; an answer that is missing or late sends its
@@ -764,11 +775,13 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 	// Stop waiting once every key has its quorum (or has given up): a full
 	// read's extra answers are only for repair, and a slow replica must
 	// not hold the batch for them.
-	timer := time.NewTimer(half)
+	// One timer for both: the next speculative ask while there may be one,
+	// then the end of the wait.
+	end := time.Now().Add(half)
+	speculating := c.o.SpeculativeDelay < half
+	timer := time.NewTimer(min(c.o.SpeculativeDelay, half))
 	defer timer.Stop()
-	spec := time.NewTimer(c.o.SpeculativeDelay)
-	defer spec.Stop()
-	unmet, received := len(pend), 0
+	unmet, received := npend, 0
 wait:
 	for received < sent && unmet > 0 {
 		select {
@@ -799,19 +812,24 @@ wait:
 				}
 			}
 			sendMore(more)
-		case <-spec.C:
+		case <-timer.C:
+			if !speculating {
+				break wait
+			}
 			more := map[string]*peerRead{}
 			for i, p := range pend {
-				if len(p.got) < p.want && p.waiting > 0 {
+				if p != nil && len(p.got) < p.want && p.waiting > 0 {
 					askNext(i, p, more)
 				}
 			}
 			sendMore(more)
-			if len(more) > 0 {
-				spec.Reset(c.o.SpeculativeDelay)
+			left := time.Until(end)
+			speculating = len(more) > 0 && c.o.SpeculativeDelay < left
+			if speculating {
+				timer.Reset(c.o.SpeculativeDelay)
+			} else {
+				timer.Reset(max(left, 0))
 			}
-		case <-timer.C:
-			break wait
 		case <-ctx.Done():
 			break wait
 		}
@@ -819,6 +837,9 @@ wait:
 	late := sent - received
 	repaired := map[int]*pending{} // keys answered here, repaired once every answer is in
 	for i, p := range pend {
+		if p == nil {
+			continue
+		}
 		if len(p.got) < p.want {
 			slow = append(slow, i) // Get's path reads and repairs it again
 			continue
