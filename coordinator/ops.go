@@ -752,7 +752,12 @@ func (c *Coordinator) GetAt(ctx context.Context, key []byte, lv Levels) (obj *ve
 	if err != nil {
 		return nil, err
 	}
-	if obj, err = c.get(ctx, key, plan); err == nil {
+	if c.combinable(plan) {
+		obj, err = c.getCombined(ctx, key, plan)
+	} else {
+		obj, err = c.get(ctx, key, plan)
+	}
+	if err == nil {
 		c.countSiblings(obj)
 	}
 	return obj, err

@@ -46,15 +46,19 @@ const maxReadQueueWait = 20 * time.Millisecond
 // maxReadsCombined bounds the reads of one combined call.
 const maxReadsCombined = 256
 
-// readCall is one read of a key's live value waiting to be, or being, run
-// as part of a combined read.
+// readCall is one read waiting to be, or being, run as part of a combined
+// read: of a key's live value (GetLiveAt), or of its object (GetAt) when
+// object is set.
 type readCall struct {
-	key  []byte
-	plan readPlan
-	done chan struct{} // closed once the fields below are set
+	key    []byte
+	plan   readPlan
+	object bool
+	done   chan struct{} // closed once the fields below are set
 
-	value []byte
+	answered bool // done is closed
+	value    []byte
 	found bool
+	obj   *version.Object
 	err   error
 }
 
@@ -77,24 +81,43 @@ func (c *Coordinator) combinable(plan readPlan) bool {
 // with the concurrent reads. When ctx ends first, its error is returned
 // (a read changes nothing, so the call it is in may run on without it).
 func (c *Coordinator) getLiveCombined(ctx context.Context, key []byte, plan readPlan) (value []byte, found bool, err error) {
+	value, found, _, err = c.readCombined(ctx, key, plan, false)
+	return value, found, err
+}
+
+// getCombined is getLiveCombined for a read of key's object, as Get
+// answers it.
+func (c *Coordinator) getCombined(ctx context.Context, key []byte, plan readPlan) (*version.Object, error) {
+	_, _, obj, err := c.readCombined(ctx, key, plan, true)
+	return obj, err
+}
+
+// readCombined runs one read of key with plan (combinable), of its object
+// when object is set and else of its live value.
+func (c *Coordinator) readCombined(ctx context.Context, key []byte, plan readPlan, object bool) (value []byte, found bool, obj *version.Object, err error) {
 	rc := &c.reads
 	rc.mu.Lock()
 	if rc.inFlight < maxReadsInFlight && len(rc.queue) == 0 {
 		rc.inFlight++
 		rc.mu.Unlock()
 		defer c.endRead()
-		return c.getLiveAlone(ctx, key, plan)
+		if object {
+			obj, err = c.get(ctx, key, plan)
+			return nil, false, obj, err
+		}
+		value, found, err = c.getLiveAlone(ctx, key, plan)
+		return value, found, nil, err
 	}
 	// The key is copied: a caller whose context ends returns while its
 	// call may still read (and repair) the key.
-	call := &readCall{key: bytes.Clone(key), plan: plan, done: make(chan struct{})}
+	call := &readCall{key: bytes.Clone(key), plan: plan, object: object, done: make(chan struct{})}
 	rc.queue = append(rc.queue, call)
 	rc.mu.Unlock()
 	wait := time.NewTimer(maxReadQueueWait)
 	defer wait.Stop()
 	select {
 	case <-call.done:
-		return call.value, call.found, call.err
+		return call.value, call.found, call.obj, call.err
 	case <-wait.C:
 		rc.mu.Lock()
 		var batch []*readCall
@@ -111,10 +134,10 @@ func (c *Coordinator) getLiveCombined(ctx context.Context, key []byte, plan read
 	}
 	select {
 	case <-call.done:
-		return call.value, call.found, call.err
+		return call.value, call.found, call.obj, call.err
 	case <-ctx.Done():
 		rc.remove(call)
-		return nil, false, fmt.Errorf("read of %q: %w", key, ctx.Err())
+		return nil, false, nil, fmt.Errorf("read of %q: %w", key, ctx.Err())
 	}
 }
 
@@ -169,33 +192,80 @@ func (c *Coordinator) endRead() {
 // each read of the batch gets an error and the call still ends before the
 // panic goes on.
 func (c *Coordinator) runReads(batch []*readCall) {
-	delivered := 0 // batch[:delivered] have their answer
 	defer func() {
-		for _, call := range batch[delivered:] { // only after a panic
-			call.err = fmt.Errorf("read of %q failed inside its combined call", call.key)
-			close(call.done)
+		for _, call := range batch {
+			if !call.answered { // only after a panic
+				call.err = fmt.Errorf("read of %q failed inside its combined call", call.key)
+				call.answer()
+			}
 		}
 		c.endRead()
 	}()
 	// Not any one caller's context: the call serves them all.
 	ctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
 	defer cancel()
-	if len(batch) == 1 {
-		call := batch[0]
+	var live, objects []*readCall
+	for _, call := range batch {
+		if call.object {
+			objects = append(objects, call)
+		} else {
+			live = append(live, call)
+		}
+	}
+	// Both kinds in one call are rare (clients of both protocols on one
+	// node at once): one after the other.
+	if len(live) > 0 {
+		c.readLive(ctx, live)
+	}
+	if len(objects) > 0 {
+		c.readObjects(ctx, objects)
+	}
+}
+
+// answer hands call its answer, set in its fields.
+func (call *readCall) answer() {
+	call.answered = true
+	close(call.done)
+}
+
+// readLive answers the live-value reads of calls, together.
+func (c *Coordinator) readLive(ctx context.Context, calls []*readCall) {
+	if len(calls) == 1 {
+		call := calls[0]
 		call.value, call.found, call.err = c.getLiveAlone(ctx, call.key, call.plan)
-		close(call.done)
-		delivered = 1
+		call.answer()
 		return
 	}
-	keys := make([][]byte, len(batch))
-	plans := make([]readPlan, len(batch))
-	for i, call := range batch {
+	keys, plans := readKeys(calls)
+	values, found, errs := c.getLivePlanned(ctx, keys, plans)
+	for i, call := range calls {
+		call.value, call.found, call.err = values[i], found[i], errs[i]
+		call.answer()
+	}
+}
+
+// readObjects answers the object reads of calls, together.
+func (c *Coordinator) readObjects(ctx context.Context, calls []*readCall) {
+	if len(calls) == 1 {
+		call := calls[0]
+		call.obj, call.err = c.get(ctx, call.key, call.plan)
+		call.answer()
+		return
+	}
+	keys, plans := readKeys(calls)
+	objs, errs := c.getBatchPlanned(ctx, keys, plans, Levels{}, true, nil)
+	for i, call := range calls {
+		call.obj, call.err = objs[i], errs[i]
+		call.answer()
+	}
+}
+
+// readKeys returns the keys and plans of calls.
+func readKeys(calls []*readCall) ([][]byte, []readPlan) {
+	keys := make([][]byte, len(calls))
+	plans := make([]readPlan, len(calls))
+	for i, call := range calls {
 		keys[i], plans[i] = call.key, call.plan
 	}
-	values, found, errs := c.getLivePlanned(ctx, keys, plans)
-	for i, call := range batch {
-		call.value, call.found, call.err = values[i], found[i], errs[i]
-		close(call.done)
-		delivered = i + 1
-	}
+	return keys, plans
 }

@@ -57,7 +57,8 @@ func (rc *readCounter) wrap(h transport.Handler) transport.Handler {
 // Concurrent single reads through one coordinator that arrive while two
 // are in flight go to the other replicas combined (readcombine.go): one
 // batched message per replica instead of one per read, and each read still
-// answers with its own key's value (or none).
+// answers with its own key's value (or none), reads of live values (as
+// Redis GET's) and of objects (as HTTP's) alike.
 func TestConcurrentReadsAreCombined(t *testing.T) {
 	rc := &readCounter{hold: "hold", release: make(chan struct{})}
 	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 71,
@@ -98,7 +99,19 @@ func TestConcurrentReadsAreCombined(t *testing.T) {
 	single := rc.single.Load()
 	for i := range reads {
 		wg.Go(func() {
-			v, found, err := n1.Coord.GetLive(ctx, fmt.Appendf(nil, "key-%d", i), 2)
+			key := fmt.Appendf(nil, "key-%d", i)
+			if i%2 == 1 { // an object read (as HTTP's), combined with the others
+				obj, err := n1.Coord.Get(ctx, key, 2)
+				got, want := fmt.Sprint(liveValues(obj)), fmt.Sprintf("[v%d]", i)
+				if i%7 == 3 {
+					want = "[]"
+				}
+				if err != nil || got != want {
+					t.Errorf("object read %d: %s %v, want %s", i, got, err, want)
+				}
+				return
+			}
+			v, found, err := n1.Coord.GetLive(ctx, key, 2)
 			switch {
 			case err != nil:
 				t.Errorf("read %d: %v", i, err)
