@@ -57,9 +57,9 @@ type readCall struct {
 
 	answered bool // done is closed
 	value    []byte
-	found bool
-	obj   *version.Object
-	err   error
+	found    bool
+	obj      *version.Object
+	err      error
 }
 
 // readCombiner queues single reads for combined calls.
