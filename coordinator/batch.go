@@ -501,7 +501,7 @@ func (c *Coordinator) GetLiveBatchAt(ctx context.Context, keys [][]byte, lv Leve
 		for j, i := range rest {
 			restKeys[j], restPlans[j] = keys[i], plans[i]
 		}
-		v, f, e := c.getLivePlanned(ctx, restKeys, restPlans)
+		v, f, e, _ := c.getLivePlanned(ctx, restKeys, restPlans, false)
 		for j, i := range rest {
 			values[i], found[i], errs[i] = v[j], f[j], e[j]
 		}
@@ -514,13 +514,15 @@ func (c *Coordinator) GetLiveBatchAt(ctx context.Context, keys [][]byte, lv Leve
 // getLivePlanned reads the live value of each of keys with the read plan
 // drawn for it (plans[i], none of them local only), through
 // getBatchPlanned. A key whose replicas all agree with this one's stored
-// bytes is answered from them without building its object.
-func (c *Coordinator) getLivePlanned(ctx context.Context, keys [][]byte, plans []readPlan) (values [][]byte, found []bool, errs []error) {
+// bytes is answered from them without building its object. With combined
+// set, the keys that need Get's own path are left unanswered, in slow (as
+// getBatchPlanned leaves them).
+func (c *Coordinator) getLivePlanned(ctx context.Context, keys [][]byte, plans []readPlan, combined bool) (values [][]byte, found []bool, errs []error, slow []int) {
 	values, found = make([][]byte, len(keys)), make([]bool, len(keys))
 	raws := make([][]byte, len(keys))
-	objs, errs := c.getBatchPlanned(ctx, keys, plans, Levels{}, true, raws)
+	objs, errs, slow := c.getBatchPlanned(ctx, keys, plans, Levels{}, true, raws, combined)
 	for i := range keys {
-		if errs[i] != nil {
+		if errs[i] != nil || combined && slices.Contains(slow, i) {
 			continue
 		}
 		if raws[i] != nil {
@@ -540,7 +542,7 @@ func (c *Coordinator) getLivePlanned(ctx context.Context, keys [][]byte, plans [
 		c.countSiblings(objs[i])
 		values[i], found[i] = version.LiveValue(objs[i])
 	}
-	return values, found, errs
+	return values, found, errs, slow
 }
 
 // getBatchAt is GetBatchAt; with fullReads false no key is drawn for a full
@@ -548,7 +550,8 @@ func (c *Coordinator) getLivePlanned(ctx context.Context, keys [][]byte, plans [
 // as writeContext's single read does: the write that follows sends its
 // version to every replica anyway, so asking them all first is wasted.
 func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels, fullReads bool) ([]*version.Object, []error) {
-	return c.getBatchPlanned(ctx, keys, nil, lv, fullReads, nil)
+	objs, errs, _ := c.getBatchPlanned(ctx, keys, nil, lv, fullReads, nil, false)
+	return objs, errs
 }
 
 // getBatchPlanned is getBatchAt with each key's read plan drawn by the
@@ -561,9 +564,16 @@ func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels, 
 // nothing), raws[i] gets those bytes and objs[i] stays nil, for a caller
 // that wants only the live value (version.DecodeWinner). Otherwise the key
 // is answered in objs as without raws.
-func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given []readPlan, lv Levels, fullReads bool, raws [][]byte) ([]*version.Object, []error) {
-	objs := make([]*version.Object, len(keys))
-	errs := make([]error, len(keys))
+//
+// With combined set (a combined call of single reads, readcombine.go) the
+// wait for the batched answers is bounded by combinedWait, and the keys
+// that then need Get's own path (too few answers, or none possible in one
+// go) are not read here but returned in slow, for the caller to read each
+// on its own, so that none holds up the others' answers. Otherwise slow
+// is nil and every key is answered.
+func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given []readPlan, lv Levels, fullReads bool, raws [][]byte, combined bool) (objs []*version.Object, errs []error, slow []int) {
+	objs = make([]*version.Object, len(keys))
+	errs = make([]error, len(keys))
 	type pending struct {
 		local *version.Object
 		// raw is the local state's stored bytes (nil: none) when local is
@@ -591,7 +601,6 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		p.got = append(p.got, readReply{node: node, primary: true, obj: obj})
 		p.same = append(p.same, same)
 	}
-	var slow []int // keys for Get's own path
 	// The slow path reuses each key's plan: a second plan would draw the
 	// full-read chance again.
 	plans := make([]readPlan, len(keys))
@@ -713,6 +722,10 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 	if d, ok := ctx.Deadline(); ok {
 		half = time.Until(d) / 2
 	}
+	waitFor := half
+	if combined {
+		waitFor = min(half, combinedWait*c.o.SpeculativeDelay)
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(half, c.o.RepairTimeout))
 	cancelHere := true // false once the background reader owns cancel
 	defer func() {
@@ -726,19 +739,28 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		for _, i := range pr.idx {
 			pend[i].waiting++
 		}
+		// Encoded here: the message may outlive the call, and the keys
+		// are the caller's.
+		payload := encodeDigestKeys(pr.keys, pr.hashes)
+		n := len(pr.keys)
 		go func() {
 			// A digest read: a replica whose state hashes as this one's
 			// answers "same" instead of sending (and both sides coding) it.
-			reply, err := c.call(sctx, node, kindReadBatchDigest, encodeDigestKeys(pr.keys, pr.hashes))
+			reply, err := c.call(sctx, node, kindReadBatchDigest, payload)
 			var objs []*version.Object
 			var same []bool
 			switch {
 			case err == nil:
-				objs, same, err = decodeDigestReply(reply, len(pr.keys))
+				objs, same, err = decodeDigestReply(reply, n)
 			case unknownKind(err):
-				// A node that predates digest reads.
-				if reply, err = c.call(sctx, node, kindReadBatch, encodeKeys(pr.keys)); err == nil {
-					objs, err = decodeReadBatchReply(reply, len(pr.keys))
+				// A node that predates digest reads: the keys again, from
+				// the payload.
+				var keys [][]byte
+				if keys, _, err = decodeDigestKeys(payload); err != nil {
+					break
+				}
+				if reply, err = c.call(sctx, node, kindReadBatch, encodeKeys(keys)); err == nil {
+					objs, err = decodeReadBatchReply(reply, n)
 				}
 			}
 			answers <- peerAnswer{node: node, idx: pr.idx, objs: objs, same: same, err: err}
@@ -777,9 +799,9 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 	// not hold the batch for them.
 	// One timer for both: the next speculative ask while there may be one,
 	// then the end of the wait.
-	end := time.Now().Add(half)
-	speculating := c.o.SpeculativeDelay < half
-	timer := time.NewTimer(min(c.o.SpeculativeDelay, half))
+	end := time.Now().Add(waitFor)
+	speculating := c.o.SpeculativeDelay < waitFor
+	timer := time.NewTimer(min(c.o.SpeculativeDelay, waitFor))
 	defer timer.Stop()
 	unmet, received := npend, 0
 wait:
@@ -791,24 +813,24 @@ wait:
 			for n, i := range a.idx {
 				p := pend[i]
 				p.waiting--
-				if len(p.got) >= p.want {
-					if a.err == nil {
-						gotReply(p, a.node, a.objs[n], a.same != nil && a.same[n])
-					}
-					continue
+				had := len(p.got) >= p.want
+				if a.err == nil {
+					gotReply(p, a.node, a.objs[n], a.same != nil && a.same[n])
 				}
-				if a.err != nil {
+				switch {
+				case had: // an answer for repair only
+				case len(p.got) >= p.want:
+					unmet--
+				case a.err != nil || p.waiting == 0:
+					// An ask failed, or every ask answered without the
+					// quorum: ask the next primary; with none left and
+					// nothing outstanding, the key falls back below.
 					if more == nil {
 						more = map[string]*peerRead{}
 					}
 					if !askNext(i, p, more) && p.waiting == 0 {
-						unmet-- // too few answers: the key falls back below
+						unmet--
 					}
-					continue
-				}
-				gotReply(p, a.node, a.objs[n], a.same != nil && a.same[n])
-				if len(p.got) == p.want {
-					unmet--
 				}
 			}
 			sendMore(more)
@@ -824,7 +846,7 @@ wait:
 			}
 			sendMore(more)
 			left := time.Until(end)
-			speculating = len(more) > 0 && c.o.SpeculativeDelay < left
+			speculating = c.o.SpeculativeDelay < left
 			if speculating {
 				timer.Reset(c.o.SpeculativeDelay)
 			} else {
@@ -850,8 +872,13 @@ wait:
 				agree = agree && (p.same[j] || p.raw == nil && r.obj == nil)
 			}
 			if agree {
-				// Nothing to merge or repair: the local state is the answer.
+				// Nothing to merge: the local state is the answer. With
+				// answers still to come it is decoded (below) and repaired
+				// once they are in, as Get repairs a late answer.
 				raws[i] = p.raw
+				if late > 0 && p.waiting > 0 {
+					repaired[i] = p
+				}
 				continue
 			}
 			if p.raw != nil {
@@ -902,12 +929,28 @@ wait:
 				}
 			}
 			for i, p := range repaired {
+				if p.lazy && p.local == nil && p.raw != nil {
+					// Its answer was the stored bytes: decode them now.
+					local, err := version.DecodeObject(p.raw)
+					if err != nil {
+						continue
+					}
+					p.local = local
+					for j := range p.got {
+						if p.same[j] {
+							p.got[j].obj = local
+						}
+					}
+				}
 				got := append([]readReply{{node: c.self, primary: true, obj: p.local}}, p.got...)
 				c.repairStale(owned[i], got, mergeReplies(got))
 			}
 		}()
 	}
 
+	if combined {
+		return objs, errs, slow
+	}
 	var wg sync.WaitGroup
 	for _, i := range slow {
 		wg.Add(1)
@@ -917,8 +960,13 @@ wait:
 		}()
 	}
 	wg.Wait()
-	return objs, errs
+	return objs, errs, nil
 }
+
+// combinedWait is how many SpeculativeDelays a combined call of single
+// reads waits for its batched answers (bounded by half the time) before
+// its keys short of their quorum take Get's own path.
+const combinedWait = 4
 
 // DeliverBatch sends node versions of keys it missed (hints, see
 // Options.Hints) as replication messages (kindReplicateBatch, cut at the

@@ -115,29 +115,31 @@ func (c *Coordinator) readCombined(ctx context.Context, key []byte, plan readPla
 	rc.mu.Unlock()
 	wait := time.NewTimer(maxReadQueueWait)
 	defer wait.Stop()
-	select {
-	case <-call.done:
-		return call.value, call.found, call.obj, call.err
-	case <-wait.C:
-		rc.mu.Lock()
-		var batch []*readCall
-		if slices.Contains(rc.queue, call) {
-			batch = rc.startLocked(true)
+	for {
+		select {
+		case <-call.done:
+			return call.value, call.found, call.obj, call.err
+		case <-wait.C:
+			// Waited long enough: start a call (on a goroutine of its own,
+			// so that this caller keeps watching its context), and look
+			// again later if this read was not taken into it.
+			rc.mu.Lock()
+			var batch []*readCall
+			queued := slices.Contains(rc.queue, call)
+			if queued {
+				batch = rc.startLocked(true)
+			}
+			rc.mu.Unlock()
+			if batch != nil {
+				go c.runReads(batch)
+			}
+			if queued {
+				wait.Reset(maxReadQueueWait)
+			}
+		case <-ctx.Done():
+			rc.remove(call)
+			return nil, false, nil, fmt.Errorf("read of %q: %w", key, ctx.Err())
 		}
-		rc.mu.Unlock()
-		if slices.Contains(batch, call) {
-			c.runReads(batch)
-		} else if batch != nil {
-			go c.runReads(batch)
-		}
-	case <-ctx.Done():
-	}
-	select {
-	case <-call.done:
-		return call.value, call.found, call.obj, call.err
-	case <-ctx.Done():
-		rc.remove(call)
-		return nil, false, nil, fmt.Errorf("read of %q: %w", key, ctx.Err())
 	}
 }
 
@@ -187,23 +189,38 @@ func (c *Coordinator) endRead() {
 	}
 }
 
-// runReads runs batch (started by startLocked) as one batched read and
-// hands each read its answer, then ends the call. Should the read panic,
-// each read of the batch gets an error and the call still ends before the
-// panic goes on.
+// runReads runs batch (started by startLocked) as one batched read of its
+// live-value reads and one of its object reads, hands each read its
+// answer, then ends the call. A read that needs Get's own path (its
+// batched answers did not come in time) is read on a goroutine of its own
+// after the call ends, so that it holds up no other. Should the batched
+// read panic, each read of the batch not yet answered gets an error and
+// the call still ends before the panic goes on.
 func (c *Coordinator) runReads(batch []*readCall) {
+	// Not any one caller's context: the call serves them all.
+	ctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
+	var alone []*readCall
 	defer func() {
 		for _, call := range batch {
-			if !call.answered { // only after a panic
+			if !call.answered && !slices.Contains(alone, call) { // only after a panic
 				call.err = fmt.Errorf("read of %q failed inside its combined call", call.key)
 				call.answer()
 			}
 		}
 		c.endRead()
+		if len(alone) == 0 {
+			cancel()
+			return
+		}
+		var wg sync.WaitGroup
+		for _, call := range alone {
+			wg.Go(func() { c.readAlone(ctx, call) })
+		}
+		go func() {
+			wg.Wait()
+			cancel()
+		}()
 	}()
-	// Not any one caller's context: the call serves them all.
-	ctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
-	defer cancel()
 	var live, objects []*readCall
 	for _, call := range batch {
 		if call.object {
@@ -215,10 +232,10 @@ func (c *Coordinator) runReads(batch []*readCall) {
 	// Both kinds in one call are rare (clients of both protocols on one
 	// node at once): one after the other.
 	if len(live) > 0 {
-		c.readLive(ctx, live)
+		alone = append(alone, c.readLive(ctx, live)...)
 	}
 	if len(objects) > 0 {
-		c.readObjects(ctx, objects)
+		alone = append(alone, c.readObjects(ctx, objects)...)
 	}
 }
 
@@ -228,36 +245,54 @@ func (call *readCall) answer() {
 	close(call.done)
 }
 
-// readLive answers the live-value reads of calls, together.
-func (c *Coordinator) readLive(ctx context.Context, calls []*readCall) {
-	if len(calls) == 1 {
-		call := calls[0]
-		call.value, call.found, call.err = c.getLiveAlone(ctx, call.key, call.plan)
-		call.answer()
+// readAlone answers call on Get's own path.
+func (c *Coordinator) readAlone(ctx context.Context, call *readCall) {
+	defer call.answer()
+	if call.object {
+		call.obj, call.err = c.get(ctx, call.key, call.plan)
 		return
 	}
+	call.value, call.found, call.err = c.getLiveAlone(ctx, call.key, call.plan)
+}
+
+// readLive answers the live-value reads of calls together, except those
+// that need Get's own path, which it returns.
+func (c *Coordinator) readLive(ctx context.Context, calls []*readCall) (alone []*readCall) {
+	if len(calls) == 1 {
+		c.readAlone(ctx, calls[0])
+		return nil
+	}
 	keys, plans := readKeys(calls)
-	values, found, errs := c.getLivePlanned(ctx, keys, plans)
+	values, found, errs, slow := c.getLivePlanned(ctx, keys, plans, true)
 	for i, call := range calls {
+		if slices.Contains(slow, i) {
+			alone = append(alone, call)
+			continue
+		}
 		call.value, call.found, call.err = values[i], found[i], errs[i]
 		call.answer()
 	}
+	return alone
 }
 
-// readObjects answers the object reads of calls, together.
-func (c *Coordinator) readObjects(ctx context.Context, calls []*readCall) {
+// readObjects answers the object reads of calls together, except those
+// that need Get's own path, which it returns.
+func (c *Coordinator) readObjects(ctx context.Context, calls []*readCall) (alone []*readCall) {
 	if len(calls) == 1 {
-		call := calls[0]
-		call.obj, call.err = c.get(ctx, call.key, call.plan)
-		call.answer()
-		return
+		c.readAlone(ctx, calls[0])
+		return nil
 	}
 	keys, plans := readKeys(calls)
-	objs, errs := c.getBatchPlanned(ctx, keys, plans, Levels{}, true, nil)
+	objs, errs, slow := c.getBatchPlanned(ctx, keys, plans, Levels{}, true, nil, true)
 	for i, call := range calls {
+		if slices.Contains(slow, i) {
+			alone = append(alone, call)
+			continue
+		}
 		call.obj, call.err = objs[i], errs[i]
 		call.answer()
 	}
+	return alone
 }
 
 // readKeys returns the keys and plans of calls.

@@ -3,7 +3,9 @@ package coordinator_test
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +15,7 @@ import (
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/internal/testcluster"
 	"github.com/ringkv/ringkv/transport"
+	"github.com/ringkv/ringkv/version"
 )
 
 // Peer message kinds of reads (coordinator/rpc.go).
@@ -148,7 +151,7 @@ func TestCombinedReadsAskAnotherReplicaWhenOneHangs(t *testing.T) {
 		WrapHandler: func(id string, h transport.Handler) transport.Handler {
 			counted := rc.wrap(h)
 			return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
-				if id == "n2" && from == "n1" && hang.Load() && (kind == kindRead || kind == kindReadBatch || kind == kindReadBatchDigest || kind == kindReadDigest) {
+				if id == "n2" && from == "n1" && hang.Load() && isRead(kind) {
 					<-release
 				}
 				return counted.Handle(ctx, from, kind, payload)
@@ -194,4 +197,202 @@ func TestCombinedReadsAskAnotherReplicaWhenOneHangs(t *testing.T) {
 		t.Errorf("slowest read took %v with one replica hanging, want well under Timeout/2 (2 s)", d)
 	}
 	t.Logf("slowest read %v; %d batched and %d single read messages", time.Duration(slowest.Load()), rc.batched.Load(), rc.single.Load())
+}
+
+// maxDuration raises *a to d when d is larger.
+func maxDuration(a *atomic.Int64, d time.Duration) {
+	for o := a.Load(); int64(d) > o && !a.CompareAndSwap(o, int64(d)); o = a.Load() {
+	}
+}
+
+// A replica that is stale and slow, asked first, is passed over after
+// SpeculativeDelay; its late answer still gets it repaired, by combined
+// reads as by single ones.
+func TestCombinedReadsRepairASlowStaleReplica(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 71,
+		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 3 * time.Second}})
+	ctx := ctxT(t)
+	n1 := c.Nodes[0]
+	key := func(i int) []byte { return fmt.Appendf(nil, "k-%d", i) }
+	var keys []int // keys whose first replica asked after n1 is n2
+	for i := 0; len(keys) < 40; i++ {
+		for _, n := range c.Replicas(key(i)) {
+			if n.ID != "n1" {
+				if n.ID == "n2" {
+					keys = append(keys, i)
+				}
+				break
+			}
+		}
+	}
+	for _, i := range keys {
+		if _, err := n1.Coord.Put(ctx, key(i), []byte("old"), nil, coordinator.All); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Net.Isolate("n2")
+	for _, i := range keys {
+		obj, err := n1.Coord.Get(ctx, key(i), 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n1.Coord.Put(ctx, key(i), []byte("new"), obj.Context, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Net.Heal()
+	c.Net.SetDelay("n1", "n2", 80*time.Millisecond)
+	var wg sync.WaitGroup
+	for _, i := range keys {
+		wg.Go(func() {
+			if v, _, err := n1.Coord.GetLive(ctx, key(i), 2); err != nil || string(v) != "new" {
+				t.Errorf("read %d: %q %v, want new", i, v, err)
+			}
+		})
+	}
+	wg.Wait()
+	st, _ := c.StoreOf("n2")
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		stale := 0
+		for _, i := range keys {
+			obj, _ := st.Get(key(i))
+			if v, ok := version.LiveValue(obj); !ok || string(v) != "new" {
+				stale++
+			}
+		}
+		if stale == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n2 still stale on %d of %d keys read concurrently past it", stale, len(keys))
+		}
+	}
+}
+
+// In a combined call, a key that cannot meet its quorum soon (R=3 with a
+// replica hanging) takes Get's own path on its own: the other reads of
+// the call answer without waiting for it.
+func TestASlowKeyDoesNotHoldUpACombinedRead(t *testing.T) {
+	release := make(chan struct{})
+	var hang atomic.Bool
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 5,
+		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 3 * time.Second},
+		WrapHandler: func(id string, h transport.Handler) transport.Handler {
+			return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
+				if hang.Load() && from == "n1" && id == "n3" && isRead(kind) {
+					<-release
+				}
+				return h.Handle(ctx, from, kind, payload)
+			})
+		}})
+	t.Cleanup(func() { close(release) })
+	ctx := ctxT(t)
+	n1 := c.Nodes[0]
+	key := func(i int) []byte { return fmt.Appendf(nil, "k-%d", i) }
+	for i := range 64 {
+		if _, err := n1.Coord.Put(ctx, key(i), []byte("v"), nil, coordinator.All); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hang.Store(true)
+	var slowest atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Go(func() {
+			if i%8 == 0 { // R=3: waits for n3 until its timeout
+				n1.Coord.GetLive(context.Background(), key(i), 3)
+				return
+			}
+			start := time.Now()
+			if v, _, err := n1.Coord.GetLive(ctx, key(i), 2); err != nil || string(v) != "v" {
+				t.Errorf("read %d: %q %v", i, v, err)
+			}
+			maxDuration(&slowest, time.Since(start))
+		})
+	}
+	wg.Wait()
+	if d := time.Duration(slowest.Load()); d > time.Second {
+		t.Errorf("slowest R=2 read %v beside R=3 reads that wait for a hanging replica, want well under a second", d)
+	}
+}
+
+// A key whose ask failed, with no other replica left to ask, gives up on
+// the batched answers at once (Get's path then answers it) instead of
+// keeping the call waiting.
+func TestACombinedKeyShortOfItsQuorumGivesUpAtOnce(t *testing.T) {
+	release := make(chan struct{})
+	var faulty atomic.Bool
+	c := testcluster.New(t, testcluster.Options{Nodes: 5, Replicas: 3, Seed: 5,
+		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 3 * time.Second},
+		WrapHandler: func(id string, h transport.Handler) transport.Handler {
+			return transport.HandlerFunc(func(ctx context.Context, from string, kind uint8, payload []byte) ([]byte, error) {
+				if faulty.Load() && from == "n1" && isRead(kind) {
+					switch id {
+					case "n2":
+						return nil, errors.New("disk error")
+					case "n3":
+						<-release
+					}
+				}
+				return h.Handle(ctx, from, kind, payload)
+			})
+		}})
+	t.Cleanup(func() { close(release) })
+	ctx := ctxT(t)
+	n1 := c.Nodes[0]
+	// xs: R=3 on n1, n2 (fails) and a third that answers; ys: R=2 asking
+	// n3 (hangs) first, then a replica that answers.
+	var xs, ys [][]byte
+	for i := 0; len(xs) < 30 || len(ys) < 30; i++ {
+		k := fmt.Appendf(nil, "k-%d", i)
+		var others []string
+		for _, n := range c.Replicas(k) {
+			if n.ID != "n1" {
+				others = append(others, n.ID)
+			}
+		}
+		switch {
+		case len(others) != 2:
+			continue
+		case slices.Contains(others, "n2") && !slices.Contains(others, "n3") && len(xs) < 30:
+			xs = append(xs, k)
+		case others[0] == "n3" && others[1] != "n2" && len(ys) < 30:
+			ys = append(ys, k)
+		default:
+			continue
+		}
+		if _, err := n1.Coord.Put(ctx, k, []byte("v"), nil, coordinator.All); err != nil {
+			t.Fatal(err)
+		}
+	}
+	faulty.Store(true)
+	var slowest atomic.Int64
+	var wg sync.WaitGroup
+	for round := range 2 {
+		for i := range 30 {
+			wg.Go(func() {
+				start := time.Now()
+				if v, _, err := n1.Coord.GetLive(ctx, ys[i], 2); err != nil || string(v) != "v" {
+					t.Errorf("round %d, R=2 read: %q %v", round, v, err)
+				}
+				maxDuration(&slowest, time.Since(start))
+			})
+			wg.Go(func() {
+				start := time.Now()
+				// Two of three replicas answer: the read fails, quickly.
+				if _, _, err := n1.Coord.GetLive(ctx, xs[i], 3); err == nil {
+					t.Errorf("round %d, R=3 read with a replica failing: no error", round)
+				}
+				maxDuration(&slowest, time.Since(start))
+			})
+		}
+		wg.Wait()
+	}
+	if d := time.Duration(slowest.Load()); d > 500*time.Millisecond {
+		t.Errorf("slowest read %v, want well under half the timeout (1.5 s)", d)
+	}
+}
+
+func isRead(kind uint8) bool {
+	return kind == kindRead || kind == kindReadBatch || kind == kindReadBatchDigest || kind == kindReadDigest
 }
