@@ -27,7 +27,9 @@ import (
 // Combining changes who shares the messages, not what a read promises:
 // each key keeps its own plan (route, R, PR) and is answered, merged and
 // read-repaired as GetLiveBatchAt answers a key of a pipelined batch. A
-// key whose batched answers do not come in time takes Get's own path.
+// key whose batched answers do not come within combinedWait
+// SpeculativeDelays takes Get's own path on a goroutine of its own, so
+// that it holds up no other read of its call.
 // Reads lock nothing, so two reads of one key may share a call.
 //
 // A read that has waited maxReadQueueWait in the queue starts a call of
