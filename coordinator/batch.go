@@ -501,7 +501,7 @@ func (c *Coordinator) GetLiveBatchAt(ctx context.Context, keys [][]byte, lv Leve
 		for j, i := range rest {
 			restKeys[j], restPlans[j] = keys[i], plans[i]
 		}
-		v, f, e, _ := c.getLivePlanned(ctx, restKeys, restPlans, false)
+		v, f, e := c.getLivePlanned(ctx, restKeys, restPlans)
 		for j, i := range rest {
 			values[i], found[i], errs[i] = v[j], f[j], e[j]
 		}
@@ -514,35 +514,45 @@ func (c *Coordinator) GetLiveBatchAt(ctx context.Context, keys [][]byte, lv Leve
 // getLivePlanned reads the live value of each of keys with the read plan
 // drawn for it (plans[i], none of them local only), through
 // getBatchPlanned. A key whose replicas all agree with this one's stored
-// bytes is answered from them without building its object. With combined
-// set, the keys that need Get's own path are left unanswered, in slow (as
-// getBatchPlanned leaves them).
-func (c *Coordinator) getLivePlanned(ctx context.Context, keys [][]byte, plans []readPlan, combined bool) (values [][]byte, found []bool, errs []error, slow []int) {
+// bytes is answered from them without building its object.
+func (c *Coordinator) getLivePlanned(ctx context.Context, keys [][]byte, plans []readPlan) (values [][]byte, found []bool, errs []error) {
 	values, found = make([][]byte, len(keys)), make([]bool, len(keys))
 	raws := make([][]byte, len(keys))
-	objs, errs, slow := c.getBatchPlanned(ctx, keys, plans, Levels{}, true, raws, combined)
+	objs, errs := c.getBatchPlanned(ctx, keys, plans, Levels{}, batchOpts{fullReads: true, raws: raws})
 	for i := range keys {
-		if errs[i] != nil || combined && slices.Contains(slow, i) {
+		if errs[i] != nil {
 			continue
 		}
-		if raws[i] != nil {
-			v, deleted, ok, live, err := version.DecodeWinnerLive(raws[i])
-			if err == nil {
-				c.countLive(live)
-				values[i], found[i] = v, ok && !deleted
-				continue
-			}
+		var again bool
+		values[i], found[i], again = c.liveValue(raws[i], objs[i])
+		if again {
 			// Unreadable here, yet the others agreed with its hash:
 			// read it again the long way (which asks them for theirs).
-			objs[i], errs[i] = c.get(ctx, keys[i], plans[i])
-			if errs[i] != nil {
-				continue
+			var obj *version.Object
+			if obj, errs[i] = c.get(ctx, keys[i], plans[i]); errs[i] == nil {
+				c.countSiblings(obj)
+				values[i], found[i] = version.LiveValue(obj)
 			}
 		}
-		c.countSiblings(objs[i])
-		values[i], found[i] = version.LiveValue(objs[i])
 	}
-	return values, found, errs, slow
+	return values, found, errs
+}
+
+// liveValue is the live value of a key getBatchPlanned answered with its
+// stored bytes raw (when not nil) or its object obj, counting its
+// siblings; again when raw does not decode.
+func (c *Coordinator) liveValue(raw []byte, obj *version.Object) (value []byte, found, again bool) {
+	if raw != nil {
+		v, deleted, ok, live, err := version.DecodeWinnerLive(raw)
+		if err != nil {
+			return nil, false, true
+		}
+		c.countLive(live)
+		return v, ok && !deleted, false
+	}
+	c.countSiblings(obj)
+	value, found = version.LiveValue(obj)
+	return value, found, false
 }
 
 // getBatchAt is GetBatchAt; with fullReads false no key is drawn for a full
@@ -550,8 +560,26 @@ func (c *Coordinator) getLivePlanned(ctx context.Context, keys [][]byte, plans [
 // as writeContext's single read does: the write that follows sends its
 // version to every replica anyway, so asking them all first is wasted.
 func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels, fullReads bool) ([]*version.Object, []error) {
-	objs, errs, _ := c.getBatchPlanned(ctx, keys, nil, lv, fullReads, nil, false)
-	return objs, errs
+	return c.getBatchPlanned(ctx, keys, nil, lv, batchOpts{fullReads: fullReads})
+}
+
+// batchOpts is how getBatchPlanned reads its keys.
+type batchOpts struct {
+	// fullReads false: no key is drawn for a full read-repair read.
+	fullReads bool
+	// raws, when not nil (as long as the keys), takes the stored bytes of
+	// the keys answered without decoding them (see getBatchPlanned).
+	raws [][]byte
+	// eager[i] set (when not nil): key i is answered as an object even
+	// with raws.
+	eager []bool
+	// ready, when not nil, is called for each key i once it is answered
+	// (with what getBatchPlanned returns for it: its object, its stored
+	// bytes when answered with them, or its error), on getBatchPlanned's
+	// goroutine, as soon as it is, or with alone set when it needs Get's
+	// own path, which getBatchPlanned then leaves to ready's caller: a
+	// key's answer does not wait for the others'.
+	ready func(i int, obj *version.Object, raw []byte, err error, alone bool)
 }
 
 // getBatchPlanned is getBatchAt with each key's read plan drawn by the
@@ -565,15 +593,14 @@ func (c *Coordinator) getBatchAt(ctx context.Context, keys [][]byte, lv Levels, 
 // that wants only the live value (version.DecodeWinner). Otherwise the key
 // is answered in objs as without raws.
 //
-// With combined set (a combined call of single reads, readcombine.go) the
-// wait for the batched answers is bounded by combinedWait, and the keys
-// that then need Get's own path (too few answers, or none possible in one
-// go) are not read here but returned in slow, for the caller to read each
-// on its own, so that none holds up the others' answers. Otherwise slow
-// is nil and every key is answered.
-func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given []readPlan, lv Levels, fullReads bool, raws [][]byte, combined bool) (objs []*version.Object, errs []error, slow []int) {
+// With o.ready set (a combined call of single reads, readcombine.go),
+// each key is handed to ready as soon as it is answered, and the keys that
+// need Get's own path (too few answers, or none possible in one go) are
+// handed to it to read, instead of being read here.
+func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given []readPlan, lv Levels, o batchOpts) (objs []*version.Object, errs []error) {
 	objs = make([]*version.Object, len(keys))
 	errs = make([]error, len(keys))
+	fullReads, raws := o.fullReads, o.raws
 	type pending struct {
 		local *version.Object
 		// raw is the local state's stored bytes (nil: none) when local is
@@ -585,6 +612,7 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		asked []string // remote replicas asked, in order
 		// waiting counts the asks whose answers are not in yet.
 		waiting int
+		done    bool // answered (or handed to Get's path)
 		got     []readReply
 		same    []bool // got[j] answered "same": its obj is local's, set once local is decoded
 		// First storage of asked, got and same (N=3 asks two others).
@@ -604,6 +632,7 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 	// The slow path reuses each key's plan: a second plan would draw the
 	// full-read chance again.
 	plans := make([]readPlan, len(keys))
+	var slow []int // keys for Get's own path
 	// pend[i] is key i's read in progress here (nil: none), in pendBuf.
 	pend := make([]*pending, len(keys))
 	pendBuf := make([]pending, 0, len(keys))
@@ -655,7 +684,7 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		var raw []byte
 		var hash uint64
 		var err error
-		lazy := raws != nil && q > 1 && !plan.full
+		lazy := raws != nil && q > 1 && !plan.full && (o.eager == nil || !o.eager[i])
 		if lazy {
 			raw, hash, _, err = c.store.GetRaw(key)
 		} else {
@@ -702,6 +731,22 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		npend++
 	}
 
+	// readyKey hands key i to o.ready.
+	readyKey := func(i int, alone bool) {
+		var raw []byte
+		if raws != nil {
+			raw = raws[i]
+		}
+		o.ready(i, objs[i], raw, errs[i], alone)
+	}
+	if o.ready != nil {
+		for i := range keys {
+			if pend[i] == nil {
+				readyKey(i, slices.Contains(slow, i))
+			}
+		}
+	}
+
 	// One message per replica; an answer that is missing or late sends its
 	// keys down Get's path (which asks further replicas).
 	type peerAnswer struct {
@@ -723,9 +768,6 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		half = time.Until(d) / 2
 	}
 	waitFor := half
-	if combined {
-		waitFor = min(half, combinedWait*c.o.SpeculativeDelay)
-	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(half, c.o.RepairTimeout))
 	cancelHere := true // false once the background reader owns cancel
 	defer func() {
@@ -797,6 +839,64 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 	// Stop waiting once every key has its quorum (or has given up): a full
 	// read's extra answers are only for repair, and a slow replica must
 	// not hold the batch for them.
+	// repaired holds the keys answered with answers still to come: they
+	// are repaired once those are in, as Get repairs on a late answer.
+	repaired := map[int]*pending{}
+	// finish answers key i from its quorum of answers (false: its stored
+	// bytes do not decode, and it is left for Get's path).
+	finish := func(i int, p *pending) bool {
+		p.done = true
+		if p.lazy {
+			agree := true
+			for j, r := range p.got {
+				agree = agree && (p.same[j] || p.raw == nil && r.obj == nil)
+			}
+			if agree {
+				// Nothing to merge: the local state is the answer.
+				raws[i] = p.raw
+				if p.waiting > 0 {
+					repaired[i] = p
+				}
+				return true
+			}
+			if p.raw != nil {
+				local, err := version.DecodeObject(p.raw)
+				if err != nil {
+					return false // as a failed local read: ask the others
+				}
+				p.local = local
+				for j := range p.got {
+					if p.same[j] {
+						p.got[j].obj = local
+					}
+				}
+			}
+		}
+		got := append([]readReply{{node: c.self, primary: true, obj: p.local}}, p.got...)
+		merged := mergeReplies(got)
+		if p.waiting == 0 {
+			c.repairStale(keys[i], got, merged)
+		} else {
+			repaired[i] = p
+		}
+		if merged != nil && merged.Empty() {
+			merged = nil
+		}
+		objs[i] = merged
+		return true
+	}
+	// settle decides key i, short of its quorum (alone) or not, as soon as
+	// it is decided when the caller takes answers one by one (o.ready).
+	settle := func(i int, p *pending, alone bool) {
+		if o.ready == nil {
+			return // decided after the wait
+		}
+		if !alone && !finish(i, p) {
+			alone = true
+		}
+		p.done = true
+		readyKey(i, alone)
+	}
 	// One timer for both: the next speculative ask while there may be one,
 	// then the end of the wait.
 	end := time.Now().Add(waitFor)
@@ -821,15 +921,17 @@ wait:
 				case had: // an answer for repair only
 				case len(p.got) >= p.want:
 					unmet--
+					settle(i, p, false)
 				case a.err != nil || p.waiting == 0:
 					// An ask failed, or every ask answered without the
 					// quorum: ask the next primary; with none left and
-					// nothing outstanding, the key falls back below.
+					// nothing outstanding, the key takes Get's path.
 					if more == nil {
 						more = map[string]*peerRead{}
 					}
 					if !askNext(i, p, more) && p.waiting == 0 {
 						unmet--
+						settle(i, p, true)
 					}
 				}
 			}
@@ -856,58 +958,44 @@ wait:
 			break wait
 		}
 	}
-	late := sent - received
-	repaired := map[int]*pending{} // keys answered here, repaired once every answer is in
 	for i, p := range pend {
-		if p == nil {
+		if p == nil || p.done {
 			continue
 		}
-		if len(p.got) < p.want {
-			slow = append(slow, i) // Get's path reads and repairs it again
-			continue
+		// Short of its quorum, Get's path reads and repairs it again.
+		alone := len(p.got) < p.want || !finish(i, p)
+		if alone {
+			slow = append(slow, i)
 		}
-		if p.lazy {
-			agree := true
-			for j, r := range p.got {
-				agree = agree && (p.same[j] || p.raw == nil && r.obj == nil)
+		if o.ready != nil {
+			p.done = true
+			readyKey(i, alone)
+		}
+	}
+	// repairKey repairs the stale primaries of key from p's answers.
+	repairKey := func(key []byte, p *pending) {
+		if p.lazy && p.local == nil && p.raw != nil {
+			// Its answer was the stored bytes: decode them now.
+			local, err := version.DecodeObject(p.raw)
+			if err != nil {
+				return
 			}
-			if agree {
-				// Nothing to merge: the local state is the answer. With
-				// answers still to come it is decoded (below) and repaired
-				// once they are in, as Get repairs a late answer.
-				raws[i] = p.raw
-				if late > 0 && p.waiting > 0 {
-					repaired[i] = p
-				}
-				continue
-			}
-			if p.raw != nil {
-				local, err := version.DecodeObject(p.raw)
-				if err != nil {
-					slow = append(slow, i) // as a failed local read: ask the others
-					continue
-				}
-				p.local = local
-				for j := range p.got {
-					if p.same[j] {
-						p.got[j].obj = local
-					}
+			p.local = local
+			for j := range p.got {
+				if p.same[j] {
+					p.got[j].obj = local
 				}
 			}
 		}
 		got := append([]readReply{{node: c.self, primary: true, obj: p.local}}, p.got...)
-		merged := mergeReplies(got)
-		if late == 0 {
-			c.repairStale(keys[i], got, merged)
-		} else {
-			repaired[i] = p
-		}
-		if merged != nil && merged.Empty() {
-			merged = nil
-		}
-		objs[i] = merged
+		c.repairStale(key, got, mergeReplies(got))
 	}
-	if late > 0 {
+	late := sent - received
+	if late == 0 {
+		for i, p := range repaired { // every answer is in
+			repairKey(keys[i], p)
+		}
+	} else {
 		// pend is no longer read here; the keys are the caller's, so they
 		// are copied.
 		owned := make(map[int][]byte, len(repaired))
@@ -929,27 +1017,12 @@ wait:
 				}
 			}
 			for i, p := range repaired {
-				if p.lazy && p.local == nil && p.raw != nil {
-					// Its answer was the stored bytes: decode them now.
-					local, err := version.DecodeObject(p.raw)
-					if err != nil {
-						continue
-					}
-					p.local = local
-					for j := range p.got {
-						if p.same[j] {
-							p.got[j].obj = local
-						}
-					}
-				}
-				got := append([]readReply{{node: c.self, primary: true, obj: p.local}}, p.got...)
-				c.repairStale(owned[i], got, mergeReplies(got))
+				repairKey(owned[i], p)
 			}
 		}()
 	}
-
-	if combined {
-		return objs, errs, slow
+	if o.ready != nil {
+		return objs, errs
 	}
 	var wg sync.WaitGroup
 	for _, i := range slow {
@@ -960,13 +1033,8 @@ wait:
 		}()
 	}
 	wg.Wait()
-	return objs, errs, nil
+	return objs, errs
 }
-
-// combinedWait is how many SpeculativeDelays a combined call of single
-// reads waits for its batched answers (bounded by half the time) before
-// its keys short of their quorum take Get's own path.
-const combinedWait = 4
 
 // DeliverBatch sends node versions of keys it missed (hints, see
 // Options.Hints) as replication messages (kindReplicateBatch, cut at the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -58,6 +59,7 @@ type readCall struct {
 	done   chan struct{} // closed once the fields below are set
 
 	answered bool // done is closed
+	alone    bool // read on Get's own path, apart from its call
 	value    []byte
 	found    bool
 	obj      *version.Object
@@ -191,54 +193,66 @@ func (c *Coordinator) endRead() {
 	}
 }
 
-// runReads runs batch (started by startLocked) as one batched read of its
-// live-value reads and one of its object reads, hands each read its
-// answer, then ends the call. A read that needs Get's own path (its
-// batched answers did not come in time) is read on a goroutine of its own
-// after the call ends, so that it holds up no other. Should the batched
-// read panic, each read of the batch not yet answered gets an error and
-// the call still ends before the panic goes on.
+// runReads runs batch (started by startLocked) as one batched read
+// (getBatchPlanned), its reads of live values and of objects together, and
+// hands each read its answer as soon as it has it. A read that needs Get's
+// own path (its batched answers did not come, or were too few) is read on
+// a goroutine of its own, at once. The call ends when the batched read
+// does. A panic inside it is logged, and each read not yet answered gets
+// an error.
 func (c *Coordinator) runReads(batch []*readCall) {
 	// Not any one caller's context: the call serves them all.
 	ctx, cancel := context.WithTimeout(context.Background(), c.o.Timeout)
-	var alone []*readCall
+	var alone sync.WaitGroup
 	defer func() {
-		for _, call := range batch {
-			if !call.answered && !slices.Contains(alone, call) { // only after a panic
-				call.err = fmt.Errorf("read of %q failed inside its combined call", call.key)
-				call.answer()
+		if r := recover(); r != nil {
+			c.o.Logf("combined read of %d keys panicked: %v\n%s", len(batch), r, debug.Stack())
+			for _, call := range batch {
+				if !call.alone && !call.answered {
+					call.err = fmt.Errorf("read of %q failed inside its combined call", call.key)
+					call.answer()
+				}
 			}
 		}
 		c.endRead()
-		if len(alone) == 0 {
-			cancel()
-			return
-		}
-		var wg sync.WaitGroup
-		for _, call := range alone {
-			wg.Go(func() { c.readAlone(ctx, call) })
-		}
 		go func() {
-			wg.Wait()
+			alone.Wait()
 			cancel()
 		}()
 	}()
-	var live, objects []*readCall
-	for _, call := range batch {
-		if call.object {
-			objects = append(objects, call)
-		} else {
-			live = append(live, call)
+	keys := make([][]byte, len(batch))
+	plans := make([]readPlan, len(batch))
+	eager := make([]bool, len(batch))
+	var raws [][]byte
+	for i, call := range batch {
+		keys[i], plans[i], eager[i] = call.key, call.plan, call.object
+		if !call.object && raws == nil {
+			raws = make([][]byte, len(batch))
 		}
 	}
-	// Both kinds in one call are rare (clients of both protocols on one
-	// node at once): one after the other.
-	if len(live) > 0 {
-		alone = append(alone, c.readLive(ctx, live)...)
+	ready := func(i int, obj *version.Object, raw []byte, err error, goAlone bool) {
+		call := batch[i]
+		switch {
+		case goAlone:
+		case err != nil:
+			call.err = err
+			call.answer()
+			return
+		case call.object:
+			call.obj = obj
+			call.answer()
+			return
+		default:
+			var again bool
+			if call.value, call.found, again = c.liveValue(raw, obj); !again {
+				call.answer()
+				return
+			}
+		}
+		call.alone = true
+		alone.Go(func() { c.readAlone(ctx, call) })
 	}
-	if len(objects) > 0 {
-		alone = append(alone, c.readObjects(ctx, objects)...)
-	}
+	c.getBatchPlanned(ctx, keys, plans, Levels{}, batchOpts{fullReads: true, raws: raws, eager: eager, ready: ready})
 }
 
 // answer hands call its answer, set in its fields.
@@ -255,54 +269,4 @@ func (c *Coordinator) readAlone(ctx context.Context, call *readCall) {
 		return
 	}
 	call.value, call.found, call.err = c.getLiveAlone(ctx, call.key, call.plan)
-}
-
-// readLive answers the live-value reads of calls together, except those
-// that need Get's own path, which it returns.
-func (c *Coordinator) readLive(ctx context.Context, calls []*readCall) (alone []*readCall) {
-	if len(calls) == 1 {
-		c.readAlone(ctx, calls[0])
-		return nil
-	}
-	keys, plans := readKeys(calls)
-	values, found, errs, slow := c.getLivePlanned(ctx, keys, plans, true)
-	for i, call := range calls {
-		if slices.Contains(slow, i) {
-			alone = append(alone, call)
-			continue
-		}
-		call.value, call.found, call.err = values[i], found[i], errs[i]
-		call.answer()
-	}
-	return alone
-}
-
-// readObjects answers the object reads of calls together, except those
-// that need Get's own path, which it returns.
-func (c *Coordinator) readObjects(ctx context.Context, calls []*readCall) (alone []*readCall) {
-	if len(calls) == 1 {
-		c.readAlone(ctx, calls[0])
-		return nil
-	}
-	keys, plans := readKeys(calls)
-	objs, errs, slow := c.getBatchPlanned(ctx, keys, plans, Levels{}, true, nil, true)
-	for i, call := range calls {
-		if slices.Contains(slow, i) {
-			alone = append(alone, call)
-			continue
-		}
-		call.obj, call.err = objs[i], errs[i]
-		call.answer()
-	}
-	return alone
-}
-
-// readKeys returns the keys and plans of calls.
-func readKeys(calls []*readCall) ([][]byte, []readPlan) {
-	keys := make([][]byte, len(calls))
-	plans := make([]readPlan, len(calls))
-	for i, call := range calls {
-		keys[i], plans[i] = call.key, call.plan
-	}
-	return keys, plans
 }

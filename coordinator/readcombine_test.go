@@ -270,8 +270,8 @@ func TestCombinedReadsRepairASlowStaleReplica(t *testing.T) {
 }
 
 // In a combined call, a key that cannot meet its quorum soon (R=3 with a
-// replica hanging) takes Get's own path on its own: the other reads of
-// the call answer without waiting for it.
+// replica hanging) holds up no other: the other reads of the call, of
+// live values and of objects, answer as soon as their own answers are in.
 func TestASlowKeyDoesNotHoldUpACombinedRead(t *testing.T) {
 	release := make(chan struct{})
 	var hang atomic.Bool
@@ -304,7 +304,11 @@ func TestASlowKeyDoesNotHoldUpACombinedRead(t *testing.T) {
 				return
 			}
 			start := time.Now()
-			if v, _, err := n1.Coord.GetLive(ctx, key(i), 2); err != nil || string(v) != "v" {
+			if i%2 == 1 { // object reads in the same calls
+				if obj, err := n1.Coord.Get(ctx, key(i), 2); err != nil || fmt.Sprint(liveValues(obj)) != "[v]" {
+					t.Errorf("object read %d: %v %v", i, liveValues(obj), err)
+				}
+			} else if v, _, err := n1.Coord.GetLive(ctx, key(i), 2); err != nil || string(v) != "v" {
 				t.Errorf("read %d: %q %v", i, v, err)
 			}
 			maxDuration(&slowest, time.Since(start))
@@ -395,4 +399,51 @@ func TestACombinedKeyShortOfItsQuorumGivesUpAtOnce(t *testing.T) {
 
 func isRead(kind uint8) bool {
 	return kind == kindRead || kind == kindReadBatch || kind == kindReadBatchDigest || kind == kindReadDigest
+}
+
+// On links slower than the speculative delay everywhere (replicas in
+// another datacenter), a combined read waits for its batched answers
+// instead of reading each key again on its own.
+func TestCombinedReadsOnSlowLinksAreNotSentTwice(t *testing.T) {
+	rc := &readCounter{}
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 73,
+		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 3 * time.Second},
+		WrapHandler: func(id string, h transport.Handler) transport.Handler { return rc.wrap(h) }})
+	ctx := ctxT(t)
+	n1 := c.Nodes[0]
+	key := func(i int) []byte { return fmt.Appendf(nil, "k-%d", i) }
+	const reads = 64
+	for i := range reads {
+		if _, err := n1.Coord.Put(ctx, key(i), []byte("v"), nil, coordinator.All); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"n2", "n3"} {
+		c.Net.SetDelay("n1", id, 50*time.Millisecond)
+		c.Net.SetDelay(id, "n1", 50*time.Millisecond)
+	}
+	single0 := rc.single.Load()
+	var slowest atomic.Int64
+	var wg sync.WaitGroup
+	for range 2 {
+		for i := range reads {
+			wg.Go(func() {
+				start := time.Now()
+				if v, _, err := n1.Coord.GetLive(ctx, key(i), 2); err != nil || string(v) != "v" {
+					t.Errorf("read %d: %q %v", i, v, err)
+				}
+				maxDuration(&slowest, time.Since(start))
+			})
+		}
+		wg.Wait()
+	}
+	// The first reads of each round go alone (two, speculating to the
+	// third replica); the rest wait about one round trip in the queue and
+	// one in their call.
+	if singles := rc.single.Load() - single0; singles > 16 {
+		t.Errorf("%d single read messages for %d reads in 2 rounds, want the queued ones batched, not read again alone", singles, 2*reads)
+	}
+	if d := time.Duration(slowest.Load()); d > 400*time.Millisecond {
+		t.Errorf("slowest read %v on 100 ms round trips, want about two of them", d)
+	}
 }
