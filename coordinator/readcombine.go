@@ -27,11 +27,12 @@ import (
 //
 // Combining changes who shares the messages, not what a read promises:
 // each key keeps its own plan (route, R, PR) and is answered, merged and
-// read-repaired as GetLiveBatchAt answers a key of a pipelined batch. A
-// key whose batched answers do not come within combinedWait
-// SpeculativeDelays takes Get's own path on a goroutine of its own, so
-// that it holds up no other read of its call.
-// Reads lock nothing, so two reads of one key may share a call.
+// read-repaired as GetLiveBatchAt answers a key of a pipelined batch. Each
+// read is answered as soon as its own key has its quorum, not when the
+// whole call ends; a key whose batched answers cannot give it one takes
+// Get's own path at once, on a goroutine of its own. So no read of a call
+// waits for another's key. Reads lock nothing, so two reads of one key
+// may share a call.
 //
 // A read that has waited maxReadQueueWait in the queue starts a call of
 // its own (with the reads queued with it), so that reads held up by a
