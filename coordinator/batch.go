@@ -836,9 +836,6 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 			sendRead(node, pr)
 		}
 	}
-	// Stop waiting once every key has its quorum (or has given up): a full
-	// read's extra answers are only for repair, and a slow replica must
-	// not hold the batch for them.
 	// repaired holds the keys answered with answers still to come: they
 	// are repaired once those are in, as Get repairs on a late answer.
 	repaired := map[int]*pending{}
@@ -897,8 +894,10 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		p.done = true
 		readyKey(i, alone)
 	}
-	// One timer for both: the next speculative ask while there may be one,
-	// then the end of the wait.
+	// Stop waiting once every key has its quorum (or has given up): a full
+	// read's extra answers are only for repair, and a slow replica must
+	// not hold the batch for them. One timer for both the next speculative
+	// ask, while there may be one, and the end of the wait.
 	end := time.Now().Add(waitFor)
 	speculating := c.o.SpeculativeDelay < waitFor
 	timer := time.NewTimer(min(c.o.SpeculativeDelay, waitFor))

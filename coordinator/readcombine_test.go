@@ -207,7 +207,8 @@ func maxDuration(a *atomic.Int64, d time.Duration) {
 
 // A replica that is stale and slow, asked first, is passed over after
 // SpeculativeDelay; its late answer still gets it repaired, by combined
-// reads as by single ones.
+// reads as by single ones, whether the call has ended by then (the
+// answers are read in the background) or still waits for other keys.
 func TestCombinedReadsRepairASlowStaleReplica(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 71,
 		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 3 * time.Second}})
@@ -240,13 +241,26 @@ func TestCombinedReadsRepairASlowStaleReplica(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	other := func(i int) []byte { return fmt.Appendf(nil, "o-%d", i) }
+	for i := range keys {
+		if _, err := n1.Coord.Put(ctx, other(i), []byte("v"), nil, coordinator.All); err != nil {
+			t.Fatal(err)
+		}
+	}
 	c.Net.Heal()
 	c.Net.SetDelay("n1", "n2", 80*time.Millisecond)
 	var wg sync.WaitGroup
-	for _, i := range keys {
+	for j, i := range keys {
 		wg.Go(func() {
 			if v, _, err := n1.Coord.GetLive(ctx, key(i), 2); err != nil || string(v) != "new" {
 				t.Errorf("read %d: %q %v, want new", i, v, err)
+			}
+		})
+		// Reads at R=3 in the same calls wait for n2: such a call's stale
+		// keys are repaired when every answer is in, not in the background.
+		wg.Go(func() {
+			if v, _, err := n1.Coord.GetLive(ctx, other(j), 3); err != nil || string(v) != "v" {
+				t.Errorf("read o-%d: %q %v", j, v, err)
 			}
 		})
 	}
