@@ -231,6 +231,12 @@ func TestCombinedReadsRepairASlowStaleReplica(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	other := func(i int) []byte { return fmt.Appendf(nil, "o-%d", i) }
+	for i := range keys {
+		if _, err := n1.Coord.Put(ctx, other(i), []byte("v"), nil, coordinator.All); err != nil {
+			t.Fatal(err)
+		}
+	}
 	c.Net.Isolate("n2")
 	for _, i := range keys {
 		obj, err := n1.Coord.Get(ctx, key(i), 2)
@@ -238,12 +244,6 @@ func TestCombinedReadsRepairASlowStaleReplica(t *testing.T) {
 			t.Fatal(err)
 		}
 		if _, err := n1.Coord.Put(ctx, key(i), []byte("new"), obj.Context, 2); err != nil {
-			t.Fatal(err)
-		}
-	}
-	other := func(i int) []byte { return fmt.Appendf(nil, "o-%d", i) }
-	for i := range keys {
-		if _, err := n1.Coord.Put(ctx, other(i), []byte("v"), nil, coordinator.All); err != nil {
 			t.Fatal(err)
 		}
 	}
