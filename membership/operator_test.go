@@ -49,7 +49,7 @@ func TestOperatorSetsAnotherNodesState(t *testing.T) {
 
 	// n2 dies; n1 marks it leaving then left while it is down.
 	ms[2].Close()
-	waitFor(t, 10*time.Second, "n2 down", func() bool { return !ms[0].Alive("n2") && !ms[1].Alive("n2") })
+	waitFor(t, 30*time.Second, "n2 down", func() bool { return !ms[0].Alive("n2") && !ms[1].Alive("n2") })
 	for _, s := range []ring.State{ring.StateLeaving, ring.StateLeft} {
 		if err := ms[1].SetMemberState("n2", s); err != nil {
 			t.Fatal(err)
@@ -129,7 +129,7 @@ func TestReplaceChecks(t *testing.T) {
 		}
 	}
 	ms[2].Close()
-	waitFor(t, 10*time.Second, "n2 down", func() bool { return !ms[0].Alive("n2") })
+	waitFor(t, 30*time.Second, "n2 down", func() bool { return !ms[0].Alive("n2") })
 	cfg := h.config("n9", seed)
 	cfg.StreamOnJoin, cfg.Replace = true, "n2"
 	n9 := h.start(cfg)

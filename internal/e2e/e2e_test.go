@@ -47,10 +47,21 @@ func ringkvBinary(t *testing.T) string {
 	return binPath
 }
 
+// handedOut holds the ports freePort returned (and the one after each),
+// per IP: the kernel may offer a port again once its probe is closed, and
+// a node's ports are all picked before it binds any of them.
+var handedOut = struct {
+	sync.Mutex
+	ports map[string]bool
+}{ports: map[string]bool{}}
+
 // freePort finds a port p on ip such that p and p+1 are free for TCP and
-// UDP (the peer port and the gossip port after it).
+// UDP (the peer port and the gossip port after it), and neither was
+// handed out before.
 func freePort(t *testing.T, ip string) int {
 	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
 	for i := 0; i < 100; i++ {
 		l, err := net.Listen("tcp", ip+":0")
 		if err != nil {
@@ -58,7 +69,7 @@ func freePort(t *testing.T, ip string) int {
 		}
 		p := l.Addr().(*net.TCPAddr).Port
 		l.Close()
-		ok := true
+		ok := !handedOut.ports[fmt.Sprintf("%s:%d", ip, p)] && !handedOut.ports[fmt.Sprintf("%s:%d", ip, p+1)]
 		for _, port := range []int{p, p + 1} {
 			tl, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ip, port))
 			if err != nil {
@@ -74,6 +85,8 @@ func freePort(t *testing.T, ip string) int {
 			ul.Close()
 		}
 		if ok && p < 65000 {
+			handedOut.ports[fmt.Sprintf("%s:%d", ip, p)] = true
+			handedOut.ports[fmt.Sprintf("%s:%d", ip, p+1)] = true
 			return p
 		}
 	}
