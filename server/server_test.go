@@ -20,12 +20,7 @@ func TestStartFailureIsAnErrorNotAPanic(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	peer, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peerAddr := peer.Addr().String()
-	peer.Close()
+	peerAddr := freePeerAddr(t)
 	dir := t.TempDir()
 	cfg := Config{NodeID: "n1", DataDir: dir, PeerAddr: peerAddr, RespAddr: busy.Addr().String(), Replicas: 1}
 	if _, err := Start(cfg); err == nil || !strings.Contains(err.Error(), "resp listener") {
@@ -56,12 +51,7 @@ func TestGossipAddr(t *testing.T) {
 // Oversized keys and values get a clear error over both APIs, and nothing is
 // stored; the connection stays usable.
 func TestClientLimitsOnBothAPIs(t *testing.T) {
-	peer, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peerAddr := peer.Addr().String()
-	peer.Close()
+	peerAddr := freePeerAddr(t)
 	s, err := Start(Config{NodeID: "n1", DataDir: t.TempDir(), PeerAddr: peerAddr,
 		RespAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Replicas: 1,
 		MaxKeySize: 16, MaxValueSize: 64})
