@@ -836,6 +836,22 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 			sendRead(node, pr)
 		}
 	}
+	// decodeLocal decodes p's local state from its stored bytes (a lazy
+	// read's) and sets it as the answer of the replicas that answered
+	// "same"; false when the bytes do not decode.
+	decodeLocal := func(p *pending) bool {
+		local, err := version.DecodeObject(p.raw)
+		if err != nil {
+			return false
+		}
+		p.local = local
+		for j := range p.got {
+			if p.same[j] {
+				p.got[j].obj = local
+			}
+		}
+		return true
+	}
 	// repaired holds the keys answered with answers still to come: they
 	// are repaired once those are in, as Get repairs on a late answer.
 	repaired := map[int]*pending{}
@@ -856,17 +872,8 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 				}
 				return true
 			}
-			if p.raw != nil {
-				local, err := version.DecodeObject(p.raw)
-				if err != nil {
-					return false // as a failed local read: ask the others
-				}
-				p.local = local
-				for j := range p.got {
-					if p.same[j] {
-						p.got[j].obj = local
-					}
-				}
+			if p.raw != nil && !decodeLocal(p) {
+				return false // as a failed local read: ask the others
 			}
 		}
 		got := append([]readReply{{node: c.self, primary: true, obj: p.local}}, p.got...)
@@ -882,17 +889,18 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		objs[i] = merged
 		return true
 	}
-	// settle decides key i, short of its quorum (alone) or not, as soon as
-	// it is decided when the caller takes answers one by one (o.ready).
-	settle := func(i int, p *pending, alone bool) {
-		if o.ready == nil {
-			return // decided after the wait
-		}
-		if !alone && !finish(i, p) {
-			alone = true
+	// decide answers key i, or leaves it for Get's path when it is short
+	// of its quorum (or its stored bytes do not decode), and hands it to
+	// o.ready if set.
+	decide := func(i int, p *pending) {
+		alone := len(p.got) < p.want || !finish(i, p)
+		if alone {
+			slow = append(slow, i)
 		}
 		p.done = true
-		readyKey(i, alone)
+		if o.ready != nil {
+			readyKey(i, alone)
+		}
 	}
 	// Stop waiting once every key has its quorum (or has given up): a full
 	// read's extra answers are only for repair, and a slow replica must
@@ -920,7 +928,9 @@ wait:
 				case had: // an answer for repair only
 				case len(p.got) >= p.want:
 					unmet--
-					settle(i, p, false)
+					if o.ready != nil {
+						decide(i, p) // at once; otherwise after the wait
+					}
 				case a.err != nil || p.waiting == 0:
 					// An ask failed, or every ask answered without the
 					// quorum: ask the next primary; with none left and
@@ -930,7 +940,9 @@ wait:
 					}
 					if !askNext(i, p, more) && p.waiting == 0 {
 						unmet--
-						settle(i, p, true)
+						if o.ready != nil {
+							decide(i, p)
+						}
 					}
 				}
 			}
@@ -958,33 +970,14 @@ wait:
 		}
 	}
 	for i, p := range pend {
-		if p == nil || p.done {
-			continue
-		}
-		// Short of its quorum, Get's path reads and repairs it again.
-		alone := len(p.got) < p.want || !finish(i, p)
-		if alone {
-			slow = append(slow, i)
-		}
-		if o.ready != nil {
-			p.done = true
-			readyKey(i, alone)
+		if p != nil && !p.done {
+			decide(i, p) // short of its quorum, Get's path reads and repairs it again
 		}
 	}
 	// repairKey repairs the stale primaries of key from p's answers.
 	repairKey := func(key []byte, p *pending) {
-		if p.lazy && p.local == nil && p.raw != nil {
-			// Its answer was the stored bytes: decode them now.
-			local, err := version.DecodeObject(p.raw)
-			if err != nil {
-				return
-			}
-			p.local = local
-			for j := range p.got {
-				if p.same[j] {
-					p.got[j].obj = local
-				}
-			}
+		if p.lazy && p.local == nil && p.raw != nil && !decodeLocal(p) {
+			return // its answer was the stored bytes, which do not decode
 		}
 		got := append([]readReply{{node: c.self, primary: true, obj: p.local}}, p.got...)
 		c.repairStale(key, got, mergeReplies(got))
