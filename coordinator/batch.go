@@ -477,9 +477,9 @@ func (c *Coordinator) GetBatchAt(ctx context.Context, keys [][]byte, lv Levels) 
 // GetBatchAt's path with the plans drawn here.
 func (c *Coordinator) GetLiveBatchAt(ctx context.Context, keys [][]byte, lv Levels) (values [][]byte, found []bool, errs []error) {
 	start := time.Now()
-	values, found, errs = make([][]byte, len(keys)), make([]bool, len(keys)), make([]error, len(keys))
+	errs = make([]error, len(keys))
 	plans := make([]readPlan, len(keys))
-	var rest []int
+	rest := make([]int, 0, len(keys))
 	for i, key := range keys {
 		plan, err := c.readPlan(key, lv)
 		if err != nil {
@@ -488,6 +488,9 @@ func (c *Coordinator) GetLiveBatchAt(ctx context.Context, keys [][]byte, lv Leve
 		}
 		if plan.localOnly {
 			if v, ok, err := c.store.GetLive(key); err == nil {
+				if values == nil {
+					values, found = make([][]byte, len(keys)), make([]bool, len(keys))
+				}
 				values[i], found[i] = v, ok
 				continue
 			}
@@ -496,7 +499,14 @@ func (c *Coordinator) GetLiveBatchAt(ctx context.Context, keys [][]byte, lv Leve
 		plans[i] = plan
 		rest = append(rest, i)
 	}
-	if len(rest) > 0 {
+	if values == nil && len(rest) < len(keys) {
+		values, found = make([][]byte, len(keys)), make([]bool, len(keys))
+	}
+	switch {
+	case len(rest) == len(keys):
+		// Every key takes the batched path (the common case): no copies.
+		values, found, errs = c.getLivePlanned(ctx, keys, plans)
+	case len(rest) > 0:
 		restKeys, restPlans := make([][]byte, len(rest)), make([]readPlan, len(rest))
 		for j, i := range rest {
 			restKeys[j], restPlans[j] = keys[i], plans[i]

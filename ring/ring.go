@@ -16,8 +16,11 @@ type Ring struct {
 	index   map[string]int
 	prefs   [][]string // per partition, primary first
 	ext     [][]string // per partition, prefs[p] followed by its fallbacks
-	dcs     []string   // the DCs ReplicasPerDC gives replicas, sorted
-	future  future     // the ring once joining members are normal (pending.go)
+	// selves are per partition the targets when every primary is healthy
+	// (each serving as itself), shared by Targets' callers.
+	selves [][]Target
+	dcs    []string // the DCs ReplicasPerDC gives replicas, sorted
+	future future   // the ring once joining members are normal (pending.go)
 }
 
 // New builds the ring for cfg and members. The result depends only on the
@@ -54,8 +57,18 @@ func New(cfg Config, members []Member) (*Ring, error) {
 	ext, primaries := place(cfg, ms)
 	r.ext = ext
 	r.prefs = make([][]string, len(ext))
+	r.selves = make([][]Target, len(ext))
+	var all []Target // one allocation for every partition's selves
 	for p, list := range ext {
 		r.prefs[p] = list[:primaries[p]:primaries[p]]
+		if all == nil {
+			all = make([]Target, 0, len(ext)*primaries[p])
+		}
+		from := len(all)
+		for _, node := range r.prefs[p] {
+			all = append(all, Target{Node: node})
+		}
+		r.selves[p] = all[from:len(all):len(all)]
 	}
 	return r, nil
 }

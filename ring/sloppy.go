@@ -18,14 +18,24 @@ type Target struct {
 // still succeed (the failure detector can be wrong), and fails as it would
 // without sloppy quorum otherwise. The result depends only on the ring and
 // on healthy, so every node that agrees on liveness picks the same nodes.
+// The result may be shared with other callers: it must not be modified.
 func (r *Ring) Targets(partition int, healthy func(node string) bool) []Target {
 	prefs := r.prefs[partition]
+	down := 0
+	for down < len(prefs) && healthy(prefs[down]) {
+		down++
+	}
+	if down == len(prefs) {
+		// Every primary serves as itself (the common case): the ring's own
+		// slice, without an allocation per request.
+		return r.selves[partition]
+	}
 	fallbacks := r.ext[partition][len(prefs):]
 	out := make([]Target, len(prefs))
 	var taken []bool // by fallback index; allocated on the first down primary
 	for i, node := range prefs {
 		out[i] = Target{Node: node}
-		if healthy(node) {
+		if i < down || healthy(node) {
 			continue
 		}
 		if taken == nil {

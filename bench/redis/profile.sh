@@ -7,7 +7,8 @@
 #
 # TEST is set or get (a get run first loads 100,000 keys), PIPELINE the
 # redis-benchmark -P. It prints redis-benchmark's CSV line and the three
-# servers' CPU time per request (user + system, from /proc), and writes
+# servers' CPU time per request (user + system, from /proc; in all and per
+# node), and writes
 # OUTDIR/TEST-PPIPELINE-nI.pprof (read with: go tool pprof -top BINARY FILE).
 # -s 0 takes no profile (for A/B runs of CPU per request). -c also counts
 # the servers' system calls per request with perf stat (the tracepoints
@@ -77,7 +78,8 @@ if [ "$TEST" = get ]; then
 	redis-benchmark -h 127.0.0.1 -p 17001 -t set -d 100 -r $KEYS -c 50 -n 100000 -P 16 -q >/dev/null
 fi
 cpu() { for p in "${PIDS[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s}'; }
-t0=$(cpu)
+nodecpu() { for p in "${PIDS[@]}"; do awk '{printf "%s ", $14 + $15}' "/proc/$p/stat"; done; }
+t0=$(cpu) n0=$(nodecpu)
 CP=()
 if [ "$SECS" != 0 ]; then
 	for i in 1 2 3; do
@@ -91,13 +93,14 @@ if [ -n "$COUNT" ]; then
 	PERF=$!
 fi
 redis-benchmark -h 127.0.0.1 -p 17001 -t "$TEST" -d 100 -r $KEYS -c 50 -n "$N" -P "$P" --csv | tail -1 >"$TMP/out"
-t1=$(cpu)
+t1=$(cpu) n1=$(nodecpu)
 if [ -n "$COUNT" ]; then
 	kill -INT "$PERF"
 	wait "$PERF" || true
 fi
 [ ${#CP[@]} = 0 ] || wait "${CP[@]}"
-echo "$TEST -P $P: $(cat "$TMP/out"), server CPU $(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$N" 'BEGIN { printf "%.1f", d * 1000000 / hz / n }') us/request"
+echo "$TEST -P $P: $(cat "$TMP/out"), server CPU $(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$N" 'BEGIN { printf "%.1f", d * 1000000 / hz / n }') us/request" \
+	"($(awk -v a="$n0" -v b="$n1" -v hz="$(getconf CLK_TCK)" -v n="$N" 'BEGIN { k = split(a, x, " "); split(b, y, " "); for (i = 1; i <= k; i++) printf "%sn%d %.1f", (i > 1 ? ", " : ""), i, (y[i] - x[i]) * 1000000 / hz / n }'))"
 if [ -n "$COUNT" ]; then
 	# perf stat -x, lines: count,unit,event,...
 	awk -F, -v n="$N" '$3 ~ /sys_enter/ { sub(/^.*:sys_enter_?/, "", $3); printf "%s%s %.2f", sep, ($3 == "" ? "all" : $3), $1 / n; sep = ", " } END { print " system calls per request (all servers)" }' "$TMP/perf"
