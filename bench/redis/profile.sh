@@ -3,7 +3,7 @@
 # --sync batch) on 127.0.0.1, run one redis-benchmark test against the
 # first, and take a CPU profile of every node while it runs.
 #
-#   bench/redis/profile.sh [-b RINGKV_BINARY] [-n REQUESTS] [-s PROFILE_SECONDS] [-o OUTDIR] [-c] TEST PIPELINE
+#   bench/redis/profile.sh [-b RINGKV_BINARY] [-n REQUESTS] [-s PROFILE_SECONDS] [-o OUTDIR] [-c] [-w] TEST PIPELINE
 #
 # TEST is set or get (a get run first loads 100,000 keys), PIPELINE the
 # redis-benchmark -P. It prints redis-benchmark's CSV line and the three
@@ -15,22 +15,27 @@
 # raw_syscalls:sys_enter and a few syscalls:sys_enter_*). RINGKV_FLAGS
 # (environment) adds flags to every server. Ports 17001-17003 (RESP),
 # 17101-17103 (HTTP) and 17201, 17211, 17221 (peer; gossip one above) must
-# be free. Every process it starts is stopped by PID.
+# be free. Every process it starts is stopped by PID. -w first puts the
+# cluster in the state run.sh measures in: SET -P 1, GET -P 1 and SET -P 16
+# runs of 300,000 requests over 1,000,000 keys (data in tables, not only
+# in the memtable), then waits until the servers are idle; TEST then runs
+# over those 1,000,000 keys.
 set -euo pipefail
 
-BIN= N=200000 SECS=10 OUT=. COUNT=
-while getopts "b:n:s:o:ch" opt; do
+BIN= N=200000 SECS=10 OUT=. COUNT= WARM=
+while getopts "b:n:s:o:cwh" opt; do
 	case $opt in
 	b) BIN=$OPTARG ;;
 	n) N=$OPTARG ;;
 	s) SECS=$OPTARG ;;
 	o) OUT=$OPTARG ;;
 	c) COUNT=1 ;;
-	*) sed -n '2,18p' "$0"; exit 2 ;;
+	w) WARM=1 ;;
+	*) sed -n '2,22p' "$0"; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
-[ $# = 2 ] || { sed -n '2,18p' "$0"; exit 2; }
+[ $# = 2 ] || { sed -n '2,22p' "$0"; exit 2; }
 TEST=$1 P=$2
 case $TEST in set | get) ;; *) echo "profile.sh: TEST must be set or get" >&2; exit 2 ;; esac
 TOOLS="redis-benchmark redis-cli curl"
@@ -72,12 +77,22 @@ for ((i = 0; i < 100; i++)); do
 	sleep 0.3
 done
 sleep 2
+cpu() { for p in "${PIDS[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s}'; }
 KEYS=1000000
-if [ "$TEST" = get ]; then
+if [ -n "$WARM" ]; then
+	for run in "set 1" "get 1" "set 16"; do
+		set -- $run
+		redis-benchmark -h 127.0.0.1 -p 17001 -t "$1" -d 100 -r $KEYS -c 50 -n 300000 -P "$2" -q >/dev/null
+	done
+	for ((i = 0; i < 60; i++)); do # idle: under 2 clock ticks in 0.5 s
+		a=$(cpu)
+		sleep 0.5
+		[ $(($(cpu) - a)) -lt 2 ] && break
+	done
+elif [ "$TEST" = get ]; then
 	KEYS=100000
 	redis-benchmark -h 127.0.0.1 -p 17001 -t set -d 100 -r $KEYS -c 50 -n 100000 -P 16 -q >/dev/null
 fi
-cpu() { for p in "${PIDS[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s}'; }
 nodecpu() { for p in "${PIDS[@]}"; do awk '{printf "%s ", $14 + $15}' "/proc/$p/stat"; done; }
 t0=$(cpu) n0=$(nodecpu)
 CP=()
