@@ -58,12 +58,13 @@ func New(cfg Config, members []Member) (*Ring, error) {
 	r.ext = ext
 	r.prefs = make([][]string, len(ext))
 	r.selves = make([][]Target, len(ext))
-	var all []Target // one allocation for every partition's selves
+	total := 0
+	for _, n := range primaries {
+		total += n
+	}
+	all := make([]Target, 0, total) // one allocation for every partition's selves
 	for p, list := range ext {
 		r.prefs[p] = list[:primaries[p]:primaries[p]]
-		if all == nil {
-			all = make([]Target, 0, len(ext)*primaries[p])
-		}
 		from := len(all)
 		for _, node := range r.prefs[p] {
 			all = append(all, Target{Node: node})
