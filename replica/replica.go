@@ -258,7 +258,8 @@ func DecodeKey(ekey []byte) (key []byte, token uint64, err error) {
 // Get returns the stored object of key, or nil if the key was never written
 // (or its tombstones were collected).
 func (s *Store) Get(key []byte) (*version.Object, error) {
-	return s.get(EncodeKey(nil, key))
+	var buf [64]byte // the engine key of a usual key, without an allocation
+	return s.get(EncodeKey(buf[:0], key))
 }
 
 // load returns the stored bytes of an engine key; found is false when the
@@ -282,13 +283,15 @@ func (s *Store) get(ekey []byte) (*version.Object, error) {
 // GetHashed is Get, also returning the ObjectHash of the stored bytes (0
 // when absent): the state a digest read compares.
 func (s *Store) GetHashed(key []byte) (*version.Object, uint64, error) {
-	return s.getHashed(EncodeKey(nil, key), true)
+	var buf [64]byte
+	return s.getHashed(EncodeKey(buf[:0], key), true)
 }
 
 // GetRaw returns key's stored bytes (an encoded version.Object) and their
 // ObjectHash without decoding them; found is false when there are none.
 func (s *Store) GetRaw(key []byte) (raw []byte, hash uint64, found bool, err error) {
-	raw, found, err = s.load(EncodeKey(nil, key))
+	var buf [64]byte // the engine key of a usual key, without an allocation
+	raw, found, err = s.load(EncodeKey(buf[:0], key))
 	if err != nil || !found {
 		return nil, 0, false, err
 	}
@@ -304,7 +307,7 @@ func (s *Store) getHashed(ekey []byte, hashed bool) (*version.Object, uint64, er
 	}
 	obj, err := version.DecodeObject(raw)
 	if err != nil {
-		return nil, 0, fmt.Errorf("replica get %q: %w", ekey[9:], err)
+		return nil, 0, fmt.Errorf("replica get %q: %w", string(ekey[9:]), err) // a copy: ekey does not escape
 	}
 	var hash uint64
 	if hashed {

@@ -426,3 +426,31 @@ func TestApplyWaitsForTheStagedWriteItReliesOn(t *testing.T) {
 		})
 	}
 }
+
+// A read of a usual key allocates only its answer (the engine's copy of
+// the stored bytes): the engine key is built on the reader's stack. It
+// was not, silently, while an error path formatted the key (the key then
+// escaped, and the buffer meant to hold it moved to the heap).
+func TestAReadAllocatesOnlyItsAnswer(t *testing.T) {
+	s := openStore(t, "a")
+	key := []byte("user:000123456")
+	if _, err := s.Coordinate(key, nil, []byte("value"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	for name, read := range map[string]func(){
+		"GetRaw": func() {
+			if _, _, found, err := s.GetRaw(key); err != nil || !found {
+				t.Fatalf("GetRaw: found %v, %v", found, err)
+			}
+		},
+		"GetLive": func() {
+			if v, found, err := s.GetLive(key); err != nil || !found || string(v) != "value" {
+				t.Fatalf("GetLive: %q %v %v", v, found, err)
+			}
+		},
+	} {
+		if n := testing.AllocsPerRun(100, read); n > 1 {
+			t.Errorf("%s: %v allocations per read, want at most 1 (the answer)", name, n)
+		}
+	}
+}

@@ -370,7 +370,7 @@ func (db *DB) getAt(key []byte, seq base.SeqNum) ([]byte, error) {
 	defer rs.unref()
 	value, kind, found, err := rs.get(key, seq)
 	if err != nil {
-		err = fmt.Errorf("get %q: %w", key, err)
+		err = fmt.Errorf("get %q: %w", string(key), err) // a copy: key does not escape
 		db.noteReadError(err)
 		return nil, err
 	}
