@@ -21,11 +21,11 @@ type Target struct {
 // The result may be shared with other callers: it must not be modified.
 func (r *Ring) Targets(partition int, healthy func(node string) bool) []Target {
 	prefs := r.prefs[partition]
-	down := 0
-	for down < len(prefs) && healthy(prefs[down]) {
-		down++
+	firstDown := 0 // the primaries before it are healthy
+	for firstDown < len(prefs) && healthy(prefs[firstDown]) {
+		firstDown++
 	}
-	if down == len(prefs) {
+	if firstDown == len(prefs) {
 		// Every primary serves as itself (the common case): the ring's own
 		// slice, without an allocation per request.
 		return r.selves[partition]
@@ -35,7 +35,7 @@ func (r *Ring) Targets(partition int, healthy func(node string) bool) []Target {
 	var taken []bool // by fallback index; allocated on the first down primary
 	for i, node := range prefs {
 		out[i] = Target{Node: node}
-		if i < down || healthy(node) {
+		if i < firstDown || healthy(node) {
 			continue
 		}
 		if taken == nil {
