@@ -420,13 +420,11 @@ func (sc *serverConn) refuseAndClose(h header) {
 }
 
 func (sc *serverConn) startHandler(h header, payload []byte) {
-	var ctx context.Context
-	var cancel context.CancelFunc
+	var deadline time.Time
 	if h.timeout > 0 {
-		ctx, cancel = context.WithTimeout(sc.ctx, time.Duration(h.timeout)*time.Millisecond)
-	} else {
-		ctx, cancel = context.WithCancel(sc.ctx)
+		deadline = time.Now().Add(time.Duration(h.timeout) * time.Millisecond)
 	}
+	ctx, cancel := newRequestContext(sc.ctx, deadline)
 	sc.mu.Lock()
 	sc.inflight[h.id] = cancel
 	sc.mu.Unlock()
