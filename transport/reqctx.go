@@ -51,13 +51,16 @@ func (c *requestContext) Done() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.inner == nil {
-		if c.deadline.IsZero() {
-			c.inner, c.innerCancel = context.WithCancel(c.parent)
-		} else {
+		// Built to end as it already has, when it has: a request canceled
+		// before its deadline passed must not read as expired in the
+		// contexts derived from it (nor one expired as canceled).
+		if c.err == context.DeadlineExceeded || c.err == nil && !c.deadline.IsZero() {
 			c.inner, c.innerCancel = context.WithDeadline(c.parent, c.deadline)
+		} else {
+			c.inner, c.innerCancel = context.WithCancel(c.parent)
 		}
 		if c.err != nil {
-			c.innerCancel() // ended already: Err keeps reporting c.err
+			c.innerCancel()
 		}
 	}
 	return c.inner.Done()
@@ -65,17 +68,18 @@ func (c *requestContext) Done() <-chan struct{} {
 
 // Err reports why the context ended: context.Canceled or
 // context.DeadlineExceeded (or the parent's error), nil while it runs.
+// Once it has reported an error it reports the same one from then on.
 func (c *requestContext) Err() error {
 	c.mu.Lock()
-	err, inner := c.err, c.inner
-	c.mu.Unlock()
-	if err != nil {
-		return err
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
 	}
-	if inner != nil {
-		return inner.Err()
+	if c.inner != nil {
+		return c.inner.Err()
 	}
-	return c.endedBy(time.Now())
+	c.err = c.endedBy(time.Now())
+	return c.err
 }
 
 // endedBy returns why the context has ended at now without being canceled

@@ -84,6 +84,36 @@ func TestRequestContextEndsAsADeadlineContextWould(t *testing.T) {
 		}
 	})
 
+	t.Run("an error, once reported, stays", func(t *testing.T) {
+		conn, closeConn := context.WithCancel(parent)
+		ctx, cancel := newRequestContext(conn, time.Now().Add(10*time.Millisecond))
+		defer cancel()
+		time.Sleep(20 * time.Millisecond)
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			t.Fatalf("Err after the deadline: %v", ctx.Err())
+		}
+		closeConn()
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			t.Fatalf("Err once the connection closed too: %v, want DeadlineExceeded still", ctx.Err())
+		}
+		waitDone(t, ctx)
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			t.Fatalf("Err once Done was built: %v, want DeadlineExceeded still", ctx.Err())
+		}
+	})
+
+	t.Run("canceled, then derived from after its deadline", func(t *testing.T) {
+		ctx, cancel := newRequestContext(parent, time.Now().Add(10*time.Millisecond))
+		cancel()
+		time.Sleep(20 * time.Millisecond)
+		child, childCancel := context.WithCancel(ctx)
+		defer childCancel()
+		waitDone(t, child)
+		if !errors.Is(ctx.Err(), context.Canceled) || !errors.Is(child.Err(), context.Canceled) || !errors.Is(context.Cause(child), context.Canceled) {
+			t.Fatalf("Err %v, the child's %v (cause %v): want Canceled for all", ctx.Err(), child.Err(), context.Cause(child))
+		}
+	})
+
 	t.Run("the connection ends", func(t *testing.T) {
 		conn, closeConn := context.WithCancel(parent)
 		ctx, cancel := newRequestContext(conn, time.Now().Add(time.Hour))

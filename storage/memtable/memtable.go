@@ -223,12 +223,11 @@ func NewIndexed(arenaSize int) *MemTable {
 }
 
 // filterBits returns the filter word and the three bits in it of a key
-// whose hash is h. They come from h multiplied by an odd constant, so
-// that they do not repeat the index's use of h (its low bits pick the
-// slot, its high bits make the tag).
+// whose hash is h: the word from the top bits of h multiplied by an odd
+// constant (which mix all of h's bits), the bits from three 6-bit fields
+// of h's upper half.
 func (m *MemTable) filterBits(h uint64) (word uint64, mask uint64) {
-	f := h * 0x9e3779b97f4a7c15
-	return f >> m.filterShift, 1<<(f&63) | 1<<(f>>6&63) | 1<<(f>>12&63)
+	return h * 0x9e3779b97f4a7c15 >> m.filterShift, 1<<(h>>32&63) | 1<<(h>>38&63) | 1<<(h>>44&63)
 }
 
 // keyHash is the hash the index and the filter use for userKey.
