@@ -767,6 +767,18 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		err  error
 	}
 	answers := make(chan peerAnswer, len(peers))
+	// Speculative asks can send more messages than answers holds, so a
+	// sender may wait for a reader: this call, or the background reader
+	// of the late answers it hands them to. abandoned is closed when the
+	// call ends with neither (it panicked), so that no sender waits
+	// forever.
+	abandoned := make(chan struct{})
+	lateOwned := false // the background reader takes the answers still to come
+	defer func() {
+		if !lateOwned {
+			close(abandoned)
+		}
+	}()
 	// A replica that died but is not yet marked down must not eat the whole
 	// request's time: the batch waits for the answers half of it, and keys
 	// still short of their quorum then go down Get's path with the other
@@ -815,7 +827,10 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 					objs, err = decodeReadBatchReply(reply, n)
 				}
 			}
-			answers <- peerAnswer{node: node, idx: pr.idx, objs: objs, same: same, err: err}
+			select {
+			case answers <- peerAnswer{node: node, idx: pr.idx, objs: objs, same: same, err: err}:
+			case <-abandoned:
+			}
 		}()
 	}
 	for node, pr := range peers {
@@ -1005,6 +1020,7 @@ wait:
 			owned[i] = bytes.Clone(keys[i])
 		}
 		cancelHere = false
+		lateOwned = true
 		go func() {
 			defer cancel()
 			for range late {
