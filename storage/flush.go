@@ -168,6 +168,7 @@ func (db *DB) writeTables(it base.InternalIterator, keep func(ikey []byte) bool,
 				RestartInterval: db.opts.BlockRestartInterval,
 				BloomBitsPerKey: db.opts.BloomBitsPerKey,
 				Compression:     uint8(db.opts.Compression),
+				BytesPerSync:    db.opts.BytesPerSync,
 			})
 		}
 		if err := w.Add(ikey, it.Value()); err != nil {

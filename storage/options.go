@@ -110,6 +110,13 @@ type Options struct {
 	BloomBitsPerKey int
 	// Compression is the block compression. Default: SnappyCompression.
 	Compression Compression
+	// BytesPerSync starts the writeback of a table being written (by a
+	// flush or a compaction) every this many bytes, so that its final
+	// fsync does not put the whole table ahead of a commit-log fsync in
+	// the disk's queue (see sstable.WriterOptions). Default (0): 512 KiB;
+	// negative: never, for filesystems where starting a writeback blocks
+	// (ZFS is said to).
+	BytesPerSync int
 	// BlockCacheSize bounds the block cache shared by all tables, in bytes.
 	// Default: 8 MiB.
 	BlockCacheSize int64

@@ -66,6 +66,32 @@ func TestWriterStartsWritebackAsTheTableGrows(t *testing.T) {
 		}
 	})
 
+	t.Run("whole pages", func(t *testing.T) {
+		// Values larger than the output buffer reach the file in writes
+		// of any length; a writeback still ends on a page boundary, so
+		// that no page being written is sent to the disk.
+		f := &writebackMemFile{}
+		w := NewWriter(f, WriterOptions{Compression: NoCompression})
+		val := make([]byte, 300<<10+7)
+		for i := range 12 {
+			ikey := base.MakeInternalKey(nil, binary.BigEndian.AppendUint64(nil, uint64(i)), base.SeqNum(i+1), base.KindSet)
+			if err := w.Add(ikey, val); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := w.Finish(); err != nil {
+			t.Fatal(err)
+		}
+		if len(f.starts) < 4 {
+			t.Fatalf("%d writebacks for a %d-byte table", len(f.starts), len(f.data))
+		}
+		for i, c := range f.starts {
+			if (c.off+c.n)%writebackPage != 0 || c.off+c.n > c.writtenThen {
+				t.Fatalf("writeback %d: [%d, +%d) with %d bytes written: not up to a page boundary already written", i, c.off, c.n, c.writtenThen)
+			}
+		}
+	})
+
 	t.Run("small table", func(t *testing.T) {
 		f := &writebackMemFile{}
 		write(t, f, 100, WriterOptions{})

@@ -139,11 +139,13 @@ type writeBacker interface {
 }
 
 // writebackFile passes writes through to f and starts the writeback of
-// each further every bytes written. Offsets count from the first byte
-// written through it, a new table's file offset 0 (for a table written
-// after other bytes the hint covers the wrong range, which costs only
-// the hint). A failed WriteBack is not an error: it makes nothing durable
-// either way, and a disk that fails it fails Finish's fsync too.
+// each further every bytes written, up to the last whole page, so that
+// no page is sent to the disk while a later write still changes it.
+// Offsets count from the first byte written through it, a new table's
+// file offset 0 (for a table written after other bytes the hint covers
+// the wrong range, which costs only the hint). A failed WriteBack is not
+// an error: it makes nothing durable either way, and a disk that fails it
+// fails Finish's fsync too.
 type writebackFile struct {
 	f       vfs.File
 	wb      writeBacker
@@ -155,12 +157,17 @@ type writebackFile struct {
 func (s *writebackFile) Write(p []byte) (int, error) {
 	n, err := s.f.Write(p)
 	s.written += int64(n)
-	if s.written-s.started >= s.every {
-		_ = s.wb.WriteBack(s.started, s.written-s.started)
-		s.started = s.written
+	if end := s.written &^ (writebackPage - 1); end-s.started >= s.every {
+		_ = s.wb.WriteBack(s.started, end-s.started)
+		s.started = end
 	}
 	return n, err
 }
+
+// writebackPage is the page size writebackFile rounds to (the usual one;
+// on a system with larger pages the last page of a range may be written
+// twice, which costs only that).
+const writebackPage = 4096
 
 // Add appends an entry. ikey must be a valid internal key of kind KindSet or
 // KindDelete, greater than every key added before.
