@@ -264,7 +264,7 @@ func (db *DB) makeRoomForWrite(bytes int) error {
 		if db.closing {
 			return ErrClosed
 		}
-		l0 := db.current.numFiles(0)
+		l0 := db.current.l0Depth
 		if !slowed && l0 >= db.opts.L0SlowdownTrigger {
 			// Delay this write a little so that compaction gets some CPU:
 			// a short delay for many writes beats a long stop for one.
@@ -284,7 +284,7 @@ func (db *DB) makeRoomForWrite(bytes int) error {
 			continue
 		}
 		if l0 >= db.opts.L0StopTrigger {
-			db.waitStalled(func() bool { return db.current.numFiles(0) >= db.opts.L0StopTrigger })
+			db.waitStalled(func() bool { return db.current.l0Depth >= db.opts.L0StopTrigger })
 			continue
 		}
 		if err := db.rotateLocked(bytes); err != nil {

@@ -29,12 +29,14 @@ func (db *DB) maxBytesForLevel(level int) float64 {
 }
 
 // pickLevelLocked returns the level most in need of compaction, or -1.
-// L0's score is its table count over the trigger; deeper levels' scores are
-// their size over their target.
+// L0's score is its depth over its trigger (or its table count over the
+// file trigger, if higher); deeper levels' scores are their size over their
+// target.
 func (db *DB) pickLevelLocked() int {
 	v := db.current
 	best, bestScore := -1, 1.0
-	if s := float64(v.numFiles(0)) / float64(db.opts.L0CompactionTrigger); s >= bestScore {
+	if s := max(float64(v.l0Depth)/float64(db.opts.L0CompactionTrigger),
+		float64(v.numFiles(0))/float64(db.opts.L0CompactionFileTrigger)); s >= bestScore {
 		best, bestScore = 0, s
 	}
 	for level := 1; level < NumLevels-1; level++ {
@@ -217,7 +219,7 @@ func (db *DB) runCompaction(c *compaction) error {
 		lastSeqForKey = seq
 		return !drop
 	}
-	metas, err := db.writeTables(it, keep, out)
+	metas, err := db.writeTables(it, keep, db.newPacer())
 	if cerr := it.Close(); err == nil {
 		err = cerr
 	}

@@ -45,7 +45,7 @@ func (db *DB) flushMemtable(m *memTable) error {
 	var added []manifest.NewFile
 	if !m.mt.Empty() {
 		it := m.mt.NewIter()
-		metas, err := db.writeTables(it, nil, 0)
+		metas, err := db.writeTables(it, nil, db.newPacer())
 		if cerr := it.Close(); err == nil {
 			err = cerr
 		}
@@ -101,9 +101,10 @@ func (db *DB) deleteObsoleteLogs(keep uint64) {
 // writeTables writes the entries of it to new tables, cutting a table when
 // it reaches TargetFileSize at a user-key boundary (never splitting one user
 // key's versions across tables). keep, if non-nil, decides per entry whether
-// it is written. Each table is written under a temporary name, fsynced and
+// it is written; pace, if non-nil, holds the work to its share of a
+// processor. Each table is written under a temporary name, fsynced and
 // renamed; the directory is fsynced once at the end.
-func (db *DB) writeTables(it base.InternalIterator, keep func(ikey []byte) bool, level int) ([]manifest.FileMeta, error) {
+func (db *DB) writeTables(it base.InternalIterator, keep func(ikey []byte) bool, pace *pacer) ([]manifest.FileMeta, error) {
 	var metas []manifest.FileMeta
 	var (
 		w       *sstable.Writer
@@ -142,7 +143,11 @@ func (db *DB) writeTables(it base.InternalIterator, keep func(ikey []byte) bool,
 		}
 		return nil, err
 	}
+	entries := 0
 	for ok := it.First(); ok; ok = it.Next() {
+		if entries++; entries%paceEvery == 0 {
+			pace.step()
+		}
 		ikey := it.Key()
 		if keep != nil && !keep(ikey) {
 			continue

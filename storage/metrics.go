@@ -62,6 +62,9 @@ type LevelMetrics struct {
 // Metrics is a point-in-time view of the engine. Counters count since Open.
 type Metrics struct {
 	Levels [NumLevels]LevelMetrics
+	// L0Depth is the most L0 tables any one key lies in: what L0's
+	// compaction and stall triggers count (see Options).
+	L0Depth int
 	// MemTableBytes is the arena use of the active memtable;
 	// ImmutableMemTables how many full memtables wait for their flush.
 	MemTableBytes      int
@@ -111,6 +114,7 @@ func (db *DB) Metrics() Metrics {
 		for level := range db.current.levels {
 			m.Levels[level] = LevelMetrics{Tables: db.current.numFiles(level), Bytes: db.current.levelBytes(level)}
 		}
+		m.L0Depth = db.current.l0Depth
 	}
 	if db.mem != nil {
 		m.MemTableBytes = db.mem.mt.ApproximateSize()

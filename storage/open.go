@@ -411,7 +411,7 @@ func (db *DB) replayLog(num uint64, flushedSeq base.SeqNum, mem **memtable.MemTa
 // recovery records them.
 func (db *DB) flushRecovered(mem *memtable.MemTable) error {
 	it := mem.NewIter()
-	metas, err := db.writeTables(it, nil, 0)
+	metas, err := db.writeTables(it, nil, nil)
 	if cerr := it.Close(); err == nil {
 		err = cerr
 	}

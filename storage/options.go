@@ -117,17 +117,30 @@ type Options struct {
 	// negative: never, for filesystems where starting a writeback blocks
 	// (ZFS is said to).
 	BytesPerSync int
+	// BackgroundShare is the share of one processor that a flush or a
+	// compaction takes while writes are arriving and it is not behind
+	// (see pacer): it works in slices of a millisecond or more and
+	// sleeps between them. Default (0): 0.5; 1 or more: no pacing.
+	BackgroundShare float64
 	// BlockCacheSize bounds the block cache shared by all tables, in bytes.
 	// Default: 8 MiB.
 	BlockCacheSize int64
-	// L0CompactionTrigger is the number of L0 tables that starts a
-	// compaction into L1. Default: 4.
+	// L0's triggers count its depth: the most L0 tables that any one key
+	// lies in, which is how many L0 tables a read may search. A flush adds
+	// one to it however many tables it cuts its memtable into.
+	//
+	// L0CompactionTrigger is the L0 depth that starts a compaction into
+	// L1. Default: 4.
 	L0CompactionTrigger int
-	// L0SlowdownTrigger is the number of L0 tables at which each write is
-	// delayed a little so compaction can catch up. Default: 12.
+	// L0CompactionFileTrigger is the number of L0 tables that starts a
+	// compaction into L1 whatever the depth, so that flushes of disjoint
+	// key ranges (sequential keys) do not pile up in L0. Default: 64.
+	L0CompactionFileTrigger int
+	// L0SlowdownTrigger is the L0 depth at which each write is delayed a
+	// little so compaction can catch up. Default: 12.
 	L0SlowdownTrigger int
-	// L0StopTrigger is the number of L0 tables at which writes wait for
-	// compaction. Default: 20.
+	// L0StopTrigger is the L0 depth at which writes wait for compaction.
+	// Default: 20.
 	L0StopTrigger int
 	// LBaseMaxBytes is the target size of L1. Default: 64 MiB.
 	LBaseMaxBytes int64
@@ -196,11 +209,17 @@ func (o *Options) EnsureDefaults() *Options {
 	if c.BloomBitsPerKey == 0 {
 		c.BloomBitsPerKey = 10
 	}
+	if c.BackgroundShare <= 0 {
+		c.BackgroundShare = 0.5
+	}
 	if c.BlockCacheSize <= 0 {
 		c.BlockCacheSize = 8 << 20
 	}
 	if c.L0CompactionTrigger <= 0 {
 		c.L0CompactionTrigger = 4
+	}
+	if c.L0CompactionFileTrigger <= 0 {
+		c.L0CompactionFileTrigger = 64
 	}
 	if c.L0SlowdownTrigger <= 0 {
 		c.L0SlowdownTrigger = 12

@@ -88,8 +88,11 @@ func (f *tableFile) largestUser() []byte  { return base.UserKey(f.meta.Largest) 
 // under them.
 type version struct {
 	levels [NumLevels][]*tableFile
-	refs   atomic.Int32
-	env    *tableEnv
+	// l0Depth is the most L0 tables any one user key lies in (see
+	// l0DepthOf), computed when the version is built.
+	l0Depth int
+	refs    atomic.Int32
+	env     *tableEnv
 }
 
 // tableEnv is what a table needs to open its reader and to remove itself
@@ -131,6 +134,38 @@ func (v *version) find(num uint64) (*tableFile, int) {
 }
 
 func (v *version) numFiles(level int) int { return len(v.levels[level]) }
+
+// l0DepthOf returns the most tables of files (L0 tables, whose ranges may
+// overlap) that any one user key lies in: how many L0 tables a read may
+// have to search, which is what L0's triggers bound. A flush cuts its
+// output into tables of TargetFileSize that do not overlap one another,
+// so the depth grows by one per flush while the table count grows by
+// several; counting tables would start an L0 compaction (which rewrites
+// all of L1 that the tables overlap) after every flush.
+func l0DepthOf(files []*tableFile) int {
+	n := len(files)
+	if n < 2 {
+		return n
+	}
+	starts := make([][]byte, n)
+	ends := make([][]byte, n)
+	for i, f := range files {
+		starts[i], ends[i] = f.smallestUser(), f.largestUser()
+	}
+	sort.Slice(starts, func(i, j int) bool { return bytes.Compare(starts[i], starts[j]) < 0 })
+	sort.Slice(ends, func(i, j int) bool { return bytes.Compare(ends[i], ends[j]) < 0 })
+	depth, deepest, e := 0, 0, 0
+	for _, start := range starts {
+		// Ranges are inclusive: a table that ends at start still covers it.
+		for e < n && bytes.Compare(ends[e], start) < 0 {
+			depth--
+			e++
+		}
+		depth++
+		deepest = max(deepest, depth)
+	}
+	return deepest
+}
 
 func (v *version) levelBytes(level int) uint64 {
 	var n uint64
@@ -212,6 +247,7 @@ func (v *version) applyEdit(edit *manifest.VersionEdit) (*version, error) {
 			}
 		}
 	}
+	nv.l0Depth = l0DepthOf(nv.levels[0])
 	nv.refs.Store(1)
 	for level := range nv.levels {
 		for _, f := range nv.levels[level] {
