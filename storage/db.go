@@ -1,8 +1,9 @@
 // Package storage is ringkv's per-node storage engine: a log-structured
 // merge tree with a checksummed commit log (group commit), an arena skiplist
 // memtable, immutable SSTables with bloom filters, a shared block cache, a
-// manifest changed atomically, and leveled compaction in the background.
-// It knows nothing of clusters: keys and values are opaque bytes.
+// manifest changed atomically, and leveled compaction in the background,
+// paced so that it does not take a whole processor from the requests while
+// it is not behind (pace.go). It knows nothing of clusters: keys and values are opaque bytes.
 //
 // A table that fails a check (a block's checksum, its footer or index, its
 // size) is quarantined, unless Options.DisableQuarantine: the read, scan or
