@@ -283,8 +283,8 @@ func (db *DB) makeRoomForWrite(bytes int) error {
 			db.waitStalled(func() bool { return len(db.imm) >= db.opts.MaxImmutableMemTables })
 			continue
 		}
-		if l0 >= db.opts.L0StopTrigger {
-			db.waitStalled(func() bool { return db.current.l0Depth >= db.opts.L0StopTrigger })
+		if db.l0StoppedLocked() {
+			db.waitStalled(db.l0StoppedLocked)
 			continue
 		}
 		if err := db.rotateLocked(bytes); err != nil {
@@ -292,6 +292,15 @@ func (db *DB) makeRoomForWrite(bytes int) error {
 		}
 		return nil
 	}
+}
+
+// l0StoppedLocked reports whether L0 is deep enough, or holds enough
+// tables, that writers must wait for a compaction (see
+// Options.L0StopTrigger). db.mu is held.
+func (db *DB) l0StoppedLocked() bool {
+	v := db.current
+	return v.l0Depth >= db.opts.L0StopTrigger ||
+		v.numFiles(0) >= db.opts.L0CompactionFileTrigger*db.opts.L0StopTrigger/db.opts.L0CompactionTrigger
 }
 
 // waitStalled waits (db.mu held) while stalled() holds and the engine is

@@ -26,15 +26,16 @@ import (
 
 func corruptionOptions(fs vfs.FS) *Options {
 	return &Options{
-		FS:                  fs,
-		DisableQuarantine:   true,
-		MemTableSize:        1 << 20,
-		BlockSize:           512,
-		TargetFileSize:      8 << 10,
-		L0CompactionTrigger: 1 << 20,
-		L0SlowdownTrigger:   1 << 20,
-		L0StopTrigger:       1 << 20,
-		LBaseMaxBytes:       1 << 50,
+		FS:                      fs,
+		DisableQuarantine:       true,
+		MemTableSize:            1 << 20,
+		BlockSize:               512,
+		TargetFileSize:          8 << 10,
+		L0CompactionTrigger:     1 << 20,
+		L0CompactionFileTrigger: 1 << 20,
+		L0SlowdownTrigger:       1 << 20,
+		L0StopTrigger:           1 << 20,
+		LBaseMaxBytes:           1 << 50,
 	}
 }
 

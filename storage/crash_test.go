@@ -82,6 +82,7 @@ func crashKeys(prefix string, keySpace int) []string {
 func crashRecoveryOptions(fs vfs.FS) *Options {
 	o := crashTestOptions(fs)
 	o.L0CompactionTrigger = 1 << 20
+	o.L0CompactionFileTrigger = 1 << 20
 	o.L0SlowdownTrigger = 1 << 20
 	o.L0StopTrigger = 1 << 20
 	o.LBaseMaxBytes = 1 << 50

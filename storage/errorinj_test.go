@@ -27,15 +27,16 @@ import (
 // workload flushes and compacts explicitly (and waits for it).
 func injOptions(fs vfs.FS) *Options {
 	return &Options{
-		FS:                  fs,
-		Sync:                SyncBatch,
-		MemTableSize:        1 << 20,
-		TargetFileSize:      2 << 10,
-		BlockSize:           512,
-		L0CompactionTrigger: 1 << 20,
-		L0SlowdownTrigger:   1 << 20,
-		L0StopTrigger:       1 << 20,
-		LBaseMaxBytes:       1 << 50,
+		FS:                      fs,
+		Sync:                    SyncBatch,
+		MemTableSize:            1 << 20,
+		TargetFileSize:          2 << 10,
+		BlockSize:               512,
+		L0CompactionTrigger:     1 << 20,
+		L0CompactionFileTrigger: 1 << 20,
+		L0SlowdownTrigger:       1 << 20,
+		L0StopTrigger:           1 << 20,
+		LBaseMaxBytes:           1 << 50,
 	}
 }
 

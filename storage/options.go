@@ -120,7 +120,8 @@ type Options struct {
 	// BackgroundShare is the share of one processor that a flush or a
 	// compaction takes while writes are arriving and it is not behind
 	// (see pacer): it works in slices of a millisecond or more and
-	// sleeps between them. Default (0): 0.5; 1 or more: no pacing.
+	// sleeps between them. Default (0): 0.5; at least 0.05; 1 or more:
+	// no pacing.
 	BackgroundShare float64
 	// BlockCacheSize bounds the block cache shared by all tables, in bytes.
 	// Default: 8 MiB.
@@ -137,10 +138,13 @@ type Options struct {
 	// key ranges (sequential keys) do not pile up in L0. Default: 64.
 	L0CompactionFileTrigger int
 	// L0SlowdownTrigger is the L0 depth at which each write is delayed a
-	// little so compaction can catch up. Default: 12.
+	// little so compaction can catch up. Default: 12; never below
+	// L0CompactionTrigger.
 	L0SlowdownTrigger int
 	// L0StopTrigger is the L0 depth at which writes wait for compaction.
-	// Default: 20.
+	// Default: 20; never below L0SlowdownTrigger. Writers also wait when
+	// L0 holds L0StopTrigger/L0CompactionTrigger times
+	// L0CompactionFileTrigger tables (320 by default), however shallow.
 	L0StopTrigger int
 	// LBaseMaxBytes is the target size of L1. Default: 64 MiB.
 	LBaseMaxBytes int64
@@ -178,6 +182,10 @@ type Options struct {
 	Logf func(format string, args ...any)
 }
 
+// minBackgroundShare is the least Options.BackgroundShare: a paced job
+// sleeps at most 19 times as long as it works.
+const minBackgroundShare = 0.05
+
 // NumLevels is the number of levels of the LSM tree.
 const NumLevels = 7
 
@@ -209,9 +217,10 @@ func (o *Options) EnsureDefaults() *Options {
 	if c.BloomBitsPerKey == 0 {
 		c.BloomBitsPerKey = 10
 	}
-	if c.BackgroundShare <= 0 {
+	if !(c.BackgroundShare > 0) { // also NaN
 		c.BackgroundShare = 0.5
 	}
+	c.BackgroundShare = max(c.BackgroundShare, minBackgroundShare)
 	if c.BlockCacheSize <= 0 {
 		c.BlockCacheSize = 8 << 20
 	}
@@ -227,6 +236,10 @@ func (o *Options) EnsureDefaults() *Options {
 	if c.L0StopTrigger <= 0 {
 		c.L0StopTrigger = 20
 	}
+	// Writers slowed or stopped below the compaction trigger would wait
+	// for a compaction that never starts.
+	c.L0SlowdownTrigger = max(c.L0SlowdownTrigger, c.L0CompactionTrigger)
+	c.L0StopTrigger = max(c.L0StopTrigger, c.L0SlowdownTrigger)
 	if c.LBaseMaxBytes <= 0 {
 		c.LBaseMaxBytes = 64 << 20
 	}

@@ -21,9 +21,10 @@ const maxPaceSleep = 20 * time.Millisecond
 // the same work takes longer at a lower intensity.
 //
 // Pacing stops, for the rest of the job, as soon as the engine is behind
-// (DB.behind): a second memtable is waiting for its flush (one more and
-// writers stop), or L0 is halfway from its compaction trigger to its
-// slowdown trigger, or the engine is closing. It pauses while no write has
+// (DB.behind): as many memtables wait for their flush as may
+// (MaxImmutableMemTables, so writers stop when the active one fills), or
+// L0 is halfway from its compaction trigger to its slowdown trigger, or
+// the engine is closing. It pauses while no write has
 // arrived since the pacer last looked: there is then nobody to make room
 // for.
 type pacer struct {
@@ -78,6 +79,6 @@ func (p *pacer) step() {
 func (db *DB) behind() bool {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	return db.closing || len(db.imm) > 1 ||
+	return db.closing || len(db.imm) >= db.opts.MaxImmutableMemTables ||
 		db.current.l0Depth >= (db.opts.L0CompactionTrigger+db.opts.L0SlowdownTrigger)/2
 }

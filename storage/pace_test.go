@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -94,12 +95,71 @@ func TestBehindWhenL0IsDeep(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	// Keep the compaction goroutine from acting on the depths set here
+	// (it would install a new version of depth 0).
+	db.mu.Lock()
+	db.compacting = true
+	db.mu.Unlock()
+	defer func() {
+		db.mu.Lock()
+		db.current.l0Depth = 0
+		db.compacting = false
+		db.mu.Unlock()
+	}()
 	for depth, want := range map[int]bool{0: false, 4: false, 7: false, 8: true, 12: true} {
 		db.mu.Lock()
-		db.current.l0Depth = depth // this version is the test's alone: nothing is written
+		db.current.l0Depth = depth // no write: the version's tables stay none
 		db.mu.Unlock()
 		if got := db.behind(); got != want {
 			t.Errorf("L0 depth %d: behind = %v, want %v", depth, got, want)
 		}
 	}
+}
+
+// TestL0TriggersKeepTheirOrder: a stop trigger set below the compaction
+// trigger would stop writers for a compaction that never starts.
+func TestL0TriggersKeepTheirOrder(t *testing.T) {
+	o := (&Options{L0CompactionTrigger: 8, L0SlowdownTrigger: 2, L0StopTrigger: 3}).EnsureDefaults()
+	if o.L0SlowdownTrigger != 8 || o.L0StopTrigger != 8 {
+		t.Fatalf("triggers compaction 8, slowdown 2, stop 3 became slowdown %d, stop %d; want 8 and 8", o.L0SlowdownTrigger, o.L0StopTrigger)
+	}
+	o = (&Options{L0CompactionTrigger: 8, L0StopTrigger: 3}).EnsureDefaults()
+	if o.L0SlowdownTrigger != 12 || o.L0StopTrigger != 12 {
+		t.Fatalf("triggers compaction 8, stop 3 became slowdown %d, stop %d; want 12 and 12", o.L0SlowdownTrigger, o.L0StopTrigger)
+	}
+	for _, share := range []float64{0, -1, math.NaN(), 1e-9} {
+		if got := (&Options{BackgroundShare: share}).EnsureDefaults().BackgroundShare; !(got >= minBackgroundShare) {
+			t.Errorf("BackgroundShare %v became %v", share, got)
+		}
+	}
+}
+
+// TestWritersWaitForACompactionAndItComes: with the stop trigger asked
+// below the compaction trigger (and raised to it), writers that reach it
+// are let go by the compaction.
+func TestWritersWaitForACompactionAndItComes(t *testing.T) {
+	o := l0TestOptions()
+	o.MemTableSize = 64 << 10 // each round of writes fills it twice
+	o.L0CompactionTrigger = 3
+	o.L0SlowdownTrigger = 3
+	o.L0StopTrigger = 1 // raised to 3
+	db, err := Open("db", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 6 {
+			writeAndFlush(t, db, "key", 0, 1000)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		m := db.Metrics()
+		t.Fatalf("six rounds of writes over the same keys not done in 20 s: L0 depth %d, %d compactions", m.L0Depth, m.Compactions)
+	}
+	waitForCompactions(t, db, 1)
 }

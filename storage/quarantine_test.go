@@ -45,14 +45,15 @@ func (r *qRecorder) list() []QuarantinedTable {
 // qOptions: small blocks so a table has many; no background compaction.
 func qOptions(fs vfs.FS, rec *qRecorder) *Options {
 	o := &Options{
-		FS:                  fs,
-		MemTableSize:        1 << 20,
-		BlockSize:           256,
-		TargetFileSize:      1 << 20,
-		L0CompactionTrigger: 1 << 20,
-		L0SlowdownTrigger:   1 << 20,
-		L0StopTrigger:       1 << 20,
-		LBaseMaxBytes:       1 << 50,
+		FS:                      fs,
+		MemTableSize:            1 << 20,
+		BlockSize:               256,
+		TargetFileSize:          1 << 20,
+		L0CompactionTrigger:     1 << 20,
+		L0CompactionFileTrigger: 1 << 20,
+		L0SlowdownTrigger:       1 << 20,
+		L0StopTrigger:           1 << 20,
+		LBaseMaxBytes:           1 << 50,
 	}
 	if rec != nil {
 		o.OnQuarantine = rec.add
