@@ -73,6 +73,7 @@ var (
 	engLevelTables   = desc("ringkv_engine_level_tables", "Tables in each level of the LSM tree.", "level")
 	engLevelBytes    = desc("ringkv_engine_level_bytes", "Bytes of the tables in each level of the LSM tree.", "level")
 	engMemtable      = desc("ringkv_engine_memtable_bytes", "Arena bytes of the active memtable.")
+	engL0Depth       = desc("ringkv_engine_l0_depth", "The most L0 tables any one key lies in: what L0's compaction and stall triggers count.")
 	engImmutable     = desc("ringkv_engine_immutable_memtables", "Full memtables waiting for their flush.")
 	engWrites        = desc("ringkv_engine_writes_total", "Operations the engine committed.")
 	engUserBytes     = desc("ringkv_engine_user_bytes_total", "Encoded bytes of the batches the engine committed.")
@@ -231,6 +232,7 @@ func (c *collector) collectEngine(m storage.Metrics, gauge, counter func(*promet
 		gauge(engLevelBytes, float64(lm.Bytes), l)
 	}
 	gauge(engMemtable, float64(m.MemTableBytes))
+	gauge(engL0Depth, float64(m.L0Depth))
 	gauge(engImmutable, float64(m.ImmutableMemTables))
 	counter(engWrites, float64(m.Writes))
 	counter(engUserBytes, float64(m.UserBytes))

@@ -37,6 +37,7 @@ func TestCollectorReadsEverySource(t *testing.T) {
 	cs.ReadSiblingsSum = 5 + 4 + 40
 	var em storage.Metrics
 	em.Levels[1].Tables, em.Levels[1].Bytes = 3, 3000
+	em.L0Depth = 2
 	em.WALSyncLatency[0], em.WALSyncLatency[len(em.WALSyncLatency)-1] = 4, 1
 	em.WALSyncTime = 3 * time.Second
 	em.BlockCache.Hits, em.BlockCache.Misses = 9, 1
@@ -85,6 +86,7 @@ func TestCollectorReadsEverySource(t *testing.T) {
 		`ringkv_transfer_partitions_remaining`:                       6,
 		`ringkv_handing_over_partitions`:                             6,
 		`ringkv_engine_level_tables{level="1"}`:                      3,
+		`ringkv_engine_l0_depth`:                                     2,
 		`ringkv_engine_wal_sync_duration_seconds_count`:              5,
 		`ringkv_engine_wal_sync_duration_seconds_sum`:                3,
 		`ringkv_engine_block_cache_requests_total{result="hit"}`:     9,
