@@ -70,7 +70,11 @@ func (s *Store) Prepare(writes []Write, ts int64) (*Prepared, error) {
 			obj = p.objs[j].Clone() // objects handed out are never modified
 		} else {
 			var err error
-			if obj, p.oldHashes[i], err = s.current(p.held, ekey); err != nil {
+			current := s.current
+			if w.Ctx == nil {
+				current = s.currentContext // a blind write supersedes every sibling
+			}
+			if obj, p.oldHashes[i], err = current(p.held, ekey); err != nil {
 				p.errs[i] = err
 				continue
 			}

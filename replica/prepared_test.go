@@ -149,3 +149,82 @@ func TestApplyCovering(t *testing.T) {
 		t.Fatalf("busy key stored: %v", obj)
 	}
 }
+
+// recordingObserver keeps every change it is told of.
+type recordingObserver struct{ changes []Change }
+
+func (r *recordingObserver) Changing(changes []Change) {}
+func (r *recordingObserver) Changed(changes []Change, ok bool) {
+	r.changes = append(r.changes, changes...)
+}
+
+// A blind write reads only the stored context (not the siblings): its
+// result must be what a write carrying that whole context gives, which
+// supersedes every sibling, and the Observer must hear the stored state's
+// hash as the old one.
+func TestBlindWriteSupersedesWhatAWriteWithTheStoredContextWould(t *testing.T) {
+	var stored *version.Object
+	for _, actor := range []string{"x", "y"} { // two concurrent siblings
+		var o version.Object
+		if _, err := o.Write(actor, nil, []byte("from "+actor), false, 5); err != nil {
+			t.Fatal(err)
+		}
+		stored = version.Merge(stored, &o)
+	}
+	key := []byte("k")
+	blind, full := openStore(t, "a"), openStore(t, "a")
+	var seen recordingObserver
+	blind.SetObserver(&seen)
+	for _, s := range []*Store{blind, full} {
+		if _, _, err := s.Apply(key, stored); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, err := blind.db.Get(EncodeKey(nil, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen.changes = nil
+
+	p, err := blind.Prepare([]Write{{Key: key, Value: []byte("new")}}, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Commit(nil); err != nil {
+		t.Fatal(err)
+	}
+	q, err := full.Prepare([]Write{{Key: key, Value: []byte("new"), Ctx: stored.Context.Clone()}}, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Commit(nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := blind.Get(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := full.Get(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Equal(want) || fmt.Sprint(values(got)) != "[new]" {
+		t.Fatalf("blind write stored %v; a write with the stored context stored %v", got, want)
+	}
+	if len(seen.changes) != 1 || seen.changes[0].Old != ObjectHash(key, raw) {
+		t.Fatalf("observer heard %+v; want one change from the stored state's hash %d", seen.changes, ObjectHash(key, raw))
+	}
+
+	// A second blind write of the key in the same batch builds on the first.
+	p, err = blind.Prepare([]Write{{Key: key, Value: []byte("one")}, {Key: key, Value: []byte("two")}}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Commit(nil); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = blind.Get(key)
+	if fmt.Sprint(values(got)) != "[two]" || got.Context["a"] != 3 || got.Context["x"] != 1 || got.Context["y"] != 1 {
+		t.Fatalf("after two blind writes in one batch: %v, want [two] at a:3 with x:1 y:1 kept in the context", got)
+	}
+}

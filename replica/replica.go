@@ -301,11 +301,16 @@ func (s *Store) GetRaw(key []byte) (raw []byte, hash uint64, found bool, err err
 // getHashed is get, also returning the ObjectHash of the stored bytes when
 // hashed is true (0 when absent or not asked).
 func (s *Store) getHashed(ekey []byte, hashed bool) (*version.Object, uint64, error) {
+	return s.getDecoded(ekey, hashed, version.DecodeObject)
+}
+
+// getDecoded is getHashed with the decoding of the stored bytes given.
+func (s *Store) getDecoded(ekey []byte, hashed bool, decode func([]byte) (*version.Object, error)) (*version.Object, uint64, error) {
 	raw, found, err := s.load(ekey)
 	if err != nil || !found {
 		return nil, 0, err
 	}
-	obj, err := version.DecodeObject(raw)
+	obj, err := decode(raw)
 	if err != nil {
 		return nil, 0, fmt.Errorf("replica get %q: %w", string(ekey[9:]), err) // a copy: ekey does not escape
 	}
@@ -369,6 +374,31 @@ func (s *Store) CoordinateThen(key []byte, ctx version.Clock, value []byte, dele
 func (s *Store) current(held *heldLocks, ekey []byte) (*version.Object, uint64, error) {
 	obj, _, hash, err := s.currentFrom(held, ekey)
 	return obj, hash, err
+}
+
+// currentContext is current for a blind write, which supersedes every
+// sibling (version.Object.WriteBlind) and so needs only the state's causal
+// context: it returns that context in an object without siblings (nil when
+// the key is absent), with the state's hash as current gives it, without
+// decoding or copying the siblings' values.
+func (s *Store) currentContext(held *heldLocks, ekey []byte) (*version.Object, uint64, error) {
+	if st := held.locks[i0(held, ekey)].stagedFor(ekey); st != nil {
+		if st.obj == nil {
+			return nil, st.hash, nil
+		}
+		return &version.Object{Context: st.obj.Context.Clone()}, st.hash, nil
+	}
+	return s.getDecoded(ekey, s.observer != nil, decodeContextOnly)
+}
+
+// decodeContextOnly decodes a stored state's context alone, into an object
+// without siblings.
+func decodeContextOnly(raw []byte) (*version.Object, error) {
+	ctx, err := version.DecodeContext(raw)
+	if err != nil {
+		return nil, err
+	}
+	return &version.Object{Context: ctx}, nil
 }
 
 // currentFrom is current, also returning the staged write the state comes

@@ -120,6 +120,32 @@ func DecodeObject(b []byte) (*Object, error) {
 	return o, nil
 }
 
+// DecodeContext returns the causal context of the object Encode wrote to b,
+// checking b exactly as DecodeObject does but without building (or copying
+// the values of) its siblings: all that a blind write (Object.WriteBlind),
+// which supersedes every sibling, needs of the state it replaces.
+func DecodeContext(b []byte) (Clock, error) {
+	var nodeBuf [8][]byte
+	var counterBuf [8]uint64
+	sc, nodes, counters, err := scanObject(b, nodeBuf[:0], counterBuf[:0])
+	if err != nil {
+		return nil, err
+	}
+	for {
+		if _, ok := sc.next(nodes, counters); !ok {
+			break
+		}
+	}
+	if err := sc.finish(); err != nil {
+		return nil, err
+	}
+	ctx := make(Clock, len(nodes))
+	for i, n := range nodes {
+		ctx[string(n)] = counters[i]
+	}
+	return ctx, nil
+}
+
 // DecodeWinner returns what LWW would pick from the object Encode wrote to
 // b, without building the object: the winning sibling's value (aliasing b)
 // and whether it is a tombstone; ok is false when there are no siblings.

@@ -3,6 +3,7 @@ package version
 import (
 	"bytes"
 	"errors"
+	"maps"
 	"testing"
 )
 
@@ -20,6 +21,13 @@ func FuzzDecodeObject(f *testing.F) {
 		o, err := DecodeObject(data)
 		if _, _, _, werr := DecodeWinner(data); (werr == nil) != (err == nil) {
 			t.Fatalf("DecodeObject error %v but DecodeWinner error %v", err, werr)
+		}
+		ctx, cerr := DecodeContext(data)
+		if (cerr == nil) != (err == nil) {
+			t.Fatalf("DecodeObject error %v but DecodeContext error %v", err, cerr)
+		}
+		if err == nil && !maps.Equal(ctx, o.Context) {
+			t.Fatalf("DecodeContext = %v, DecodeObject's context %v", ctx, o.Context)
 		}
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnknownFormat) {
