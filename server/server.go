@@ -82,6 +82,11 @@ type Config struct {
 	// MemTableSize is the engine's write buffer: the memtable is flushed to
 	// an SSTable when it reaches this many bytes. Default: 64 MiB.
 	MemTableSize int
+	// BackgroundShare is the share of one processor the engine's flushes
+	// and compactions take while writes arrive and they are not behind
+	// (storage.Options.BackgroundShare). Default: 0.5; 1 or more: full
+	// speed.
+	BackgroundShare float64
 	// HintMaxBytes bounds the hints kept for one node (past it new hints
 	// are refused and counted). Default: 256 MiB.
 	HintMaxBytes int64
@@ -283,6 +288,7 @@ func Start(cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 	if s.db, err = storage.Open(filepath.Join(cfg.DataDir, "engine"), &storage.Options{Sync: syncMode, BlockCacheSize: cfg.BlockCacheSize, MemTableSize: cfg.MemTableSize, MemTableIndex: true,
+		BackgroundShare: cfg.BackgroundShare,
 		MemTableFingers: true, MemTableFingerOffset: replica.TokenOffset, Logf: cfg.Logf,
 		// A table that fails its checksum is set aside; anti-entropy gets
 		// its keys back from the other replicas (at start, the first round

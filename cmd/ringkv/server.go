@@ -113,6 +113,7 @@ closes its engine cleanly.`,
 	f.DurationVar(&cfg.RequestTimeout, "timeout", 2*time.Second, "per-request timeout")
 	f.Int64Var(&cfg.BlockCacheSize, "block-cache", 128<<20, "storage engine block cache, bytes")
 	f.IntVar(&cfg.MemTableSize, "memtable-size", 64<<20, "storage engine write buffer: the memtable is flushed to disk at this size, bytes")
+	f.Float64Var(&cfg.BackgroundShare, "background-share", 0.5, "share of one processor the engine's flushes and compactions take while writes arrive and they are not behind (1: full speed)")
 	f.Int64Var(&cfg.HintMaxBytes, "hint-max-bytes", 256<<20, "hinted handoff: most bytes of hints kept for one node; past it new hints are refused and counted")
 	f.DurationVar(&cfg.HintWindow, "hint-window", 3*time.Hour, "hinted handoff: a node whose hints have been pending this long collects no new ones")
 	f.Int64Var(&cfg.HintRate, "hint-rate", 8<<20, "hinted handoff: delivery rate, bytes per second")
