@@ -3,6 +3,7 @@ package storage
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/ringkv/ringkv/storage/base"
 )
@@ -44,6 +45,11 @@ func (b *Batch) Reset() {
 	b.count = 0
 	b.err = nil
 }
+
+// Grow makes room for n more bytes of records without another
+// allocation; a Set of key and value takes at most
+// len(key)+len(value)+1+2*binary.MaxVarintLen32 bytes.
+func (b *Batch) Grow(n int) { b.data = slices.Grow(b.data, n) }
 
 // Set records that key holds value. The batch copies both.
 func (b *Batch) Set(key, value []byte) {
