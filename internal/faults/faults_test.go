@@ -347,7 +347,14 @@ func canary(t *testing.T, c Config, check func(*Result) []Violation) {
 // canaryOf is canary for a scenario other than Run.
 func canaryOf(t *testing.T, run func(testing.TB, Config) *Result, c Config, check func(*Result) []Violation) {
 	t.Helper()
-	for _, seed := range []int64{1, 2, 3} {
+	canarySeeds(t, []int64{1, 2, 3}, run, c, check)
+}
+
+// canarySeeds is canaryOf with the seeds to try, in order, until one
+// catches the bug.
+func canarySeeds(t *testing.T, seeds []int64, run func(testing.TB, Config) *Result, c Config, check func(*Result) []Violation) {
+	t.Helper()
+	for _, seed := range seeds {
 		c.Seed = seed
 		res := run(t, c)
 		if vs := check(res); len(vs) > 0 {
@@ -474,8 +481,15 @@ func TestCanaryHintsAckedNotStored(t *testing.T) {
 // replica has them), no hinted handoff: a node that was down during a
 // delete brings the value back, and the resurrection checker must find it
 // in a read at ALL after the heal.
+//
+// Whether a run exercises the bug depends on timing (a node must miss a
+// delete while down and still hold the older value when the others have
+// purged the tombstone): on a loaded machine one second of each of three seeds sometimes did not
+// (a CI run missed with all three; under load here seed 1 missed about
+// one run in three, before this session's changes and after), so it runs
+// two seconds and up to six seeds.
 func TestCanaryTombstonesPurged(t *testing.T) {
-	canary(t, Config{Workload: Deletes, Nodes: 3, Keys: 4, Duration: time.Second,
+	canarySeeds(t, []int64{1, 2, 3, 4, 5, 6}, Run, Config{Workload: Deletes, Nodes: 3, Keys: 4, Duration: 2 * time.Second,
 		Faults: Faults{Kill: true, MarkDown: true, Interval: 100 * time.Millisecond}, Background: BugPurgeTombstones},
 		func(r *Result) []Violation {
 			return CheckNoResurrection(r.History.Ops(), r.Final, nil, r.Cfg.Replicas)
