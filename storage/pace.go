@@ -24,9 +24,8 @@ const maxPaceSleep = 20 * time.Millisecond
 // (DB.behind): as many memtables wait for their flush as may
 // (MaxImmutableMemTables, so writers stop when the active one fills), or
 // L0 is halfway from its compaction trigger to its slowdown trigger, or
-// the engine is closing. It pauses while no write has
-// arrived since the pacer last looked: there is then nobody to make room
-// for.
+// the engine is closing. It does not sleep while no write has arrived
+// since it last looked: there is then nobody to make room for.
 type pacer struct {
 	share  float64
 	behind func() bool
