@@ -71,11 +71,12 @@ func (s *Store) Prepare(writes []Write, ts int64) (*Prepared, error) {
 			obj = p.objs[j].Clone() // objects handed out are never modified
 		} else {
 			var err error
-			current := s.current
-			if w.Ctx == nil {
-				current = s.currentContext // a blind write supersedes every sibling
+			if w.Ctx == nil { // a blind write supersedes every sibling
+				obj, p.oldHashes[i], err = s.currentContext(p.held, ekey)
+			} else {
+				obj, p.oldHashes[i], err = s.current(p.held, ekey)
 			}
-			if obj, p.oldHashes[i], err = current(p.held, ekey); err != nil {
+			if err != nil {
 				p.errs[i] = err
 				continue
 			}

@@ -185,29 +185,28 @@ func TestBlindWriteSupersedesWhatAWriteWithTheStoredContextWould(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen.changes = nil
+	// write stores writes on s as one batch (Prepare, then Commit) and
+	// returns key's stored state.
+	write := func(s *Store, ts int64, writes ...Write) *version.Object {
+		t.Helper()
+		_, errs, err := s.CoordinateBatch(writes, ts, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		obj, err := s.Get(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return obj
+	}
 
-	p, err := blind.Prepare([]Write{{Key: key, Value: []byte("new")}}, 9)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Commit(nil); err != nil {
-		t.Fatal(err)
-	}
-	q, err := full.Prepare([]Write{{Key: key, Value: []byte("new"), Ctx: stored.Context.Clone()}}, 9)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := q.Commit(nil); err != nil {
-		t.Fatal(err)
-	}
-	got, err := blind.Get(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := full.Get(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := write(blind, 9, Write{Key: key, Value: []byte("new")})
+	want := write(full, 9, Write{Key: key, Value: []byte("new"), Ctx: stored.Context.Clone()})
 	if !got.Equal(want) || fmt.Sprint(values(got)) != "[new]" {
 		t.Fatalf("blind write stored %v; a write with the stored context stored %v", got, want)
 	}
@@ -216,14 +215,7 @@ func TestBlindWriteSupersedesWhatAWriteWithTheStoredContextWould(t *testing.T) {
 	}
 
 	// A second blind write of the key in the same batch builds on the first.
-	p, err = blind.Prepare([]Write{{Key: key, Value: []byte("one")}, {Key: key, Value: []byte("two")}}, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Commit(nil); err != nil {
-		t.Fatal(err)
-	}
-	got, _ = blind.Get(key)
+	got = write(blind, 10, Write{Key: key, Value: []byte("one")}, Write{Key: key, Value: []byte("two")})
 	if fmt.Sprint(values(got)) != "[two]" || got.Context["a"] != 3 || got.Context["x"] != 1 || got.Context["y"] != 1 {
 		t.Fatalf("after two blind writes in one batch: %v, want [two] at a:3 with x:1 y:1 kept in the context", got)
 	}
