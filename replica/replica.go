@@ -35,6 +35,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -401,6 +402,57 @@ func decodeContextOnly(raw []byte) (*version.Object, error) {
 	return &version.Object{Context: ctx}, nil
 }
 
+// currentFor is currentFrom for a batch applying in, which usually
+// supersedes the state entirely (a coordinator's write, replicated): then
+// (supersedes) the state is decoded no further than its context, and cur
+// holds that context alone; version.Merge(state, in) equals in.
+func (s *Store) currentFor(held *heldLocks, ekey []byte, in *version.Object) (cur *version.Object, from *stagedObject, hash uint64, supersedes bool, err error) {
+	if st := held.locks[i0(held, ekey)].stagedFor(ekey); st != nil {
+		cur = st.obj.Clone()
+		var ctx version.Clock
+		if cur != nil {
+			ctx = cur.Context
+		}
+		return cur, st, st.hash, supersedesAll(in, ctx), nil
+	}
+	cur, hash, err = s.getDecoded(ekey, s.observer != nil, func(raw []byte) (*version.Object, error) {
+		ctx, err := version.DecodeContext(raw)
+		if err != nil {
+			return nil, err
+		}
+		if supersedes = supersedesAll(in, ctx); supersedes {
+			return &version.Object{Context: ctx}, nil
+		}
+		return version.DecodeObject(raw)
+	})
+	if err != nil {
+		return nil, nil, 0, false, err
+	}
+	if cur == nil {
+		supersedes = supersedesAll(in, nil)
+	}
+	return cur, nil, hash, supersedes, nil
+}
+
+// supersedesAll reports whether in supersedes any state whose context is
+// ctx (nil for an absent key) so entirely that version.Merge(state, in)
+// equals in, and differs from the state: in's context descends ctx, and in
+// has siblings (at most version.MaxSiblings, which Merge would cap), none
+// of them covered by ctx. A state's siblings are all covered by its
+// context (version.Object.Validate), so the merge drops every one of them
+// and keeps every one of in's.
+func supersedesAll(in *version.Object, ctx version.Clock) bool {
+	if in == nil || len(in.Siblings) == 0 || len(in.Siblings) > version.MaxSiblings || !in.Context.Descends(ctx) {
+		return false
+	}
+	for _, sib := range in.Siblings {
+		if ctx.Covers(sib.Dot) {
+			return false
+		}
+	}
+	return true
+}
+
 // currentFrom is current, also returning the staged write the state comes
 // from (nil when it is the engine's): a caller that writes nothing must
 // wait for that write's commit before it reports the state as stored. hash
@@ -547,7 +599,7 @@ func (s *Store) Apply(key []byte, incoming *version.Object) (*version.Object, bo
 	if err != nil {
 		return nil, false, err
 	}
-	return merged[string(key)], changed[string(key)], nil
+	return merged[0], changed[0], nil
 }
 
 // ApplyBatch is Apply for several versions at once (a batch of writes
@@ -566,11 +618,7 @@ func (s *Store) ApplyBatchMerged(keys [][]byte, incoming []*version.Object) ([]*
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*version.Object, len(keys))
-	for i, key := range keys {
-		out[i] = merged[string(key)]
-	}
-	return out, nil
+	return merged, nil
 }
 
 // ApplyCovering is ApplyBatch for versions that must each supersede the
@@ -589,18 +637,28 @@ func (s *Store) ApplyCovering(keys [][]byte, incoming []*version.Object) (stored
 		return nil, nil, err
 	}
 	held = make([]*version.Object, len(keys))
-	for i, key := range keys {
+	for i := range keys {
 		if !stored[i] {
-			held[i] = merged[string(key)]
+			held[i] = merged[i]
 		}
 	}
 	return stored, held, nil
 }
 
+// applyState is one distinct key of an applyAll batch.
+type applyState struct {
+	ekey    []byte
+	cur     *version.Object // the key's state so far (nil: absent)
+	oldHash uint64          // the hash of the state it replaces (see observe)
+	changed bool
+	read    bool // cur was read (a busy key of a covering batch is not)
+}
+
 // applyAll is ApplyBatch, also returning each key's merged object (nil for
-// one absent) and whether it changed; with covering, it is ApplyCovering,
-// also returning which versions were stored.
-func (s *Store) applyAll(keys [][]byte, incoming []*version.Object, covering bool) (merged map[string]*version.Object, changed map[string]bool, stored []bool, err error) {
+// one absent; merged[i] is keys[i]'s state after the whole batch) and
+// whether it changed; with covering, it is ApplyCovering, also returning
+// which versions were stored.
+func (s *Store) applyAll(keys [][]byte, incoming []*version.Object, covering bool) (merged []*version.Object, changed, stored []bool, err error) {
 	// Decoded objects are valid (version.DecodeObject checks); this keeps
 	// one built by hand from storing bytes that would no longer decode.
 	for i, o := range incoming {
@@ -616,36 +674,56 @@ func (s *Store) applyAll(keys [][]byte, incoming []*version.Object, covering boo
 		held = s.locks.lockAll(keys)
 	}
 	defer held.unlock() // a no-op once released below
-	merged = make(map[string]*version.Object, len(keys))
-	changed = make(map[string]bool, len(keys))
+	// states[at[i]] is keys[i]'s: a key listed more than once has one.
+	states := make([]applyState, 0, len(keys))
+	at := make([]int, len(keys))
+	var first map[string]int // key -> its state, for batches of more than one key
+	if len(keys) > 1 {
+		first = make(map[string]int, len(keys))
+	}
 	var waitFor []*stagedObject // staged writes whose state the batch relies on
-	oldHash := make(map[string]uint64)
 	for i, key := range keys {
+		j, ok := first[string(key)]
+		if !ok {
+			j = len(states)
+			states = append(states, applyState{ekey: EncodeKey(nil, key)})
+			if first != nil {
+				first[string(key)] = j
+			}
+		}
+		at[i] = j
+		st := &states[j]
 		if covering && !held.holds(key) {
 			continue // busy: not waited for (see ApplyCovering)
 		}
-		cur, ok := merged[string(key)]
-		if !ok {
+		supersedes := false // incoming[i] supersedes st.cur: their merge is incoming[i]
+		if !st.read {
 			var from *stagedObject
 			var err error
-			var hash uint64
-			if cur, from, hash, err = s.currentFrom(held, EncodeKey(nil, key)); err != nil {
+			if st.cur, from, st.oldHash, supersedes, err = s.currentFor(held, st.ekey, incoming[i]); err != nil {
 				return nil, nil, nil, err
 			}
-			oldHash[string(key)] = hash
+			st.read = true
 			if from != nil {
 				waitFor = append(waitFor, from)
 			}
-			merged[string(key)] = cur
 		}
-		if covering && !incoming[i].Descends(cur) {
-			continue
-		}
+		cur := st.cur
 		if cur == nil && (incoming[i] == nil || incoming[i].Empty()) {
 			continue
 		}
-		m := version.Merge(cur, incoming[i])
-		if cur == nil || !m.Equal(cur) {
+		var m *version.Object
+		switch {
+		case supersedes:
+			// What version.Merge would build, without reading cur's
+			// siblings (currentFor did not decode them).
+			m = &version.Object{Context: incoming[i].Context.Clone(), Siblings: slices.Clone(incoming[i].Siblings)}
+		case covering && !incoming[i].Descends(cur):
+			continue
+		default:
+			m = version.Merge(cur, incoming[i])
+		}
+		if supersedes || cur == nil || !m.Equal(cur) {
 			// A merge past the size limit is refused, not trimmed: trimming
 			// would drop a write another replica acknowledged. This replica
 			// does not acknowledge the version; the siblings stay on the
@@ -653,24 +731,27 @@ func (s *Store) applyAll(keys [][]byte, incoming []*version.Object, covering boo
 			if err := m.CheckSize(); err != nil {
 				return nil, nil, nil, fmt.Errorf("replica apply %q: %w", key, err)
 			}
-			changed[string(key)] = true
+			st.changed = true
 		}
-		merged[string(key)] = m
+		st.cur = m
 		if covering {
 			stored[i] = true
 		}
+	}
+	merged, changed = make([]*version.Object, len(keys)), make([]bool, len(keys))
+	for i, j := range at {
+		merged[i], changed[i] = states[j].cur, states[j].changed
 	}
 	b := s.db.NewBatch()
 	var ekeys, encoded [][]byte
 	var objs []*version.Object
 	var oldHashes []uint64
-	for key, ok := range changed {
-		if ok {
-			ekey := EncodeKey(nil, []byte(key))
-			enc := merged[key].Encode(nil)
-			b.Set(ekey, enc)
-			ekeys, objs, encoded = append(ekeys, ekey), append(objs, merged[key]), append(encoded, enc)
-			oldHashes = append(oldHashes, oldHash[key])
+	for _, st := range states {
+		if st.changed {
+			enc := st.cur.Encode(nil)
+			b.Set(st.ekey, enc)
+			ekeys, objs, encoded = append(ekeys, st.ekey), append(objs, st.cur), append(encoded, enc)
+			oldHashes = append(oldHashes, st.oldHash)
 		}
 	}
 	if err := b.Err(); err != nil {
