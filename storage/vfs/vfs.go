@@ -62,6 +62,11 @@ type Mappable interface {
 	// SYNC_FILE_RANGE_WRITE), so that a later Sync has less to write. It
 	// makes nothing durable: only Sync does.
 	WriteBack(off, n int64) error
+	// WriteAt writes p at off with pwrite(2), through the page cache the
+	// mappings share: bytes written either way are seen by both. A long
+	// write costs less this way than through a mapping whose pages fault
+	// in one at a time.
+	WriteAt(p []byte, off int64) (n int, err error)
 }
 
 // FS is a filesystem.

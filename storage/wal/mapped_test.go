@@ -117,6 +117,9 @@ func testMappedRoundTrip(t *testing.T, prefault bool) {
 	if w.Size() < 3*MapWindow {
 		t.Fatalf("wrote only %d bytes: the test must cross several windows", w.Size())
 	}
+	if !prefault && (w.pwrites == 0 || w.pwrites == len(want)) {
+		t.Fatalf("%d of the writes went through pwrite(2): the test must mix them with copies into the mapping", w.pwrites)
+	}
 	if err := w.Finish(); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +141,13 @@ func testMappedRoundTrip(t *testing.T, prefault bool) {
 // Close, followed by the preallocated zeros, which read as a torn tail
 // exactly at the end of the last record.
 func TestMappedRecordsVisibleWithoutClose(t *testing.T) {
-	w, path := newMappedLog(t)
+	for _, prefault := range []bool{true, false} {
+		t.Run(fmt.Sprintf("prefault=%v", prefault), func(t *testing.T) { testMappedRecordsVisibleWithoutClose(t, prefault) })
+	}
+}
+
+func testMappedRecordsVisibleWithoutClose(t *testing.T, prefault bool) {
+	w, path := newMappedLogPrefault(t, prefault)
 	rng := rand.New(rand.NewPCG(3, 4))
 	want := mappedRecords(rng, 1500)
 	for i, r := range want {
@@ -156,8 +165,14 @@ func TestMappedRecordsVisibleWithoutClose(t *testing.T) {
 			}
 		}
 	}
-	if got := fileSize(t, path); got <= w.Size() || got%MapWindow != 0 {
+	got := fileSize(t, path)
+	if prefault && (got <= w.Size() || got%MapWindow != 0) {
 		t.Fatalf("file is %d bytes for %d bytes of records: want whole preallocated windows", got, w.Size())
+	}
+	// Without prefaulting, a long write goes through pwrite(2) and may end
+	// the file (minPwrite).
+	if !prefault && got < w.Size() {
+		t.Fatalf("file is %d bytes for %d bytes of records", got, w.Size())
 	}
 }
 
@@ -304,7 +319,9 @@ func TestMappedWriteFaultIsAnError(t *testing.T) {
 			if err := os.Truncate(path, 0); err != nil {
 				t.Fatal(err)
 			}
-			err := w.WriteRecords(bytes.Repeat([]byte("x"), 200<<10))
+			// Below minPwrite: copied into the mapping (a longer write
+			// goes through pwrite(2), which extends the file).
+			err := w.WriteRecords(bytes.Repeat([]byte("x"), minPwrite/2))
 			if err == nil {
 				t.Fatal("a write into pages past the end of the file succeeded")
 			}
