@@ -199,15 +199,16 @@ func TestQueuedCheckedWriteLeavesWhenItsContextEnds(t *testing.T) {
 }
 
 // Calls held up by a slow target do not hold up unrelated writes: with
-// both in-flight calls stuck, a write that waited maxCheckedQueueWait
-// starts a call of its own.
+// two calls stuck (the one in flight, and one a queued write started after
+// maxCheckedQueueWait), a write that waited maxCheckedQueueWait starts a
+// call of its own.
 func TestStuckCheckedCallsDoNotHoldUpOtherWrites(t *testing.T) {
 	release := make(chan struct{})
 	c, held := heldCluster(t, 63, map[string]chan struct{}{"slow": release})
 	ctx := ctxT(t)
 	n1 := c.Nodes[0]
 	var wg sync.WaitGroup
-	for i := range 2 { // both in-flight calls, stuck
+	for i := range 2 { // two calls, stuck
 		wg.Go(func() {
 			if _, err := n1.Coord.Put(ctx, []byte(fmt.Sprintf("slow-%d", i)), []byte("v"), nil, coordinator.Quorum); err != nil {
 				t.Errorf("slow write %d: %v", i, err)
@@ -237,9 +238,8 @@ func TestStuckCheckedCallsDoNotHoldUpOtherWrites(t *testing.T) {
 	}
 }
 
-// A write queued behind a call for its own key, while the in-flight calls
-// are stuck, goes as soon as that key is free, not when the stuck calls
-// end.
+// A write queued behind a call for its own key, while other calls are
+// stuck, goes as soon as that key is free, not when the stuck calls end.
 func TestQueuedCheckedWriteGoesOnceItsKeyIsFree(t *testing.T) {
 	slow, mid := make(chan struct{}), make(chan struct{})
 	c, held := heldCluster(t, 64, map[string]chan struct{}{"slow": slow, "mid": mid})
@@ -256,7 +256,7 @@ func TestQueuedCheckedWriteGoesOnceItsKeyIsFree(t *testing.T) {
 	var slowErrs [2]error
 	put("slow-0", "v", 10*time.Second, &slowErrs[0])
 	put("slow-1", "v", 10*time.Second, &slowErrs[1])
-	waitHeld(t, held, 4) // both in-flight calls, stuck
+	waitHeld(t, held, 4) // two calls, stuck
 	var first, second error
 	put("mid-0", "first", 10*time.Second, &first)
 	waitHeld(t, held, 6) // its own call, after the queue wait
