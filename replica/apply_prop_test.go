@@ -164,8 +164,17 @@ func TestPropApplyStoresWhatMergeBuilds(t *testing.T) {
 			if stored[i] != wantStored[i] {
 				t.Fatalf("ApplyCovering stored[%d] = %v, want %v (incoming %v)", i, stored[i], wantStored[i], incoming[i])
 			}
-			if !stored[i] && heldBack[i] == nil && want[at[i]] != nil {
-				t.Fatalf("ApplyCovering did not store version %d and answered no held state", i)
+			if !stored[i] {
+				var got, w []byte
+				if heldBack[i] != nil {
+					got = heldBack[i].Encode(nil)
+				}
+				if want[at[i]] != nil {
+					w = want[at[i]].Encode(nil)
+				}
+				if !bytes.Equal(got, w) {
+					t.Fatalf("ApplyCovering did not store version %d and answered %v as held, want %v", i, heldBack[i], want[at[i]])
+				}
 			}
 		}
 		check("ApplyCovering", s, want)
@@ -219,5 +228,30 @@ func TestApplyDropsASiblingTheHeldStateOverwrote(t *testing.T) {
 		if !bytes.Equal(got.Encode(nil), want.Encode(nil)) {
 			t.Fatalf("covering %v: stored %v, want %v", covering, got, want)
 		}
+	}
+}
+
+// A version with more than version.MaxSiblings siblings is capped by the
+// merge even where nothing is held: it is stored as version.Merge builds
+// it, not as it came.
+func TestApplyCapsSiblingsAsMergeDoes(t *testing.T) {
+	in := &version.Object{Context: version.Clock{"a": version.MaxSiblings + 1}}
+	for c := uint64(1); c <= version.MaxSiblings+1; c++ {
+		in.Siblings = append(in.Siblings, version.Sibling{Dot: version.Dot{Node: "a", Counter: c}, Value: []byte{byte(c)}, Timestamp: int64(c)})
+	}
+	want := version.Merge(nil, in)
+	if len(want.Siblings) != version.MaxSiblings {
+		t.Fatalf("the merge keeps %d siblings, want %d", len(want.Siblings), version.MaxSiblings)
+	}
+	s := openStore(t, "n2")
+	if err := s.ApplyBatch([][]byte{[]byte("k")}, []*version.Object{in}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get([]byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Encode(nil), want.Encode(nil)) {
+		t.Fatalf("stored %d siblings, want the merge's %d", len(got.Siblings), len(want.Siblings))
 	}
 }

@@ -4,6 +4,7 @@ package vfs
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"syscall"
 )
@@ -75,3 +76,27 @@ func (f osFile) WriteBack(off, n int64) error {
 const syncFileRangeWrite = 2
 
 func (f osFile) Truncate(size int64) error { return f.File.Truncate(size) }
+
+// WriteAt writes p at off with pwrite(2), as os.File.WriteAt does, except
+// that a write the file takes only part of before an error (no space, the
+// file size limit) reports the bytes it took: os.File.WriteAt reports none
+// of them.
+func (f osFile) WriteAt(p []byte, off int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := syscall.Pwrite(int(f.File.Fd()), p[n:], off+int64(n))
+		if err == syscall.EINTR {
+			continue
+		}
+		if m > 0 {
+			n += m
+		}
+		if err != nil {
+			return n, &os.PathError{Op: "pwrite", Path: f.File.Name(), Err: err}
+		}
+		if m <= 0 {
+			return n, &os.PathError{Op: "pwrite", Path: f.File.Name(), Err: io.ErrShortWrite}
+		}
+	}
+	return n, nil
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/ringkv/ringkv/storage/vfs"
@@ -319,9 +320,14 @@ func TestMappedWriteFaultIsAnError(t *testing.T) {
 			if err := os.Truncate(path, 0); err != nil {
 				t.Fatal(err)
 			}
-			// Below minPwrite: copied into the mapping (a longer write
-			// goes through pwrite(2), which extends the file).
-			err := w.WriteRecords(bytes.Repeat([]byte("x"), minPwrite/2))
+			// Prefaulting, the write fails in the prefault; without, a
+			// write below minPwrite fails in the guarded copy (a longer
+			// one goes through pwrite(2), which extends the file).
+			size := 200 << 10
+			if !prefault {
+				size = minPwrite / 2
+			}
+			err := w.WriteRecords(bytes.Repeat([]byte("x"), size))
 			if err == nil {
 				t.Fatal("a write into pages past the end of the file succeeded")
 			}
@@ -331,5 +337,77 @@ func TestMappedWriteFaultIsAnError(t *testing.T) {
 			}
 			_ = w.Close()
 		})
+	}
+}
+
+// limitedFile is an operating-system file whose pwrite(2) takes bytes only
+// up to limit, then fails as a full disk does.
+type limitedFile struct {
+	vfs.File
+	vfs.Mappable
+	limit int64
+}
+
+func (f limitedFile) WriteAt(p []byte, off int64) (int, error) {
+	n := 0
+	if off < f.limit {
+		var err error
+		if n, err = f.Mappable.WriteAt(p[:min(int64(len(p)), f.limit-off)], off); err != nil {
+			return n, err
+		}
+	}
+	if n < len(p) {
+		return n, syscall.ENOSPC
+	}
+	return n, nil
+}
+
+// A pwrite(2) the file takes only part of fails the Writer, which counts
+// the part taken (as for write(2)); the log then reads as its whole records
+// and a torn tail, before and after Close.
+func TestMappedPartialPwrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "000001.log")
+	f, err := vfs.Default.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := f.(vfs.Mappable)
+	if !ok {
+		f.Close()
+		t.Skip("the operating system's files are not mappable here")
+	}
+	const limit = 3 * minPwrite
+	w := NewMappedWriter(limitedFile{File: f, Mappable: m, limit: limit}, false)
+	if !w.Mapped() {
+		t.Fatal("the Writer does not write through the mapping")
+	}
+	first := []byte("a record copied into the mapping")
+	if err := w.WriteRecords(first); err != nil {
+		t.Fatal(err)
+	}
+	before := w.Size()
+	if err := w.WriteRecords(bytes.Repeat([]byte("y"), 2*limit)); err == nil {
+		t.Fatal("a write past a full disk succeeded")
+	}
+	if w.pwrites != 1 {
+		t.Fatalf("%d writes went through pwrite(2), want the long one", w.pwrites)
+	}
+	if got := w.Size(); got != limit {
+		t.Fatalf("after the failed write the Writer counts %d bytes (%d before it), want %d: the part the file took", got, before, limit)
+	}
+	if err := w.WriteRecords(first); err == nil {
+		t.Fatal("the Writer took another record after a failed write")
+	}
+	got, end, off := readLog(t, path)
+	checkRecords(t, got, [][]byte{first})
+	if !errors.Is(end, ErrTornTail) || off != before {
+		t.Fatalf("the log ends with %v at %d, want a torn tail at %d", end, off, before)
+	}
+	_ = w.Close()
+	if size := fileSize(t, path); size != limit {
+		t.Fatalf("after Close the file is %d bytes, want %d (the preallocation cut off after what the file took)", size, limit)
+	}
+	if got, end, off = readLog(t, path); len(got) != 1 || !errors.Is(end, ErrTornTail) || off != before {
+		t.Fatalf("after Close the log reads %d records and ends with %v at %d, want one and a torn tail at %d", len(got), end, off, before)
 	}
 }

@@ -132,6 +132,8 @@ type Writer struct {
 	faulted    int
 	noPrefault bool
 	pwrites    int // writes made with pwriteMapped (for tests)
+	// wbStarted is the end of the bytes whose writeback has been started.
+	wbStarted int64
 	// writeback runs the WriteBack calls started for finished windows;
 	// Sync, Finish and Close wait for them.
 	writeback sync.WaitGroup
@@ -245,12 +247,8 @@ func (w *Writer) writeMapped(buf []byte) (int, error) {
 			next := pos - pos%MapWindow // the window holding pos
 			if w.win != nil {
 				// The window is full and is never written again: start
-				// its writeback now, in the background, so that the fsync
-				// that ends the log (or a SyncBatch commit) finds little
-				// left to write. It changes nothing about what is
-				// durable when.
-				off := w.winOff
-				w.writeback.Go(func() { _ = w.mf.WriteBack(off, MapWindow) })
+				// its writeback now (see startWriteBack).
+				w.startWriteBack(w.winOff + MapWindow)
 			}
 			if err := w.unmap(); err != nil {
 				return n, err
@@ -307,14 +305,28 @@ func (w *Writer) pwriteMapped(buf []byte) (int, error) {
 	if err != nil {
 		return n, fmt.Errorf("wal: write the mapped log at offset %d: %w", pos, err)
 	}
-	if passed := (pos + int64(n)) / MapWindow * MapWindow; w.win != nil && passed > w.winOff {
-		off := w.winOff
-		w.writeback.Go(func() { _ = w.mf.WriteBack(off, passed-off) })
+	passed := (pos + int64(n)) / MapWindow * MapWindow
+	w.startWriteBack(passed)
+	if w.win != nil && passed > w.winOff {
 		if err := w.unmap(); err != nil {
 			return n, err
 		}
 	}
 	return n, nil
+}
+
+// startWriteBack starts, in the background, the writeback of the log's
+// bytes from where the last one ended up to upto (whole windows, never
+// written again), so that the fsync that ends the log (or a SyncBatch
+// commit) finds little left to write. It changes nothing about what is
+// durable when.
+func (w *Writer) startWriteBack(upto int64) {
+	if upto <= w.wbStarted {
+		return
+	}
+	off, n := w.wbStarted, upto-w.wbStarted
+	w.wbStarted = upto
+	w.writeback.Go(func() { _ = w.mf.WriteBack(off, n) })
 }
 
 // errMappedFault is returned when a page of the mapped log could not be
