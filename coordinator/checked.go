@@ -394,7 +394,9 @@ wait:
 
 // checkedBatch runs the checkable writes of a coordinated batch (writes[j]
 // at batch index pos[j], none with a context; a key written twice in the
-// batch is never checked) with checkedWrites, setting their errors in errs,
+// batch is never checked) with checkedWrites, combined with the concurrent
+// checked writes of other clients (checkedWritesCombined), setting their
+// errors in errs,
 // and returns the writes left for the read-first path, in batch order:
 // those not checkable and those checkedWrites gave back.
 func (c *Coordinator) checkedBatch(ctx context.Context, writes []replica.Write, quorums []quorum, routes []route, pos []int, errs []error) ([]replica.Write, []quorum, []int) {
@@ -417,7 +419,7 @@ func (c *Coordinator) checkedBatch(ctx context.Context, writes []replica.Write, 
 	for k, j := range chk {
 		cw[k], cq[k], cr[k] = writes[j], quorums[j], routes[pos[j]]
 	}
-	_, cerrs, again, ctxs := c.checkedWrites(ctx, cw, cq, cr)
+	_, cerrs, again, ctxs := c.checkedWritesCombined(ctx, cw, cq, cr)
 	done := make([]bool, len(writes))
 	for k, j := range chk {
 		if !again[k] {

@@ -26,6 +26,10 @@ import (
 // while fewer are in flight goes at once, so a lone client waits for
 // nothing.
 //
+// A pipeline's checkable writes (checkedBatch) join the queue together
+// (checkedWritesCombined), so that the pipelines of many clients also go
+// out in a few fuller calls instead of one call each.
+//
 // Combining changes who shares a batch, not what a write promises: each
 // write keeps its own route, quorum, verdicts and outcome in checkedWrites
 // (as the writes of a pipelined batch do). A key is never in two calls at
@@ -98,23 +102,60 @@ var errCheckedNotSent = errors.New("checked write not sent: its context ended wh
 // (bounded by Options.Timeout), as a write run alone does.
 func (c *Coordinator) checkedWrite(ctx context.Context, w replica.Write, q quorum, rt route) (obj *version.Object, again bool, learned version.Clock, err error) {
 	call := &checkedCall{w: w, q: q, rt: rt, done: make(chan struct{})}
+	c.enqueueChecked([]*checkedCall{call})
+	c.awaitChecked(ctx, call)
+	return call.obj, call.again, call.learned, call.err
+}
+
+// checkedWritesCombined is checkedWrite for several writes at once (a
+// pipeline's, with no key twice): they join the queue together, so that
+// they go in as few combined calls as the queue allows, with the
+// concurrent writes of other clients. Its results are checkedWrites'.
+func (c *Coordinator) checkedWritesCombined(ctx context.Context, writes []replica.Write, quorums []quorum, routes []route) (objs []*version.Object, errs []error, again []bool, learned []version.Clock) {
+	calls := make([]*checkedCall, len(writes))
+	for i := range writes {
+		calls[i] = &checkedCall{w: writes[i], q: quorums[i], rt: routes[i], done: make(chan struct{})}
+	}
+	c.enqueueChecked(calls)
+	objs, errs = make([]*version.Object, len(calls)), make([]error, len(calls))
+	again, learned = make([]bool, len(calls)), make([]version.Clock, len(calls))
+	for i, call := range calls {
+		c.awaitChecked(ctx, call)
+		objs[i], errs[i], again[i], learned[i] = call.obj, call.err, call.again, call.learned
+	}
+	return objs, errs, again, learned
+}
+
+// enqueueChecked queues calls and starts a combined call if one may
+// start, on this goroutine when it holds one of calls (see run).
+func (c *Coordinator) enqueueChecked(calls []*checkedCall) {
 	cb := &c.combiner
 	cb.mu.Lock()
-	cb.queue = append(cb.queue, call)
+	cb.queue = append(cb.queue, calls...)
 	batch := cb.startLocked(false)
 	cb.mu.Unlock()
-	c.run(batch, call)
+	c.run(batch, calls...)
+}
+
+// awaitChecked waits until call has its outcome (in its fields). When ctx
+// ends while the write waits in the queue, it is taken out unsent and
+// call.err wraps errCheckedNotSent and ctx's error; once it is on its
+// way, the caller still waits for its outcome (bounded by
+// Options.Timeout), as a write run alone does. A write queued for
+// maxCheckedQueueWait starts a call of its own (see maxCheckedInFlight).
+func (c *Coordinator) awaitChecked(ctx context.Context, call *checkedCall) {
 	select {
 	case <-call.done: // it went at once: no timer
-		return call.obj, call.again, call.learned, call.err
+		return
 	default:
 	}
+	cb := &c.combiner
 	wait := time.NewTimer(maxCheckedQueueWait)
 	defer wait.Stop()
 	for {
 		select {
 		case <-call.done:
-			return call.obj, call.again, call.learned, call.err
+			return
 		case <-wait.C:
 			cb.mu.Lock()
 			var batch []*checkedCall
@@ -131,25 +172,29 @@ func (c *Coordinator) checkedWrite(ctx context.Context, w replica.Write, q quoru
 			}
 		case <-ctx.Done():
 			if cb.remove(call) {
-				return nil, false, nil, fmt.Errorf("%w: %w", errCheckedNotSent, ctx.Err())
+				call.err = fmt.Errorf("%w: %w", errCheckedNotSent, ctx.Err())
+				return
 			}
 			<-call.done // on its way: its outcome decides
-			return call.obj, call.again, call.learned, call.err
+			return
 		}
 	}
 }
 
-// run runs batch (nil: nothing) for the caller of call: on the caller's
-// goroutine when call is in it, else on a goroutine of its own, so that
-// the caller keeps waiting for its own write (and its context).
-func (c *Coordinator) run(batch []*checkedCall, call *checkedCall) {
-	switch {
-	case batch == nil:
-	case slices.Contains(batch, call):
-		c.runChecked(batch)
-	default:
-		go c.runChecked(batch)
+// run runs batch (nil: nothing) for the caller of calls: on the caller's
+// goroutine when one of calls is in it, else on a goroutine of its own, so
+// that the caller keeps waiting for its own writes (and its context).
+func (c *Coordinator) run(batch []*checkedCall, calls ...*checkedCall) {
+	if batch == nil {
+		return
 	}
+	for _, call := range calls {
+		if slices.Contains(batch, call) {
+			c.runChecked(batch)
+			return
+		}
+	}
+	go c.runChecked(batch)
 }
 
 // startLocked takes the next combined call's writes off the queue when a

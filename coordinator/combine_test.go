@@ -280,3 +280,67 @@ func TestQueuedCheckedWriteGoesOnceItsKeyIsFree(t *testing.T) {
 		t.Fatalf("replicas hold %v, want the second write alone", obj)
 	}
 }
+
+// Pipelines from several clients (PutBatch, as Redis pipelines of SETs
+// arrive) go to the other replicas combined with each other: fewer
+// messages than pipelines, every write with its own outcome and stored on
+// every replica as the only sibling of its key.
+func TestConcurrentPipelinesAreCombined(t *testing.T) {
+	var n2 coveringCounter
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 65,
+		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 2 * time.Second},
+		WrapHandler: func(id string, h transport.Handler) transport.Handler {
+			if id == "n2" {
+				return n2.wrap(h)
+			}
+			return h
+		}})
+	ctx := ctxT(t)
+	n1 := c.Nodes[0]
+	// A slow link makes the pipelines queue behind the call in flight.
+	c.Net.SetDelay(n1.ID, "n2", 5*time.Millisecond)
+	c.Net.SetDelay(n1.ID, "n3", 5*time.Millisecond)
+
+	const pipelines, depth = 16, 8
+	before := checkedStats(n1)
+	var wg sync.WaitGroup
+	errs := make([][]error, pipelines)
+	for p := range pipelines {
+		wg.Go(func() {
+			keys, values := make([][]byte, depth), make([][]byte, depth)
+			for j := range depth {
+				keys[j] = []byte(fmt.Sprintf("pipe-%d-%d", p, j))
+				values[j] = []byte(fmt.Sprintf("v%d-%d", p, j))
+			}
+			errs[p] = n1.Coord.PutBatch(ctx, keys, values, coordinator.Quorum)
+		})
+	}
+	wg.Wait()
+	for p := range pipelines {
+		if err := errors.Join(errs[p]...); err != nil {
+			t.Fatalf("pipeline %d: %v", p, err)
+		}
+	}
+	if got := checkedStats(n1); got[0] != before[0]+pipelines*depth {
+		t.Fatalf("checked counters %v -> %v: want %d confirmed checked writes", before, got, pipelines*depth)
+	}
+	for deadline := time.Now().Add(5 * time.Second); n2.writes.Load() < pipelines*depth && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	msgs, ws := n2.messages.Load(), n2.writes.Load()
+	if ws != pipelines*depth || msgs >= pipelines/2 || n2.largest.Load() < 2*depth {
+		t.Fatalf("n2 got %d writes in %d messages (largest %d): want %d writes in fewer than %d messages, some holding several pipelines",
+			ws, msgs, n2.largest.Load(), pipelines*depth, pipelines/2)
+	}
+	t.Logf("%d writes in %d messages, largest %d", ws, msgs, n2.largest.Load())
+	c.Net.Heal()
+	for p := range pipelines {
+		for j := range depth {
+			key := []byte(fmt.Sprintf("pipe-%d-%d", p, j))
+			obj := replicasAgree(t, c, key)
+			if got := fmt.Sprint(liveValues(obj)); got != fmt.Sprintf("[v%d-%d]", p, j) || len(obj.Siblings) != 1 {
+				t.Fatalf("replicas of %s hold %v, want the one sibling v%d-%d", key, obj, p, j)
+			}
+		}
+	}
+}
