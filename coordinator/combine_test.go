@@ -39,14 +39,13 @@ func (cc *coveringCounter) wrap(h transport.Handler) transport.Handler {
 	})
 }
 
-// Concurrent blind writes through one coordinator, each from its own
-// caller, go to the other replicas combined (combine.go): fewer messages
-// than writes, each write with its own outcome, every value stored on
-// every replica as the only sibling of its key. Writes of one key are
-// never combined into one call: they still supersede each other in turn.
-func TestConcurrentCheckedWritesAreCombined(t *testing.T) {
-	var n2 coveringCounter
-	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 61,
+// slowLinkCluster is a three-node cluster whose n2 counts the covering
+// messages it handles, with slow links from n1 to the others, so that
+// writes through n1 queue behind the call in flight (less slow than
+// maxCheckedQueueWait, after which a queued write goes alone).
+func slowLinkCluster(t *testing.T, seed int64) (*testcluster.Cluster, *coveringCounter) {
+	n2 := &coveringCounter{}
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: seed,
 		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 2 * time.Second},
 		WrapHandler: func(id string, h transport.Handler) transport.Handler {
 			if id == "n2" {
@@ -54,12 +53,20 @@ func TestConcurrentCheckedWritesAreCombined(t *testing.T) {
 			}
 			return h
 		}})
+	c.Net.SetDelay(c.Nodes[0].ID, "n2", 5*time.Millisecond)
+	c.Net.SetDelay(c.Nodes[0].ID, "n3", 5*time.Millisecond)
+	return c, n2
+}
+
+// Concurrent blind writes through one coordinator, each from its own
+// caller, go to the other replicas combined (combine.go): fewer messages
+// than writes, each write with its own outcome, every value stored on
+// every replica as the only sibling of its key. Writes of one key are
+// never combined into one call: they still supersede each other in turn.
+func TestConcurrentCheckedWritesAreCombined(t *testing.T) {
+	c, n2 := slowLinkCluster(t, 61)
 	ctx := ctxT(t)
 	n1 := c.Nodes[0]
-	// A slow link makes the writes queue behind the ones in flight (less
-	// slow than maxCheckedQueueWait, after which a queued write goes alone).
-	c.Net.SetDelay(n1.ID, "n2", 5*time.Millisecond)
-	c.Net.SetDelay(n1.ID, "n3", 5*time.Millisecond)
 
 	const writers = 48
 	before := checkedStats(n1)
@@ -286,20 +293,9 @@ func TestQueuedCheckedWriteGoesOnceItsKeyIsFree(t *testing.T) {
 // messages than pipelines, every write with its own outcome and stored on
 // every replica as the only sibling of its key.
 func TestConcurrentPipelinesAreCombined(t *testing.T) {
-	var n2 coveringCounter
-	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 65,
-		Coordinator: coordinator.Options{ReadRepairChance: -1, Timeout: 2 * time.Second},
-		WrapHandler: func(id string, h transport.Handler) transport.Handler {
-			if id == "n2" {
-				return n2.wrap(h)
-			}
-			return h
-		}})
+	c, n2 := slowLinkCluster(t, 65)
 	ctx := ctxT(t)
 	n1 := c.Nodes[0]
-	// A slow link makes the pipelines queue behind the call in flight.
-	c.Net.SetDelay(n1.ID, "n2", 5*time.Millisecond)
-	c.Net.SetDelay(n1.ID, "n3", 5*time.Millisecond)
 
 	const pipelines, depth = 16, 8
 	before := checkedStats(n1)
