@@ -103,7 +103,7 @@ var errCheckedNotSent = errors.New("checked write not sent: its context ended wh
 func (c *Coordinator) checkedWrite(ctx context.Context, w replica.Write, q quorum, rt route) (obj *version.Object, again bool, learned version.Clock, err error) {
 	call := &checkedCall{w: w, q: q, rt: rt, done: make(chan struct{})}
 	c.enqueueChecked([]*checkedCall{call})
-	c.awaitChecked(ctx, call)
+	c.awaitChecked(ctx, []*checkedCall{call})
 	return call.obj, call.again, call.learned, call.err
 }
 
@@ -117,10 +117,10 @@ func (c *Coordinator) checkedWritesCombined(ctx context.Context, writes []replic
 		calls[i] = &checkedCall{w: writes[i], q: quorums[i], rt: routes[i], done: make(chan struct{})}
 	}
 	c.enqueueChecked(calls)
+	c.awaitChecked(ctx, calls)
 	objs, errs = make([]*version.Object, len(calls)), make([]error, len(calls))
 	again, learned = make([]bool, len(calls)), make([]version.Clock, len(calls))
 	for i, call := range calls {
-		c.awaitChecked(ctx, call)
 		objs[i], errs[i], again[i], learned[i] = call.obj, call.err, call.again, call.learned
 	}
 	return objs, errs, again, learned
@@ -137,45 +137,68 @@ func (c *Coordinator) enqueueChecked(calls []*checkedCall) {
 	c.run(batch, calls...)
 }
 
-// awaitChecked waits until call has its outcome (in its fields). When ctx
-// ends while the write waits in the queue, it is taken out unsent and
-// call.err wraps errCheckedNotSent and ctx's error; once it is on its
-// way, the caller still waits for its outcome (bounded by
-// Options.Timeout), as a write run alone does. A write queued for
-// maxCheckedQueueWait starts a call of its own (see maxCheckedInFlight).
-func (c *Coordinator) awaitChecked(ctx context.Context, call *checkedCall) {
-	select {
-	case <-call.done: // it went at once: no timer
+// awaitChecked waits until each of calls (queued by enqueueChecked) has
+// its outcome, in its fields. While one of them is still queued after
+// maxCheckedQueueWait and its key is in no call in flight, it starts a
+// call (see maxCheckedInFlight), and so again every maxCheckedQueueWait.
+// When ctx ends, the calls still queued are taken out unsent, with an
+// error wrapping errCheckedNotSent and ctx's error; the others are on
+// their way, and their outcomes decide (bounded by Options.Timeout), as
+// for a write run alone.
+func (c *Coordinator) awaitChecked(ctx context.Context, calls []*checkedCall) {
+	pending := calls
+	// settled drops the calls at the head of pending that have their
+	// outcome; false when none is left.
+	settled := func() bool {
+		for len(pending) > 0 {
+			select {
+			case <-pending[0].done:
+				pending = pending[1:]
+				continue
+			default:
+			}
+			return true
+		}
+		return false
+	}
+	if !settled() { // it went at once: no timer
 		return
-	default:
 	}
 	cb := &c.combiner
 	wait := time.NewTimer(maxCheckedQueueWait)
 	defer wait.Stop()
 	for {
 		select {
-		case <-call.done:
-			return
+		case <-pending[0].done:
+			if !settled() {
+				return
+			}
 		case <-wait.C:
 			cb.mu.Lock()
 			var batch []*checkedCall
-			queued := cb.queuedLocked(call)
-			if _, busy := cb.keys[string(call.w.Key)]; queued && !busy {
-				batch = cb.startLocked(true)
+			for _, call := range pending {
+				if _, busy := cb.keys[string(call.w.Key)]; !busy && cb.queuedLocked(call) {
+					batch = cb.startLocked(true)
+					break
+				}
 			}
 			cb.mu.Unlock()
-			c.run(batch, call)
-			if queued {
-				// Not taken (its key is in a call in flight, or too many
-				// writes were queued before it): try again later.
-				wait.Reset(maxCheckedQueueWait)
-			}
+			c.run(batch, pending...)
+			// Still queued (their keys are in a call in flight, or too
+			// many writes were queued before them), or on their way: look
+			// again later.
+			wait.Reset(maxCheckedQueueWait)
 		case <-ctx.Done():
-			if cb.remove(call) {
-				call.err = fmt.Errorf("%w: %w", errCheckedNotSent, ctx.Err())
-				return
+			for _, call := range pending {
+				if cb.remove(call) {
+					// Taken out of the queue: no call will have it.
+					call.err = fmt.Errorf("%w: %w", errCheckedNotSent, ctx.Err())
+					close(call.done)
+				}
 			}
-			<-call.done // on its way: its outcome decides
+			for _, call := range pending {
+				<-call.done // on its way: its outcome decides
+			}
 			return
 		}
 	}

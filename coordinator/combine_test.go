@@ -340,3 +340,66 @@ func TestConcurrentPipelinesAreCombined(t *testing.T) {
 		}
 	}
 }
+
+// A pipeline whose first key is in a stuck call does not hold up its other
+// keys: after maxCheckedQueueWait they start a call of their own, as a
+// single write would, and are stored while the stuck call still waits. A
+// pipeline whose context ends while its writes are queued gets them back
+// unsent, and none is stored.
+func TestAPipelineBehindABusyKeyIsNotHeldUp(t *testing.T) {
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	stopHolding := func() { releaseOnce.Do(func() { close(release) }) }
+	c, held := heldCluster(t, 66, map[string]chan struct{}{"stuck": release})
+	ctx := ctxT(t)
+	n1 := c.Nodes[0]
+	var wg sync.WaitGroup
+	t.Cleanup(func() { stopHolding(); wg.Wait() }) // a failure below must not leave the call stuck
+	wg.Go(func() {
+		if _, err := n1.Coord.Put(ctx, []byte("stuck-0"), []byte("v"), nil, coordinator.Quorum); err != nil {
+			t.Errorf("stuck write: %v", err)
+		}
+	})
+	waitHeld(t, held, 2) // at n2 and n3
+	keys := [][]byte{[]byte("stuck-0"), []byte("free-1"), []byte("free-2")}
+	values := [][]byte{[]byte("w"), []byte("w"), []byte("w")}
+
+	// Its context ends before maxCheckedQueueWait: nothing is sent.
+	short, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
+	errs := n1.Coord.PutBatch(short, keys, values, coordinator.Quorum)
+	cancel()
+	for i, err := range errs {
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "not sent") {
+			t.Fatalf("write %d of a pipeline whose context ended in the queue: %v, want it back unsent", i, err)
+		}
+	}
+	for _, k := range keys[1:] {
+		if obj, err := n1.Store.Get(k); err != nil || obj != nil {
+			t.Fatalf("%s was stored (%v, %v) by a write given back unsent", k, obj, err)
+		}
+	}
+
+	var pipeErrs []error
+	wg.Go(func() { pipeErrs = n1.Coord.PutBatch(ctx, keys, values, coordinator.Quorum) })
+	for _, k := range keys[1:] {
+		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(time.Millisecond) {
+			if obj, err := n1.Store.Get(k); err == nil && obj != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s of the pipeline not stored while the call holding stuck-0 waits", k)
+			}
+		}
+	}
+	stopHolding()
+	wg.Wait()
+	if err := errors.Join(pipeErrs...); err != nil {
+		t.Fatalf("pipeline: %v", err)
+	}
+	c.Net.Heal()
+	for _, k := range keys {
+		if obj := replicasAgree(t, c, k); fmt.Sprint(liveValues(obj)) != "[w]" {
+			t.Fatalf("replicas of %s hold %v, want w alone", k, obj)
+		}
+	}
+}
