@@ -167,12 +167,17 @@ const prefaultAhead = 64 << 10
 // hypervisor, where every system call switches address spaces); a copy into
 // a shared mapping costs a page fault per 4 KiB page instead.
 //
+// Without prefault, a write of minPwrite bytes or more goes through
+// pwrite(2) into the same page cache instead: a copy would fault on every
+// page it reaches first.
+//
 // The guarantees are those of NewWriter: once WriteRecords returns, its
 // records are in the operating system's page cache (a shared mapping is the
 // page cache), so a crash of the process loses none of them; Sync (fsync)
 // makes them durable. The file is preallocated MapWindow bytes at a time, so
-// until Finish or Close cuts it back to its last record it ends in zeros,
-// which a Reader takes for a torn tail, as it would a write cut short. A
+// until Finish or Close cuts it back to its last record it may end in
+// zeros, which a Reader takes for a torn tail, as it would a write cut
+// short. A
 // page the filesystem cannot back when it is written (no space left on a
 // copy-on-write filesystem, where preallocation reserves nothing; an I/O
 // error) faults; the copy is guarded, so the write returns an error and
@@ -233,8 +238,10 @@ func (w *Writer) unmap() error {
 	return w.mf.Unmap(b)
 }
 
-// writeMapped copies buf into the mapping at w.size, moving the window on
-// as it fills. It returns how many bytes were copied.
+// writeMapped writes buf at w.size: it copies buf into the mapping, moving
+// the window on as it fills, or, for minPwrite bytes or more when the
+// Writer does not prefault, writes it with pwrite(2) (pwriteMapped). It
+// returns how many bytes were written.
 func (w *Writer) writeMapped(buf []byte) (int, error) {
 	if len(buf) >= minPwrite && w.noPrefault {
 		return w.pwriteMapped(buf)
