@@ -1,7 +1,6 @@
 package replica
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/ringkv/ringkv/storage"
@@ -130,7 +129,7 @@ func (p *Prepared) Commit(keep []bool) error {
 	b := p.s.db.NewBatch()
 	size := 0
 	for i := range p.objs {
-		size += len(p.ekeys[i]) + len(p.encoded[i]) + 1 + 2*binary.MaxVarintLen32
+		size += storage.SetSize(p.ekeys[i], p.encoded[i])
 	}
 	b.Grow(size) // one allocation instead of a doubling per few records
 	var ekeys, encoded [][]byte

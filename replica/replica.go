@@ -416,12 +416,12 @@ func (s *Store) currentFor(held *heldLocks, ekey []byte, in *version.Object) (cu
 		return cur, st, st.hash, supersedesAll(in, ctx), nil
 	}
 	cur, hash, err = s.getDecoded(ekey, s.observer != nil, func(raw []byte) (*version.Object, error) {
-		ctx, err := version.DecodeContext(raw)
+		obj, err := decodeContextOnly(raw)
 		if err != nil {
 			return nil, err
 		}
-		if supersedes = supersedesAll(in, ctx); supersedes {
-			return &version.Object{Context: ctx}, nil
+		if supersedes = supersedesAll(in, obj.Context); supersedes {
+			return obj, nil
 		}
 		return version.DecodeObject(raw)
 	})
@@ -749,7 +749,7 @@ func (s *Store) applyAll(keys [][]byte, incoming []*version.Object, covering boo
 	for _, st := range states {
 		if st.changed {
 			enc := st.cur.Encode(nil)
-			size += len(st.ekey) + len(enc) + 1 + 2*binary.MaxVarintLen32
+			size += storage.SetSize(st.ekey, enc)
 			ekeys, objs, encoded = append(ekeys, st.ekey), append(objs, st.cur), append(encoded, enc)
 			oldHashes = append(oldHashes, st.oldHash)
 		}

@@ -47,9 +47,14 @@ func (b *Batch) Reset() {
 }
 
 // Grow makes room for n more bytes of records without another
-// allocation; a Set of key and value takes at most
-// len(key)+len(value)+1+2*binary.MaxVarintLen32 bytes.
+// allocation; a Set of key and value takes at most SetSize(key, value).
 func (b *Batch) Grow(n int) { b.data = slices.Grow(b.data, n) }
+
+// SetSize is the most bytes of records a Set of key and value adds to a
+// batch (see Grow).
+func SetSize(key, value []byte) int {
+	return len(key) + len(value) + 1 + 2*binary.MaxVarintLen32
+}
 
 // Set records that key holds value. The batch copies both.
 func (b *Batch) Set(key, value []byte) {
