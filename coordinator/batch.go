@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ringkv/ringkv/batchkeys"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/version"
@@ -299,7 +300,9 @@ func (c *Coordinator) sendPending(node string, m replicateMessage, objs []*versi
 // that none is stamped or sent.
 func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write, quorums []quorum, n int, pos []int, errs []error) (skip []bool) {
 	r, _ := resolve("read", Default, c.o.R, n, n)
-	first := make(map[string]int, len(writes)) // key -> index of its first write
+	// blindFirst[j] is the first write to writes[j].Key without a
+	// context, -1 when none is.
+	blindFirst := blindFirstWrites(writes)
 	// read level (and whether its answers must come from primaries) ->
 	// first writes to read for
 	type readLevel struct {
@@ -315,10 +318,9 @@ func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write,
 		if writes[j].Ctx != nil {
 			continue // its context is known already (see checkedBatch)
 		}
-		if _, seen := first[string(writes[j].Key)]; seen {
+		if blindFirst[j] != j {
 			continue
 		}
-		first[string(writes[j].Key)] = j
 		q := quorums[j]
 		// Under strict quorum the answers come from primaries (see
 		// fromPrimaries).
@@ -376,12 +378,32 @@ func (c *Coordinator) writeContexts(ctx context.Context, writes []replica.Write,
 	}
 	if skip != nil {
 		for j := range writes {
-			if f, ok := first[string(writes[j].Key)]; ok && f != j && skip[f] {
+			if f := blindFirst[j]; f >= 0 && f != j && skip[f] {
 				fail(j, errors.Unwrap(errs[pos[f]]))
 			}
 		}
 	}
 	return skip
+}
+
+// blindFirstWrites returns, for each of writes, the index of the first
+// write in the batch to its key that has no context (-1 when none has).
+func blindFirstWrites(writes []replica.Write) []int {
+	first := batchkeys.Previous(len(writes), func(j int) []byte { return writes[j].Key }, nil)
+	first = batchkeys.First(first, first) // first[j]: the key's first write
+	blind := make([]int, len(writes))     // by a key's first write
+	for j := range blind {
+		blind[j] = -1
+	}
+	for j, w := range writes {
+		if w.Ctx == nil && blind[first[j]] < 0 {
+			blind[first[j]] = j
+		}
+	}
+	for j, f := range first {
+		first[j] = blind[f]
+	}
+	return first
 }
 
 // markSkip marks write j of n in skip, making skip when it is nil.

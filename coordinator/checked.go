@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ringkv/ringkv/batchkeys"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/transport"
 	"github.com/ringkv/ringkv/version"
@@ -400,13 +401,15 @@ wait:
 // and returns the writes left for the read-first path, in batch order:
 // those not checkable and those checkedWrites gave back.
 func (c *Coordinator) checkedBatch(ctx context.Context, writes []replica.Write, quorums []quorum, routes []route, pos []int, errs []error) ([]replica.Write, []quorum, []int) {
-	seen := make(map[string]int, len(writes))
-	for _, w := range writes {
-		seen[string(w.Key)]++
+	repeated := make([]bool, len(writes))
+	for j, p := range batchkeys.Previous(len(writes), func(j int) []byte { return writes[j].Key }, nil) {
+		if p >= 0 {
+			repeated[j], repeated[p] = true, true
+		}
 	}
 	var chk []int // indices into writes
 	for j, w := range writes {
-		if w.Ctx == nil && !w.Deleted && seen[string(w.Key)] == 1 && c.checkable(quorums[j], routes[pos[j]]) {
+		if w.Ctx == nil && !w.Deleted && !repeated[j] && c.checkable(quorums[j], routes[pos[j]]) {
 			chk = append(chk, j)
 		}
 	}

@@ -3,6 +3,7 @@ package replica
 import (
 	"fmt"
 
+	"github.com/ringkv/ringkv/batchkeys"
 	"github.com/ringkv/ringkv/storage"
 	"github.com/ringkv/ringkv/version"
 )
@@ -55,9 +56,10 @@ func (s *Store) Prepare(writes []Write, ts int64) (*Prepared, error) {
 	p.errs = make([]error, len(writes))
 	p.encoded = make([][]byte, len(writes))
 	p.oldHashes = make([]uint64, len(writes))
-	var latest map[string]int // engine key -> index of its latest good write in this batch
+	// prev[i]: the batch's previous write to writes[i]'s key, -1 when none.
+	var prev []int
 	if len(writes) > 1 {
-		latest = make(map[string]int, len(writes))
+		prev = batchkeys.Previous(len(writes), func(i int) []byte { return writes[i].Key }, nil)
 	}
 	for i, w := range writes {
 		ekey := p.ekeys[i]
@@ -65,8 +67,14 @@ func (s *Store) Prepare(writes []Write, ts int64) (*Prepared, error) {
 			p.errs[i] = fmt.Errorf("replica put %q: %w: %d-byte engine key (limit %d)", w.Key, storage.ErrKeyTooLarge, len(ekey), storage.MaxKeySize)
 			continue
 		}
+		// The latest good write to the key in this batch, -1 when none.
+		j := -1
+		if prev != nil {
+			for j = prev[i]; j >= 0 && p.objs[j] == nil; j = prev[j] {
+			}
+		}
 		var obj *version.Object
-		if j, ok := latest[string(ekey)]; ok {
+		if j >= 0 {
 			obj = p.objs[j].Clone() // objects handed out are never modified
 		} else {
 			var err error
@@ -94,9 +102,6 @@ func (s *Store) Prepare(writes []Write, ts int64) (*Prepared, error) {
 		}
 		p.objs[i], p.encoded[i] = obj, enc
 		p.count++
-		if latest != nil {
-			latest[string(ekey)] = i
-		}
 	}
 	ok = true
 	return p, nil

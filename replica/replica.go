@@ -39,6 +39,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/ringkv/ringkv/batchkeys"
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/storage"
 	"github.com/ringkv/ringkv/version"
@@ -478,21 +479,30 @@ func (s *Store) observe(ekeys, encoded [][]byte, oldHashes []uint64) (hashes []u
 	}
 	hashes = make([]uint64, len(ekeys))
 	changes := make([]Change, 0, len(ekeys))
-	var at map[string]int // engine key -> its change, for a batch that may repeat keys
+	// For a batch that may repeat keys: prev[i] is the previous entry of
+	// ekeys[i], and at[i] the change of a key's first new state.
+	var prev, at []int
 	if len(ekeys) > 1 {
-		at = make(map[string]int, len(ekeys))
+		prev = batchkeys.Previous(len(ekeys), func(i int) []byte { return ekeys[i] }, nil)
+		at = make([]int, len(ekeys))
 	}
 	for i, ekey := range ekeys {
 		if encoded[i] == nil {
 			continue
 		}
 		hashes[i] = ObjectHash(ekey[9:], encoded[i])
-		if j, ok := at[string(ekey)]; ok {
-			changes[j].New = hashes[i]
+		j := -1 // the key's latest earlier entry with a new state
+		if prev != nil {
+			for j = prev[i]; j >= 0 && encoded[j] == nil; j = prev[j] {
+			}
+		}
+		if j >= 0 {
+			at[i] = at[j]
+			changes[at[i]].New = hashes[i]
 			continue
 		}
 		if at != nil {
-			at[string(ekey)] = len(changes)
+			at[i] = len(changes)
 		}
 		changes = append(changes, Change{Token: tokenOf(ekey), Old: oldHashes[i], New: hashes[i]})
 	}
@@ -677,19 +687,18 @@ func (s *Store) applyAll(keys [][]byte, incoming []*version.Object, covering boo
 	// states[at[i]] is keys[i]'s: a key listed more than once has one.
 	states := make([]applyState, 0, len(keys))
 	at := make([]int, len(keys))
-	var first map[string]int // key -> its state, for batches of more than one key
+	var prev []int // prev[i]: the previous entry of keys[i], -1 when none
 	if len(keys) > 1 {
-		first = make(map[string]int, len(keys))
+		prev = batchkeys.Previous(len(keys), func(i int) []byte { return keys[i] }, nil)
 	}
 	var waitFor []*stagedObject // staged writes whose state the batch relies on
 	for i, key := range keys {
-		j, ok := first[string(key)]
-		if !ok {
+		var j int
+		if prev != nil && prev[i] >= 0 {
+			j = at[prev[i]]
+		} else {
 			j = len(states)
 			states = append(states, applyState{ekey: EncodeKey(nil, key)})
-			if first != nil {
-				first[string(key)] = j
-			}
 		}
 		at[i] = j
 		st := &states[j]

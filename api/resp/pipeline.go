@@ -116,6 +116,9 @@ type slot struct {
 	done chan struct{}
 	// viaWorker is set while the command is with the connection's workers.
 	viaWorker bool
+	// tracked is set while the command's keys are in pipeline.keys (it
+	// did not run to its end on the connection's goroutine).
+	tracked bool
 	// panicked holds the value of a panic in the command; the connection's
 	// goroutine re-raises it when the slot retires, which closes the
 	// connection as a panic on that goroutine always did.
@@ -139,7 +142,8 @@ type pipeline struct {
 	// values stays small. Workers update them; racy updates only blur an
 	// estimate.
 	replyEst, getEst atomic.Int64
-	// keys maps each key of a command in flight to the newest such command.
+	// keys maps each key of a command in flight to the newest such command
+	// (commands run to their end as they start are left out: none waits).
 	keys map[string]*slot
 	free []*slot
 	// Commands that do not run inline go to this connection's workers:
@@ -323,28 +327,29 @@ func (c *conn) start(s *slot, inline, quick bool) {
 	p := &c.p
 	s.rw = replyWriter{w: &s.buf, proto: c.rw.proto} // proto only changes in barriers
 	s.done = make(chan struct{})
-	if p.keys == nil {
-		p.keys = make(map[string]*slot)
+	if len(p.keys) > 0 {
+		s.eachKey(func(k []byte) {
+			if prev := p.keys[string(k)]; prev != nil {
+				s.addDep(prev.done)
+			}
+		})
 	}
-	s.eachKey(func(k []byte) {
-		prev := p.keys[string(k)]
-		if prev == s {
-			return // the key is repeated in this command
-		}
-		if prev != nil {
-			s.addDep(prev.done)
-		}
-		p.keys[string(k)] = s
-	})
 	p.ring[(p.head+p.n)%maxInFlight] = s
 	p.n++
 	p.inFlightBytes += s.size
 	c.s.notePipeline(p.n)
 	if inline || quick && len(s.deps) == 0 {
+		// It runs to its end here, before any later command starts: none
+		// will have to wait for it, so its keys are not tracked.
 		s.run(c)
-	} else {
-		c.submit(s)
+		return
 	}
+	if p.keys == nil {
+		p.keys = make(map[string]*slot)
+	}
+	s.eachKey(func(k []byte) { p.keys[string(k)] = s })
+	s.tracked = true
+	c.submit(s)
 }
 
 // eachKey calls f with each key of the slot's command or batch.
@@ -446,11 +451,14 @@ func (c *conn) retire() {
 		p.submitted--
 		s.viaWorker = false
 	}
-	s.eachKey(func(k []byte) {
-		if p.keys[string(k)] == s {
-			delete(p.keys, string(k)) // no newer command in flight on k
-		}
-	})
+	if s.tracked {
+		s.eachKey(func(k []byte) {
+			if p.keys[string(k)] == s {
+				delete(p.keys, string(k)) // no newer command in flight on k
+			}
+		})
+		s.tracked = false
+	}
 	if s.panicked != nil {
 		panic(s.panicked)
 	}
