@@ -618,8 +618,8 @@ type batchOpts struct {
 // caller (plans[i] for keys[i]; nil: drawn here).
 //
 // With raws non-nil (len(keys) long) a key read from more than one
-// replica and not drawn for a full read reads its local state as stored
-// bytes, and decodes them only when needed: when every answer agrees with
+// replica reads its local state as stored bytes, and decodes them only
+// when needed: when every answer agrees with
 // them (a digest read's "same", or absent where this replica holds
 // nothing), raws[i] gets those bytes and objs[i] stays nil, for a caller
 // that wants only the live value (version.DecodeWinner). Otherwise the key
@@ -716,7 +716,10 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		var raw []byte
 		var hash uint64
 		var err error
-		lazy := raws != nil && q > 1 && !plan.full && (o.eager == nil || !o.eager[i])
+		// A full read-repair read is lazy too: the replicas that disagree
+		// with the stored bytes (or answer late) get them decoded then,
+		// for the merge and the repair (finish, repairKey).
+		lazy := raws != nil && q > 1 && (o.eager == nil || !o.eager[i])
 		if lazy {
 			raw, hash, _, err = c.store.GetRaw(key)
 		} else {

@@ -328,6 +328,73 @@ func TestGetBatchFullReadRepairs(t *testing.T) {
 	}
 }
 
+// A full read-repair read of GetLiveBatchAt (its local state read as
+// stored bytes) repairs every stale replica: another replica that answers
+// after the quorum did, from the late answer in the background, and this
+// node itself when its stored bytes are the stale ones.
+func TestGetLiveBatchFullReadRepairs(t *testing.T) {
+	for _, staleIsCoordinator := range []bool{false, true} {
+		t.Run(fmt.Sprint("stale-coordinator=", staleIsCoordinator), func(t *testing.T) {
+			c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 29,
+				Coordinator: coordinator.Options{ReadRepairChance: 1, Timeout: 4 * time.Second}})
+			ctx := ctxT(t)
+			from, writer, stale := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+			if staleIsCoordinator {
+				stale, writer = c.Nodes[0], c.Nodes[1]
+			}
+			var keys [][]byte
+			for i := range 20 {
+				keys = append(keys, []byte(fmt.Sprintf("lfr-%d", i)))
+			}
+			for _, k := range keys {
+				if _, err := writer.Coord.Put(ctx, k, []byte("old"), nil, coordinator.All); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.Net.Isolate(stale.ID)
+			c.View.SetAlive(stale.ID, false)
+			for _, k := range keys {
+				if _, err := writer.Coord.Put(ctx, k, []byte("v-"+string(k)), nil, 2); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.Net.Heal()
+			c.View.SetAlive(stale.ID, true)
+			if !staleIsCoordinator {
+				// The stale replica answers late: the batch must not
+				// wait for it.
+				c.Net.SetDelay(from.ID, stale.ID, 1500*time.Millisecond)
+			}
+			start := time.Now()
+			values, found, errs := from.Coord.GetLiveBatchAt(ctx, keys, coordinator.Levels{R: 2})
+			if took := time.Since(start); took > time.Second {
+				t.Fatalf("GetLiveBatchAt waited %v for a replica the quorum did not need", took)
+			}
+			for i, k := range keys {
+				if errs[i] != nil || !found[i] || string(values[i]) != "v-"+string(k) {
+					t.Fatalf("GetLiveBatchAt %s: (%q, %v), %v", k, values[i], found[i], errs[i])
+				}
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for _, k := range keys {
+				for {
+					obj, err := stale.Store.Get(k)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got := liveValues(obj); len(got) == 1 && got[0] == "v-"+string(k) {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("the full read did not repair %s on %s: it holds %v", k, stale.ID, obj)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+		})
+	}
+}
+
 // GetLiveBatchAt answers each key as GetLiveAt does, and as the live value
 // (version.LiveValue) of a read at ALL, at R=1 (where a key this node
 // replicates is read from its stored bytes alone) and at R=2: present,
@@ -588,8 +655,18 @@ func TestDigestReadWithAnOlderNode(t *testing.T) {
 // tombstone the others lack, or holding one sibling while the others hold
 // another. Replicas in agreement still count the key's siblings.
 func TestGetLiveBatchWhenReplicasDisagree(t *testing.T) {
+	// With no read repair, and with every read a full read-repair read
+	// (which reads its local state as stored bytes too).
+	for _, chance := range []float64{-1, 1} {
+		t.Run(fmt.Sprint("read-repair-chance=", chance), func(t *testing.T) {
+			testGetLiveBatchWhenReplicasDisagree(t, chance)
+		})
+	}
+}
+
+func testGetLiveBatchWhenReplicasDisagree(t *testing.T, chance float64) {
 	c := testcluster.New(t, testcluster.Options{Nodes: 3, Replicas: 3, Seed: 37,
-		Coordinator: coordinator.Options{ReadRepairChance: -1}})
+		Coordinator: coordinator.Options{ReadRepairChance: chance}})
 	ctx := ctxT(t)
 	n1, n3 := c.Nodes[0], c.Nodes[2]
 	put := func(via *testcluster.Node, k, v string, ctxClock version.Clock, w int) *version.Object {

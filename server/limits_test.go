@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -57,6 +58,12 @@ func TestStartRefusesNodeIDWithTilde(t *testing.T) {
 	_, err = Start(Config{NodeID: "n1", DataDir: t.TempDir(), PeerAddr: freePeerAddr(t), Replicas: 1, MaxValueSize: version.MaxObjectSize})
 	if err == nil || !strings.Contains(err.Error(), "--max-value-size") {
 		t.Fatalf("Start with a value limit of MaxObjectSize: %v", err)
+	}
+	for _, chance := range []float64{1.5, math.NaN()} {
+		_, err = Start(Config{NodeID: "n1", DataDir: t.TempDir(), PeerAddr: freePeerAddr(t), Replicas: 1, ReadRepairChance: chance})
+		if err == nil || !strings.Contains(err.Error(), "--read-repair-chance") {
+			t.Fatalf("Start with a read repair chance of %v: %v", chance, err)
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -98,6 +99,10 @@ type Config struct {
 	// Replace is the ID of a dead member this new node takes over (its
 	// tokens, its partitions, streamed from the surviving replicas).
 	Replace string
+	// ReadRepairChance is the fraction of reads (below R=N) that ask every
+	// replica and so repair each stale one, instead of R of them.
+	// Default: 0.1; negative: never; at most 1 (every read).
+	ReadRepairChance float64
 	// RepairInterval is the pause between two anti-entropy rounds.
 	// Default: 10s. Negative: no anti-entropy at all (no trees, no rounds;
 	// for measurements). RepairRate bounds anti-entropy's exchange, bytes per
@@ -241,6 +246,9 @@ func Start(cfg Config) (s *Server, err error) {
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 2 * time.Second
+	}
+	if math.IsNaN(cfg.ReadRepairChance) || cfg.ReadRepairChance > 1 {
+		return nil, fmt.Errorf("server: --read-repair-chance %v is not a fraction of reads (0 to 1)", cfg.ReadRepairChance)
 	}
 	if cfg.BlockCacheSize <= 0 {
 		cfg.BlockCacheSize = 128 << 20
@@ -387,7 +395,7 @@ func Start(cfg Config) (s *Server, err error) {
 	}
 	s.metrics = s.newMetrics()
 	s.coord = coordinator.New(cfg.NodeID, s.members, s.store, s.client, coordinator.Options{
-		R: rLevel, W: wLevel, Timeout: cfg.RequestTimeout, Logf: cfg.Logf, Hints: s.hints,
+		R: rLevel, W: wLevel, Timeout: cfg.RequestTimeout, ReadRepairChance: cfg.ReadRepairChance, Logf: cfg.Logf, Hints: s.hints,
 		Observer: s.metrics.Observer(),
 	})
 	s.hints.Start(s.coord, func(id string) bool {

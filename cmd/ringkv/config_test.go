@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,9 +67,26 @@ func TestServerHelpShowsDefaults(t *testing.T) {
 	if err := root.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`--replicas int`, `(default 3)`, `--auth-file`, `--tls-cert`, `--peer-tls-ca`, `--config`, `--log-format string`, `(default "text")`, `RINGKV_DATA_DIR`, `--shutdown-timeout`} {
+	for _, want := range []string{`--replicas int`, `(default 3)`, `--auth-file`, `--tls-cert`, `--peer-tls-ca`, `--config`, `--log-format string`, `(default "text")`, `RINGKV_DATA_DIR`, `--shutdown-timeout`, `--read-repair-chance float`, `(default 0.1)`} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("ringkv server --help lacks %q", want)
+		}
+	}
+}
+
+// --read-repair-chance takes a fraction of reads; 0 turns read repair reads
+// off (the server's option for never), anything outside 0..1 is refused.
+func TestReadRepairChanceOption(t *testing.T) {
+	for _, tc := range []struct {
+		flag, want float64
+		bad        bool
+	}{
+		{0.1, 0.1, false}, {1, 1, false}, {0, -1, false},
+		{-0.5, 0, true}, {1.5, 0, true}, {math.NaN(), 0, true},
+	} {
+		got, err := readRepairChanceOption(tc.flag)
+		if (err != nil) != tc.bad || !tc.bad && got != tc.want {
+			t.Errorf("--read-repair-chance %v: %v, %v; want %v (refused: %v)", tc.flag, got, err, tc.want, tc.bad)
 		}
 	}
 }

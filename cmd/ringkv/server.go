@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"strings"
@@ -19,6 +20,7 @@ func newServerCmd() *cobra.Command {
 	var cfg server.Config
 	var join, perDC, configPath, logFormat, logLevel string
 	var quiet bool
+	var readRepairChance float64
 	var shutdownTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -63,6 +65,11 @@ closes its engine cleanly.`,
 				}
 				cfg.Replicas, cfg.ReplicasPerDC = sum, m
 			}
+			chance, err := readRepairChanceOption(readRepairChance)
+			if err != nil {
+				return err
+			}
+			cfg.ReadRepairChance = chance
 			logger, err := newLogger(logFormat, logLevel, quiet)
 			if err != nil {
 				return err
@@ -117,6 +124,7 @@ closes its engine cleanly.`,
 	f.Int64Var(&cfg.HintMaxBytes, "hint-max-bytes", 256<<20, "hinted handoff: most bytes of hints kept for one node; past it new hints are refused and counted")
 	f.DurationVar(&cfg.HintWindow, "hint-window", 3*time.Hour, "hinted handoff: a node whose hints have been pending this long collects no new ones")
 	f.Int64Var(&cfg.HintRate, "hint-rate", 8<<20, "hinted handoff: delivery rate, bytes per second")
+	f.Float64Var(&readRepairChance, "read-repair-chance", 0.1, "fraction of reads below R=N that ask every replica, repairing each stale one (0: none; 1: all); each such read costs the extra replicas a read")
 	f.DurationVar(&cfg.RepairInterval, "repair-interval", 10*time.Second, "anti-entropy: pause between two rounds of comparing hash trees with the other replicas (negative: no anti-entropy)")
 	f.Int64Var(&cfg.RepairRate, "repair-rate", 16<<20, "anti-entropy: exchange rate, bytes per second (negative: unbounded)")
 	f.DurationVar(&cfg.TombstoneGrace, "tombstone-grace", 24*time.Hour, "deletes: a tombstone is purged no sooner than this after it was noted, and only once anti-entropy verified every replica of its partition holds it (negative: never); keep it above the longest a hint may wait")
@@ -171,4 +179,16 @@ func newLogger(format, level string, quiet bool) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// readRepairChanceOption is server.Config.ReadRepairChance for the
+// --read-repair-chance flag's value, where 0 means no read repair reads.
+func readRepairChanceOption(v float64) (float64, error) {
+	switch {
+	case math.IsNaN(v) || v < 0 || v > 1:
+		return 0, fmt.Errorf("--read-repair-chance %v is not a fraction of reads (0 to 1)", v)
+	case v == 0:
+		return -1, nil
+	}
+	return v, nil
 }
