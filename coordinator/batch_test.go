@@ -310,10 +310,17 @@ func TestGetBatchFullReadRepairs(t *testing.T) {
 	}
 	// The late answers are read in the background and the stale replica
 	// repaired from them, by this one batch.
+	waitRepaired(t, stale, keys)
+}
+
+// waitRepaired waits (up to 5 s) until node holds the value "v-KEY" alone
+// for each of keys, as a read repair leaves it.
+func waitRepaired(t *testing.T, node *testcluster.Node, keys [][]byte) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for _, k := range keys {
 		for {
-			obj, err := stale.Store.Get(k)
+			obj, err := node.Store.Get(k)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -321,7 +328,7 @@ func TestGetBatchFullReadRepairs(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("the batched full read did not repair %s on %s: it holds %v", k, stale.ID, obj)
+				t.Fatalf("the full read did not repair %s on %s: it holds %v", k, node.ID, obj)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -375,22 +382,7 @@ func TestGetLiveBatchFullReadRepairs(t *testing.T) {
 					t.Fatalf("GetLiveBatchAt %s: (%q, %v), %v", k, values[i], found[i], errs[i])
 				}
 			}
-			deadline := time.Now().Add(5 * time.Second)
-			for _, k := range keys {
-				for {
-					obj, err := stale.Store.Get(k)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if got := liveValues(obj); len(got) == 1 && got[0] == "v-"+string(k) {
-						break
-					}
-					if time.Now().After(deadline) {
-						t.Fatalf("the full read did not repair %s on %s: it holds %v", k, stale.ID, obj)
-					}
-					time.Sleep(10 * time.Millisecond)
-				}
-			}
+			waitRepaired(t, stale, keys)
 		})
 	}
 }
