@@ -902,6 +902,16 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 		}
 		return true
 	}
+	// agreed reports whether every answer p got agrees with its stored
+	// bytes (a lazy read's): "same", or absent where it holds nothing.
+	agreed := func(p *pending) bool {
+		for j, r := range p.got {
+			if !p.same[j] && !(p.raw == nil && r.obj == nil) {
+				return false
+			}
+		}
+		return true
+	}
 	// repaired holds the keys answered with answers still to come: they
 	// are repaired once those are in, as Get repairs on a late answer.
 	repaired := map[int]*pending{}
@@ -910,11 +920,7 @@ func (c *Coordinator) getBatchPlanned(ctx context.Context, keys [][]byte, given 
 	finish := func(i int, p *pending) bool {
 		p.done = true
 		if p.lazy {
-			agree := true
-			for j, r := range p.got {
-				agree = agree && (p.same[j] || p.raw == nil && r.obj == nil)
-			}
-			if agree {
+			if agreed(p) {
 				// Nothing to merge: the local state is the answer.
 				raws[i] = p.raw
 				if p.waiting > 0 {
@@ -1026,8 +1032,13 @@ wait:
 	}
 	// repairKey repairs the stale primaries of key from p's answers.
 	repairKey := func(key []byte, p *pending) {
-		if p.lazy && p.local == nil && p.raw != nil && !decodeLocal(p) {
-			return // its answer was the stored bytes, which do not decode
+		if p.lazy && p.local == nil {
+			if agreed(p) {
+				return // every replica holds what this one does
+			}
+			if p.raw != nil && !decodeLocal(p) {
+				return // its answer was the stored bytes, which do not decode
+			}
 		}
 		got := append([]readReply{{node: c.self, primary: true, obj: p.local}}, p.got...)
 		c.repairStale(key, got, mergeReplies(got))
