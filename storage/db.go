@@ -357,9 +357,21 @@ func (db *DB) updateReadStateLocked() {
 
 // Get returns a copy of the value of key, or ErrNotFound.
 func (db *DB) Get(key []byte) ([]byte, error) {
-	return db.getAt(key, base.SeqNum(db.visibleSeq.Load()))
+	v, err := db.getAt(key, base.SeqNum(db.visibleSeq.Load()))
+	return bytes.Clone(v), err
 }
 
+// GetShared is Get without the copy: the value aliases the engine's own
+// memory (a memtable's arena or a table block, cached or just read), which
+// is never modified or reused while anything references it, so the value
+// stays valid for as long as the caller holds it. The caller must not
+// modify it; its capacity is its length, so an append copies it.
+func (db *DB) GetShared(key []byte) ([]byte, error) {
+	v, err := db.getAt(key, base.SeqNum(db.visibleSeq.Load()))
+	return v[:len(v):len(v)], err
+}
+
+// getAt returns the value of key at seq, aliasing the engine's memory.
 func (db *DB) getAt(key []byte, seq base.SeqNum) ([]byte, error) {
 	if err := checkKey(key); err != nil {
 		return nil, err
@@ -378,7 +390,7 @@ func (db *DB) getAt(key []byte, seq base.SeqNum) ([]byte, error) {
 	if !found || kind == base.KindDelete {
 		return nil, ErrNotFound
 	}
-	return bytes.Clone(value), nil
+	return value, nil
 }
 
 // get searches newest to oldest: memtable, immutable memtables, L0 tables

@@ -411,7 +411,10 @@ func (db *DB) NewSnapshot() *Snapshot {
 }
 
 // Get reads key as of the snapshot.
-func (s *Snapshot) Get(key []byte) ([]byte, error) { return s.db.getAt(key, s.seq) }
+func (s *Snapshot) Get(key []byte) ([]byte, error) {
+	v, err := s.db.getAt(key, s.seq)
+	return bytes.Clone(v), err
+}
 
 // NewIter iterates the snapshot's state.
 func (s *Snapshot) NewIter(o *IterOptions) *Iterator { return s.db.newIterAt(o, s.seq) }

@@ -147,8 +147,8 @@ func DecodeContext(b []byte) (Clock, error) {
 }
 
 // DecodeWinner returns what LWW would pick from the object Encode wrote to
-// b, without building the object: the winning sibling's value (aliasing b)
-// and whether it is a tombstone; ok is false when there are no siblings.
+// b, without building the object: the winning sibling's value (aliasing b,
+// with no capacity beyond its length) and whether it is a tombstone; ok is false when there are no siblings.
 // It checks b exactly as DecodeObject does and allocates nothing for
 // objects whose context names at most eight nodes.
 func DecodeWinner(b []byte) (value []byte, deleted, ok bool, err error) {
@@ -183,7 +183,8 @@ func DecodeWinnerLive(b []byte) (value []byte, deleted, ok bool, live int, err e
 	if err := sc.finish(); err != nil {
 		return nil, false, false, 0, err
 	}
-	return win.value, win.deleted, ok, live, nil
+	// Capped: the value aliases b, and an append must not write into b.
+	return win.value[:len(win.value):len(win.value)], win.deleted, ok, live, nil
 }
 
 // objectScanner walks an encoded object, checking it as it goes, without
