@@ -265,8 +265,8 @@ func (s *Store) Get(key []byte) (*version.Object, error) {
 }
 
 // load returns the stored bytes of an engine key (found is false when the
-// engine has none), uncopied: they alias the engine's memory
-// (storage.DB.GetShared) and must not be modified.
+// engine has none), uncopied when they come from a table: they may alias
+// the engine's memory (storage.DB.GetShared) and must not be modified.
 func (s *Store) load(ekey []byte) (raw []byte, found bool, err error) {
 	raw, err = s.db.GetShared(ekey)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -292,7 +292,7 @@ func (s *Store) GetHashed(key []byte) (*version.Object, uint64, error) {
 
 // GetRaw returns key's stored bytes (an encoded version.Object) and their
 // ObjectHash without decoding them; found is false when there are none.
-// raw aliases the engine's memory: the caller must not modify it.
+// raw may alias the engine's memory: the caller must not modify it.
 func (s *Store) GetRaw(key []byte) (raw []byte, hash uint64, found bool, err error) {
 	var buf [64]byte // the engine key of a usual key, without an allocation
 	raw, found, err = s.load(EncodeKey(buf[:0], key))
@@ -328,8 +328,8 @@ func (s *Store) getDecoded(ekey []byte, hashed bool, decode func([]byte) (*versi
 // GetLive returns the value LWW picks for key, which is what Redis GET
 // answers, without decoding the stored object into a version.Object.
 // found is false for a key never written, one with no siblings, and one
-// whose winning sibling is a tombstone. value aliases the engine's memory:
-// the caller must not modify it.
+// whose winning sibling is a tombstone. value may alias the engine's
+// memory: the caller must not modify it.
 func (s *Store) GetLive(key []byte) (value []byte, found bool, err error) {
 	var buf [64]byte
 	raw, found, err := s.load(EncodeKey(buf[:0], key))

@@ -357,52 +357,60 @@ func (db *DB) updateReadStateLocked() {
 
 // Get returns a copy of the value of key, or ErrNotFound.
 func (db *DB) Get(key []byte) ([]byte, error) {
-	v, err := db.getAt(key, base.SeqNum(db.visibleSeq.Load()))
+	v, _, err := db.getAt(key, base.SeqNum(db.visibleSeq.Load()))
 	return bytes.Clone(v), err
 }
 
-// GetShared is Get without the copy: the value aliases the engine's own
-// memory (a memtable's arena or a table block, cached or just read), which
-// is never modified or reused while anything references it, so the value
-// stays valid for as long as the caller holds it. The caller must not
-// modify it; its capacity is its length, so an append copies it.
+// GetShared is Get without the copy when the value comes from a table: it
+// then aliases the table's block (cached or just read), which is never
+// modified or reused while anything references it, so the value stays
+// valid for as long as the caller holds it, and keeps that one block
+// alive. A value still in a memtable is copied, since holding a slice of
+// it would keep the whole arena (the memtable's size) alive. The caller
+// must not modify the value; its capacity is its length, so an append
+// copies it.
 func (db *DB) GetShared(key []byte) ([]byte, error) {
-	v, err := db.getAt(key, base.SeqNum(db.visibleSeq.Load()))
+	v, inMemtable, err := db.getAt(key, base.SeqNum(db.visibleSeq.Load()))
+	if inMemtable {
+		v = bytes.Clone(v)
+	}
 	return v[:len(v):len(v)], err
 }
 
-// getAt returns the value of key at seq, aliasing the engine's memory.
-func (db *DB) getAt(key []byte, seq base.SeqNum) ([]byte, error) {
+// getAt returns the value of key at seq, aliasing the engine's memory, and
+// whether that memory is a memtable's arena (else a table block).
+func (db *DB) getAt(key []byte, seq base.SeqNum) (value []byte, inMemtable bool, err error) {
 	if err := checkKey(key); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	rs, err := db.loadReadState()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer rs.unref()
-	value, kind, found, err := rs.get(key, seq)
+	value, kind, found, inMemtable, err := rs.get(key, seq)
 	if err != nil {
 		err = fmt.Errorf("get %q: %w", string(key), err) // a copy: key does not escape
 		db.noteReadError(err)
-		return nil, err
+		return nil, false, err
 	}
 	if !found || kind == base.KindDelete {
-		return nil, ErrNotFound
+		return nil, false, ErrNotFound
 	}
-	return value, nil
+	return value, inMemtable, nil
 }
 
 // get searches newest to oldest: memtable, immutable memtables, L0 tables
 // (newest first), then one table per deeper level. The first version found
-// at or below seq is the answer.
-func (rs *readState) get(key []byte, seq base.SeqNum) ([]byte, base.Kind, bool, error) {
+// at or below seq is the answer; inMemtable tells whether it was found in
+// a memtable.
+func (rs *readState) get(key []byte, seq base.SeqNum) (value []byte, kind base.Kind, found, inMemtable bool, err error) {
 	if v, k, ok := rs.mem.mt.Get(key, seq); ok {
-		return v, k, true, nil
+		return v, k, true, true, nil
 	}
 	for _, m := range rs.imm {
 		if v, k, ok := m.mt.Get(key, seq); ok {
-			return v, k, true, nil
+			return v, k, true, true, nil
 		}
 	}
 	for _, f := range rs.v.levels[0] {
@@ -410,7 +418,7 @@ func (rs *readState) get(key []byte, seq base.SeqNum) ([]byte, base.Kind, bool, 
 			continue
 		}
 		if v, k, ok, err := f.get(key, seq); err != nil || ok {
-			return v, k, ok, err
+			return v, k, ok, false, err
 		}
 	}
 	for level := 1; level < NumLevels; level++ {
@@ -420,10 +428,10 @@ func (rs *readState) get(key []byte, seq base.SeqNum) ([]byte, base.Kind, bool, 
 			continue
 		}
 		if v, k, ok, err := files[i].get(key, seq); err != nil || ok {
-			return v, k, ok, err
+			return v, k, ok, false, err
 		}
 	}
-	return nil, 0, false, nil
+	return nil, 0, false, false, nil
 }
 
 // Set writes key = value.

@@ -10,8 +10,10 @@ import (
 )
 
 // GetShared answers as Get does, from the memtable and from tables (cached
-// blocks and blocks read past the cache), without the copy; an append to
-// its value copies it, so no later read sees the appended bytes.
+// blocks and blocks read past the cache). A value from a cached block is
+// not copied (two reads share it); one from a memtable is, so that it does
+// not keep the whole arena alive. An append to a value copies it, so no
+// later read sees the appended bytes.
 func TestGetSharedAnswersAsGetAndCannotBeAppendedInto(t *testing.T) {
 	for _, cache := range []int64{8 << 20, 1} { // 1 byte: no block fits, every read goes to the file
 		t.Run(fmt.Sprint("block-cache=", cache), func(t *testing.T) {
@@ -30,7 +32,9 @@ func TestGetSharedAnswersAsGetAndCannotBeAppendedInto(t *testing.T) {
 			if err := db.Delete(key(7)); err != nil {
 				t.Fatal(err)
 			}
-			check := func(where string) {
+			// sharing: whether two reads of a key return the same bytes
+			// in memory (-1: do not check).
+			check := func(where string, sharing int) {
 				t.Helper()
 				for i := range 200 {
 					got, err := db.GetShared(key(i))
@@ -47,6 +51,10 @@ func TestGetSharedAnswersAsGetAndCannotBeAppendedInto(t *testing.T) {
 					if cap(got) != len(got) {
 						t.Fatalf("%s: key %d: capacity %d beyond the value's %d bytes", where, i, cap(got), len(got))
 					}
+					again, _ := db.GetShared(key(i))
+					if shared := &again[0] == &got[0]; sharing >= 0 && shared != (sharing == 1) {
+						t.Fatalf("%s: key %d: two reads share their bytes: %v, want %v", where, i, shared, sharing == 1)
+					}
 					_ = append(got, "XXXXXXXXXXXXXXXX"...)
 				}
 				// The appends above left every stored value as it was.
@@ -56,12 +64,16 @@ func TestGetSharedAnswersAsGetAndCannotBeAppendedInto(t *testing.T) {
 					}
 				}
 			}
-			check("memtable")
+			check("memtable", 0)
 			if err := db.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			check("tables")
-			check("tables, again") // from the cache, when there is one
+			cached := -1 // read past the cache: fresh blocks
+			if cache > 1 {
+				cached = 1
+			}
+			check("tables", cached)
+			check("tables, again", cached)
 			if _, err := db.GetShared(key(1000)); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("absent key: %v", err)
 			}

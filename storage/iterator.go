@@ -412,7 +412,7 @@ func (db *DB) NewSnapshot() *Snapshot {
 
 // Get reads key as of the snapshot.
 func (s *Snapshot) Get(key []byte) ([]byte, error) {
-	v, err := s.db.getAt(key, s.seq)
+	v, _, err := s.db.getAt(key, s.seq)
 	return bytes.Clone(v), err
 }
 

@@ -148,9 +148,10 @@ func DecodeContext(b []byte) (Clock, error) {
 
 // DecodeWinner returns what LWW would pick from the object Encode wrote to
 // b, without building the object: the winning sibling's value (aliasing b,
-// with no capacity beyond its length) and whether it is a tombstone; ok is false when there are no siblings.
-// It checks b exactly as DecodeObject does and allocates nothing for
-// objects whose context names at most eight nodes.
+// with no capacity beyond its length) and whether it is a tombstone; ok is
+// false when there are no siblings. It checks b exactly as DecodeObject
+// does and allocates nothing for objects whose context names at most eight
+// nodes.
 func DecodeWinner(b []byte) (value []byte, deleted, ok bool, err error) {
 	value, deleted, ok, _, err = DecodeWinnerLive(b)
 	return value, deleted, ok, err
