@@ -619,11 +619,11 @@ type batchOpts struct {
 //
 // With raws non-nil (len(keys) long) a key read from more than one
 // replica reads its local state as stored bytes, and decodes them only
-// when needed: when every answer agrees with
-// them (a digest read's "same", or absent where this replica holds
-// nothing), raws[i] gets those bytes and objs[i] stays nil, for a caller
-// that wants only the live value (version.DecodeWinner). Otherwise the key
-// is answered in objs as without raws.
+// when needed: when every answer agrees with them (a digest read's "same",
+// or absent where this replica holds nothing), raws[i] gets those bytes
+// and objs[i] stays nil, for a caller that wants only the live value
+// (version.DecodeWinner). Otherwise the key is answered in objs as without
+// raws.
 //
 // With o.ready set (a combined call of single reads, readcombine.go),
 // each key is handed to ready as soon as it is answered, and the keys that
