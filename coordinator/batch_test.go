@@ -286,15 +286,7 @@ func TestGetBatchFullReadRepairs(t *testing.T) {
 	for i := range 20 {
 		keys = append(keys, []byte(fmt.Sprintf("fr-%d", i)))
 	}
-	c.Net.Isolate(stale.ID)
-	c.View.SetAlive(stale.ID, false)
-	for _, k := range keys {
-		if _, err := from.Coord.Put(ctx, k, []byte("v-"+string(k)), nil, 2); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.Net.Heal()
-	c.View.SetAlive(stale.ID, true)
+	writeWhileDown(t, c, from, stale, keys)
 
 	// The stale replica answers late: the batch must not wait for it.
 	c.Net.SetDelay(from.ID, stale.ID, 1500*time.Millisecond)
@@ -311,6 +303,22 @@ func TestGetBatchFullReadRepairs(t *testing.T) {
 	// The late answers are read in the background and the stale replica
 	// repaired from them, by this one batch.
 	waitRepaired(t, stale, keys)
+}
+
+// writeWhileDown writes "v-KEY" to each of keys through via at W=2 while
+// stale is cut off and known to be down, then brings stale back: it is
+// left holding whatever it held before.
+func writeWhileDown(t *testing.T, c *testcluster.Cluster, via, stale *testcluster.Node, keys [][]byte) {
+	t.Helper()
+	c.Net.Isolate(stale.ID)
+	c.View.SetAlive(stale.ID, false)
+	for _, k := range keys {
+		if _, err := via.Coord.Put(ctxT(t), k, []byte("v-"+string(k)), nil, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Net.Heal()
+	c.View.SetAlive(stale.ID, true)
 }
 
 // waitRepaired waits (up to 5 s) until node holds the value "v-KEY" alone
@@ -358,15 +366,7 @@ func TestGetLiveBatchFullReadRepairs(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			c.Net.Isolate(stale.ID)
-			c.View.SetAlive(stale.ID, false)
-			for _, k := range keys {
-				if _, err := writer.Coord.Put(ctx, k, []byte("v-"+string(k)), nil, 2); err != nil {
-					t.Fatal(err)
-				}
-			}
-			c.Net.Heal()
-			c.View.SetAlive(stale.ID, true)
+			writeWhileDown(t, c, writer, stale, keys)
 			if !staleIsCoordinator {
 				// The stale replica answers late: the batch must not
 				// wait for it.
