@@ -237,16 +237,21 @@ func (db *DB) applyToMemtable(b *Batch) error {
 // switchMemtable makes the current memtable immutable and starts a new one
 // whose writes go to log logNum. It returns the new memtable.
 func (db *DB) switchMemtable(logNum uint64, minSize int) *memTable {
-	m := &memTable{mt: db.newMemTable(max(db.opts.MemTableSize, minSize)), logNum: logNum}
+	m := db.newMemTableFor(logNum, minSize)
 	db.mu.Lock()
-	if !db.mem.mt.Empty() {
-		db.imm = append(db.imm, db.mem)
+	old := db.mem
+	if !old.mt.Empty() {
+		db.imm = append(db.imm, old)
 		db.flushReq = true
+		old = nil
 	}
 	db.mem = m
 	db.updateReadStateLocked()
 	db.cond.Broadcast()
 	db.mu.Unlock()
+	if old != nil {
+		old.unref() // the engine's reference: an empty memtable is not flushed
+	}
 	return m
 }
 
@@ -321,6 +326,7 @@ func (db *DB) rotateLocked(entryBytes int) error {
 	num := db.nextFileNum
 	db.nextFileNum++
 	db.mu.Unlock()
+	mem := db.newMemTableFor(num, memtable.ArenaSizeFor(entryBytes, 0))
 	f, err := db.fs.Create(db.path(logName(num)))
 	if err == nil {
 		err = db.syncDir()
@@ -354,14 +360,18 @@ func (db *DB) rotateLocked(entryBytes int) error {
 		f.Close() // the new log was never used
 		return db.failLocked(fmt.Errorf("close commit log: %w", oldErr))
 	}
-	size := max(db.opts.MemTableSize, memtable.ArenaSizeFor(entryBytes, 0))
-	if !db.mem.mt.Empty() {
-		db.imm = append(db.imm, db.mem)
+	old := db.mem
+	if !old.mt.Empty() {
+		db.imm = append(db.imm, old)
 		db.flushReq = true
+		old = nil
 	}
-	db.mem = &memTable{mt: db.newMemTable(size), logNum: num}
+	db.mem = mem
 	db.updateReadStateLocked()
 	db.cond.Broadcast()
+	if old != nil {
+		old.unref() // the engine's reference: an empty memtable is not flushed
+	}
 	return nil
 }
 

@@ -76,6 +76,33 @@ type memTable struct {
 	// maxSeq is the largest sequence number added (written by the commit
 	// leader only, read after the memtable became immutable).
 	maxSeq base.SeqNum
+	// refs counts the memtable's users: one while it is the engine's (the
+	// active memtable or one waiting for its flush), one per read state
+	// that lists it. When the last goes, nothing can reach the arena any
+	// longer (reads copy what they take from a memtable before they let go
+	// of their read state, and iterators copy every entry), so the arena
+	// is kept for the next memtable (DB.recycleMemTable).
+	refs atomic.Int32
+	db   *DB
+}
+
+// newMemTableFor returns the engine's new memtable of log logNum, of arena
+// size size (at least MemTableSize), holding the engine's reference.
+func (db *DB) newMemTableFor(logNum uint64, size int) *memTable {
+	m := &memTable{mt: db.newMemTable(max(db.opts.MemTableSize, size)), logNum: logNum, db: db}
+	m.refs.Store(1)
+	return m
+}
+
+func (m *memTable) ref() { m.refs.Add(1) }
+
+func (m *memTable) unref() {
+	switch n := m.refs.Add(-1); {
+	case n == 0:
+		m.db.recycleMemTable(m.mt)
+	case n < 0:
+		panic(fmt.Sprintf("storage: memtable of log %d released once too often", m.logNum))
+	}
 }
 
 // readState is what a read needs: the memtables and the table version, taken
@@ -90,6 +117,10 @@ type readState struct {
 func (rs *readState) unref() {
 	if rs.refs.Add(-1) == 0 {
 		rs.v.unref()
+		rs.mem.unref()
+		for _, m := range rs.imm {
+			m.unref()
+		}
 	}
 }
 
@@ -109,6 +140,11 @@ type DB struct {
 	// every queued batch in one log write and one fsync.
 	qmu   sync.Mutex
 	queue []*pendingWrite
+
+	// spareMem is a memtable of the normal size that nothing references any
+	// longer, kept for the next rotation (recycleMemTable); nil when none.
+	spareMu  sync.Mutex
+	spareMem *memtable.MemTable
 
 	// logMu guards the commit log writer (the leader writes, the periodic
 	// syncer syncs, rotation swaps it).
@@ -343,7 +379,9 @@ func (db *DB) updateReadStateLocked() {
 	rs := &readState{mem: db.mem, v: db.current}
 	rs.refs.Store(1)
 	db.current.ref()
+	db.mem.ref()
 	for i := len(db.imm) - 1; i >= 0; i-- {
+		db.imm[i].ref()
 		rs.imm = append(rs.imm, db.imm[i])
 	}
 	db.rsMu.Lock()
@@ -357,8 +395,11 @@ func (db *DB) updateReadStateLocked() {
 
 // Get returns a copy of the value of key, or ErrNotFound.
 func (db *DB) Get(key []byte) ([]byte, error) {
-	v, _, err := db.getAt(key, base.SeqNum(db.visibleSeq.Load()))
-	return bytes.Clone(v), err
+	v, copied, err := db.getAt(key, base.SeqNum(db.visibleSeq.Load()))
+	if !copied {
+		v = bytes.Clone(v)
+	}
+	return v, err
 }
 
 // GetShared is Get without the copy when the value comes from a table: it
@@ -370,16 +411,14 @@ func (db *DB) Get(key []byte) ([]byte, error) {
 // must not modify the value; its capacity is its length, so an append
 // copies it.
 func (db *DB) GetShared(key []byte) ([]byte, error) {
-	v, inMemtable, err := db.getAt(key, base.SeqNum(db.visibleSeq.Load()))
-	if inMemtable {
-		v = bytes.Clone(v)
-	}
+	v, _, err := db.getAt(key, base.SeqNum(db.visibleSeq.Load()))
 	return v[:len(v):len(v)], err
 }
 
-// getAt returns the value of key at seq, aliasing the engine's memory, and
-// whether that memory is a memtable's arena (else a table block).
-func (db *DB) getAt(key []byte, seq base.SeqNum) (value []byte, inMemtable bool, err error) {
+// getAt returns the value of key at seq: a copy when it comes from a
+// memtable (copied is true; the arena is reused for a later memtable once
+// the read state is released), else aliasing the table block it is in.
+func (db *DB) getAt(key []byte, seq base.SeqNum) (value []byte, copied bool, err error) {
 	if err := checkKey(key); err != nil {
 		return nil, false, err
 	}
@@ -397,7 +436,10 @@ func (db *DB) getAt(key []byte, seq base.SeqNum) (value []byte, inMemtable bool,
 	if !found || kind == base.KindDelete {
 		return nil, false, ErrNotFound
 	}
-	return value, inMemtable, nil
+	if inMemtable {
+		return bytes.Clone(value), true, nil // before rs.unref
+	}
+	return value, false, nil
 }
 
 // get searches newest to oldest: memtable, immutable memtables, L0 tables
@@ -465,8 +507,22 @@ func putBatch(b *Batch) {
 }
 
 // newMemTable returns an empty memtable of the given arena size, with the
-// point-lookup index when the options ask for it.
+// point-lookup index when the options ask for it: the spare one when there
+// is one of that size, emptied, else a new one.
 func (db *DB) newMemTable(size int) *memtable.MemTable {
+	db.spareMu.Lock()
+	spare := db.spareMem
+	if spare != nil && spare.ArenaSize() == size {
+		db.spareMem = nil
+	} else {
+		spare = nil
+	}
+	db.spareMu.Unlock()
+	if spare != nil {
+		spare.Reset()
+		db.m.memTablesReused.Add(1)
+		return spare
+	}
 	var m *memtable.MemTable
 	if db.opts.MemTableIndex {
 		m = memtable.NewIndexed(size)
@@ -477,4 +533,21 @@ func (db *DB) newMemTable(size int) *memtable.MemTable {
 		m.UseFingers(db.opts.MemTableFingerOffset)
 	}
 	return m
+}
+
+// recycleMemTable keeps mt, which nothing references any longer, as the
+// spare for the next memtable, if it has the normal size and there is no
+// spare yet. A memtable of the normal size is tens of MiB: a fresh one
+// costs the writer that rotates an allocation the runtime zeroes and a
+// page fault per page, hundreds of milliseconds on some virtual machines,
+// where Reset costs clearing the index.
+func (db *DB) recycleMemTable(mt *memtable.MemTable) {
+	if mt.ArenaSize() != db.opts.MemTableSize {
+		return // a dedicated memtable for a large entry
+	}
+	db.spareMu.Lock()
+	if db.spareMem == nil {
+		db.spareMem = mt
+	}
+	db.spareMu.Unlock()
 }

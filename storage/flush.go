@@ -77,6 +77,7 @@ func (db *DB) flushMemtable(m *memTable) error {
 	}); err != nil {
 		return err
 	}
+	m.unref() // the engine's reference; readers may still hold theirs
 	db.m.flushes.Add(1)
 	db.opts.Logf("storage: flushed memtable (log %d) to %d table(s) in %s", m.logNum, len(added), time.Since(start))
 	db.deleteObsoleteLogs(nextLog)

@@ -412,8 +412,11 @@ func (db *DB) NewSnapshot() *Snapshot {
 
 // Get reads key as of the snapshot.
 func (s *Snapshot) Get(key []byte) ([]byte, error) {
-	v, _, err := s.db.getAt(key, s.seq)
-	return bytes.Clone(v), err
+	v, copied, err := s.db.getAt(key, s.seq)
+	if !copied {
+		v = bytes.Clone(v)
+	}
+	return v, err
 }
 
 // NewIter iterates the snapshot's state.

@@ -16,6 +16,7 @@ type metricsCounters struct {
 	walBytes          atomic.Uint64
 	walSyncs          atomic.Uint64
 	flushes           atomic.Uint64
+	memTablesReused   atomic.Uint64
 	flushBytes        atomic.Uint64
 	compactions       atomic.Uint64
 	moves             atomic.Uint64
@@ -79,7 +80,10 @@ type Metrics struct {
 	WALSyncLatency [len(SyncLatencyBounds) + 1]uint64
 	WALSyncTime    time.Duration
 
-	Flushes              uint64
+	Flushes uint64
+	// MemTablesReused counts the memtables that reused the arena of a
+	// flushed one instead of allocating their own.
+	MemTablesReused      uint64
 	FlushBytes           uint64 // bytes of L0 tables written by flushes
 	Compactions          uint64
 	TrivialMoves         uint64 // tables moved down a level without rewriting
@@ -131,6 +135,7 @@ func (db *DB) Metrics() Metrics {
 		m.WALSyncLatency[i] = c.walSyncBuckets[i].Load()
 	}
 	m.Flushes = c.flushes.Load()
+	m.MemTablesReused = c.memTablesReused.Load()
 	m.FlushBytes = c.flushBytes.Load()
 	m.Compactions = c.compactions.Load()
 	m.TrivialMoves = c.moves.Load()

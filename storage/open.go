@@ -179,6 +179,7 @@ func (db *DB) recover() (notify []QuarantinedTable, err error) {
 			return nil, err
 		}
 	}
+	db.recycleMemTable(mem) // the engine's first memtable reuses it
 
 	// Write a fresh manifest holding the whole version, then start a fresh
 	// log. The log is created only after CURRENT names the new manifest: a
@@ -215,7 +216,7 @@ func (db *DB) recover() (notify []QuarantinedTable, err error) {
 	db.logFile = logFile
 	db.log = wal.NewMappedWriter(logFile, db.opts.Sync != SyncBatch)
 	db.lastSynced = time.Now()
-	db.mem = &memTable{mt: db.newMemTable(db.opts.MemTableSize), logNum: logNum}
+	db.mem = db.newMemTableFor(logNum, 0)
 	db.visibleSeq.Store(uint64(db.lastSeq))
 	db.updateReadStateLocked()
 	db.removeObsoleteFiles()
@@ -391,6 +392,7 @@ func (db *DB) replayLog(num uint64, flushedSeq base.SeqNum, mem **memtable.MemTa
 					if err := db.flushRecovered(*mem); err != nil {
 						return count, false, err
 					}
+					db.recycleMemTable(*mem) // in the tables now, and no reader has it
 					size := max(db.opts.MemTableSize, memtable.ArenaSizeFor(len(op.key), len(op.value)))
 					*mem = db.newMemTable(size)
 					err = (*mem).Add(seq, op.kind, op.key, op.value)
