@@ -80,6 +80,7 @@ var (
 	engWALBytes      = desc("ringkv_engine_wal_bytes_total", "Bytes written to commit logs.")
 	engWALSync       = desc("ringkv_engine_wal_sync_duration_seconds", "Commit-log fsyncs, by duration.")
 	engFlushes       = desc("ringkv_engine_flushes_total", "Memtable flushes.")
+	engMemReused     = desc("ringkv_engine_memtables_reused_total", "Memtables that reused a flushed memtable's memory instead of allocating their own.")
 	engFlushBytes    = desc("ringkv_engine_flush_bytes_total", "Bytes of level-0 tables written by flushes.")
 	engCompactions   = desc("ringkv_engine_compactions_total", "Compactions (trivial moves included).")
 	engMoves         = desc("ringkv_engine_trivial_moves_total", "Tables moved down a level without rewriting.")
@@ -246,6 +247,7 @@ func (c *collector) collectEngine(m storage.Metrics, gauge, counter func(*promet
 	cum += m.WALSyncLatency[len(storage.SyncLatencyBounds)]
 	ch <- prometheus.MustNewConstHistogram(engWALSync, cum, m.WALSyncTime.Seconds(), buckets)
 	counter(engFlushes, float64(m.Flushes))
+	counter(engMemReused, float64(m.MemTablesReused))
 	counter(engFlushBytes, float64(m.FlushBytes))
 	counter(engCompactions, float64(m.Compactions))
 	counter(engMoves, float64(m.TrivialMoves))

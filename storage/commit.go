@@ -354,9 +354,11 @@ func (db *DB) rotateLocked(entryBytes int) error {
 		if f != nil {
 			f.Close()
 		}
+		mem.unref() // never used: back to the spare
 		return db.failLocked(fmt.Errorf("create commit log %s: %w", logName(num), err))
 	}
 	if oldErr != nil {
+		mem.unref()
 		f.Close() // the new log was never used
 		return db.failLocked(fmt.Errorf("close commit log: %w", oldErr))
 	}

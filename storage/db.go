@@ -406,8 +406,9 @@ func (db *DB) Get(key []byte) ([]byte, error) {
 // then aliases the table's block (cached or just read), which is never
 // modified or reused while anything references it, so the value stays
 // valid for as long as the caller holds it, and keeps that one block
-// alive. A value still in a memtable is copied, since holding a slice of
-// it would keep the whole arena (the memtable's size) alive. The caller
+// alive. A value still in a memtable is copied: the arena is reused for a
+// later memtable once no read state holds it (and a slice of it would
+// otherwise keep the whole arena alive). The caller
 // must not modify the value; its capacity is its length, so an append
 // copies it.
 func (db *DB) GetShared(key []byte) ([]byte, error) {

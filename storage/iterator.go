@@ -385,6 +385,9 @@ func (it *Iterator) Close() error {
 			it.err = err
 		}
 	}
+	// A closed iterator positions nowhere: its memtables' arenas may
+	// already hold a later memtable's entries.
+	it.iter = nil
 	if it.rs != nil {
 		it.rs.unref()
 		it.rs = nil

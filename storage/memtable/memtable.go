@@ -684,9 +684,8 @@ func (m *MemTable) seekGE(userKey []byte, trailer uint64) uint32 {
 // found is false if there is none. For a tombstone it returns kind
 // base.KindDelete and found == true; the caller interprets kinds.
 //
-// value aliases the arena: it stays valid and unchanged for as long as the
-// memtable is reachable (arena space is never reused), but the caller must
-// not modify it.
+// value aliases the arena: it stays valid and unchanged until Reset (the
+// arena is not reused before), but the caller must not modify it.
 func (m *MemTable) Get(userKey []byte, seq base.SeqNum) (value []byte, kind base.Kind, found bool) {
 	if seq > base.SeqNumMax {
 		seq = base.SeqNumMax
@@ -729,7 +728,7 @@ func (m *MemTable) Empty() bool { return m.count.Load() == 0 }
 // order, and nothing is ever seen half-written.
 //
 // Key and Value alias the arena and, unlike the general
-// base.InternalIterator contract, stay valid for the memtable's life.
+// base.InternalIterator contract, stay valid until Reset.
 func (m *MemTable) NewIter() base.InternalIterator {
 	return &iterator{m: m}
 }
