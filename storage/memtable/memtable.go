@@ -235,18 +235,6 @@ func (m *MemTable) Reset() {
 // rounded up to its minimum).
 func (m *MemTable) ArenaSize() int { return len(m.arena) }
 
-// Indexed reports whether the memtable has the point-lookup index
-// (NewIndexed).
-func (m *MemTable) Indexed() bool { return m.index != nil }
-
-// FingerOffset is the offset given to UseFingers, -1 without fingers.
-func (m *MemTable) FingerOffset() int {
-	if m.fingers == nil {
-		return -1
-	}
-	return m.fingerOff
-}
-
 // NewIndexed is New plus a hash index for O(1) point lookups (see the
 // index field). The index takes about arenaSize/8 more bytes and a hash
 // probe per Add; it pays off where keys are read soon after they are
