@@ -433,8 +433,10 @@ func TestPipelineNeverReads(t *testing.T) {
 			}
 		}()
 	}
+	// A connection counts as timed out before its goroutine has closed it
+	// and left the connected count: wait for both.
 	end := time.Now().Add(10 * time.Second)
-	for rs.Stats().TimedOut < 5 && time.Now().Before(end) {
+	for st := rs.Stats(); (st.TimedOut < 5 || st.ConnectedClients != 0) && time.Now().Before(end); st = rs.Stats() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if st := rs.Stats(); st.TimedOut != 5 || st.ConnectedClients != 0 {
