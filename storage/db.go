@@ -395,7 +395,12 @@ func (db *DB) updateReadStateLocked() {
 
 // Get returns a copy of the value of key, or ErrNotFound.
 func (db *DB) Get(key []byte) ([]byte, error) {
-	v, copied, err := db.getAt(key, base.SeqNum(db.visibleSeq.Load()))
+	return db.getCopyAt(key, base.SeqNum(db.visibleSeq.Load()))
+}
+
+// getCopyAt is getAt with the value always a copy.
+func (db *DB) getCopyAt(key []byte, seq base.SeqNum) ([]byte, error) {
+	v, copied, err := db.getAt(key, seq)
 	if !copied {
 		v = bytes.Clone(v)
 	}
@@ -408,9 +413,8 @@ func (db *DB) Get(key []byte) ([]byte, error) {
 // valid for as long as the caller holds it, and keeps that one block
 // alive. A value still in a memtable is copied: the arena is reused for a
 // later memtable once no read state holds it (and a slice of it would
-// otherwise keep the whole arena alive). The caller
-// must not modify the value; its capacity is its length, so an append
-// copies it.
+// otherwise keep the whole arena alive). The caller must not modify the
+// value; its capacity is its length, so an append copies it.
 func (db *DB) GetShared(key []byte) ([]byte, error) {
 	v, _, err := db.getAt(key, base.SeqNum(db.visibleSeq.Load()))
 	return v[:len(v):len(v)], err

@@ -414,13 +414,7 @@ func (db *DB) NewSnapshot() *Snapshot {
 }
 
 // Get reads key as of the snapshot.
-func (s *Snapshot) Get(key []byte) ([]byte, error) {
-	v, copied, err := s.db.getAt(key, s.seq)
-	if !copied {
-		v = bytes.Clone(v)
-	}
-	return v, err
-}
+func (s *Snapshot) Get(key []byte) ([]byte, error) { return s.db.getCopyAt(key, s.seq) }
 
 // NewIter iterates the snapshot's state.
 func (s *Snapshot) NewIter(o *IterOptions) *Iterator { return s.db.newIterAt(o, s.seq) }
