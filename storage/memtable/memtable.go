@@ -188,6 +188,7 @@ func New(arenaSize int) *MemTable {
 	// promise.
 	words := make([]uint64, (arenaSize+7)/8)
 	arena := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(words))), arenaSize)
+	adviseHugePages(unsafe.Pointer(unsafe.SliceData(words)), arenaSize)
 
 	m := &MemTable{arena: arena, rng: rand.Uint64()}
 	m.used.Store(headOffset)
@@ -246,6 +247,7 @@ func NewIndexed(arenaSize int) *MemTable {
 		slots <<= 1
 	}
 	m.index = make([]atomic.Uint64, slots)
+	adviseHugePages(unsafe.Pointer(unsafe.SliceData(m.index)), 8*slots)
 	m.indexMask = uint32(slots - 1)
 	m.indexMax = slots / 2
 	m.seed = maphash.MakeSeed()
@@ -288,6 +290,7 @@ func (m *MemTable) UseFingers(offset int) {
 		slots <<= 1
 	}
 	m.fingers = make([]uint32, fingerLevels*slots)
+	adviseHugePages(unsafe.Pointer(unsafe.SliceData(m.fingers)), 4*len(m.fingers))
 	m.fingerSlots = uint32(slots)
 	m.fingerOff = offset
 	m.fingerShift = uint(64 - bits.TrailingZeros(uint(slots)))
