@@ -3,7 +3,7 @@
 # --sync batch) on 127.0.0.1, run one redis-benchmark test against the
 # first, and take a CPU profile of every node while it runs.
 #
-#   bench/redis/profile.sh [-b RINGKV_BINARY] [-n REQUESTS] [-s PROFILE_SECONDS] [-o OUTDIR] [-c] [-w] TEST PIPELINE
+#   bench/redis/profile.sh [-b RINGKV_BINARY] [-n REQUESTS] [-s PROFILE_SECONDS] [-o OUTDIR] [-c] [-w] [-S] TEST PIPELINE
 #
 # TEST is set or get (a get run first loads 100,000 keys), PIPELINE the
 # redis-benchmark -P. It prints redis-benchmark's CSV line and the three
@@ -19,11 +19,16 @@
 # cluster in the state run.sh measures in: SET -P 1, GET -P 1 and SET -P 16
 # runs of 300,000 requests over 1,000,000 keys (data in tables, not only
 # in the memtable), then waits until the servers are idle; TEST then runs
-# over those 1,000,000 keys.
+# over those 1,000,000 keys. -S spreads the load over the three nodes as a
+# cluster-aware client does: one redis-benchmark per node, 17 clients each
+# (51 in all) and a third of the requests each, so that every node
+# coordinates a third of the requests (with N=3 on three nodes every node
+# is a replica of every key: none forwards), as YCSB's ringkv-3-w2-resp
+# target spreads them; it prints each redis-benchmark's CSV line.
 set -euo pipefail
 
-BIN= N=200000 SECS=10 OUT=. COUNT= WARM=
-while getopts "b:n:s:o:cwh" opt; do
+BIN= N=200000 SECS=10 OUT=. COUNT= WARM= SPREAD=
+while getopts "b:n:s:o:cwSh" opt; do
 	case $opt in
 	b) BIN=$OPTARG ;;
 	n) N=$OPTARG ;;
@@ -31,11 +36,12 @@ while getopts "b:n:s:o:cwh" opt; do
 	o) OUT=$OPTARG ;;
 	c) COUNT=1 ;;
 	w) WARM=1 ;;
-	*) sed -n '2,22p' "$0"; exit 2 ;;
+	S) SPREAD=1 ;;
+	*) sed -n '2,27p' "$0"; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
-[ $# = 2 ] || { sed -n '2,22p' "$0"; exit 2; }
+[ $# = 2 ] || { sed -n '2,27p' "$0"; exit 2; }
 TEST=$1 P=$2
 case $TEST in set | get) ;; *) echo "profile.sh: TEST must be set or get" >&2; exit 2 ;; esac
 TOOLS="redis-benchmark redis-cli curl"
@@ -107,7 +113,18 @@ if [ -n "$COUNT" ]; then
 	perf stat -x, -o "$TMP/perf" -e "$EVENTS" -p "$(IFS=,; echo "${PIDS[*]}")" &
 	PERF=$!
 fi
-redis-benchmark -h 127.0.0.1 -p 17001 -t "$TEST" -d 100 -r $KEYS -c 50 -n "$N" -P "$P" --csv | tail -1 >"$TMP/out"
+if [ -z "$SPREAD" ]; then
+	redis-benchmark -h 127.0.0.1 -p 17001 -t "$TEST" -d 100 -r $KEYS -c 50 -n "$N" -P "$P" --csv | tail -1 >"$TMP/out"
+else
+	RB=()
+	for i in 1 2 3; do
+		redis-benchmark -h 127.0.0.1 -p 1700$i -t "$TEST" -d 100 -r $KEYS -c 17 -n $((N / 3)) -P "$P" --csv | tail -1 >"$TMP/out$i" &
+		RB+=($!)
+	done
+	wait "${RB[@]}"
+	N=$((N / 3 * 3))
+	cat "$TMP/out1" "$TMP/out2" "$TMP/out3" | tr '\n' ' ' >"$TMP/out"
+fi
 t1=$(cpu) n1=$(nodecpu)
 if [ -n "$COUNT" ]; then
 	kill -INT "$PERF"
