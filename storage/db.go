@@ -143,8 +143,11 @@ type DB struct {
 
 	// spareMem is a memtable of the normal size that nothing references any
 	// longer, kept for the next rotation (recycleMemTable); nil when none.
-	spareMu  sync.Mutex
-	spareMem *memtable.MemTable
+	// spareClosed: Close ran, so no spare is kept any more (a memtable
+	// whose last reader leaves later is released, not kept).
+	spareMu     sync.Mutex
+	spareMem    *memtable.MemTable
+	spareClosed bool
 
 	// logMu guards the commit log writer (the leader writes, the periodic
 	// syncer syncs, rotation swaps it).
@@ -317,6 +320,15 @@ func (db *DB) Close() error {
 	db.mu.Unlock()
 	if cur != nil {
 		cur.unref()
+	}
+	// The spare will not be used again: leave it to the collector without
+	// its huge-page advice (memtable.Release).
+	db.spareMu.Lock()
+	spare := db.spareMem
+	db.spareMem, db.spareClosed = nil, true
+	db.spareMu.Unlock()
+	if spare != nil {
+		spare.Release()
 	}
 	if err := db.dirLock.Close(); err != nil && firstErr == nil {
 		firstErr = err
@@ -541,18 +553,24 @@ func (db *DB) newMemTable(size int) *memtable.MemTable {
 }
 
 // recycleMemTable keeps mt, which nothing references any longer, as the
-// spare for the next memtable, if it has the normal size and there is no
-// spare yet. A memtable of the normal size is tens of MiB: a fresh one
+// spare for the next memtable, if it has the normal size, there is no
+// spare yet and the engine is open; otherwise it releases it
+// (memtable.Release) for the garbage collector. A memtable of the normal size is tens of MiB: a fresh one
 // costs the writer that rotates an allocation the runtime zeroes and a
 // page fault per page, hundreds of milliseconds on some virtual machines,
 // where Reset costs clearing the index.
 func (db *DB) recycleMemTable(mt *memtable.MemTable) {
 	if mt.ArenaSize() != db.opts.MemTableSize {
-		return // a dedicated memtable for a large entry
+		mt.Release() // a dedicated memtable for a large entry
+		return
 	}
 	db.spareMu.Lock()
-	if db.spareMem == nil {
+	kept := db.spareMem == nil && !db.spareClosed
+	if kept {
 		db.spareMem = mt
 	}
 	db.spareMu.Unlock()
+	if !kept {
+		mt.Release()
+	}
 }

@@ -4,6 +4,8 @@ package memtable
 
 import "unsafe"
 
-// adviseHugePages does nothing here: transparent huge pages and their
-// madvise are Linux's.
+// adviseHugePages and withdrawHugePages do nothing here: transparent huge
+// pages and their madvise are Linux's.
 func adviseHugePages(unsafe.Pointer, int) {}
+
+func withdrawHugePages(unsafe.Pointer, int) {}
