@@ -555,10 +555,11 @@ func (db *DB) newMemTable(size int) *memtable.MemTable {
 // recycleMemTable keeps mt, which nothing references any longer, as the
 // spare for the next memtable, if it has the normal size, there is no
 // spare yet and the engine is open; otherwise it releases it
-// (memtable.Release) for the garbage collector. A memtable of the normal size is tens of MiB: a fresh one
-// costs the writer that rotates an allocation the runtime zeroes and a
-// page fault per page, hundreds of milliseconds on some virtual machines,
-// where Reset costs clearing the index.
+// (memtable.Release) for the garbage collector. A memtable of the normal
+// size is tens of MiB: a fresh one costs the writer that rotates an
+// allocation the runtime zeroes and a page fault per page, hundreds of
+// milliseconds on some virtual machines, where Reset costs clearing the
+// index.
 func (db *DB) recycleMemTable(mt *memtable.MemTable) {
 	if mt.ArenaSize() != db.opts.MemTableSize {
 		mt.Release() // a dedicated memtable for a large entry

@@ -64,8 +64,8 @@ func TestLargeMemtablesAskForHugePages(t *testing.T) {
 		what string
 		at   uintptr
 	}{
-		{"arena", mid(unsafe.Pointer(unsafe.SliceData(m.arena)), len(m.arena))},
-		{"index", mid(unsafe.Pointer(unsafe.SliceData(m.index)), 8*len(m.index))},
+		{"arena", mid(memoryOf(m.arena))},
+		{"index", mid(memoryOf(m.index))},
 	}
 	for _, c := range regions {
 		if flags := vmFlags(t, c.at); !hasFlag(flags, "hg") {

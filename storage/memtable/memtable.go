@@ -188,7 +188,7 @@ func New(arenaSize int) *MemTable {
 	// promise.
 	words := make([]uint64, (arenaSize+7)/8)
 	arena := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(words))), arenaSize)
-	adviseHugePages(unsafe.Pointer(unsafe.SliceData(words)), arenaSize)
+	adviseHugePages(memoryOf(arena))
 
 	m := &MemTable{arena: arena, rng: rand.Uint64()}
 	m.used.Store(headOffset)
@@ -237,13 +237,16 @@ func (m *MemTable) Reset() {
 // that will not be used again and is left to the garbage collector. It
 // changes no content: a memtable still in use only loses speed.
 func (m *MemTable) Release() {
-	withdrawHugePages(unsafe.Pointer(unsafe.SliceData(m.arena)), len(m.arena))
-	if m.index != nil {
-		withdrawHugePages(unsafe.Pointer(unsafe.SliceData(m.index)), 8*len(m.index))
-	}
-	if m.fingers != nil {
-		withdrawHugePages(unsafe.Pointer(unsafe.SliceData(m.fingers)), 4*len(m.fingers))
-	}
+	withdrawHugePages(memoryOf(m.arena))
+	withdrawHugePages(memoryOf(m.index))
+	withdrawHugePages(memoryOf(m.fingers))
+}
+
+// memoryOf returns the address and size in bytes of s's elements, for
+// adviseHugePages and withdrawHugePages.
+func memoryOf[T any](s []T) (unsafe.Pointer, int) {
+	var zero T
+	return unsafe.Pointer(unsafe.SliceData(s)), len(s) * int(unsafe.Sizeof(zero))
 }
 
 // ArenaSize is the arena size the memtable was made with (New's arenaSize,
@@ -261,7 +264,7 @@ func NewIndexed(arenaSize int) *MemTable {
 		slots <<= 1
 	}
 	m.index = make([]atomic.Uint64, slots)
-	adviseHugePages(unsafe.Pointer(unsafe.SliceData(m.index)), 8*slots)
+	adviseHugePages(memoryOf(m.index))
 	m.indexMask = uint32(slots - 1)
 	m.indexMax = slots / 2
 	m.seed = maphash.MakeSeed()
@@ -304,7 +307,7 @@ func (m *MemTable) UseFingers(offset int) {
 		slots <<= 1
 	}
 	m.fingers = make([]uint32, fingerLevels*slots)
-	adviseHugePages(unsafe.Pointer(unsafe.SliceData(m.fingers)), 4*len(m.fingers))
+	adviseHugePages(memoryOf(m.fingers))
 	m.fingerSlots = uint32(slots)
 	m.fingerOff = offset
 	m.fingerShift = uint(64 - bits.TrailingZeros(uint(slots)))
