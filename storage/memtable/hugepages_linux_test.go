@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"unsafe"
@@ -39,15 +40,6 @@ func vmFlags(t *testing.T, a uintptr) []string {
 	return nil
 }
 
-func hasFlag(flags []string, f string) bool {
-	for _, g := range flags {
-		if g == f {
-			return true
-		}
-	}
-	return false
-}
-
 // TestLargeMemtablesAskForHugePages checks that the arena and the index of
 // a memtable of the server's size sit in mappings advised MADV_HUGEPAGE
 // ("hg" in smaps), and that Release withdraws the advice ("nh").
@@ -68,13 +60,13 @@ func TestLargeMemtablesAskForHugePages(t *testing.T) {
 		{"index", mid(memoryOf(m.index))},
 	}
 	for _, c := range regions {
-		if flags := vmFlags(t, c.at); !hasFlag(flags, "hg") {
+		if flags := vmFlags(t, c.at); !slices.Contains(flags, "hg") {
 			t.Errorf("the middle of a 64 MiB memtable's %s is not advised for huge pages: VmFlags %v", c.what, flags)
 		}
 	}
 	m.Release()
 	for _, c := range regions {
-		if flags := vmFlags(t, c.at); hasFlag(flags, "hg") || !hasFlag(flags, "nh") {
+		if flags := vmFlags(t, c.at); slices.Contains(flags, "hg") || !slices.Contains(flags, "nh") {
 			t.Errorf("after Release the middle of the %s is still advised for huge pages: VmFlags %v", c.what, flags)
 		}
 	}
