@@ -7,21 +7,21 @@
 //
 //   - reads (Get, Cluster) fail over on any network error and on any 5xx
 //     answer;
-//   - writes (Put, Delete) fail over only when the connection could not be
-//     established (the request never reached a node). Once a node has
-//     received a write it may have applied it, even if it then answered an
-//     error, and replaying it elsewhere could store it twice (as two
-//     siblings), or overwrite a write another client made after reading
-//     it; such errors are returned to the caller instead, the write's
-//     outcome unknown.
-//   - With Options.RetryWrites, writes fail over as reads do: also after a
-//     connection that broke or timed out once the request was sent, and
-//     after a 5xx answer (a quorum not reached, an outcome the node does
-//     not know), each node at most once per call. A 4xx answer is final
-//     (the write was refused), and so is a 2xx whose body could not be
-//     read. It is for applications whose writes may be applied twice (a
-//     blind overwrite, not an increment); docs/semantics.md ("Retrying a
-//     write whose outcome is unknown") says what a retried write promises.
+//   - writes (Put, Delete) fail over the same way: also after a connection
+//     that broke or timed out once the request was sent, and after a 5xx
+//     answer (a quorum not reached, an outcome the node does not know),
+//     each node at most once per call. This is safe because every write
+//     carries a write ID (a random 64-bit number, the header
+//     X-Ringkv-Write-Id), the same in each attempt: a replica that already
+//     holds the write does not store it again, and two attempts stored by
+//     two replicas become one sibling when their states meet. So a retried
+//     increment (a write with a read's context) is applied once too.
+//     docs/semantics.md ("Retrying a write whose outcome is unknown") says
+//     what a retried write promises. A 4xx answer is final (the write was
+//     refused), and so is a 2xx whose body could not be read.
+//   - With Options.NoWriteRetry, writes fail over only when the connection
+//     could not be established (the request never reached a node); any
+//     other error is returned, the write's outcome unknown.
 //
 // # Token-aware routing
 //
@@ -33,8 +33,7 @@
 // ring.Token as the nodes do, and tries the key's replicas whose HTTP
 // address it knows — the primary first, replicas the answering node
 // believes down last — then every other node. The failover rules above
-// are unchanged (without RetryWrites, a write still moves to the next node
-// only when the connection could not be established). The ring is fetched again every
+// are unchanged. The ring is fetched again every
 // Options.RingRefresh and soon after any failed attempt; a stale ring only
 // costs a forward (a node that is not a replica forwards the request to
 // one), never correctness. Until the first fetch succeeds, or when no node
@@ -60,9 +59,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -124,12 +125,11 @@ type Options struct {
 	// RingRefresh is how often a token-aware client fetches the ring
 	// again. Default DefaultRingRefresh.
 	RingRefresh time.Duration
-	// RetryWrites retries a write whose outcome is unknown (its
-	// connection broke or timed out after the request was sent, or a 5xx
-	// answer) on the next node, as reads are retried: for writes that may
-	// be applied twice (see the package doc). Default false: such errors
-	// are returned.
-	RetryWrites bool
+	// NoWriteRetry returns the error of a write whose outcome is unknown
+	// (its connection broke or timed out after the request was sent, or a
+	// 5xx answer) instead of retrying it on the next node with the same
+	// write ID (the default, see the package doc).
+	NoWriteRetry bool
 }
 
 // Client talks to a ringkv cluster over HTTP. It is safe for concurrent use.
@@ -300,7 +300,8 @@ func (c *Client) write(ctx context.Context, method string, key, value []byte, to
 	if method == http.MethodPut {
 		hdr.Set("Content-Type", "application/octet-stream")
 	}
-	resp, body, err := c.do(ctx, key, method, kvPath(key, "w", wo.w, "pw", wo.pw), value, hdr, c.o.RetryWrites)
+	hdr.Set(httpapi.HeaderWriteID, strconv.FormatUint(newWriteID(), 16))
+	resp, body, err := c.do(ctx, key, method, kvPath(key, "w", wo.w, "pw", wo.pw), value, hdr, !c.o.NoWriteRetry)
 	if err != nil {
 		return nil, err
 	}
@@ -315,6 +316,17 @@ func (c *Client) write(ctx context.Context, method string, key, value []byte, to
 		return toResult(rr), nil
 	}
 	return nil, apiError(resp, body)
+}
+
+// newWriteID returns a random write ID, never 0. Two writes of a key share
+// one with probability 2^-64 per pair, and even then they are told apart
+// unless their values are equal too (version.Object.WriteOnce).
+func newWriteID() uint64 {
+	for {
+		if id := rand.Uint64(); id != 0 {
+			return id
+		}
+	}
 }
 
 // Cluster returns the cluster as the answering node sees it.
@@ -337,7 +349,7 @@ func (c *Client) Cluster(ctx context.Context) (*httpapi.ClusterStatus, error) {
 // that should not be retried elsewhere: for a key (non-nil) on a
 // token-aware client with a ring, the key's replicas first (route), else
 // starting at the next round-robin position. retry selects the failover
-// rule (see the package doc): true for reads and (with RetryWrites)
+// rule (see the package doc): true for reads and (without NoWriteRetry)
 // writes, which move on after any network error and any 5xx answer; false
 // only after a failed dial. It returns the response with its body read and
 // closed.

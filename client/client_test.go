@@ -243,6 +243,8 @@ func TestServerErrors(t *testing.T) {
 			t.Fatalf("read failover: %v", err)
 		}
 	}
+	// With NoWriteRetry, a 5xx answer to a write is returned.
+	c = New([]string{badSrv.URL, good.URL}, Options{NoWriteRetry: true})
 	before := bad.calls.Load()
 	var failed int
 	for range 2 {
@@ -256,16 +258,16 @@ func TestServerErrors(t *testing.T) {
 	if failed != 1 || bad.calls.Load() != before+1 {
 		t.Fatalf("writes: %d failed, %d calls to the failing node", failed, bad.calls.Load()-before)
 	}
-	// With RetryWrites, writes fail over on 5xx too.
-	c = New([]string{badSrv.URL, good.URL}, Options{RetryWrites: true})
+	// By default, writes fail over on 5xx too.
+	c = New([]string{badSrv.URL, good.URL}, Options{})
 	before = bad.calls.Load()
 	for i := range 2 {
 		if _, err := c.Put(ctx, []byte("k"), []byte("v"), ""); err != nil {
-			t.Fatalf("RetryWrites, write %d: %v", i, err)
+			t.Fatalf("write %d: %v", i, err)
 		}
 	}
 	if bad.calls.Load() != before+1 {
-		t.Fatalf("RetryWrites: %d calls to the failing node, want 1 (round-robin starts there once)", bad.calls.Load()-before)
+		t.Fatalf("%d calls to the failing node, want 1 (round-robin starts there once)", bad.calls.Load()-before)
 	}
 
 	// 4xx answers are returned as they are: a bad level.
@@ -278,11 +280,10 @@ func TestServerErrors(t *testing.T) {
 	if !errors.As(err, &e) || e.Status != 400 {
 		t.Fatalf("bad token: %v", err)
 	}
-	// A refused write (4xx) is final, even with RetryWrites: it is not
-	// tried on the next node.
+	// A refused write (4xx) is final: it is not tried on the next node.
 	spy := &failing{err: errors.New("unused")}
 	spySrv := newNode(t, spy)
-	c = New([]string{good.URL, spySrv.URL}, Options{RetryWrites: true})
+	c = New([]string{good.URL, spySrv.URL}, Options{})
 	for range 2 {
 		if _, err := c.Put(ctx, []byte("k"), []byte("v"), "not-a-token!"); !errors.As(err, &e) || e.Status != 400 {
 			t.Fatalf("bad token with two nodes: %v", err)
@@ -316,18 +317,18 @@ func breakAfterApplying(t *testing.T, st httpapi.Store) *httptest.Server {
 	return srv
 }
 
-// A write whose connection broke after the node applied it: by default
-// the error comes back and the next node never sees the write; with
-// RetryWrites it is retried on the next node, and may then be stored twice
-// (two dots, two siblings of one value), which a write with a read's
-// context supersedes together.
+// A write whose connection broke after the node applied it is retried on
+// the next node under the same write ID, and stored once: when the first
+// node's copy reaches the second, the two attempts are one sibling, for a
+// blind write and for a write with a read's context alike. With
+// NoWriteRetry the error comes back and the next node never sees the
+// write.
 func TestWriteRetriedWhenItsOutcomeIsUnknown(t *testing.T) {
 	ctx := context.Background()
 	key := []byte("k")
 
-	// Default: the outcome-unknown error is returned.
 	third := httpapi.NewMemoryStore("n3")
-	strict := New([]string{breakAfterApplying(t, httpapi.NewMemoryStore("n0")).URL, newNode(t, third).URL}, Options{})
+	strict := New([]string{breakAfterApplying(t, httpapi.NewMemoryStore("n0")).URL, newNode(t, third).URL}, Options{NoWriteRetry: true})
 	var errs int
 	for range 2 {
 		if _, err := strict.Put(ctx, key, []byte("v"), ""); err != nil {
@@ -335,38 +336,46 @@ func TestWriteRetriedWhenItsOutcomeIsUnknown(t *testing.T) {
 		}
 	}
 	if errs != 1 || third.Len() != 1 {
-		t.Fatalf("default: %d errors (want 1), %d keys on the next node (want 1: only the call that started there)", errs, third.Len())
+		t.Fatalf("NoWriteRetry: %d errors (want 1), %d keys on the next node (want 1: only the call that started there)", errs, third.Len())
 	}
 
-	first, second := httpapi.NewMemoryStore("n1"), httpapi.NewMemoryStore("n2")
-	broken, good := breakAfterApplying(t, first), newNode(t, second)
-	c := New([]string{broken.URL, good.URL}, Options{Timeout: 2 * time.Second, RetryWrites: true})
-	for i := range 2 { // round-robin: one of the two starts at the broken node
-		if _, err := c.Put(ctx, key, []byte("v"), ""); err != nil {
-			t.Fatalf("RetryWrites, Put %d: %v", i, err)
+	for _, withContext := range []bool{false, true} {
+		first, second := httpapi.NewMemoryStore("n1"), httpapi.NewMemoryStore("n2")
+		token := ""
+		if withContext {
+			// Both nodes hold "old", which the client read.
+			old, err := first.Put(ctx, key, []byte("old"), nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			second.Merge(key, old)
+			token = version.ClockToString(old.Context)
 		}
-	}
-	a, _ := first.Get(ctx, key, 0)
-	b, _ := second.Get(ctx, key, 0)
-	if len(a.Live()) != 1 || len(b.Live()) != 1 {
-		t.Fatalf("first node %v, second %v: want the write on both", a, b)
-	}
-	second.Merge(key, a) // replication brings the first copy over
-	c = New([]string{good.URL}, Options{})
-	res, err := c.Get(ctx, key)
-	if err != nil || len(res.Siblings) != 2 || string(res.Siblings[0].Value) != "v" || string(res.Siblings[1].Value) != "v" {
-		t.Fatalf("Get after the retried write: %+v %v, want two siblings of v", res, err)
-	}
-	if _, err := c.Put(ctx, key, []byte("w"), res.Context); err != nil {
-		t.Fatalf("Put with the read's context: %v", err)
-	}
-	if o, _ := second.Get(ctx, key, 0); len(o.Siblings) != 1 || string(o.Siblings[0].Value) != "w" {
-		t.Fatalf("after the write with the context: %v, want w alone", o)
+		c := New([]string{breakAfterApplying(t, first).URL, newNode(t, second).URL}, Options{Timeout: 2 * time.Second})
+		if _, err := c.Put(ctx, key, []byte("v"), token); err != nil { // starts at the broken node
+			t.Fatalf("Put (context %v): %v", withContext, err)
+		}
+		a, _ := first.Get(ctx, key, 0)
+		b, _ := second.Get(ctx, key, 0)
+		if len(a.Live()) != 1 || len(b.Live()) != 1 || a.Live()[0].WriteID == 0 || a.Live()[0].WriteID != b.Live()[0].WriteID {
+			t.Fatalf("context %v: first node %v, second %v: want the write on both, under one write ID", withContext, a, b)
+		}
+		second.Merge(key, a) // replication brings the first copy over
+		res, err := New([]string{newNode(t, second).URL}, Options{}).Get(ctx, key)
+		if err != nil || len(res.Siblings) != 1 || string(res.Siblings[0].Value) != "v" {
+			t.Fatalf("context %v: Get after the retried write: %+v %v, want v once", withContext, res, err)
+		}
+		// The same attempt arriving again changes nothing.
+		before, _ := second.Get(ctx, key, 0)
+		second.Merge(key, a)
+		if after, _ := second.Get(ctx, key, 0); !after.Equal(before) {
+			t.Fatalf("context %v: the first attempt, merged again: %v -> %v", withContext, before, after)
+		}
 	}
 }
 
-// A write whose 2xx answer was cut short has a known outcome: even with
-// RetryWrites it is not sent to another node.
+// A write whose 2xx answer was cut short has a known outcome: it is not
+// sent to another node.
 func TestWriteAnsweredButCutShortIsNotRetried(t *testing.T) {
 	cut := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "100")
@@ -375,7 +384,7 @@ func TestWriteAnsweredButCutShortIsNotRetried(t *testing.T) {
 	}))
 	t.Cleanup(cut.Close)
 	next := httpapi.NewMemoryStore("n2")
-	c := New([]string{cut.URL, newNode(t, next).URL}, Options{RetryWrites: true})
+	c := New([]string{cut.URL, newNode(t, next).URL}, Options{})
 	var errs int
 	for range 2 { // one call starts at the cut node
 		if _, err := c.Put(context.Background(), []byte("k"), []byte("v"), ""); err != nil {

@@ -52,7 +52,29 @@ func (c *Coordinator) DeleteAt(ctx context.Context, key []byte, causal version.C
 	return obj, err
 }
 
+// writeIDKey is the context key of WithWriteID.
+type writeIDKey struct{}
+
+// WithWriteID returns ctx carrying the client's name for a write (0: none;
+// a client picks it at random and sends it again with every attempt of the
+// write). Put and Delete under such a context are applied once: a replica
+// that already holds the write does not store it again, and two attempts
+// stored by two replicas become one sibling when their states meet (see
+// version.Object.WriteOnce). The ID travels with a forwarded write.
+func WithWriteID(ctx context.Context, id uint64) context.Context {
+	return context.WithValue(ctx, writeIDKey{}, id)
+}
+
+// WriteIDFrom is the ID WithWriteID put in ctx, 0 when none.
+func WriteIDFrom(ctx context.Context) uint64 {
+	id, _ := ctx.Value(writeIDKey{}).(uint64)
+	return id
+}
+
 func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Object, error) {
+	if req.id == 0 {
+		req.id = WriteIDFrom(ctx)
+	}
 	rt, err := c.route(req.key)
 	if err != nil {
 		return nil, err
@@ -153,7 +175,7 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, rt 
 		}
 	} else {
 		if !req.deleted && c.checkable(need, rt) {
-			obj, again, learned, err := c.checkedWrite(ctx, replica.Write{Key: req.key, Value: req.value}, need, rt)
+			obj, again, learned, err := c.checkedWrite(ctx, replica.Write{Key: req.key, Value: req.value, ID: req.id}, need, rt)
 			if !again {
 				return obj, err
 			}
@@ -175,7 +197,7 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, rt 
 		results = make(chan ack, len(rt.targets))
 		stamped = func(obj *version.Object) { sent = c.replicate(req.key, obj, rt, need, results) }
 	}
-	obj, err := c.store.CoordinateThen(req.key, causal, req.value, req.deleted, c.o.Now().UnixNano(), stamped)
+	obj, err := c.store.CoordinateThen(replica.Write{Key: req.key, Value: req.value, Ctx: causal, Deleted: req.deleted, ID: req.id}, c.o.Now().UnixNano(), stamped)
 	if err != nil && sent.all == 0 && (stamped != nil || isRefusal(err)) {
 		// Refused before anything was stamped (an oversized object, a bad
 		// context): nothing was sent, so no quorum can make up for it. The

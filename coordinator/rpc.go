@@ -398,6 +398,8 @@ type writeRequest struct {
 	// datacenter of the node the client talked to. "" means the
 	// coordinating node's own.
 	dc string
+	// id is the client's name for the write (0: none; see replica.Write).
+	id uint64
 }
 
 // levelBase is what levels are offset by in a write that carries a
@@ -409,14 +411,17 @@ const levelBase = 1<<21 + 8
 // encodeWrite: flags byte (1 deleted, 2 has context, 4 has pw, 8 has a
 // datacenter field, levels offset by levelBase) | uvarint w+3 (levels are
 // negative; w+levelBase with flag 8) | [uvarint pw+levelBase, with flag 4]
-// | [uvarint len(dc) | dc, with flag 8; dc may be empty] | uvarint
-// len(key) | key | uvarint len(ctx) | ctx | value.
+// | [uvarint len(dc) | dc, with flag 8; dc may be empty] | [8 bytes
+// write ID, big-endian, not 0, with flag 16] | uvarint len(key) | key |
+// uvarint len(ctx) | ctx | value.
 //
 // A write with pw or a datacenter (level) sets flag 8: nodes before PW
 // ignore flag 4 and would read the pw field as the key's length (and apply
 // the write to another key), but they refuse a w field above 2^20 as
 // malformed. Flag 4 is never sent without flag 8. A write with neither
-// stays byte for byte what those nodes read.
+// stays byte for byte what those nodes read. Nodes before write IDs refuse
+// flag 16 as unknown, so a named write forwarded to one fails instead of
+// being applied without its ID.
 func encodeWrite(r writeRequest) []byte {
 	var flags byte
 	if r.deleted {
@@ -436,6 +441,9 @@ func encodeWrite(r writeRequest) []byte {
 		flags |= 2
 		ctxBytes = version.EncodeClock(r.ctx)
 	}
+	if r.id != 0 {
+		flags |= 16
+	}
 	b := []byte{flags}
 	b = binary.AppendUvarint(b, uint64(r.w+offset))
 	if r.pw != Default {
@@ -444,6 +452,9 @@ func encodeWrite(r writeRequest) []byte {
 	if dcFlag {
 		b = binary.AppendUvarint(b, uint64(len(r.dc)))
 		b = append(b, r.dc...)
+	}
+	if r.id != 0 {
+		b = binary.BigEndian.AppendUint64(b, r.id)
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.key)))
 	b = append(b, r.key...)
@@ -455,7 +466,7 @@ func encodeWrite(r writeRequest) []byte {
 var errMalformed = errors.New("malformed peer message")
 
 // writeFlags are the flag bits decodeWrite knows; it refuses any other.
-const writeFlags = 1 | 2 | 4 | 8
+const writeFlags = 1 | 2 | 4 | 8 | 16
 
 func decodeWrite(b []byte) (writeRequest, error) {
 	var r writeRequest
@@ -497,6 +508,15 @@ func decodeWrite(b []byte) (writeRequest, error) {
 			return r, err
 		}
 		r.dc = string(dc)
+	}
+	if flags&16 != 0 {
+		if len(b) < 8 {
+			return r, errMalformed
+		}
+		if r.id = binary.BigEndian.Uint64(b); r.id == 0 {
+			return r, fmt.Errorf("%w: write ID 0 written out", errMalformed)
+		}
+		b = b[8:]
 	}
 	if r.key, b, err = readBytes(b); err != nil {
 		return r, err

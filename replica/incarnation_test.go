@@ -241,7 +241,7 @@ func TestPanicReleasesKeyLocks(t *testing.T) {
 				t.Fatal("no panic")
 			}
 		}()
-		s.CoordinateThen(key, nil, []byte("v"), false, 1, func(*version.Object) { panic("hook") })
+		s.CoordinateThen(Write{Key: key, Value: []byte("v")}, 1, func(*version.Object) { panic("hook") })
 	}()
 	hangGuard(t, "a write after a panic", func() {
 		if _, err := s.Coordinate(key, nil, []byte("v2"), false, 2); err != nil {

@@ -78,7 +78,7 @@ func (s *Store) Prepare(writes []Write, ts int64) (*Prepared, error) {
 			obj = p.objs[j].Clone() // objects handed out are never modified
 		} else {
 			var err error
-			if w.Ctx == nil { // a blind write supersedes every sibling
+			if w.Ctx == nil && w.ID == 0 { // a blind write supersedes every sibling
 				obj, p.oldHashes[i], err = s.currentContext(p.held, ekey)
 			} else {
 				obj, p.oldHashes[i], err = s.current(p.held, ekey)

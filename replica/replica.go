@@ -350,7 +350,7 @@ func (s *Store) GetLive(key []byte) (value []byte, found bool, err error) {
 // covers. It returns the whole new object, which the coordinator sends to
 // the other replicas. See CoordinateBatch for the errors.
 func (s *Store) Coordinate(key []byte, ctx version.Clock, value []byte, deleted bool, ts int64) (*version.Object, error) {
-	return s.CoordinateThen(key, ctx, value, deleted, ts, nil)
+	return s.CoordinateThen(Write{Key: key, Value: value, Ctx: ctx, Deleted: deleted}, ts, nil)
 }
 
 // CoordinateThen is Coordinate with a hook: stamped (if not nil) is called
@@ -358,12 +358,12 @@ func (s *Store) Coordinate(key []byte, ctx version.Clock, value []byte, deleted 
 // engine, so that the coordinator can send it to the other replicas while
 // the local write (and its fsync) is in progress. stamped must not modify
 // the object.
-func (s *Store) CoordinateThen(key []byte, ctx version.Clock, value []byte, deleted bool, ts int64, stamped func(*version.Object)) (*version.Object, error) {
+func (s *Store) CoordinateThen(w Write, ts int64, stamped func(*version.Object)) (*version.Object, error) {
 	var stampedAll func([]*version.Object)
 	if stamped != nil {
 		stampedAll = func(objs []*version.Object) { stamped(objs[0]) }
 	}
-	objs, errs, err := s.CoordinateBatch([]Write{{Key: key, Value: value, Ctx: ctx, Deleted: deleted}}, ts, stampedAll)
+	objs, errs, err := s.CoordinateBatch([]Write{w}, ts, stampedAll)
 	if err == nil {
 		err = errs[0]
 	}
@@ -541,6 +541,10 @@ type Write struct {
 	// Ctx is the causal context (nil for a blind write).
 	Ctx     version.Clock
 	Deleted bool
+	// ID is the client's name for the write (0: none), the same in each
+	// attempt of a retried write: a replica that already holds the write
+	// (version.Object.WriteOnce) does not apply it again.
+	ID uint64
 }
 
 // CoordinateBatch applies several client writes as CoordinateThen would
@@ -586,19 +590,19 @@ func (s *Store) CoordinateBatch(writes []Write, ts int64, stamped func(objs []*v
 	return p.objs, p.errs, p.Commit(nil)
 }
 
-// stamp applies one client write to obj, the key's current state.
+// stamp applies one client write to obj, the key's current state (for a
+// blind write without an ID, its context alone will do). A write whose ID
+// obj already holds leaves obj as it is (version.Object.WriteOnce).
 func (s *Store) stamp(obj *version.Object, w Write, ts int64) error {
-	if w.Ctx == nil {
-		s.applyFloor(obj)
-		_, err := obj.WriteBlind(s.actor, w.Value, w.Deleted, ts)
-		return err
-	}
-	ctx, err := obj.AdmitContext(w.Ctx)
-	if err != nil {
-		return err
+	var ctx version.Clock
+	if w.Ctx != nil {
+		var err error
+		if ctx, err = obj.AdmitContext(w.Ctx); err != nil {
+			return err
+		}
 	}
 	s.applyFloor(obj)
-	_, err = obj.Write(s.actor, ctx, w.Value, w.Deleted, ts)
+	_, _, err := obj.WriteOnce(s.actor, ctx, w.Ctx == nil, w.ID, w.Value, w.Deleted, ts)
 	return err
 }
 

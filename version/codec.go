@@ -21,7 +21,13 @@ var (
 // objectFormat is the first byte of Object.Encode's output.
 const objectFormat = 1
 
-const flagDeleted = 1 << 0
+const (
+	flagDeleted = 1 << 0
+	flagWriteID = 1 << 1
+)
+
+// writeIDSize is the encoded size of a sibling's WriteID (when not 0).
+const writeIDSize = 8
 
 // Encode appends the canonical binary form of o to dst and returns it:
 //
@@ -31,7 +37,9 @@ const flagDeleted = 1 << 0
 //	uvarint  m, then m siblings in increasing dot order:
 //	           uvarint node index into the context entries above,
 //	           uvarint counter (1 ..= context[node]),
-//	           byte    flags (bit 0: deleted; other bits zero),
+//	           byte    flags (bit 0: deleted; bit 1: write ID;
+//	                   other bits zero),
+//	           8 bytes the write ID, big-endian (not 0), if bit 1 is set,
 //	           varint  timestamp (zig-zag),
 //	           uvarint len, value bytes (len is 0 for a tombstone)
 //
@@ -52,7 +60,7 @@ func (o *Object) Encode(dst []byte) []byte {
 		size += len(n) + 2*binary.MaxVarintLen64
 	}
 	for _, s := range o.Siblings {
-		size += len(s.Value) + 5*binary.MaxVarintLen64
+		size += len(s.Value) + 5*binary.MaxVarintLen64 + writeIDSize
 	}
 	dst = slices.Grow(dst, size)
 	dst = append(dst, objectFormat)
@@ -69,7 +77,13 @@ func (o *Object) Encode(dst []byte) []byte {
 		if s.Deleted {
 			flags |= flagDeleted
 		}
+		if s.WriteID != 0 {
+			flags |= flagWriteID
+		}
 		dst = append(dst, flags)
+		if s.WriteID != 0 {
+			dst = binary.BigEndian.AppendUint64(dst, s.WriteID)
+		}
 		dst = binary.AppendVarint(dst, s.Timestamp)
 		dst = binary.AppendUvarint(dst, uint64(len(s.Value)))
 		dst = append(dst, s.Value...)
@@ -112,7 +126,7 @@ func DecodeObject(b []byte) (*Object, error) {
 		if len(r.value) > 0 {
 			value = append([]byte(nil), r.value...)
 		}
-		o.Siblings = append(o.Siblings, Sibling{Dot: Dot{Node: names[r.node], Counter: r.counter}, Value: value, Deleted: r.deleted, Timestamp: r.ts})
+		o.Siblings = append(o.Siblings, Sibling{Dot: Dot{Node: names[r.node], Counter: r.counter}, Value: value, Deleted: r.deleted, Timestamp: r.ts, WriteID: r.writeID})
 	}
 	if err := sc.finish(); err != nil {
 		return nil, err
@@ -198,6 +212,10 @@ type objectScanner struct {
 	// prevNode and prevCounter are the dot of the sibling read last.
 	prevNode    int
 	prevCounter uint64
+	// named holds the siblings read so far that carry a write ID, to
+	// refuse two that are the same write; the first one is kept inline.
+	firstNamed rawSibling
+	named      []rawSibling
 }
 
 // rawSibling is a sibling as encoded: its node is the scanner's
@@ -206,8 +224,14 @@ type rawSibling struct {
 	node    int
 	counter uint64
 	deleted bool
+	writeID uint64
 	ts      int64
 	value   []byte
+}
+
+// sameWrite is Sibling.sameWrite for encoded siblings.
+func (r rawSibling) sameWrite(t rawSibling) bool {
+	return r.writeID != 0 && r.writeID == t.writeID && r.deleted == t.deleted && bytes.Equal(r.value, t.value)
 }
 
 // scanObject begins a scan of b, reading its context: it appends the node
@@ -244,6 +268,12 @@ func (sc *objectScanner) next(nodes [][]byte, counters []uint64) (rawSibling, bo
 	idx := d.uvarint("sibling node index")
 	counter := d.uvarint("sibling counter")
 	flags := d.byte("sibling flags")
+	var writeID uint64
+	if flags&flagWriteID != 0 {
+		if id := d.bytes(writeIDSize, "write ID"); d.err == nil {
+			writeID = binary.BigEndian.Uint64(id)
+		}
+	}
 	ts := d.varint("sibling timestamp")
 	vlen := d.uvarint("value length")
 	if d.err != nil {
@@ -253,13 +283,15 @@ func (sc *objectScanner) next(nodes [][]byte, counters []uint64) (rawSibling, bo
 		d.fail("sibling %d: node index %d out of range (%d context entries)", i, idx, len(nodes))
 		return rawSibling{}, false
 	}
-	r := rawSibling{node: int(idx), counter: counter, deleted: flags&flagDeleted != 0, ts: ts}
+	r := rawSibling{node: int(idx), counter: counter, deleted: flags&flagDeleted != 0, writeID: writeID, ts: ts}
 	dot := func(node int, counter uint64) Dot { return Dot{Node: string(nodes[node]), Counter: counter} }
 	switch {
 	case counter == 0 || counter > counters[idx]:
 		d.fail("sibling %d: dot %v not covered by context entry %d", i, dot(r.node, counter), counters[idx])
-	case flags&^flagDeleted != 0:
+	case flags&^(flagDeleted|flagWriteID) != 0:
 		d.fail("sibling %d: unknown flags %#x", i, flags)
+	case flags&flagWriteID != 0 && writeID == 0:
+		d.fail("sibling %d: write ID 0 written out", i)
 	case r.deleted && vlen != 0:
 		d.fail("sibling %d: tombstone with a %d-byte value", i, vlen)
 	// Node indexes follow node order, so dots compare as (index, counter).
@@ -268,6 +300,9 @@ func (sc *objectScanner) next(nodes [][]byte, counters []uint64) (rawSibling, bo
 	case vlen > 0:
 		r.value = d.bytes(vlen, "value")
 	}
+	if d.err == nil && writeID != 0 {
+		sc.checkNamed(i, r, nodes)
+	}
 	if d.err != nil {
 		return rawSibling{}, false
 	}
@@ -275,6 +310,26 @@ func (sc *objectScanner) next(nodes [][]byte, counters []uint64) (rawSibling, bo
 	sc.read++
 	sc.prevNode, sc.prevCounter = r.node, counter
 	return r, true
+}
+
+// checkNamed refuses r, sibling i, when an earlier sibling is the same
+// write, and remembers it otherwise.
+func (sc *objectScanner) checkNamed(i int, r rawSibling, nodes [][]byte) {
+	if sc.firstNamed.writeID == 0 {
+		sc.firstNamed = r
+		return
+	}
+	for j := -1; j < len(sc.named); j++ {
+		t := sc.firstNamed
+		if j >= 0 {
+			t = sc.named[j]
+		}
+		if t.sameWrite(r) {
+			sc.d.fail("sibling %d: the same write %016x as the sibling with dot %s:%d", i, r.writeID, nodes[t.node], t.counter)
+			return
+		}
+	}
+	sc.named = append(sc.named, r)
 }
 
 func (sc *objectScanner) finish() error {

@@ -33,9 +33,20 @@
 // survives if the other side has it too or has not seen its dot; contexts
 // take the pointwise max. Per dot, a state is "unseen" < "live" < "overwritten"
 // and Merge takes the maximum, which is why it is commutative, associative
-// and idempotent, and why replaying an old state never resurrects an
+// (but see Retried writes below) and idempotent, and why replaying an old state never resurrects an
 // overwritten value. [Object.Descends] tells whether one state already
 // includes another (read repair skips such replicas).
+//
+// # Retried writes
+//
+// A client that does not learn a write's outcome may send it again. Each
+// [Sibling] can carry the client's WriteID for its write, the same in every
+// attempt. [Object.WriteOnce] does not stamp an attempt the object already
+// holds (the same WriteID and the same value or tombstone), and [Merge]
+// folds two siblings that are one write stored under two dots (attempts
+// coordinated by two replicas) into the one with the smaller dot; the
+// other's dot, which the context covers, counts as overwritten. Folding
+// only turns live dots into overwritten ones, so replicas still converge.
 //
 // Last-write-wins is available only explicitly, through [LWW].
 //

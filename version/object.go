@@ -37,6 +37,17 @@ type Sibling struct {
 	Value     []byte // nil/empty for a tombstone
 	Deleted   bool   // tombstone: a delete that takes part in causality like a write
 	Timestamp int64  // unix nanoseconds on the coordinator; used only by LWW and the cap
+	// WriteID is the client's name for the write (0: none), the same in
+	// every attempt of a retried write: see WriteOnce and Merge.
+	WriteID uint64
+}
+
+// sameWrite reports whether s and t store the same client write under two
+// dots (a retried write whose attempts were both stored): the same non-zero
+// WriteID and the same content. Content is compared too, so that a client
+// that reuses an ID for another value loses nothing: that is a new write.
+func (s Sibling) sameWrite(t Sibling) bool {
+	return s.WriteID != 0 && s.WriteID == t.WriteID && s.Deleted == t.Deleted && bytes.Equal(s.Value, t.Value)
 }
 
 // Clone returns a copy that shares no memory with s.
@@ -48,7 +59,7 @@ func (s Sibling) Clone() Sibling {
 // Equal reports whether s and t are the same sibling (nil and empty values
 // are equal).
 func (s Sibling) Equal(t Sibling) bool {
-	return s.Dot == t.Dot && s.Deleted == t.Deleted && s.Timestamp == t.Timestamp && bytes.Equal(s.Value, t.Value)
+	return s.Dot == t.Dot && s.Deleted == t.Deleted && s.Timestamp == t.Timestamp && s.WriteID == t.WriteID && bytes.Equal(s.Value, t.Value)
 }
 
 // compareContent orders two siblings with the same dot. A dot names one write
@@ -63,6 +74,9 @@ func compareContent(s, t Sibling) int {
 			return 1
 		}
 		return -1
+	}
+	if c := cmp.Compare(s.WriteID, t.WriteID); c != 0 {
+		return c
 	}
 	return bytes.Compare(s.Value, t.Value)
 }
@@ -82,7 +96,9 @@ func olderThan(s, t Sibling) bool {
 // Invariants (checked by Validate and DecodeObject, kept by every function
 // here): every sibling's dot is covered by Context, siblings are sorted by
 // dot with no duplicates, counters are in 1..MaxCounter, actors are well
-// formed (see Actor) and tombstones carry no value.
+// formed (see Actor), tombstones carry no value, and no two siblings are
+// the same client write (the same non-zero WriteID and content: Merge
+// keeps one).
 //
 // The zero value (and a nil *Object, for the read-only functions) is the
 // empty object: nothing known about the key.
@@ -117,7 +133,43 @@ type Object struct {
 // which the client resolves by writing with a context that covers them).
 // Past MaxSiblings it drops the oldest siblings instead, never the new one.
 func (o *Object) Write(actor string, ctx Clock, value []byte, deleted bool, ts int64) (Sibling, error) {
-	s, err := stamp(actor, max(o.Context[actor], ctx[actor]), value, deleted, ts)
+	return o.write(actor, ctx, value, deleted, ts, 0)
+}
+
+// WriteOnce is Write for a write the client named id (not 0), which it
+// may send again when it does not learn the first attempt's outcome: if o
+// already holds that write (a sibling with the same WriteID and the same
+// content: value and tombstone flag), the write is not applied again:
+// WriteOnce returns that sibling with applied false and leaves o unchanged.
+// Otherwise it is Write, tagging the new sibling with id. blind chooses
+// WriteBlind's rules instead of Write's (ctx is then ignored).
+//
+// An attempt stored under another dot on another replica is recognized
+// when the two meet (Merge keeps one of them). Only an attempt that was
+// overwritten before they met cannot be recognized: then the retry stays,
+// as a sibling of what overwrote the first attempt.
+func (o *Object) WriteOnce(actor string, ctx Clock, blind bool, id uint64, value []byte, deleted bool, ts int64) (s Sibling, applied bool, err error) {
+	if id != 0 && o != nil {
+		want := Sibling{WriteID: id, Deleted: deleted}
+		if !deleted {
+			want.Value = value
+		}
+		for _, held := range o.Siblings {
+			if held.sameWrite(want) {
+				return held, false, nil
+			}
+		}
+	}
+	if blind {
+		s, err = o.writeBlind(actor, value, deleted, ts, id)
+	} else {
+		s, err = o.write(actor, ctx, value, deleted, ts, id)
+	}
+	return s, err == nil, err
+}
+
+func (o *Object) write(actor string, ctx Clock, value []byte, deleted bool, ts int64, id uint64) (Sibling, error) {
+	s, err := stamp(actor, max(o.Context[actor], ctx[actor]), value, deleted, ts, id)
 	if err != nil {
 		return Sibling{}, err
 	}
@@ -147,12 +199,16 @@ func (o *Object) Write(actor string, ctx Clock, value []byte, deleted bool, ts i
 // concurrent and becomes a sibling when the states merge. It fails, leaving
 // o unchanged, as Write does.
 func (o *Object) WriteBlind(actor string, value []byte, deleted bool, ts int64) (Sibling, error) {
+	return o.writeBlind(actor, value, deleted, ts, 0)
+}
+
+func (o *Object) writeBlind(actor string, value []byte, deleted bool, ts int64, id uint64) (Sibling, error) {
 	// This is o.Write(actor, o.Context.Clone(), ...), done directly: a
 	// context equal to o's covers every sibling (each one's dot is in o's
 	// context), and merging o's context with itself changes nothing. So the
 	// result is o's context plus the new dot, and the new sibling alone: one
 	// new map instead of three, and no filtering.
-	s, err := stamp(actor, o.Context[actor], value, deleted, ts)
+	s, err := stamp(actor, o.Context[actor], value, deleted, ts, id)
 	if err != nil {
 		return Sibling{}, err
 	}
@@ -208,17 +264,18 @@ func (o *Object) AdmitContext(ctx Clock) (Clock, error) {
 	return out, nil
 }
 
-// stamp is a write's new sibling: actor's next event after base. value is
-// copied. It fails on a malformed actor or a counter at MaxCounter (past
-// it, the object would no longer decode).
-func stamp(actor string, base uint64, value []byte, deleted bool, ts int64) (Sibling, error) {
+// stamp is a write's new sibling: actor's next event after base, named id
+// by the client (0: unnamed). value is copied. It fails on a malformed
+// actor or a counter at MaxCounter (past it, the object would no longer
+// decode).
+func stamp(actor string, base uint64, value []byte, deleted bool, ts int64, id uint64) (Sibling, error) {
 	if !validActor(actor) {
 		return Sibling{}, fmt.Errorf("%w: %q", ErrBadActor, actor)
 	}
 	if base >= MaxCounter {
 		return Sibling{}, fmt.Errorf("%w: actor %q has made %d writes of this key", ErrCounterExhausted, actor, base)
 	}
-	s := Sibling{Dot: Dot{Node: actor, Counter: base + 1}, Deleted: deleted, Timestamp: ts}
+	s := Sibling{Dot: Dot{Node: actor, Counter: base + 1}, Deleted: deleted, Timestamp: ts, WriteID: id}
 	if !deleted {
 		s.Value = bytes.Clone(value)
 	}
@@ -229,10 +286,21 @@ func stamp(actor string, base uint64, value []byte, deleted bool, ts int64) (Sib
 // repair, anti-entropy, hinted handoff). A sibling survives iff the other
 // side also has it or the other side's context does not cover its dot (a
 // covered dot the other side lacks was overwritten there); the context is
-// the pointwise max. Past MaxSiblings siblings the oldest siblings are
+// the pointwise max. Two surviving siblings that are one client write
+// stored twice (attempts of a retried write coordinated by two replicas:
+// the same WriteID and content) become one: the one with the smaller dot
+// stays, and the other's dot, covered by the context, counts as
+// overwritten. Past MaxSiblings siblings the oldest siblings are
 // dropped (see MaxSiblings); size is not capped here (see CheckSize). Merge is commutative,
-// associative and idempotent (see MaxSiblings for the one exception), and
-// its result descends both inputs.
+// associative and idempotent (see MaxSiblings, and below, for the
+// exceptions), and its result descends both inputs.
+//
+// Folding a retried write's attempts into one is, like the cap, a step
+// that only ever turns a live dot into an overwritten one; replicas that
+// exchange their states still converge. But whether it happens depends on
+// whether both attempts were ever live together: if one attempt was
+// overwritten on one replica before it met the other, the other stays (a
+// sibling of the overwriting write) where the two orders differ.
 // Either input may be nil; neither is modified. The result may share Value
 // slices with the inputs: values are never mutated in place by this package.
 func Merge(a, b *Object) *Object {
@@ -278,8 +346,37 @@ func Merge(a, b *Object) *Object {
 	if len(out) == 0 {
 		out = nil
 	}
-	r.Siblings = capSiblings(out, nil)
+	r.Siblings = capSiblings(foldRetries(out), nil)
 	return r
+}
+
+// foldRetries drops from a dot-sorted slice every sibling that is the same
+// write (sameWrite) as one with a smaller dot, in place; the result stays
+// sorted.
+func foldRetries(ss []Sibling) []Sibling {
+	named := 0
+	for _, s := range ss {
+		if s.WriteID != 0 {
+			named++
+		}
+	}
+	if named < 2 {
+		return ss
+	}
+	out := ss[:0]
+	for _, s := range ss {
+		dup := false
+		for _, kept := range out {
+			if kept.sameWrite(s) {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // CheckSize returns an error wrapping ErrObjectTooLarge when o would encode
@@ -360,7 +457,7 @@ func sizeBound(ctx Clock, ss []Sibling) int {
 		n += len(a) + 2*binary.MaxVarintLen64
 	}
 	for _, s := range ss {
-		n += 1 + len(s.Value) + 4*binary.MaxVarintLen64
+		n += 1 + len(s.Value) + 4*binary.MaxVarintLen64 + writeIDSize
 	}
 	return n
 }
@@ -379,6 +476,9 @@ func encodedSizes(ctx Clock, ss []Sibling) (fixed int, sizes []int) {
 		idx, _ := slices.BinarySearch(nodes, s.Dot.Node)
 		sizes[i] = uvarintLen(uint64(idx)) + uvarintLen(s.Dot.Counter) + 1 +
 			uvarintLen(zigzag(s.Timestamp)) + uvarintLen(uint64(len(s.Value))) + len(s.Value)
+		if s.WriteID != 0 {
+			sizes[i] += writeIDSize
+		}
 	}
 	return fixed, sizes
 }
@@ -566,6 +666,13 @@ func (o *Object) Validate() error {
 		}
 		if i > 0 && o.Siblings[i-1].Dot.Compare(s.Dot) >= 0 {
 			return fmt.Errorf("version: siblings not strictly sorted at %v", s.Dot)
+		}
+		if s.WriteID != 0 {
+			for _, t := range o.Siblings[:i] {
+				if t.sameWrite(s) {
+					return fmt.Errorf("version: siblings %v and %v are the same write %016x (Merge keeps one)", t.Dot, s.Dot, s.WriteID)
+				}
+			}
 		}
 	}
 	return nil

@@ -81,11 +81,20 @@
 // that the client sees every version the returned context covers before it
 // writes with it again.
 //
+// A PUT or DELETE may carry X-Ringkv-Write-Id: 1 to 16 hexadecimal digits,
+// not all zero, that the client picks at random for the write and sends
+// again with every attempt of it (a retry after a timeout or a 5xx). The
+// cluster then applies the write once: a replica that already holds it
+// does not store it again, and two attempts stored by two replicas become
+// one version when their states meet (coordinator.WithWriteID). A
+// malformed ID is refused with 400. The Go client (package client) sends
+// one with every write.
+//
 // # Errors
 //
 // Errors are JSON: {"error": "message"} plus, for quorum failures,
 // "replicas_answered", "replicas_needed" and "replicas". Statuses: 400 for a
-// bad key, level or context token; 404 not found; 405 wrong method (with
+// bad key, level, context token or write ID; 404 not found; 405 wrong method (with
 // Allow); 413 value too large; 503 quorum not reached or no replicas; 504
 // deadline exceeded; 500 otherwise.
 package httpapi

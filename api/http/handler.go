@@ -228,6 +228,24 @@ func causal(w http.ResponseWriter, r *http.Request) (version.Clock, bool) {
 	return c, true
 }
 
+// writeID parses the request's write ID header into the context the write
+// runs under (unchanged without one), answering 400 itself on a bad one.
+func writeID(w http.ResponseWriter, r *http.Request) (context.Context, bool) {
+	hdr := strings.TrimSpace(r.Header.Get(HeaderWriteID))
+	if hdr == "" {
+		return r.Context(), true
+	}
+	id, err := strconv.ParseUint(hdr, 16, 64)
+	if err == nil && id == 0 {
+		err = errors.New("0 is not an ID")
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, ErrorResponse{Error: fmt.Sprintf("bad %s header (1 to 16 hexadecimal digits, not all zero): %v", HeaderWriteID, err)})
+		return nil, false
+	}
+	return coordinator.WithWriteID(r.Context(), id), true
+}
+
 func (h *handler) get(w http.ResponseWriter, r *http.Request, key []byte) {
 	lv, ok := h.levels(w, r, false)
 	if !ok {
@@ -294,6 +312,10 @@ func (h *handler) put(w http.ResponseWriter, r *http.Request, key []byte) {
 	if !ok {
 		return
 	}
+	ctx, ok := writeID(w, r)
+	if !ok {
+		return
+	}
 	if r.ContentLength > h.o.MaxValueSize {
 		h.tooLarge(w, r.ContentLength)
 		return
@@ -322,7 +344,7 @@ func (h *handler) put(w http.ResponseWriter, r *http.Request, key []byte) {
 		writeJSON(w, http.StatusBadRequest, ErrorResponse{Error: fmt.Sprintf("read request body: %v", err)})
 		return
 	}
-	obj, err := h.putAt(r.Context(), key, value, c, lv)
+	obj, err := h.putAt(ctx, key, value, c, lv)
 	if err != nil {
 		h.fail(w, r, fmt.Errorf("write %q: %w", key, err))
 		return
@@ -350,7 +372,11 @@ func (h *handler) del(w http.ResponseWriter, r *http.Request, key []byte) {
 	if !ok {
 		return
 	}
-	obj, err := h.deleteAt(r.Context(), key, c, lv)
+	ctx, ok := writeID(w, r)
+	if !ok {
+		return
+	}
+	obj, err := h.deleteAt(ctx, key, c, lv)
 	if err != nil {
 		h.fail(w, r, fmt.Errorf("delete %q: %w", key, err))
 		return

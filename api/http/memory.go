@@ -5,14 +5,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/version"
 )
 
 // MemoryStore is a single-replica [Store] in memory, for tests and demos.
 // Every write is coordinated by the one node (actor) it was created with,
 // using the same version rules and limits as a replica: a client context
-// passes version.Object.AdmitContext, then version.Object.Write /
-// WriteBlind, so it refuses the same contexts and oversized objects.
+// passes version.Object.AdmitContext, then version.Object.WriteOnce (with
+// the write ID of coordinator.WithWriteID, if any), so it refuses the same
+// contexts and oversized objects and applies a retried write once.
 // Quorum levels are accepted and ignored. Siblings from other "replicas" can
 // be injected with [MemoryStore.Merge].
 type MemoryStore struct {
@@ -37,16 +39,16 @@ func (m *MemoryStore) Get(_ context.Context, key []byte, _ int) (*version.Object
 }
 
 // Put writes value with the causal context (nil: blind write).
-func (m *MemoryStore) Put(_ context.Context, key, value []byte, causal version.Clock, _ int) (*version.Object, error) {
-	return m.write(key, value, false, causal)
+func (m *MemoryStore) Put(ctx context.Context, key, value []byte, causal version.Clock, _ int) (*version.Object, error) {
+	return m.write(key, value, false, causal, coordinator.WriteIDFrom(ctx))
 }
 
 // Delete writes a tombstone with the causal context (nil: blind write).
-func (m *MemoryStore) Delete(_ context.Context, key []byte, causal version.Clock, _ int) (*version.Object, error) {
-	return m.write(key, nil, true, causal)
+func (m *MemoryStore) Delete(ctx context.Context, key []byte, causal version.Clock, _ int) (*version.Object, error) {
+	return m.write(key, nil, true, causal, coordinator.WriteIDFrom(ctx))
 }
 
-func (m *MemoryStore) write(key, value []byte, deleted bool, causal version.Clock) (*version.Object, error) {
+func (m *MemoryStore) write(key, value []byte, deleted bool, causal version.Clock, id uint64) (*version.Object, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	o := m.objs[string(key)]
@@ -56,10 +58,11 @@ func (m *MemoryStore) write(key, value []byte, deleted bool, causal version.Cloc
 	}
 	ts := m.Now().UnixNano()
 	var err error
-	if causal == nil {
-		_, err = o.WriteBlind(m.node, value, deleted, ts)
-	} else if causal, err = o.AdmitContext(causal); err == nil {
-		_, err = o.Write(m.node, causal, value, deleted, ts)
+	if causal != nil {
+		causal, err = o.AdmitContext(causal)
+	}
+	if err == nil {
+		_, _, err = o.WriteOnce(m.node, causal, causal == nil, id, value, deleted, ts)
 	}
 	if err != nil {
 		if o.Empty() {

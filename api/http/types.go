@@ -17,6 +17,11 @@ const (
 	HeaderContext = "X-Ringkv-Context"
 	// HeaderSiblings carries the number of live siblings in a response.
 	HeaderSiblings = "X-Ringkv-Siblings"
+	// HeaderWriteID carries a PUT's or DELETE's write ID: 1 to 16
+	// hexadecimal digits, not all zero, that the client picks at random
+	// and sends again with every attempt of the same write, which is then
+	// applied once (coordinator.WithWriteID).
+	HeaderWriteID = "X-Ringkv-Write-Id"
 )
 
 // Store is what the API needs from the cluster; *coordinator.Coordinator

@@ -55,7 +55,7 @@ var (
 	flagKillAt    = flag.Int("kill-at", 10, "second of the timeline at which n3 is killed")
 	flagRestart   = flag.Int("restart-after", 10, "seconds after the kill at which n3 is restarted on its data directory")
 	flagKillLen   = flag.Int("kill-seconds", 40, "length of the timeline, seconds")
-	flagRetry     = flag.Bool("write-retry", false, "the Go client retries a write whose outcome is unknown on another node (client.Options.RetryWrites; the kill timeline's writes are blind overwrites, which may be applied twice)")
+	flagRetry     = flag.Bool("write-retry", true, "the Go client retries a write whose outcome is unknown on another node under the same write ID, which the cluster applies once (the client's default; -write-retry=false sets client.Options.NoWriteRetry)")
 	flagOut       = flag.String("out", "", "also write the report to this file")
 	flagPlots     = flag.String("plots", "", "write the SVG plots into this directory (none without it)")
 	flagPlotLink  = flag.String("plot-link", "", "path prefix of the plots in the report's links (default: -plots)")

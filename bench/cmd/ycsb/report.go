@@ -260,9 +260,9 @@ func (r *results) killReport(b *strings.Builder) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	tot := tl.total
 	p("#### Node kill under load: ringkv-3-w2\n\n")
-	retries := "returning a write whose outcome is unknown as failed"
+	retries := "returning a write whose outcome is unknown as failed (`-write-retry=false`, client.Options.NoWriteRetry)"
 	if *flagRetry {
-		retries = "retrying a write whose outcome is unknown on the next replica (`-write-retry`, client.Options.RetryWrites)"
+		retries = "retrying a write whose outcome is unknown on the next replica under the same write ID (the client's default)"
 	}
 	p("Workload A (uniform, %d B) with %d clients through the token-aware client, %s, for %d s; `kill -9` of n3 at %.1f s; n3 restarted on its data directory (same flags) at %.1f s",
 		tl.size, tl.clients, retries, tl.seconds, tl.killAt.Seconds(), tl.restartAt.Seconds())

@@ -198,7 +198,7 @@ func startRingkv(dir string, nodes, quorum int, mode string) (*live, error) {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConns = 4 * clients * nodes
 		tr.MaxIdleConnsPerHost = 2 * clients
-		c := client.New(level, client.Options{HTTPClient: &http.Client{Transport: tr}, TokenAware: mode == "http", Timeout: opTimeout, RetryWrites: *flagRetry})
+		c := client.New(level, client.Options{HTTPClient: &http.Client{Transport: tr}, TokenAware: mode == "http", Timeout: opTimeout, NoWriteRetry: !*flagRetry})
 		if mode == "http" {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
