@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/ringkv/ringkv/ring"
+	"github.com/ringkv/ringkv/version"
 )
 
 // dcRing builds a ring of the given datacenters: nodes[dc] members in each
@@ -251,6 +252,36 @@ func TestWriteRequestCodecCarriesTheDatacenter(t *testing.T) {
 	for _, b := range [][]byte{
 		binary.AppendUvarint([]byte{8}, uint64(levelBase+EachQuorum-1)),
 		append(binary.AppendUvarint([]byte{8}, uint64(levelBase+LocalQuorum)), 5, 'd'),
+	} {
+		if _, err := decodeWrite(b); !errors.Is(err, errMalformed) {
+			t.Fatalf("decodeWrite(%x): %v, want errMalformed", b, err)
+		}
+	}
+}
+
+// A forwarded write carries its write ID (flag 16), which nodes before
+// write IDs refuse as an unknown flag; a write without one is encoded as
+// before, and an ID of 0 or one cut short is malformed.
+func TestWriteRequestCodecCarriesTheWriteID(t *testing.T) {
+	for _, req := range []writeRequest{
+		{key: []byte("k"), value: []byte("v"), w: Quorum, pw: Default, id: 1},
+		{key: []byte("k"), deleted: true, hasCtx: true, ctx: version.Clock{"a": 1}, w: LocalQuorum, pw: 1, dc: "dc1", id: 0xffffffffffffffff},
+	} {
+		got, err := decodeWrite(encodeWrite(req))
+		if err != nil || got.id != req.id || got.dc != req.dc || got.w != req.w || string(got.key) != "k" || got.deleted != req.deleted {
+			t.Fatalf("round trip of %+v gave %+v, %v", req, got, err)
+		}
+	}
+	named := encodeWrite(writeRequest{key: []byte("k"), value: []byte("v"), w: Quorum, id: 0x0102030405060708})
+	if want := []byte{16, byte(Quorum + 3), 1, 2, 3, 4, 5, 6, 7, 8, 1, 'k', 0, 'v'}; string(named) != string(want) {
+		t.Fatalf("a named write is encoded %x, want %x", named, want)
+	}
+	if named[0]&^(1|2|4|8) == 0 {
+		t.Fatal("a named write sets no flag that older nodes refuse")
+	}
+	for _, b := range [][]byte{
+		{16, byte(Quorum + 3), 0, 0, 0, 0, 0, 0, 0, 0, 1, 'k', 0},
+		{16, byte(Quorum + 3), 1, 2, 3},
 	} {
 		if _, err := decodeWrite(b); !errors.Is(err, errMalformed) {
 			t.Fatalf("decodeWrite(%x): %v, want errMalformed", b, err)

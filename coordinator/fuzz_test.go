@@ -78,6 +78,7 @@ func FuzzDecodeWrite(f *testing.F) {
 		{key: []byte("k"), deleted: true, hasCtx: true, ctx: ctx, w: Quorum, pw: Default},
 		{key: []byte(""), value: nil, w: 2, pw: 1, dc: "dc1"},
 		{key: []byte("k"), value: []byte("v"), w: LocalQuorum, pw: Default},
+		{key: []byte("k"), value: []byte("v"), hasCtx: true, ctx: ctx, w: Quorum, pw: Default, id: 0xfeed},
 	} {
 		f.Add(encodeWrite(r))
 	}
@@ -93,7 +94,7 @@ func FuzzDecodeWrite(f *testing.F) {
 		}
 		if !bytes.Equal(again.key, r.key) || !bytes.Equal(again.value, r.value) ||
 			again.deleted != r.deleted || again.hasCtx != r.hasCtx || !again.ctx.Equal(r.ctx) ||
-			again.w != r.w || again.pw != r.pw || again.dc != r.dc {
+			again.w != r.w || again.pw != r.pw || again.dc != r.dc || again.id != r.id {
 			t.Fatalf("round trip changed %+v to %+v", r, again)
 		}
 	})

@@ -18,6 +18,11 @@ func FuzzDecodeObject(f *testing.F) {
 	b.Write(Actor("b", 12345), nil, nil, true, -1)
 	f.Add(Merge(&a, &b).Encode(nil))
 	f.Add((*Object)(nil).Encode(nil))
+	var named Object // siblings with write IDs, two of them sharing one
+	named.WriteOnce("a", nil, false, 5, []byte("x"), false, 1)
+	named.WriteOnce("b", nil, false, 5, []byte("y"), false, 2)
+	named.WriteOnce("c", nil, false, 6, nil, true, 3)
+	f.Add(named.Encode(nil))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		o, err := DecodeObject(data)
 		if _, _, _, werr := DecodeWinner(data); (werr == nil) != (err == nil) {
