@@ -14,10 +14,12 @@
 //     carries a write ID (a random 64-bit number, the header
 //     X-Ringkv-Write-Id), the same in each attempt: a replica that already
 //     holds the write does not store it again, and two attempts stored by
-//     two replicas become one sibling when their states meet. So a retried
-//     increment (a write with a read's context) is applied once too.
-//     docs/semantics.md ("Retrying a write whose outcome is unknown") says
-//     what a retried write promises. A 4xx answer is final (the write was
+//     two replicas become one sibling when their states meet, for a write
+//     with a read's context (an increment) too. One case stays: an attempt
+//     that another client read and overwrote before it met the other
+//     attempt no longer has its ID anywhere, and the other comes back as a
+//     sibling of the overwriting write. docs/semantics.md ("Retrying a
+//     write whose outcome is unknown") says what a retried write promises. A 4xx answer is final (the write was
 //     refused), and so is a 2xx whose body could not be read.
 //   - With Options.NoWriteRetry, writes fail over only when the connection
 //     could not be established (the request never reached a node); any
@@ -130,6 +132,11 @@ type Options struct {
 	// 5xx answer) instead of retrying it on the next node with the same
 	// write ID (the default, see the package doc).
 	NoWriteRetry bool
+	// RetryWrites is ignored: writes are retried by default (see
+	// NoWriteRetry).
+	//
+	// Deprecated: write IDs made retries the default.
+	RetryWrites bool
 }
 
 // Client talks to a ringkv cluster over HTTP. It is safe for concurrent use.

@@ -165,7 +165,7 @@ func DecodeContext(b []byte) (Clock, error) {
 // with no capacity beyond its length) and whether it is a tombstone; ok is
 // false when there are no siblings. It checks b exactly as DecodeObject
 // does and allocates nothing for objects whose context names at most eight
-// nodes.
+// nodes and that hold at most one sibling with a write ID.
 func DecodeWinner(b []byte) (value []byte, deleted, ok bool, err error) {
 	value, deleted, ok, _, err = DecodeWinnerLive(b)
 	return value, deleted, ok, err
@@ -313,10 +313,17 @@ func (sc *objectScanner) next(nodes [][]byte, counters []uint64) (rawSibling, bo
 }
 
 // checkNamed refuses r, sibling i, when an earlier sibling is the same
-// write, and remembers it otherwise.
+// write, or when r is one more named sibling than MaxSiblings (every object
+// this release builds has at most MaxSiblings siblings, and no older one
+// has write IDs: the bound keeps this check's cost small on hostile input),
+// and remembers it otherwise.
 func (sc *objectScanner) checkNamed(i int, r rawSibling, nodes [][]byte) {
 	if sc.firstNamed.writeID == 0 {
 		sc.firstNamed = r
+		return
+	}
+	if len(sc.named)+1 >= MaxSiblings {
+		sc.d.fail("sibling %d: more than %d siblings with write IDs", i, MaxSiblings)
 		return
 	}
 	for j := -1; j < len(sc.named); j++ {

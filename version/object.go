@@ -96,9 +96,9 @@ func olderThan(s, t Sibling) bool {
 // Invariants (checked by Validate and DecodeObject, kept by every function
 // here): every sibling's dot is covered by Context, siblings are sorted by
 // dot with no duplicates, counters are in 1..MaxCounter, actors are well
-// formed (see Actor), tombstones carry no value, and no two siblings are
-// the same client write (the same non-zero WriteID and content: Merge
-// keeps one).
+// formed (see Actor), tombstones carry no value, no two siblings are the
+// same client write (the same non-zero WriteID and content: Merge keeps
+// one), and at most MaxSiblings siblings carry a WriteID.
 //
 // The zero value (and a nil *Object, for the read-only functions) is the
 // empty object: nothing known about the key.
@@ -139,10 +139,13 @@ func (o *Object) Write(actor string, ctx Clock, value []byte, deleted bool, ts i
 // WriteOnce is Write for a write the client named id (not 0), which it
 // may send again when it does not learn the first attempt's outcome: if o
 // already holds that write (a sibling with the same WriteID and the same
-// content: value and tombstone flag), the write is not applied again:
-// WriteOnce returns that sibling with applied false and leaves o unchanged.
-// Otherwise it is Write, tagging the new sibling with id. blind chooses
-// WriteBlind's rules instead of Write's (ctx is then ignored).
+// content: value and tombstone flag, whose dot ctx does not cover: a
+// retry's context predates its first attempt, so a client that saw the
+// sibling and writes over it is making a new write, whatever its ID), the
+// write is not applied again: WriteOnce returns that sibling with applied
+// false and leaves o unchanged. Otherwise it is Write, tagging the new
+// sibling with id. blind chooses WriteBlind's rules instead of Write's
+// (ctx is then ignored).
 //
 // An attempt stored under another dot on another replica is recognized
 // when the two meet (Merge keeps one of them). Only an attempt that was
@@ -155,7 +158,7 @@ func (o *Object) WriteOnce(actor string, ctx Clock, blind bool, id uint64, value
 			want.Value = value
 		}
 		for _, held := range o.Siblings {
-			if held.sameWrite(want) {
+			if held.sameWrite(want) && (blind || !ctx.Covers(held.Dot)) {
 				return held, false, nil
 			}
 		}
@@ -654,6 +657,7 @@ func (o *Object) Validate() error {
 			return fmt.Errorf("version: context entry %d for %q exceeds MaxCounter", v, n)
 		}
 	}
+	named := 0
 	for i, s := range o.Siblings {
 		if s.Dot.Node == "" || s.Dot.Counter == 0 {
 			return fmt.Errorf("version: sibling %d has invalid dot %v", i, s.Dot)
@@ -668,6 +672,9 @@ func (o *Object) Validate() error {
 			return fmt.Errorf("version: siblings not strictly sorted at %v", s.Dot)
 		}
 		if s.WriteID != 0 {
+			if named++; named > MaxSiblings {
+				return fmt.Errorf("version: more than %d siblings with write IDs", MaxSiblings)
+			}
 			for _, t := range o.Siblings[:i] {
 				if t.sameWrite(s) {
 					return fmt.Errorf("version: siblings %v and %v are the same write %016x (Merge keeps one)", t.Dot, s.Dot, s.WriteID)

@@ -37,6 +37,17 @@ func TestWriteOnceRecognizesARetry(t *testing.T) {
 	if _, applied, _ := o.WriteOnce("a", nil, false, 7, nil, true, 400); !applied {
 		t.Fatal("a delete under the same ID was taken for a retry of a put")
 	}
+	// A write whose context covers the held sibling saw it: a new write,
+	// even under the same ID and value (a client that reuses IDs resolving
+	// siblings must not be taken for a retry).
+	var two Object
+	two.WriteOnce("a", nil, false, 1, []byte("v"), false, 1)
+	other := Object{}
+	other.Write("b", nil, []byte("z"), false, 2)
+	both := Merge(&two, &other)
+	if _, applied, _ := both.WriteOnce("a", both.Context.Clone(), false, 1, []byte("v"), false, 3); !applied || len(both.Siblings) != 1 {
+		t.Fatalf("a resolving write that reuses an ID was not applied: %v", both)
+	}
 	// Without an ID nothing is recognized.
 	n := len(o.Siblings)
 	if _, applied, _ := o.WriteOnce("a", nil, false, 0, []byte("other"), false, 500); !applied || len(o.Siblings) != n+1 {
@@ -146,6 +157,23 @@ func TestWriteIDEncoding(t *testing.T) {
 		if err := decode(twice.Encode(nil)); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s accepted one write twice: %v", name, err)
 		}
+	}
+	// At most MaxSiblings siblings carry a write ID (every object Write and
+	// Merge build has at most MaxSiblings siblings): more is refused, which
+	// bounds the decoder's check on hostile input.
+	many := &Object{Context: Clock{"a": MaxSiblings + 1}}
+	for i := range MaxSiblings + 1 {
+		many.Siblings = append(many.Siblings, Sibling{Dot: Dot{"a", uint64(i + 1)}, Value: fmt.Appendf(nil, "v%d", i), WriteID: 3})
+	}
+	if err := many.Validate(); err == nil {
+		t.Fatal("Validate accepted more than MaxSiblings named siblings")
+	}
+	if _, err := DecodeObject(many.Encode(nil)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("more than MaxSiblings named siblings decoded: %v", err)
+	}
+	many.Siblings = many.Siblings[1:]
+	if _, err := DecodeObject(many.Encode(nil)); err != nil {
+		t.Fatalf("MaxSiblings named siblings: %v", err)
 	}
 	// Different values under one ID are two writes, and decode.
 	twice.Siblings[1].Value = []byte("w")

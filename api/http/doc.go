@@ -88,7 +88,10 @@
 // does not store it again, and two attempts stored by two replicas become
 // one version when their states meet (coordinator.WithWriteID). A
 // malformed ID is refused with 400. The Go client (package client) sends
-// one with every write.
+// one with every write. An ID names one write: never send it with another
+// (even of the same value): a replica that holds a version under that ID
+// and value, which the write's context does not cover, takes the write for
+// a retry of it and stores nothing.
 //
 // # Errors
 //

@@ -236,7 +236,10 @@ func writeID(w http.ResponseWriter, r *http.Request) (context.Context, bool) {
 		return r.Context(), true
 	}
 	id, err := strconv.ParseUint(hdr, 16, 64)
-	if err == nil && id == 0 {
+	switch {
+	case err == nil && len(hdr) > 16:
+		err = fmt.Errorf("%d digits", len(hdr))
+	case err == nil && id == 0:
 		err = errors.New("0 is not an ID")
 	}
 	if err != nil {

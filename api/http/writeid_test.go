@@ -25,7 +25,7 @@ func TestWriteIDHeader(t *testing.T) {
 	if o, _ := st.Get(t.Context(), []byte("k"), 0); len(o.Siblings) != 1 || o.Siblings[0].WriteID != 0xab12 {
 		t.Fatalf("after two attempts of one write: %v", o)
 	}
-	for _, bad := range []string{"0", "xyz", "12345678901234567", "-1"} {
+	for _, bad := range []string{"0", "xyz", "12345678901234567", "00000000000000001", "-1", "+1"} {
 		for _, method := range []string{http.MethodPut, http.MethodDelete} {
 			resp, body := do(t, method, kvURL(srv, "bad"), []byte("v"), map[string]string{HeaderWriteID: bad})
 			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), HeaderWriteID) {
