@@ -79,7 +79,10 @@ func duplicates(checker, key string, r *Op, values []string) []Violation {
 // workload: final maps each key to its read at R=ALL after the faults
 // stopped and the cluster healed. Every element whose add was acknowledged
 // must be in the union of that read's siblings, and every element there
-// must come from an add that was at least attempted (none invented).
+// must come from an add that was at least attempted (none invented). No
+// read, the final one or one an add made before writing, may return one
+// write's value as two siblings (each add writes a set no other add
+// writes: it holds the add's own element).
 func CheckSetAdds(ops []*Op, final map[string]ReadResult) []Violation {
 	var out []Violation
 	for key, kops := range byKey(ops) {
@@ -96,6 +99,7 @@ func CheckSetAdds(ops []*Op, final map[string]ReadResult) []Violation {
 			if o.Kind != Add {
 				continue
 			}
+			out = append(out, duplicates("set-adds", key, o, o.Saw)...)
 			if o.MayHaveApplied() {
 				attempted[o.Value] = true
 			}

@@ -14,7 +14,8 @@
 // or Info (indeterminate: a timeout, a quorum error, anything after the
 // request left; such a write may have been applied and may show up later).
 // Times come from the monotonic clock, as offsets from the run's start.
-// Every write carries a unique value, and clients never retry on their own.
+// Every write carries a unique value, and clients never retry on their own
+// (except with Config.RetryUnknown: a retry is an attempt of the same op).
 //
 // # Checkers
 //
@@ -22,6 +23,11 @@
 //     clients grow by read-modify-write with the causal context; after the
 //     faults stop and the cluster heals, a read at R=ALL must hold every
 //     element whose add was acknowledged (in the union of the siblings).
+//     No read (an add's own, or the final one) may return one add's value
+//     as two siblings: that add was stored twice. With
+//     Config.RetryUnknown, clients send an add of unknown outcome again
+//     through other nodes under one write ID, as the Go client does; the
+//     canary retries without the ID.
 //   - CheckRegisterReads (b): with R+W>N, a read that began after blind
 //     write y was acknowledged returns neither a value that y overwrote
 //     (one whose write completed before y began) nor not-found; deletes

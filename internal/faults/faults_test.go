@@ -69,6 +69,22 @@ func TestSetsQuorum(t *testing.T) {
 	runSets(t, Config{R: coordinator.Quorum, W: coordinator.Quorum, Faults: allFaults})
 }
 
+// retriedSets is the set workload with clients that retry an add of
+// unknown outcome through other nodes, on two keys, under the faults that
+// leave outcomes unknown most often (isolated and deafened nodes, cuts,
+// partitions, kills): some seeds retry hundreds of adds.
+func retriedSets(withoutID bool) Config {
+	return Config{R: coordinator.Quorum, W: coordinator.Quorum, Faults: staleFaults, Keys: 2, Duration: 2 * time.Second,
+		RetryUnknown: true, RetryWithoutID: withoutID}
+}
+
+// Clients retry an add of unknown outcome under one write ID, as the Go
+// client does: no acknowledged add is lost, and no read, during the run or
+// at its end, sees one stored twice (checker a's duplicate check).
+func TestSetsWithRetries(t *testing.T) {
+	runSets(t, retriedSets(false))
+}
+
 // No acknowledged write is lost at strict quorum either (the other sets
 // schedules run the default, sloppy quorum).
 func TestSetsQuorumStrict(t *testing.T) {
@@ -429,6 +445,14 @@ func TestCanaryDropSiblingOnMerge(t *testing.T) {
 func TestCanaryWriteAppliedTwice(t *testing.T) {
 	canary(t, Config{Workload: SiblingPairs, Keys: 2, Duration: 500 * time.Millisecond, WrapHandler: BugCoordinateTwice()},
 		func(r *Result) []Violation { return CheckSiblings(r.History.Ops(), r.Final, r.Cfg.Replicas) })
+}
+
+// Clients retry adds of unknown outcome without a write ID, as clients
+// before write IDs would: checker a must find an add stored twice.
+func TestCanaryRetriesWithoutIDs(t *testing.T) {
+	c := retriedSets(true)
+	c.Workload = Sets
+	canarySeeds(t, []int64{1, 2, 6, 10}, Run, c, func(r *Result) []Violation { return CheckSetAdds(r.History.Ops(), r.Final) })
 }
 
 // Replicas that coordinate a forwarded context write with an empty context

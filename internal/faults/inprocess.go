@@ -119,6 +119,14 @@ type Config struct {
 	// LWWClient makes set clients resolve siblings by last-write-wins and
 	// write blind (a client bug checker a must catch).
 	LWWClient bool
+	// RetryUnknown makes clients send a write whose outcome is unknown
+	// (Info) again, through up to two other nodes, as the Go client does:
+	// the same value and context, under one write ID
+	// (coordinator.WithWriteID). The write's op is OK once an attempt is,
+	// else Info if any attempt was. RetryWithoutID retries without the ID
+	// (a client before write IDs: the bug the set checker's duplicate
+	// check must catch).
+	RetryUnknown, RetryWithoutID bool
 
 	// BigValues: in the context-register workload, about one write in
 	// five carries a value of 1-32 KiB instead of a few bytes.
@@ -287,11 +295,14 @@ type Stats struct {
 	// BatchesLocal those sent to a replica of the repeated key (which
 	// coordinates the batch's writes of it itself).
 	Batches, BatchesLocal atomic.Int64
+	// Retries counts writes sent again after an unknown outcome
+	// (Config.RetryUnknown).
+	Retries atomic.Int64
 }
 
 func (s *Stats) String() string {
-	return fmt.Sprintf("context writes %d (coordinated by a stale replica: %d, of which behind on a counter: %d); batches %d (%d coordinated by a replica of the repeated key)",
-		s.ContextWrites.Load(), s.StaleCoordinator.Load(), s.StaleCounter.Load(), s.Batches.Load(), s.BatchesLocal.Load())
+	return fmt.Sprintf("context writes %d (coordinated by a stale replica: %d, of which behind on a counter: %d); batches %d (%d coordinated by a replica of the repeated key); writes retried %d",
+		s.ContextWrites.Load(), s.StaleCoordinator.Load(), s.StaleCounter.Load(), s.Batches.Load(), s.BatchesLocal.Load(), s.Retries.Load())
 }
 
 // Run runs cfg against an in-process cluster (crashable engines on strict
@@ -651,21 +662,57 @@ func (c *client) readAt(node, key string, level int) (*Op, *version.Object) {
 	return op, obj
 }
 
-// put writes through node; causal nil is a blind write.
+// put writes through node; causal nil is a blind write. With
+// Config.RetryUnknown, a write of unknown outcome is sent again through
+// other nodes.
 func (c *client) put(op *Op, node, key string, value []byte, causal version.Clock, del bool) {
+	base := context.Background()
+	if c.cfg.RetryUnknown && !c.cfg.RetryWithoutID {
+		base = coordinator.WithWriteID(base, c.rng.Uint64()|1)
+	}
+	nodes := []string{node}
+	if c.cfg.RetryUnknown {
+		for _, i := range c.rng.Perm(len(c.cl.IDs())) {
+			if id := c.cl.IDs()[i]; id != node && len(nodes) < 3 {
+				nodes = append(nodes, id)
+			}
+		}
+	}
+	outcome, lastErr := Fail, error(nil)
+	for _, via := range nodes {
+		err := c.attemptPut(base, via, key, value, causal, del)
+		switch classify(err) {
+		case OK:
+			outcome, lastErr = OK, nil
+		case Info:
+			outcome, lastErr = Info, err
+		default:
+			if outcome == Fail {
+				lastErr = err
+			}
+		}
+		if outcome == OK || !c.cfg.RetryUnknown || classify(err) != Info {
+			break
+		}
+		c.stats.Retries.Add(1)
+	}
+	c.h.Complete(op, outcome, lastErr)
+}
+
+// attemptPut is one attempt of a put through node.
+func (c *client) attemptPut(base context.Context, node, key string, value []byte, causal version.Clock, del bool) error {
 	co, err := c.cl.Coord(node)
 	if err != nil {
-		c.h.Complete(op, Fail, err)
-		return
+		return err
 	}
-	ctx, cancel := c.opCtx()
+	ctx, cancel := context.WithTimeout(base, 3*c.cfg.Timeout)
 	defer cancel()
 	if del {
 		_, err = co.DeleteAt(ctx, []byte(key), causal, c.cfg.levels(coordinator.Default, c.cfg.W))
 	} else {
 		_, err = co.PutAt(ctx, []byte(key), value, causal, c.cfg.levels(coordinator.Default, c.cfg.W))
 	}
-	c.h.Complete(op, classify(err), err)
+	return err
 }
 
 func (c *client) writeOp(node, key string, kind Kind, value string, hasCtx bool, saw []string) Op {
