@@ -101,6 +101,10 @@ type Stats struct {
 	// (CheckedReadFirst), and stored here with their outcome unknown
 	// because no other replica answered (CheckedUnknown).
 	CheckedStored, CheckedReadFirst, CheckedUnknown uint64
+	// RetriesRecognized counts the writes this node's replica did not
+	// stamp because it already held them under their write ID
+	// (replica.Store.RetriesRecognized).
+	RetriesRecognized uint64
 }
 
 // counters are the atomics behind Stats.
@@ -123,6 +127,7 @@ func (c *Coordinator) Stats() Stats {
 		ReadRepairs: m.readRepairs.Load(), ReadRepairFailures: m.readRepairFailures.Load(),
 		ReadSiblingsSum: m.readSiblingsSum.Load(),
 		CheckedStored:   m.checkedStored.Load(), CheckedReadFirst: m.checkedReadFirst.Load(), CheckedUnknown: m.checkedUnknown.Load(),
+		RetriesRecognized: c.store.RetriesRecognized(),
 	}
 	for i := range m.readSiblings {
 		st.ReadSiblings[i] = m.readSiblings[i].Load()

@@ -163,6 +163,16 @@ func retrySchedule(t *testing.T, named, withContext, cutOff bool) []string {
 	if err := write(retry); err != nil {
 		t.Fatalf("retry through %s: %v", retry.ID, err)
 	}
+	if named && !cutOff {
+		// The replica the retry was forwarded to held the first attempt.
+		var recognized uint64
+		for _, r := range replicas {
+			recognized += r.Coord.Stats().RetriesRecognized
+		}
+		if recognized != 1 {
+			t.Fatalf("%d retries recognized, want 1", recognized)
+		}
+	}
 	c.Net.Heal()
 	for _, n := range c.Nodes {
 		c.View.SetAlive(n.ID, true)

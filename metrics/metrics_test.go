@@ -31,6 +31,7 @@ func scrape(t *testing.T, r *Registry) map[string]float64 {
 func TestCollectorReadsEverySource(t *testing.T) {
 	var cs coordinator.Stats
 	cs.ReplicaAcks, cs.ReplicaTimeouts, cs.Forwarded = 7, 2, 3
+	cs.RetriesRecognized = 11
 	cs.ReadSiblings[1] = 5 // one sibling
 	cs.ReadSiblings[2] = 2 // two
 	cs.ReadSiblings[len(cs.ReadSiblings)-1] = 1
@@ -71,6 +72,7 @@ func TestCollectorReadsEverySource(t *testing.T) {
 		`ringkv_replica_writes_total{outcome="ack"}`:                 7,
 		`ringkv_replica_writes_total{outcome="timeout"}`:             2,
 		`ringkv_forwarded_writes_total`:                              3,
+		`ringkv_retried_writes_recognized_total`:                     11,
 		`ringkv_read_siblings_count`:                                 8,
 		`ringkv_read_siblings_sum`:                                   49,
 		`ringkv_hints_pending{target="n2"}`:                          4,

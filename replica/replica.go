@@ -84,6 +84,7 @@ type Store struct {
 	locks       *keyLocks
 	observer    Observer      // nil: no one to tell of changes
 	floor       atomic.Uint64 // see floor.go
+	retries     atomic.Uint64 // writes not stamped again: see RetriesRecognized
 	removeMu    sync.Mutex    // serialises removals, so the floor record only grows
 
 	// closeMu is held shared by every coordinated write from stamping to
@@ -602,9 +603,17 @@ func (s *Store) stamp(obj *version.Object, w Write, ts int64) error {
 		}
 	}
 	s.applyFloor(obj)
-	_, _, err := obj.WriteOnce(s.actor, ctx, w.Ctx == nil, w.ID, w.Value, w.Deleted, ts)
+	_, applied, err := obj.WriteOnce(s.actor, ctx, w.Ctx == nil, w.ID, w.Value, w.Deleted, ts)
+	if err == nil && !applied {
+		s.retries.Add(1)
+	}
 	return err
 }
+
+// RetriesRecognized counts the writes this store did not stamp because it
+// already held them under their write ID (Write.ID): attempts of retried
+// writes that reached a replica holding an earlier attempt.
+func (s *Store) RetriesRecognized() uint64 { return s.retries.Load() }
 
 // Apply merges a version received from another replica into the stored one.
 // It reports the merged object and whether anything changed. An invalid

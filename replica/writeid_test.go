@@ -39,6 +39,9 @@ func TestRetriedWriteIsStoredOnce(t *testing.T) {
 			t.Fatalf("stored %v, want %v (%v)", stored, first, err)
 		}
 	}
+	if got := a.RetriesRecognized(); got != 6 {
+		t.Fatalf("RetriesRecognized = %d, want 6 (two attempts again of each of three writes)", got)
+	}
 
 	// Replica c, which holds a's state before the delete (write 12),
 	// coordinates another attempt of the delete (write 13): once that
