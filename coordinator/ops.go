@@ -197,7 +197,7 @@ func (c *Coordinator) coordinateWrite(ctx context.Context, req writeRequest, rt 
 		results = make(chan ack, len(rt.targets))
 		stamped = func(obj *version.Object) { sent = c.replicate(req.key, obj, rt, need, results) }
 	}
-	obj, err := c.store.CoordinateThen(replica.Write{Key: req.key, Value: req.value, Ctx: causal, Deleted: req.deleted, ID: req.id}, c.o.Now().UnixNano(), stamped)
+	obj, err := c.store.CoordinateThen(replica.Write{Key: req.key, Value: req.value, Ctx: causal, Deleted: req.deleted, ID: req.id, Blind: !req.hasCtx}, c.o.Now().UnixNano(), stamped)
 	if err != nil && sent.all == 0 && (stamped != nil || isRefusal(err)) {
 		// Refused before anything was stamped (an oversized object, a bad
 		// context): nothing was sent, so no quorum can make up for it. The

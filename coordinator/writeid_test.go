@@ -78,15 +78,17 @@ func TestRetriedWriteIsAppliedOnce(t *testing.T) {
 		name        string
 		withContext bool
 		cutOff      bool
+		w           int
 	}{
-		{"reply lost, blind", false, false},
-		{"reply lost, with context", true, false},
-		{"coordinator cut off, blind", false, true},
-		{"coordinator cut off, with context", true, true},
+		{"reply lost, blind", false, false, 2},
+		{"reply lost, with context", true, false, 2},
+		{"reply lost, blind, W=3 (read first)", false, false, 3},
+		{"coordinator cut off, blind", false, true, 2},
+		{"coordinator cut off, with context", true, true, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, named := range []bool{true, false} {
-				got := retrySchedule(t, named, tc.withContext, tc.cutOff)
+				got := retrySchedule(t, named, tc.withContext, tc.cutOff, tc.w)
 				switch {
 				case named && len(got) > 0:
 					t.Fatalf("with a write ID, the retried write is stored twice: %q", got)
@@ -98,9 +100,11 @@ func TestRetriedWriteIsAppliedOnce(t *testing.T) {
 	}
 }
 
-// retrySchedule runs one schedule on a new five-node cluster (N=3, W=2)
-// and returns the doubled values the key's replicas agree on afterwards.
-func retrySchedule(t *testing.T, named, withContext, cutOff bool) []string {
+// retrySchedule runs one schedule on a new five-node cluster (N=3, the
+// write at level w: 2 takes the checked path for a blind write, 3 reads
+// a quorum first) and returns the doubled values the key's replicas agree
+// on afterwards.
+func retrySchedule(t *testing.T, named, withContext, cutOff bool, w int) []string {
 	c := testcluster.New(t, testcluster.Options{Nodes: 5, Replicas: 3, Seed: 7})
 	ctx := ctxT(t)
 	key := []byte("retried")
@@ -132,7 +136,7 @@ func retrySchedule(t *testing.T, named, withContext, cutOff bool) []string {
 		if causal != nil {
 			c = causal.Clone()
 		}
-		_, err := via.Coord.Put(wctx, key, value, c, 2)
+		_, err := via.Coord.Put(wctx, key, value, c, w)
 		return err
 	}
 

@@ -37,7 +37,7 @@ var (
 	forwardedWrites   = desc("ringkv_forwarded_writes_total", "Writes this node forwarded to a replica of their key (it is not one), failed forwards included.")
 	forwardFailures   = desc("ringkv_forwarded_write_failures_total", "Writes this node forwarded whose forward failed (no replica reachable, or the outcome unknown).")
 	readRepairs       = desc("ringkv_read_repairs_total", "Repair writes read repair sent to stale primaries.")
-	retriesRecognized = desc("ringkv_retried_writes_recognized_total", "Writes this node's replica did not store again because it already held them under their write ID (X-Ringkv-Write-Id): attempts of writes a client retried after an unknown outcome.")
+	retriesRecognized = desc("ringkv_retried_writes_recognized_total", "Writes this node's replica did not store again because it already held them under their write ID (X-Ringkv-Write-Id): attempts of writes a client retried after an unknown outcome (counted when stamped: a checked write given back and stamped again counts twice).")
 	checkedWrites     = desc("ringkv_checked_writes_total", "Blind writes this node coordinated as checked writes, by outcome: stored (another replica confirmed the write superseded its state), read_first (every other replica held more: done again, reading first), unknown (no other replica answered; stored here, outcome unknown).", "outcome")
 	readRepairFails   = desc("ringkv_read_repair_failures_total", "Repair writes read repair sent that failed.")
 	readSiblings      = desc("ringkv_read_siblings", "Live siblings per read that merged replicas' answers (local-only reads at R=1 are not counted).")

@@ -546,6 +546,12 @@ type Write struct {
 	// attempt of a retried write: a replica that already holds the write
 	// (version.Object.WriteOnce) does not apply it again.
 	ID uint64
+	// Blind says that the client sent no context, also when Ctx is set:
+	// the context a coordinator learned from a read quorum to stamp a
+	// blind write with. Such a context covers an earlier attempt the
+	// replica holds, yet the write is that attempt's retry, not a write
+	// over it: with an ID, any held attempt is recognized.
+	Blind bool
 }
 
 // CoordinateBatch applies several client writes as CoordinateThen would
@@ -602,6 +608,12 @@ func (s *Store) stamp(obj *version.Object, w Write, ts int64) error {
 			return err
 		}
 	}
+	if w.Blind && w.Ctx != nil {
+		if _, held := obj.Holds(w.ID, w.Value, w.Deleted); held {
+			s.retries.Add(1)
+			return nil
+		}
+	}
 	s.applyFloor(obj)
 	_, applied, err := obj.WriteOnce(s.actor, ctx, w.Ctx == nil, w.ID, w.Value, w.Deleted, ts)
 	if err == nil && !applied {
@@ -612,7 +624,8 @@ func (s *Store) stamp(obj *version.Object, w Write, ts int64) error {
 
 // RetriesRecognized counts the writes this store did not stamp because it
 // already held them under their write ID (Write.ID): attempts of retried
-// writes that reached a replica holding an earlier attempt.
+// writes that reached a replica holding an earlier attempt. It counts at
+// the stamp, so a checked write given back and stamped again counts twice.
 func (s *Store) RetriesRecognized() uint64 { return s.retries.Load() }
 
 // Apply merges a version received from another replica into the stored one.

@@ -42,6 +42,18 @@ func TestRetriedWriteIsStoredOnce(t *testing.T) {
 	if got := a.RetriesRecognized(); got != 6 {
 		t.Fatalf("RetriesRecognized = %d, want 6 (two attempts again of each of three writes)", got)
 	}
+	// A blind write the coordinator stamps with a context it learned
+	// (which covers the held attempt) is still a retry.
+	held, _ := a.Get(key)
+	again, err := a.CoordinateThen(Write{Key: key, Deleted: true, ID: 13, Ctx: held.Context.Clone(), Blind: true}, 5, nil)
+	if err != nil || !again.Equal(held) || a.RetriesRecognized() != 7 {
+		t.Fatalf("a blind retry stamped with a learned context: %v (held %v), %v, %d recognized", again, held, err, a.RetriesRecognized())
+	}
+	// Without Blind, a write whose context covers the held sibling is a
+	// new write.
+	if after, err := a.CoordinateThen(Write{Key: key, Deleted: true, ID: 13, Ctx: held.Context.Clone()}, 6, nil); err != nil || after.Equal(held) {
+		t.Fatalf("a write over the held attempt, reusing its ID: %v, %v", after, err)
+	}
 
 	// Replica c, which holds a's state before the delete (write 12),
 	// coordinates another attempt of the delete (write 13): once that

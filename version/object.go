@@ -152,16 +152,8 @@ func (o *Object) Write(actor string, ctx Clock, value []byte, deleted bool, ts i
 // overwritten before they met cannot be recognized: then the retry stays,
 // as a sibling of what overwrote the first attempt.
 func (o *Object) WriteOnce(actor string, ctx Clock, blind bool, id uint64, value []byte, deleted bool, ts int64) (s Sibling, applied bool, err error) {
-	if id != 0 && o != nil {
-		want := Sibling{WriteID: id, Deleted: deleted}
-		if !deleted {
-			want.Value = value
-		}
-		for _, held := range o.Siblings {
-			if held.sameWrite(want) && (blind || !ctx.Covers(held.Dot)) {
-				return held, false, nil
-			}
-		}
+	if held, ok := o.Holds(id, value, deleted); ok && (blind || !ctx.Covers(held.Dot)) {
+		return held, false, nil
 	}
 	if blind {
 		s, err = o.writeBlind(actor, value, deleted, ts, id)
@@ -169,6 +161,25 @@ func (o *Object) WriteOnce(actor string, ctx Clock, blind bool, id uint64, value
 		s, err = o.write(actor, ctx, value, deleted, ts, id)
 	}
 	return s, err == nil, err
+}
+
+// Holds returns the sibling of o that is the client write id (not 0) with
+// this content (value, ignored for a tombstone, and tombstone flag), if
+// o holds one: an earlier attempt of that write.
+func (o *Object) Holds(id uint64, value []byte, deleted bool) (Sibling, bool) {
+	if id == 0 || o == nil {
+		return Sibling{}, false
+	}
+	want := Sibling{WriteID: id, Deleted: deleted}
+	if !deleted {
+		want.Value = value
+	}
+	for _, held := range o.Siblings {
+		if held.sameWrite(want) {
+			return held, true
+		}
+	}
+	return Sibling{}, false
 }
 
 func (o *Object) write(actor string, ctx Clock, value []byte, deleted bool, ts int64, id uint64) (Sibling, error) {
