@@ -85,6 +85,12 @@ type Options struct {
 	// the replicas first (writeContext), never checking it inside the
 	// write instead (see checked.go). For comparisons and tests.
 	ReadBeforeBlindWrite bool
+	// IgnoreWriteIDs drops the write IDs of client writes (WithWriteID,
+	// and those that forwarded writes carry), so that no version this node
+	// stamps carries one: for a rolling upgrade from a release before write
+	// IDs, whose nodes refuse such versions. Retried writes are then no
+	// longer recognized.
+	IgnoreWriteIDs bool
 }
 
 // Hints keeps the versions that target missed (see Options.Hints). Add is

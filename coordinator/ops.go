@@ -75,6 +75,9 @@ func (c *Coordinator) write(ctx context.Context, req writeRequest) (*version.Obj
 	if req.id == 0 {
 		req.id = WriteIDFrom(ctx)
 	}
+	if c.o.IgnoreWriteIDs {
+		req.id = 0
+	}
 	rt, err := c.route(req.key)
 	if err != nil {
 		return nil, err

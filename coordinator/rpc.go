@@ -665,6 +665,9 @@ func (c *Coordinator) Handle(ctx context.Context, from string, kind uint8, paylo
 		if err != nil {
 			return nil, err
 		}
+		if c.o.IgnoreWriteIDs {
+			req.id = 0
+		}
 		rt, err := c.route(req.key)
 		if err != nil {
 			return nil, err

@@ -210,3 +210,29 @@ func keyHolds(t *testing.T, n *testcluster.Node, value []byte) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// With IgnoreWriteIDs (ringkv server --no-write-ids, for a rolling upgrade
+// from a release whose nodes refuse named versions) no version carries a
+// write ID, whether the write is coordinated where it arrives or
+// forwarded.
+func TestIgnoreWriteIDsStoresNone(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 4, Replicas: 3, Seed: 9, Coordinator: coordinator.Options{IgnoreWriteIDs: true}})
+	ctx := coordinator.WithWriteID(ctxT(t), 0xabc)
+	key := []byte("unnamed")
+	for _, via := range []*testcluster.Node{c.Replicas(key)[0], c.NonReplica(key)} {
+		if _, err := via.Coord.Put(ctx, key, []byte("v-"+via.ID), nil, 3); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range c.Replicas(key) {
+			obj, err := r.Store.Get(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range obj.Siblings {
+				if s.WriteID != 0 {
+					t.Fatalf("written through %s: %s holds %v with write ID %x", via.ID, r.ID, s.Dot, s.WriteID)
+				}
+			}
+		}
+	}
+}

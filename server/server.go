@@ -99,6 +99,10 @@ type Config struct {
 	// Replace is the ID of a dead member this new node takes over (its
 	// tokens, its partitions, streamed from the surviving replicas).
 	Replace string
+	// NoWriteIDs makes this node drop client write IDs
+	// (coordinator.Options.IgnoreWriteIDs): for a rolling upgrade from a
+	// release before write IDs, until every node runs this one.
+	NoWriteIDs bool
 	// ReadRepairChance is the fraction of reads (below R=N) that ask every
 	// replica and so repair each stale one, instead of R of them.
 	// Default: 0.1; negative: never; at most 1 (every read).
@@ -396,7 +400,7 @@ func Start(cfg Config) (s *Server, err error) {
 	s.metrics = s.newMetrics()
 	s.coord = coordinator.New(cfg.NodeID, s.members, s.store, s.client, coordinator.Options{
 		R: rLevel, W: wLevel, Timeout: cfg.RequestTimeout, ReadRepairChance: cfg.ReadRepairChance, Logf: cfg.Logf, Hints: s.hints,
-		Observer: s.metrics.Observer(),
+		Observer: s.metrics.Observer(), IgnoreWriteIDs: cfg.NoWriteIDs,
 	})
 	s.hints.Start(s.coord, func(id string) bool {
 		// A left node's hints go to its key's owners (the coordinator's

@@ -124,6 +124,7 @@ closes its engine cleanly.`,
 	f.Int64Var(&cfg.HintMaxBytes, "hint-max-bytes", 256<<20, "hinted handoff: most bytes of hints kept for one node; past it new hints are refused and counted")
 	f.DurationVar(&cfg.HintWindow, "hint-window", 3*time.Hour, "hinted handoff: a node whose hints have been pending this long collects no new ones")
 	f.Int64Var(&cfg.HintRate, "hint-rate", 8<<20, "hinted handoff: delivery rate, bytes per second")
+	f.BoolVar(&cfg.NoWriteIDs, "no-write-ids", false, "drop the write IDs of client writes (X-Ringkv-Write-Id), storing none: for a rolling upgrade from a release before write IDs, whose nodes refuse versions that carry one; retried writes are then not recognized")
 	f.Float64Var(&readRepairChance, "read-repair-chance", 0.1, "fraction of reads below R=N that ask every replica, repairing each stale one (0: none; 1: all); each such read costs the extra replicas a read")
 	f.DurationVar(&cfg.RepairInterval, "repair-interval", 10*time.Second, "anti-entropy: pause between two rounds of comparing hash trees with the other replicas (negative: no anti-entropy)")
 	f.Int64Var(&cfg.RepairRate, "repair-rate", 16<<20, "anti-entropy: exchange rate, bytes per second (negative: unbounded)")
