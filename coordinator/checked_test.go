@@ -25,11 +25,22 @@ func checkedStats(n *testcluster.Node) [3]uint64 {
 // key, and returns it.
 func replicasAgree(t *testing.T, c *testcluster.Cluster, key []byte) *version.Object {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	return storesAgree(t, c.Nodes, key, 5*time.Second, nil)
+}
+
+// storesAgree waits up to wait until the stores of nodes hold the same
+// object for key, calling poke (if not nil) before each look, and returns
+// it.
+func storesAgree(t *testing.T, nodes []*testcluster.Node, key []byte, wait time.Duration, poke func()) *version.Object {
+	t.Helper()
+	deadline := time.Now().Add(wait)
 	for {
+		if poke != nil {
+			poke()
+		}
 		var first *version.Object
 		same := true
-		for i, n := range c.Nodes {
+		for i, n := range nodes {
 			obj, err := n.Store.Get(key)
 			if err != nil {
 				t.Fatal(err)
@@ -44,7 +55,7 @@ func replicasAgree(t *testing.T, c *testcluster.Cluster, key []byte) *version.Ob
 			return first
 		}
 		if time.Now().After(deadline) {
-			for _, n := range c.Nodes {
+			for _, n := range nodes {
 				obj, _ := n.Store.Get(key)
 				t.Logf("%s holds %v", n.ID, obj)
 			}

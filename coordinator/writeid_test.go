@@ -28,30 +28,7 @@ func doubled(obj *version.Object) []string {
 // returns it, reading at R=ALL meanwhile (read repair).
 func keyReplicasAgree(t *testing.T, c *testcluster.Cluster, via *testcluster.Node, key []byte) *version.Object {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		via.Coord.Get(ctxT(t), key, coordinator.All)
-		var first *version.Object
-		same := true
-		for i, n := range c.Replicas(key) {
-			obj, err := n.Store.Get(key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if i == 0 {
-				first = obj
-			} else if !first.Equal(obj) {
-				same = false
-			}
-		}
-		if same && first != nil {
-			return first
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the replicas of %q do not agree", key)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return storesAgree(t, c.Replicas(key), key, 10*time.Second, func() { via.Coord.Get(ctxT(t), key, coordinator.All) })
 }
 
 // A client that does not learn a write's outcome sends it again, through
